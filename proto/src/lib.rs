@@ -1,0 +1,42 @@
+//! `sotto-proto`: the relay wire protocol, shared by the relay and clients.
+//!
+//! No I/O lives here; both ends feed bytes in and get typed values out.
+//!
+//! - [`wire`]: the prost messages generated from `proto/sotto.proto`
+//!   (`ClientFrame`, `ServerFrame`, ...).
+//! - [`frame`](FrameDecoder): `be32(len) || message` framing with a maximum
+//!   frame size, as a push-bytes-in / pull-frames-out decoder.
+//! - [`Bucket`] and [`Blob`]: the only blob sizes that exist; a blob of any
+//!   other size cannot be constructed.
+//! - [`MailboxId`], [`BlindedKey`], [`Challenge`]: mailbox IDs and the
+//!   signature check that authorizes fetch / ack / subscribe (DESIGN §4).
+//! - [`SlotId`] and [`slot_signing_message`]: directory slot writes.
+//!
+//! Every domain-separation string of the protocol is a `pub const` here.
+
+mod bucket;
+mod frame;
+mod mailbox;
+mod slot;
+
+pub use bucket::{Blob, BlobSizeError, Bucket};
+pub use frame::{FrameDecoder, FrameError, FRAME_HEADER_LEN, PROTOCOL_MAX_FRAME, encode_frame};
+pub use mailbox::{
+    AuthError, BlindedKey, CHALLENGE_LEN, Challenge, KeyError, MAILBOX_TAG, MailboxId, REQUEST_TAG,
+    request_signing_message,
+};
+pub use slot::{SLOT_TAG, SlotId, slot_signing_message};
+
+/// The generated wire messages (package `sotto.relay.v1`).
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod wire {
+    include!(concat!(env!("OUT_DIR"), "/sotto.relay.v1.rs"));
+}
+
+pub use prost::Message;
+
+/// ALPN protocol identifier; a relay refuses connections that do not offer it.
+pub const ALPN: &[u8] = b"sotto/1";
+
+/// The protocol version carried in `Hello.version`.
+pub const PROTOCOL_VERSION: u32 = 1;
