@@ -124,7 +124,10 @@ mod tests {
         decoder.push(&1000u32.to_be_bytes());
         assert_eq!(
             decoder.next_frame(),
-            Err(FrameError::TooLarge { len: 1000, max: 100 })
+            Err(FrameError::TooLarge {
+                len: 1000,
+                max: 100
+            })
         );
     }
 
@@ -135,7 +138,10 @@ mod tests {
         let mut decoder = FrameDecoder::new(100);
         decoder.push(&out[..out.len() - 1]);
         assert_eq!(decoder.next_frame(), Ok(None));
-        assert!(matches!(decoder.finish(), Err(FrameError::Truncated { .. })));
+        assert!(matches!(
+            decoder.finish(),
+            Err(FrameError::Truncated { .. })
+        ));
     }
 
     proptest! {

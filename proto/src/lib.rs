@@ -20,7 +20,7 @@ mod mailbox;
 mod slot;
 
 pub use bucket::{Blob, BlobSizeError, Bucket};
-pub use frame::{FrameDecoder, FrameError, FRAME_HEADER_LEN, PROTOCOL_MAX_FRAME, encode_frame};
+pub use frame::{FRAME_HEADER_LEN, FrameDecoder, FrameError, PROTOCOL_MAX_FRAME, encode_frame};
 pub use mailbox::{
     AuthError, BlindedKey, CHALLENGE_LEN, Challenge, KeyError, MAILBOX_TAG, MailboxId, REQUEST_TAG,
     request_signing_message,

@@ -260,11 +260,17 @@ mod tests {
     fn malformed_keys_are_typed_errors() {
         assert_eq!(
             BlindedKey::from_slice(&[1; 31]),
-            Err(KeyError::Length { expected: 32, got: 31 })
+            Err(KeyError::Length {
+                expected: 32,
+                got: 31
+            })
         );
         assert_eq!(
             MailboxId::from_slice(&[1; 33]),
-            Err(KeyError::Length { expected: 32, got: 33 })
+            Err(KeyError::Length {
+                expected: 32,
+                got: 33
+            })
         );
     }
 }

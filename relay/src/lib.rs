@@ -1,1 +1,44 @@
-//! placeholder
+//! `sotto-relay`: the one thing a team installs on a server.
+//!
+//! It stores and forwards opaque, bucket-sized blobs under mailbox IDs that
+//! rotate every epoch, and keeps owner-signed directory slots. It never
+//! parses a blob, never stores who connected, and logs counts, not people.
+//!
+//! Module map:
+//! - [`server`](Server): QUIC endpoint, accept loop, purge and stats tasks,
+//!   graceful shutdown. `connection`: the per-connection task (reader,
+//!   writer, subscription pushers). `session`: the per-connection protocol
+//!   state machine, free of I/O.
+//! - `ops/`: one module per request kind (`hello`, `put`, `mailbox` for
+//!   fetch/ack/subscribe, `slot`), each `parse` then apply.
+//! - [`Relay`]: state shared by connections. `commit`: group commit and the
+//!   durable watermark. `hub`: subscription wake-ups.
+//! - [`storage`]: the [`Storage`] trait, [`SledStorage`] (default) and
+//!   [`MemoryStorage`].
+//! - [`Config`] / [`Limits`]: every limit, with defaults. [`RelayCert`]:
+//!   the persistent self-signed certificate clients pin. `bootstrap`: the
+//!   one-time admin code. [`Clock`]: injected time.
+
+mod bootstrap;
+mod cert;
+mod clock;
+mod commit;
+mod config;
+mod connection;
+mod hub;
+mod ops;
+mod rate;
+mod refusal;
+mod relay;
+mod server;
+mod session;
+pub mod storage;
+
+pub use bootstrap::{PREFIX as BOOTSTRAP_PREFIX, read as read_bootstrap_code};
+pub use cert::{RELAY_SERVER_NAME, RelayCert, fingerprint};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{Config, ConfigError, DEFAULT_PORT, Limits, default_data_dir};
+pub use refusal::Refusal;
+pub use relay::{Relay, Stats};
+pub use server::{Server, StartError};
+pub use storage::{MemoryStorage, SledStorage, Storage};

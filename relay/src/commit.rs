@@ -1,0 +1,286 @@
+//! Group commit: many concurrent writers share one fsync.
+//!
+//! sled does not fsync on insert, so a put is acknowledged only after a
+//! flush that started *after* its insert finished. Writers take a ticket
+//! after mutating; a dedicated flusher thread repeatedly snapshots the newest
+//! ticket, flushes once, and releases every writer up to that ticket. Under
+//! load one fsync serves every put that arrived while the previous one ran.
+//!
+//! Appends are serialised here (one short critical section around the
+//! backend's insert), which gives two properties the relay relies on: blob
+//! seqs are handed out in insertion order, and the *durable watermark*
+//! — the highest seq covered by a finished flush — is a prefix of the log.
+//! Fetch and subscription pushes never return a blob above the watermark,
+//! so a client never sees a blob that a crash could take back.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+
+use tokio::sync::watch;
+
+use crate::storage::{Seq, Storage};
+
+/// The flush covering a write failed; the write may not be durable.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("storage flush failed: {0}")]
+pub(crate) struct FlushError(String);
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Progress {
+    /// Every ticket up to this one has been covered by a finished flush.
+    done: u64,
+    /// The newest ticket covered by a flush that failed.
+    failed_upto: u64,
+}
+
+#[derive(Default)]
+struct Tickets {
+    requested: u64,
+    shutdown: bool,
+}
+
+struct Shared {
+    tickets: Mutex<Tickets>,
+    wake: Condvar,
+    progress: watch::Sender<Progress>,
+    last_appended: AtomicU64,
+    durable_seq: AtomicU64,
+    flushes: AtomicU64,
+    append_lock: Mutex<()>,
+}
+
+/// The relay's write path: serialised appends and shared flushes.
+pub(crate) struct GroupCommit<S> {
+    store: Arc<S>,
+    shared: Arc<Shared>,
+    flusher: Mutex<Option<thread::JoinHandle<()>>>,
+}
+
+impl<S: Storage> GroupCommit<S> {
+    /// Starts the flusher thread for `store`. Everything already stored is
+    /// durable (it was read back from disk), so the watermark starts open.
+    pub(crate) fn start(store: Arc<S>) -> Self {
+        let (progress, _) = watch::channel(Progress::default());
+        let shared = Arc::new(Shared {
+            tickets: Mutex::new(Tickets::default()),
+            wake: Condvar::new(),
+            progress,
+            last_appended: AtomicU64::new(0),
+            durable_seq: AtomicU64::new(u64::MAX),
+            flushes: AtomicU64::new(0),
+            append_lock: Mutex::new(()),
+        });
+        let flusher = {
+            let store = store.clone();
+            let shared = shared.clone();
+            thread::Builder::new()
+                .name("sotto-flusher".into())
+                .spawn(move || flusher_loop(&*store, &shared))
+                .expect("invariant: the OS can start one thread at relay start-up")
+        };
+        Self {
+            store,
+            shared,
+            flusher: Mutex::new(Some(flusher)),
+        }
+    }
+
+    /// The backend.
+    pub(crate) fn store(&self) -> &Arc<S> {
+        &self.store
+    }
+
+    /// Runs `append` (which checks quotas and inserts) in the append critical
+    /// section; on success the returned seq is recorded for the watermark.
+    /// The write is *not yet durable*: await [`Self::durable`].
+    pub(crate) fn append<E>(&self, append: impl FnOnce(&S) -> Result<Seq, E>) -> Result<Seq, E> {
+        let _serial = lock(&self.shared.append_lock);
+        let seq = append(&self.store)?;
+        // The first append after start closes the "everything is durable"
+        // watermark until the first flush covers it.
+        if self.shared.last_appended.load(Ordering::Acquire) == 0 {
+            let _ = self.shared.durable_seq.compare_exchange(
+                u64::MAX,
+                seq.saturating_sub(1),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        }
+        self.shared.last_appended.store(seq, Ordering::Release);
+        Ok(seq)
+    }
+
+    /// Waits until every mutation made before this call is durable.
+    pub(crate) async fn durable(&self) -> Result<(), FlushError> {
+        let ticket = {
+            let mut tickets = lock(&self.shared.tickets);
+            tickets.requested += 1;
+            tickets.requested
+        };
+        self.shared.wake.notify_one();
+        let mut progress = self.shared.progress.subscribe();
+        let reached = progress
+            .wait_for(|p| p.done >= ticket)
+            .await
+            .map(|p| *p)
+            .map_err(|_| FlushError("the flusher stopped".into()))?;
+        if reached.failed_upto >= ticket {
+            return Err(FlushError("see the relay log".into()));
+        }
+        Ok(())
+    }
+
+    /// The highest seq that a finished flush covers.
+    pub(crate) fn durable_seq(&self) -> Seq {
+        self.shared.durable_seq.load(Ordering::Acquire)
+    }
+
+    /// How many flushes have run (for benchmarks: fsyncs per put).
+    pub(crate) fn flush_count(&self) -> u64 {
+        self.shared.flushes.load(Ordering::Relaxed)
+    }
+
+    /// Flushes a last time and stops the flusher thread.
+    pub(crate) fn shutdown(&self) {
+        lock(&self.shared.tickets).shutdown = true;
+        self.shared.wake.notify_one();
+        if let Some(handle) = lock(&self.flusher).take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl<S> Drop for GroupCommit<S> {
+    fn drop(&mut self) {
+        lock(&self.shared.tickets).shutdown = true;
+        self.shared.wake.notify_one();
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The guarded sections only move integers; a poisoned lock holds a
+    // consistent value.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn flusher_loop<S: Storage>(store: &S, shared: &Shared) {
+    let mut done = 0u64;
+    loop {
+        let (target, shutdown) = {
+            let mut tickets = lock(&shared.tickets);
+            while tickets.requested == done && !tickets.shutdown {
+                tickets = shared
+                    .wake
+                    .wait(tickets)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+            }
+            (tickets.requested, tickets.shutdown)
+        };
+        // Read after the ticket snapshot: every append that took a ticket up
+        // to `target` stored its seq before taking it.
+        let covered_seq = shared.last_appended.load(Ordering::Acquire);
+        let result = store.flush();
+        shared.flushes.fetch_add(1, Ordering::Relaxed);
+        match result {
+            Ok(()) => {
+                if covered_seq != 0 {
+                    shared.durable_seq.store(covered_seq, Ordering::Release);
+                }
+                shared.progress.send_modify(|p| p.done = target);
+            }
+            Err(error) => {
+                tracing::error!(%error, "storage flush failed; the writes it covered are refused");
+                shared.progress.send_modify(|p| {
+                    p.done = target;
+                    p.failed_upto = target;
+                });
+            }
+        }
+        done = target;
+        if shutdown {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{FetchRange, MemoryStorage, SledStorage};
+    use bytes::Bytes;
+    use sotto_proto::{Blob, MailboxId};
+
+    fn blob() -> Blob {
+        Blob::new(Bytes::from(vec![0; 1024])).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writers_share_flushes() {
+        let dir = tempfile::tempdir().unwrap();
+        let commit = Arc::new(GroupCommit::start(Arc::new(
+            SledStorage::open(dir.path()).unwrap(),
+        )));
+        let mut tasks = Vec::new();
+        for writer in 0..32u8 {
+            let commit = commit.clone();
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..20 {
+                    commit
+                        .append(|s| s.append(&MailboxId::from_bytes([writer; 32]), &blob(), 10))
+                        .unwrap();
+                    commit.durable().await.unwrap();
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let flushes = commit.flush_count();
+        assert!(
+            flushes < 640,
+            "{flushes} flushes for 640 writes: no sharing"
+        );
+        assert_eq!(
+            commit.durable_seq(),
+            commit.shared.last_appended.load(Ordering::Acquire)
+        );
+        commit.shutdown();
+    }
+
+    #[tokio::test]
+    async fn the_watermark_hides_writes_until_they_are_flushed() {
+        let commit = GroupCommit::start(Arc::new(MemoryStorage::new()));
+        let mailbox = MailboxId::from_bytes([1; 32]);
+        let seq = commit.append(|s| s.append(&mailbox, &blob(), 10)).unwrap();
+        assert!(commit.durable_seq() < seq);
+        let range = |upto| FetchRange {
+            after: 0,
+            upto,
+            limit: 10,
+            max_bytes: usize::MAX,
+        };
+        assert!(
+            commit
+                .store()
+                .fetch(&mailbox, range(commit.durable_seq()))
+                .unwrap()
+                .blobs
+                .is_empty()
+        );
+        commit.durable().await.unwrap();
+        assert_eq!(commit.durable_seq(), seq);
+        assert_eq!(
+            commit
+                .store()
+                .fetch(&mailbox, range(commit.durable_seq()))
+                .unwrap()
+                .blobs
+                .len(),
+            1
+        );
+        commit.shutdown();
+    }
+}

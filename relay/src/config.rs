@@ -1,0 +1,249 @@
+//! Relay configuration: every limit is explicit, configurable, and has a
+//! safe default, so `sotto-relay` runs with no configuration at all.
+//!
+//! A TOML file (`--config FILE`) may set any field; command-line flags
+//! override the file. Unknown keys are an error, so a typo never silently
+//! leaves a limit at its default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sotto_proto::{Bucket, PROTOCOL_MAX_FRAME};
+
+/// Default UDP port.
+pub const DEFAULT_PORT: u16 = 7443;
+
+/// Limits the relay enforces, each with a typed error frame.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest frame a client may send, in bytes (a 64 KiB put plus headers
+    /// fits in the default).
+    pub max_frame: u32,
+    /// Blob sizes accepted; each must be a bucket size (1024, 4096, 16384, 65536).
+    pub blob_sizes: Vec<u32>,
+    /// Longest TTL a sender may ask for.
+    pub max_ttl_secs: u32,
+    /// TTL when the sender asks for none.
+    pub default_ttl_secs: u32,
+    /// Blobs one mailbox may hold.
+    pub mailbox_max_blobs: u64,
+    /// Bytes one mailbox may hold.
+    pub mailbox_max_bytes: u64,
+    /// Bytes of blobs and slots the relay stores in total; above it puts are
+    /// refused while fetch and ack keep working.
+    pub disk_budget_bytes: u64,
+    /// Concurrent connections.
+    pub max_connections: u32,
+    /// Sustained requests per second per connection.
+    pub requests_per_sec: u32,
+    /// Burst of requests per connection above the sustained rate.
+    pub request_burst: u32,
+    /// Consecutive rate-limited requests after which the connection is closed.
+    pub max_rate_violations: u32,
+    /// Blobs in one fetch page (and bytes, see `max_fetch_bytes`).
+    pub max_fetch_blobs: u32,
+    /// Bytes of blobs in one fetch page.
+    pub max_fetch_bytes: u32,
+    /// Mailbox subscriptions per connection.
+    pub max_subscriptions: u32,
+    /// Puts, acks and slot writes per connection waiting for their flush.
+    pub max_in_flight: u32,
+    /// Largest directory slot value.
+    pub max_slot_bytes: u32,
+    /// Time a new connection has to open its stream and say hello.
+    pub hello_timeout_ms: u64,
+    /// A connection silent for this long is closed (clients keep alive).
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_frame: 72 * 1024,
+            blob_sizes: Bucket::ALL.iter().map(|b| b.size() as u32).collect(),
+            max_ttl_secs: 14 * 24 * 3600,
+            default_ttl_secs: 14 * 24 * 3600,
+            mailbox_max_blobs: 20_000,
+            mailbox_max_bytes: 512 * 1024 * 1024,
+            disk_budget_bytes: 20 * 1024 * 1024 * 1024,
+            max_connections: 20_000,
+            requests_per_sec: 5_000,
+            request_burst: 10_000,
+            max_rate_violations: 1_000,
+            max_fetch_blobs: 512,
+            max_fetch_bytes: 512 * 1024,
+            max_subscriptions: 64,
+            max_in_flight: 1_024,
+            max_slot_bytes: 64 * 1024,
+            hello_timeout_ms: 10_000,
+            idle_timeout_secs: 60,
+        }
+    }
+}
+
+/// A configuration the relay refuses to start with.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("config file {path} is invalid: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's explanation, with line and column.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid limit: {0}")]
+    Invalid(String),
+}
+
+/// Everything the relay needs to start.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// UDP address to listen on.
+    pub listen: SocketAddr,
+    /// Data directory (database, certificate, bootstrap code).
+    pub data_dir: PathBuf,
+    /// Address clients should use, as `host:port` (printed, put in invites).
+    pub public_addr: Option<String>,
+    /// Seconds between TTL purge passes.
+    pub purge_interval_secs: u64,
+    /// Seconds between stats log lines (counts only).
+    pub stats_interval_secs: u64,
+    /// Limits.
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
+            data_dir: default_data_dir(),
+            public_addr: None,
+            purge_interval_secs: 60,
+            stats_interval_secs: 300,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// `$XDG_DATA_HOME/sotto-relay`, or `./sotto-relay-data` without a home.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("sotto-relay");
+    }
+    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".local/share/sotto-relay"),
+        None => PathBuf::from("sotto-relay-data"),
+    }
+}
+
+impl Config {
+    /// Reads a TOML config file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks that limits are coherent.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        if l.blob_sizes.is_empty() {
+            return Err(ConfigError::Invalid("blob_sizes may not be empty".into()));
+        }
+        for size in &l.blob_sizes {
+            if Bucket::of_len(*size as usize).is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "blob size {size} is not a bucket size (1024, 4096, 16384, 65536)"
+                )));
+            }
+        }
+        let largest = l.blob_sizes.iter().max().copied().unwrap_or(0);
+        if (l.max_frame as usize) < largest as usize + 256
+            || l.max_frame as usize > PROTOCOL_MAX_FRAME
+        {
+            return Err(ConfigError::Invalid(format!(
+                "max_frame must be between the largest blob size plus 256 ({}) and {PROTOCOL_MAX_FRAME}",
+                largest + 256
+            )));
+        }
+        if l.default_ttl_secs == 0 || l.default_ttl_secs > l.max_ttl_secs {
+            return Err(ConfigError::Invalid(
+                "default_ttl_secs must be positive and at most max_ttl_secs".into(),
+            ));
+        }
+        if (l.max_fetch_bytes as usize) < largest as usize
+            || l.max_fetch_bytes as usize > PROTOCOL_MAX_FRAME - 64 * 1024
+        {
+            return Err(ConfigError::Invalid(format!(
+                "max_fetch_bytes must be between the largest blob size and {}",
+                PROTOCOL_MAX_FRAME - 64 * 1024
+            )));
+        }
+        for (name, value) in [
+            ("max_connections", l.max_connections),
+            ("requests_per_sec", l.requests_per_sec),
+            ("request_burst", l.request_burst),
+            ("max_fetch_blobs", l.max_fetch_blobs),
+            ("max_in_flight", l.max_in_flight),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn a_file_may_set_any_limit_and_typos_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\n[limits]\nmailbox_max_blobs = 5\n",
+        )
+        .unwrap();
+        let config = Config::from_file(&path).unwrap();
+        assert_eq!(config.limits.mailbox_max_blobs, 5);
+        assert_eq!(config.listen.port(), 9000);
+        std::fs::write(&path, "[limits]\nmailbox_max_blob = 5\n").unwrap();
+        let error = Config::from_file(&path).unwrap_err().to_string();
+        assert!(error.contains("mailbox_max_blob"), "{error}");
+    }
+
+    #[test]
+    fn a_blob_size_that_is_not_a_bucket_is_refused() {
+        let mut config = Config::default();
+        config.limits.blob_sizes = vec![1000];
+        assert!(config.validate().is_err());
+    }
+}

@@ -1,0 +1,240 @@
+//! One task per connection: reads frames from the connection's stream, runs
+//! them through the [`Session`] state machine, and performs its steps.
+//!
+//! Requests are pipelined: a put is stored in request order on this task (so
+//! FIFO order holds), then its reply waits for group commit on a separate
+//! task, so one connection can have many puts in flight. Responses and
+//! pushes share one writer task and one stream; a bounded queue in front of
+//! it propagates back-pressure to whoever produces frames.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use sotto_proto::wire::{self, ErrorCode};
+use sotto_proto::{Challenge, FrameDecoder, FrameError, MailboxId, encode_frame};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::{AbortHandle, JoinSet};
+use tokio::time::Instant;
+
+use crate::hub::Subscription;
+use crate::refusal::Refusal;
+use crate::relay::{Relay, Stats};
+use crate::session::{self, Session, Step};
+use crate::storage::{Seq, Storage};
+
+/// Application close codes.
+pub(crate) mod close {
+    pub(crate) const NORMAL: u32 = 0;
+    pub(crate) const PROTOCOL: u32 = 1;
+    pub(crate) const SHUTTING_DOWN: u32 = 2;
+}
+
+/// Frames queued for the writer before producers wait.
+const OUT_QUEUE: usize = 256;
+/// Bytes the writer gathers into one write.
+const WRITE_BATCH: usize = 64 * 1024;
+/// How long a closing connection waits for the peer to take its last frames.
+const LINGER: Duration = Duration::from_secs(2);
+
+fn response(response: wire::Response) -> wire::ServerFrame {
+    wire::ServerFrame {
+        frame: Some(wire::server_frame::Frame::Response(response)),
+    }
+}
+
+/// Serves one accepted connection until the client leaves, breaks the
+/// protocol, or the relay shuts down.
+pub(crate) async fn serve<S: Storage>(
+    conn: quinn::Connection,
+    relay: Arc<Relay<S>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let hello_deadline = Instant::now() + Duration::from_millis(relay.limits.hello_timeout_ms);
+    let (send, mut recv) = match tokio::time::timeout_at(hello_deadline, conn.accept_bi()).await {
+        Ok(Ok(streams)) => streams,
+        _ => {
+            conn.close(close::PROTOCOL.into(), b"no stream opened in time");
+            return;
+        }
+    };
+    let mut challenge = [0u8; sotto_proto::CHALLENGE_LEN];
+    if getrandom::fill(&mut challenge).is_err() {
+        tracing::error!("the OS random number generator failed; closing connection");
+        conn.close(close::PROTOCOL.into(), b"internal error");
+        return;
+    }
+    let mut session = Session::new(&relay, Challenge::from_bytes(challenge));
+    let (out, out_rx) = mpsc::channel(OUT_QUEUE);
+    let writer = tokio::spawn(write_loop(send, out_rx));
+    let in_flight = Arc::new(Semaphore::new(relay.limits.max_in_flight as usize));
+    let mut pending = JoinSet::new();
+    let mut pushers: HashMap<MailboxId, AbortHandle> = HashMap::new();
+    let mut decoder = FrameDecoder::new(relay.limits.max_frame as usize);
+    let mut close_code = close::NORMAL;
+
+    'read: loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => {
+                close_code = close::SHUTTING_DOWN;
+                break 'read;
+            }
+            _ = tokio::time::sleep_until(hello_deadline), if !session.is_greeted() => {
+                close_code = close::PROTOCOL;
+                break 'read;
+            }
+            Some(_) = pending.join_next(), if !pending.is_empty() => {}
+            chunk = recv.read_chunk(WRITE_BATCH, true) => {
+                let chunk = match chunk {
+                    Ok(Some(chunk)) => chunk,
+                    // The client finished its side or the connection died.
+                    Ok(None) | Err(_) => break 'read,
+                };
+                decoder.push(&chunk.bytes);
+                loop {
+                    let frame = match decoder.next_frame() {
+                        Ok(Some(frame)) => frame,
+                        Ok(None) => break,
+                        Err(error @ FrameError::TooLarge { .. }) => {
+                            // The stream cannot be resynchronised after a bad
+                            // length: say why, then close.
+                            Stats::bump(&relay.stats.refused, 1);
+                            let refusal = Refusal::new(ErrorCode::FrameTooLarge, error.to_string());
+                            let _ = out.send(response(refusal.into_response(0))).await;
+                            close_code = close::PROTOCOL;
+                            break 'read;
+                        }
+                        Err(FrameError::Truncated { .. }) => break,
+                    };
+                    match session.handle(&relay, frame) {
+                        Step::Reply(reply) => {
+                            if out.send(response(reply)).await.is_err() {
+                                break 'read;
+                            }
+                        }
+                        Step::ReplyWhenDurable { response: reply, wake } => {
+                            let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                                break 'read;
+                            };
+                            let relay = relay.clone();
+                            let out = out.clone();
+                            pending.spawn(async move {
+                                let reply = match relay.commit.durable().await {
+                                    Ok(()) => {
+                                        if let Some(mailbox) = wake {
+                                            relay.hub.notify(&mailbox);
+                                        }
+                                        reply
+                                    }
+                                    Err(_) => Refusal::new(
+                                        ErrorCode::Internal,
+                                        "the relay could not make this write durable; retry",
+                                    )
+                                    .into_response(reply.id),
+                                };
+                                let _ = out.send(response(reply)).await;
+                                drop(permit);
+                            });
+                        }
+                        Step::Subscribe { id, mailbox, after } => {
+                            if out.send(response(session::subscribed(id))).await.is_err() {
+                                break 'read;
+                            }
+                            let subscription = relay.hub.subscribe(mailbox);
+                            let task = tokio::spawn(push_loop(
+                                relay.clone(),
+                                subscription,
+                                mailbox,
+                                after,
+                                out.clone(),
+                            ));
+                            if let Some(old) = pushers.insert(mailbox, task.abort_handle()) {
+                                old.abort();
+                            }
+                        }
+                        Step::Unsubscribe { id, mailbox } => {
+                            if let Some(task) = pushers.remove(&mailbox) {
+                                task.abort();
+                            }
+                            if out.send(response(session::unsubscribed(id))).await.is_err() {
+                                break 'read;
+                            }
+                        }
+                        Step::Close(reply) => {
+                            let _ = out.send(response(reply)).await;
+                            close_code = close::PROTOCOL;
+                            break 'read;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // Finish in-flight writes: their data is stored, so their replies are
+    // owed. Pushes stop at once.
+    for task in pushers.into_values() {
+        task.abort();
+    }
+    while pending.join_next().await.is_some() {}
+    drop(out);
+    let _ = writer.await;
+    conn.close(close_code.into(), b"");
+}
+
+/// Sends queued frames, gathering whatever is ready into one write.
+async fn write_loop(mut send: quinn::SendStream, mut queue: mpsc::Receiver<wire::ServerFrame>) {
+    let mut buf = BytesMut::with_capacity(WRITE_BATCH);
+    while let Some(frame) = queue.recv().await {
+        encode_frame(&frame, &mut buf);
+        while buf.len() < WRITE_BATCH {
+            match queue.try_recv() {
+                Ok(frame) => encode_frame(&frame, &mut buf),
+                Err(_) => break,
+            }
+        }
+        if send.write_all(&buf).await.is_err() {
+            return;
+        }
+        buf.clear();
+    }
+    if send.finish().is_ok() {
+        let _ = tokio::time::timeout(LINGER, send.stopped()).await;
+    }
+}
+
+/// Pushes every durable blob of `mailbox` after `after`, in seq order, then
+/// each new one as the hub announces it.
+async fn push_loop<S: Storage>(
+    relay: Arc<Relay<S>>,
+    subscription: Subscription,
+    mailbox: MailboxId,
+    mut after: Seq,
+    out: mpsc::Sender<wire::ServerFrame>,
+) {
+    loop {
+        let page = match relay.fetch_page(&mailbox, after, usize::MAX) {
+            Ok(page) => page,
+            Err(_) => return,
+        };
+        for stored in page.blobs {
+            after = stored.seq;
+            let push = wire::ServerFrame {
+                frame: Some(wire::server_frame::Frame::Push(wire::Push {
+                    mailbox_id: mailbox.as_bytes().to_vec().into(),
+                    seq: stored.seq,
+                    blob: stored.blob.into_bytes(),
+                })),
+            };
+            if out.send(push).await.is_err() {
+                return;
+            }
+            Stats::bump(&relay.stats.pushes, 1);
+        }
+        if !page.more {
+            subscription.woken().await;
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! `Hello` / `Welcome`: the first exchange on every connection.
+
+use sotto_proto::wire::{self, ErrorCode};
+use sotto_proto::{Challenge, PROTOCOL_VERSION};
+
+use crate::config::Limits;
+use crate::refusal::Refusal;
+
+/// Checks a client's hello. The access token field is accepted empty until
+/// anonymous tokens exist (teams issue); then it will be checked here.
+pub(crate) fn parse(hello: &wire::Hello) -> Result<(), Refusal> {
+    if hello.version != PROTOCOL_VERSION {
+        return Err(Refusal::new(
+            ErrorCode::UnsupportedVersion,
+            format!(
+                "this relay speaks protocol version {PROTOCOL_VERSION}, the client version {}; update the client",
+                hello.version
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The welcome: this connection's challenge, the limits, the relay's clock.
+pub(crate) fn welcome(challenge: &Challenge, limits: &Limits, now_secs: u64) -> wire::Welcome {
+    wire::Welcome {
+        challenge: challenge.as_bytes().to_vec().into(),
+        limits: Some(wire::Limits {
+            max_frame: limits.max_frame,
+            max_ttl_secs: limits.max_ttl_secs,
+            default_ttl_secs: limits.default_ttl_secs,
+            blob_sizes: limits.blob_sizes.clone(),
+            max_fetch: limits.max_fetch_blobs,
+        }),
+        now: now_secs,
+    }
+}

@@ -1,0 +1,129 @@
+//! The relay's shared state: storage behind group commit, the subscription
+//! hub, limits, the clock and counters. Operations on it live in `ops/`,
+//! one module per request kind; connections drive them from `connection.rs`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sotto_proto::MailboxId;
+
+use crate::clock::Clock;
+use crate::commit::GroupCommit;
+use crate::config::Limits;
+use crate::hub::Hub;
+use crate::refusal::Refusal;
+use crate::storage::{FetchPage, FetchRange, Seq, Storage};
+
+/// Counters for the stats log and benchmarks. Counts, never names.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Blobs stored.
+    pub puts: AtomicU64,
+    /// Fetch requests served.
+    pub fetches: AtomicU64,
+    /// Blobs deleted by acks.
+    pub acked: AtomicU64,
+    /// Blobs pushed to subscribers.
+    pub pushes: AtomicU64,
+    /// Requests refused with an error frame.
+    pub refused: AtomicU64,
+    /// Blobs removed by the TTL purge.
+    pub purged: AtomicU64,
+    /// Connections accepted since start.
+    pub connections: AtomicU64,
+    /// Connections open now.
+    pub open_connections: AtomicU64,
+}
+
+impl Stats {
+    pub(crate) fn bump(counter: &AtomicU64, by: u64) {
+        counter.fetch_add(by, Ordering::Relaxed);
+    }
+}
+
+/// State shared by every connection.
+pub struct Relay<S: Storage> {
+    pub(crate) commit: GroupCommit<S>,
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) limits: Limits,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) slot_lock: std::sync::Mutex<()>,
+    pub(crate) stats: Stats,
+}
+
+impl<S: Storage> Relay<S> {
+    /// A relay over `storage`.
+    pub fn new(storage: Arc<S>, limits: Limits, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            commit: GroupCommit::start(storage),
+            hub: Arc::new(Hub::default()),
+            limits,
+            clock,
+            slot_lock: std::sync::Mutex::new(()),
+            stats: Stats::default(),
+        }
+    }
+
+    /// The backend.
+    pub fn storage(&self) -> &Arc<S> {
+        self.commit.store()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// fsyncs so far (group commit shares one across concurrent writers).
+    pub fn flush_count(&self) -> u64 {
+        self.commit.flush_count()
+    }
+
+    /// Live subscriptions.
+    pub fn subscription_count(&self) -> usize {
+        self.hub.subscription_count()
+    }
+
+    /// Durable blobs of `mailbox` after `after`, one page.
+    pub(crate) fn fetch_page(
+        &self,
+        mailbox: &MailboxId,
+        after: Seq,
+        limit: usize,
+    ) -> Result<FetchPage, Refusal> {
+        let range = FetchRange {
+            after,
+            upto: self.commit.durable_seq(),
+            limit: limit.min(self.limits.max_fetch_blobs as usize),
+            max_bytes: self.limits.max_fetch_bytes as usize,
+        };
+        Ok(self.storage().fetch(mailbox, range)?)
+    }
+
+    /// Deletes expired blobs in batches; returns how many. Runs on the
+    /// background purge task, and directly from tests with a manual clock.
+    pub fn purge_expired(&self) -> Result<usize, crate::storage::StoreError> {
+        const BATCH: usize = 1_000;
+        let now = self.clock.now_secs();
+        let mut total = 0;
+        loop {
+            let purged = self.storage().purge_expired(now, BATCH)?;
+            total += purged;
+            if purged < BATCH {
+                break;
+            }
+        }
+        Stats::bump(&self.stats.purged, total as u64);
+        Ok(total)
+    }
+
+    /// Waits for a last flush and stops the flusher.
+    pub fn shutdown(&self) {
+        self.commit.shutdown();
+    }
+}

@@ -1,0 +1,352 @@
+//! The relay server: a QUIC endpoint, the accept loop, background tasks
+//! (TTL purge, stats), and graceful shutdown.
+//!
+//! Shutdown (SIGINT / SIGTERM, or [`Server::shutdown`]): stop accepting,
+//! tell every connection to stop reading, let each finish its in-flight
+//! writes and send their replies, flush storage a last time, close.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sotto_proto::ALPN;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::bootstrap;
+use crate::cert::{CertError, RelayCert};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, ConfigError};
+use crate::connection::{self, close};
+use crate::relay::{Relay, Stats};
+use crate::storage::{SledStorage, Storage, StoreError};
+
+/// How long shutdown waits for connections to finish their in-flight work.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The relay could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Invalid configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The certificate could not be loaded or created.
+    #[error(transparent)]
+    Cert(#[from] CertError),
+    /// The database could not be opened.
+    #[error(
+        "cannot open the relay database in {dir}: {source} (is another sotto-relay using this data directory?)"
+    )]
+    Storage {
+        /// The database directory.
+        dir: PathBuf,
+        /// Why.
+        source: StoreError,
+    },
+    /// File system error on the data directory.
+    #[error("cannot prepare data directory {dir}: {source}")]
+    DataDir {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TLS or QUIC setup failed.
+    #[error("cannot set up TLS/QUIC: {0}")]
+    Tls(String),
+    /// The UDP socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A running relay.
+pub struct Server<S: Storage = SledStorage> {
+    relay: Arc<Relay<S>>,
+    endpoint: quinn::Endpoint,
+    local_addr: SocketAddr,
+    fingerprint: [u8; 32],
+    new_bootstrap_code: Option<String>,
+    shutdown: watch::Sender<bool>,
+    accept: JoinHandle<()>,
+    background: Vec<JoinHandle<()>>,
+}
+
+impl Server<SledStorage> {
+    /// Starts a relay with sled storage in `config.data_dir`, creating the
+    /// directory, certificate and bootstrap code on first start. Must be
+    /// called inside a tokio runtime.
+    pub async fn start(config: Config) -> Result<Self, StartError> {
+        config.validate()?;
+        let dir = config.data_dir.clone();
+        create_private_dir(&dir).map_err(|source| StartError::DataDir {
+            dir: dir.clone(),
+            source,
+        })?;
+        let (cert, first_start) = RelayCert::load_or_create(&dir)?;
+        let new_code = bootstrap::create_if_first_start(&dir, first_start).map_err(|source| {
+            StartError::DataDir {
+                dir: dir.clone(),
+                source,
+            }
+        })?;
+        let db_dir = dir.join("db");
+        let storage = {
+            let db_dir = db_dir.clone();
+            tokio::task::spawn_blocking(move || SledStorage::open(&db_dir))
+                .await
+                .map_err(|e| StartError::Tls(format!("storage open task failed: {e}")))?
+        }
+        .map_err(|source| StartError::Storage {
+            dir: db_dir,
+            source,
+        })?;
+        let mut server =
+            Self::start_with(&config, Arc::new(storage), Arc::new(SystemClock), &cert)?;
+        server.new_bootstrap_code = new_code;
+        Ok(server)
+    }
+}
+
+impl<S: Storage> Server<S> {
+    /// Starts a relay over any storage and clock (tests inject both). Must
+    /// be called inside a tokio runtime.
+    pub fn start_with(
+        config: &Config,
+        storage: Arc<S>,
+        clock: Arc<dyn Clock>,
+        cert: &RelayCert,
+    ) -> Result<Self, StartError> {
+        config.validate()?;
+        let server_config = quic_config(config, cert)?;
+        let endpoint = quinn::Endpoint::server(server_config, config.listen).map_err(|source| {
+            StartError::Bind {
+                addr: config.listen,
+                source,
+            }
+        })?;
+        let local_addr = endpoint.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let relay = Arc::new(Relay::new(storage, config.limits.clone(), clock));
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let accept = tokio::spawn(accept_loop(
+            endpoint.clone(),
+            relay.clone(),
+            Arc::new(Semaphore::new(config.limits.max_connections as usize)),
+            shutdown_rx.clone(),
+        ));
+        let background = vec![
+            tokio::spawn(purge_loop(
+                relay.clone(),
+                Duration::from_secs(config.purge_interval_secs.max(1)),
+                shutdown_rx.clone(),
+            )),
+            tokio::spawn(stats_loop(
+                relay.clone(),
+                Duration::from_secs(config.stats_interval_secs.max(1)),
+                shutdown_rx,
+            )),
+        ];
+        Ok(Self {
+            relay,
+            endpoint,
+            local_addr,
+            fingerprint: cert.fingerprint(),
+            new_bootstrap_code: None,
+            shutdown,
+            accept,
+            background,
+        })
+    }
+
+    /// The bound UDP address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// SHA-256 of the relay certificate, which clients pin.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        self.fingerprint
+    }
+
+    /// The bootstrap code, if this start created it (print it once).
+    pub fn new_bootstrap_code(&self) -> Option<&str> {
+        self.new_bootstrap_code.as_deref()
+    }
+
+    /// The shared relay state (stats, storage, purge).
+    pub fn relay(&self) -> &Arc<Relay<S>> {
+        &self.relay
+    }
+
+    /// Graceful shutdown: stop accepting, finish in-flight requests, flush.
+    pub async fn shutdown(self) {
+        // Refuse new connections from here on.
+        self.endpoint.set_server_config(None);
+        let _ = self.shutdown.send(true);
+        let _ = self.accept.await;
+        for task in self.background {
+            let _ = task.await;
+        }
+        let relay = self.relay.clone();
+        let _ = tokio::task::spawn_blocking(move || relay.shutdown()).await;
+        self.endpoint
+            .close(close::SHUTTING_DOWN.into(), b"relay shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        tracing::info!("relay stopped");
+    }
+}
+
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// TLS 1.3 only, no session tickets, no resumption, no 0-RTT, no address
+/// validation tokens: nothing that lets the relay link two connections of
+/// the same client (DESIGN §2.3).
+fn quic_config(config: &Config, cert: &RelayCert) -> Result<quinn::ServerConfig, StartError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| StartError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.clone()], cert.key.clone_key())
+        .map_err(|e| StartError::Tls(e.to_string()))?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.max_early_data_size = 0;
+    tls.send_tls13_tickets = 0;
+    tls.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|e| StartError::Tls(e.to_string()))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut validation = quinn::ValidationTokenConfig::default();
+    validation.sent(0);
+    server.validation_token_config(validation);
+    server.transport_config(Arc::new(transport_config(config)?));
+    Ok(server)
+}
+
+fn transport_config(config: &Config) -> Result<quinn::TransportConfig, StartError> {
+    let mut transport = quinn::TransportConfig::default();
+    // One long-lived stream per connection carries everything.
+    transport.max_concurrent_bidi_streams(1u32.into());
+    transport.max_concurrent_uni_streams(0u32.into());
+    let idle = Duration::from_secs(config.limits.idle_timeout_secs.max(1));
+    transport.max_idle_timeout(Some(
+        idle.try_into()
+            .map_err(|_| StartError::Tls("idle_timeout_secs is too large".into()))?,
+    ));
+    // Windows sized for one in-flight fetch page; small windows keep the
+    // memory of many idle connections low.
+    transport.stream_receive_window((config.limits.max_frame * 4).into());
+    transport.receive_window((config.limits.max_frame * 8).into());
+    transport.send_window(u64::from(config.limits.max_fetch_bytes) * 4);
+    Ok(transport)
+}
+
+async fn accept_loop<S: Storage>(
+    endpoint: quinn::Endpoint,
+    relay: Arc<Relay<S>>,
+    slots: Arc<Semaphore>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut handlers = JoinSet::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => break,
+            Some(_) = handlers.join_next(), if !handlers.is_empty() => {}
+            incoming = endpoint.accept() => {
+                let Some(incoming) = incoming else { break };
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    incoming.refuse();
+                    continue;
+                };
+                let relay = relay.clone();
+                let shutdown = shutdown.clone();
+                handlers.spawn(async move {
+                    let Ok(conn) = incoming.await else { return };
+                    Stats::bump(&relay.stats.connections, 1);
+                    Stats::bump(&relay.stats.open_connections, 1);
+                    connection::serve(conn, relay.clone(), shutdown).await;
+                    relay.stats.open_connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                    drop(permit);
+                });
+            }
+        }
+    }
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while handlers.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            remaining = handlers.len(),
+            "connections did not finish in time; closing them"
+        );
+        handlers.shutdown().await;
+    }
+}
+
+async fn purge_loop<S: Storage>(
+    relay: Arc<Relay<S>>,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let relay = relay.clone();
+        match tokio::task::spawn_blocking(move || relay.purge_expired()).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(purged)) => tracing::info!(purged, "expired blobs purged"),
+            Ok(Err(error)) => tracing::error!(%error, "TTL purge failed"),
+            Err(error) => tracing::error!(%error, "TTL purge task failed"),
+        }
+    }
+}
+
+async fn stats_loop<S: Storage>(
+    relay: Arc<Relay<S>>,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let s = relay.stats();
+        // Counts only: never a mailbox, key or address.
+        tracing::info!(
+            open_connections = s.open_connections.load(Relaxed),
+            connections = s.connections.load(Relaxed),
+            puts = s.puts.load(Relaxed),
+            fetches = s.fetches.load(Relaxed),
+            pushes = s.pushes.load(Relaxed),
+            acked = s.acked.load(Relaxed),
+            refused = s.refused.load(Relaxed),
+            purged = s.purged.load(Relaxed),
+            mailboxes = relay.storage().mailbox_count(),
+            stored_bytes = relay.storage().total_bytes(),
+            flushes = relay.flush_count(),
+            "relay stats"
+        );
+    }
+}

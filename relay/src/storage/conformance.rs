@@ -1,0 +1,251 @@
+//! One test suite, run against every backend: the contract of [`Storage`].
+
+use bytes::Bytes;
+use sotto_proto::{Blob, Bucket, MailboxId, SlotId};
+
+use super::{FetchRange, MemoryStorage, SledStorage, SlotRecord, Storage};
+
+fn mailbox(n: u8) -> MailboxId {
+    MailboxId::from_bytes([n; 32])
+}
+
+fn blob(bucket: Bucket, fill: u8) -> Blob {
+    Blob::new(Bytes::from(vec![fill; bucket.size()])).unwrap()
+}
+
+fn all(after: u64) -> FetchRange {
+    FetchRange {
+        after,
+        upto: u64::MAX,
+        limit: usize::MAX,
+        max_bytes: usize::MAX,
+    }
+}
+
+fn appends_come_back_in_fifo_order(store: &dyn Storage) {
+    let mut seqs = Vec::new();
+    for i in 0..50u8 {
+        seqs.push(
+            store
+                .append(&mailbox(1), &blob(Bucket::K1, i), 1_000)
+                .unwrap(),
+        );
+        // Interleave another mailbox: its blobs must never show up in ours.
+        store
+            .append(&mailbox(2), &blob(Bucket::K4, i), 1_000)
+            .unwrap();
+    }
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "seqs strictly increase"
+    );
+    let page = store.fetch(&mailbox(1), all(0)).unwrap();
+    assert!(!page.more);
+    let fills: Vec<u8> = page.blobs.iter().map(|b| b.blob.as_bytes()[0]).collect();
+    assert_eq!(fills, (0..50).collect::<Vec<u8>>());
+    assert_eq!(page.blobs.iter().map(|b| b.seq).collect::<Vec<_>>(), seqs);
+}
+
+fn fetch_respects_cursor_watermark_limit_and_bytes(store: &dyn Storage) {
+    let seqs: Vec<u64> = (0..10u8)
+        .map(|i| {
+            store
+                .append(&mailbox(1), &blob(Bucket::K1, i), 1_000)
+                .unwrap()
+        })
+        .collect();
+    let after_third = store.fetch(&mailbox(1), all(seqs[2])).unwrap();
+    assert_eq!(after_third.blobs.len(), 7);
+    assert_eq!(after_third.blobs[0].seq, seqs[3]);
+
+    let below_watermark = store
+        .fetch(
+            &mailbox(1),
+            FetchRange {
+                upto: seqs[4],
+                ..all(0)
+            },
+        )
+        .unwrap();
+    assert_eq!(below_watermark.blobs.len(), 5);
+    assert!(
+        !below_watermark.more,
+        "nothing durable remains past the watermark"
+    );
+
+    let limited = store
+        .fetch(&mailbox(1), FetchRange { limit: 3, ..all(0) })
+        .unwrap();
+    assert_eq!(limited.blobs.len(), 3);
+    assert!(limited.more);
+
+    let by_bytes = store
+        .fetch(
+            &mailbox(1),
+            FetchRange {
+                max_bytes: 2500,
+                ..all(0)
+            },
+        )
+        .unwrap();
+    assert_eq!(by_bytes.blobs.len(), 2);
+    assert!(by_bytes.more);
+
+    let tiny = store
+        .fetch(
+            &mailbox(1),
+            FetchRange {
+                max_bytes: 1,
+                ..all(0)
+            },
+        )
+        .unwrap();
+    assert_eq!(tiny.blobs.len(), 1, "a page always holds at least one blob");
+}
+
+fn delete_only_touches_the_named_mailbox(store: &dyn Storage) {
+    let mine = store
+        .append(&mailbox(1), &blob(Bucket::K1, 1), 1_000)
+        .unwrap();
+    let theirs = store
+        .append(&mailbox(2), &blob(Bucket::K1, 2), 1_000)
+        .unwrap();
+    // Naming another mailbox's seq under mine deletes nothing.
+    assert_eq!(store.delete(&mailbox(1), &[theirs]).unwrap(), 0);
+    assert_eq!(store.fetch(&mailbox(2), all(0)).unwrap().blobs.len(), 1);
+    assert_eq!(
+        store.delete(&mailbox(1), &[mine, mine, 999_999]).unwrap(),
+        1
+    );
+    assert!(store.fetch(&mailbox(1), all(0)).unwrap().blobs.is_empty());
+    assert_eq!(store.mailbox_usage(&mailbox(1)).count, 0);
+}
+
+fn accounting_tracks_appends_and_deletes(store: &dyn Storage) {
+    let a = store
+        .append(&mailbox(1), &blob(Bucket::K1, 0), 1_000)
+        .unwrap();
+    store
+        .append(&mailbox(1), &blob(Bucket::K16, 0), 1_000)
+        .unwrap();
+    store
+        .append(&mailbox(2), &blob(Bucket::K4, 0), 1_000)
+        .unwrap();
+    let usage = store.mailbox_usage(&mailbox(1));
+    assert_eq!((usage.count, usage.bytes), (2, 1024 + 16384));
+    assert_eq!(store.total_bytes(), 1024 + 16384 + 4096);
+    assert_eq!(store.mailbox_count(), 2);
+    store.delete(&mailbox(1), &[a]).unwrap();
+    assert_eq!(store.mailbox_usage(&mailbox(1)).bytes, 16384);
+    assert_eq!(store.total_bytes(), 16384 + 4096);
+}
+
+fn purge_removes_exactly_the_expired(store: &dyn Storage) {
+    store
+        .append(&mailbox(1), &blob(Bucket::K1, 1), 100)
+        .unwrap();
+    store
+        .append(&mailbox(1), &blob(Bucket::K1, 2), 200)
+        .unwrap();
+    let acked = store
+        .append(&mailbox(2), &blob(Bucket::K1, 3), 150)
+        .unwrap();
+    store.delete(&mailbox(2), &[acked]).unwrap();
+    assert_eq!(store.purge_expired(99, 100).unwrap(), 0);
+    assert_eq!(store.purge_expired(150, 100).unwrap(), 1);
+    let left = store.fetch(&mailbox(1), all(0)).unwrap();
+    assert_eq!(left.blobs.len(), 1);
+    assert_eq!(left.blobs[0].blob.as_bytes()[0], 2);
+    assert_eq!(store.purge_expired(10_000, 100).unwrap(), 1);
+    assert_eq!(store.total_bytes(), 0);
+}
+
+fn purge_honours_its_limit(store: &dyn Storage) {
+    for i in 0..10 {
+        store.append(&mailbox(1), &blob(Bucket::K1, i), 5).unwrap();
+    }
+    assert_eq!(store.purge_expired(5, 4).unwrap(), 4);
+    assert_eq!(store.mailbox_usage(&mailbox(1)).count, 6);
+}
+
+fn slots_store_and_replace(store: &dyn Storage) {
+    let id = SlotId::from_bytes([7; 32]);
+    assert_eq!(store.slot_get(&id).unwrap(), None);
+    let first = SlotRecord {
+        version: 1,
+        owner: [1; 32],
+        value: Bytes::from(vec![1; 1024]),
+    };
+    store.slot_put(&id, &first).unwrap();
+    assert_eq!(store.slot_get(&id).unwrap(), Some(first));
+    let second = SlotRecord {
+        version: 2,
+        owner: [1; 32],
+        value: Bytes::from(vec![2; 4096]),
+    };
+    store.slot_put(&id, &second).unwrap();
+    assert_eq!(store.slot_get(&id).unwrap(), Some(second));
+    assert_eq!(store.total_bytes(), 4096);
+}
+
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            $(#[test] fn $case() { super::$case(&super::MemoryStorage::new()); })*
+        }
+        mod sled {
+            $(#[test] fn $case() {
+                let dir = tempfile::tempdir().unwrap();
+                super::$case(&super::SledStorage::open(dir.path()).unwrap());
+            })*
+        }
+    };
+}
+
+conformance!(
+    appends_come_back_in_fifo_order,
+    fetch_respects_cursor_watermark_limit_and_bytes,
+    delete_only_touches_the_named_mailbox,
+    accounting_tracks_appends_and_deletes,
+    purge_removes_exactly_the_expired,
+    purge_honours_its_limit,
+    slots_store_and_replace,
+);
+
+#[test]
+fn sled_reopen_keeps_blobs_slots_accounting_and_seq_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let before;
+    {
+        let store = SledStorage::open(dir.path()).unwrap();
+        before = store
+            .append(&mailbox(1), &blob(Bucket::K4, 9), 1_000)
+            .unwrap();
+        store
+            .slot_put(
+                &SlotId::from_bytes([3; 32]),
+                &SlotRecord {
+                    version: 4,
+                    owner: [5; 32],
+                    value: Bytes::from(vec![6; 1024]),
+                },
+            )
+            .unwrap();
+        store.flush().unwrap();
+    }
+    let store = SledStorage::open(dir.path()).unwrap();
+    let page = store.fetch(&mailbox(1), all(0)).unwrap();
+    assert_eq!(page.blobs.len(), 1);
+    assert_eq!(page.blobs[0].seq, before);
+    assert_eq!(store.mailbox_usage(&mailbox(1)).bytes, 4096);
+    assert_eq!(store.total_bytes(), 4096 + 1024);
+    let slot = store
+        .slot_get(&SlotId::from_bytes([3; 32]))
+        .unwrap()
+        .unwrap();
+    assert_eq!(slot.version, 4);
+    let after = store
+        .append(&mailbox(1), &blob(Bucket::K1, 1), 1_000)
+        .unwrap();
+    assert!(after > before, "seqs keep increasing across a reopen");
+}

@@ -1,0 +1,255 @@
+//! The default backend: an embedded sled database in the relay's data dir.
+//!
+//! Trees and key layouts (all integers big-endian, so byte order is numeric
+//! order and range scans are cheap):
+//!
+//! | tree     | key                                | value                          |
+//! |----------|------------------------------------|--------------------------------|
+//! | `blobs`  | mailbox(32) ‖ seq(8)               | expires_at(8) ‖ blob           |
+//! | `expiry` | expires_at(8) ‖ mailbox(32) ‖ seq(8) | empty                        |
+//! | `slots`  | slot_id(32)                        | version(8) ‖ owner(32) ‖ value |
+//!
+//! Nothing else is stored: no token, connection or address next to a blob
+//! (DESIGN §2), and expiry times arrive already rounded to the minute.
+//!
+//! An append writes the expiry entry before the blob, so a crash between the
+//! two leaves at worst an index entry without a blob (harmless to the purge),
+//! never a blob that would outlive its TTL.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use sotto_proto::{Blob, MailboxId, SlotId};
+
+use super::accounting::Accounting;
+use super::{FetchPage, FetchRange, Seq, SlotRecord, Storage, StoreError, StoredBlob, Usage};
+
+const BLOB_KEY_LEN: usize = 32 + 8;
+const EXPIRY_KEY_LEN: usize = 8 + 32 + 8;
+
+/// sled-backed storage.
+pub struct SledStorage {
+    db: sled::Db,
+    blobs: sled::Tree,
+    expiry: sled::Tree,
+    slots: sled::Tree,
+    accounting: Accounting,
+}
+
+fn blob_key(mailbox: &MailboxId, seq: Seq) -> [u8; BLOB_KEY_LEN] {
+    let mut key = [0u8; BLOB_KEY_LEN];
+    key[..32].copy_from_slice(mailbox.as_bytes());
+    key[32..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn expiry_key(expires_at: u64, mailbox: &MailboxId, seq: Seq) -> [u8; EXPIRY_KEY_LEN] {
+    let mut key = [0u8; EXPIRY_KEY_LEN];
+    key[..8].copy_from_slice(&expires_at.to_be_bytes());
+    key[8..40].copy_from_slice(mailbox.as_bytes());
+    key[40..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn be64(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?))
+}
+
+fn corrupt(tree: &'static str, what: impl Into<String>) -> StoreError {
+    StoreError::Corrupt {
+        tree,
+        what: what.into(),
+    }
+}
+
+fn parse_blob_key(key: &[u8]) -> Result<(MailboxId, Seq), StoreError> {
+    if key.len() != BLOB_KEY_LEN {
+        return Err(corrupt("blobs", format!("key of {} bytes", key.len())));
+    }
+    let mailbox = MailboxId::from_slice(&key[..32]).map_err(|e| corrupt("blobs", e.to_string()))?;
+    let seq = be64(&key[32..]).ok_or_else(|| corrupt("blobs", "short key"))?;
+    Ok((mailbox, seq))
+}
+
+/// Splits a stored blob value into its expiry and the blob.
+fn parse_blob_value(value: &[u8]) -> Result<(u64, Blob), StoreError> {
+    let expires_at =
+        be64(value).ok_or_else(|| corrupt("blobs", "value shorter than its header"))?;
+    let blob = Blob::new(Bytes::copy_from_slice(&value[8..]))
+        .map_err(|e| corrupt("blobs", e.to_string()))?;
+    Ok((expires_at, blob))
+}
+
+fn parse_slot(value: &[u8]) -> Result<SlotRecord, StoreError> {
+    if value.len() < 40 {
+        return Err(corrupt("slots", "value shorter than its header"));
+    }
+    let version = be64(value).ok_or_else(|| corrupt("slots", "short version"))?;
+    let mut owner = [0u8; 32];
+    owner.copy_from_slice(&value[8..40]);
+    Ok(SlotRecord {
+        version,
+        owner,
+        value: Bytes::copy_from_slice(&value[40..]),
+    })
+}
+
+impl SledStorage {
+    /// Opens (or creates) the database in `dir` and rebuilds the usage
+    /// counters from what is stored.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            // Durability comes from the relay's own group-committed flushes;
+            // sled's periodic background flush only adds fsyncs.
+            .flush_every_ms(None)
+            .open()?;
+        let blobs = db.open_tree("blobs")?;
+        let expiry = db.open_tree("expiry")?;
+        let slots = db.open_tree("slots")?;
+        let accounting = Accounting::default();
+        for entry in blobs.iter() {
+            let (key, value) = entry?;
+            let (mailbox, _) = parse_blob_key(&key)?;
+            accounting.added(&mailbox, value.len().saturating_sub(8));
+        }
+        for entry in slots.iter() {
+            let (_, value) = entry?;
+            accounting.slot_replaced(0, value.len().saturating_sub(40));
+        }
+        Ok(Self {
+            db,
+            blobs,
+            expiry,
+            slots,
+            accounting,
+        })
+    }
+
+    /// Bytes the database occupies on disk (for the audit and the stats log).
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
+    }
+
+    /// Removes one blob and its expiry entry; returns whether it existed.
+    fn remove_blob(&self, mailbox: &MailboxId, seq: Seq) -> Result<bool, StoreError> {
+        let Some(value) = self.blobs.remove(blob_key(mailbox, seq))? else {
+            return Ok(false);
+        };
+        if let Some(expires_at) = be64(&value) {
+            self.expiry.remove(expiry_key(expires_at, mailbox, seq))?;
+        }
+        self.accounting
+            .removed(mailbox, value.len().saturating_sub(8));
+        Ok(true)
+    }
+}
+
+impl Storage for SledStorage {
+    fn append(&self, mailbox: &MailboxId, blob: &Blob, expires_at: u64) -> Result<Seq, StoreError> {
+        // generate_id is persistent and monotonic across restarts (after a
+        // crash it skips ahead), so seqs are never reused and cursors held by
+        // clients stay valid. It starts at 0; seq 0 is reserved for "before
+        // everything" (the initial cursor), hence the + 1.
+        let seq = self.db.generate_id()? + 1;
+        self.expiry
+            .insert(expiry_key(expires_at, mailbox, seq), &[])?;
+        let mut value = Vec::with_capacity(8 + blob.len());
+        value.extend_from_slice(&expires_at.to_be_bytes());
+        value.extend_from_slice(blob.as_bytes());
+        self.blobs.insert(blob_key(mailbox, seq), value)?;
+        self.accounting.added(mailbox, blob.len());
+        Ok(seq)
+    }
+
+    fn fetch(&self, mailbox: &MailboxId, range: FetchRange) -> Result<FetchPage, StoreError> {
+        let mut page = FetchPage::default();
+        if range.after >= range.upto || range.limit == 0 {
+            return Ok(page);
+        }
+        let start = blob_key(mailbox, range.after.saturating_add(1));
+        let end = blob_key(mailbox, range.upto);
+        let mut bytes = 0usize;
+        for entry in self.blobs.range(start..=end) {
+            let (key, value) = entry?;
+            let (_, seq) = parse_blob_key(&key)?;
+            let len = value.len().saturating_sub(8);
+            if page.blobs.len() >= range.limit
+                || (!page.blobs.is_empty() && bytes + len > range.max_bytes)
+            {
+                page.more = true;
+                break;
+            }
+            let (_, blob) = parse_blob_value(&value)?;
+            bytes += len;
+            page.blobs.push(StoredBlob { seq, blob });
+        }
+        Ok(page)
+    }
+
+    fn delete(&self, mailbox: &MailboxId, seqs: &[Seq]) -> Result<u32, StoreError> {
+        let mut deleted = 0;
+        for &seq in seqs {
+            if self.remove_blob(mailbox, seq)? {
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+
+    fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, StoreError> {
+        let mut purged = 0;
+        let end = (now.saturating_add(1)).to_be_bytes();
+        for entry in self.expiry.range(..end.as_slice()).take(limit) {
+            let (key, _) = entry?;
+            if key.len() != EXPIRY_KEY_LEN {
+                return Err(corrupt("expiry", format!("key of {} bytes", key.len())));
+            }
+            let mailbox =
+                MailboxId::from_slice(&key[8..40]).map_err(|e| corrupt("expiry", e.to_string()))?;
+            let seq = be64(&key[40..]).ok_or_else(|| corrupt("expiry", "short key"))?;
+            if self.remove_blob(&mailbox, seq)? {
+                purged += 1;
+            } else {
+                // An index entry whose blob was acked or never written.
+                self.expiry.remove(&key)?;
+            }
+        }
+        Ok(purged)
+    }
+
+    fn mailbox_usage(&self, mailbox: &MailboxId) -> Usage {
+        self.accounting.usage(mailbox)
+    }
+
+    fn total_bytes(&self) -> u64 {
+        self.accounting.total_bytes()
+    }
+
+    fn mailbox_count(&self) -> usize {
+        self.accounting.mailbox_count()
+    }
+
+    fn slot_get(&self, id: &SlotId) -> Result<Option<SlotRecord>, StoreError> {
+        self.slots
+            .get(id.as_bytes())?
+            .map(|value| parse_slot(&value))
+            .transpose()
+    }
+
+    fn slot_put(&self, id: &SlotId, record: &SlotRecord) -> Result<(), StoreError> {
+        let mut value = Vec::with_capacity(40 + record.value.len());
+        value.extend_from_slice(&record.version.to_be_bytes());
+        value.extend_from_slice(&record.owner);
+        value.extend_from_slice(&record.value);
+        let old = self.slots.insert(id.as_bytes(), value)?;
+        let old_len = old.map_or(0, |v| v.len().saturating_sub(40));
+        self.accounting.slot_replaced(old_len, record.value.len());
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
