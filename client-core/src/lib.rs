@@ -1,3 +1,21 @@
 //! `sotto-core`: everything a sotto client does, as a library.
 //!
-//! (Module map filled in as the modules land.)
+//! Modules (private; their public types are re-exported here, flat):
+//!
+//! - `epoch`: [`Epoch`], the hour-long unit after which mailbox IDs rotate.
+//! - `blind`: key blinding (DESIGN §4). [`InboxKey`] / [`InboxPublic`] and
+//!   the per-epoch [`BlindedInbox`] that owns a mailbox; senders compute the
+//!   same [`MailboxId`](sotto_proto::MailboxId) from the public key alone.
+//! - `seal`: sealed envelopes and padding (DESIGN §5). [`seal`] / [`open`]
+//!   hide the sender from the relay and make every blob exactly one bucket;
+//!   [`seal_symmetric`] / [`open_symmetric`] give group blobs the same shape;
+//!   [`pad`] / [`unpad`] are the padding on its own.
+
+mod blind;
+mod epoch;
+mod seal;
+
+pub use blind::{BLIND_PREFIX_TAG, BLIND_TAG, BlindedInbox, InboxKey, InboxPublic};
+#[doc(hidden)]
+pub use blind::{BlindingInternals, blinding_internals};
+pub use epoch::{EPOCH_SECS, Epoch};
