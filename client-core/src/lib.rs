@@ -19,3 +19,11 @@ pub use blind::{BLIND_PREFIX_TAG, BLIND_TAG, BlindedInbox, InboxKey, InboxPublic
 #[doc(hidden)]
 pub use blind::{BlindingInternals, blinding_internals};
 pub use epoch::{EPOCH_SECS, Epoch};
+pub use seal::{
+    EnvelopePublic, EnvelopeSecret, GROUP_SEAL_INFO, GROUP_SEAL_VERSION, OpenError, PadError,
+    SEAL_INFO, SEAL_OVERHEAD, SEAL_VERSION, SealError, UnpadError, max_plaintext_len, open,
+    open_symmetric, pad, padded_len, seal, seal_min_bucket, seal_symmetric,
+    seal_symmetric_min_bucket, unpad,
+};
+#[doc(hidden)]
+pub use seal::{seal_symmetric_with_salt, seal_with_ephemeral};
