@@ -1,7 +1,34 @@
 //! `sotto-core`: everything a sotto client does, as a library.
 //!
-//! (Module map filled in as the modules land.)
+//! Modules (private; their public types are re-exported here, flat):
+//!
+//! - `epoch`: [`Epoch`], the hour-long unit after which mailbox IDs rotate.
+//! - `blind`: key blinding (DESIGN §4). [`InboxKey`] / [`InboxPublic`] and
+//!   the per-epoch [`BlindedInbox`] that owns a mailbox; senders compute the
+//!   same [`MailboxId`](sotto_proto::MailboxId) from the public key alone.
+//! - `seal`: sealed envelopes and padding (DESIGN §5). [`seal`] / [`open`]
+//!   hide the sender from the relay and make every blob exactly one bucket;
+//!   [`seal_symmetric`] / [`open_symmetric`] give group blobs the same shape;
+//!   [`pad`] / [`unpad`] are the padding on its own.
+//! - `net`: the QUIC transport to a relay. [`RelayConnection`] pins the
+//!   relay certificate ([`RelayAddr`]), pipelines requests and delivers
+//!   subscription pushes; [`MailboxSigner`] proves mailbox ownership.
 
+mod blind;
+mod epoch;
 mod net;
+mod seal;
 
+pub use blind::{BLIND_PREFIX_TAG, BLIND_TAG, BlindedInbox, InboxKey, InboxPublic};
+#[doc(hidden)]
+pub use blind::{BlindingInternals, blinding_internals};
+pub use epoch::{EPOCH_SECS, Epoch};
 pub use net::{MailboxSigner, NetError, Pushed, RELAY_SERVER_NAME, RelayAddr, RelayConnection};
+pub use seal::{
+    EnvelopePublic, EnvelopeSecret, GROUP_SEAL_INFO, GROUP_SEAL_VERSION, OpenError, PadError,
+    SEAL_INFO, SEAL_OVERHEAD, SEAL_VERSION, SealError, UnpadError, max_plaintext_len, open,
+    open_symmetric, pad, padded_len, seal, seal_min_bucket, seal_symmetric,
+    seal_symmetric_min_bucket, unpad,
+};
+#[doc(hidden)]
+pub use seal::{seal_symmetric_with_salt, seal_with_ephemeral};

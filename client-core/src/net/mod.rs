@@ -63,6 +63,20 @@ pub trait MailboxSigner: Send + Sync {
     fn sign(&self, message: &[u8]) -> [u8; 64];
 }
 
+impl MailboxSigner for crate::BlindedInbox {
+    fn mailbox_id(&self) -> MailboxId {
+        crate::BlindedInbox::mailbox_id(self)
+    }
+
+    fn blinded_key(&self) -> [u8; 32] {
+        *crate::BlindedInbox::blinded_key(self).as_bytes()
+    }
+
+    fn sign(&self, message: &[u8]) -> [u8; 64] {
+        crate::BlindedInbox::sign(self, message)
+    }
+}
+
 /// A transport operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
