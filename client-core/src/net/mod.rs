@@ -154,6 +154,30 @@ impl RelayConnection {
     /// Connects, pins the certificate, and says hello (with an anonymous
     /// access token once the relay requires one).
     pub async fn connect(relay: &RelayAddr, access_token: Option<Bytes>) -> Result<Self, NetError> {
+        let connection = Self::connect_without_hello(relay).await?;
+        connection.hello(access_token).await
+    }
+
+    async fn hello(mut self, access_token: Option<Bytes>) -> Result<Self, NetError> {
+        let hello = Request::Hello(wire::Hello {
+            version: PROTOCOL_VERSION,
+            access_token: access_token.unwrap_or_default(),
+        });
+        match self.request(hello).await? {
+            Reply::Welcome(welcome) => {
+                self.challenge = Challenge::from_slice(&welcome.challenge)
+                    .map_err(|e| NetError::Protocol(format!("challenge: {e}")))?;
+                self.welcome = welcome;
+                Ok(self)
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Opens the connection and its stream but sends nothing: for tests of
+    /// what a relay does with clients that skip the handshake.
+    #[doc(hidden)]
+    pub async fn connect_without_hello(relay: &RelayAddr) -> Result<Self, NetError> {
         let addr = relay.addr;
         let (tls, mismatch) =
             tls::client_config(relay.fingerprint).map_err(|e| NetError::Setup(e.to_string()))?;
@@ -209,7 +233,7 @@ impl RelayConnection {
         let pending: Pending = Arc::default();
         let (push_tx, push_rx) = mpsc::channel(PUSH_QUEUE);
         let reader = tokio::spawn(read_loop(recv, pending.clone(), push_tx));
-        let mut connection = Self {
+        Ok(Self {
             conn,
             endpoint,
             send: tokio::sync::Mutex::new(send),
@@ -219,20 +243,7 @@ impl RelayConnection {
             reader,
             welcome: wire::Welcome::default(),
             challenge: Challenge::from_bytes([0; 32]),
-        };
-        let hello = Request::Hello(wire::Hello {
-            version: PROTOCOL_VERSION,
-            access_token: access_token.unwrap_or_default(),
-        });
-        match connection.request(hello).await? {
-            Reply::Welcome(welcome) => {
-                connection.challenge = Challenge::from_slice(&welcome.challenge)
-                    .map_err(|e| NetError::Protocol(format!("challenge: {e}")))?;
-                connection.welcome = welcome;
-                Ok(connection)
-            }
-            other => Err(unexpected(&other)),
-        }
+        })
     }
 
     /// The relay's welcome (limits, clock).
