@@ -13,11 +13,16 @@
 //! - `net`: the QUIC transport to a relay. [`RelayConnection`] pins the
 //!   relay certificate ([`RelayAddr`]), pipelines requests and delivers
 //!   subscription pushes; [`MailboxSigner`] proves mailbox ownership.
+//! - `store`: the encrypted local store (DESIGN §8). [`Store`] over named
+//!   [`Tree`]s, [`SledStore`] and [`MemoryStore`]; every value sealed with
+//!   ChaCha20-Poly1305, the key from a 0600 key file or an Argon2id
+//!   passphrase ([`KeySource`]); [`Store::blind`] keeps handles out of keys.
 
 mod blind;
 mod epoch;
 mod net;
 mod seal;
+mod store;
 
 pub use blind::{BLIND_PREFIX_TAG, BLIND_TAG, BlindedInbox, InboxKey, InboxPublic};
 #[doc(hidden)]
@@ -32,3 +37,7 @@ pub use seal::{
 };
 #[doc(hidden)]
 pub use seal::{seal_symmetric_with_salt, seal_with_ephemeral};
+pub use store::{
+    Batch, BlindId, Entry, KeySource, MAX_KEY_LEN, MAX_VALUE_LEN, MemoryStore, SledStore, Store,
+    StoreError, Tree,
+};
