@@ -62,7 +62,7 @@ pub struct TestRelay {
 }
 
 /// A fixed, minute-aligned start time.
-pub const T0: u64 = 1_800_000_000 - 1_800_000_000 % 60;
+pub const T0: u64 = 30_000_000 * 60;
 
 impl TestRelay {
     pub async fn start() -> Self {
