@@ -10,6 +10,13 @@
 //!   hide the sender from the relay and make every blob exactly one bucket;
 //!   [`seal_symmetric`] / [`open_symmetric`] give group blobs the same shape;
 //!   [`pad`] / [`unpad`] are the padding on its own.
+//! - `device`: this device's keys ([`Device`]: Olm account, envelope key,
+//!   request inbox). `card`: signed device cards ([`Card`]), exported as
+//!   `sotto-card:` strings.
+//! - `engine`: 1:1 messaging without I/O ([`Engine`]): Olm sessions,
+//!   envelopes, pairwise inboxes, outbox, history, dedup, receipts.
+//!   `client`: the async driver ([`Client`]) that moves its blobs to and
+//!   from a relay on separate send and receive connections.
 //! - `net`: the QUIC transport to a relay. [`RelayConnection`] pins the
 //!   relay certificate ([`RelayAddr`]), pipelines requests and delivers
 //!   subscription pushes; [`MailboxSigner`] proves mailbox ownership.
@@ -19,6 +26,10 @@
 //!   passphrase ([`KeySource`]); [`Store::blind`] keeps handles out of keys.
 
 mod blind;
+mod card;
+mod client;
+mod device;
+mod engine;
 mod epoch;
 mod net;
 mod seal;
@@ -27,6 +38,12 @@ mod store;
 pub use blind::{BLIND_PREFIX_TAG, BLIND_TAG, BlindedInbox, InboxKey, InboxPublic};
 #[doc(hidden)]
 pub use blind::{BlindingInternals, blinding_internals};
+pub use card::{CARD_PREFIX, CARD_TAG, Card, CardError};
+pub use client::{Client, ClientError, Clock, MAX_CATCH_UP_EPOCHS, SyncReport, system_clock};
+pub use device::{Device, DeviceError};
+pub use engine::{
+    DropCounts, Dropped, Engine, EngineError, Message, MessageId, Outgoing, Received, Status,
+};
 pub use epoch::{EPOCH_SECS, Epoch};
 pub use net::{MailboxSigner, NetError, Pushed, RELAY_SERVER_NAME, RelayAddr, RelayConnection};
 pub use seal::{

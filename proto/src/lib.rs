@@ -12,6 +12,9 @@
 //!   signature check that authorizes fetch / ack / subscribe (DESIGN §4).
 //! - [`SlotId`] and [`slot_signing_message`]: directory slot writes.
 //!
+//! - [`client`]: the end-to-end formats (cards, envelopes, payloads) that
+//!   travel sealed; only clients decode them.
+//!
 //! Every domain-separation string of the protocol is a `pub const` here.
 
 mod bucket;
@@ -31,6 +34,13 @@ pub use slot::{SLOT_TAG, SlotId, slot_signing_message};
 #[allow(missing_docs, unreachable_pub, clippy::all)]
 pub mod wire {
     include!(concat!(env!("OUT_DIR"), "/sotto.relay.v1.rs"));
+}
+
+/// End-to-end client formats (package `sotto.client.v1`): device cards,
+/// envelopes, payloads. The relay never parses these.
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod client {
+    include!(concat!(env!("OUT_DIR"), "/sotto.client.v1.rs"));
 }
 
 pub use prost::Message;

@@ -33,6 +33,8 @@ mod relay;
 mod server;
 mod session;
 pub mod storage;
+#[doc(hidden)]
+pub mod testing;
 
 pub use bootstrap::{PREFIX as BOOTSTRAP_PREFIX, read as read_bootstrap_code};
 pub use cert::{RELAY_SERVER_NAME, RelayCert, fingerprint};

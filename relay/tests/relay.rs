@@ -11,7 +11,7 @@ use sotto_core::{NetError, RelayConnection};
 use sotto_proto::wire::{self, ErrorCode, client_frame::Request};
 use sotto_proto::{Bucket, SlotId, encode_frame};
 use sotto_relay::Storage;
-use support::{Owner, T0, TestRelay, blob, fetch_all, tag_of, tagged_blob};
+use support::{Owner, T0, TestRelay, addr, blob, connect, fetch_all, tag_of, tagged_blob};
 
 fn refused(result: Result<impl std::fmt::Debug, NetError>) -> ErrorCode {
     match result {
@@ -24,10 +24,10 @@ fn refused(result: Result<impl std::fmt::Debug, NetError>) -> ErrorCode {
 async fn put_fetch_ack_round_trip() {
     let relay = TestRelay::start().await;
     let owner = Owner::new(1);
-    let sender = relay.connect().await;
+    let sender = connect(&relay).await;
     let seq = sender.put(&owner.mailbox(), &blob(7), 0).await.unwrap();
 
-    let receiver = relay.connect().await;
+    let receiver = connect(&relay).await;
     let page = receiver.fetch(&owner, 0, 0).await.unwrap();
     assert_eq!(page.blobs.len(), 1);
     assert_eq!(page.blobs[0].seq, seq);
@@ -48,11 +48,11 @@ async fn put_fetch_ack_round_trip() {
 async fn a_subscriber_gets_a_put_from_another_connection_without_polling() {
     let relay = TestRelay::start().await;
     let owner = Owner::new(1);
-    let receiver = relay.connect().await;
+    let receiver = connect(&relay).await;
     let mut pushes = receiver.take_pushes().unwrap();
     receiver.subscribe(&owner, 0).await.unwrap();
 
-    let sender = relay.connect().await;
+    let sender = connect(&relay).await;
     let seq = sender.put(&owner.mailbox(), &blob(42), 0).await.unwrap();
     let pushed = tokio::time::timeout(Duration::from_secs(5), pushes.recv())
         .await
@@ -80,10 +80,10 @@ async fn a_subscriber_gets_a_put_from_another_connection_without_polling() {
 async fn a_subscription_first_delivers_the_backlog_after_its_cursor() {
     let relay = TestRelay::start().await;
     let owner = Owner::new(1);
-    let sender = relay.connect().await;
+    let sender = connect(&relay).await;
     let first = sender.put(&owner.mailbox(), &blob(1), 0).await.unwrap();
     sender.put(&owner.mailbox(), &blob(2), 0).await.unwrap();
-    let receiver = relay.connect().await;
+    let receiver = connect(&relay).await;
     let mut pushes = receiver.take_pushes().unwrap();
     receiver.subscribe(&owner, first).await.unwrap();
     let pushed = tokio::time::timeout(Duration::from_secs(5), pushes.recv())
@@ -98,11 +98,11 @@ async fn a_subscription_first_delivers_the_backlog_after_its_cursor() {
 async fn a_thousand_puts_come_back_in_fifo_order() {
     let relay = TestRelay::start().await;
     let owner = Owner::new(1);
-    let receiver = relay.connect().await;
+    let receiver = connect(&relay).await;
     let mut pushes = receiver.take_pushes().unwrap();
     receiver.subscribe(&owner, 0).await.unwrap();
 
-    let sender = std::sync::Arc::new(relay.connect().await);
+    let sender = std::sync::Arc::new(connect(&relay).await);
     // Pipelined: many puts in flight on one connection, issued in order.
     let mut handles = Vec::new();
     for tag in 0..1000u64 {
@@ -152,7 +152,7 @@ async fn a_thousand_puts_come_back_in_fifo_order() {
 /// A well-behaved client keeps working and stored data stays intact after
 /// someone else's bad input.
 async fn assert_relay_healthy(relay: &TestRelay, owner: &Owner, expected_tags: &[u64]) {
-    let other = relay.connect().await;
+    let other = connect(relay).await;
     let tags: Vec<u64> = fetch_all(&other, owner, 0)
         .await
         .iter()
@@ -176,11 +176,11 @@ fn frame_bytes(frame: &wire::ClientFrame) -> BytesMut {
 async fn bad_input_gets_typed_errors_and_hurts_nobody() {
     let relay = TestRelay::start().await;
     let owner = Owner::new(1);
-    let good = relay.connect().await;
+    let good = connect(&relay).await;
     good.put(&owner.mailbox(), &blob(1), 0).await.unwrap();
 
     // Wrong blob size.
-    let bad = relay.connect().await;
+    let bad = connect(&relay).await;
     let wrong_size = Request::Put(wire::Put {
         mailbox_id: owner.mailbox().as_bytes().to_vec().into(),
         blob: Bytes::from(vec![0u8; 1000]),
@@ -223,7 +223,7 @@ async fn bad_input_gets_typed_errors_and_hurts_nobody() {
     assert_relay_healthy(&relay, &owner, &[1]).await;
 
     // An oversize frame: typed error, then the connection is closed.
-    let oversize = relay.connect().await;
+    let oversize = connect(&relay).await;
     let mut header = BytesMut::new();
     header.put_u32(relay.config.limits.max_frame + 1);
     assert_eq!(
@@ -238,7 +238,7 @@ async fn bad_input_gets_typed_errors_and_hurts_nobody() {
     assert_relay_healthy(&relay, &owner, &[1]).await;
 
     // A truncated frame, then the client goes away.
-    let truncated = relay.connect().await;
+    let truncated = connect(&relay).await;
     let whole = frame_bytes(&wire::ClientFrame {
         id: 5,
         request: Some(Request::Put(wire::Put {
@@ -256,7 +256,7 @@ async fn bad_input_gets_typed_errors_and_hurts_nobody() {
 #[tokio::test]
 async fn the_first_request_must_be_hello() {
     let relay = TestRelay::start().await;
-    let raw = RelayConnection::connect_without_hello(&relay.addr)
+    let raw = RelayConnection::connect_without_hello(&addr(&relay))
         .await
         .unwrap();
     let put = Request::Put(wire::Put {
@@ -272,7 +272,7 @@ async fn the_first_request_must_be_hello() {
         "nothing stored"
     );
 
-    let twice = relay.connect().await;
+    let twice = connect(&relay).await;
     let hello = Request::Hello(wire::Hello {
         version: 1,
         access_token: Bytes::new(),
@@ -282,7 +282,7 @@ async fn the_first_request_must_be_hello() {
         ErrorCode::HelloRequired
     );
 
-    let old = RelayConnection::connect_without_hello(&relay.addr)
+    let old = RelayConnection::connect_without_hello(&addr(&relay))
         .await
         .unwrap();
     let future_version = Request::Hello(wire::Hello {
@@ -301,9 +301,9 @@ async fn the_first_request_must_be_hello() {
 async fn owner_operations_need_the_mailbox_key_and_this_connection() {
     let relay = TestRelay::start().await;
     let owner = Owner::new(1);
-    let sender = relay.connect().await;
+    let sender = connect(&relay).await;
     let seq = sender.put(&owner.mailbox(), &blob(5), 0).await.unwrap();
-    let conn = relay.connect().await;
+    let conn = connect(&relay).await;
     let ops = [
         wire::mailbox_op::Op::Fetch(wire::Fetch { after: 0, limit: 0 }),
         wire::mailbox_op::Op::Ack(wire::Ack { seqs: vec![seq] }),
@@ -351,7 +351,7 @@ async fn owner_operations_need_the_mailbox_key_and_this_connection() {
 async fn data_survives_a_graceful_restart() {
     let mut relay = TestRelay::start().await;
     let owner = Owner::new(1);
-    let conn = relay.connect().await;
+    let conn = connect(&relay).await;
     let mut seqs = Vec::new();
     for tag in 0..20 {
         seqs.push(conn.put(&owner.mailbox(), &blob(tag), 0).await.unwrap());
@@ -364,7 +364,7 @@ async fn data_survives_a_graceful_restart() {
     drop(conn);
     relay.restart().await;
 
-    let conn = relay.connect().await;
+    let conn = connect(&relay).await;
     let fetched = fetch_all(&conn, &owner, 0).await;
     assert_eq!(fetched.iter().map(|(s, _)| *s).collect::<Vec<_>>(), seqs);
     assert_eq!(
@@ -387,7 +387,7 @@ async fn blobs_expire_by_ttl_and_the_purge_removes_them() {
     })
     .await;
     let owner = Owner::new(1);
-    let conn = relay.connect().await;
+    let conn = connect(&relay).await;
     conn.put(&owner.mailbox(), &blob(1), 120).await.unwrap();
     conn.put(&owner.mailbox(), &blob(2), 0).await.unwrap(); // the default TTL
     let too_long = Request::Put(wire::Put {
@@ -423,7 +423,7 @@ async fn mailbox_quota_and_disk_budget_refuse_puts_but_not_fetch_or_ack() {
     })
     .await;
     let (a, b) = (Owner::new(1), Owner::new(2));
-    let conn = relay.connect().await;
+    let conn = connect(&relay).await;
     for tag in 0..3 {
         conn.put(&a.mailbox(), &blob(tag), 0).await.unwrap();
     }
@@ -449,7 +449,7 @@ async fn mailbox_quota_and_disk_budget_refuse_puts_but_not_fetch_or_ack() {
 #[tokio::test]
 async fn slots_are_claimed_by_the_first_writer_and_versioned() {
     let relay = TestRelay::start().await;
-    let conn = relay.connect().await;
+    let conn = connect(&relay).await;
     let slot = SlotId::from_bytes([1; 32]);
     let owner = SigningKey::from_bytes(&[1; 32]);
     let stranger = SigningKey::from_bytes(&[2; 32]);
@@ -504,7 +504,7 @@ async fn a_flooding_connection_is_rate_limited_then_closed() {
         c.limits.max_rate_violations = 3;
     })
     .await;
-    let flooder = relay.connect().await;
+    let flooder = connect(&relay).await;
     for _ in 0..5 {
         flooder.ping().await.unwrap();
     }
@@ -519,7 +519,7 @@ async fn a_flooding_connection_is_rate_limited_then_closed() {
     );
 
     // Another connection has its own budget.
-    let polite = relay.connect().await;
+    let polite = connect(&relay).await;
     polite.ping().await.unwrap();
     relay.clock.advance_secs(1);
     for _ in 0..5 {
@@ -531,7 +531,7 @@ async fn a_flooding_connection_is_rate_limited_then_closed() {
 #[tokio::test]
 async fn subscriptions_per_connection_are_capped() {
     let relay = TestRelay::start_with(|c| c.limits.max_subscriptions = 2).await;
-    let conn = relay.connect().await;
+    let conn = connect(&relay).await;
     conn.subscribe(&Owner::new(1), 0).await.unwrap();
     conn.subscribe(&Owner::new(2), 0).await.unwrap();
     conn.subscribe(&Owner::new(1), 0).await.unwrap(); // re-subscribing is not a new one
@@ -547,9 +547,9 @@ async fn subscriptions_per_connection_are_capped() {
 #[tokio::test]
 async fn connections_beyond_the_cap_are_refused() {
     let relay = TestRelay::start_with(|c| c.limits.max_connections = 2).await;
-    let _a = relay.connect().await;
-    let _b = relay.connect().await;
-    assert!(RelayConnection::connect(&relay.addr, None).await.is_err());
+    let _a = connect(&relay).await;
+    let _b = connect(&relay).await;
+    assert!(RelayConnection::connect(&addr(&relay), None).await.is_err());
     drop(_a);
     tokio::time::sleep(Duration::from_millis(200)).await;
     relay.stop().await;
@@ -558,7 +558,7 @@ async fn connections_beyond_the_cap_are_refused() {
 #[tokio::test]
 async fn a_wrong_fingerprint_is_a_clear_error() {
     let relay = TestRelay::start().await;
-    let mut impostor = relay.addr;
+    let mut impostor = addr(&relay);
     impostor.fingerprint[0] ^= 1;
     match RelayConnection::connect(&impostor, None).await {
         Err(NetError::FingerprintMismatch { .. }) => {}
@@ -572,8 +572,8 @@ async fn a_wrong_fingerprint_is_a_clear_error() {
 #[tokio::test]
 async fn two_connections_of_one_client_share_no_transport_state() {
     let relay = TestRelay::start().await;
-    let a = relay.connect().await;
-    let b = relay.connect().await;
+    let a = connect(&relay).await;
+    let b = connect(&relay).await;
     assert_ne!(
         a.local_addr().unwrap().port(),
         b.local_addr().unwrap().port()
@@ -586,7 +586,7 @@ async fn two_connections_of_one_client_share_no_transport_state() {
 async fn graceful_shutdown_answers_in_flight_puts() {
     let relay = TestRelay::start().await;
     let owner = Owner::new(1);
-    let conn = std::sync::Arc::new(relay.connect().await);
+    let conn = std::sync::Arc::new(connect(&relay).await);
     let mut handles = Vec::new();
     for tag in 0..200u64 {
         let conn = conn.clone();

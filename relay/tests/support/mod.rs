@@ -1,15 +1,11 @@
 //! Shared setup for the relay's integration tests: real relays on
 //! 127.0.0.1:0 with real sled databases in temp dirs, real QUIC clients.
-#![allow(dead_code, clippy::unwrap_used, unreachable_pub)]
-
-use std::net::SocketAddr;
-use std::sync::Arc;
+#![allow(dead_code, unused_imports, clippy::unwrap_used, unreachable_pub)]
 
 use bytes::Bytes;
 use ed25519_dalek::{Signer, SigningKey};
 use sotto_core::{MailboxSigner, RelayAddr, RelayConnection};
 use sotto_proto::{Blob, Bucket, MailboxId};
-use sotto_relay::{Config, ManualClock, RelayCert, Server, SledStorage};
 
 /// A mailbox owner. Any ed25519 key is a valid "blinded key" to the relay,
 /// which only checks the hash and the signature.
@@ -52,86 +48,17 @@ pub fn tag_of(blob: &[u8]) -> u64 {
     u64::from_be_bytes(blob[..8].try_into().unwrap())
 }
 
-/// A relay on loopback over sled in a temp dir, with a manual clock.
-pub struct TestRelay {
-    pub server: Option<Server<SledStorage>>,
-    pub dir: tempfile::TempDir,
-    pub clock: ManualClock,
-    pub config: Config,
-    pub addr: RelayAddr,
+pub use sotto_relay::testing::{T0, TestRelay};
+
+pub fn addr(relay: &TestRelay) -> RelayAddr {
+    RelayAddr {
+        addr: relay.addr,
+        fingerprint: relay.fingerprint,
+    }
 }
 
-/// A fixed, minute-aligned start time.
-pub const T0: u64 = 30_000_000 * 60;
-
-impl TestRelay {
-    pub async fn start() -> Self {
-        Self::start_with(|_| {}).await
-    }
-
-    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = Config {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: dir.path().to_owned(),
-            ..Config::default()
-        };
-        adjust(&mut config);
-        let clock = ManualClock::at_secs(T0);
-        let (server, addr) = Self::launch(&config, &clock).await;
-        Self {
-            server: Some(server),
-            dir,
-            clock,
-            config,
-            addr,
-        }
-    }
-
-    async fn launch(config: &Config, clock: &ManualClock) -> (Server<SledStorage>, RelayAddr) {
-        let (cert, _) = RelayCert::load_or_create(&config.data_dir).unwrap();
-        let storage = Arc::new(SledStorage::open(&config.data_dir.join("db")).unwrap());
-        let server = Server::start_with(config, storage, Arc::new(clock.clone()), &cert).unwrap();
-        let addr = RelayAddr {
-            addr: server.local_addr(),
-            fingerprint: server.fingerprint(),
-        };
-        (server, addr)
-    }
-
-    pub fn server(&self) -> &Server<SledStorage> {
-        self.server.as_ref().unwrap()
-    }
-
-    pub async fn connect(&self) -> RelayConnection {
-        RelayConnection::connect(&self.addr, None).await.unwrap()
-    }
-
-    /// Graceful shutdown, then a new relay on the same data dir (and port,
-    /// if it is free again; the address is updated either way).
-    pub async fn restart(&mut self) {
-        self.server.take().unwrap().shutdown().await;
-        let mut config = self.config.clone();
-        config.listen = self.addr.addr;
-        let (server, addr) = match tokio::net::UdpSocket::bind(self.addr.addr).await {
-            Ok(probe) => {
-                drop(probe);
-                Self::launch(&config, &self.clock).await
-            }
-            Err(_) => {
-                config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-                Self::launch(&config, &self.clock).await
-            }
-        };
-        self.server = Some(server);
-        self.addr = addr;
-    }
-
-    pub async fn stop(mut self) {
-        if let Some(server) = self.server.take() {
-            server.shutdown().await;
-        }
-    }
+pub async fn connect(relay: &TestRelay) -> RelayConnection {
+    RelayConnection::connect(&addr(relay), None).await.unwrap()
 }
 
 /// Fetches every blob of `owner`'s mailbox after `after`, following pages.

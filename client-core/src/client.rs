@@ -1,0 +1,221 @@
+//! The async driver: moves blobs between an [`Engine`] and a relay.
+//!
+//! Sending and receiving use separate connections, each opened fresh
+//! (DESIGN §2.1), so no connection carries both this device's inboxes and
+//! the mailboxes it writes to. Received messages are committed and flushed
+//! locally before their blobs are acked at the relay, so a crash between
+//! fetch and store loses nothing: the blob is fetched again and, if it was
+//! already stored, recognised as a duplicate.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::future::join_all;
+
+use crate::engine::{Engine, EngineError, Message, MessageId, Received};
+use crate::{BlindedInbox, NetError, RelayAddr, RelayConnection};
+
+/// How far back a catch-up reads: the relay's default blob TTL (14 days).
+pub const MAX_CATCH_UP_EPOCHS: u64 = 14 * 24;
+
+/// A client operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Local state.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The relay.
+    #[error(transparent)]
+    Net(#[from] NetError),
+}
+
+/// The current time in unix milliseconds; injected so tests can cross
+/// epochs without waiting.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    })
+}
+
+/// What one sync did.
+#[derive(Debug, Default)]
+pub struct SyncReport {
+    /// New messages, in the order they were stored at the relay.
+    pub messages: Vec<Message>,
+    /// Receipts processed.
+    pub receipts: usize,
+    /// Redeliveries recognised and ignored.
+    pub duplicates: usize,
+    /// Blobs dropped (see [`crate::Dropped`]).
+    pub dropped: usize,
+    /// Outgoing blobs the relay accepted.
+    pub sent: usize,
+}
+
+/// A device's messaging client.
+pub struct Client {
+    engine: Engine,
+    relay: RelayAddr,
+    clock: Clock,
+    receipts: bool,
+}
+
+impl Client {
+    /// A client for `engine` talking to `relay`.
+    pub fn new(engine: Engine, relay: RelayAddr, clock: Clock) -> Self {
+        Self {
+            engine,
+            relay,
+            clock,
+            receipts: true,
+        }
+    }
+
+    /// Whether to send delivered receipts automatically (default on).
+    pub fn set_receipts(&mut self, on: bool) {
+        self.receipts = on;
+    }
+
+    /// The engine (contacts, history, cards).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The engine, mutably.
+    pub fn engine_mut(&mut self) -> &mut Engine {
+        &mut self.engine
+    }
+
+    /// Unwraps the engine (e.g. to close the store).
+    pub fn into_engine(self) -> Engine {
+        self.engine
+    }
+
+    fn now_ms(&self) -> u64 {
+        (self.clock)()
+    }
+
+    /// Queues a text (durable locally at once) and tries to deliver the
+    /// outbox. A delivery failure leaves the message queued for the next
+    /// attempt and is returned as the error.
+    pub async fn send_text(&mut self, peer: &str, text: &str) -> Result<MessageId, ClientError> {
+        let id = self.engine.queue_text(peer, text, self.now_ms())?;
+        self.deliver().await?;
+        Ok(id)
+    }
+
+    /// Delivers everything in the outbox on a fresh send connection;
+    /// returns how many blobs the relay accepted.
+    pub async fn deliver(&mut self) -> Result<usize, ClientError> {
+        let outgoing = self.engine.outgoing(self.now_ms() / 1000)?;
+        if outgoing.is_empty() {
+            return Ok(0);
+        }
+        let conn = RelayConnection::connect(&self.relay, None).await?;
+        // In outbox order, one at a time: the relay keeps per-mailbox FIFO
+        // and Olm tolerates only a bounded gap, so order matters.
+        let mut sent = 0;
+        let mut result = Ok(());
+        for item in outgoing {
+            match conn.put(&item.mailbox, &item.blob, 0).await {
+                Ok(_) => {
+                    self.engine.sent(&item.key)?;
+                    sent += 1;
+                }
+                Err(error) => {
+                    result = Err(error);
+                    break;
+                }
+            }
+        }
+        self.engine.flush()?;
+        conn.close().await;
+        result?;
+        Ok(sent)
+    }
+
+    /// Fetches everything pending in every inbox (catching up on every
+    /// epoch since the last sync), stores it, acks it, sends receipts and
+    /// the outbox.
+    pub async fn sync(&mut self) -> Result<SyncReport, ClientError> {
+        let mut report = SyncReport::default();
+        let now_ms = self.now_ms();
+        let inboxes = self.engine.inboxes(now_ms / 1000, MAX_CATCH_UP_EPOCHS)?;
+        let conn = RelayConnection::connect(&self.relay, None).await?;
+
+        // Read every inbox (pipelined), then process in relay order.
+        let pages = join_all(inboxes.iter().map(|inbox| fetch_all(&conn, inbox))).await;
+        let mut blobs = Vec::new();
+        for (index, page) in pages.into_iter().enumerate() {
+            for (seq, blob) in page? {
+                blobs.push((seq, index, blob));
+            }
+        }
+        blobs.sort_by_key(|(seq, _, _)| *seq);
+
+        let mut acks: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
+        let mut delivered: BTreeMap<String, Vec<MessageId>> = BTreeMap::new();
+        for (seq, index, blob) in blobs {
+            match self.engine.receive(&blob, inboxes[index].epoch())? {
+                Received::Message(message) => {
+                    if let Ok(id) = hex::decode(&message.id)
+                        && let Ok(id) = MessageId::try_from(id.as_slice())
+                    {
+                        delivered.entry(message.peer.clone()).or_default().push(id);
+                    }
+                    report.messages.push(message);
+                }
+                Received::Receipt => report.receipts += 1,
+                Received::Duplicate => report.duplicates += 1,
+                Received::Dropped(_) => report.dropped += 1,
+            }
+            acks.entry(index).or_default().push(seq);
+        }
+        // Durable locally first, then acked at the relay.
+        self.engine.flush()?;
+        let acked = join_all(acks.into_iter().map(|(index, seqs)| {
+            let inbox = &inboxes[index];
+            let conn = &conn;
+            async move { conn.ack(inbox, seqs).await }
+        }))
+        .await;
+        conn.close().await;
+        for result in acked {
+            result?;
+        }
+        self.engine.synced_until(now_ms / 1000)?;
+
+        if self.receipts {
+            for (peer, ids) in delivered {
+                self.engine.queue_receipt(&peer, &ids, false, now_ms)?;
+            }
+        }
+        report.sent = self.deliver().await?;
+        self.engine.flush()?;
+        Ok(report)
+    }
+}
+
+async fn fetch_all(
+    conn: &RelayConnection,
+    inbox: &BlindedInbox,
+) -> Result<Vec<(u64, Vec<u8>)>, NetError> {
+    let mut after = 0;
+    let mut all = Vec::new();
+    loop {
+        let page = conn.fetch(inbox, after, 0).await?;
+        for blob in page.blobs {
+            after = blob.seq;
+            all.push((blob.seq, blob.blob.to_vec()));
+        }
+        if !page.more {
+            return Ok(all);
+        }
+    }
+}

@@ -1,0 +1,794 @@
+//! The messaging engine: 1:1 end-to-end encryption with no network I/O.
+//!
+//! The caller pushes received blobs in ([`Engine::receive`]) and pulls
+//! sealed blobs out ([`Engine::outgoing`]); a thin async driver
+//! ([`crate::Client`]) moves them to and from the relay. Every state change
+//! — Olm session, history, dedup record, outbox — is committed as one
+//! atomic store batch, so a crash never leaves a ratchet ahead of the
+//! messages it produced.
+//!
+//! Layers of a 1:1 blob: sealed envelope (hides the sender from the relay,
+//! fixes the size) → [`Envelope`] (sender device, claimed user, recipient,
+//! epoch, message ID) → Olm message → [`Payload`] (text or receipt, the
+//! sender's pairwise reply inbox).
+//!
+//! **Acceptance rule** (DESIGN §5): a message is accepted only if the sender
+//! key in the envelope is a known contact's device key, that contact's card
+//! names the claimed user, the Olm session used to decrypt it was
+//! established with that key, and the payload's message ID matches the
+//! envelope's. Anything else is dropped and counted, never shown.
+//!
+//! **Pairwise inboxes** (DESIGN §4): every payload carries the sender's
+//! inbox for this contact; the first message goes to the contact's request
+//! inbox, every later one to the inbox the contact handed back.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use sotto_proto::client::{Envelope, Payload, Receipt, SignedCard, Text, payload, receipt};
+use sotto_proto::{Blob, MailboxId, Message as _};
+use vodozemac::Curve25519PublicKey;
+use vodozemac::olm::{OlmMessage, Session, SessionConfig, SessionPickle};
+
+use crate::card::{Card, CardError};
+use crate::device::{Device, DeviceError};
+use crate::{
+    Batch, BlindedInbox, EPOCH_SECS, Epoch, InboxKey, InboxPublic, SealError, Store, StoreError,
+    Tree, open, seal,
+};
+
+const ENVELOPE_VERSION: u32 = 1;
+/// Olm sessions kept per contact device (both sides may start one at once).
+const MAX_SESSIONS: usize = 4;
+const HISTORY_SEQ: &[u8] = b"history-seq";
+const OUTBOX_SEQ: &[u8] = b"outbox-seq";
+const LAST_EPOCH: &[u8] = b"last-epoch";
+
+/// A 16-byte random message ID.
+pub type MessageId = [u8; 16];
+
+/// Where a message is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Mine, in the outbox: not yet accepted by the relay.
+    Queued,
+    /// Mine, stored durably by the relay.
+    Sent,
+    /// Mine, the recipient's device has it.
+    Delivered,
+    /// Mine, the recipient read it.
+    Read,
+    /// Theirs.
+    Received,
+}
+
+/// A message in the local history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// Hex message ID (the same on every device that has it).
+    pub id: String,
+    /// The other member of the conversation.
+    pub peer: String,
+    /// Who wrote it.
+    pub from: String,
+    /// Whether I wrote it.
+    pub from_me: bool,
+    /// The text.
+    pub text: String,
+    /// Sender clock, unix milliseconds.
+    pub sent_at: u64,
+    /// Delivery state.
+    pub status: Status,
+}
+
+/// Something that needs to reach the relay.
+#[derive(Debug)]
+pub struct Outgoing {
+    /// Outbox entry to remove once the relay acknowledged the put.
+    pub key: Vec<u8>,
+    /// Where to put it.
+    pub mailbox: MailboxId,
+    /// The sealed, bucket-sized blob.
+    pub blob: Blob,
+}
+
+/// What a received blob turned out to be.
+#[derive(Debug)]
+pub enum Received {
+    /// A new message, now in the history.
+    Message(Message),
+    /// A receipt; the listed messages of mine changed status.
+    Receipt,
+    /// A message seen before (a redelivery or a replay): ignored.
+    Duplicate,
+    /// Not accepted (see [`Dropped`]); counted, never shown.
+    Dropped(Dropped),
+}
+
+/// Why a blob was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dropped {
+    /// The sealed envelope did not open (garbage, wrong key, tampered).
+    Unsealable,
+    /// The envelope does not decode or is addressed to another device.
+    BadEnvelope,
+    /// The sender is not one of my contacts, or claims another user.
+    UnknownSender,
+    /// Olm could not decrypt it.
+    Undecryptable,
+    /// The payload does not match its envelope.
+    Mismatch,
+}
+
+/// An engine operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The local store failed; nothing was changed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The device keys could not be loaded or saved.
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+    /// No contact with that handle.
+    #[error("unknown contact \"{0}\"; import their contact card first")]
+    UnknownContact(String),
+    /// The card is invalid.
+    #[error(transparent)]
+    Card(#[from] CardError),
+    /// The card is this device's own.
+    #[error("that is your own contact card")]
+    OwnCard,
+    /// The message is too long for one blob.
+    #[error("the message is too long to send in one piece ({0} bytes); send it as an attachment")]
+    TooLong(usize),
+    /// Sealing failed.
+    #[error("cannot seal the message: {0}")]
+    Seal(#[from] SealError),
+    /// Olm failed to encrypt.
+    #[error("cannot encrypt: {0}")]
+    Encrypt(String),
+    /// Stored state is damaged.
+    #[error("the local store holds a damaged record: {0}")]
+    Corrupt(String),
+}
+
+/// A contact as stored.
+#[derive(Serialize, Deserialize)]
+struct ContactRecord {
+    signed_card: Vec<u8>,
+    their_inbox: [u8; 32],
+    my_inbox_seed: [u8; 32],
+}
+
+struct Contact {
+    card: Card,
+    signed_card: Vec<u8>,
+    their_inbox: InboxPublic,
+    my_inbox: InboxKey,
+}
+
+impl Contact {
+    fn record(&self) -> Result<Vec<u8>, EngineError> {
+        serde_json::to_vec(&ContactRecord {
+            signed_card: self.signed_card.clone(),
+            their_inbox: *self.their_inbox.as_bytes(),
+            my_inbox_seed: *self.my_inbox.seed_bytes(),
+        })
+        .map_err(corrupt)
+    }
+}
+
+/// An outbox entry as stored: the envelope without its epoch, which is set
+/// when the blob is sealed for delivery (a retry after a long outage goes
+/// to the recipient's current mailbox).
+#[derive(Serialize, Deserialize)]
+struct OutboxRecord {
+    peer: String,
+    envelope: Vec<u8>,
+}
+
+fn corrupt(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Corrupt(e.to_string())
+}
+
+fn random_id() -> MessageId {
+    let mut id = [0u8; 16];
+    getrandom::fill(&mut id).expect("invariant: the OS random number generator works");
+    id
+}
+
+/// Counters of dropped blobs, by reason.
+#[derive(Debug, Default, Clone)]
+pub struct DropCounts {
+    /// Per reason.
+    pub by_reason: HashMap<String, u64>,
+}
+
+/// The messaging state of one device.
+pub struct Engine {
+    store: Arc<dyn Store>,
+    device: Device,
+    contacts: HashMap<String, Contact>,
+    sessions: HashMap<[u8; 32], Vec<Session>>,
+    history_seq: u64,
+    outbox_seq: u64,
+    drops: DropCounts,
+}
+
+fn be64_or_zero(bytes: Option<zeroize::Zeroizing<Vec<u8>>>) -> u64 {
+    bytes
+        .and_then(|b| b.as_slice().try_into().ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0)
+}
+
+impl Engine {
+    /// Creates a new device for `handle` in an empty store.
+    pub fn create(store: Arc<dyn Store>, handle: &str) -> Result<Self, EngineError> {
+        let device = Device::generate(handle);
+        device.save(store.as_ref())?;
+        store.flush()?;
+        Self::with_device(store, device)
+    }
+
+    /// Opens the device in `store`, if there is one.
+    pub fn open(store: Arc<dyn Store>) -> Result<Option<Self>, EngineError> {
+        match Device::load(store.as_ref())? {
+            Some(device) => Self::with_device(store, device).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn with_device(store: Arc<dyn Store>, device: Device) -> Result<Self, EngineError> {
+        let mut contacts = HashMap::new();
+        for (_, value) in store.scan_prefix(Tree::Contacts, &[])? {
+            let record: ContactRecord = serde_json::from_slice(&value).map_err(corrupt)?;
+            let signed = SignedCard::decode(record.signed_card.as_slice()).map_err(corrupt)?;
+            let card = Card::verify(&signed)?;
+            let contact = Contact {
+                their_inbox: InboxPublic::from_bytes(&record.their_inbox).map_err(corrupt)?,
+                my_inbox: InboxKey::from_seed(record.my_inbox_seed),
+                signed_card: record.signed_card,
+                card,
+            };
+            contacts.insert(contact.card.handle.clone(), contact);
+        }
+        let mut sessions = HashMap::new();
+        for contact in contacts.values() {
+            let key = contact.card.identity_key.to_bytes();
+            if let Some(bytes) = store.get(Tree::Sessions, store.blind(&key).as_bytes())? {
+                let pickles: Vec<SessionPickle> =
+                    serde_json::from_slice(&bytes).map_err(corrupt)?;
+                sessions.insert(key, pickles.into_iter().map(Session::from_pickle).collect());
+            }
+        }
+        Ok(Self {
+            history_seq: be64_or_zero(store.get(Tree::Meta, HISTORY_SEQ)?),
+            outbox_seq: be64_or_zero(store.get(Tree::Meta, OUTBOX_SEQ)?),
+            store,
+            device,
+            contacts,
+            sessions,
+            drops: DropCounts::default(),
+        })
+    }
+
+    /// My handle.
+    pub fn handle(&self) -> &str {
+        self.device.handle()
+    }
+
+    /// My signed card, to give to contacts.
+    pub fn signed_card(&self) -> SignedCard {
+        self.device.signed_card()
+    }
+
+    /// My exported card (`sotto-card:…`).
+    pub fn export_card(&self) -> String {
+        crate::card::export(&self.signed_card())
+    }
+
+    /// Dropped blobs by reason since this engine was opened.
+    pub fn drops(&self) -> &DropCounts {
+        &self.drops
+    }
+
+    /// Handles of my contacts.
+    pub fn contacts(&self) -> Vec<String> {
+        let mut handles: Vec<String> = self.contacts.keys().cloned().collect();
+        handles.sort();
+        handles
+    }
+
+    /// Adds (or updates) a contact from an exported card.
+    pub fn import_card(&mut self, text: &str) -> Result<String, EngineError> {
+        let (card, signed) = Card::import(text)?;
+        self.add_contact(card, &signed)
+    }
+
+    /// Adds (or updates) a contact from a verified card.
+    pub fn add_contact(&mut self, card: Card, signed: &SignedCard) -> Result<String, EngineError> {
+        if card.identity_key == self.device.card().identity_key {
+            return Err(EngineError::OwnCard);
+        }
+        let handle = card.handle.clone();
+        let contact = match self.contacts.remove(&handle) {
+            // Same device: keep the pairwise inboxes already agreed.
+            Some(old) if old.card.identity_key == card.identity_key => Contact {
+                card,
+                signed_card: signed.encode_to_vec(),
+                ..old
+            },
+            _ => Contact {
+                their_inbox: card.inbox_key,
+                card,
+                signed_card: signed.encode_to_vec(),
+                my_inbox: InboxKey::generate(),
+            },
+        };
+        self.store.put(
+            Tree::Contacts,
+            self.store.blind(handle.as_bytes()).as_bytes(),
+            &contact.record()?,
+        )?;
+        self.store.flush()?;
+        self.contacts.insert(handle.clone(), contact);
+        Ok(handle)
+    }
+
+    fn history_key(&self, peer: &str, seq: u64) -> Vec<u8> {
+        [
+            self.store.blind(peer.as_bytes()).as_bytes().as_slice(),
+            &seq.to_be_bytes(),
+        ]
+        .concat()
+    }
+
+    fn next_history_key(&mut self, peer: &str, batch: &mut Batch) -> Vec<u8> {
+        self.history_seq += 1;
+        batch.put(
+            Tree::Meta,
+            HISTORY_SEQ.to_vec(),
+            &self.history_seq.to_be_bytes(),
+        );
+        self.history_key(peer, self.history_seq)
+    }
+
+    fn save_sessions(&self, identity: &[u8; 32], batch: &mut Batch) -> Result<(), EngineError> {
+        let pickles: Vec<SessionPickle> = self
+            .sessions
+            .get(identity)
+            .map(|sessions| sessions.iter().map(Session::pickle).collect())
+            .unwrap_or_default();
+        let bytes = zeroize::Zeroizing::new(serde_json::to_vec(&pickles).map_err(corrupt)?);
+        batch.put(
+            Tree::Sessions,
+            self.store.blind(identity).as_bytes().to_vec(),
+            &bytes,
+        );
+        Ok(())
+    }
+
+    /// Encrypts `payload` for `peer` and queues it in the outbox; history
+    /// and session state are committed in the same batch. Returns the
+    /// message ID.
+    fn queue(
+        &mut self,
+        peer: &str,
+        mut payload: Payload,
+        history: Option<&Message>,
+    ) -> Result<MessageId, EngineError> {
+        let contact = self
+            .contacts
+            .get(peer)
+            .ok_or_else(|| EngineError::UnknownContact(peer.to_owned()))?;
+        let message_id = random_id();
+        payload.message_id = message_id.to_vec().into();
+        payload.reply_inbox = contact.my_inbox.public().as_bytes().to_vec().into();
+        let plaintext = zeroize::Zeroizing::new(payload.encode_to_vec());
+        if plaintext.len() > crate::max_plaintext_len(sotto_proto::Bucket::largest()) - 200 {
+            return Err(EngineError::TooLong(plaintext.len()));
+        }
+        let identity = contact.card.identity_key;
+        let fallback = contact.card.fallback_key;
+        let sessions = self.sessions.entry(identity.to_bytes()).or_default();
+        if sessions.is_empty() {
+            let session = self
+                .device
+                .account
+                .create_outbound_session(SessionConfig::version_1(), identity, fallback)
+                .map_err(|e| EngineError::Encrypt(e.to_string()))?;
+            sessions.insert(0, session);
+        }
+        let olm = sessions[0]
+            .encrypt(plaintext.as_slice())
+            .map_err(|e| EngineError::Encrypt(e.to_string()))?;
+        let (olm_type, olm_body) = olm.to_parts();
+        let envelope = Envelope {
+            version: ENVELOPE_VERSION,
+            sender_identity_key: self.device.card().identity_key.to_bytes().to_vec().into(),
+            sender_user: self.device.handle.clone(),
+            recipient_identity_key: identity.to_bytes().to_vec().into(),
+            epoch: 0,
+            message_id: message_id.to_vec().into(),
+            olm_type: olm_type as u32,
+            olm_body: olm_body.into(),
+        };
+        let mut batch = Batch::new();
+        self.outbox_seq += 1;
+        batch.put(
+            Tree::Meta,
+            OUTBOX_SEQ.to_vec(),
+            &self.outbox_seq.to_be_bytes(),
+        );
+        let record = OutboxRecord {
+            peer: peer.to_owned(),
+            envelope: envelope.encode_to_vec(),
+        };
+        batch.put(
+            Tree::Outbox,
+            self.outbox_seq.to_be_bytes().to_vec(),
+            &serde_json::to_vec(&record).map_err(corrupt)?,
+        );
+        if let Some(message) = history {
+            let message = Message {
+                id: hex::encode(message_id),
+                ..message.clone()
+            };
+            let key = self.next_history_key(peer, &mut batch);
+            batch.put(
+                Tree::History,
+                key.clone(),
+                &serde_json::to_vec(&message).map_err(corrupt)?,
+            );
+            batch.put(Tree::Seen, [b"out".as_slice(), &message_id].concat(), &key);
+        }
+        self.save_sessions(&identity.to_bytes(), &mut batch)?;
+        // Outbound session creation does not change the account, but keep
+        // the record current in the same batch anyway.
+        batch.put(
+            Tree::Identity,
+            Device::store_key().to_vec(),
+            &self.device.record()?,
+        );
+        self.store.apply(batch)?;
+        Ok(message_id)
+    }
+
+    /// Queues a text message to `peer`: durable locally before any network
+    /// I/O. Returns its ID.
+    pub fn queue_text(
+        &mut self,
+        peer: &str,
+        text: &str,
+        now_ms: u64,
+    ) -> Result<MessageId, EngineError> {
+        let payload = Payload {
+            sent_at: now_ms,
+            body: Some(payload::Body::Text(Text {
+                body: text.to_owned(),
+            })),
+            ..Payload::default()
+        };
+        let message = Message {
+            id: String::new(),
+            peer: peer.to_owned(),
+            from: self.device.handle.clone(),
+            from_me: true,
+            text: text.to_owned(),
+            sent_at: now_ms,
+            status: Status::Queued,
+        };
+        let id = self.queue(peer, payload, Some(&message))?;
+        self.store.flush()?;
+        Ok(id)
+    }
+
+    /// Queues a delivered or read receipt for `ids` to `peer`.
+    pub fn queue_receipt(
+        &mut self,
+        peer: &str,
+        ids: &[MessageId],
+        read: bool,
+        now_ms: u64,
+    ) -> Result<(), EngineError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let kind = if read {
+            receipt::Kind::Read
+        } else {
+            receipt::Kind::Delivered
+        };
+        let payload = Payload {
+            sent_at: now_ms,
+            body: Some(payload::Body::Receipt(Receipt {
+                kind: kind as i32,
+                message_ids: ids.iter().map(|id| id.to_vec().into()).collect(),
+            })),
+            ..Payload::default()
+        };
+        self.queue(peer, payload, None)?;
+        Ok(())
+    }
+
+    /// Everything in the outbox, sealed for the recipients' current
+    /// mailboxes at `now`.
+    pub fn outgoing(&self, now_secs: u64) -> Result<Vec<Outgoing>, EngineError> {
+        let epoch = Epoch::from_unix_secs(now_secs, EPOCH_SECS);
+        let mut out = Vec::new();
+        for (key, value) in self.store.scan_prefix(Tree::Outbox, &[])? {
+            let record: OutboxRecord = serde_json::from_slice(&value).map_err(corrupt)?;
+            let Some(contact) = self.contacts.get(&record.peer) else {
+                continue;
+            };
+            let mut envelope = Envelope::decode(record.envelope.as_slice()).map_err(corrupt)?;
+            envelope.epoch = epoch.get();
+            let blob = seal(&contact.card.envelope_key, &envelope.encode_to_vec())?;
+            out.push(Outgoing {
+                key,
+                mailbox: contact.their_inbox.mailbox(epoch),
+                blob,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The relay stored an outgoing blob durably: drop it from the outbox
+    /// and mark its message sent.
+    pub fn sent(&mut self, key: &[u8]) -> Result<(), EngineError> {
+        let Some(value) = self.store.get(Tree::Outbox, key)? else {
+            return Ok(());
+        };
+        let record: OutboxRecord = serde_json::from_slice(&value).map_err(corrupt)?;
+        let envelope = Envelope::decode(record.envelope.as_slice()).map_err(corrupt)?;
+        let mut batch = Batch::new();
+        batch.delete(Tree::Outbox, key.to_vec());
+        self.update_status(&envelope.message_id, Status::Sent, &mut batch)?;
+        self.store.apply(batch)?;
+        Ok(())
+    }
+
+    fn update_status(
+        &self,
+        message_id: &[u8],
+        status: Status,
+        batch: &mut Batch,
+    ) -> Result<(), EngineError> {
+        let Some(history_key) = self
+            .store
+            .get(Tree::Seen, &[b"out".as_slice(), message_id].concat())?
+        else {
+            return Ok(());
+        };
+        let Some(bytes) = self.store.get(Tree::History, &history_key)? else {
+            return Ok(());
+        };
+        let mut message: Message = serde_json::from_slice(&bytes).map_err(corrupt)?;
+        // Status only moves forward (a late "sent" never hides "read").
+        let rank = |s: Status| match s {
+            Status::Queued => 0,
+            Status::Sent => 1,
+            Status::Delivered => 2,
+            Status::Read => 3,
+            Status::Received => 0,
+        };
+        if rank(status) > rank(message.status) {
+            message.status = status;
+            batch.put(
+                Tree::History,
+                history_key.to_vec(),
+                &serde_json::to_vec(&message).map_err(corrupt)?,
+            );
+        }
+        Ok(())
+    }
+
+    /// The inboxes to read at `now`: my request inbox and every pairwise
+    /// inbox, for each epoch from the last fully synced one (minus one, for
+    /// senders with skewed clocks) to the current one, bounded by `max_epochs`.
+    pub fn inboxes(
+        &self,
+        now_secs: u64,
+        max_epochs: u64,
+    ) -> Result<Vec<BlindedInbox>, EngineError> {
+        let current = Epoch::from_unix_secs(now_secs, EPOCH_SECS);
+        let last = be64_or_zero(self.store.get(Tree::Meta, LAST_EPOCH)?);
+        let oldest = current.get().saturating_sub(max_epochs.saturating_sub(1));
+        let from = Epoch::new(last.saturating_sub(1).clamp(oldest, current.get()));
+        let mut keys: Vec<&InboxKey> = vec![&self.device.request_inbox];
+        keys.extend(self.contacts.values().map(|c| &c.my_inbox));
+        Ok(Epoch::range(from, current)
+            .flat_map(|epoch| keys.iter().map(move |key| key.blind(epoch)))
+            .collect())
+    }
+
+    /// Records that every inbox up to `now`'s epoch was drained.
+    pub fn synced_until(&self, now_secs: u64) -> Result<(), EngineError> {
+        let current = Epoch::from_unix_secs(now_secs, EPOCH_SECS);
+        self.store
+            .put(Tree::Meta, LAST_EPOCH, &current.get().to_be_bytes())?;
+        Ok(())
+    }
+
+    fn drop_blob(&mut self, reason: Dropped) -> Received {
+        *self
+            .drops
+            .by_reason
+            .entry(format!("{reason:?}"))
+            .or_default() += 1;
+        Received::Dropped(reason)
+    }
+
+    /// Processes one blob read from my inbox of `epoch`. The resulting state
+    /// is applied to the store (not yet flushed: the caller flushes once per
+    /// batch of blobs, then acks them at the relay).
+    pub fn receive(&mut self, blob: &[u8], epoch: Epoch) -> Result<Received, EngineError> {
+        let opened = match open(&self.device.envelope, blob) {
+            Ok(plaintext) => plaintext,
+            Err(_) => return Ok(self.drop_blob(Dropped::Unsealable)),
+        };
+        let Ok(envelope) = Envelope::decode(opened.as_slice()) else {
+            return Ok(self.drop_blob(Dropped::BadEnvelope));
+        };
+        let me = self.device.card().identity_key.to_bytes();
+        if envelope.version != ENVELOPE_VERSION
+            || envelope.recipient_identity_key.as_ref() != me.as_slice()
+            || envelope.epoch.abs_diff(epoch.get()) > 1
+            || envelope.message_id.len() != 16
+        {
+            return Ok(self.drop_blob(Dropped::BadEnvelope));
+        }
+        let seen_key = [b"in".as_slice(), &envelope.message_id].concat();
+        if self.store.get(Tree::Seen, &seen_key)?.is_some() {
+            return Ok(Received::Duplicate);
+        }
+        // The sender must be a contact whose card names this device key.
+        let Some(peer) = self
+            .contacts
+            .values()
+            .find(|c| {
+                c.card.identity_key.to_bytes().as_slice() == envelope.sender_identity_key.as_ref()
+            })
+            .map(|c| c.card.handle.clone())
+        else {
+            return Ok(self.drop_blob(Dropped::UnknownSender));
+        };
+        if peer != envelope.sender_user {
+            return Ok(self.drop_blob(Dropped::UnknownSender));
+        }
+        let sender = Curve25519PublicKey::from_bytes(
+            envelope
+                .sender_identity_key
+                .as_ref()
+                .try_into()
+                .map_err(|_| corrupt("sender key length"))?,
+        );
+        let Ok(olm) = OlmMessage::from_parts(envelope.olm_type as usize, &envelope.olm_body) else {
+            return Ok(self.drop_blob(Dropped::Undecryptable));
+        };
+        let Some(plaintext) = self.decrypt(sender, &olm) else {
+            return Ok(self.drop_blob(Dropped::Undecryptable));
+        };
+        let plaintext = zeroize::Zeroizing::new(plaintext);
+        let Ok(payload) = Payload::decode(plaintext.as_slice()) else {
+            return Ok(self.drop_blob(Dropped::Mismatch));
+        };
+        if payload.message_id != envelope.message_id {
+            return Ok(self.drop_blob(Dropped::Mismatch));
+        }
+
+        let mut batch = Batch::new();
+        batch.put(Tree::Seen, seen_key, &[]);
+        self.save_sessions(&sender.to_bytes(), &mut batch)?;
+        batch.put(
+            Tree::Identity,
+            Device::store_key().to_vec(),
+            &self.device.record()?,
+        );
+        // The sender's pairwise inbox for replies.
+        if let Ok(reply) = InboxPublic::from_slice(&payload.reply_inbox)
+            && let Some(contact) = self.contacts.get_mut(&peer)
+            && contact.their_inbox != reply
+        {
+            contact.their_inbox = reply;
+            batch.put(
+                Tree::Contacts,
+                self.store.blind(peer.as_bytes()).as_bytes().to_vec(),
+                &contact.record()?,
+            );
+        }
+        let received = match payload.body {
+            Some(payload::Body::Text(text)) => {
+                let message = Message {
+                    id: hex::encode(&envelope.message_id),
+                    peer: peer.clone(),
+                    from: peer.clone(),
+                    from_me: false,
+                    text: text.body,
+                    sent_at: payload.sent_at,
+                    status: Status::Received,
+                };
+                let key = self.next_history_key(&peer, &mut batch);
+                batch.put(
+                    Tree::History,
+                    key,
+                    &serde_json::to_vec(&message).map_err(corrupt)?,
+                );
+                Received::Message(message)
+            }
+            Some(payload::Body::Receipt(receipt)) => {
+                let status = if receipt.kind == receipt::Kind::Read as i32 {
+                    Status::Read
+                } else {
+                    Status::Delivered
+                };
+                for id in &receipt.message_ids {
+                    self.update_status(id, status, &mut batch)?;
+                }
+                Received::Receipt
+            }
+            None => return Ok(self.drop_blob(Dropped::Mismatch)),
+        };
+        self.store.apply(batch)?;
+        Ok(received)
+    }
+
+    /// Decrypts with an existing session or, for a pre-key message, a new
+    /// inbound one. Olm authenticates `sender` either way.
+    fn decrypt(&mut self, sender: Curve25519PublicKey, olm: &OlmMessage) -> Option<Vec<u8>> {
+        let sessions = self.sessions.entry(sender.to_bytes()).or_default();
+        if let OlmMessage::PreKey(pre) = olm {
+            if let Some(session) = sessions
+                .iter_mut()
+                .find(|s| s.session_id() == pre.session_id())
+            {
+                return session.decrypt(olm).ok();
+            }
+            let created = self
+                .device
+                .account
+                .create_inbound_session(SessionConfig::version_1(), sender, pre)
+                .ok()?;
+            sessions.insert(0, created.session);
+            sessions.truncate(MAX_SESSIONS);
+            return Some(created.plaintext);
+        }
+        for index in 0..sessions.len() {
+            if let Ok(plaintext) = sessions[index].decrypt(olm) {
+                // The session the peer is using becomes the one we send on.
+                let session = sessions.remove(index);
+                sessions.insert(0, session);
+                return Some(plaintext);
+            }
+        }
+        None
+    }
+
+    /// Olm sessions held with `peer`'s device (a restart must not add one).
+    pub fn session_count(&self, peer: &str) -> usize {
+        self.contacts
+            .get(peer)
+            .and_then(|c| self.sessions.get(&c.card.identity_key.to_bytes()))
+            .map_or(0, Vec::len)
+    }
+
+    /// Makes everything applied so far durable.
+    pub fn flush(&self) -> Result<(), EngineError> {
+        Ok(self.store.flush()?)
+    }
+
+    /// My history with `peer`, oldest first.
+    pub fn history(&self, peer: &str) -> Result<Vec<Message>, EngineError> {
+        if !self.contacts.contains_key(peer) {
+            return Err(EngineError::UnknownContact(peer.to_owned()));
+        }
+        self.store
+            .scan_prefix(Tree::History, self.store.blind(peer.as_bytes()).as_bytes())?
+            .into_iter()
+            .map(|(_, value)| serde_json::from_slice(&value).map_err(corrupt))
+            .collect()
+    }
+}

@@ -1,0 +1,432 @@
+//! 1:1 messaging end to end: real relay on loopback, real clients over real
+//! sled stores, one manual clock.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::{Arc, Mutex};
+
+use sotto_core::{
+    EPOCH_SECS, Engine, Epoch, MemoryStore, Received, RelayConnection, Status, Store,
+};
+use sotto_proto::{Blob, MailboxId};
+use sotto_relay::storage::{FetchPage, FetchRange, Seq, SlotRecord, StoreError, Usage};
+use sotto_relay::{Clock as _, SledStorage, Storage};
+use sotto_tests::{Member, TestRelay, clock_of, introduce, relay_addr};
+
+fn now_ms(relay: &TestRelay) -> u64 {
+    clock_of(&relay.clock)()
+}
+
+fn received_texts(member: &Member, peer: &str) -> Vec<String> {
+    member
+        .client
+        .engine()
+        .history(peer)
+        .unwrap()
+        .into_iter()
+        .filter(|m| !m.from_me)
+        .map(|m| m.text)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_devices_exchange_1000_messages_across_an_epoch_and_a_relay_restart() {
+    let mut relay = TestRelay::start().await;
+    let mut alice = Member::new("alice", &relay);
+    let mut bob = Member::new("bob", &relay);
+    introduce(&mut alice, &mut bob);
+    let start_epoch = Epoch::from_unix_secs(relay.clock.now_secs(), EPOCH_SECS);
+    for round in 0..10u32 {
+        if round == 5 {
+            relay.restart().await;
+            alice.set_relay(&relay);
+            bob.set_relay(&relay);
+        }
+        for i in 0..50 {
+            let n = round * 50 + i;
+            alice
+                .client
+                .engine_mut()
+                .queue_text("bob", &format!("a{n}"), now_ms(&relay))
+                .unwrap();
+            bob.client
+                .engine_mut()
+                .queue_text("alice", &format!("b{n}"), now_ms(&relay))
+                .unwrap();
+        }
+        alice.client.deliver().await.unwrap();
+        bob.client.deliver().await.unwrap();
+        bob.client.sync().await.unwrap();
+        alice.client.sync().await.unwrap();
+        // Twenty minutes per round: the run crosses three epoch boundaries.
+        relay.clock.advance_secs(1200);
+    }
+    bob.client.sync().await.unwrap();
+    alice.client.sync().await.unwrap();
+    let end_epoch = Epoch::from_unix_secs(relay.clock.now_secs(), EPOCH_SECS);
+    assert!(end_epoch.get() >= start_epoch.get() + 3);
+
+    let expected_a: Vec<String> = (0..500).map(|n| format!("a{n}")).collect();
+    let expected_b: Vec<String> = (0..500).map(|n| format!("b{n}")).collect();
+    assert_eq!(
+        received_texts(&bob, "alice"),
+        expected_a,
+        "exactly once, in order"
+    );
+    assert_eq!(
+        received_texts(&alice, "bob"),
+        expected_b,
+        "exactly once, in order"
+    );
+    // Delivered receipts came back for every message.
+    let alice_sent = alice.client.engine().history("bob").unwrap();
+    assert!(
+        alice_sent
+            .iter()
+            .filter(|m| m.from_me)
+            .all(|m| m.status == Status::Delivered)
+    );
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_rebuilt_from_its_store_continues_its_sessions() {
+    let relay = TestRelay::start().await;
+    let mut alice = Member::new("alice", &relay);
+    let mut bob = Member::new("bob", &relay);
+    introduce(&mut alice, &mut bob);
+    alice.client.send_text("bob", "hello").await.unwrap();
+    bob.client.sync().await.unwrap();
+    bob.client.send_text("alice", "hi").await.unwrap();
+    alice.client.sync().await.unwrap();
+    let sessions = (
+        alice.client.engine().session_count("bob"),
+        bob.client.engine().session_count("alice"),
+    );
+
+    alice.reopen();
+    bob.reopen();
+    alice
+        .client
+        .send_text("bob", "after restart")
+        .await
+        .unwrap();
+    bob.client.sync().await.unwrap();
+    bob.client.send_text("alice", "me too").await.unwrap();
+    alice.client.sync().await.unwrap();
+    assert_eq!(
+        received_texts(&bob, "alice"),
+        vec!["hello", "after restart"]
+    );
+    assert_eq!(received_texts(&alice, "bob"), vec!["hi", "me too"]);
+    assert_eq!(
+        (
+            alice.client.engine().session_count("bob"),
+            bob.client.engine().session_count("alice")
+        ),
+        sessions,
+        "no new pre-key session after the restart"
+    );
+    relay.stop().await;
+}
+
+fn engine(handle: &str) -> Engine {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new().unwrap());
+    Engine::create(store, handle).unwrap()
+}
+
+#[test]
+fn duplicates_yield_one_message_and_out_of_order_blobs_all_decrypt() {
+    let mut alice = engine("alice");
+    let mut bob = engine("bob");
+    let alice_card = alice.export_card();
+    bob.import_card(&alice_card).unwrap();
+    alice.import_card(&bob.export_card()).unwrap();
+    let now = sotto_relay::testing::T0;
+    for n in 0..5 {
+        alice
+            .queue_text("bob", &format!("m{n}"), now * 1000)
+            .unwrap();
+    }
+    let blobs: Vec<Blob> = alice
+        .outgoing(now)
+        .unwrap()
+        .into_iter()
+        .map(|o| o.blob)
+        .collect();
+    let epoch = Epoch::from_unix_secs(now, EPOCH_SECS);
+    let mut texts = Vec::new();
+    for index in [4, 1, 1, 0, 3, 4, 2] {
+        match bob.receive(blobs[index].as_bytes(), epoch).unwrap() {
+            Received::Message(m) => texts.push(m.text),
+            Received::Duplicate => texts.push("dup".into()),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(texts, vec!["m4", "m1", "dup", "m0", "m3", "dup", "m2"]);
+    assert_eq!(bob.history("alice").unwrap().len(), 5);
+}
+
+#[test]
+fn blobs_that_fail_any_check_are_dropped_never_shown() {
+    let mut alice = engine("alice");
+    let mut bob = engine("bob");
+    let mut mallory = engine("mallory");
+    bob.import_card(&alice.export_card()).unwrap();
+    alice.import_card(&bob.export_card()).unwrap();
+    mallory.import_card(&bob.export_card()).unwrap();
+    let now = sotto_relay::testing::T0;
+    let epoch = Epoch::from_unix_secs(now, EPOCH_SECS);
+
+    // A stranger (not in bob's contacts) writes to bob.
+    mallory
+        .queue_text("bob", "hi, it's alice", now * 1000)
+        .unwrap();
+    let from_stranger = mallory.outgoing(now).unwrap().remove(0).blob;
+    assert!(matches!(
+        bob.receive(from_stranger.as_bytes(), epoch).unwrap(),
+        Received::Dropped(sotto_core::Dropped::UnknownSender)
+    ));
+    // Garbage of a bucket size.
+    assert!(matches!(
+        bob.receive(&[7u8; 1024], epoch).unwrap(),
+        Received::Dropped(sotto_core::Dropped::Unsealable)
+    ));
+    // A genuine blob replayed into a far-away epoch's mailbox.
+    alice.queue_text("bob", "real", now * 1000).unwrap();
+    let real = alice.outgoing(now).unwrap().remove(0).blob;
+    assert!(matches!(
+        bob.receive(real.as_bytes(), Epoch::new(epoch.get() + 5))
+            .unwrap(),
+        Received::Dropped(sotto_core::Dropped::BadEnvelope)
+    ));
+    assert!(bob.history("alice").unwrap().is_empty());
+    assert!(matches!(
+        bob.receive(real.as_bytes(), epoch).unwrap(),
+        Received::Message(_)
+    ));
+}
+
+#[tokio::test]
+async fn catch_up_after_30_offline_hours_receives_everything() {
+    let relay = TestRelay::start().await;
+    let mut alice = Member::new("alice", &relay);
+    let mut bob = Member::new("bob", &relay);
+    introduce(&mut alice, &mut bob);
+    bob.client.sync().await.unwrap();
+    for hour in 0..30 {
+        alice
+            .client
+            .send_text("bob", &format!("hour {hour}"))
+            .await
+            .unwrap();
+        relay.clock.advance_secs(3600);
+    }
+    let report = bob.client.sync().await.unwrap();
+    assert_eq!(report.messages.len(), 30);
+    let expected: Vec<String> = (0..30).map(|h| format!("hour {h}")).collect();
+    assert_eq!(received_texts(&bob, "alice"), expected);
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_stops_between_fetching_and_storing_gets_the_message_next_time() {
+    let relay = TestRelay::start().await;
+    let mut alice = Member::new("alice", &relay);
+    let mut bob = Member::new("bob", &relay);
+    introduce(&mut alice, &mut bob);
+    alice
+        .client
+        .send_text("bob", "don't lose me")
+        .await
+        .unwrap();
+
+    // Bob fetches and starts processing, then "crashes" before acking.
+    let conn = RelayConnection::connect(&relay_addr(&relay), None)
+        .await
+        .unwrap();
+    let now = relay.clock.now_secs();
+    let inboxes = bob.client.engine().inboxes(now, 2).unwrap();
+    let mut fetched = 0;
+    for inbox in &inboxes {
+        for blob in conn.fetch(inbox, 0, 0).await.unwrap().blobs {
+            fetched += 1;
+            bob.client
+                .engine_mut()
+                .receive(&blob.blob, inbox.epoch())
+                .unwrap();
+        }
+    }
+    assert_eq!(fetched, 1);
+    conn.close().await;
+    bob.reopen();
+
+    bob.client.sync().await.unwrap();
+    assert_eq!(
+        received_texts(&bob, "alice"),
+        vec!["don't lose me"],
+        "exactly once"
+    );
+    relay.stop().await;
+}
+
+/// Wraps the relay's storage and records every mailbox it is asked about.
+struct Recording {
+    inner: SledStorage,
+    mailboxes: Mutex<Vec<MailboxId>>,
+}
+
+impl Storage for Recording {
+    fn append(&self, m: &MailboxId, b: &Blob, e: u64) -> Result<Seq, StoreError> {
+        self.mailboxes.lock().unwrap().push(*m);
+        self.inner.append(m, b, e)
+    }
+    fn fetch(&self, m: &MailboxId, r: FetchRange) -> Result<FetchPage, StoreError> {
+        self.mailboxes.lock().unwrap().push(*m);
+        self.inner.fetch(m, r)
+    }
+    fn delete(&self, m: &MailboxId, s: &[Seq]) -> Result<u32, StoreError> {
+        self.inner.delete(m, s)
+    }
+    fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, StoreError> {
+        self.inner.purge_expired(now, limit)
+    }
+    fn mailbox_usage(&self, m: &MailboxId) -> Usage {
+        self.inner.mailbox_usage(m)
+    }
+    fn total_bytes(&self) -> u64 {
+        self.inner.total_bytes()
+    }
+    fn mailbox_count(&self) -> usize {
+        self.inner.mailbox_count()
+    }
+    fn slot_get(&self, id: &sotto_proto::SlotId) -> Result<Option<SlotRecord>, StoreError> {
+        self.inner.slot_get(id)
+    }
+    fn slot_put(&self, id: &sotto_proto::SlotId, r: &SlotRecord) -> Result<(), StoreError> {
+        self.inner.slot_put(id, r)
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        self.inner.flush()
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.len() <= haystack.len() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn directory_bytes(dir: &std::path::Path) -> Vec<u8> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            all.extend(directory_bytes(&path));
+        } else {
+            all.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    all
+}
+
+/// DESIGN §2: what the relay sees and stores links nothing. Every mailbox
+/// ID it saw belongs to one epoch; none is or contains a long-term key; its
+/// database holds no plaintext, handle, or long-term key.
+#[tokio::test]
+async fn the_relay_sees_only_rotating_ids_and_stores_no_plaintext_handle_or_key() {
+    let clock = sotto_relay::ManualClock::at_secs(sotto_relay::testing::T0);
+    let dir = tempfile::tempdir().unwrap();
+    let recording = Arc::new(Recording {
+        inner: SledStorage::open(&dir.path().join("db")).unwrap(),
+        mailboxes: Mutex::default(),
+    });
+    let config = sotto_relay::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().to_owned(),
+        ..Default::default()
+    };
+    let (cert, _) = sotto_relay::RelayCert::load_or_create(dir.path()).unwrap();
+    let server =
+        sotto_relay::Server::start_with(&config, recording.clone(), Arc::new(clock.clone()), &cert)
+            .unwrap();
+    let addr = sotto_core::RelayAddr {
+        addr: server.local_addr(),
+        fingerprint: server.fingerprint(),
+    };
+    let mut alice = Member::new_at("alice-handle", addr, &clock);
+    let mut bob = Member::new_at("bob-handle", addr, &clock);
+    introduce(&mut alice, &mut bob);
+
+    let mut epoch_of: std::collections::HashMap<MailboxId, u64> = Default::default();
+    let mut long_term_keys = Vec::new();
+    for member in [&alice, &bob] {
+        let card = sotto_core::Card::import(&member.client.engine().export_card())
+            .unwrap()
+            .0;
+        long_term_keys.push(card.identity_key.to_bytes().to_vec());
+        long_term_keys.push(card.signing_key.as_bytes().to_vec());
+        long_term_keys.push(card.envelope_key.as_bytes().to_vec());
+        long_term_keys.push(card.inbox_key.as_bytes().to_vec());
+        long_term_keys.push(card.fallback_key.to_bytes().to_vec());
+    }
+    for hour in 0..4 {
+        let now = clock.now_secs();
+        for member in [&alice, &bob] {
+            for inbox in member.client.engine().inboxes(now, 1).unwrap() {
+                epoch_of.insert(inbox.mailbox_id(), inbox.epoch().get());
+                for key in &long_term_keys {
+                    assert!(!contains(inbox.blinded_key().as_bytes(), key));
+                }
+            }
+        }
+        alice
+            .client
+            .send_text("bob-handle", &format!("secret plaintext {hour}"))
+            .await
+            .unwrap();
+        bob.client
+            .send_text("alice-handle", &format!("secret reply {hour}"))
+            .await
+            .unwrap();
+        alice.client.sync().await.unwrap();
+        bob.client.sync().await.unwrap();
+        clock.advance_secs(3600);
+    }
+    assert_eq!(received_texts(&bob, "alice-handle").len(), 4);
+    let seen = recording.mailboxes.lock().unwrap().clone();
+    assert!(!seen.is_empty());
+    for mailbox in &seen {
+        for key in &long_term_keys {
+            assert!(
+                !contains(mailbox.as_bytes(), key),
+                "a mailbox ID contains a long-term key"
+            );
+        }
+    }
+    // Each mailbox the relay saw belongs to exactly one epoch: the IDs
+    // rotate, none repeats across epochs.
+    let epochs_per_mailbox: std::collections::HashMap<MailboxId, std::collections::HashSet<u64>> =
+        seen.iter().fold(Default::default(), |mut map, m| {
+            if let Some(epoch) = epoch_of.get(m) {
+                map.entry(*m).or_default().insert(*epoch);
+            }
+            map
+        });
+    assert!(epochs_per_mailbox.values().all(|epochs| epochs.len() == 1));
+    let distinct: std::collections::HashSet<_> = seen.iter().collect();
+    assert!(distinct.len() >= 4, "new IDs every epoch");
+
+    server.shutdown().await;
+    let raw = directory_bytes(dir.path());
+    for needle in [b"secret".as_slice(), b"alice-handle", b"bob-handle"] {
+        assert!(
+            !contains(&raw, needle),
+            "{} found in the relay's data",
+            String::from_utf8_lossy(needle)
+        );
+    }
+    for key in &long_term_keys {
+        assert!(
+            !contains(&raw, key),
+            "a long-term key found in the relay's data"
+        );
+    }
+}
