@@ -73,6 +73,27 @@ fn group_of(comm: &str) -> &'static str {
 pub(crate) struct CpuSnapshot {
     groups: BTreeMap<&'static str, u64>,
     external_relay: Option<u64>,
+    /// Busy ticks of the whole machine, to show how much CPU other users
+    /// of a shared machine took during a run.
+    machine: Option<u64>,
+}
+
+/// Busy ticks of all CPUs (the `cpu` line of `/proc/stat`: everything but
+/// idle and iowait; guest time is already included in user).
+fn machine_busy() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal
+    let [user, nice, system, _idle, _iowait, irq, softirq, steal] = fields[..] else {
+        return None;
+    };
+    Some(user + nice + system + irq + softirq + steal)
 }
 
 impl CpuSnapshot {
@@ -96,6 +117,7 @@ impl CpuSnapshot {
         Self {
             groups,
             external_relay,
+            machine: machine_busy(),
         }
     }
 
@@ -119,9 +141,21 @@ impl CpuSnapshot {
             (Some(before), Some(after)) => Some(round2(cores(before, after))),
             _ => None,
         };
+        let ours = |snapshot: &Self| {
+            snapshot.groups.values().sum::<u64>() + snapshot.external_relay.unwrap_or(0)
+        };
+        let other_processes = match (self.machine, later.machine) {
+            (Some(before), Some(after)) => {
+                let busy = after.saturating_sub(before);
+                let mine = ours(later).saturating_sub(ours(self));
+                Some(round2(cores(0, busy.saturating_sub(mine))))
+            }
+            _ => None,
+        };
         CpuUse {
             by_thread_group: by_group,
             external_relay_process: external_relay,
+            other_processes,
         }
     }
 }
@@ -133,6 +167,8 @@ pub(crate) struct CpuUse {
     pub(crate) by_thread_group: BTreeMap<String, f64>,
     /// The `--relay-pid` process, when one is watched.
     pub(crate) external_relay_process: Option<f64>,
+    /// Everything else on the machine (other users' compilers, ...).
+    pub(crate) other_processes: Option<f64>,
 }
 
 impl std::fmt::Display for CpuUse {
@@ -148,7 +184,11 @@ impl std::fmt::Display for CpuUse {
         if let Some(relay) = self.external_relay_process {
             write!(f, ", relay process {relay:.2}")?;
         }
-        write!(f, " cores")
+        write!(f, " cores")?;
+        if let Some(others) = self.other_processes {
+            write!(f, " (other processes on the machine: {others:.2} cores)")?;
+        }
+        Ok(())
     }
 }
 
