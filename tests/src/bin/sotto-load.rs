@@ -36,7 +36,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 
-use crate::target::Target;
+use crate::target::{Backend, Target};
 
 /// Load generator for the sotto relay.
 ///
@@ -77,6 +77,9 @@ struct Cli {
     /// Keep the embedded relay's default rate limit and mailbox quota.
     #[arg(long, global = true)]
     default_limits: bool,
+    /// The embedded relay's storage: `memory` shows what sled costs.
+    #[arg(long, global = true, value_enum, default_value_t = Backend::Sled)]
+    storage: Backend,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -137,13 +140,17 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             cli.relay_threads,
             cli.data_parent.as_deref(),
             cli.default_limits,
+            cli.storage,
         )?,
         _ => {
             anyhow::bail!("say which relay to load: --embedded, or --relay ADDR --fingerprint HEX")
         }
     };
     let target_name = if target.is_embedded() {
-        format!("embedded relay {}", target.addr.addr)
+        format!(
+            "embedded relay {} ({:?} storage)",
+            target.addr.addr, cli.storage
+        )
     } else {
         format!("relay {}", target.addr.addr)
     };

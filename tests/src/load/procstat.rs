@@ -29,6 +29,18 @@ pub(crate) fn open_files_limit() -> Option<u64> {
     line.split_whitespace().nth(3)?.parse().ok()
 }
 
+/// UDP datagrams the kernel dropped because a socket's receive buffer was
+/// full (`RcvbufErrors` in `/proc/net/snmp`), machine-wide. On loopback
+/// each one is a QUIC packet lost, which costs a retransmission timeout.
+pub(crate) fn udp_receive_drops() -> Option<u64> {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let names = udp.next()?;
+    let values = udp.next()?;
+    let column = names.split_whitespace().position(|n| n == "RcvbufErrors")?;
+    values.split_whitespace().nth(column)?.parse().ok()
+}
+
 /// Clock ticks per second, for the tick counts in `/proc/*/stat`.
 fn ticks_per_sec() -> f64 {
     std::process::Command::new("getconf")
@@ -72,6 +84,8 @@ fn group_of(comm: &str) -> &'static str {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct CpuSnapshot {
     groups: BTreeMap<&'static str, u64>,
+    /// By thread name with trailing digits dropped (`sled-io-3` → `sled-io-`).
+    threads: BTreeMap<String, u64>,
     external_relay: Option<u64>,
     /// Busy ticks of the whole machine, to show how much CPU other users
     /// of a shared machine took during a run.
@@ -100,6 +114,7 @@ impl CpuSnapshot {
     /// Reads this process's threads and, if given, the relay process.
     pub(crate) fn take(relay_pid: Option<u32>) -> Self {
         let mut groups = BTreeMap::new();
+        let mut threads = BTreeMap::<String, u64>::new();
         if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
             for task in tasks.flatten() {
                 let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
@@ -107,6 +122,8 @@ impl CpuSnapshot {
                 };
                 if let Some((comm, ticks)) = parse_stat(&stat) {
                     *groups.entry(group_of(&comm)).or_default() += ticks;
+                    let name = comm.trim_end_matches(|c: char| c.is_ascii_digit());
+                    *threads.entry(name.to_owned()).or_default() += ticks;
                 }
             }
         }
@@ -116,6 +133,7 @@ impl CpuSnapshot {
         });
         Self {
             groups,
+            threads,
             external_relay,
             machine: machine_busy(),
         }
@@ -137,6 +155,11 @@ impl CpuSnapshot {
             let before = self.groups.get(group).copied().unwrap_or(0);
             by_group.insert((*group).to_owned(), round2(cores(before, *after)));
         }
+        let mut by_thread = BTreeMap::new();
+        for (name, after) in &later.threads {
+            let before = self.threads.get(name).copied().unwrap_or(0);
+            by_thread.insert(name.clone(), round2(cores(before, *after)));
+        }
         let external_relay = match (self.external_relay, later.external_relay) {
             (Some(before), Some(after)) => Some(round2(cores(before, after))),
             _ => None,
@@ -154,6 +177,7 @@ impl CpuSnapshot {
         };
         CpuUse {
             by_thread_group: by_group,
+            by_thread_name: by_thread,
             external_relay_process: external_relay,
             other_processes,
         }
@@ -165,6 +189,8 @@ impl CpuSnapshot {
 pub(crate) struct CpuUse {
     /// This process's threads grouped by name (relay / load generator / other).
     pub(crate) by_thread_group: BTreeMap<String, f64>,
+    /// The same time by thread name (numbered threads summed).
+    pub(crate) by_thread_name: BTreeMap<String, f64>,
     /// The `--relay-pid` process, when one is watched.
     pub(crate) external_relay_process: Option<f64>,
     /// Everything else on the machine (other users' compilers, ...).

@@ -14,7 +14,44 @@ use std::sync::Arc;
 use anyhow::Context;
 use serde::Serialize;
 use sotto_core::RelayAddr;
-use sotto_relay::{Config, Limits, Server};
+use sotto_relay::{
+    Config, Limits, MemoryStorage, RelayCert, Server, SledStorage, Storage, SystemClock,
+};
+
+/// The embedded relay's storage backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Backend {
+    /// sled with group commit: what `sotto-relay` runs.
+    Sled,
+    /// In memory, flushes are no-ops: isolates what storage costs.
+    Memory,
+}
+
+/// A running embedded relay over either backend.
+enum Running {
+    Sled(Server<SledStorage>),
+    Memory(Server<MemoryStorage>),
+}
+
+/// The counters benchmarks read, whatever the backend.
+#[derive(Debug, Clone, Copy)]
+struct RelayCounters {
+    flushes: u64,
+    puts: u64,
+    open_connections: u64,
+    subscriptions: usize,
+}
+
+fn counters<S: Storage>(server: &Server<S>) -> RelayCounters {
+    use std::sync::atomic::Ordering::Relaxed;
+    let relay = server.relay();
+    RelayCounters {
+        flushes: relay.flush_count(),
+        puts: relay.stats().puts.load(Relaxed),
+        open_connections: relay.stats().open_connections.load(Relaxed),
+        subscriptions: relay.subscription_count(),
+    }
+}
 
 /// Limits of the embedded relay that differ from the defaults, and why.
 #[derive(Debug, Clone, Serialize)]
@@ -39,7 +76,7 @@ pub(crate) struct Target {
 
 struct Embedded {
     runtime: tokio::runtime::Runtime,
-    server: Option<Server>,
+    server: Option<Running>,
     limit_changes: Option<LimitChanges>,
     // Deleted when the target is dropped, after the relay stopped.
     _dir: tempfile::TempDir,
@@ -64,12 +101,13 @@ impl Target {
         })
     }
 
-    /// Starts a sled-backed relay on 127.0.0.1 in a temporary directory
+    /// Starts a relay on 127.0.0.1 with its data in a temporary directory
     /// (under `parent` if given, so the disk under test can be chosen).
     pub(crate) fn embedded(
         threads: usize,
         parent: Option<&Path>,
         default_limits: bool,
+        backend: Backend,
     ) -> anyhow::Result<Self> {
         let dir = match parent {
             Some(parent) => tempfile::tempdir_in(parent),
@@ -101,14 +139,37 @@ impl Target {
             limits,
             ..Config::default()
         };
-        let server = runtime
-            .block_on(Server::start(config))
-            .context("cannot start the embedded relay")?;
+        let server = match backend {
+            Backend::Sled => Running::Sled(
+                runtime
+                    .block_on(Server::start(config))
+                    .context("cannot start the embedded relay")?,
+            ),
+            Backend::Memory => {
+                std::fs::create_dir_all(&config.data_dir)
+                    .context("cannot create the relay's data directory")?;
+                let (cert, _) = RelayCert::load_or_create(&config.data_dir)
+                    .context("cannot create the relay certificate")?;
+                // `start_with` binds the endpoint, so it must run on the
+                // relay's runtime.
+                let _guard = runtime.enter();
+                Running::Memory(
+                    Server::start_with(
+                        &config,
+                        Arc::new(MemoryStorage::new()),
+                        Arc::new(SystemClock),
+                        &cert,
+                    )
+                    .context("cannot start the embedded relay")?,
+                )
+            }
+        };
+        let (addr, fingerprint) = match &server {
+            Running::Sled(s) => (s.local_addr(), s.fingerprint()),
+            Running::Memory(s) => (s.local_addr(), s.fingerprint()),
+        };
         Ok(Self {
-            addr: RelayAddr {
-                addr: server.local_addr(),
-                fingerprint: server.fingerprint(),
-            },
+            addr: RelayAddr { addr, fingerprint },
             relay_pid: Some(std::process::id()),
             embedded: Some(Embedded {
                 runtime,
@@ -129,43 +190,40 @@ impl Target {
         self.embedded.as_ref().and_then(|e| e.limit_changes.clone())
     }
 
-    fn relay(&self) -> Option<&Arc<sotto_relay::Relay<sotto_relay::SledStorage>>> {
-        self.embedded
-            .as_ref()
-            .and_then(|e| e.server.as_ref())
-            .map(Server::relay)
+    fn counters(&self) -> Option<RelayCounters> {
+        match self.embedded.as_ref()?.server.as_ref()? {
+            Running::Sled(server) => Some(counters(server)),
+            Running::Memory(server) => Some(counters(server)),
+        }
     }
 
     /// fsyncs the relay has done so far (embedded only).
     pub(crate) fn flush_count(&self) -> Option<u64> {
-        self.relay().map(|r| r.flush_count())
+        self.counters().map(|c| c.flushes)
     }
 
     /// Blobs the relay has stored so far (embedded only).
     pub(crate) fn relay_puts(&self) -> Option<u64> {
-        self.relay()
-            .map(|r| r.stats().puts.load(std::sync::atomic::Ordering::Relaxed))
+        self.counters().map(|c| c.puts)
     }
 
     /// Connections the relay holds open now (embedded only).
     pub(crate) fn open_connections(&self) -> Option<u64> {
-        self.relay().map(|r| {
-            r.stats()
-                .open_connections
-                .load(std::sync::atomic::Ordering::Relaxed)
-        })
+        self.counters().map(|c| c.open_connections)
     }
 
     /// Live subscriptions on the relay (embedded only).
     pub(crate) fn subscriptions(&self) -> Option<usize> {
-        self.relay().map(|r| r.subscription_count())
+        self.counters().map(|c| c.subscriptions)
     }
 
     /// Stops an embedded relay gracefully. Call outside any runtime.
     pub(crate) fn shutdown(mut self) {
         if let Some(mut embedded) = self.embedded.take() {
-            if let Some(server) = embedded.server.take() {
-                embedded.runtime.block_on(server.shutdown());
+            match embedded.server.take() {
+                Some(Running::Sled(server)) => embedded.runtime.block_on(server.shutdown()),
+                Some(Running::Memory(server)) => embedded.runtime.block_on(server.shutdown()),
+                None => {}
             }
             embedded
                 .runtime

@@ -23,7 +23,7 @@ use sotto_proto::wire::ErrorCode;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::procstat::{CpuSnapshot, CpuUse};
+use crate::procstat::{self, CpuSnapshot, CpuUse};
 use crate::report::{Latency, merge, per_sec};
 use crate::stamp::{self, Stamp};
 use crate::target::{LimitChanges, Target};
@@ -154,6 +154,9 @@ pub(crate) struct Report {
     /// share the same flushes.
     pub(crate) fsyncs_per_put: Option<f64>,
     pub(crate) cpu: CpuUse,
+    /// UDP datagrams the kernel dropped for full receive buffers during the
+    /// window, machine-wide (each is a lost QUIC packet).
+    pub(crate) udp_receive_drops: Option<u64>,
     pub(crate) totals: Totals,
     pub(crate) relay_limits_changed: Option<LimitChanges>,
 }
@@ -190,6 +193,9 @@ impl std::fmt::Display for Report {
             _ => writeln!(f, "  relay fsyncs: n/a (only with --embedded)")?,
         }
         writeln!(f, "  cpu: {}", self.cpu)?;
+        if let Some(drops) = self.udp_receive_drops {
+            writeln!(f, "  UDP datagrams dropped (receive buffer full): {drops}")?;
+        }
         let t = &self.totals;
         writeln!(
             f,
@@ -217,6 +223,7 @@ struct Snapshot {
     delivered: u64,
     flushes: Option<u64>,
     relay_puts: Option<u64>,
+    udp_drops: Option<u64>,
     cpu: CpuSnapshot,
 }
 
@@ -229,6 +236,7 @@ impl Snapshot {
             delivered: counters.delivered.load(Relaxed),
             flushes: target.flush_count(),
             relay_puts: target.relay_puts(),
+            udp_drops: procstat::udp_receive_drops(),
             cpu: CpuSnapshot::take(external_pid(target)),
         }
     }
@@ -405,6 +413,7 @@ pub(crate) async fn run(target: &Target, args: &Args) -> anyhow::Result<Report> 
         fsyncs,
         fsyncs_per_put,
         cpu: before.cpu.cores_until(&after.cpu, secs),
+        udp_receive_drops: after.udp_drops.zip(before.udp_drops).map(|(a, b)| a - b),
         totals: Totals {
             sent: counters.sent.load(Relaxed),
             acked,
