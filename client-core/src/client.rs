@@ -64,6 +64,7 @@ pub struct Client {
     relay: RelayAddr,
     clock: Clock,
     receipts: bool,
+    rollovers: u64,
 }
 
 impl Client {
@@ -74,6 +75,7 @@ impl Client {
             relay,
             clock,
             receipts: true,
+            rollovers: 0,
         }
     }
 
@@ -199,6 +201,91 @@ impl Client {
         report.sent = self.deliver().await?;
         self.engine.flush()?;
         Ok(report)
+    }
+}
+
+impl Client {
+    /// Marks every message from `peer` read, telling `peer` with a read
+    /// receipt.
+    pub async fn mark_read(&mut self, peer: &str) -> Result<usize, ClientError> {
+        let marked = self.engine.mark_read(peer, self.now_ms())?;
+        self.deliver().await?;
+        Ok(marked)
+    }
+
+    /// Stays connected and hands each new message to `on_message` as it
+    /// arrives, until `stop` resolves.
+    ///
+    /// Per epoch: first a sync on a short connection of its own (draining
+    /// the previous epoch's inboxes and the outbox), then a fresh receive
+    /// connection subscribed to the current epoch's inboxes (DESIGN §2.2).
+    /// At the epoch rollover that connection is dropped and the cycle
+    /// repeats; the relay pushes, nothing polls. Network errors end the
+    /// call; callers reconnect with backoff.
+    pub async fn listen(
+        &mut self,
+        mut on_message: impl FnMut(&Message),
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<(), ClientError> {
+        tokio::pin!(stop);
+        loop {
+            let report = self.sync().await?;
+            report.messages.iter().for_each(&mut on_message);
+            let now_ms = self.now_ms();
+            let epoch = crate::Epoch::from_unix_secs(now_ms / 1000, crate::EPOCH_SECS);
+            let inboxes = self.engine.inboxes(now_ms / 1000, 1)?;
+            let conn = RelayConnection::connect(&self.relay, None).await?;
+            let mut pushes = conn
+                .take_pushes()
+                .ok_or_else(|| NetError::Protocol("push channel already taken".into()))?;
+            for inbox in &inboxes {
+                conn.subscribe(inbox, 0).await?;
+            }
+            self.rollovers += 1;
+            // The clock is checked on every push and every second, so an
+            // injected clock crossing the boundary is noticed promptly.
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = &mut stop => {
+                        conn.close().await;
+                        return Ok(());
+                    }
+                    _ = tick.tick() => {}
+                    push = pushes.recv() => {
+                        let Some(push) = push else {
+                            return Err(NetError::ConnectionLost(conn.close_reason().unwrap_or_default()).into());
+                        };
+                        let Some(inbox) = inboxes.iter().find(|i| i.mailbox_id() == push.mailbox) else {
+                            continue;
+                        };
+                        let received = self.engine.receive(&push.blob, inbox.epoch())?;
+                        self.engine.flush()?;
+                        conn.ack(inbox, vec![push.seq]).await?;
+                        if let Received::Message(message) = received {
+                            if self.receipts {
+                                let id = hex::decode(&message.id).ok().and_then(|id| MessageId::try_from(id.as_slice()).ok());
+                                if let Some(id) = id {
+                                    self.engine.queue_receipt(&message.peer, &[id], false, self.now_ms())?;
+                                    self.deliver().await?;
+                                }
+                            }
+                            on_message(&message);
+                        }
+                    }
+                }
+                let now = crate::Epoch::from_unix_secs(self.now_ms() / 1000, crate::EPOCH_SECS);
+                if now != epoch {
+                    break;
+                }
+            }
+            conn.close().await;
+        }
+    }
+
+    /// How many receive connections `listen` has opened (one per epoch).
+    pub fn receive_connections_opened(&self) -> u64 {
+        self.rollovers
     }
 }
 

@@ -514,6 +514,43 @@ impl Engine {
         Ok(())
     }
 
+    /// Queues a read receipt for every message from `peer` not yet marked
+    /// read; returns how many.
+    pub fn mark_read(&mut self, peer: &str, now_ms: u64) -> Result<usize, EngineError> {
+        let read_key = [
+            b"read-upto/".as_slice(),
+            self.store.blind(peer.as_bytes()).as_bytes(),
+        ]
+        .concat();
+        let upto = be64_or_zero(self.store.get(Tree::Meta, &read_key)?);
+        let prefix = self.store.blind(peer.as_bytes());
+        let mut ids = Vec::new();
+        let mut newest = upto;
+        for (key, value) in self.store.scan_prefix(Tree::History, prefix.as_bytes())? {
+            let seq = key
+                .get(key.len().saturating_sub(8)..)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            if seq <= upto {
+                continue;
+            }
+            newest = newest.max(seq);
+            let message: Message = serde_json::from_slice(&value).map_err(corrupt)?;
+            if !message.from_me
+                && let Ok(id) = hex::decode(&message.id)
+                && let Ok(id) = MessageId::try_from(id.as_slice())
+            {
+                ids.push(id);
+            }
+        }
+        self.queue_receipt(peer, &ids, true, now_ms)?;
+        self.store
+            .put(Tree::Meta, &read_key, &newest.to_be_bytes())?;
+        self.store.flush()?;
+        Ok(ids.len())
+    }
+
     /// Everything in the outbox, sealed for the recipients' current
     /// mailboxes at `now`.
     pub fn outgoing(&self, now_secs: u64) -> Result<Vec<Outgoing>, EngineError> {

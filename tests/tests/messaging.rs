@@ -430,3 +430,65 @@ async fn the_relay_sees_only_rotating_ids_and_stores_no_plaintext_handle_or_key(
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_gets_pushes_rotates_its_connection_each_epoch_and_read_receipts_flow() {
+    let relay = TestRelay::start().await;
+    let mut alice = Member::new("alice", &relay);
+    let mut bob = Member::new("bob", &relay);
+    introduce(&mut alice, &mut bob);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let listener = tokio::spawn(async move {
+        bob.client
+            .listen(
+                |message| {
+                    let _ = tx.send(message.text.clone());
+                },
+                async {
+                    let _ = stopped.await;
+                },
+            )
+            .await
+            .unwrap();
+        bob
+    });
+    alice.client.send_text("bob", "one").await.unwrap();
+    assert_eq!(next_text(&mut rx).await, "one");
+    // Into the next epoch: the listener drains and resubscribes on a new
+    // connection, and the message sent to the new epoch's mailbox arrives.
+    relay.clock.advance_secs(3600);
+    alice.client.send_text("bob", "two").await.unwrap();
+    assert_eq!(next_text(&mut rx).await, "two");
+    stop.send(()).unwrap();
+    let mut bob = listener.await.unwrap();
+    assert!(
+        bob.client.receive_connections_opened() >= 2,
+        "a fresh receive connection per epoch"
+    );
+
+    assert_eq!(bob.client.mark_read("alice").await.unwrap(), 2);
+    alice.client.sync().await.unwrap();
+    let statuses: Vec<Status> = alice
+        .client
+        .engine()
+        .history("bob")
+        .unwrap()
+        .iter()
+        .map(|m| m.status)
+        .collect();
+    assert_eq!(statuses, vec![Status::Read, Status::Read]);
+    assert_eq!(
+        bob.client.mark_read("alice").await.unwrap(),
+        0,
+        "nothing new to mark"
+    );
+    relay.stop().await;
+}
+
+async fn next_text(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
+    tokio::time::timeout(std::time::Duration::from_secs(15), rx.recv())
+        .await
+        .expect("a message within 15 s")
+        .expect("the listener is running")
+}
