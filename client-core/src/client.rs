@@ -79,6 +79,12 @@ impl Client {
         }
     }
 
+    /// Points the client at a relay that moved (same certificate or a new
+    /// pinned one).
+    pub fn set_relay(&mut self, relay: RelayAddr) {
+        self.relay = relay;
+    }
+
     /// Whether to send delivered receipts automatically (default on).
     pub fn set_receipts(&mut self, on: bool) {
         self.receipts = on;

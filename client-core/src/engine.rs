@@ -210,6 +210,8 @@ pub struct DropCounts {
 pub struct Engine {
     store: Arc<dyn Store>,
     device: Device,
+    /// This device's curve25519 identity key (cached: it never changes).
+    me: [u8; 32],
     contacts: HashMap<String, Contact>,
     sessions: HashMap<[u8; 32], Vec<Session>>,
     history_seq: u64,
@@ -225,12 +227,16 @@ fn be64_or_zero(bytes: Option<zeroize::Zeroizing<Vec<u8>>>) -> u64 {
 }
 
 impl Engine {
-    /// Creates a new device for `handle` in an empty store.
-    pub fn create(store: Arc<dyn Store>, handle: &str) -> Result<Self, EngineError> {
+    /// Creates a new device for `handle` in an empty store at `now_secs`.
+    /// Nothing can await it in inboxes older than its creation, so its
+    /// first sync starts at the current epoch.
+    pub fn create(store: Arc<dyn Store>, handle: &str, now_secs: u64) -> Result<Self, EngineError> {
         let device = Device::generate(handle);
         device.save(store.as_ref())?;
-        store.flush()?;
-        Self::with_device(store, device)
+        let engine = Self::with_device(store, device)?;
+        engine.synced_until(now_secs)?;
+        engine.store.flush()?;
+        Ok(engine)
     }
 
     /// Opens the device in `store`, if there is one.
@@ -265,6 +271,7 @@ impl Engine {
             }
         }
         Ok(Self {
+            me: device.card().identity_key.to_bytes(),
             history_seq: be64_or_zero(store.get(Tree::Meta, HISTORY_SEQ)?),
             outbox_seq: be64_or_zero(store.get(Tree::Meta, OUTBOX_SEQ)?),
             store,
@@ -310,7 +317,7 @@ impl Engine {
 
     /// Adds (or updates) a contact from a verified card.
     pub fn add_contact(&mut self, card: Card, signed: &SignedCard) -> Result<String, EngineError> {
-        if card.identity_key == self.device.card().identity_key {
+        if card.identity_key.to_bytes() == self.me {
             return Err(EngineError::OwnCard);
         }
         let handle = card.handle.clone();
@@ -408,7 +415,7 @@ impl Engine {
         let (olm_type, olm_body) = olm.to_parts();
         let envelope = Envelope {
             version: ENVELOPE_VERSION,
-            sender_identity_key: self.device.card().identity_key.to_bytes().to_vec().into(),
+            sender_identity_key: self.me.to_vec().into(),
             sender_user: self.device.handle.clone(),
             recipient_identity_key: identity.to_bytes().to_vec().into(),
             epoch: 0,
@@ -445,14 +452,9 @@ impl Engine {
             );
             batch.put(Tree::Seen, [b"out".as_slice(), &message_id].concat(), &key);
         }
+        // Outbound session creation leaves the account unchanged: only the
+        // session is saved.
         self.save_sessions(&identity.to_bytes(), &mut batch)?;
-        // Outbound session creation does not change the account, but keep
-        // the record current in the same batch anyway.
-        batch.put(
-            Tree::Identity,
-            Device::store_key().to_vec(),
-            &self.device.record()?,
-        );
         self.store.apply(batch)?;
         Ok(message_id)
     }
@@ -670,9 +672,8 @@ impl Engine {
         let Ok(envelope) = Envelope::decode(opened.as_slice()) else {
             return Ok(self.drop_blob(Dropped::BadEnvelope));
         };
-        let me = self.device.card().identity_key.to_bytes();
         if envelope.version != ENVELOPE_VERSION
-            || envelope.recipient_identity_key.as_ref() != me.as_slice()
+            || envelope.recipient_identity_key.as_ref() != self.me.as_slice()
             || envelope.epoch.abs_diff(epoch.get()) > 1
             || envelope.message_id.len() != 16
         {
@@ -706,7 +707,7 @@ impl Engine {
         let Ok(olm) = OlmMessage::from_parts(envelope.olm_type as usize, &envelope.olm_body) else {
             return Ok(self.drop_blob(Dropped::Undecryptable));
         };
-        let Some(plaintext) = self.decrypt(sender, &olm) else {
+        let Some((plaintext, account_changed)) = self.decrypt(sender, &olm) else {
             return Ok(self.drop_blob(Dropped::Undecryptable));
         };
         let plaintext = zeroize::Zeroizing::new(plaintext);
@@ -720,11 +721,14 @@ impl Engine {
         let mut batch = Batch::new();
         batch.put(Tree::Seen, seen_key, &[]);
         self.save_sessions(&sender.to_bytes(), &mut batch)?;
-        batch.put(
-            Tree::Identity,
-            Device::store_key().to_vec(),
-            &self.device.record()?,
-        );
+        if account_changed {
+            // A new inbound session may have used up a one-time key.
+            batch.put(
+                Tree::Identity,
+                Device::store_key().to_vec(),
+                &self.device.record()?,
+            );
+        }
         // The sender's pairwise inbox for replies.
         if let Ok(reply) = InboxPublic::from_slice(&payload.reply_inbox)
             && let Some(contact) = self.contacts.get_mut(&peer)
@@ -775,14 +779,19 @@ impl Engine {
 
     /// Decrypts with an existing session or, for a pre-key message, a new
     /// inbound one. Olm authenticates `sender` either way.
-    fn decrypt(&mut self, sender: Curve25519PublicKey, olm: &OlmMessage) -> Option<Vec<u8>> {
+    /// The flag is set when a new inbound session changed the account.
+    fn decrypt(
+        &mut self,
+        sender: Curve25519PublicKey,
+        olm: &OlmMessage,
+    ) -> Option<(Vec<u8>, bool)> {
         let sessions = self.sessions.entry(sender.to_bytes()).or_default();
         if let OlmMessage::PreKey(pre) = olm {
             if let Some(session) = sessions
                 .iter_mut()
                 .find(|s| s.session_id() == pre.session_id())
             {
-                return session.decrypt(olm).ok();
+                return session.decrypt(olm).ok().map(|p| (p, false));
             }
             let created = self
                 .device
@@ -791,14 +800,14 @@ impl Engine {
                 .ok()?;
             sessions.insert(0, created.session);
             sessions.truncate(MAX_SESSIONS);
-            return Some(created.plaintext);
+            return Some((created.plaintext, true));
         }
         for index in 0..sessions.len() {
             if let Ok(plaintext) = sessions[index].decrypt(olm) {
                 // The session the peer is using becomes the one we send on.
                 let session = sessions.remove(index);
                 sessions.insert(0, session);
-                return Some(plaintext);
+                return Some((plaintext, false));
             }
         }
         None

@@ -46,7 +46,12 @@ impl Member {
     /// A new device for `handle` using the relay at `relay`.
     pub fn new_at(handle: &str, relay: RelayAddr, clock: &ManualClock) -> Self {
         let home = tempfile::tempdir().unwrap();
-        let engine = Engine::create(open_store(home.path()), handle).unwrap();
+        let engine = Engine::create(
+            open_store(home.path()),
+            handle,
+            sotto_relay::Clock::now_secs(clock),
+        )
+        .unwrap();
         let clock = clock_of(clock);
         Self {
             client: Client::new(engine, relay, clock.clone()),
@@ -62,7 +67,7 @@ impl Member {
         let placeholder = {
             let store: Arc<dyn Store> = Arc::new(sotto_core::MemoryStore::new().unwrap());
             Client::new(
-                Engine::create(store, "placeholder").unwrap(),
+                Engine::create(store, "placeholder", 0).unwrap(),
                 self.relay,
                 self.clock.clone(),
             )
@@ -76,16 +81,7 @@ impl Member {
     /// Points the client at a relay that moved (after a restart on a new port).
     pub fn set_relay(&mut self, relay: &TestRelay) {
         self.relay = relay_addr(relay);
-        let placeholder = {
-            let store: Arc<dyn Store> = Arc::new(sotto_core::MemoryStore::new().unwrap());
-            Client::new(
-                Engine::create(store, "placeholder").unwrap(),
-                self.relay,
-                self.clock.clone(),
-            )
-        };
-        let old = std::mem::replace(&mut self.client, placeholder);
-        self.client = Client::new(old.into_engine(), self.relay, self.clock.clone());
+        self.client.set_relay(self.relay);
     }
 }
 

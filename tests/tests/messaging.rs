@@ -131,7 +131,7 @@ async fn a_client_rebuilt_from_its_store_continues_its_sessions() {
 
 fn engine(handle: &str) -> Engine {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new().unwrap());
-    Engine::create(store, handle).unwrap()
+    Engine::create(store, handle, sotto_relay::testing::T0).unwrap()
 }
 
 #[test]
