@@ -17,6 +17,8 @@
 //!   envelopes, pairwise inboxes, outbox, history, dedup, receipts.
 //!   `client`: the async driver ([`Client`]) that moves its blobs to and
 //!   from a relay on separate send and receive connections.
+//! - [`team`]: team key, invite codes, the encrypted directory and roster
+//!   (DESIGN §6).
 //! - `net`: the QUIC transport to a relay. [`RelayConnection`] pins the
 //!   relay certificate ([`RelayAddr`]), pipelines requests and delivers
 //!   subscription pushes; [`MailboxSigner`] proves mailbox ownership.
@@ -34,6 +36,7 @@ mod epoch;
 mod net;
 mod seal;
 mod store;
+pub mod team;
 
 pub use blind::{BLIND_PREFIX_TAG, BLIND_TAG, BlindedInbox, InboxKey, InboxPublic};
 #[doc(hidden)]

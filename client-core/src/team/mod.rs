@@ -1,0 +1,47 @@
+//! Teams (DESIGN §6): the team key `T`, invite codes, and the encrypted
+//! directory that lets members find each other by handle while the relay
+//! sees only opaque, bucket-sized slots.
+//!
+//! - `invite`: invite certificates (`T` signs {team, handle, invite key,
+//!   expiry}) and the `sotto-invite:` code a new member pastes.
+//! - `directory`: slot IDs (`HMAC-SHA256(K_dir, "user/" || handle)`), slot
+//!   value encryption under a key derived from `K_dir`, directory entries
+//!   with the chain `T` → invite cert → user key `U` → device list → device
+//!   cards, and the `T`-signed roster. Verification refuses anything that
+//!   does not chain, naming the handle.
+//!
+//! Slot owner keys are never long-term identity keys: a member's slot is
+//! owned by its invite key (pre-claimed by the admin at invite time), the
+//! roster slot by a key derived from `T`'s secret, so the relay stores no
+//! key it could recognise elsewhere.
+
+mod directory;
+mod invite;
+
+pub use directory::{
+    Directory, DirectoryError, TeamSecrets, VerifiedEntry, VerifiedRoster, build_entry,
+};
+pub use invite::{
+    INVITE_PREFIX, InviteError, InviteParams, IssuedInvite, ParsedInvite, issue_invite,
+    parse_invite,
+};
+
+/// Domain separation strings of the team layer.
+pub mod tags {
+    /// `T` signs invite certificates with this prefix.
+    pub const INVITE_CERT: &[u8] = b"sotto/invite-cert/v1";
+    /// The invite key vouches for the user key `U`.
+    pub const USER_KEY: &[u8] = b"sotto/user/v1";
+    /// `U` signs device lists.
+    pub const DEVICE_LIST: &[u8] = b"sotto/devices/v1";
+    /// `T` signs rosters.
+    pub const ROSTER: &[u8] = b"sotto/roster/v1";
+    /// Slot IDs of member entries: `HMAC(K_dir, "user/" || handle)`.
+    pub const USER_SLOT: &[u8] = b"user/";
+    /// The roster's slot ID: `HMAC(K_dir, "roster")`.
+    pub const ROSTER_SLOT: &[u8] = b"roster";
+    /// HKDF info for the slot value key.
+    pub const DIR_VALUE: &[u8] = b"sotto/dir-value/v1";
+    /// HKDF info for the roster slot's owner key.
+    pub const ROSTER_OWNER: &[u8] = b"sotto/roster-owner/v1";
+}
