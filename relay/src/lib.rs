@@ -19,6 +19,7 @@
 //!   the persistent self-signed certificate clients pin. `bootstrap`: the
 //!   one-time admin code. [`Clock`]: injected time.
 
+mod audit;
 mod bootstrap;
 mod cert;
 mod clock;
@@ -34,6 +35,10 @@ mod server;
 mod session;
 pub mod storage;
 
+pub use audit::{
+    AuditCounts, AuditError, AuditMailbox, AuditReport, BlobSummary, ExpirySummary, FileEntry,
+    MailboxPrefix, SizeCount, SizeHistogram, SlotSummary, audit,
+};
 pub use bootstrap::{PREFIX as BOOTSTRAP_PREFIX, read as read_bootstrap_code};
 pub use cert::{RELAY_SERVER_NAME, RelayCert, fingerprint};
 pub use clock::{Clock, ManualClock, SystemClock};
