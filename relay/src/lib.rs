@@ -26,6 +26,8 @@ mod clock;
 mod commit;
 mod config;
 mod connection;
+#[doc(hidden)]
+pub mod fuzzing;
 mod hub;
 mod ops;
 mod rate;
