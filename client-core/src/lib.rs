@@ -61,3 +61,5 @@ pub use store::{
     Batch, BlindId, Entry, KeySource, MAX_KEY_LEN, MAX_VALUE_LEN, MemoryStore, SledStore, Store,
     StoreError, Tree,
 };
+#[doc(hidden)]
+pub use store::{fuzz_open_value, fuzz_seal_value};

@@ -19,12 +19,15 @@
 //!   the persistent self-signed certificate clients pin. `bootstrap`: the
 //!   one-time admin code. [`Clock`]: injected time.
 
+mod audit;
 mod bootstrap;
 mod cert;
 mod clock;
 mod commit;
 mod config;
 mod connection;
+#[doc(hidden)]
+pub mod fuzzing;
 mod hub;
 mod ops;
 mod rate;
@@ -36,6 +39,10 @@ pub mod storage;
 #[doc(hidden)]
 pub mod testing;
 
+pub use audit::{
+    AuditCounts, AuditError, AuditMailbox, AuditReport, BlobSummary, ExpirySummary, FileEntry,
+    MailboxPrefix, SizeCount, SizeHistogram, SlotSummary, audit,
+};
 pub use bootstrap::{PREFIX as BOOTSTRAP_PREFIX, read as read_bootstrap_code};
 pub use cert::{RELAY_SERVER_NAME, RelayCert, fingerprint};
 pub use clock::{Clock, ManualClock, SystemClock};

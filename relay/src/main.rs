@@ -40,6 +40,17 @@ enum Command {
     Run,
     /// Print the admin bootstrap code again, until `sotto team create` uses it.
     BootstrapCode,
+    /// Print everything the relay stores, as counts and sizes (no content,
+    /// no full mailbox IDs). Stop the relay first, or audit a copy of the
+    /// data directory.
+    Audit {
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Also list each mailbox by a 4-byte ID prefix.
+        #[arg(long)]
+        verbose: bool,
+    },
 }
 
 fn config(cli: &Cli) -> anyhow::Result<Config> {
@@ -75,6 +86,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Some(Command::BootstrapCode) => print_bootstrap_code(&cli),
+        Some(Command::Audit { json, verbose }) => print_audit(&cli, json, verbose),
         Some(Command::Run) | None => run(&cli),
     };
     match result {
@@ -103,6 +115,17 @@ fn print_bootstrap_code(cli: &Cli) -> anyhow::Result<()> {
             config.data_dir.display()
         ),
     }
+}
+
+fn print_audit(cli: &Cli, json: bool, verbose: bool) -> anyhow::Result<()> {
+    let config = config(cli)?;
+    let report = sotto_relay::audit(&config.data_dir, verbose)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{report}");
+    }
+    Ok(())
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {

@@ -66,6 +66,8 @@ use std::path::PathBuf;
 use zeroize::Zeroizing;
 
 use crypt::Crypt;
+#[doc(hidden)]
+pub use crypt::{fuzz_open_value, fuzz_seal_value};
 pub use keyfile::KeySource;
 pub use memory::MemoryStore;
 pub use sled::SledStore;

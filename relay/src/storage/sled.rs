@@ -23,6 +23,7 @@ use sotto_proto::{Blob, MailboxId, SlotId};
 
 use super::accounting::Accounting;
 use super::{FetchPage, FetchRange, Seq, SlotRecord, Storage, StoreError, StoredBlob, Usage};
+use crate::audit::{AuditCounts, AuditMailbox};
 
 const BLOB_KEY_LEN: usize = 32 + 8;
 const EXPIRY_KEY_LEN: usize = 8 + 32 + 8;
@@ -129,6 +130,81 @@ impl SledStorage {
     /// Bytes the database occupies on disk (for the audit and the stats log).
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.db.size_on_disk()?)
+    }
+
+    /// Reads every record and summarises it for `sotto-relay audit`: sizes
+    /// and counts only, never contents. Read-only: it iterates and never
+    /// inserts, removes or flushes.
+    ///
+    /// Records that do not parse are counted in `AuditCounts::corrupt`
+    /// rather than failing the scan: an auditor wants to see them.
+    pub fn audit_scan(&self) -> Result<AuditCounts, StoreError> {
+        let mut counts = AuditCounts {
+            trees: self
+                .db
+                .tree_names()
+                .iter()
+                .map(|name| String::from_utf8_lossy(name).into_owned())
+                .collect(),
+            ..AuditCounts::default()
+        };
+        counts.trees.sort();
+        let mut last_mailbox: Option<[u8; 32]> = None;
+        for entry in self.blobs.iter() {
+            let (key, value) = entry?;
+            let (Ok((mailbox, _)), Ok((expires_at, blob))) =
+                (parse_blob_key(&key), parse_blob_value(&value))
+            else {
+                counts.corrupt += 1;
+                continue;
+            };
+            // Keys sort by mailbox first, so each mailbox is one run.
+            if last_mailbox != Some(*mailbox.as_bytes()) {
+                last_mailbox = Some(*mailbox.as_bytes());
+                counts.mailboxes.push(AuditMailbox::default());
+            }
+            if let Some(current) = counts.mailboxes.last_mut() {
+                current.prefix.copy_from_slice(&mailbox.as_bytes()[..4]);
+                current.blobs += 1;
+                current.bytes += blob.len() as u64;
+            }
+            counts.blob_sizes.add(blob.len() as u64);
+            if expires_at % 60 != 0 {
+                counts.unaligned_expiry += 1;
+            }
+            counts.oldest_expiry = Some(
+                counts
+                    .oldest_expiry
+                    .map_or(expires_at, |t| t.min(expires_at)),
+            );
+            counts.newest_expiry = Some(
+                counts
+                    .newest_expiry
+                    .map_or(expires_at, |t| t.max(expires_at)),
+            );
+        }
+        for entry in self.expiry.iter() {
+            let (key, _) = entry?;
+            counts.expiry_entries += 1;
+            if key.len() != EXPIRY_KEY_LEN {
+                counts.corrupt += 1;
+                continue;
+            }
+            // An index entry whose blob is gone (acked, or a crash between
+            // the two inserts) is harmless; the purge removes it.
+            if !self.blobs.contains_key(&key[8..])? {
+                counts.dangling_expiry += 1;
+            }
+        }
+        for entry in self.slots.iter() {
+            let (_, value) = entry?;
+            match parse_slot(&value) {
+                Ok(slot) => counts.slot_sizes.add(slot.value.len() as u64),
+                Err(_) => counts.corrupt += 1,
+            }
+        }
+        counts.default_tree_entries = self.db.len() as u64;
+        Ok(counts)
     }
 
     /// Removes one blob and its expiry entry; returns whether it existed.

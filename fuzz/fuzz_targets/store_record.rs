@@ -1,0 +1,7 @@
+//! Bytes -> the local store's value decoding. See `src/core_checks.rs`.
+#![no_main]
+
+#[path = "../src/core_checks.rs"]
+mod core_checks;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| core_checks::check_store_record(data));
