@@ -172,6 +172,11 @@ impl Directory {
         }
     }
 
+    /// `K_dir` (members persist it).
+    pub fn dir_key(&self) -> &[u8; 32] {
+        &self.dir_key
+    }
+
     /// The team's public key `T`.
     pub fn team_key(&self) -> &VerifyingKey {
         &self.team_key
@@ -404,7 +409,7 @@ mod tests {
             &foreign.invite_key,
             &user_key(1),
             1,
-            &[card.clone()],
+            std::slice::from_ref(&card),
         );
         assert_eq!(
             reason(dir.verify_entry("bob", &entry)),
@@ -435,7 +440,7 @@ mod tests {
             &user_key(9),
             &user_key(1),
             1,
-            &[card.clone()],
+            std::slice::from_ref(&card),
         );
         assert_eq!(
             reason(dir.verify_entry("bob", &entry)),
@@ -450,7 +455,7 @@ mod tests {
                 &bob.invite_key,
                 &user_key(1),
                 1,
-                &[card.clone()],
+                std::slice::from_ref(&card),
             )
             .as_slice(),
         )

@@ -17,6 +17,7 @@
 
 mod directory;
 mod invite;
+mod member;
 
 pub use directory::{
     Directory, DirectoryError, TeamSecrets, VerifiedEntry, VerifiedRoster, build_entry,
@@ -25,6 +26,7 @@ pub use invite::{
     INVITE_PREFIX, InviteError, InviteParams, IssuedInvite, ParsedInvite, issue_invite,
     parse_invite,
 };
+pub use member::{Membership, TeamError};
 
 /// Domain separation strings of the team layer.
 pub mod tags {

@@ -1,0 +1,270 @@
+//! A device's membership in a team, and the directory operations it does
+//! through the relay: publish its own entry, resolve another member by
+//! handle, read the roster; for the admin, pre-claim a member's slot and
+//! publish the roster.
+
+use ed25519_dalek::SigningKey;
+use serde::{Deserialize, Serialize};
+use sotto_proto::client::SignedInviteCert;
+use sotto_proto::{Message as _, SlotId};
+use zeroize::Zeroizing;
+
+use super::directory::{
+    Directory, DirectoryError, TeamSecrets, VerifiedEntry, VerifiedRoster, build_entry,
+};
+use super::invite::{IssuedInvite, ParsedInvite};
+use crate::{Engine, NetError, RelayConnection, Store, Tree};
+
+const MEMBERSHIP_KEY: &[u8] = b"membership";
+
+/// A team operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TeamError {
+    /// Directory content did not verify.
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
+    /// The relay.
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// The local store.
+    #[error(transparent)]
+    Store(#[from] crate::StoreError),
+    /// The handle is not on the team roster.
+    #[error("\"{0}\" is not a member of this team")]
+    NotAMember(String),
+    /// Invited but not joined yet.
+    #[error("\"{0}\" was invited but has not joined yet")]
+    NotJoined(String),
+    /// Only the admin may do this.
+    #[error("only the team admin can do that")]
+    NotAdmin,
+    /// Stored state is damaged.
+    #[error("the stored team membership is damaged: {0}")]
+    Corrupt(String),
+}
+
+/// What a device stores about its team (inside the encrypted store).
+#[derive(Serialize, Deserialize)]
+pub struct Membership {
+    /// Team name.
+    pub team_name: String,
+    /// My handle.
+    pub handle: String,
+    /// Relay `host:port`.
+    pub relay_addr: String,
+    /// Pinned relay certificate fingerprint.
+    pub relay_fingerprint: [u8; 32],
+    /// The relay's token issuer key.
+    pub issuer_key: [u8; 32],
+    dir_key: [u8; 32],
+    team_key: [u8; 32],
+    cert: Vec<u8>,
+    invite_seed: [u8; 32],
+    user_seed: [u8; 32],
+    entry_version: u64,
+    roster_version: u64,
+    /// The admin's team key seed, on the admin's devices only.
+    team_seed: Option<[u8; 32]>,
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.dir_key.zeroize();
+        self.invite_seed.zeroize();
+        self.user_seed.zeroize();
+        if let Some(seed) = &mut self.team_seed {
+            seed.zeroize();
+        }
+    }
+}
+
+fn corrupt(e: impl std::fmt::Display) -> TeamError {
+    TeamError::Corrupt(e.to_string())
+}
+
+impl Membership {
+    /// The membership a joining device derives from its invite (with a new
+    /// user key `U`).
+    pub fn from_invite(invite: &ParsedInvite) -> Self {
+        let mut user_seed = [0u8; 32];
+        getrandom::fill(&mut user_seed).expect("invariant: the OS random number generator works");
+        Self {
+            team_name: invite.team_name.clone(),
+            handle: invite.handle.clone(),
+            relay_addr: invite.relay_addr.clone(),
+            relay_fingerprint: invite.relay_fingerprint,
+            issuer_key: invite.issuer_key,
+            dir_key: *invite.directory.dir_key(),
+            team_key: *invite.directory.team_key().as_bytes(),
+            cert: invite.cert.encode_to_vec(),
+            invite_seed: invite.invite_key.to_bytes(),
+            user_seed,
+            entry_version: 1,
+            roster_version: 0,
+            team_seed: None,
+        }
+    }
+
+    /// The admin's own membership: an invite to themself, plus `T`.
+    pub fn for_admin(team: &TeamSecrets, invite: &ParsedInvite) -> Self {
+        let mut membership = Self::from_invite(invite);
+        membership.team_seed = Some(team.team.to_bytes());
+        membership
+    }
+
+    /// Saves to the store.
+    pub fn save(&self, store: &dyn Store) -> Result<(), TeamError> {
+        let bytes = Zeroizing::new(serde_json::to_vec(self).map_err(corrupt)?);
+        store.put(Tree::Meta, MEMBERSHIP_KEY, &bytes)?;
+        store.flush()?;
+        Ok(())
+    }
+
+    /// Loads from the store, if this device joined a team.
+    pub fn load(store: &dyn Store) -> Result<Option<Self>, TeamError> {
+        match store.get(Tree::Meta, MEMBERSHIP_KEY)? {
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(corrupt),
+            None => Ok(None),
+        }
+    }
+
+    /// The directory view.
+    pub fn directory(&self) -> Result<Directory, TeamError> {
+        let team_key = ed25519_dalek::VerifyingKey::from_bytes(&self.team_key).map_err(corrupt)?;
+        Ok(Directory::new(self.dir_key, team_key))
+    }
+
+    /// The admin's team secrets, if this device holds them.
+    pub fn team_secrets(&self) -> Result<TeamSecrets, TeamError> {
+        let seed = self.team_seed.ok_or(TeamError::NotAdmin)?;
+        Ok(TeamSecrets {
+            team: SigningKey::from_bytes(&seed),
+            dir_key: Zeroizing::new(self.dir_key),
+        })
+    }
+
+    /// Whether this device is the admin's.
+    pub fn is_admin(&self) -> bool {
+        self.team_seed.is_some()
+    }
+
+    /// Publishes (or updates) my directory entry listing `engine`'s device.
+    pub async fn publish_entry(
+        &mut self,
+        conn: &RelayConnection,
+        engine: &Engine,
+    ) -> Result<(), TeamError> {
+        let directory = self.directory()?;
+        let cert = SignedInviteCert::decode(self.cert.as_slice()).map_err(corrupt)?;
+        let invite_key = SigningKey::from_bytes(&self.invite_seed);
+        let user_key = SigningKey::from_bytes(&self.user_seed);
+        self.entry_version += 1;
+        let entry = build_entry(
+            &cert,
+            &self.handle,
+            &invite_key,
+            &user_key,
+            self.entry_version,
+            &[engine.signed_card()],
+        );
+        let slot = directory.user_slot(&self.handle);
+        let value = directory.seal_value(&slot, &entry)?;
+        conn.slot_put(&slot, self.entry_version, value.into_bytes(), &invite_key)
+            .await?;
+        Ok(())
+    }
+
+    /// Reads and verifies the roster (refusing a rollback).
+    pub async fn roster(&mut self, conn: &RelayConnection) -> Result<VerifiedRoster, TeamError> {
+        let directory = self.directory()?;
+        let slot = directory.roster_slot();
+        let Some((_, value)) = conn.slot_get(&slot).await? else {
+            return Ok(VerifiedRoster {
+                version: 0,
+                handles: Vec::new(),
+            });
+        };
+        let signed = directory.open_value(&slot, &value)?;
+        let roster = directory.verify_roster(&signed, self.roster_version)?;
+        self.roster_version = roster.version;
+        Ok(roster)
+    }
+
+    /// Resolves `handle` to its verified devices: the entry must chain to
+    /// `T` and the handle must be on the newest roster.
+    pub async fn resolve(
+        &mut self,
+        conn: &RelayConnection,
+        handle: &str,
+    ) -> Result<VerifiedEntry, TeamError> {
+        let roster = self.roster(conn).await?;
+        if !roster.handles.iter().any(|h| h == handle) {
+            return Err(TeamError::NotAMember(handle.to_owned()));
+        }
+        let directory = self.directory()?;
+        let slot = directory.user_slot(handle);
+        let Some((_, value)) = conn.slot_get(&slot).await? else {
+            return Err(TeamError::NotJoined(handle.to_owned()));
+        };
+        let entry = directory.open_value(&slot, &value)?;
+        if entry.is_empty() {
+            return Err(TeamError::NotJoined(handle.to_owned()));
+        }
+        Ok(directory.verify_entry(handle, &entry)?)
+    }
+
+    /// Makes `handle`'s current device a contact of `engine` (resolving and
+    /// verifying it in the directory first); returns its device ID.
+    pub async fn add_member_contact(
+        &mut self,
+        conn: &RelayConnection,
+        engine: &mut Engine,
+        handle: &str,
+    ) -> Result<String, TeamError> {
+        let entry = self.resolve(conn, handle).await?;
+        // One device per member until multi-device lands: the newest card.
+        let (card, signed) = entry
+            .devices
+            .into_iter()
+            .last()
+            .ok_or_else(|| TeamError::NotJoined(handle.to_owned()))?;
+        let device = card.device_id();
+        engine
+            .add_contact(card, &signed)
+            .map_err(|e| TeamError::Corrupt(e.to_string()))?;
+        Ok(device)
+    }
+
+    /// Admin: claims `invite`'s slot before the member joins, so no one
+    /// else can take the handle's slot.
+    pub async fn preclaim(
+        &self,
+        conn: &RelayConnection,
+        invite: &IssuedInvite,
+    ) -> Result<(), TeamError> {
+        let directory = self.team_secrets()?.directory();
+        let slot = directory.user_slot(&invite.handle);
+        let value = directory.seal_value(&slot, &[])?;
+        conn.slot_put(&slot, 1, value.into_bytes(), &invite.invite_key)
+            .await?;
+        Ok(())
+    }
+
+    /// Admin: publishes the roster with `handles`.
+    pub async fn publish_roster(
+        &mut self,
+        conn: &RelayConnection,
+        handles: &[String],
+    ) -> Result<(), TeamError> {
+        let team = self.team_secrets()?;
+        let directory = team.directory();
+        let slot: SlotId = directory.roster_slot();
+        let version = self.roster_version + 1;
+        let value = directory.seal_value(&slot, &team.sign_roster(version, handles))?;
+        conn.slot_put(&slot, version, value.into_bytes(), &team.roster_owner())
+            .await?;
+        self.roster_version = version;
+        Ok(())
+    }
+}
