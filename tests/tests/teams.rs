@@ -90,8 +90,7 @@ async fn an_admin_invites_three_members_and_everyone_messages_everyone_by_handle
     members.push((admin.membership, admin.member));
     let handles: Vec<String> = members.iter().map(|(m, _)| m.handle.clone()).collect();
 
-    for index in 0..members.len() {
-        let (membership, member) = &mut members[index];
+    for (membership, member) in &mut members {
         for peer in &handles {
             if *peer == membership.handle {
                 continue;
