@@ -79,6 +79,11 @@ impl Client {
         }
     }
 
+    /// The relay this client talks to.
+    pub fn relay(&self) -> &RelayAddr {
+        &self.relay
+    }
+
     /// Points the client at a relay that moved (same certificate or a new
     /// pinned one).
     pub fn set_relay(&mut self, relay: RelayAddr) {

@@ -309,6 +309,39 @@ impl Engine {
         handles
     }
 
+    /// The card of `peer`'s device, if `peer` is a contact.
+    pub fn contact_card(&self, peer: &str) -> Option<&Card> {
+        self.contacts.get(peer).map(|c| &c.card)
+    }
+
+    /// My own card.
+    pub fn own_card(&self) -> Card {
+        self.device.card()
+    }
+
+    /// Forgets a contact (a revoked member): nothing more is encrypted to
+    /// it, and its messages are dropped as from an unknown sender. History
+    /// stays.
+    pub fn remove_contact(&mut self, peer: &str) -> Result<bool, EngineError> {
+        let Some(contact) = self.contacts.remove(peer) else {
+            return Ok(false);
+        };
+        let mut batch = Batch::new();
+        batch.delete(
+            Tree::Contacts,
+            self.store.blind(peer.as_bytes()).as_bytes().to_vec(),
+        );
+        let identity = contact.card.identity_key.to_bytes();
+        self.sessions.remove(&identity);
+        batch.delete(
+            Tree::Sessions,
+            self.store.blind(&identity).as_bytes().to_vec(),
+        );
+        self.store.apply(batch)?;
+        self.store.flush()?;
+        Ok(true)
+    }
+
     /// Adds (or updates) a contact from an exported card.
     pub fn import_card(&mut self, text: &str) -> Result<String, EngineError> {
         let (card, signed) = Card::import(text)?;

@@ -17,6 +17,9 @@
 //!   envelopes, pairwise inboxes, outbox, history, dedup, receipts.
 //!   `client`: the async driver ([`Client`]) that moves its blobs to and
 //!   from a relay on separate send and receive connections.
+//! - `app`: the whole device for the command line ([`App`]): home
+//!   directory, team flows (create, invite, join), send by handle, sync,
+//!   members, safety numbers.
 //! - [`team`]: team key, invite codes, the encrypted directory and roster
 //!   (DESIGN §6).
 //! - `net`: the QUIC transport to a relay. [`RelayConnection`] pins the
@@ -27,6 +30,7 @@
 //!   ChaCha20-Poly1305, the key from a 0600 key file or an Argon2id
 //!   passphrase ([`KeySource`]); [`Store::blind`] keeps handles out of keys.
 
+mod app;
 mod blind;
 mod card;
 mod client;
@@ -38,6 +42,7 @@ mod seal;
 mod store;
 pub mod team;
 
+pub use app::{App, AppError, RelayTarget, SAFETY_NUMBER_TAG, safety_number};
 pub use blind::{BLIND_PREFIX_TAG, BLIND_TAG, BlindedInbox, InboxKey, InboxPublic};
 #[doc(hidden)]
 pub use blind::{BlindingInternals, blinding_internals};

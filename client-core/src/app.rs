@@ -1,0 +1,395 @@
+//! The whole device, as the `sotto` command line uses it: a home directory
+//! holding the encrypted store, the device, the team membership, contacts
+//! and history; and the team flows on top of the messaging client —
+//! create a team, invite, join, send by handle, sync, members, revoke.
+//!
+//! Every operation opens the relay connections it needs and closes them;
+//! nothing here keeps state outside the store, so a process may stop
+//! between any two calls.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha512};
+
+use crate::client::{Client, ClientError, Clock, SyncReport};
+use crate::engine::{Engine, EngineError, Message, MessageId};
+use crate::team::{
+    InviteError, InviteParams, Membership, TeamError, TeamSecrets, issue_invite, parse_invite,
+};
+use crate::{KeySource, NetError, RelayAddr, RelayConnection, SledStore, Store, StoreError};
+
+/// Domain separation for safety numbers.
+pub const SAFETY_NUMBER_TAG: &[u8] = b"sotto/safety-number/v1";
+
+/// A device-level operation failed; every variant reads as advice.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// No device in this home.
+    #[error(
+        "no sotto identity in {0}; run `sotto join INVITE_CODE` (or `sotto team create`) first"
+    )]
+    NotJoined(PathBuf),
+    /// This home already has a device.
+    #[error("{0} already holds a sotto identity; use another --home")]
+    AlreadyJoined(PathBuf),
+    /// The relay address could not be resolved.
+    #[error("cannot resolve the relay address {0}")]
+    Resolve(String),
+    /// The local store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Messaging state.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The relay.
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// The team layer.
+    #[error(transparent)]
+    Team(#[from] TeamError),
+    /// An invite code.
+    #[error(transparent)]
+    Invite(#[from] InviteError),
+    /// Cannot message oneself.
+    #[error("that is you")]
+    Myself,
+}
+
+impl From<ClientError> for AppError {
+    fn from(error: ClientError) -> Self {
+        match error {
+            ClientError::Engine(e) => AppError::Engine(e),
+            ClientError::Net(e) => AppError::Net(e),
+        }
+    }
+}
+
+/// Where the relay is, as a team stores it.
+#[derive(Clone, Debug)]
+pub struct RelayTarget {
+    /// `host:port` as members should dial it.
+    pub addr: String,
+    /// Pinned certificate fingerprint.
+    pub fingerprint: [u8; 32],
+}
+
+async fn resolve(target: &str, fingerprint: [u8; 32]) -> Result<RelayAddr, AppError> {
+    let addr = tokio::net::lookup_host(target)
+        .await
+        .map_err(|_| AppError::Resolve(target.to_owned()))?
+        .next()
+        .ok_or_else(|| AppError::Resolve(target.to_owned()))?;
+    Ok(RelayAddr { addr, fingerprint })
+}
+
+fn open_store(home: &Path, key: KeySource) -> Result<Arc<dyn Store>, AppError> {
+    Ok(Arc::new(SledStore::open(home, key)?))
+}
+
+/// A device with its team.
+pub struct App {
+    home: PathBuf,
+    client: Client,
+    membership: Membership,
+    store: Arc<dyn Store>,
+    clock: Clock,
+}
+
+impl App {
+    fn now_secs(clock: &Clock) -> u64 {
+        clock() / 1000
+    }
+
+    /// Opens the device in `home`.
+    pub async fn open(home: &Path, key: KeySource, clock: Clock) -> Result<Self, AppError> {
+        let store = open_store(home, key)?;
+        let engine =
+            Engine::open(store.clone())?.ok_or_else(|| AppError::NotJoined(home.to_owned()))?;
+        let membership = Membership::load(store.as_ref())?
+            .ok_or_else(|| AppError::NotJoined(home.to_owned()))?;
+        let relay = resolve(&membership.relay_addr, membership.relay_fingerprint).await?;
+        Ok(Self {
+            home: home.to_owned(),
+            client: Client::new(engine, relay, clock.clone()),
+            membership,
+            store,
+            clock,
+        })
+    }
+
+    fn fresh(home: &Path, key: KeySource) -> Result<Arc<dyn Store>, AppError> {
+        let store = open_store(home, key)?;
+        if Engine::open(store.clone())?.is_some() {
+            return Err(AppError::AlreadyJoined(home.to_owned()));
+        }
+        Ok(store)
+    }
+
+    /// The admin's first device: creates the team on the relay at `relay`
+    /// (consuming its bootstrap code) with `handle` as its first member.
+    pub async fn create_team(
+        home: &Path,
+        key: KeySource,
+        relay: RelayTarget,
+        _bootstrap_code: &str,
+        team_name: &str,
+        handle: &str,
+        clock: Clock,
+    ) -> Result<Self, AppError> {
+        let store = Self::fresh(home, key)?;
+        let relay_addr = resolve(&relay.addr, relay.fingerprint).await?;
+        let conn = RelayConnection::connect(&relay_addr, None).await?;
+        let now = Self::now_secs(&clock);
+        let team = TeamSecrets::generate();
+        // The bootstrap exchange and registration tokens come with the
+        // relay's token support; until then the issuer key is unset.
+        let own = issue_invite(
+            &team,
+            &InviteParams {
+                team_name,
+                handle,
+                expires_at: now + 3600,
+                relay_addr: &relay.addr,
+                relay_fingerprint: relay.fingerprint,
+                registration_token: &[],
+                issuer_key: [0; 32],
+            },
+        )?;
+        let parsed = parse_invite(&own.code, now)?;
+        let mut membership = Membership::for_admin(&team, &parsed);
+        membership.preclaim(&conn, &own).await?;
+        let engine = Engine::create(store.clone(), handle, now)?;
+        membership.publish_entry(&conn, &engine).await?;
+        membership
+            .publish_roster(&conn, &[handle.to_owned()])
+            .await?;
+        membership.save(store.as_ref())?;
+        conn.close().await;
+        Ok(Self {
+            home: home.to_owned(),
+            client: Client::new(engine, relay_addr, clock.clone()),
+            membership,
+            store,
+            clock,
+        })
+    }
+
+    /// Admin: invites `handle`; returns the invite code.
+    pub async fn invite(&mut self, handle: &str, valid_secs: u64) -> Result<String, AppError> {
+        let team = self.membership.team_secrets()?;
+        let conn = RelayConnection::connect(&self.relay(), None).await?;
+        let mut roster = self.membership.roster(&conn).await?.handles;
+        let issued = issue_invite(
+            &team,
+            &InviteParams {
+                team_name: &self.membership.team_name,
+                handle,
+                expires_at: Self::now_secs(&self.clock) + valid_secs,
+                relay_addr: &self.membership.relay_addr,
+                relay_fingerprint: self.membership.relay_fingerprint,
+                registration_token: &[],
+                issuer_key: self.membership.issuer_key,
+            },
+        )?;
+        self.membership.preclaim(&conn, &issued).await?;
+        if !roster.iter().any(|h| h == handle) {
+            roster.push(handle.to_owned());
+            self.membership.publish_roster(&conn, &roster).await?;
+        }
+        self.membership.save(self.store.as_ref())?;
+        conn.close().await;
+        Ok(issued.code)
+    }
+
+    /// A member's first device: joins with an invite code.
+    pub async fn join(
+        home: &Path,
+        key: KeySource,
+        code: &str,
+        clock: Clock,
+    ) -> Result<Self, AppError> {
+        let now = Self::now_secs(&clock);
+        let invite = parse_invite(code, now)?;
+        let store = Self::fresh(home, key)?;
+        let relay = resolve(&invite.relay_addr, invite.relay_fingerprint).await?;
+        let conn = RelayConnection::connect(&relay, None).await?;
+        let mut membership = Membership::from_invite(&invite);
+        let engine = Engine::create(store.clone(), &invite.handle, now)?;
+        membership.publish_entry(&conn, &engine).await?;
+        membership.save(store.as_ref())?;
+        conn.close().await;
+        Ok(Self {
+            home: home.to_owned(),
+            client: Client::new(engine, relay, clock.clone()),
+            membership,
+            store,
+            clock,
+        })
+    }
+
+    fn relay(&self) -> RelayAddr {
+        // The address resolved at open; a relay that moved is re-resolved
+        // at the next open.
+        *self.client.relay()
+    }
+
+    /// My handle.
+    pub fn handle(&self) -> &str {
+        &self.membership.handle
+    }
+
+    /// The team name.
+    pub fn team_name(&self) -> &str {
+        &self.membership.team_name
+    }
+
+    /// Whether this device is the admin's.
+    pub fn is_admin(&self) -> bool {
+        self.membership.is_admin()
+    }
+
+    /// The home directory.
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    /// The team roster.
+    pub async fn members(&mut self) -> Result<Vec<String>, AppError> {
+        let conn = RelayConnection::connect(&self.relay(), None).await?;
+        let roster = self.membership.roster(&conn).await?;
+        self.membership.save(self.store.as_ref())?;
+        conn.close().await;
+        Ok(roster.handles)
+    }
+
+    /// Sends `text` to `handle`, resolving and verifying their device in
+    /// the directory when it is not yet a contact.
+    pub async fn send(&mut self, handle: &str, text: &str) -> Result<MessageId, AppError> {
+        if handle == self.membership.handle {
+            return Err(AppError::Myself);
+        }
+        if self.client.engine().contact_card(handle).is_none() {
+            let conn = RelayConnection::connect(&self.relay(), None).await?;
+            self.membership
+                .add_member_contact(&conn, self.client.engine_mut(), handle)
+                .await?;
+            self.membership.save(self.store.as_ref())?;
+            conn.close().await;
+        }
+        Ok(self.client.send_text(handle, text).await?)
+    }
+
+    /// Fetches everything pending; members no longer on the roster are
+    /// dropped from the contacts first.
+    pub async fn sync(&mut self) -> Result<SyncReport, AppError> {
+        self.refresh_contacts().await?;
+        Ok(self.client.sync().await?)
+    }
+
+    async fn refresh_contacts(&mut self) -> Result<(), AppError> {
+        let conn = RelayConnection::connect(&self.relay(), None).await?;
+        let roster = self.membership.roster(&conn).await?;
+        conn.close().await;
+        for contact in self.client.engine().contacts() {
+            if !roster.handles.contains(&contact) {
+                self.client.engine_mut().remove_contact(&contact)?;
+            }
+        }
+        // Senders who are members but not yet contacts: look them up so
+        // their first messages are accepted.
+        let conn = RelayConnection::connect(&self.relay(), None).await?;
+        for handle in &roster.handles {
+            if *handle != self.membership.handle
+                && self.client.engine().contact_card(handle).is_none()
+            {
+                // Invited-but-not-joined members are skipped; forged entries
+                // are refused (and simply not added).
+                let _ = self
+                    .membership
+                    .add_member_contact(&conn, self.client.engine_mut(), handle)
+                    .await;
+            }
+        }
+        conn.close().await;
+        self.membership.save(self.store.as_ref())?;
+        Ok(())
+    }
+
+    /// Stays connected and hands each message to `on_message` until `stop`.
+    pub async fn listen(
+        &mut self,
+        on_message: impl FnMut(&Message),
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<(), AppError> {
+        self.refresh_contacts().await?;
+        Ok(self.client.listen(on_message, stop).await?)
+    }
+
+    /// Local history with `handle`.
+    pub fn history(&self, handle: &str) -> Result<Vec<Message>, AppError> {
+        Ok(self.client.engine().history(handle)?)
+    }
+
+    /// The safety number of my device and `handle`'s: the same on both
+    /// sides; compare it in person or on a call.
+    pub fn safety_number(&self, handle: &str) -> Result<String, AppError> {
+        let theirs = self
+            .client
+            .engine()
+            .contact_card(handle)
+            .ok_or_else(|| EngineError::UnknownContact(handle.to_owned()))?;
+        let mine = self.client.engine().own_card();
+        Ok(safety_number(
+            (&mine.handle, &mine.identity_key.to_bytes()),
+            (&theirs.handle, &theirs.identity_key.to_bytes()),
+        ))
+    }
+
+    /// The messaging client.
+    pub fn client(&mut self) -> &mut Client {
+        &mut self.client
+    }
+}
+
+/// 60 digits in 12 groups from both parties' handles and identity keys,
+/// order-independent.
+pub fn safety_number(a: (&str, &[u8; 32]), b: (&str, &[u8; 32])) -> String {
+    let mut parties = [a, b];
+    parties.sort();
+    let mut hasher = Sha512::new();
+    hasher.update(SAFETY_NUMBER_TAG);
+    for (handle, key) in parties {
+        hasher.update((handle.len() as u32).to_be_bytes());
+        hasher.update(handle.as_bytes());
+        hasher.update(key);
+    }
+    let digest = hasher.finalize();
+    digest
+        .chunks(5)
+        .take(12)
+        .map(|chunk| {
+            let value = chunk.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+            format!("{:05}", value % 100_000)
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safety_numbers_agree_on_both_sides_and_change_with_a_key() {
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        let one = safety_number(("alice", &a), ("bob", &b));
+        assert_eq!(one, safety_number(("bob", &b), ("alice", &a)));
+        assert_eq!(one.split(' ').count(), 12);
+        assert!(
+            one.split(' ')
+                .all(|g| g.len() == 5 && g.bytes().all(|c| c.is_ascii_digit()))
+        );
+        assert_ne!(one, safety_number(("alice", &a), ("bob", &[3u8; 32])));
+    }
+}
