@@ -92,9 +92,15 @@ impl<S: Storage> GroupCommit<S> {
     }
 
     /// Runs `append` (which checks quotas and inserts) in the append critical
-    /// section; on success the returned seq is recorded for the watermark.
+    /// section; on success the returned seq is recorded for the watermark,
+    /// then `appended` runs with it, still in the critical section (so in
+    /// seq order, and after the watermark was closed for this seq).
     /// The write is *not yet durable*: await [`Self::durable`].
-    pub(crate) fn append<E>(&self, append: impl FnOnce(&S) -> Result<Seq, E>) -> Result<Seq, E> {
+    pub(crate) fn append<E>(
+        &self,
+        append: impl FnOnce(&S) -> Result<Seq, E>,
+        appended: impl FnOnce(Seq),
+    ) -> Result<Seq, E> {
         let _serial = lock(&self.shared.append_lock);
         let seq = append(&self.store)?;
         // The first append after start closes the "everything is durable"
@@ -108,6 +114,7 @@ impl<S: Storage> GroupCommit<S> {
             );
         }
         self.shared.last_appended.store(seq, Ordering::Release);
+        appended(seq);
         Ok(seq)
     }
 
@@ -229,7 +236,10 @@ mod tests {
             tasks.push(tokio::spawn(async move {
                 for _ in 0..20 {
                     commit
-                        .append(|s| s.append(&MailboxId::from_bytes([writer; 32]), &blob(), 10))
+                        .append(
+                            |s| s.append(&MailboxId::from_bytes([writer; 32]), &blob(), 10),
+                            |_| {},
+                        )
                         .unwrap();
                     commit.durable().await.unwrap();
                 }
@@ -254,7 +264,9 @@ mod tests {
     async fn the_watermark_hides_writes_until_they_are_flushed() {
         let commit = GroupCommit::start(Arc::new(MemoryStorage::new()));
         let mailbox = MailboxId::from_bytes([1; 32]);
-        let seq = commit.append(|s| s.append(&mailbox, &blob(), 10)).unwrap();
+        let seq = commit
+            .append(|s| s.append(&mailbox, &blob(), 10), |_| {})
+            .unwrap();
         assert!(commit.durable_seq() < seq);
         let range = |upto| FetchRange {
             after: 0,

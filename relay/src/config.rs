@@ -121,6 +121,12 @@ pub struct Config {
     pub purge_interval_secs: u64,
     /// Seconds between stats log lines (counts only).
     pub stats_interval_secs: u64,
+    /// Receive and send buffer asked for the relay's one UDP socket, in
+    /// bytes. Every client shares it, so the OS default (about 208 KiB on
+    /// Linux) overflows under bursts and each lost datagram costs a QUIC
+    /// retransmission timeout. Linux caps it at `net.core.rmem_max` /
+    /// `wmem_max`. 0 leaves the OS default.
+    pub udp_buffer_bytes: u32,
     /// Limits.
     pub limits: Limits,
 }
@@ -133,6 +139,7 @@ impl Default for Config {
             public_addr: None,
             purge_interval_secs: 60,
             stats_interval_secs: 300,
+            udp_buffer_bytes: 4 * 1024 * 1024,
             limits: Limits::default(),
         }
     }

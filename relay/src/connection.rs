@@ -206,7 +206,8 @@ async fn write_loop(mut send: quinn::SendStream, mut queue: mpsc::Receiver<wire:
 }
 
 /// Pushes every durable blob of `mailbox` after `after`, in seq order, then
-/// each new one as the hub announces it.
+/// each new one as the hub announces it: from storage until a complete read
+/// reaches the subscription's queue floor, then from the queue (see `hub`).
 async fn push_loop<S: Storage>(
     relay: Arc<Relay<S>>,
     subscription: Subscription,
@@ -214,18 +215,39 @@ async fn push_loop<S: Storage>(
     mut after: Seq,
     out: mpsc::Sender<wire::ServerFrame>,
 ) {
+    // The watermark of the last complete storage read: every durable blob
+    // up to it has been pushed (or was deleted before the read).
+    let mut read_to: Seq = 0;
     loop {
-        let page = match relay.fetch_page(&mailbox, after, usize::MAX) {
-            Ok(page) => page,
-            Err(_) => return,
-        };
-        for stored in page.blobs {
-            after = stored.seq;
+        // The hub's newest seq is read before the watermark: while the
+        // watermark is still open (no append since start, `Seq::MAX`), no
+        // queued blob may be pushed, and a complete read covers every seq
+        // up to `last`.
+        let last = relay.hub.last_seq();
+        let durable = relay.commit.durable_seq();
+        let covered = if durable == Seq::MAX { last } else { durable };
+        let mut blobs = Vec::new();
+        let mut more = false;
+        match subscription.take(read_to, after.max(read_to), covered) {
+            Some(live) => blobs = live,
+            None => {
+                let Ok(page) = relay.fetch_page_upto(&mailbox, after, usize::MAX, durable) else {
+                    return;
+                };
+                more = page.more;
+                if !more {
+                    read_to = read_to.max(covered);
+                }
+                blobs.extend(page.blobs.into_iter().map(|b| (b.seq, b.blob.into_bytes())));
+            }
+        }
+        for (seq, blob) in blobs {
+            after = seq;
             let push = wire::ServerFrame {
                 frame: Some(wire::server_frame::Frame::Push(wire::Push {
                     mailbox_id: mailbox.as_bytes().to_vec().into(),
-                    seq: stored.seq,
-                    blob: stored.blob.into_bytes(),
+                    seq,
+                    blob,
                 })),
             };
             if out.send(push).await.is_err() {
@@ -233,7 +255,7 @@ async fn push_loop<S: Storage>(
             }
             Stats::bump(&relay.stats.pushes, 1);
         }
-        if !page.more {
+        if !more {
             subscription.woken().await;
         }
     }

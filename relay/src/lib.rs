@@ -12,7 +12,8 @@
 //! - `ops/`: one module per request kind (`hello`, `put`, `mailbox` for
 //!   fetch/ack/subscribe, `slot`), each `parse` then apply.
 //! - [`Relay`]: state shared by connections. `commit`: group commit and the
-//!   durable watermark. `hub`: subscription wake-ups.
+//!   durable watermark. `hub`: subscriptions, their wake-ups and
+//!   bounded queues of live blobs.
 //! - [`storage`]: the [`Storage`] trait, [`SledStorage`] (default) and
 //!   [`MemoryStorage`].
 //! - [`Config`] / [`Limits`]: every limit, with defaults. [`RelayCert`]:

@@ -96,9 +96,21 @@ impl<S: Storage> Relay<S> {
         after: Seq,
         limit: usize,
     ) -> Result<FetchPage, Refusal> {
+        self.fetch_page_upto(mailbox, after, limit, self.commit.durable_seq())
+    }
+
+    /// Blobs of `mailbox` after `after` up to `upto`, which must not exceed
+    /// the durable watermark read before this call; one page.
+    pub(crate) fn fetch_page_upto(
+        &self,
+        mailbox: &MailboxId,
+        after: Seq,
+        limit: usize,
+        upto: Seq,
+    ) -> Result<FetchPage, Refusal> {
         let range = FetchRange {
             after,
-            upto: self.commit.durable_seq(),
+            upto,
             limit: limit.min(self.limits.max_fetch_blobs as usize),
             max_bytes: self.limits.max_fetch_bytes as usize,
         };

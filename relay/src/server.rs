@@ -124,12 +124,19 @@ impl<S: Storage> Server<S> {
     ) -> Result<Self, StartError> {
         config.validate()?;
         let server_config = quic_config(config, cert)?;
-        let endpoint = quinn::Endpoint::server(server_config, config.listen).map_err(|source| {
-            StartError::Bind {
-                addr: config.listen,
-                source,
-            }
-        })?;
+        let bind_error = |source| StartError::Bind {
+            addr: config.listen,
+            source,
+        };
+        let socket =
+            udp_socket(config.listen, config.udp_buffer_bytes as usize).map_err(bind_error)?;
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server_config),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(bind_error)?;
         let local_addr = endpoint.local_addr().map_err(|source| StartError::Bind {
             addr: config.listen,
             source,
@@ -212,6 +219,34 @@ fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     }
     Ok(())
+}
+
+/// The relay's one UDP socket, with large buffers: every client's datagrams
+/// queue in it while the workers are busy, and with the OS default (about
+/// 208 KiB) bursts from many clients overflowed it (thousands of drops per
+/// second at 64 × 64 connections), each drop costing a QUIC loss timeout.
+/// The OS may grant less than asked (Linux caps at `rmem_max`); that is
+/// logged, not fatal.
+fn udp_socket(addr: SocketAddr, buffer: usize) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if buffer == 0 {
+        socket.bind(&addr.into())?;
+        return Ok(socket.into());
+    }
+    if let Err(error) = socket.set_recv_buffer_size(buffer) {
+        tracing::warn!(%error, buffer, "cannot set the UDP receive buffer");
+    }
+    if let Err(error) = socket.set_send_buffer_size(buffer) {
+        tracing::warn!(%error, buffer, "cannot set the UDP send buffer");
+    }
+    tracing::debug!(
+        recv = socket.recv_buffer_size().ok(),
+        send = socket.send_buffer_size().ok(),
+        "UDP socket buffers"
+    );
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
 }
 
 /// TLS 1.3 only, no session tickets, no resumption, no 0-RTT, no address

@@ -64,7 +64,7 @@ impl<S: Storage> Relay<S> {
         let expires_at = expiry(self.clock.now_secs(), request.ttl_secs);
         let limits = &self.limits;
         let len = request.blob.len() as u64;
-        let stored = self.commit.append(|store| {
+        let append = |store: &S| {
             // Checked inside the append critical section, so concurrent puts
             // cannot overshoot a quota together.
             if store.total_bytes() + len > limits.disk_budget_bytes {
@@ -83,7 +83,11 @@ impl<S: Storage> Relay<S> {
                 ));
             }
             Ok(store.append(&request.mailbox, &request.blob, expires_at)?)
-        })?;
+        };
+        // Subscribers queue the blob now, in seq order; they push it once
+        // the watermark covers it (see `hub`).
+        let appended = |seq| self.hub.appended(&request.mailbox, seq, &request.blob);
+        let stored = self.commit.append(append, appended)?;
         Stats::bump(&self.stats.puts, 1);
         Ok(stored)
     }

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use sotto_proto::{Blob, Bucket, MailboxId, SlotId};
 
-use super::{FetchRange, MemoryStorage, SledStorage, SlotRecord, Storage};
+use super::{FetchRange, MemoryStorage, Seq, SledStorage, SlotRecord, Storage};
 
 fn mailbox(n: u8) -> MailboxId {
     MailboxId::from_bytes([n; 32])
@@ -168,6 +168,21 @@ fn purge_honours_its_limit(store: &dyn Storage) {
     assert_eq!(store.mailbox_usage(&mailbox(1)).count, 6);
 }
 
+fn purge_limit_counts_blobs_not_acked_entries(store: &dyn Storage) {
+    let acked: Vec<Seq> = (0..5)
+        .map(|i| store.append(&mailbox(1), &blob(Bucket::K1, i), 1).unwrap())
+        .collect();
+    assert_eq!(store.delete(&mailbox(1), &acked).unwrap(), 5);
+    for i in 0..5 {
+        store.append(&mailbox(1), &blob(Bucket::K1, i), 2).unwrap();
+    }
+    assert_eq!(store.purge_expired(10, 3).unwrap(), 3);
+    assert_eq!(store.mailbox_usage(&mailbox(1)).count, 2);
+    assert_eq!(store.purge_expired(10, 100).unwrap(), 2);
+    assert_eq!(store.purge_expired(10, 100).unwrap(), 0);
+    assert_eq!(store.total_bytes(), 0);
+}
+
 fn slots_store_and_replace(store: &dyn Storage) {
     let id = SlotId::from_bytes([7; 32]);
     assert_eq!(store.slot_get(&id).unwrap(), None);
@@ -209,8 +224,29 @@ conformance!(
     accounting_tracks_appends_and_deletes,
     purge_removes_exactly_the_expired,
     purge_honours_its_limit,
+    purge_limit_counts_blobs_not_acked_entries,
     slots_store_and_replace,
 );
+
+#[test]
+fn sled_ack_leaves_an_index_entry_that_the_purge_drops() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStorage::open(dir.path()).unwrap();
+    let acked = store
+        .append(&mailbox(1), &blob(Bucket::K1, 1), 100)
+        .unwrap();
+    store
+        .append(&mailbox(1), &blob(Bucket::K1, 2), 100)
+        .unwrap();
+    assert_eq!(store.delete(&mailbox(1), &[acked]).unwrap(), 1);
+    assert_eq!(store.expiry_entries(), 2, "the ack left its entry");
+    assert_eq!(
+        store.purge_expired(100, 100).unwrap(),
+        1,
+        "blobs, not entries"
+    );
+    assert_eq!(store.expiry_entries(), 0);
+}
 
 #[test]
 fn sled_reopen_keeps_blobs_slots_accounting_and_seq_order() {

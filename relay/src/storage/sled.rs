@@ -15,6 +15,11 @@
 //! An append writes the expiry entry before the blob, so a crash between the
 //! two leaves at worst an index entry without a blob (harmless to the purge),
 //! never a blob that would outlive its TTL.
+//!
+//! An ack removes only the blob and leaves its expiry entry dangling: one
+//! sled operation instead of two on the hot path. The purge drops dangling
+//! entries when their time comes, so the `expiry` tree holds an entry per
+//! blob stored within the last TTL (48 bytes each), acked or not.
 
 use std::path::Path;
 
@@ -207,14 +212,18 @@ impl SledStorage {
         Ok(counts)
     }
 
-    /// Removes one blob and its expiry entry; returns whether it existed.
+    /// Index entries in the `expiry` tree, dangling ones included.
+    #[cfg(test)]
+    pub(super) fn expiry_entries(&self) -> usize {
+        self.expiry.len()
+    }
+
+    /// Removes one blob, leaving its expiry entry for the purge; returns
+    /// whether it existed.
     fn remove_blob(&self, mailbox: &MailboxId, seq: Seq) -> Result<bool, StoreError> {
         let Some(value) = self.blobs.remove(blob_key(mailbox, seq))? else {
             return Ok(false);
         };
-        if let Some(expires_at) = be64(&value) {
-            self.expiry.remove(expiry_key(expires_at, mailbox, seq))?;
-        }
         self.accounting
             .removed(mailbox, value.len().saturating_sub(8));
         Ok(true)
@@ -276,7 +285,12 @@ impl Storage for SledStorage {
     fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, StoreError> {
         let mut purged = 0;
         let end = (now.saturating_add(1)).to_be_bytes();
-        for entry in self.expiry.range(..end.as_slice()).take(limit) {
+        // `limit` counts blobs, not index entries: dangling entries left by
+        // acks are dropped on the way without using up the batch.
+        for entry in self.expiry.range(..end.as_slice()) {
+            if purged >= limit {
+                break;
+            }
             let (key, _) = entry?;
             if key.len() != EXPIRY_KEY_LEN {
                 return Err(corrupt("expiry", format!("key of {} bytes", key.len())));
@@ -286,10 +300,9 @@ impl Storage for SledStorage {
             let seq = be64(&key[40..]).ok_or_else(|| corrupt("expiry", "short key"))?;
             if self.remove_blob(&mailbox, seq)? {
                 purged += 1;
-            } else {
-                // An index entry whose blob was acked or never written.
-                self.expiry.remove(&key)?;
             }
+            // The blob is gone now, or was acked or never written.
+            self.expiry.remove(&key)?;
         }
         Ok(purged)
     }

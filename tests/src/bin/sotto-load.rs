@@ -80,6 +80,10 @@ struct Cli {
     /// The embedded relay's storage: `memory` shows what sled costs.
     #[arg(long, global = true, value_enum, default_value_t = Backend::Sled)]
     storage: Backend,
+    /// The embedded relay's UDP socket buffer in bytes (0: the OS default)
+    /// [default: the relay's `udp_buffer_bytes`].
+    #[arg(long, global = true)]
+    relay_udp_buffer: Option<u32>,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -141,6 +145,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             cli.data_parent.as_deref(),
             cli.default_limits,
             cli.storage,
+            cli.relay_udp_buffer,
         )?,
         _ => {
             anyhow::bail!("say which relay to load: --embedded, or --relay ADDR --fingerprint HEX")

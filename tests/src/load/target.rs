@@ -108,6 +108,7 @@ impl Target {
         parent: Option<&Path>,
         default_limits: bool,
         backend: Backend,
+        udp_buffer: Option<u32>,
     ) -> anyhow::Result<Self> {
         let dir = match parent {
             Some(parent) => tempfile::tempdir_in(parent),
@@ -133,12 +134,15 @@ impl Target {
                 mailbox_max_blobs: limits.mailbox_max_blobs,
             })
         };
-        let config = Config {
+        let mut config = Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: dir.path().join("relay"),
             limits,
             ..Config::default()
         };
+        if let Some(bytes) = udp_buffer {
+            config.udp_buffer_bytes = bytes;
+        }
         let server = match backend {
             Backend::Sled => Running::Sled(
                 runtime
