@@ -58,16 +58,18 @@ pub(crate) struct GroupCommit<S> {
 }
 
 impl<S: Storage> GroupCommit<S> {
-    /// Starts the flusher thread for `store`. Everything already stored is
-    /// durable (it was read back from disk), so the watermark starts open.
+    /// Starts the flusher thread for `store`. The watermark starts at the
+    /// newest blob the backend held at open.
     pub(crate) fn start(store: Arc<S>) -> Self {
         let (progress, _) = watch::channel(Progress::default());
         let shared = Arc::new(Shared {
             tickets: Mutex::new(Tickets::default()),
             wake: Condvar::new(),
             progress,
-            last_appended: AtomicU64::new(0),
-            durable_seq: AtomicU64::new(u64::MAX),
+            // Everything the backend held at open was read back from disk,
+            // so it is durable; nothing newer is until a flush covers it.
+            last_appended: AtomicU64::new(store.seq_at_open()),
+            durable_seq: AtomicU64::new(store.seq_at_open()),
             flushes: AtomicU64::new(0),
             append_lock: Mutex::new(()),
         });
@@ -103,16 +105,6 @@ impl<S: Storage> GroupCommit<S> {
     ) -> Result<Seq, E> {
         let _serial = lock(&self.shared.append_lock);
         let seq = append(&self.store)?;
-        // The first append after start closes the "everything is durable"
-        // watermark until the first flush covers it.
-        if self.shared.last_appended.load(Ordering::Acquire) == 0 {
-            let _ = self.shared.durable_seq.compare_exchange(
-                u64::MAX,
-                seq.saturating_sub(1),
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            );
-        }
         self.shared.last_appended.store(seq, Ordering::Release);
         appended(seq);
         Ok(seq)
@@ -193,9 +185,7 @@ fn flusher_loop<S: Storage>(store: &S, shared: &Shared) {
         shared.flushes.fetch_add(1, Ordering::Relaxed);
         match result {
             Ok(()) => {
-                if covered_seq != 0 {
-                    shared.durable_seq.store(covered_seq, Ordering::Release);
-                }
+                shared.durable_seq.store(covered_seq, Ordering::Release);
                 shared.progress.send_modify(|p| p.done = target);
             }
             Err(error) => {
@@ -257,6 +247,35 @@ mod tests {
             commit.durable_seq(),
             commit.shared.last_appended.load(Ordering::Acquire)
         );
+        commit.shutdown();
+    }
+
+    #[tokio::test]
+    async fn after_a_restart_old_blobs_are_visible_and_the_first_new_one_is_not_until_flushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mailbox = MailboxId::from_bytes([1; 32]);
+        let old = {
+            let store = SledStorage::open(dir.path()).unwrap();
+            let seq = store.append(&mailbox, &blob(), 10).unwrap();
+            store.flush().unwrap();
+            seq
+        };
+        let commit = GroupCommit::start(Arc::new(SledStorage::open(dir.path()).unwrap()));
+        assert_eq!(
+            commit.durable_seq(),
+            old,
+            "what was on disk is visible at once"
+        );
+        let new = commit
+            .append(|s| s.append(&mailbox, &blob(), 10), |_| {})
+            .unwrap();
+        assert!(new > old);
+        assert!(
+            commit.durable_seq() < new,
+            "the first new blob waits for its flush"
+        );
+        commit.durable().await.unwrap();
+        assert_eq!(commit.durable_seq(), new);
         commit.shutdown();
     }
 

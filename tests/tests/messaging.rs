@@ -305,6 +305,9 @@ impl Storage for Recording {
     fn slot_put(&self, id: &sotto_proto::SlotId, r: &SlotRecord) -> Result<(), StoreError> {
         self.inner.slot_put(id, r)
     }
+    fn seq_at_open(&self) -> Seq {
+        self.inner.seq_at_open()
+    }
     fn flush(&self) -> Result<(), StoreError> {
         self.inner.flush()
     }

@@ -140,6 +140,12 @@ impl Storage for MemoryStorage {
         Ok(())
     }
 
+    fn seq_at_open(&self) -> Seq {
+        // Nothing of a memory store outlives the process: all it holds is
+        // as durable as it will ever be.
+        self.lock().next_seq
+    }
+
     fn flush(&self) -> Result<(), StoreError> {
         Ok(())
     }

@@ -119,6 +119,11 @@ pub trait Storage: Send + Sync + 'static {
     /// Writes slot `id` (the caller has checked owner and version).
     fn slot_put(&self, id: &SlotId, record: &SlotRecord) -> Result<(), StoreError>;
 
+    /// The highest seq among the blobs present when the backend was opened
+    /// (0 if none): everything up to it was read back from disk, so it is
+    /// durable. The group commit's watermark starts here.
+    fn seq_at_open(&self) -> Seq;
+
     /// Makes every mutation so far durable (fsync). Blocking.
     fn flush(&self) -> Result<(), StoreError>;
 }

@@ -40,6 +40,7 @@ pub struct SledStorage {
     expiry: sled::Tree,
     slots: sled::Tree,
     accounting: Accounting,
+    seq_at_open: Seq,
 }
 
 fn blob_key(mailbox: &MailboxId, seq: Seq) -> [u8; BLOB_KEY_LEN] {
@@ -55,6 +56,31 @@ fn expiry_key(expires_at: u64, mailbox: &MailboxId, seq: Seq) -> [u8; EXPIRY_KEY
     key[8..40].copy_from_slice(mailbox.as_bytes());
     key[40..].copy_from_slice(&seq.to_be_bytes());
     key
+}
+
+/// Opens sled, waiting up to two seconds for its file lock: a database
+/// closed a moment ago in this process (a relay restarting in place) can
+/// release the lock slightly after its last handle is dropped. A lock held
+/// by another live process still fails.
+fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let opened = sled::Config::new()
+            .path(dir)
+            // Durability comes from the relay's own group-committed flushes;
+            // sled's periodic background flush only adds fsyncs.
+            .flush_every_ms(None)
+            .open();
+        match opened {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return Ok(other?),
+        }
+    }
 }
 
 fn be64(bytes: &[u8]) -> Option<u64> {
@@ -104,19 +130,16 @@ impl SledStorage {
     /// Opens (or creates) the database in `dir` and rebuilds the usage
     /// counters from what is stored.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            // Durability comes from the relay's own group-committed flushes;
-            // sled's periodic background flush only adds fsyncs.
-            .flush_every_ms(None)
-            .open()?;
+        let db = open_db(dir)?;
         let blobs = db.open_tree("blobs")?;
         let expiry = db.open_tree("expiry")?;
         let slots = db.open_tree("slots")?;
         let accounting = Accounting::default();
+        let mut seq_at_open = 0;
         for entry in blobs.iter() {
             let (key, value) = entry?;
-            let (mailbox, _) = parse_blob_key(&key)?;
+            let (mailbox, seq) = parse_blob_key(&key)?;
+            seq_at_open = seq_at_open.max(seq);
             accounting.added(&mailbox, value.len().saturating_sub(8));
         }
         for entry in slots.iter() {
@@ -129,6 +152,7 @@ impl SledStorage {
             expiry,
             slots,
             accounting,
+            seq_at_open,
         })
     }
 
@@ -335,6 +359,10 @@ impl Storage for SledStorage {
         let old_len = old.map_or(0, |v| v.len().saturating_sub(40));
         self.accounting.slot_replaced(old_len, record.value.len());
         Ok(())
+    }
+
+    fn seq_at_open(&self) -> Seq {
+        self.seq_at_open
     }
 
     fn flush(&self) -> Result<(), StoreError> {
