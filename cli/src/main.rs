@@ -1,1 +1,147 @@
-fn main() {}
+//! `sotto`: the command line of the sotto messenger, a thin layer over
+//! `sotto-core`'s [`App`](sotto_core::App).
+//!
+//! Machine-readable results go to stdout (one JSON object per line with
+//! `--json`); QR codes, progress and hints go to stderr. Exit codes: 0 ok,
+//! 2 usage, 3 network (relay unreachable, certificate mismatch), 4 refused
+//! (not a member, not admin, invite expired or used, unknown handle), 5 local
+//! (not joined yet, store passphrase wrong), 1 anything else.
+
+mod commands;
+mod demo;
+mod errors;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// sotto: end-to-end encrypted team messaging whose relay learns almost
+/// nothing — not the content, not the length, not who talks to whom.
+///
+/// Start with `sotto demo` to see a whole team on an embedded relay. For a
+/// real team: the admin runs `sotto-relay`, then `sotto team create`, and
+/// `sotto invite HANDLE` for each member, who runs `sotto join CODE`.
+#[derive(Parser, Debug)]
+#[command(name = "sotto", version, about, long_about)]
+pub(crate) struct Cli {
+    /// Directory holding this identity (keys, contacts, history), so several
+    /// identities can live on one machine [default: $XDG_DATA_HOME/sotto].
+    #[arg(long, global = true, env = "SOTTO_HOME")]
+    home: Option<PathBuf>,
+    /// Machine-readable output: one JSON object per line on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum Command {
+    /// Team administration: create a team on a fresh relay.
+    #[command(subcommand)]
+    Team(TeamCommand),
+    /// Admin: invite a member; prints the invite code (stdout) and a QR code (stderr).
+    Invite {
+        /// The member's handle (1-32 of a-z 0-9 . - _).
+        handle: String,
+        /// How long the code stays valid: 30m, 12h, 7d, or seconds.
+        #[arg(long, default_value = "7d")]
+        expires: String,
+    },
+    /// Join a team with an invite code (a member's first device).
+    Join {
+        /// The `sotto-invite:` code from your admin.
+        code: String,
+    },
+    /// Admin: remove a member from the team.
+    Revoke {
+        /// The member's handle.
+        handle: String,
+    },
+    /// List the team's members.
+    Members,
+    /// Send a message to a member (queued locally first; nothing is lost if
+    /// the relay is down — `sotto sync` retries).
+    Send {
+        /// The recipient's handle.
+        handle: String,
+        /// The message.
+        text: String,
+    },
+    /// Fetch everything pending, print new messages, and send what is queued.
+    Sync,
+    /// Stay connected and print messages as they arrive (reconnects by itself).
+    Listen,
+    /// Show the local history with one member.
+    History {
+        /// The member's handle.
+        handle: String,
+    },
+    /// Show the safety number for one member, to compare in person or on a call.
+    Verify {
+        /// The member's handle.
+        handle: String,
+    },
+    /// Who am I: handle, team, relay.
+    Whoami,
+    /// A whole team on an embedded relay in a temp dir: no setup, no arguments.
+    Demo,
+    /// Print shell completions.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum TeamCommand {
+    /// Create a team (the admin's first device), using the relay's one-time
+    /// bootstrap code.
+    Create {
+        /// The bootstrap code `sotto-relay` printed on its first start.
+        bootstrap_code: String,
+        /// Your handle in the team.
+        #[arg(long)]
+        handle: String,
+        /// The team's name.
+        #[arg(long, default_value = "team")]
+        name: String,
+        /// The relay as members reach it, host:port.
+        #[arg(long)]
+        relay: String,
+        /// The relay certificate fingerprint `sotto-relay` printed (hex).
+        #[arg(long)]
+        fingerprint: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SOTTO_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("sotto: cannot start the async runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("sotto: {}", errors::describe(&error));
+            ExitCode::from(errors::exit_code(&error))
+        }
+    }
+}

@@ -56,6 +56,19 @@ pub enum AppError {
     Myself,
 }
 
+impl AppError {
+    /// Whether the relay could not be reached (worth retrying later), as
+    /// opposed to a refusal or a local problem.
+    pub fn is_network(&self) -> bool {
+        let net = match self {
+            AppError::Resolve(_) => return true,
+            AppError::Net(net) | AppError::Team(TeamError::Net(net)) => net,
+            _ => return false,
+        };
+        !matches!(net, NetError::Refused { .. })
+    }
+}
+
 impl From<ClientError> for AppError {
     fn from(error: ClientError) -> Self {
         match error {
@@ -215,6 +228,7 @@ impl App {
         let relay = resolve(&invite.relay_addr, invite.relay_fingerprint).await?;
         let conn = RelayConnection::connect(&relay, None).await?;
         let mut membership = Membership::from_invite(&invite);
+        membership.check_unused(&conn).await?;
         let engine = Engine::create(store.clone(), &invite.handle, now)?;
         membership.publish_entry(&conn, &engine).await?;
         membership.save(store.as_ref())?;
@@ -263,21 +277,66 @@ impl App {
         Ok(roster.handles)
     }
 
-    /// Sends `text` to `handle`, resolving and verifying their device in
-    /// the directory when it is not yet a contact.
-    pub async fn send(&mut self, handle: &str, text: &str) -> Result<MessageId, AppError> {
+    /// Makes `handle` a contact, resolving and verifying their device in
+    /// the directory, unless it already is one.
+    pub async fn ensure_contact(&mut self, handle: &str) -> Result<(), AppError> {
         if handle == self.membership.handle {
             return Err(AppError::Myself);
         }
         if self.client.engine().contact_card(handle).is_none() {
             let conn = RelayConnection::connect(&self.relay(), None).await?;
-            self.membership
+            let added = self
+                .membership
                 .add_member_contact(&conn, self.client.engine_mut(), handle)
-                .await?;
-            self.membership.save(self.store.as_ref())?;
+                .await;
             conn.close().await;
+            added?;
+            self.membership.save(self.store.as_ref())?;
+        }
+        Ok(())
+    }
+
+    /// Sends `text` to `handle` (resolving them in the directory on first
+    /// use). The message is durable locally before any network I/O; if the
+    /// relay cannot be reached it stays queued for the next sync.
+    pub async fn send(&mut self, handle: &str, text: &str) -> Result<MessageId, AppError> {
+        self.ensure_contact(handle).await?;
+        // The roster decides who is in the team: a removed member may not
+        // send, and nobody sends to one.
+        let conn = RelayConnection::connect(&self.relay(), None).await?;
+        let roster = self.membership.roster(&conn).await;
+        conn.close().await;
+        let roster = roster?;
+        self.membership.save(self.store.as_ref())?;
+        if !roster.handles.contains(&self.membership.handle) {
+            return Err(TeamError::Revoked.into());
+        }
+        if !roster.handles.iter().any(|h| h == handle) {
+            self.client.engine_mut().remove_contact(handle)?;
+            return Err(TeamError::NotAMember(handle.to_owned()).into());
         }
         Ok(self.client.send_text(handle, text).await?)
+    }
+
+    /// Admin: removes `handle` from the roster; every member drops them at
+    /// their next sync and stops encrypting to them.
+    pub async fn revoke(&mut self, handle: &str) -> Result<(), AppError> {
+        if handle == self.membership.handle {
+            return Err(AppError::Myself);
+        }
+        self.membership.team_secrets()?;
+        let conn = RelayConnection::connect(&self.relay(), None).await?;
+        let roster = self.membership.roster(&conn).await?.handles;
+        if !roster.iter().any(|h| h == handle) {
+            conn.close().await;
+            return Err(TeamError::NotAMember(handle.to_owned()).into());
+        }
+        let remaining: Vec<String> = roster.into_iter().filter(|h| h != handle).collect();
+        self.membership.publish_roster(&conn, &remaining).await?;
+        conn.close().await;
+        self.membership.save(self.store.as_ref())?;
+        self.client.engine_mut().remove_contact(handle)?;
+        Ok(())
     }
 
     /// Fetches everything pending; members no longer on the roster are

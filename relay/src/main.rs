@@ -149,7 +149,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         if let Some(code) = server.new_bootstrap_code() {
             println!("bootstrap code: {code}");
             eprintln!(
-                "\nFirst start. The admin creates the team with:\n    sotto team create {code} --handle NAME\n(`sotto-relay bootstrap-code` prints the code again until it is used.)\nOpen UDP port {} in the firewall.\n",
+                "\nFirst start. The admin creates the team with:\n    sotto team create {code} --handle NAME --name TEAM \\\n        --relay {public} --fingerprint {}\n(`sotto-relay bootstrap-code` prints the code again until it is used.)\nOpen UDP port {} in the firewall.\n",
+                hex::encode(server.fingerprint()),
                 server.local_addr().port()
             );
         }

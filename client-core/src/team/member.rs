@@ -35,6 +35,12 @@ pub enum TeamError {
     /// Invited but not joined yet.
     #[error("\"{0}\" was invited but has not joined yet")]
     NotJoined(String),
+    /// I am no longer on the roster.
+    #[error("you are no longer a member of this team (the admin removed you)")]
+    Revoked,
+    /// The invite's slot already holds a member's entry.
+    #[error("this invite was already used; ask your admin for a new one")]
+    InviteUsed,
     /// Only the admin may do this.
     #[error("only the team admin can do that")]
     NotAdmin,
@@ -147,6 +153,19 @@ impl Membership {
     /// Whether this device is the admin's.
     pub fn is_admin(&self) -> bool {
         self.team_seed.is_some()
+    }
+
+    /// Refuses an invite whose slot already holds a joined member's entry.
+    pub async fn check_unused(&self, conn: &RelayConnection) -> Result<(), TeamError> {
+        let directory = self.directory()?;
+        let slot = directory.user_slot(&self.handle);
+        if let Some((_, value)) = conn.slot_get(&slot).await? {
+            let entry = directory.open_value(&slot, &value)?;
+            if !entry.is_empty() {
+                return Err(TeamError::InviteUsed);
+            }
+        }
+        Ok(())
     }
 
     /// Publishes (or updates) my directory entry listing `engine`'s device.

@@ -1,0 +1,240 @@
+//! One function per command; each opens the home, does its work through
+//! [`App`], and prints.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde_json::json;
+use sotto_core::{App, KeySource, RelayTarget, system_clock};
+
+use crate::errors::UsageError;
+use crate::output::{Output, line, qr};
+use crate::{Cli, Command, TeamCommand};
+
+/// `$XDG_DATA_HOME/sotto`, or `~/.local/share/sotto`.
+fn default_home() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("sotto");
+    }
+    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".local/share/sotto"),
+        None => PathBuf::from("sotto-home"),
+    }
+}
+
+/// The store key: a passphrase from `SOTTO_PASSPHRASE`, else the 0600 key
+/// file in the home directory.
+fn key_source(home: &Path) -> KeySource {
+    match std::env::var("SOTTO_PASSPHRASE") {
+        Ok(passphrase) if !passphrase.is_empty() => KeySource::passphrase(passphrase),
+        _ => KeySource::key_file_in(home),
+    }
+}
+
+/// Parses `30m`, `12h`, `7d`, `90s` or plain seconds.
+fn parse_duration(text: &str) -> Result<u64, UsageError> {
+    let text = text.trim();
+    let (number, unit) = match text.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&text[..i], c),
+        _ => (text, 's'),
+    };
+    let number: u64 = number.parse().map_err(|_| {
+        UsageError(format!(
+            "\"{text}\" is not a duration; use e.g. 30m, 12h or 7d"
+        ))
+    })?;
+    let unit = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => {
+            return Err(UsageError(format!(
+                "\"{text}\": the unit must be s, m, h or d"
+            )));
+        }
+    };
+    Ok(number.saturating_mul(unit))
+}
+
+fn parse_fingerprint(text: &str) -> Result<[u8; 32], UsageError> {
+    hex::decode(text.trim())
+        .ok()
+        .and_then(|bytes| bytes.try_into().ok())
+        .ok_or_else(|| {
+            UsageError("the fingerprint must be 64 hex digits, as sotto-relay printed it".into())
+        })
+}
+
+async fn open(home: &Path) -> anyhow::Result<App> {
+    Ok(App::open(home, key_source(home), system_clock()).await?)
+}
+
+/// Runs one command.
+pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
+    let out = Output { json: cli.json };
+    let home = cli.home.clone().unwrap_or_else(default_home);
+    match cli.command {
+        Command::Team(TeamCommand::Create {
+            bootstrap_code,
+            handle,
+            name,
+            relay,
+            fingerprint,
+        }) => {
+            let target = RelayTarget {
+                addr: relay,
+                fingerprint: parse_fingerprint(&fingerprint)?,
+            };
+            std::fs::create_dir_all(&home)
+                .with_context(|| format!("cannot create {}", home.display()))?;
+            let app = App::create_team(
+                &home,
+                key_source(&home),
+                target,
+                &bootstrap_code,
+                &name,
+                &handle,
+                system_clock(),
+            )
+            .await?;
+            out.result(
+                format!("Team \"{}\" created; you are {} (admin). Invite members with `sotto invite HANDLE`.", app.team_name(), app.handle()),
+                json!({"team": app.team_name(), "handle": app.handle(), "admin": true}),
+            );
+        }
+        Command::Invite { handle, expires } => {
+            let valid = parse_duration(&expires)?;
+            let mut app = open(&home).await?;
+            let code = app.invite(&handle, valid).await?;
+            if out.json {
+                line(format_args!(
+                    "{}",
+                    json!({"handle": handle, "code": code, "expires_in_secs": valid})
+                ));
+            } else {
+                line(&code);
+            }
+            if let Some(qr) = qr(&code) {
+                eprintln!("{qr}");
+            }
+            eprintln!(
+                "Give this code to {handle} (like a password: whoever holds it can join as {handle}, once). They run: sotto join CODE"
+            );
+        }
+        Command::Join { code } => {
+            std::fs::create_dir_all(&home)
+                .with_context(|| format!("cannot create {}", home.display()))?;
+            let app = App::join(&home, key_source(&home), &code, system_clock()).await?;
+            out.result(
+                format!("Joined team \"{}\" as {}.", app.team_name(), app.handle()),
+                json!({"team": app.team_name(), "handle": app.handle()}),
+            );
+        }
+        Command::Revoke { handle } => {
+            let mut app = open(&home).await?;
+            app.revoke(&handle).await?;
+            out.result(
+                format!("{handle} was removed from the team."),
+                json!({"revoked": handle}),
+            );
+        }
+        Command::Members => {
+            let mut app = open(&home).await?;
+            for member in app.members().await? {
+                out.result(&member, json!({"handle": member}));
+            }
+        }
+        Command::Send { handle, text } => {
+            let mut app = open(&home).await?;
+            let id = app.send(&handle, &text).await?;
+            out.result(
+                format!("sent to {handle}"),
+                json!({"id": hex::encode(id), "to": handle, "status": "sent"}),
+            );
+        }
+        Command::Sync => {
+            let mut app = open(&home).await?;
+            let report = app.sync().await?;
+            for message in &report.messages {
+                out.message(message);
+            }
+            if !out.json && report.messages.is_empty() {
+                eprintln!("no new messages");
+            }
+        }
+        Command::Listen => listen(&home, out).await?,
+        Command::History { handle } => {
+            let app = open(&home).await?;
+            for message in app.history(&handle)? {
+                out.message(&message);
+            }
+        }
+        Command::Verify { handle } => {
+            let mut app = open(&home).await?;
+            app.ensure_contact(&handle).await?;
+            let number = app.safety_number(&handle)?;
+            out.result(
+                format!("Safety number with {handle}:\n{number}\nCompare it with {handle} in person or on a call; it is the same on both sides unless someone is in the middle."),
+                json!({"handle": handle, "safety_number": number}),
+            );
+        }
+        Command::Whoami => {
+            let app = open(&home).await?;
+            out.result(
+                format!(
+                    "{} in team \"{}\"{}",
+                    app.handle(),
+                    app.team_name(),
+                    if app.is_admin() { " (admin)" } else { "" }
+                ),
+                json!({"handle": app.handle(), "team": app.team_name(), "admin": app.is_admin()}),
+            );
+        }
+        Command::Demo => crate::demo::run(out).await?,
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "sotto", &mut std::io::stdout());
+        }
+    }
+    Ok(())
+}
+
+/// `sotto listen`: prints messages as they arrive; on network errors it
+/// reconnects with exponential backoff (1 s up to 30 s) until Ctrl-C.
+async fn listen(home: &Path, out: Output) -> anyhow::Result<()> {
+    let mut app = open(home).await?;
+    let mut backoff = 1u64;
+    loop {
+        let stop = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        match app.listen(|message| out.message(message), stop).await {
+            Ok(()) => return Ok(()),
+            Err(error) if error.is_network() => {
+                eprintln!("sotto: {error}; reconnecting in {backoff}s");
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(backoff)) => {}
+                    _ = tokio::signal::ctrl_c() => return Ok(()),
+                }
+                backoff = (backoff * 2).min(30);
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("7d").unwrap(), 7 * 86_400);
+        assert_eq!(parse_duration("12h").unwrap(), 12 * 3600);
+        assert_eq!(parse_duration("30m").unwrap(), 1800);
+        assert_eq!(parse_duration("90").unwrap(), 90);
+        assert!(parse_duration("7w").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+}

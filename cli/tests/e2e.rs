@@ -1,0 +1,344 @@
+//! End to end with the real binaries: a `sotto-relay` process and `sotto`
+//! commands in temp homes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+/// The relay binary, built beside `sotto` by `cargo test --workspace`.
+fn relay_bin() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_sotto")).with_file_name("sotto-relay");
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` (or build sotto-relay first)",
+        path.display()
+    );
+    path
+}
+
+struct Relay {
+    child: Child,
+    addr: String,
+    fingerprint: String,
+    bootstrap: String,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_relay() -> Relay {
+    let data = tempfile::tempdir().unwrap();
+    let mut child = Command::new(relay_bin())
+        .args(["--listen", "127.0.0.1:0", "--data"])
+        .arg(data.path())
+        .env("SOTTO_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut addr, mut fingerprint, mut bootstrap) = (None, None, None);
+    while addr.is_none() || fingerprint.is_none() || bootstrap.is_none() {
+        let line = lines
+            .next()
+            .expect("the relay prints its identity")
+            .unwrap();
+        if let Some(v) = line.strip_prefix("listen: ") {
+            addr = Some(v.to_owned());
+        } else if let Some(v) = line.strip_prefix("fingerprint: ") {
+            fingerprint = Some(v.to_owned());
+        } else if let Some(v) = line.strip_prefix("bootstrap code: ") {
+            bootstrap = Some(v.to_owned());
+        }
+    }
+    Relay {
+        child,
+        addr: addr.unwrap(),
+        fingerprint: fingerprint.unwrap(),
+        bootstrap: bootstrap.unwrap(),
+        _data: data,
+    }
+}
+
+fn sotto(home: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sotto"))
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .env_remove("SOTTO_PASSPHRASE")
+        .env("SOTTO_LOG", "error")
+        .output()
+        .unwrap()
+}
+
+fn ok(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+/// Asserts a failure with `code` whose stderr mentions `needle`.
+fn fails(output: &Output, code: i32, needle: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(code), "stderr: {stderr}");
+    assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("Error: "),
+        "{stderr}"
+    );
+}
+
+fn create_team(relay: &Relay, admin: &Path) {
+    ok(&sotto(
+        admin,
+        &[
+            "team",
+            "create",
+            &relay.bootstrap,
+            "--handle",
+            "alice",
+            "--name",
+            "acme",
+            "--relay",
+            &relay.addr,
+            "--fingerprint",
+            &relay.fingerprint,
+        ],
+    ));
+}
+
+fn invite(admin: &Path, handle: &str, expires: &str) -> String {
+    ok(&sotto(admin, &["invite", handle, "--expires", expires]))
+        .trim()
+        .to_owned()
+}
+
+fn messages(output: &str) -> Vec<serde_json::Value> {
+    output
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_team_from_relay_start_to_revocation() {
+    let relay = start_relay();
+    let homes = tempfile::tempdir().unwrap();
+    let (alice, bob, carol) = (
+        homes.path().join("alice"),
+        homes.path().join("bob"),
+        homes.path().join("carol"),
+    );
+    create_team(&relay, &alice);
+    let bob_code = invite(&alice, "bob", "7d");
+    let carol_code = invite(&alice, "carol", "7d");
+    assert!(bob_code.starts_with("sotto-invite:"));
+    ok(&sotto(&bob, &["join", &bob_code]));
+    ok(&sotto(&carol, &["join", &carol_code]));
+
+    let members = ok(&sotto(&bob, &["members"]));
+    assert_eq!(
+        members.lines().collect::<Vec<_>>(),
+        vec!["alice", "bob", "carol"]
+    );
+
+    ok(&sotto(&alice, &["send", "bob", "hello bob"]));
+    ok(&sotto(&bob, &["send", "alice", "hi alice"]));
+    ok(&sotto(&carol, &["send", "bob", "bob, it's carol"]));
+
+    let synced = messages(&ok(&sotto(&bob, &["sync", "--json"])));
+    let mut got: Vec<(String, String)> = synced
+        .iter()
+        .map(|m| {
+            (
+                m["from"].as_str().unwrap().to_owned(),
+                m["text"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("alice".into(), "hello bob".into()),
+            ("carol".into(), "bob, it's carol".into())
+        ]
+    );
+    for message in &synced {
+        assert!(message["id"].as_str().unwrap().len() == 32);
+        assert!(message["group"].is_null());
+        assert!(message["sent_at"].as_u64().unwrap() > 0);
+    }
+    let alice_sync = messages(&ok(&sotto(&alice, &["sync", "--json"])));
+    assert_eq!(alice_sync.len(), 1);
+    assert_eq!(
+        (
+            alice_sync[0]["from"].as_str(),
+            alice_sync[0]["text"].as_str()
+        ),
+        (Some("bob"), Some("hi alice"))
+    );
+    // Nothing is delivered twice.
+    assert!(messages(&ok(&sotto(&bob, &["sync", "--json"]))).is_empty());
+
+    let history = messages(&ok(&sotto(&bob, &["history", "alice", "--json"])));
+    assert_eq!(history.len(), 2);
+
+    let number = |home: &Path, peer: &str| {
+        let out = ok(&sotto(home, &["verify", peer, "--json"]));
+        let json: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        json["safety_number"].as_str().unwrap().to_owned()
+    };
+    let from_alice = number(&alice, "bob");
+    assert_eq!(
+        from_alice,
+        number(&bob, "alice"),
+        "both sides show the same safety number"
+    );
+    assert_eq!(from_alice.len(), 12 * 5 + 11);
+
+    // Bob may not invite; the admin revokes bob; bob can no longer send.
+    fails(&sotto(&bob, &["invite", "dave"]), 4, "only the team admin");
+    ok(&sotto(&alice, &["revoke", "bob"]));
+    assert_eq!(
+        ok(&sotto(&carol, &["members"])).lines().collect::<Vec<_>>(),
+        vec!["alice", "carol"]
+    );
+    fails(
+        &sotto(&bob, &["send", "alice", "still here?"]),
+        4,
+        "no longer a member",
+    );
+    fails(
+        &sotto(&carol, &["send", "bob", "bye"]),
+        4,
+        "\"bob\" is not a member",
+    );
+}
+
+#[test]
+fn demo_runs_a_whole_team_and_exits_zero() {
+    let output = Command::new(env!("CARGO_BIN_EXE_sotto"))
+        .arg("demo")
+        .env("SOTTO_LOG", "error")
+        .output()
+        .unwrap();
+    let stdout = ok(&output);
+    assert!(
+        stdout.contains("bob got from alice  \"Hi Bob! Welcome to the team.\""),
+        "{stdout}"
+    );
+    assert!(stdout.contains("alice got from carol"), "{stdout}");
+    assert!(stdout.contains("blob(s), 1024 bytes"), "{stdout}");
+    assert!(stdout.contains("the relay holds 0 blob(s)"), "{stdout}");
+}
+
+#[test]
+fn the_errors_people_hit_are_clear_with_distinct_exit_codes() {
+    let relay = start_relay();
+    let homes = tempfile::tempdir().unwrap();
+    let admin = homes.path().join("admin");
+
+    // A certificate fingerprint that is not the relay's.
+    let mut wrong = relay.fingerprint.clone().into_bytes();
+    wrong[0] = if wrong[0] == b'0' { b'1' } else { b'0' };
+    let wrong = String::from_utf8(wrong).unwrap();
+    fails(
+        &sotto(
+            &admin,
+            &[
+                "team",
+                "create",
+                &relay.bootstrap,
+                "--handle",
+                "alice",
+                "--relay",
+                &relay.addr,
+                "--fingerprint",
+                &wrong,
+            ],
+        ),
+        3,
+        "different certificate",
+    );
+    create_team(&relay, &admin);
+
+    // Not yet joined.
+    let nobody = homes.path().join("nobody");
+    fails(&sotto(&nobody, &["sync"]), 5, "sotto join");
+
+    // Unknown handle.
+    fails(
+        &sotto(&admin, &["send", "zed", "hello?"]),
+        4,
+        "\"zed\" is not a member",
+    );
+
+    // Used and expired invites.
+    let code = invite(&admin, "bob", "7d");
+    ok(&sotto(&homes.path().join("bob"), &["join", &code]));
+    fails(
+        &sotto(&homes.path().join("bob2"), &["join", &code]),
+        4,
+        "already used",
+    );
+    let short = invite(&admin, "carol", "1s");
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    fails(
+        &sotto(&homes.path().join("carol"), &["join", &short]),
+        4,
+        "expired",
+    );
+    fails(
+        &sotto(&homes.path().join("x"), &["join", "not-a-code"]),
+        4,
+        "not a sotto invite code",
+    );
+
+    // A wrong store passphrase.
+    let dave_home = homes.path().join("dave");
+    let dave_code = invite(&admin, "dave", "7d");
+    let with_passphrase = |home: &Path, passphrase: &str, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_sotto"))
+            .arg("--home")
+            .arg(home)
+            .args(args)
+            .env("SOTTO_PASSPHRASE", passphrase)
+            .env("SOTTO_LOG", "error")
+            .output()
+            .unwrap()
+    };
+    ok(&with_passphrase(
+        &dave_home,
+        "correct horse",
+        &["join", &dave_code],
+    ));
+    ok(&with_passphrase(&dave_home, "correct horse", &["whoami"]));
+    fails(
+        &with_passphrase(&dave_home, "wrong horse", &["sync"]),
+        5,
+        "passphrase is wrong",
+    );
+
+    // Usage errors.
+    fails(
+        &sotto(&admin, &["invite", "erin", "--expires", "soon"]),
+        2,
+        "not a duration",
+    );
+
+    // The relay is gone.
+    drop(relay);
+    fails(&sotto(&admin, &["sync"]), 3, "cannot reach the relay");
+}
