@@ -156,13 +156,44 @@ impl Client {
     /// Fetches everything pending in every inbox (catching up on every
     /// epoch since the last sync), stores it, acks it, sends receipts and
     /// the outbox.
+    ///
+    /// Each epoch's inboxes are read on a fresh connection of their own
+    /// (DESIGN §2.2), oldest epoch first, so no connection links one
+    /// epoch's mailboxes to another's.
     pub async fn sync(&mut self) -> Result<SyncReport, ClientError> {
         let mut report = SyncReport::default();
         let now_ms = self.now_ms();
         let inboxes = self.engine.inboxes(now_ms / 1000, MAX_CATCH_UP_EPOCHS)?;
-        let conn = RelayConnection::connect(&self.relay, None).await?;
+        let mut by_epoch: BTreeMap<u64, Vec<&BlindedInbox>> = BTreeMap::new();
+        for inbox in &inboxes {
+            by_epoch.entry(inbox.epoch().get()).or_default().push(inbox);
+        }
+        let mut delivered: BTreeMap<String, Vec<MessageId>> = BTreeMap::new();
+        for epoch_inboxes in by_epoch.values() {
+            self.sync_epoch(epoch_inboxes, &mut report, &mut delivered)
+                .await?;
+        }
+        self.engine.synced_until(now_ms / 1000)?;
 
-        // Read every inbox (pipelined), then process in relay order.
+        if self.receipts {
+            for (peer, ids) in delivered {
+                self.engine.queue_receipt(&peer, &ids, false, now_ms)?;
+            }
+        }
+        report.sent = self.deliver().await?;
+        self.engine.flush()?;
+        Ok(report)
+    }
+
+    /// Reads one epoch's inboxes on one connection, processes their blobs
+    /// in relay order, flushes locally, then acks.
+    async fn sync_epoch(
+        &mut self,
+        inboxes: &[&BlindedInbox],
+        report: &mut SyncReport,
+        delivered: &mut BTreeMap<String, Vec<MessageId>>,
+    ) -> Result<(), ClientError> {
+        let conn = RelayConnection::connect(&self.relay, None).await?;
         let pages = join_all(inboxes.iter().map(|inbox| fetch_all(&conn, inbox))).await;
         let mut blobs = Vec::new();
         for (index, page) in pages.into_iter().enumerate() {
@@ -170,10 +201,12 @@ impl Client {
                 blobs.push((seq, index, blob));
             }
         }
+        if blobs.is_empty() {
+            conn.close().await;
+            return Ok(());
+        }
         blobs.sort_by_key(|(seq, _, _)| *seq);
-
         let mut acks: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
-        let mut delivered: BTreeMap<String, Vec<MessageId>> = BTreeMap::new();
         for (seq, index, blob) in blobs {
             match self.engine.receive(&blob, inboxes[index].epoch())? {
                 Received::Message(message) => {
@@ -193,7 +226,7 @@ impl Client {
         // Durable locally first, then acked at the relay.
         self.engine.flush()?;
         let acked = join_all(acks.into_iter().map(|(index, seqs)| {
-            let inbox = &inboxes[index];
+            let inbox = inboxes[index];
             let conn = &conn;
             async move { conn.ack(inbox, seqs).await }
         }))
@@ -202,16 +235,7 @@ impl Client {
         for result in acked {
             result?;
         }
-        self.engine.synced_until(now_ms / 1000)?;
-
-        if self.receipts {
-            for (peer, ids) in delivered {
-                self.engine.queue_receipt(&peer, &ids, false, now_ms)?;
-            }
-        }
-        report.sent = self.deliver().await?;
-        self.engine.flush()?;
-        Ok(report)
+        Ok(())
     }
 }
 
@@ -240,6 +264,7 @@ impl Client {
     ) -> Result<(), ClientError> {
         tokio::pin!(stop);
         loop {
+            self.rollovers += 1;
             let report = self.sync().await?;
             report.messages.iter().for_each(&mut on_message);
             let now_ms = self.now_ms();
@@ -252,7 +277,6 @@ impl Client {
             for inbox in &inboxes {
                 conn.subscribe(inbox, 0).await?;
             }
-            self.rollovers += 1;
             // The clock is checked on every push and every second, so an
             // injected clock crossing the boundary is noticed promptly.
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
@@ -294,8 +318,9 @@ impl Client {
         }
     }
 
-    /// How many receive connections `listen` has opened (one per epoch).
-    pub fn receive_connections_opened(&self) -> u64 {
+    /// How many epoch cycles `listen` has started; each drains on its own
+    /// short connection and then subscribes on a fresh one.
+    pub fn epochs_listened(&self) -> u64 {
         self.rollovers
     }
 }

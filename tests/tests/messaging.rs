@@ -221,8 +221,24 @@ async fn catch_up_after_30_offline_hours_receives_everything() {
             .unwrap();
         relay.clock.advance_secs(3600);
     }
+    let connections = || {
+        relay
+            .server()
+            .relay()
+            .stats()
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let before = connections();
     let report = bob.client.sync().await.unwrap();
     assert_eq!(report.messages.len(), 30);
+    // DESIGN §2.2: every epoch is read on a connection of its own (31
+    // epochs here, plus the connection that sends the receipts).
+    assert!(
+        connections() - before >= 31,
+        "{} connections",
+        connections() - before
+    );
     let expected: Vec<String> = (0..30).map(|h| format!("hour {h}")).collect();
     assert_eq!(received_texts(&bob, "alice"), expected);
     relay.stop().await;
@@ -466,8 +482,8 @@ async fn listen_gets_pushes_rotates_its_connection_each_epoch_and_read_receipts_
     stop.send(()).unwrap();
     let mut bob = listener.await.unwrap();
     assert!(
-        bob.client.receive_connections_opened() >= 2,
-        "a fresh receive connection per epoch"
+        bob.client.epochs_listened() >= 2,
+        "a new cycle, with a fresh receive connection, per epoch"
     );
 
     assert_eq!(bob.client.mark_read("alice").await.unwrap(), 2);
