@@ -170,14 +170,26 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 out.message(&message);
             }
         }
-        Command::Verify { handle } => {
+        Command::Verify {
+            handle,
+            sas,
+            timeout,
+        } => {
             let mut app = open(&home).await?;
             app.ensure_contact(&handle).await?;
-            let number = app.safety_number(&handle)?;
-            out.result(
-                format!("Safety number with {handle}:\n{number}\nCompare it with {handle} in person or on a call; it is the same on both sides unless someone is in the middle."),
-                json!({"handle": handle, "safety_number": number}),
-            );
+            if sas {
+                verify_sas(&mut app, &handle, timeout, out).await?;
+            } else {
+                let number = app.safety_number(&handle)?;
+                let verified = app.is_verified(&handle)?;
+                out.result(
+                    format!(
+                        "Safety number with {handle}{}:\n{number}\nCompare it with {handle} in person or on a call; it is the same on both sides unless someone is in the middle.",
+                        if verified { " (verified)" } else { "" }
+                    ),
+                    json!({"handle": handle, "safety_number": number, "verified": verified}),
+                );
+            }
         }
         Command::Whoami => {
             let app = open(&home).await?;
@@ -195,6 +207,48 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "sotto", &mut std::io::stdout());
+        }
+    }
+    Ok(())
+}
+
+/// `sotto verify HANDLE --sas`: shows the emoji and numbers, asks the
+/// person whether they match the other device, and reports the outcome.
+async fn verify_sas(app: &mut App, handle: &str, timeout: u64, out: Output) -> anyhow::Result<()> {
+    use sotto_core::SasOutcome;
+    eprintln!(
+        "Waiting for {handle} (they run `sotto verify {} --sas` now)...",
+        app.handle()
+    );
+    let outcome = app
+        .verify_sas(handle, std::time::Duration::from_secs(timeout), |code| {
+            if out.json {
+                let emoji: Vec<&str> = code.emoji.iter().map(|(_, name)| *name).collect();
+                line(json!({"handle": handle, "sas_emoji": emoji, "sas_decimals": [code.decimals.0, code.decimals.1, code.decimals.2]}));
+            } else {
+                line(format_args!("Compare with {handle}'s screen:\n{code}"));
+            }
+            eprint!("Do they match exactly? [y/N] ");
+            let mut answer = String::new();
+            std::io::stdin().read_line(&mut answer).is_ok() && answer.trim().eq_ignore_ascii_case("y")
+        })
+        .await?;
+    match outcome {
+        SasOutcome::Verified => out.result(
+            format!("{handle} is verified."),
+            json!({"handle": handle, "verified": true}),
+        ),
+        SasOutcome::Rejected => {
+            out.result(
+                format!("Not verified: the codes differ. Someone may be between you and {handle}; do not trust this device until you find out why."),
+                json!({"handle": handle, "verified": false, "reason": "codes differ"}),
+            );
+        }
+        SasOutcome::Mismatch => {
+            out.result(
+                format!("Not verified: {handle} did not confirm in time, or their confirmation did not check."),
+                json!({"handle": handle, "verified": false, "reason": "no matching confirmation"}),
+            );
         }
     }
     Ok(())

@@ -29,6 +29,7 @@ pub(crate) fn exit_code(error: &anyhow::Error) -> u8 {
             AppError::Team(TeamError::Net(net)) => net_code(net),
             AppError::Team(TeamError::Store(_) | TeamError::Corrupt(_)) => LOCAL,
             AppError::Team(_) | AppError::Invite(_) | AppError::Myself => REFUSED,
+            AppError::VerificationTimedOut(_) | AppError::VerificationInvalid(_) => REFUSED,
             AppError::Engine(EngineError::UnknownContact(_)) => REFUSED,
             AppError::Engine(_) | AppError::Store(_) => LOCAL,
             AppError::NotJoined(_) | AppError::AlreadyJoined(_) => LOCAL,

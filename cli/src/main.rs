@@ -79,10 +79,17 @@ pub(crate) enum Command {
         /// The member's handle.
         handle: String,
     },
-    /// Show the safety number for one member, to compare in person or on a call.
+    /// Verify a member: show the safety number to compare in person, or
+    /// with --sas compare emoji interactively (both run it at the same time).
     Verify {
         /// The member's handle.
         handle: String,
+        /// Interactive emoji comparison through the relay (asks for y/N on stdin).
+        #[arg(long)]
+        sas: bool,
+        /// How long to wait for the other side, in seconds.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
     },
     /// Who am I: handle, team, relay.
     Whoami,

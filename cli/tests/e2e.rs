@@ -342,3 +342,47 @@ fn the_errors_people_hit_are_clear_with_distinct_exit_codes() {
     drop(relay);
     fails(&sotto(&admin, &["sync"]), 3, "cannot reach the relay");
 }
+
+#[test]
+fn interactive_sas_verification_through_the_relay() {
+    use std::io::Write;
+    let relay = start_relay();
+    let homes = tempfile::tempdir().unwrap();
+    let (alice, bob) = (homes.path().join("alice"), homes.path().join("bob"));
+    create_team(&relay, &alice);
+    let code = invite(&alice, "bob", "7d");
+    ok(&sotto(&bob, &["join", &code]));
+
+    let start = |home: &Path, peer: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sotto"))
+            .arg("--home")
+            .arg(home)
+            .args(["verify", peer, "--sas", "--json", "--timeout", "60"])
+            .env("SOTTO_LOG", "error")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Both people see matching emoji and say so.
+        child.stdin.take().unwrap().write_all(b"y\n").unwrap();
+        child
+    };
+    let (a, b) = (start(&alice, "bob"), start(&bob, "alice"));
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let (a, b) = (messages(&ok(&a)), messages(&ok(&b)));
+    assert_eq!(
+        a[0]["sas_decimals"], b[0]["sas_decimals"],
+        "both devices show the same code"
+    );
+    assert_eq!(a[0]["sas_emoji"], b[0]["sas_emoji"]);
+    assert_eq!(a[0]["sas_emoji"].as_array().unwrap().len(), 7);
+    assert_eq!(a.last().unwrap()["verified"], true);
+    assert_eq!(b.last().unwrap()["verified"], true);
+    let status = |home: &Path, peer: &str| {
+        let out = ok(&sotto(home, &["verify", peer, "--json"]));
+        serde_json::from_str::<serde_json::Value>(out.trim()).unwrap()["verified"].clone()
+    };
+    assert_eq!(status(&alice, "bob"), true);
+    assert_eq!(status(&bob, "alice"), true);
+}

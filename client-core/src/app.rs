@@ -54,6 +54,25 @@ pub enum AppError {
     /// Cannot message oneself.
     #[error("that is you")]
     Myself,
+    /// The other side did not take part in time.
+    #[error(
+        "{0} did not answer the verification in time; both of you run `sotto verify {0} --sas` at the same time"
+    )]
+    VerificationTimedOut(String),
+    /// The other side sent an unusable key.
+    #[error("the verification with {0} failed: their key is invalid")]
+    VerificationInvalid(String),
+}
+
+/// How an interactive verification ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SasOutcome {
+    /// Both confirmed and the MACs check: the contact is now verified.
+    Verified,
+    /// My user said the codes differ: someone may be in the middle.
+    Rejected,
+    /// My user confirmed, but the other side's confirmation did not check.
+    Mismatch,
 }
 
 impl AppError {
@@ -403,6 +422,91 @@ impl App {
             (&mine.handle, &mine.identity_key.to_bytes()),
             (&theirs.handle, &theirs.identity_key.to_bytes()),
         ))
+    }
+
+    /// Whether I verified `handle`'s current device.
+    pub fn is_verified(&self, handle: &str) -> Result<bool, AppError> {
+        Ok(self.client.engine().is_verified(handle)?)
+    }
+
+    /// Interactive verification with `handle` through the relay (both run
+    /// it at about the same time): `confirm` shows the code and returns
+    /// whether the person says it matches the other device's.
+    pub async fn verify_sas(
+        &mut self,
+        handle: &str,
+        timeout: std::time::Duration,
+        confirm: impl FnOnce(&crate::sas::SasCode) -> bool,
+    ) -> Result<SasOutcome, AppError> {
+        use crate::sas::{Party, SasFlow};
+        self.ensure_contact(handle).await?;
+        let started = (self.clock)();
+        // A key the other side sent a little before we started counts: the
+        // two people rarely press enter at the same second.
+        let since = started.saturating_sub(10 * 60 * 1000);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut flow = SasFlow::new();
+        let our_key = flow.public_key();
+        self.client
+            .engine_mut()
+            .queue_sas_key(handle, &our_key, started)?;
+        self.client.deliver().await?;
+        let their_key = loop {
+            if let Some(key) = self.client.engine().received_sas_key(handle, since)? {
+                break key;
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(AppError::VerificationTimedOut(handle.to_owned()));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            self.sync().await?;
+        };
+        let mine = self.client.engine().own_card();
+        let theirs = self
+            .client
+            .engine()
+            .contact_card(handle)
+            .ok_or_else(|| EngineError::UnknownContact(handle.to_owned()))?
+            .clone();
+        let me = Party {
+            handle: &mine.handle,
+            identity: mine.identity_key.to_bytes(),
+            sas_key: our_key,
+        };
+        let them = Party {
+            handle: &theirs.handle,
+            identity: theirs.identity_key.to_bytes(),
+            sas_key: their_key
+                .as_slice()
+                .try_into()
+                .map_err(|_| AppError::VerificationInvalid(handle.to_owned()))?,
+        };
+        let code = flow
+            .establish(&me, &them)
+            .ok_or_else(|| AppError::VerificationInvalid(handle.to_owned()))?;
+        if !confirm(&code) {
+            return Ok(SasOutcome::Rejected);
+        }
+        let mac = flow
+            .mac(&me)
+            .ok_or_else(|| AppError::VerificationInvalid(handle.to_owned()))?;
+        self.client
+            .engine_mut()
+            .queue_sas_mac(handle, &mac, (self.clock)())?;
+        self.client.deliver().await?;
+        loop {
+            if let Some(mac) = self.client.engine().received_sas_mac(handle, since)?
+                && flow.verify_mac(&them, &mac)
+            {
+                self.client.engine().mark_verified(handle)?;
+                return Ok(SasOutcome::Verified);
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Ok(SasOutcome::Mismatch);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            self.sync().await?;
+        }
     }
 
     /// The messaging client.

@@ -48,7 +48,7 @@ pub fn system_clock() -> Clock {
 pub struct SyncReport {
     /// New messages, in the order they were stored at the relay.
     pub messages: Vec<Message>,
-    /// Receipts processed.
+    /// Receipts and verification steps processed.
     pub receipts: usize,
     /// Redeliveries recognised and ignored.
     pub duplicates: usize,
@@ -217,7 +217,7 @@ impl Client {
                     }
                     report.messages.push(message);
                 }
-                Received::Receipt => report.receipts += 1,
+                Received::Receipt | Received::Verification => report.receipts += 1,
                 Received::Duplicate => report.duplicates += 1,
                 Received::Dropped(_) => report.dropped += 1,
             }

@@ -26,7 +26,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use sotto_proto::client::{Envelope, Payload, Receipt, SignedCard, Text, payload, receipt};
+use sotto_proto::client::{
+    Envelope, Payload, Receipt, SasKey, SasMac, SignedCard, Text, payload, receipt,
+};
 use sotto_proto::{Blob, MailboxId, Message as _};
 use vodozemac::Curve25519PublicKey;
 use vodozemac::olm::{OlmMessage, Session, SessionConfig, SessionPickle};
@@ -101,6 +103,9 @@ pub enum Received {
     Message(Message),
     /// A receipt; the listed messages of mine changed status.
     Receipt,
+    /// A step of an interactive verification, kept in the store for the
+    /// verifying command to pick up.
+    Verification,
     /// A message seen before (a redelivery or a replay): ignored.
     Duplicate,
     /// Not accepted (see [`Dropped`]); counted, never shown.
@@ -793,6 +798,16 @@ impl Engine {
                 );
                 Received::Message(message)
             }
+            Some(payload::Body::SasKey(key)) => {
+                let record = [payload.sent_at.to_be_bytes().as_slice(), &key.public_key].concat();
+                batch.put(Tree::Meta, self.sas_key_slot(b"sas-key/", &peer), &record);
+                Received::Verification
+            }
+            Some(payload::Body::SasMac(mac)) => {
+                let record = [payload.sent_at.to_be_bytes().as_slice(), &mac.mac].concat();
+                batch.put(Tree::Meta, self.sas_key_slot(b"sas-mac/", &peer), &record);
+                Received::Verification
+            }
             Some(payload::Body::Receipt(receipt)) => {
                 let status = if receipt.kind == receipt::Kind::Read as i32 {
                     Status::Read
@@ -844,6 +859,110 @@ impl Engine {
             }
         }
         None
+    }
+
+    fn sas_key_slot(&self, kind: &[u8], peer: &str) -> Vec<u8> {
+        [
+            kind,
+            self.store.blind(peer.as_bytes()).as_bytes().as_slice(),
+        ]
+        .concat()
+    }
+
+    /// Sends `peer` my ephemeral SAS key.
+    pub fn queue_sas_key(
+        &mut self,
+        peer: &str,
+        public_key: &[u8],
+        now_ms: u64,
+    ) -> Result<(), EngineError> {
+        let payload = Payload {
+            sent_at: now_ms,
+            body: Some(payload::Body::SasKey(SasKey {
+                public_key: public_key.to_vec().into(),
+            })),
+            ..Payload::default()
+        };
+        self.queue(peer, payload, None)?;
+        Ok(())
+    }
+
+    /// Sends `peer` the MAC that says my user confirmed the match.
+    pub fn queue_sas_mac(
+        &mut self,
+        peer: &str,
+        mac: &[u8],
+        now_ms: u64,
+    ) -> Result<(), EngineError> {
+        let payload = Payload {
+            sent_at: now_ms,
+            body: Some(payload::Body::SasMac(SasMac {
+                mac: mac.to_vec().into(),
+            })),
+            ..Payload::default()
+        };
+        self.queue(peer, payload, None)?;
+        Ok(())
+    }
+
+    fn sas_record(
+        &self,
+        kind: &[u8],
+        peer: &str,
+        since_ms: u64,
+    ) -> Result<Option<Vec<u8>>, EngineError> {
+        let Some(record) = self.store.get(Tree::Meta, &self.sas_key_slot(kind, peer))? else {
+            return Ok(None);
+        };
+        let sent_at = be64_or_zero(Some(zeroize::Zeroizing::new(
+            record.get(..8).unwrap_or_default().to_vec(),
+        )));
+        Ok((sent_at >= since_ms).then(|| record.get(8..).unwrap_or_default().to_vec()))
+    }
+
+    /// `peer`'s SAS key, if one sent at or after `since_ms` was received.
+    pub fn received_sas_key(
+        &self,
+        peer: &str,
+        since_ms: u64,
+    ) -> Result<Option<Vec<u8>>, EngineError> {
+        self.sas_record(b"sas-key/", peer, since_ms)
+    }
+
+    /// `peer`'s SAS MAC, if one sent at or after `since_ms` was received.
+    pub fn received_sas_mac(
+        &self,
+        peer: &str,
+        since_ms: u64,
+    ) -> Result<Option<Vec<u8>>, EngineError> {
+        self.sas_record(b"sas-mac/", peer, since_ms)
+    }
+
+    /// Records that I verified `peer`'s current device key.
+    pub fn mark_verified(&self, peer: &str) -> Result<(), EngineError> {
+        let card = self
+            .contacts
+            .get(peer)
+            .ok_or_else(|| EngineError::UnknownContact(peer.to_owned()))?;
+        self.store.put(
+            Tree::Meta,
+            &self.sas_key_slot(b"verified/", peer),
+            &card.card.identity_key.to_bytes(),
+        )?;
+        self.store.flush()?;
+        Ok(())
+    }
+
+    /// Whether I verified `peer`'s *current* device key (a changed key is
+    /// unverified again, never carried over).
+    pub fn is_verified(&self, peer: &str) -> Result<bool, EngineError> {
+        let Some(contact) = self.contacts.get(peer) else {
+            return Ok(false);
+        };
+        Ok(self
+            .store
+            .get(Tree::Meta, &self.sas_key_slot(b"verified/", peer))?
+            .is_some_and(|key| key.as_slice() == contact.card.identity_key.to_bytes().as_slice()))
     }
 
     /// Olm sessions held with `peer`'s device (a restart must not add one).

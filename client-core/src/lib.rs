@@ -19,7 +19,8 @@
 //!   from a relay on separate send and receive connections.
 //! - `app`: the whole device for the command line ([`App`]): home
 //!   directory, team flows (create, invite, join), send by handle, sync,
-//!   members, safety numbers.
+//!   members, safety numbers. `sas`: interactive emoji verification
+//!   ([`SasFlow`], [`SasCode`]) over Olm.
 //! - [`team`]: team key, invite codes, the encrypted directory and roster
 //!   (DESIGN §6).
 //! - `net`: the QUIC transport to a relay. [`RelayConnection`] pins the
@@ -38,11 +39,12 @@ mod device;
 mod engine;
 mod epoch;
 mod net;
+mod sas;
 mod seal;
 mod store;
 pub mod team;
 
-pub use app::{App, AppError, RelayTarget, SAFETY_NUMBER_TAG, safety_number};
+pub use app::{App, AppError, RelayTarget, SAFETY_NUMBER_TAG, SasOutcome, safety_number};
 pub use blind::{BLIND_PREFIX_TAG, BLIND_TAG, BlindedInbox, InboxKey, InboxPublic};
 #[doc(hidden)]
 pub use blind::{BlindingInternals, blinding_internals};
@@ -54,6 +56,7 @@ pub use engine::{
 };
 pub use epoch::{EPOCH_SECS, Epoch};
 pub use net::{MailboxSigner, NetError, Pushed, RELAY_SERVER_NAME, RelayAddr, RelayConnection};
+pub use sas::{SAS_EMOJI, SAS_INFO, SAS_MAC_INFO, SasCode, SasFlow};
 pub use seal::{
     EnvelopePublic, EnvelopeSecret, GROUP_SEAL_INFO, GROUP_SEAL_VERSION, OpenError, PadError,
     SEAL_INFO, SEAL_OVERHEAD, SEAL_VERSION, SealError, UnpadError, max_plaintext_len, open,
