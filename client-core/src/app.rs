@@ -150,6 +150,27 @@ impl App {
         })
     }
 
+    /// A device that just created or joined a team: its membership is
+    /// saved last, so a failure before this point leaves no half-joined
+    /// home that `open` would take for a member.
+    fn joined(
+        home: &Path,
+        store: Arc<dyn Store>,
+        engine: Engine,
+        membership: Membership,
+        relay: RelayAddr,
+        clock: Clock,
+    ) -> Result<Self, AppError> {
+        membership.save(store.as_ref())?;
+        Ok(Self {
+            home: home.to_owned(),
+            client: Client::new(engine, relay, clock.clone()),
+            membership,
+            store,
+            clock,
+        })
+    }
+
     fn fresh(home: &Path, key: KeySource) -> Result<Arc<dyn Store>, AppError> {
         let store = open_store(home, key)?;
         if Engine::open(store.clone())?.is_some() {
@@ -196,15 +217,8 @@ impl App {
         membership
             .publish_roster(&conn, &[handle.to_owned()])
             .await?;
-        membership.save(store.as_ref())?;
         conn.close().await;
-        Ok(Self {
-            home: home.to_owned(),
-            client: Client::new(engine, relay_addr, clock.clone()),
-            membership,
-            store,
-            clock,
-        })
+        Self::joined(home, store, engine, membership, relay_addr, clock)
     }
 
     /// Admin: invites `handle`; returns the invite code.
@@ -250,15 +264,8 @@ impl App {
         membership.check_unused(&conn).await?;
         let engine = Engine::create(store.clone(), &invite.handle, now)?;
         membership.publish_entry(&conn, &engine).await?;
-        membership.save(store.as_ref())?;
         conn.close().await;
-        Ok(Self {
-            home: home.to_owned(),
-            client: Client::new(engine, relay, clock.clone()),
-            membership,
-            store,
-            clock,
-        })
+        Self::joined(home, store, engine, membership, relay, clock)
     }
 
     fn relay(&self) -> RelayAddr {

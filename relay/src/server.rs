@@ -336,37 +336,47 @@ async fn accept_loop<S: Storage>(
     }
 }
 
-async fn purge_loop<S: Storage>(
-    relay: Arc<Relay<S>>,
+/// Runs `tick` every `every` until shutdown.
+async fn every<F: Future<Output = ()>>(
     every: Duration,
     mut shutdown: watch::Receiver<bool>,
+    mut tick: impl FnMut() -> F,
 ) {
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
             _ = tokio::time::sleep(every) => {}
         }
-        let relay = relay.clone();
-        match tokio::task::spawn_blocking(move || relay.purge_expired()).await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(purged)) => tracing::info!(purged, "expired blobs purged"),
-            Ok(Err(error)) => tracing::error!(%error, "TTL purge failed"),
-            Err(error) => tracing::error!(%error, "TTL purge task failed"),
-        }
+        tick().await;
     }
+}
+
+async fn purge_loop<S: Storage>(
+    relay: Arc<Relay<S>>,
+    period: Duration,
+    shutdown: watch::Receiver<bool>,
+) {
+    every(period, shutdown, || {
+        let relay = relay.clone();
+        async move {
+            match tokio::task::spawn_blocking(move || relay.purge_expired()).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(purged)) => tracing::info!(purged, "expired blobs purged"),
+                Ok(Err(error)) => tracing::error!(%error, "TTL purge failed"),
+                Err(error) => tracing::error!(%error, "TTL purge task failed"),
+            }
+        }
+    })
+    .await;
 }
 
 async fn stats_loop<S: Storage>(
     relay: Arc<Relay<S>>,
-    every: Duration,
-    mut shutdown: watch::Receiver<bool>,
+    period: Duration,
+    shutdown: watch::Receiver<bool>,
 ) {
     use std::sync::atomic::Ordering::Relaxed;
-    loop {
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            _ = tokio::time::sleep(every) => {}
-        }
+    every(period, shutdown, || {
         let s = relay.stats();
         // Counts only: never a mailbox, key or address.
         tracing::info!(
@@ -383,5 +393,7 @@ async fn stats_loop<S: Storage>(
             flushes = relay.flush_count(),
             "relay stats"
         );
-    }
+        std::future::ready(())
+    })
+    .await;
 }
