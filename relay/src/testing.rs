@@ -45,6 +45,9 @@ impl TestRelay {
             data_dir: dir.path().to_owned(),
             ..Config::default()
         };
+        // Tests of other features run without tokens; token tests turn
+        // them on with `start_with(|c| c.tokens.require_tokens = true)`.
+        config.tokens.require_tokens = false;
         adjust(&mut config);
         let server = Self::launch(&config, &clock);
         Self {
@@ -58,7 +61,10 @@ impl TestRelay {
     }
 
     fn launch(config: &Config, clock: &ManualClock) -> Server<SledStorage> {
-        let (cert, _) = RelayCert::load_or_create(&config.data_dir).expect("test: certificate");
+        let (cert, first_start) =
+            RelayCert::load_or_create(&config.data_dir).expect("test: certificate");
+        crate::bootstrap::create_if_first_start(&config.data_dir, first_start)
+            .expect("test: bootstrap code");
         let storage = Arc::new(SledStorage::open(&config.data_dir.join("db")).expect("test: sled"));
         Server::start_with(config, storage, Arc::new(clock.clone()), &cert)
             .expect("test: relay start")
@@ -67,6 +73,11 @@ impl TestRelay {
     /// The running server.
     pub fn server(&self) -> &Server<SledStorage> {
         self.server.as_ref().expect("test: the relay is running")
+    }
+
+    /// The unused bootstrap code, if any.
+    pub fn bootstrap_code(&self) -> Option<String> {
+        crate::bootstrap::read(&self.config.data_dir).expect("test: bootstrap code file")
     }
 
     /// Graceful shutdown, then a new relay on the same data dir and, when

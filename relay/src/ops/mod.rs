@@ -6,3 +6,6 @@ pub(crate) mod hello;
 pub(crate) mod mailbox;
 pub(crate) mod put;
 pub(crate) mod slot;
+pub(crate) mod admin;
+pub(crate) mod register;
+pub(crate) mod tokens;
