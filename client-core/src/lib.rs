@@ -34,6 +34,7 @@ mod epoch;
 mod net;
 mod seal;
 mod store;
+mod tokens;
 
 pub use blind::{BLIND_PREFIX_TAG, BLIND_TAG, BlindedInbox, InboxKey, InboxPublic};
 #[doc(hidden)]
@@ -57,4 +58,9 @@ pub use seal::{seal_symmetric_with_salt, seal_with_ephemeral};
 pub use store::{
     Batch, BlindId, Entry, KeySource, MAX_KEY_LEN, MAX_VALUE_LEN, MemoryStore, SledStore, Store,
     StoreError, Tree,
+};
+pub use tokens::{
+    AccessToken, IssuanceAccount, RegistrationToken, TokenError, TokenRequest, TokenWallet,
+    VerifiedTokenKey, bootstrap, mint_registrations, refill, register, revoke, token_key,
+    verify_token_key,
 };
