@@ -103,3 +103,62 @@ impl TestRelay {
         }
     }
 }
+
+/// The relay's token paths without the network, for benchmarks: one
+/// registered issuance account, a fixed challenge, any storage.
+pub struct TokenPaths<S: crate::Storage> {
+    relay: crate::Relay<S>,
+    /// The challenge issuance requests must sign.
+    pub challenge: sotto_proto::Challenge,
+}
+
+impl<S: crate::Storage> TokenPaths<S> {
+    /// Token paths over `storage`, with `account_key` registered and an
+    /// unlimited budget.
+    pub fn new(storage: Arc<S>, account_key: [u8; 32]) -> Result<Self, crate::Refusal> {
+        let tokens = crate::TokenConfig {
+            tokens_per_period: u32::MAX,
+            ..crate::TokenConfig::default()
+        };
+        let relay = crate::Relay::new(
+            storage,
+            crate::Limits::default(),
+            Arc::new(ManualClock::at_secs(T0)),
+        )
+        .with_tokens(crate::Tokens::ephemeral(tokens));
+        let minted = relay.mint(1, T0 + 3600)?;
+        let secret = minted
+            .registration_tokens
+            .first()
+            .cloned()
+            .unwrap_or_default();
+        let registration = crate::ops::register::Registration::parse(&sotto_proto::wire::Register {
+            registration_token: secret,
+            account_key: account_key.to_vec().into(),
+        })?;
+        relay.register(&registration)?;
+        Ok(Self {
+            relay,
+            challenge: sotto_proto::Challenge::from_bytes([7; 32]),
+        })
+    }
+
+    /// The relay's issuer key.
+    pub fn issuer_key(&self) -> [u8; 32] {
+        self.relay.issuer_key()
+    }
+
+    /// Parses, checks and evaluates one issuance request.
+    pub fn issue(
+        &self,
+        request: &sotto_proto::wire::IssueTokens,
+    ) -> Result<sotto_proto::wire::IssueOk, crate::Refusal> {
+        let issuance = crate::ops::tokens::Issuance::parse(request, &self.challenge, u32::MAX)?;
+        self.relay.issue(&issuance)
+    }
+
+    /// Redeems one encoded access token, as `Hello` does.
+    pub fn redeem(&self, token: &[u8]) -> Result<(), crate::Refusal> {
+        self.relay.redeem(token)
+    }
+}
