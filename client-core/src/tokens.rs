@@ -132,13 +132,13 @@ impl IssuanceAccount {
     /// The account stored in `store`, or a new one saved there.
     pub fn load_or_create(store: &dyn Store) -> Result<Self, TokenError> {
         if let Some(seed) = store.get(Tree::Identity, ACCOUNT_KEY)? {
-            let seed: [u8; 32] =
-                seed.as_slice()
-                    .try_into()
-                    .map_err(|_| StoreError::Corrupt {
-                        tree: Tree::Identity,
-                        reason: "the issuance account key is not 32 bytes",
-                    })?;
+            let seed: [u8; 32] = seed
+                .as_slice()
+                .try_into()
+                .map_err(|_| StoreError::Corrupt {
+                    tree: Tree::Identity,
+                    reason: "the issuance account key is not 32 bytes",
+                })?;
             return Ok(Self { seed });
         }
         let account = Self::generate()?;
@@ -475,10 +475,7 @@ pub async fn token_key(
     conn: &RelayConnection,
     issuer_key: &VerifyingKey,
 ) -> Result<VerifiedTokenKey, TokenError> {
-    match conn
-        .request(Request::TokenKey(wire::TokenKey {}))
-        .await?
-    {
+    match conn.request(Request::TokenKey(wire::TokenKey {})).await? {
         Reply::TokenKey(key) => verify_token_key(&key, issuer_key),
         other => Err(unexpected(&other)),
     }
@@ -533,7 +530,9 @@ impl TokenWallet {
             .store
             .scan_prefix(Tree::Meta, WALLET_PREFIX)?
             .iter()
-            .filter(|(_, value)| AccessToken::from_stored(value).is_some_and(|t| t.valid_until > now))
+            .filter(|(_, value)| {
+                AccessToken::from_stored(value).is_some_and(|t| t.valid_until > now)
+            })
             .count())
     }
 
@@ -608,7 +607,9 @@ mod tests {
     fn the_wallet_hands_out_each_token_once_and_skips_expired_ones() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new().unwrap());
         let wallet = TokenWallet::new(store);
-        wallet.add(&[token(1, 100), token(2, 1_000), token(3, 1_000)]).unwrap();
+        wallet
+            .add(&[token(1, 100), token(2, 1_000), token(3, 1_000)])
+            .unwrap();
         assert_eq!(wallet.len(500).unwrap(), 2);
         let a = wallet.take(500).unwrap().unwrap();
         let b = wallet.take(500).unwrap().unwrap();

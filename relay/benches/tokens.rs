@@ -40,7 +40,12 @@ fn tokens<S: Storage>(
     out
 }
 
-fn redeem<S: Storage>(c: &mut Criterion, name: &str, paths: &TokenPaths<S>, account: &IssuanceAccount) {
+fn redeem<S: Storage>(
+    c: &mut Criterion,
+    name: &str,
+    paths: &TokenPaths<S>,
+    account: &IssuanceAccount,
+) {
     let issuer = VerifyingKey::from_bytes(&paths.issuer_key()).unwrap();
     c.bench_function(name, |b| {
         b.iter_custom(|iters| {
@@ -56,8 +61,7 @@ fn redeem<S: Storage>(c: &mut Criterion, name: &str, paths: &TokenPaths<S>, acco
 
 fn token_paths(c: &mut Criterion) {
     let account = IssuanceAccount::generate().unwrap();
-    let memory =
-        TokenPaths::new(Arc::new(MemoryStorage::new()), account.public_key()).unwrap();
+    let memory = TokenPaths::new(Arc::new(MemoryStorage::new()), account.public_key()).unwrap();
 
     let mut group = c.benchmark_group("issue");
     group.throughput(Throughput::Elements(u64::from(BATCH)));

@@ -36,10 +36,10 @@ mod refusal;
 mod relay;
 mod server;
 mod session;
-mod tokens;
 pub mod storage;
 #[doc(hidden)]
 pub mod testing;
+mod tokens;
 
 pub use bootstrap::{PREFIX as BOOTSTRAP_PREFIX, read as read_bootstrap_code};
 pub use cert::{RELAY_SERVER_NAME, RelayCert, fingerprint};

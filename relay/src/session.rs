@@ -14,11 +14,11 @@ use sotto_proto::{Challenge, MailboxId};
 
 use crate::ops::admin::AdminOp;
 use crate::ops::hello;
-use crate::ops::register::Registration;
-use crate::ops::tokens::Issuance;
 use crate::ops::mailbox::{OwnerOp, authorize};
 use crate::ops::put::PutRequest;
+use crate::ops::register::Registration;
 use crate::ops::slot::SlotWrite;
+use crate::ops::tokens::Issuance;
 use crate::rate::TokenBucket;
 use crate::refusal::Refusal;
 use crate::relay::{Relay, Stats};

@@ -132,10 +132,11 @@ impl<S: crate::Storage> TokenPaths<S> {
             .first()
             .cloned()
             .unwrap_or_default();
-        let registration = crate::ops::register::Registration::parse(&sotto_proto::wire::Register {
-            registration_token: secret,
-            account_key: account_key.to_vec().into(),
-        })?;
+        let registration =
+            crate::ops::register::Registration::parse(&sotto_proto::wire::Register {
+                registration_token: secret,
+                account_key: account_key.to_vec().into(),
+            })?;
         relay.register(&registration)?;
         Ok(Self {
             relay,

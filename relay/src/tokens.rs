@@ -211,7 +211,10 @@ impl Tokens {
         let mut info = KEY_INFO_TAG.to_vec();
         info.extend_from_slice(&id.to_be_bytes());
         let key = Arc::new(TokenKey::new_from_seed(&state.seed, &info).map_err(|_| {
-            Refusal::new(ErrorCode::Internal, "the relay could not derive its token key")
+            Refusal::new(
+                ErrorCode::Internal,
+                "the relay could not derive its token key",
+            )
         })?);
         keys.insert(id, key.clone());
         Ok(key)

@@ -8,8 +8,8 @@ mod support;
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 use sotto_core::{
-    AccessToken, IssuanceAccount, NetError, RelayConnection, TokenError, TokenRequest,
-    bootstrap, mint_registrations, refill, register, revoke,
+    AccessToken, IssuanceAccount, NetError, RelayConnection, TokenError, TokenRequest, bootstrap,
+    mint_registrations, refill, register, revoke,
 };
 use sotto_proto::wire::{ErrorCode, client_frame::Request, response::Result as Reply};
 use support::{Owner, T0, TestRelay, addr, blob, connect};
@@ -359,7 +359,11 @@ async fn nothing_stored_about_issuance_matches_a_redeemed_token() {
     for entry in db.open_tree("registrations").unwrap().iter() {
         let (_, value) = entry.unwrap();
         let expires_at = u64::from_be_bytes(value[..8].try_into().unwrap());
-        assert_eq!(expires_at % period, 0, "registration expiry is period-rounded");
+        assert_eq!(
+            expires_at % period,
+            0,
+            "registration expiry is period-rounded"
+        );
     }
     for entry in db.open_tree("issued").unwrap().iter() {
         let (key, value) = entry.unwrap();

@@ -55,7 +55,10 @@ pub(crate) enum AdminOp {
 
 impl<S: Storage> Relay<S> {
     /// Consumes the bootstrap code; returns the issuer key.
-    pub(crate) fn bootstrap(&self, request: &wire::Bootstrap) -> Result<wire::BootstrapOk, Refusal> {
+    pub(crate) fn bootstrap(
+        &self,
+        request: &wire::Bootstrap,
+    ) -> Result<wire::BootstrapOk, Refusal> {
         let admin = public_key(&request.admin_key, "admin_key")?;
         let Some(dir) = self.tokens.data_dir() else {
             return Err(bootstrap_invalid());
@@ -68,7 +71,10 @@ impl<S: Storage> Relay<S> {
             let code = bootstrap::read(dir)
                 .map_err(|e| {
                     tracing::error!(error = %e, "cannot read the bootstrap code file");
-                    Refusal::new(ErrorCode::Internal, "the relay cannot read its bootstrap code")
+                    Refusal::new(
+                        ErrorCode::Internal,
+                        "the relay cannot read its bootstrap code",
+                    )
                 })?
                 .ok_or_else(bootstrap_invalid)?;
             if !bool::from(code.as_bytes().ct_eq(request.code.trim().as_bytes())) {
@@ -168,8 +174,9 @@ impl<S: Storage> Relay<S> {
         let mut hashes = Vec::with_capacity(count as usize);
         for _ in 0..count {
             let mut secret = [0u8; REGISTRATION_TOKEN_LEN];
-            getrandom::fill(&mut secret)
-                .map_err(|_| Refusal::new(ErrorCode::Internal, "the relay's random source failed"))?;
+            getrandom::fill(&mut secret).map_err(|_| {
+                Refusal::new(ErrorCode::Internal, "the relay's random source failed")
+            })?;
             hashes.push((registration_token_hash(&secret), expires_at));
             secrets.push(secret.to_vec().into());
         }
@@ -196,17 +203,18 @@ impl<S: Storage> Relay<S> {
             return Ok(wire::RevokeOk {});
         };
         let now = self.clock.now_secs();
-        self.tokens.with_state(&**self.storage(), now, |state, keys| {
-            self.storage().revoke_account(&account)?;
-            let mut next = state.clone();
-            next.generation = next.generation.checked_add(1).ok_or_else(|| {
-                Refusal::new(ErrorCode::Internal, "the token key generation is exhausted")
+        self.tokens
+            .with_state(&**self.storage(), now, |state, keys| {
+                self.storage().revoke_account(&account)?;
+                let mut next = state.clone();
+                next.generation = next.generation.checked_add(1).ok_or_else(|| {
+                    Refusal::new(ErrorCode::Internal, "the token key generation is exhausted")
+                })?;
+                self.storage().set_issuer_state(&next)?;
+                *state = next;
+                keys.clear();
+                Ok(())
             })?;
-            self.storage().set_issuer_state(&next)?;
-            *state = next;
-            keys.clear();
-            Ok(())
-        })?;
         tracing::info!("issuance account revoked; token key rotated");
         Ok(wire::RevokeOk {})
     }

@@ -14,8 +14,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use sotto_proto::wire::{self, ErrorCode};
 use sotto_proto::{
-    Challenge, Message, TOKEN_ELEMENT_LEN, TOKEN_INPUT_LEN, TOKEN_OUTPUT_LEN,
-    issue_signing_message,
+    Challenge, Message, TOKEN_ELEMENT_LEN, TOKEN_INPUT_LEN, TOKEN_OUTPUT_LEN, issue_signing_message,
 };
 use subtle::ConstantTimeEq;
 use voprf::BlindedElement;
@@ -154,7 +153,9 @@ impl<S: Storage> Relay<S> {
                     "this device's relay access was revoked",
                 ));
             }
-            let issued = self.storage().issued(&issuance.account_key, current.period)?;
+            let issued = self
+                .storage()
+                .issued(&issuance.account_key, current.period)?;
             if issued.saturating_add(n) > budget {
                 return Err(Refusal::new(
                     ErrorCode::TokenBudgetExceeded,

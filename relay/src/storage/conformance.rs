@@ -4,8 +4,7 @@ use bytes::Bytes;
 use sotto_proto::{Blob, Bucket, MailboxId, SlotId};
 
 use super::{
-    Account, FetchRange, IssuerState, MemoryStorage, Registration, SledStorage, SlotRecord,
-    Storage,
+    Account, FetchRange, IssuerState, MemoryStorage, Registration, SledStorage, SlotRecord, Storage,
 };
 
 fn mailbox(n: u8) -> MailboxId {
@@ -255,11 +254,17 @@ fn issuance_counts_are_per_account_and_period(store: &dyn Storage) {
 fn a_token_is_spent_once_and_dropped_with_its_key(store: &dyn Storage) {
     assert!(store.spend_token(10, &[1; 32]).unwrap());
     assert!(!store.spend_token(10, &[1; 32]).unwrap(), "spent twice");
-    assert!(store.spend_token(11, &[1; 32]).unwrap(), "another key's set");
+    assert!(
+        store.spend_token(11, &[1; 32]).unwrap(),
+        "another key's set"
+    );
     assert!(store.spend_token(12, &[2; 32]).unwrap());
     assert_eq!(store.drop_spent_before(12).unwrap(), 2);
     assert!(!store.spend_token(12, &[2; 32]).unwrap(), "kept");
-    assert!(store.spend_token(10, &[1; 32]).unwrap(), "dropped with key 10");
+    assert!(
+        store.spend_token(10, &[1; 32]).unwrap(),
+        "dropped with key 10"
+    );
 }
 
 macro_rules! conformance {

@@ -218,7 +218,12 @@ impl Storage for MemoryStorage {
             .unwrap_or(0))
     }
 
-    fn set_issued(&self, account_key: &[u8; 32], period: u64, count: u32) -> Result<(), StoreError> {
+    fn set_issued(
+        &self,
+        account_key: &[u8; 32],
+        period: u64,
+        count: u32,
+    ) -> Result<(), StoreError> {
         self.lock().issued.insert((period, *account_key), count);
         Ok(())
     }

@@ -191,7 +191,11 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Atomically marks registration `hash` used by `account_key` and
     /// creates that (unrevoked) account.
-    fn register_account(&self, _hash: &[u8; 32], _account_key: &[u8; 32]) -> Result<(), StoreError> {
+    fn register_account(
+        &self,
+        _hash: &[u8; 32],
+        _account_key: &[u8; 32],
+    ) -> Result<(), StoreError> {
         Err(StoreError::Unsupported("tokens"))
     }
 
@@ -211,7 +215,12 @@ pub trait Storage: Send + Sync + 'static {
     }
 
     /// Sets the tokens issued to `account_key` in `period`.
-    fn set_issued(&self, _account_key: &[u8; 32], _period: u64, _count: u32) -> Result<(), StoreError> {
+    fn set_issued(
+        &self,
+        _account_key: &[u8; 32],
+        _period: u64,
+        _count: u32,
+    ) -> Result<(), StoreError> {
         Err(StoreError::Unsupported("tokens"))
     }
 

@@ -121,7 +121,10 @@ fn registration_value(registration: &Registration) -> Vec<u8> {
 
 fn parse_account(value: &[u8]) -> Result<Account, StoreError> {
     if value.len() != 33 {
-        return Err(corrupt("accounts", format!("value of {} bytes", value.len())));
+        return Err(corrupt(
+            "accounts",
+            format!("value of {} bytes", value.len()),
+        ));
     }
     Ok(Account {
         registration: key32(value, "accounts")?,
@@ -468,10 +471,16 @@ impl Storage for SledStorage {
         }
     }
 
-    fn set_issued(&self, account_key: &[u8; 32], period: u64, count: u32) -> Result<(), StoreError> {
-        self.tokens
-            .issued
-            .insert(period_key(period, account_key), count.to_be_bytes().as_slice())?;
+    fn set_issued(
+        &self,
+        account_key: &[u8; 32],
+        period: u64,
+        count: u32,
+    ) -> Result<(), StoreError> {
+        self.tokens.issued.insert(
+            period_key(period, account_key),
+            count.to_be_bytes().as_slice(),
+        )?;
         Ok(())
     }
 
