@@ -2,7 +2,7 @@
 //! `Error: Io(...)`.
 
 use sotto_core::team::TeamError;
-use sotto_core::{AppError, EngineError, NetError, StoreError};
+use sotto_core::{AppError, EngineError, NetError, StoreError, TokenError};
 
 /// Exit code: usage error (clap uses it too).
 pub(crate) const USAGE: u8 = 2;
@@ -30,6 +30,9 @@ pub(crate) fn exit_code(error: &anyhow::Error) -> u8 {
             AppError::Team(TeamError::Store(_) | TeamError::Corrupt(_)) => LOCAL,
             AppError::Team(_) | AppError::Invite(_) | AppError::Myself => REFUSED,
             AppError::VerificationTimedOut(_) | AppError::VerificationInvalid(_) => REFUSED,
+            AppError::Token(TokenError::Net(net)) => net_code(net),
+            AppError::Token(TokenError::Store(_)) => LOCAL,
+            AppError::Token(_) => REFUSED,
             AppError::Engine(EngineError::UnknownContact(_)) => REFUSED,
             AppError::Engine(_) | AppError::Store(_) => LOCAL,
             AppError::NotJoined(_) | AppError::AlreadyJoined(_) => LOCAL,

@@ -54,6 +54,9 @@ pub enum AppError {
     /// Cannot message oneself.
     #[error("that is you")]
     Myself,
+    /// Anonymous access tokens or relay registration.
+    #[error(transparent)]
+    Token(#[from] crate::TokenError),
     /// The other side did not take part in time.
     #[error(
         "{0} did not answer the verification in time; both of you run `sotto verify {0} --sas` at the same time"
@@ -93,6 +96,7 @@ impl From<ClientError> for AppError {
         match error {
             ClientError::Engine(e) => AppError::Engine(e),
             ClientError::Net(e) => AppError::Net(e),
+            ClientError::Token(e) => AppError::Token(e),
         }
     }
 }
@@ -141,9 +145,11 @@ impl App {
         let membership = Membership::load(store.as_ref())?
             .ok_or_else(|| AppError::NotJoined(home.to_owned()))?;
         let relay = resolve(&membership.relay_addr, membership.relay_fingerprint).await?;
+        let mut client = Client::new(engine, relay, clock.clone());
+        client.set_access(Self::access(&store, membership.issuer_key)?);
         Ok(Self {
             home: home.to_owned(),
-            client: Client::new(engine, relay, clock.clone()),
+            client,
             membership,
             store,
             clock,
@@ -156,15 +162,14 @@ impl App {
     fn joined(
         home: &Path,
         store: Arc<dyn Store>,
-        engine: Engine,
+        client: Client,
         membership: Membership,
-        relay: RelayAddr,
         clock: Clock,
     ) -> Result<Self, AppError> {
         membership.save(store.as_ref())?;
         Ok(Self {
             home: home.to_owned(),
-            client: Client::new(engine, relay, clock.clone()),
+            client,
             membership,
             store,
             clock,
@@ -179,24 +184,41 @@ impl App {
         Ok(store)
     }
 
-    /// The admin's first device: creates the team on the relay at `relay`
-    /// (consuming its bootstrap code) with `handle` as its first member.
+    /// The admin's first device: creates the team on the relay at `relay`,
+    /// consuming its one-time bootstrap code, with `handle` as its first
+    /// member. The relay learns a fresh admin credential key (used only for
+    /// relay administration) and nothing about the team.
     pub async fn create_team(
         home: &Path,
         key: KeySource,
         relay: RelayTarget,
-        _bootstrap_code: &str,
+        bootstrap_code: &str,
         team_name: &str,
         handle: &str,
         clock: Clock,
     ) -> Result<Self, AppError> {
         let store = Self::fresh(home, key)?;
         let relay_addr = resolve(&relay.addr, relay.fingerprint).await?;
-        let conn = RelayConnection::connect(&relay_addr, None).await?;
         let now = Self::now_secs(&clock);
+        let relay_admin = {
+            let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+            getrandom::fill(seed.as_mut())
+                .expect("invariant: the OS random number generator works");
+            ed25519_dalek::SigningKey::from_bytes(&seed)
+        };
+        // Bootstrap and the admin's own registration need no token.
+        let setup = RelayConnection::connect(&relay_addr, None).await?;
+        let issuer = crate::bootstrap(&setup, bootstrap_code, &relay_admin).await?;
+        let registration = crate::mint_registrations(&setup, &relay_admin, 1, now + 3600)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| crate::TokenError::Protocol("no registration token minted".into()))?;
+        let access = Self::register(&setup, &store, &registration, issuer).await;
+        setup.close().await;
+        let access = access?;
+
         let team = TeamSecrets::generate();
-        // The bootstrap exchange and registration tokens come with the
-        // relay's token support; until then the issuer key is unset.
         let own = issue_invite(
             &team,
             &InviteParams {
@@ -205,39 +227,82 @@ impl App {
                 expires_at: now + 3600,
                 relay_addr: &relay.addr,
                 relay_fingerprint: relay.fingerprint,
-                registration_token: &[],
-                issuer_key: [0; 32],
+                registration_token: registration.as_bytes(),
+                issuer_key: issuer.to_bytes(),
             },
         )?;
         let parsed = parse_invite(&own.code, now)?;
-        let mut membership = Membership::for_admin(&team, &parsed);
-        membership.preclaim(&conn, &own).await?;
+        let mut membership = Membership::for_admin(&team, &parsed, &relay_admin);
+        membership.record_invite(handle, own.registration_token_hash);
         let engine = Engine::create(store.clone(), handle, now)?;
-        membership.publish_entry(&conn, &engine).await?;
+        let mut client = Client::new(engine, relay_addr, clock.clone());
+        client.set_access(access);
+        let conn = client.connect().await?;
+        membership.preclaim(&conn, &own).await?;
+        membership.publish_entry(&conn, client.engine()).await?;
         membership
             .publish_roster(&conn, &[handle.to_owned()])
             .await?;
         conn.close().await;
-        Self::joined(home, store, engine, membership, relay_addr, clock)
+        Self::joined(home, store, client, membership, clock)
+    }
+
+    /// Registers this device's issuance account with `registration` and
+    /// fills its token wallet.
+    async fn register(
+        conn: &RelayConnection,
+        store: &Arc<dyn Store>,
+        registration: &crate::RegistrationToken,
+        issuer: ed25519_dalek::VerifyingKey,
+    ) -> Result<crate::Access, AppError> {
+        let account = crate::IssuanceAccount::load_or_create(store.as_ref())?;
+        crate::register(conn, registration, &account).await?;
+        let tokens = crate::refill(conn, &account, &issuer, 100).await?;
+        let wallet = crate::TokenWallet::new(store.clone());
+        wallet.add(&tokens)?;
+        Ok(crate::Access {
+            account,
+            issuer,
+            wallet,
+        })
+    }
+
+    fn access(store: &Arc<dyn Store>, issuer: [u8; 32]) -> Result<crate::Access, AppError> {
+        let issuer = ed25519_dalek::VerifyingKey::from_bytes(&issuer)
+            .map_err(|_| TeamError::Corrupt("the stored issuer key is not a key".into()))?;
+        Ok(crate::Access {
+            account: crate::IssuanceAccount::load_or_create(store.as_ref())?,
+            issuer,
+            wallet: crate::TokenWallet::new(store.clone()),
+        })
     }
 
     /// Admin: invites `handle`; returns the invite code.
     pub async fn invite(&mut self, handle: &str, valid_secs: u64) -> Result<String, AppError> {
         let team = self.membership.team_secrets()?;
-        let conn = RelayConnection::connect(&self.relay(), None).await?;
+        let relay_admin = self.membership.relay_admin()?;
+        let expires_at = Self::now_secs(&self.clock) + valid_secs;
+        let conn = self.client.connect().await?;
         let mut roster = self.membership.roster(&conn).await?.handles;
+        let registration = crate::mint_registrations(&conn, &relay_admin, 1, expires_at)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| crate::TokenError::Protocol("no registration token minted".into()))?;
         let issued = issue_invite(
             &team,
             &InviteParams {
                 team_name: &self.membership.team_name,
                 handle,
-                expires_at: Self::now_secs(&self.clock) + valid_secs,
+                expires_at,
                 relay_addr: &self.membership.relay_addr,
                 relay_fingerprint: self.membership.relay_fingerprint,
-                registration_token: &[],
+                registration_token: registration.as_bytes(),
                 issuer_key: self.membership.issuer_key,
             },
         )?;
+        self.membership
+            .record_invite(handle, issued.registration_token_hash);
         self.membership.preclaim(&conn, &issued).await?;
         if !roster.iter().any(|h| h == handle) {
             roster.push(handle.to_owned());
@@ -259,19 +324,30 @@ impl App {
         let invite = parse_invite(code, now)?;
         let store = Self::fresh(home, key)?;
         let relay = resolve(&invite.relay_addr, invite.relay_fingerprint).await?;
-        let conn = RelayConnection::connect(&relay, None).await?;
+        let registration = crate::RegistrationToken::from_bytes(
+            invite
+                .registration_token
+                .as_slice()
+                .try_into()
+                .map_err(|_| InviteError::Malformed("registration token"))?,
+        );
+        let issuer = ed25519_dalek::VerifyingKey::from_bytes(&invite.issuer_key)
+            .map_err(|_| InviteError::Malformed("issuer key"))?;
+        // Registration needs no token; it consumes the invite's single-use
+        // registration token at the relay.
+        let setup = RelayConnection::connect(&relay, None).await?;
+        let access = Self::register(&setup, &store, &registration, issuer).await;
+        setup.close().await;
+        let access = access?;
         let mut membership = Membership::from_invite(&invite);
-        membership.check_unused(&conn).await?;
         let engine = Engine::create(store.clone(), &invite.handle, now)?;
-        membership.publish_entry(&conn, &engine).await?;
+        let mut client = Client::new(engine, relay, clock.clone());
+        client.set_access(access);
+        let conn = client.connect().await?;
+        membership.check_unused(&conn).await?;
+        membership.publish_entry(&conn, client.engine()).await?;
         conn.close().await;
-        Self::joined(home, store, engine, membership, relay, clock)
-    }
-
-    fn relay(&self) -> RelayAddr {
-        // The address resolved at open; a relay that moved is re-resolved
-        // at the next open.
-        *self.client.relay()
+        Self::joined(home, store, client, membership, clock)
     }
 
     /// My handle.
@@ -296,7 +372,7 @@ impl App {
 
     /// The team roster.
     pub async fn members(&mut self) -> Result<Vec<String>, AppError> {
-        let conn = RelayConnection::connect(&self.relay(), None).await?;
+        let conn = self.client.connect().await?;
         let roster = self.membership.roster(&conn).await?;
         self.membership.save(self.store.as_ref())?;
         conn.close().await;
@@ -310,7 +386,7 @@ impl App {
             return Err(AppError::Myself);
         }
         if self.client.engine().contact_card(handle).is_none() {
-            let conn = RelayConnection::connect(&self.relay(), None).await?;
+            let conn = self.client.connect().await?;
             let added = self
                 .membership
                 .add_member_contact(&conn, self.client.engine_mut(), handle)
@@ -329,7 +405,7 @@ impl App {
         self.ensure_contact(handle).await?;
         // The roster decides who is in the team: a removed member may not
         // send, and nobody sends to one.
-        let conn = RelayConnection::connect(&self.relay(), None).await?;
+        let conn = self.client.connect().await?;
         let roster = self.membership.roster(&conn).await;
         conn.close().await;
         let roster = roster?;
@@ -351,7 +427,7 @@ impl App {
             return Err(AppError::Myself);
         }
         self.membership.team_secrets()?;
-        let conn = RelayConnection::connect(&self.relay(), None).await?;
+        let conn = self.client.connect().await?;
         let roster = self.membership.roster(&conn).await?.handles;
         if !roster.iter().any(|h| h == handle) {
             conn.close().await;
@@ -359,6 +435,11 @@ impl App {
         }
         let remaining: Vec<String> = roster.into_iter().filter(|h| h != handle).collect();
         self.membership.publish_roster(&conn, &remaining).await?;
+        // The relay stops issuing tokens to the member's account and moves
+        // to a new token key, so tokens hoarded before now stop working.
+        if let Some(hash) = self.membership.invite_token_hash(handle) {
+            crate::revoke(&conn, &self.membership.relay_admin()?, &hash).await?;
+        }
         conn.close().await;
         self.membership.save(self.store.as_ref())?;
         self.client.engine_mut().remove_contact(handle)?;
@@ -373,7 +454,7 @@ impl App {
     }
 
     async fn refresh_contacts(&mut self) -> Result<(), AppError> {
-        let conn = RelayConnection::connect(&self.relay(), None).await?;
+        let conn = self.client.connect().await?;
         let roster = self.membership.roster(&conn).await?;
         conn.close().await;
         for contact in self.client.engine().contacts() {
@@ -383,7 +464,7 @@ impl App {
         }
         // Senders who are members but not yet contacts: look them up so
         // their first messages are accepted.
-        let conn = RelayConnection::connect(&self.relay(), None).await?;
+        let conn = self.client.connect().await?;
         for handle in &roster.handles {
             if *handle != self.membership.handle
                 && self.client.engine().contact_card(handle).is_none()

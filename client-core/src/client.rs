@@ -27,6 +27,57 @@ pub enum ClientError {
     /// The relay.
     #[error(transparent)]
     Net(#[from] NetError),
+    /// Anonymous access tokens.
+    #[error(transparent)]
+    Token(#[from] crate::TokenError),
+}
+
+/// Refill the wallet when fewer tokens than this are left.
+const LOW_WATER: usize = 20;
+/// Tokens asked for per refill.
+const REFILL: u32 = 100;
+
+/// What a device needs to present anonymous access tokens (DESIGN §7).
+pub struct Access {
+    /// This device's issuance account.
+    pub account: crate::IssuanceAccount,
+    /// The relay's token issuer key, pinned by the team.
+    pub issuer: ed25519_dalek::VerifyingKey,
+    /// Unspent tokens, in the encrypted store.
+    pub wallet: crate::TokenWallet,
+}
+
+impl Access {
+    /// Refills the wallet on a connection that needs no token (issuance is
+    /// unlinkable to redemption, so it may happen anywhere, any time).
+    pub async fn refill(&self, relay: &RelayAddr) -> Result<usize, ClientError> {
+        let conn = RelayConnection::connect(relay, None).await?;
+        let issued = crate::refill(&conn, &self.account, &self.issuer, REFILL).await;
+        conn.close().await;
+        let tokens = issued?;
+        self.wallet.add(&tokens)?;
+        Ok(tokens.len())
+    }
+
+    /// A connection presenting one unspent token, refilling first when low.
+    pub async fn connect(
+        &self,
+        relay: &RelayAddr,
+        now_secs: u64,
+    ) -> Result<RelayConnection, ClientError> {
+        if self.wallet.len(now_secs)? < LOW_WATER {
+            self.refill(relay).await?;
+        }
+        match self.wallet.connect(relay, now_secs).await {
+            Err(crate::TokenError::WalletEmpty) => {
+                // Every token was refused (the relay moved to a new key):
+                // fetch fresh ones once.
+                self.refill(relay).await?;
+                Ok(self.wallet.connect(relay, now_secs).await?)
+            }
+            other => Ok(other?),
+        }
+    }
 }
 
 /// The current time in unix milliseconds; injected so tests can cross
@@ -65,6 +116,7 @@ pub struct Client {
     clock: Clock,
     receipts: bool,
     rollovers: u64,
+    access: Option<Access>,
 }
 
 impl Client {
@@ -76,6 +128,21 @@ impl Client {
             clock,
             receipts: true,
             rollovers: 0,
+            access: None,
+        }
+    }
+
+    /// Presents anonymous access tokens on every connection from now on.
+    pub fn set_access(&mut self, access: Access) {
+        self.access = Some(access);
+    }
+
+    /// Opens a connection to the relay: with an access token when the team
+    /// uses them, fresh every time (DESIGN §2.3).
+    pub async fn connect(&self) -> Result<RelayConnection, ClientError> {
+        match &self.access {
+            Some(access) => access.connect(&self.relay, self.now_ms() / 1000).await,
+            None => Ok(RelayConnection::connect(&self.relay, None).await?),
         }
     }
 
@@ -130,7 +197,7 @@ impl Client {
         if outgoing.is_empty() {
             return Ok(0);
         }
-        let conn = RelayConnection::connect(&self.relay, None).await?;
+        let conn = self.connect().await?;
         // In outbox order, one at a time: the relay keeps per-mailbox FIFO
         // and Olm tolerates only a bounded gap, so order matters.
         let mut sent = 0;
@@ -193,7 +260,7 @@ impl Client {
         report: &mut SyncReport,
         delivered: &mut BTreeMap<String, Vec<MessageId>>,
     ) -> Result<(), ClientError> {
-        let conn = RelayConnection::connect(&self.relay, None).await?;
+        let conn = self.connect().await?;
         let pages = join_all(inboxes.iter().map(|inbox| fetch_all(&conn, inbox))).await;
         let mut blobs = Vec::new();
         for (index, page) in pages.into_iter().enumerate() {
@@ -270,7 +337,7 @@ impl Client {
             let now_ms = self.now_ms();
             let epoch = crate::Epoch::from_unix_secs(now_ms / 1000, crate::EPOCH_SECS);
             let inboxes = self.engine.inboxes(now_ms / 1000, 1)?;
-            let conn = RelayConnection::connect(&self.relay, None).await?;
+            let conn = self.connect().await?;
             let mut pushes = conn
                 .take_pushes()
                 .ok_or_else(|| NetError::Protocol("push channel already taken".into()))?;

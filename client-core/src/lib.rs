@@ -43,13 +43,16 @@ mod sas;
 mod seal;
 mod store;
 pub mod team;
+mod tokens;
 
 pub use app::{App, AppError, RelayTarget, SAFETY_NUMBER_TAG, SasOutcome, safety_number};
 pub use blind::{BLIND_PREFIX_TAG, BLIND_TAG, BlindedInbox, InboxKey, InboxPublic};
 #[doc(hidden)]
 pub use blind::{BlindingInternals, blinding_internals};
 pub use card::{CARD_PREFIX, CARD_TAG, Card, CardError};
-pub use client::{Client, ClientError, Clock, MAX_CATCH_UP_EPOCHS, SyncReport, system_clock};
+pub use client::{
+    Access, Client, ClientError, Clock, MAX_CATCH_UP_EPOCHS, SyncReport, system_clock,
+};
 pub use device::{Device, DeviceError};
 pub use engine::{
     DropCounts, Dropped, Engine, EngineError, Message, MessageId, Outgoing, Received, Status,
@@ -71,3 +74,8 @@ pub use store::{
 };
 #[doc(hidden)]
 pub use store::{fuzz_open_value, fuzz_seal_value};
+pub use tokens::{
+    AccessToken, IssuanceAccount, RegistrationToken, TokenError, TokenRequest, TokenWallet,
+    VerifiedTokenKey, bootstrap, mint_registrations, refill, register, revoke, token_key,
+    verify_token_key,
+};

@@ -21,6 +21,7 @@ mod bucket;
 mod frame;
 mod mailbox;
 mod slot;
+mod tokens;
 
 pub use bucket::{Blob, BlobSizeError, Bucket};
 pub use frame::{FRAME_HEADER_LEN, FrameDecoder, FrameError, PROTOCOL_MAX_FRAME, encode_frame};
@@ -29,6 +30,11 @@ pub use mailbox::{
     request_signing_message,
 };
 pub use slot::{SLOT_TAG, SlotId, slot_signing_message};
+pub use tokens::{
+    ADMIN_TAG, ISSUE_TAG, REGISTRATION_TAG, REGISTRATION_TOKEN_LEN, TOKEN_ELEMENT_LEN,
+    TOKEN_INPUT_LEN, TOKEN_KEY_TAG, TOKEN_OUTPUT_LEN, admin_signing_message, issue_signing_message,
+    registration_token_hash, token_key_signing_message,
+};
 
 /// The generated wire messages (package `sotto.relay.v1`).
 #[allow(missing_docs, unreachable_pub, clippy::all)]

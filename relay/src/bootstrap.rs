@@ -45,6 +45,14 @@ pub fn read(data_dir: &Path) -> std::io::Result<Option<String>> {
     }
 }
 
+/// Deletes the used code (bootstrap succeeded).
+pub(crate) fn remove(data_dir: &Path) -> std::io::Result<()> {
+    match fs::remove_file(path(data_dir)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

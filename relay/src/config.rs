@@ -129,6 +129,42 @@ pub struct Config {
     pub udp_buffer_bytes: u32,
     /// Limits.
     pub limits: Limits,
+    /// Anonymous access tokens.
+    pub tokens: TokenConfig,
+}
+
+/// Anonymous access tokens (DESIGN §7): who must present one, how often the
+/// token key rotates, and how many tokens one issuance account gets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Refuse every request but bootstrap, registration, issuance, token
+    /// key and ping on connections opened without a valid access token.
+    pub require_tokens: bool,
+    /// Length of a token key period in seconds; a key issues during its own
+    /// period and is accepted until the end of the next one.
+    pub token_period_secs: u64,
+    /// Extra seconds a key is accepted after that, for clients' clock skew.
+    pub token_grace_secs: u64,
+    /// Tokens one issuance account may obtain per period.
+    pub tokens_per_period: u32,
+    /// Most tokens one issuance request may ask for.
+    pub max_issue_batch: u32,
+    /// Most registration tokens one mint request may create.
+    pub max_mint: u32,
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        Self {
+            require_tokens: true,
+            token_period_secs: 24 * 3600,
+            token_grace_secs: 600,
+            tokens_per_period: 500,
+            max_issue_batch: 500,
+            max_mint: 1_000,
+        }
+    }
 }
 
 impl Default for Config {
@@ -141,6 +177,7 @@ impl Default for Config {
             stats_interval_secs: 300,
             udp_buffer_bytes: 4 * 1024 * 1024,
             limits: Limits::default(),
+            tokens: TokenConfig::default(),
         }
     }
 }
@@ -206,7 +243,26 @@ impl Config {
                 PROTOCOL_MAX_FRAME - 64 * 1024
             )));
         }
+        let t = &self.tokens;
+        if t.token_period_secs < 60 || t.token_period_secs > 366 * 24 * 3600 {
+            return Err(ConfigError::Invalid(
+                "token_period_secs must be between 60 and one year".into(),
+            ));
+        }
+        if t.token_grace_secs > t.token_period_secs {
+            return Err(ConfigError::Invalid(
+                "token_grace_secs may not exceed token_period_secs".into(),
+            ));
+        }
+        if t.max_issue_batch > u32::from(u16::MAX) {
+            return Err(ConfigError::Invalid(
+                "max_issue_batch must be at most 65535".into(),
+            ));
+        }
         for (name, value) in [
+            ("tokens_per_period", t.tokens_per_period),
+            ("max_issue_batch", t.max_issue_batch),
+            ("max_mint", t.max_mint),
             ("max_connections", l.max_connections),
             ("requests_per_sec", l.requests_per_sec),
             ("request_burst", l.request_burst),

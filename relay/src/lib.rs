@@ -10,7 +10,11 @@
 //!   writer, subscription pushers). `session`: the per-connection protocol
 //!   state machine, free of I/O.
 //! - `ops/`: one module per request kind (`hello`, `put`, `mailbox` for
-//!   fetch/ack/subscribe, `slot`), each `parse` then apply.
+//!   fetch/ack/subscribe, `slot`, `admin` for bootstrap/mint/revoke,
+//!   `register`, `tokens` for issuance, the signed key and redemption),
+//!   each `parse` then apply.
+//! - [`Tokens`]: anonymous access (DESIGN §7): the issuer key, the VOPRF
+//!   key schedule, the shared token state. [`TokenConfig`] sets it up.
 //! - [`Relay`]: state shared by connections. `commit`: group commit and the
 //!   durable watermark. `hub`: subscriptions, their wake-ups and
 //!   bounded queues of live blobs.
@@ -39,6 +43,7 @@ mod session;
 pub mod storage;
 #[doc(hidden)]
 pub mod testing;
+mod tokens;
 
 pub use audit::{
     AuditCounts, AuditError, AuditMailbox, AuditReport, BlobSummary, ExpirySummary, FileEntry,
@@ -47,8 +52,9 @@ pub use audit::{
 pub use bootstrap::{PREFIX as BOOTSTRAP_PREFIX, read as read_bootstrap_code};
 pub use cert::{RELAY_SERVER_NAME, RelayCert, fingerprint};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{Config, ConfigError, DEFAULT_PORT, Limits, default_data_dir};
+pub use config::{Config, ConfigError, DEFAULT_PORT, Limits, TokenConfig, default_data_dir};
 pub use refusal::Refusal;
 pub use relay::{Relay, Stats};
 pub use server::{Server, StartError};
 pub use storage::{MemoryStorage, SledStorage, Storage};
+pub use tokens::Tokens;

@@ -13,6 +13,7 @@ use crate::config::Limits;
 use crate::hub::Hub;
 use crate::refusal::Refusal;
 use crate::storage::{FetchPage, FetchRange, Seq, Storage};
+use crate::tokens::Tokens;
 
 /// Counters for the stats log and benchmarks. Counts, never names.
 #[derive(Debug, Default)]
@@ -49,10 +50,13 @@ pub struct Relay<S: Storage> {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) slot_lock: std::sync::Mutex<()>,
     pub(crate) stats: Stats,
+    pub(crate) tokens: Tokens,
 }
 
 impl<S: Storage> Relay<S> {
-    /// A relay over `storage`.
+    /// A relay over `storage`. It requires access tokens but has an
+    /// ephemeral issuer key and no data dir (so no bootstrap) until
+    /// [`Relay::with_tokens`] gives it its own.
     pub fn new(storage: Arc<S>, limits: Limits, clock: Arc<dyn Clock>) -> Self {
         Self {
             commit: GroupCommit::start(storage),
@@ -61,7 +65,19 @@ impl<S: Storage> Relay<S> {
             clock,
             slot_lock: std::sync::Mutex::new(()),
             stats: Stats::default(),
+            tokens: Tokens::ephemeral(crate::config::TokenConfig::default()),
         }
+    }
+
+    /// The relay with this token configuration and issuer key.
+    pub fn with_tokens(mut self, tokens: Tokens) -> Self {
+        self.tokens = tokens;
+        self
+    }
+
+    /// The relay's issuer public key (teams pin it).
+    pub fn issuer_key(&self) -> [u8; 32] {
+        self.tokens.issuer_key()
     }
 
     /// The backend.

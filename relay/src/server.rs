@@ -141,7 +141,13 @@ impl<S: Storage> Server<S> {
             addr: config.listen,
             source,
         })?;
-        let relay = Arc::new(Relay::new(storage, config.limits.clone(), clock));
+        let tokens = crate::tokens::Tokens::load(config.tokens.clone(), &config.data_dir).map_err(
+            |source| StartError::DataDir {
+                dir: config.data_dir.clone(),
+                source,
+            },
+        )?;
+        let relay = Arc::new(Relay::new(storage, config.limits.clone(), clock).with_tokens(tokens));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let accept = tokio::spawn(accept_loop(
             endpoint.clone(),

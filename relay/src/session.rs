@@ -2,7 +2,8 @@
 //! hands it each received frame and performs the [`Step`] it returns.
 //!
 //! It enforces the connection-level rules: `Hello` first and once, the
-//! request rate limit, and the per-connection subscription cap.
+//! access token gate, the request rate limit, and the per-connection
+//! subscription cap.
 
 use std::collections::HashSet;
 
@@ -11,10 +12,13 @@ use sotto_proto::Message;
 use sotto_proto::wire::{self, ErrorCode, client_frame::Request, response::Result as Reply};
 use sotto_proto::{Challenge, MailboxId};
 
+use crate::ops::admin::AdminOp;
 use crate::ops::hello;
 use crate::ops::mailbox::{OwnerOp, authorize};
 use crate::ops::put::PutRequest;
+use crate::ops::register::Registration;
 use crate::ops::slot::SlotWrite;
+use crate::ops::tokens::Issuance;
 use crate::rate::TokenBucket;
 use crate::refusal::Refusal;
 use crate::relay::{Relay, Stats};
@@ -54,6 +58,8 @@ fn ok(id: u64, result: Reply) -> wire::Response {
 pub(crate) struct Session {
     challenge: Challenge,
     greeted: bool,
+    /// Hello carried a valid, unspent access token.
+    admitted: bool,
     rate: TokenBucket,
     violations: u32,
     subscriptions: HashSet<MailboxId>,
@@ -66,6 +72,7 @@ impl Session {
         Self {
             challenge,
             greeted: false,
+            admitted: false,
             rate: TokenBucket::new(
                 limits.requests_per_sec,
                 limits.request_burst,
@@ -118,15 +125,34 @@ impl Session {
         };
         if !self.greeted {
             return match request {
-                Request::Hello(h) => match hello::parse(&h) {
-                    Ok(()) => {
-                        self.greeted = true;
-                        let welcome =
-                            hello::welcome(&self.challenge, &relay.limits, relay.clock.now_secs());
-                        Step::Reply(ok(id, Reply::Welcome(welcome)))
+                Request::Hello(h) => {
+                    if let Err(refusal) = hello::parse(&h) {
+                        return Step::Close(refusal.into_response(id));
                     }
-                    Err(refusal) => Step::Close(refusal.into_response(id)),
-                },
+                    // A token that does not redeem closes the connection; no
+                    // token at all leaves it limited to getting tokens.
+                    let redeemed = !h.access_token.is_empty();
+                    if redeemed {
+                        if let Err(refusal) = relay.redeem(&h.access_token) {
+                            return Step::Close(refusal.into_response(id));
+                        }
+                        self.admitted = true;
+                    }
+                    self.greeted = true;
+                    let welcome =
+                        hello::welcome(&self.challenge, &relay.limits, relay.clock.now_secs());
+                    let response = ok(id, Reply::Welcome(welcome));
+                    if redeemed {
+                        // The spend is durable before the client may rely
+                        // on the connection, so a crash cannot un-spend it.
+                        Step::ReplyWhenDurable {
+                            response,
+                            wake: None,
+                        }
+                    } else {
+                        Step::Reply(response)
+                    }
+                }
                 _ => Step::Close(
                     Refusal::new(ErrorCode::HelloRequired, "the first request must be Hello")
                         .into_response(id),
@@ -155,6 +181,25 @@ impl Session {
         id: u64,
         request: Request,
     ) -> Result<Step, Refusal> {
+        let open_to_all = matches!(
+            request,
+            Request::Ping(_)
+                | Request::Bootstrap(_)
+                | Request::Admin(_)
+                | Request::Register(_)
+                | Request::IssueTokens(_)
+                | Request::TokenKey(_)
+        );
+        if relay.tokens.config.require_tokens && !self.admitted && !open_to_all {
+            return Err(Refusal::new(
+                ErrorCode::TokenRequired,
+                "this request needs a connection opened with an access token",
+            ));
+        }
+        let durable = |result| Step::ReplyWhenDurable {
+            response: ok(id, result),
+            wake: None,
+        };
         Ok(match request {
             Request::Hello(_) => {
                 return Err(Refusal::new(
@@ -205,6 +250,25 @@ impl Session {
                     }
                 }
             }
+            Request::Bootstrap(b) => Step::Reply(ok(id, Reply::Bootstrap(relay.bootstrap(&b)?))),
+            Request::Admin(request) => match relay.authorize_admin(&request, &self.challenge)? {
+                AdminOp::Mint { count, expires_at } => {
+                    durable(Reply::Mint(relay.mint(count, expires_at)?))
+                }
+                AdminOp::Revoke { registration } => {
+                    durable(Reply::Revoke(relay.revoke(&registration)?))
+                }
+            },
+            Request::Register(r) => {
+                relay.register(&Registration::parse(&r)?)?;
+                durable(Reply::Register(wire::RegisterOk {}))
+            }
+            Request::IssueTokens(r) => {
+                let issuance =
+                    Issuance::parse(&r, &self.challenge, relay.tokens.config.max_issue_batch)?;
+                durable(Reply::Issue(relay.issue(&issuance)?))
+            }
+            Request::TokenKey(_) => Step::Reply(ok(id, Reply::TokenKey(relay.token_key()?))),
             Request::SlotGet(get) => Step::Reply(ok(id, Reply::Slot(relay.slot_get(&get)?))),
             Request::SlotPut(put) => {
                 relay.slot_put(SlotWrite::parse(put, relay.limits.max_slot_bytes)?)?;

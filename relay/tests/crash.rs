@@ -21,9 +21,14 @@ struct RelayProcess {
 }
 
 fn spawn_relay(data: &Path) -> RelayProcess {
+    // This test is about durability, not access: run the relay open.
+    let config = data.join("relay.toml");
+    std::fs::write(&config, "[tokens]\nrequire_tokens = false\n").unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_sotto-relay"))
         .args(["--listen", "127.0.0.1:0", "--data"])
         .arg(data)
+        .arg("--config")
+        .arg(&config)
         .env("SOTTO_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

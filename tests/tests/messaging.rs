@@ -360,6 +360,10 @@ async fn the_relay_sees_only_rotating_ids_and_stores_no_plaintext_handle_or_key(
     let config = sotto_relay::Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.path().to_owned(),
+        tokens: sotto_relay::TokenConfig {
+            require_tokens: false,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let (cert, _) = sotto_relay::RelayCert::load_or_create(dir.path()).unwrap();

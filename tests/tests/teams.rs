@@ -36,7 +36,8 @@ async fn create_team(relay: &TestRelay, conn: &RelayConnection) -> Admin {
     let now = relay.clock.now_secs();
     let own = issue_invite(&team, &params(relay, "admin", now + 3600)).unwrap();
     let parsed = parse_invite(&own.code, now).unwrap();
-    let mut membership = Membership::for_admin(&team, &parsed);
+    let relay_admin = ed25519_dalek::SigningKey::from_bytes(&[77; 32]);
+    let mut membership = Membership::for_admin(&team, &parsed, &relay_admin);
     membership.preclaim(conn, &own).await.unwrap();
     let member = Member::new("admin", relay);
     membership

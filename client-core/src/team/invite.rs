@@ -11,7 +11,6 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::{Signer, SigningKey};
-use sha2::{Digest, Sha256};
 use sotto_proto::Message as _;
 use sotto_proto::client::{Invite, InviteCert, SignedInviteCert};
 use zeroize::Zeroizing;
@@ -164,7 +163,9 @@ pub fn issue_invite(
         handle: params.handle.to_owned(),
         invite_key,
         cert,
-        registration_token_hash: Sha256::digest(params.registration_token).into(),
+        // The relay's own hash of the token (domain-separated), which names
+        // the member's account in a revocation.
+        registration_token_hash: sotto_proto::registration_token_hash(params.registration_token),
     })
 }
 

@@ -71,6 +71,14 @@ pub struct Membership {
     roster_version: u64,
     /// The admin's team key seed, on the admin's devices only.
     team_seed: Option<[u8; 32]>,
+    /// The admin's relay credential (bootstrap, mint, revoke), on the
+    /// admin's devices only. Never a messaging key.
+    #[serde(default)]
+    relay_admin_seed: Option<[u8; 32]>,
+    /// Admin: SHA-256 of each invite's registration token, by handle: it
+    /// names the member's relay account for revocation.
+    #[serde(default)]
+    invites: std::collections::BTreeMap<String, [u8; 32]>,
 }
 
 impl Drop for Membership {
@@ -80,6 +88,9 @@ impl Drop for Membership {
         self.invite_seed.zeroize();
         self.user_seed.zeroize();
         if let Some(seed) = &mut self.team_seed {
+            seed.zeroize();
+        }
+        if let Some(seed) = &mut self.relay_admin_seed {
             seed.zeroize();
         }
     }
@@ -109,14 +120,36 @@ impl Membership {
             entry_version: 1,
             roster_version: 0,
             team_seed: None,
+            relay_admin_seed: None,
+            invites: std::collections::BTreeMap::new(),
         }
     }
 
-    /// The admin's own membership: an invite to themself, plus `T`.
-    pub fn for_admin(team: &TeamSecrets, invite: &ParsedInvite) -> Self {
+    /// The admin's own membership: an invite to themself, plus `T` and the
+    /// relay admin credential.
+    pub fn for_admin(team: &TeamSecrets, invite: &ParsedInvite, relay_admin: &SigningKey) -> Self {
         let mut membership = Self::from_invite(invite);
         membership.team_seed = Some(team.team.to_bytes());
+        membership.relay_admin_seed = Some(relay_admin.to_bytes());
         membership
+    }
+
+    /// The admin's relay credential.
+    pub fn relay_admin(&self) -> Result<SigningKey, TeamError> {
+        self.relay_admin_seed
+            .map(|seed| SigningKey::from_bytes(&seed))
+            .ok_or(TeamError::NotAdmin)
+    }
+
+    /// Admin: remembers which registration token `handle`'s invite carried.
+    pub fn record_invite(&mut self, handle: &str, registration_token_hash: [u8; 32]) {
+        self.invites
+            .insert(handle.to_owned(), registration_token_hash);
+    }
+
+    /// Admin: the registration token hash of `handle`'s invite.
+    pub fn invite_token_hash(&self, handle: &str) -> Option<[u8; 32]> {
+        self.invites.get(handle).copied()
     }
 
     /// Saves to the store.

@@ -3,7 +3,10 @@
 use bytes::Bytes;
 use sotto_proto::{Blob, Bucket, MailboxId, SlotId};
 
-use super::{FetchRange, MemoryStorage, Seq, SledStorage, SlotRecord, Storage};
+use super::{
+    Account, FetchRange, IssuerState, MemoryStorage, Registration, Seq, SledStorage, SlotRecord,
+    Storage,
+};
 
 fn mailbox(n: u8) -> MailboxId {
     MailboxId::from_bytes([n; 32])
@@ -203,6 +206,83 @@ fn slots_store_and_replace(store: &dyn Storage) {
     assert_eq!(store.total_bytes(), 4096);
 }
 
+fn issuer_state_round_trips(store: &dyn Storage) {
+    assert!(store.issuer_state().unwrap().is_none());
+    let mut state = IssuerState {
+        seed: [7; 32],
+        generation: 0,
+        admin_key: None,
+    };
+    store.set_issuer_state(&state).unwrap();
+    assert!(store.issuer_state().unwrap() == Some(state.clone()));
+    state.generation = 3;
+    state.admin_key = Some([9; 32]);
+    store.set_issuer_state(&state).unwrap();
+    assert!(store.issuer_state().unwrap() == Some(state));
+}
+
+fn registration_creates_one_account(store: &dyn Storage) {
+    store
+        .put_registrations(&[([1; 32], 600), ([2; 32], 1200)])
+        .unwrap();
+    assert_eq!(
+        store.registration(&[1; 32]).unwrap(),
+        Some(Registration {
+            expires_at: 600,
+            account: None
+        })
+    );
+    assert_eq!(store.registration(&[3; 32]).unwrap(), None);
+    store.register_account(&[1; 32], &[10; 32]).unwrap();
+    assert_eq!(
+        store.registration(&[1; 32]).unwrap().unwrap().account,
+        Some([10; 32])
+    );
+    assert_eq!(
+        store.account(&[10; 32]).unwrap(),
+        Some(Account {
+            registration: [1; 32],
+            revoked: false
+        })
+    );
+    assert!(store.register_account(&[3; 32], &[11; 32]).is_err());
+    assert_eq!(store.account(&[11; 32]).unwrap(), None);
+    store.revoke_account(&[10; 32]).unwrap();
+    assert!(store.account(&[10; 32]).unwrap().unwrap().revoked);
+    // Revoking an unknown account changes nothing.
+    store.revoke_account(&[12; 32]).unwrap();
+    assert_eq!(store.account(&[12; 32]).unwrap(), None);
+}
+
+fn issuance_counts_are_per_account_and_period(store: &dyn Storage) {
+    assert_eq!(store.issued(&[1; 32], 5).unwrap(), 0);
+    store.set_issued(&[1; 32], 5, 100).unwrap();
+    store.set_issued(&[1; 32], 6, 7).unwrap();
+    store.set_issued(&[2; 32], 5, 3).unwrap();
+    assert_eq!(store.issued(&[1; 32], 5).unwrap(), 100);
+    assert_eq!(store.issued(&[1; 32], 6).unwrap(), 7);
+    assert_eq!(store.issued(&[2; 32], 5).unwrap(), 3);
+    assert_eq!(store.drop_issued_before(6).unwrap(), 2);
+    assert_eq!(store.issued(&[1; 32], 5).unwrap(), 0);
+    assert_eq!(store.issued(&[1; 32], 6).unwrap(), 7);
+}
+
+fn a_token_is_spent_once_and_dropped_with_its_key(store: &dyn Storage) {
+    assert!(store.spend_token(10, &[1; 32]).unwrap());
+    assert!(!store.spend_token(10, &[1; 32]).unwrap(), "spent twice");
+    assert!(
+        store.spend_token(11, &[1; 32]).unwrap(),
+        "another key's set"
+    );
+    assert!(store.spend_token(12, &[2; 32]).unwrap());
+    assert_eq!(store.drop_spent_before(12).unwrap(), 2);
+    assert!(!store.spend_token(12, &[2; 32]).unwrap(), "kept");
+    assert!(
+        store.spend_token(10, &[1; 32]).unwrap(),
+        "dropped with key 10"
+    );
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -226,6 +306,10 @@ conformance!(
     purge_honours_its_limit,
     purge_limit_counts_blobs_not_acked_entries,
     slots_store_and_replace,
+    issuer_state_round_trips,
+    registration_creates_one_account,
+    issuance_counts_are_per_account_and_period,
+    a_token_is_spent_once_and_dropped_with_its_key,
 );
 
 #[test]
@@ -284,4 +368,27 @@ fn sled_reopen_keeps_blobs_slots_accounting_and_seq_order() {
         .append(&mailbox(1), &blob(Bucket::K1, 1), 1_000)
         .unwrap();
     assert!(after > before, "seqs keep increasing across a reopen");
+}
+
+#[test]
+fn sled_reopen_keeps_token_state() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = SledStorage::open(dir.path()).unwrap();
+        store
+            .set_issuer_state(&IssuerState {
+                seed: [1; 32],
+                generation: 2,
+                admin_key: Some([3; 32]),
+            })
+            .unwrap();
+        store.put_registrations(&[([4; 32], 60)]).unwrap();
+        store.register_account(&[4; 32], &[5; 32]).unwrap();
+        assert!(store.spend_token(6, &[7; 32]).unwrap());
+        store.flush().unwrap();
+    }
+    let store = SledStorage::open(dir.path()).unwrap();
+    assert_eq!(store.issuer_state().unwrap().unwrap().generation, 2);
+    assert!(store.account(&[5; 32]).unwrap().is_some());
+    assert!(!store.spend_token(6, &[7; 32]).unwrap(), "still spent");
 }

@@ -7,7 +7,10 @@ use std::sync::Mutex;
 use sotto_proto::{Blob, MailboxId, SlotId};
 
 use super::accounting::Accounting;
-use super::{FetchPage, FetchRange, Seq, SlotRecord, Storage, StoreError, StoredBlob, Usage};
+use super::{
+    Account, FetchPage, FetchRange, IssuerState, Registration, Seq, SlotRecord, Storage,
+    StoreError, StoredBlob, Usage,
+};
 
 #[derive(Default)]
 struct Inner {
@@ -15,6 +18,11 @@ struct Inner {
     blobs: BTreeMap<(MailboxId, Seq), (u64, Blob)>,
     expiry: BTreeSet<(u64, MailboxId, Seq)>,
     slots: HashMap<SlotId, SlotRecord>,
+    issuer: Option<IssuerState>,
+    registrations: HashMap<[u8; 32], Registration>,
+    accounts: HashMap<[u8; 32], Account>,
+    issued: BTreeMap<(u64, [u8; 32]), u32>,
+    spent: BTreeSet<(u64, [u8; 32])>,
 }
 
 /// Volatile storage.
@@ -148,5 +156,99 @@ impl Storage for MemoryStorage {
 
     fn flush(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    fn issuer_state(&self) -> Result<Option<IssuerState>, StoreError> {
+        Ok(self.lock().issuer.clone())
+    }
+
+    fn set_issuer_state(&self, state: &IssuerState) -> Result<(), StoreError> {
+        self.lock().issuer = Some(state.clone());
+        Ok(())
+    }
+
+    fn put_registrations(&self, tokens: &[([u8; 32], u64)]) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        for (hash, expires_at) in tokens {
+            inner.registrations.insert(
+                *hash,
+                Registration {
+                    expires_at: *expires_at,
+                    account: None,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn registration(&self, hash: &[u8; 32]) -> Result<Option<Registration>, StoreError> {
+        Ok(self.lock().registrations.get(hash).cloned())
+    }
+
+    fn register_account(&self, hash: &[u8; 32], account_key: &[u8; 32]) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let Some(registration) = inner.registrations.get_mut(hash) else {
+            return Err(StoreError::Corrupt {
+                tree: "registrations",
+                what: "registering with an unknown token".into(),
+            });
+        };
+        registration.account = Some(*account_key);
+        inner.accounts.insert(
+            *account_key,
+            Account {
+                registration: *hash,
+                revoked: false,
+            },
+        );
+        Ok(())
+    }
+
+    fn account(&self, account_key: &[u8; 32]) -> Result<Option<Account>, StoreError> {
+        Ok(self.lock().accounts.get(account_key).cloned())
+    }
+
+    fn revoke_account(&self, account_key: &[u8; 32]) -> Result<(), StoreError> {
+        if let Some(account) = self.lock().accounts.get_mut(account_key) {
+            account.revoked = true;
+        }
+        Ok(())
+    }
+
+    fn issued(&self, account_key: &[u8; 32], period: u64) -> Result<u32, StoreError> {
+        Ok(self
+            .lock()
+            .issued
+            .get(&(period, *account_key))
+            .copied()
+            .unwrap_or(0))
+    }
+
+    fn set_issued(
+        &self,
+        account_key: &[u8; 32],
+        period: u64,
+        count: u32,
+    ) -> Result<(), StoreError> {
+        self.lock().issued.insert((period, *account_key), count);
+        Ok(())
+    }
+
+    fn drop_issued_before(&self, period: u64) -> Result<usize, StoreError> {
+        let mut inner = self.lock();
+        let keep = inner.issued.split_off(&(period, [0; 32]));
+        let dropped = std::mem::replace(&mut inner.issued, keep).len();
+        Ok(dropped)
+    }
+
+    fn spend_token(&self, key_id: u64, input_hash: &[u8; 32]) -> Result<bool, StoreError> {
+        Ok(self.lock().spent.insert((key_id, *input_hash)))
+    }
+
+    fn drop_spent_before(&self, key_id: u64) -> Result<usize, StoreError> {
+        let mut inner = self.lock();
+        let keep = inner.spent.split_off(&(key_id, [0; 32]));
+        let dropped = std::mem::replace(&mut inner.spent, keep).len();
+        Ok(dropped)
     }
 }

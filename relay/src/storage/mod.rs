@@ -5,6 +5,13 @@
 //! and directory slots. It also keeps usage accounting (per-mailbox count and
 //! bytes, total bytes) so quota and disk-budget checks cost nothing.
 //!
+//! For anonymous access (DESIGN §7) it also keeps the issuer state (the
+//! token key seed, its generation, the admin key), registration token
+//! hashes, issuance accounts, per-(account, period) issuance counts and the
+//! spent-token sets. Nothing issued can be matched to anything redeemed:
+//! counts are per period only, and a spent token is stored as the token
+//! key's ID and a hash of its input, with no time and no connection data.
+//!
 //! Durability is explicit: mutations become durable at the next
 //! [`Storage::flush`], which the relay's group commit
 //! ([`crate::commit`]) shares across concurrent writers.
@@ -22,6 +29,7 @@ pub use accounting::Usage;
 
 use bytes::Bytes;
 use sotto_proto::{Blob, MailboxId, SlotId};
+use zeroize::{Zeroize, ZeroizeOnDrop};
 
 /// A blob's position in the relay's global order. Strictly increasing across
 /// every put, also across restarts; clients use it as their fetch cursor.
@@ -69,12 +77,47 @@ pub struct FetchRange {
     pub max_bytes: usize,
 }
 
+/// The relay's token-issuing state. Holds the seed every token key is
+/// derived from, so it is zeroized on drop and has no `Debug`.
+#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
+pub struct IssuerState {
+    /// Secret seed; the key of period `p` in generation `g` is derived from
+    /// it (`crate::tokens`).
+    pub seed: [u8; 32],
+    /// Bumped by every revocation, which retires every earlier key at once.
+    pub generation: u32,
+    /// The admin's relay credential (ed25519), once bootstrapped.
+    pub admin_key: Option<[u8; 32]>,
+}
+
+/// A minted registration token, stored under the hash of its secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Registration {
+    /// Unix seconds, rounded up to the token period.
+    pub expires_at: u64,
+    /// The issuance account it created, once used.
+    pub account: Option<[u8; 32]>,
+}
+
+/// An issuance account: a device's relay credential key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Account {
+    /// Hash of the registration token that created it (what the admin
+    /// revokes by).
+    pub registration: [u8; 32],
+    /// Revoked accounts get no more tokens.
+    pub revoked: bool,
+}
+
 /// A storage backend failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The embedded database reported an error.
     #[error("database error: {0}")]
     Db(#[from] ::sled::Error),
+    /// This backend keeps no token state (a wrapper in a test, say).
+    #[error("this storage backend does not support {0}")]
+    Unsupported(&'static str),
     /// A stored record could not be decoded: the data directory is damaged.
     #[error("corrupt record in tree {tree}: {what}")]
     Corrupt {
@@ -126,4 +169,81 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Makes every mutation so far durable (fsync). Blocking.
     fn flush(&self) -> Result<(), StoreError>;
+
+    // Anonymous access tokens. The defaults refuse, so a backend that wraps
+    // another for a test need not implement them; both real backends do.
+    // The relay serialises check-then-write sequences itself.
+
+    /// The issuer state, if it was ever written.
+    fn issuer_state(&self) -> Result<Option<IssuerState>, StoreError> {
+        Err(StoreError::Unsupported("tokens"))
+    }
+
+    /// Replaces the issuer state.
+    fn set_issuer_state(&self, _state: &IssuerState) -> Result<(), StoreError> {
+        Err(StoreError::Unsupported("tokens"))
+    }
+
+    /// Stores freshly minted registration tokens: (hash, expires_at).
+    fn put_registrations(&self, _tokens: &[([u8; 32], u64)]) -> Result<(), StoreError> {
+        Err(StoreError::Unsupported("tokens"))
+    }
+
+    /// The registration token with this hash.
+    fn registration(&self, _hash: &[u8; 32]) -> Result<Option<Registration>, StoreError> {
+        Err(StoreError::Unsupported("tokens"))
+    }
+
+    /// Atomically marks registration `hash` used by `account_key` and
+    /// creates that (unrevoked) account.
+    fn register_account(
+        &self,
+        _hash: &[u8; 32],
+        _account_key: &[u8; 32],
+    ) -> Result<(), StoreError> {
+        Err(StoreError::Unsupported("tokens"))
+    }
+
+    /// The issuance account with this key.
+    fn account(&self, _account_key: &[u8; 32]) -> Result<Option<Account>, StoreError> {
+        Err(StoreError::Unsupported("tokens"))
+    }
+
+    /// Marks an existing account revoked.
+    fn revoke_account(&self, _account_key: &[u8; 32]) -> Result<(), StoreError> {
+        Err(StoreError::Unsupported("tokens"))
+    }
+
+    /// Tokens issued to `account_key` in `period` so far.
+    fn issued(&self, _account_key: &[u8; 32], _period: u64) -> Result<u32, StoreError> {
+        Err(StoreError::Unsupported("tokens"))
+    }
+
+    /// Sets the tokens issued to `account_key` in `period`.
+    fn set_issued(
+        &self,
+        _account_key: &[u8; 32],
+        _period: u64,
+        _count: u32,
+    ) -> Result<(), StoreError> {
+        Err(StoreError::Unsupported("tokens"))
+    }
+
+    /// Forgets issuance counts of periods before `period`; returns how many.
+    fn drop_issued_before(&self, _period: u64) -> Result<usize, StoreError> {
+        Err(StoreError::Unsupported("tokens"))
+    }
+
+    /// Records a token of `key_id` with input hash `input_hash` as spent;
+    /// false if it already was. Atomic: two concurrent spends of one token
+    /// cannot both succeed.
+    fn spend_token(&self, _key_id: u64, _input_hash: &[u8; 32]) -> Result<bool, StoreError> {
+        Err(StoreError::Unsupported("tokens"))
+    }
+
+    /// Drops the spent sets of every key ID below `key_id`; returns how
+    /// many records went.
+    fn drop_spent_before(&self, _key_id: u64) -> Result<usize, StoreError> {
+        Err(StoreError::Unsupported("tokens"))
+    }
 }

@@ -8,6 +8,15 @@
 //! | `blobs`  | mailbox(32) ‖ seq(8)               | expires_at(8) ‖ blob           |
 //! | `expiry` | expires_at(8) ‖ mailbox(32) ‖ seq(8) | empty                        |
 //! | `slots`  | slot_id(32)                        | version(8) ‖ owner(32) ‖ value |
+//! | `issuer` | `b"state"`                         | seed(32) ‖ generation(4) ‖ [admin_key(32)] |
+//! | `registrations` | token_hash(32)              | expires_at(8) ‖ [account_key(32)] |
+//! | `accounts` | account_key(32)                  | token_hash(32) ‖ revoked(1)    |
+//! | `issued` | period(8) ‖ account_key(32)        | count(4)                       |
+//! | `spent`  | key_id(8) ‖ SHA-256(input)(32)     | empty                          |
+//!
+//! The token trees hold nothing that links issuance to redemption: counts
+//! are per period, spent tokens carry no time and no connection data, and
+//! a registration's expiry is rounded up to the token period.
 //!
 //! Nothing else is stored: no token, connection or address next to a blob
 //! (DESIGN §2), and expiry times arrive already rounded to the minute.
@@ -27,7 +36,10 @@ use bytes::Bytes;
 use sotto_proto::{Blob, MailboxId, SlotId};
 
 use super::accounting::Accounting;
-use super::{FetchPage, FetchRange, Seq, SlotRecord, Storage, StoreError, StoredBlob, Usage};
+use super::{
+    Account, FetchPage, FetchRange, IssuerState, Registration, Seq, SlotRecord, Storage,
+    StoreError, StoredBlob, Usage,
+};
 use crate::audit::{AuditCounts, AuditMailbox};
 
 const BLOB_KEY_LEN: usize = 32 + 8;
@@ -41,6 +53,117 @@ pub struct SledStorage {
     slots: sled::Tree,
     accounting: Accounting,
     seq_at_open: Seq,
+    tokens: TokenTrees,
+}
+
+/// The anonymous-access trees (see the module table).
+struct TokenTrees {
+    issuer: sled::Tree,
+    registrations: sled::Tree,
+    accounts: sled::Tree,
+    issued: sled::Tree,
+    spent: sled::Tree,
+}
+
+impl TokenTrees {
+    fn open(db: &sled::Db) -> Result<Self, StoreError> {
+        Ok(Self {
+            issuer: db.open_tree("issuer")?,
+            registrations: db.open_tree("registrations")?,
+            accounts: db.open_tree("accounts")?,
+            issued: db.open_tree("issued")?,
+            spent: db.open_tree("spent")?,
+        })
+    }
+}
+
+const ISSUER_KEY: &[u8] = b"state";
+
+fn key32(bytes: &[u8], tree: &'static str) -> Result<[u8; 32], StoreError> {
+    bytes
+        .get(..32)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| corrupt(tree, "short 32-byte field"))
+}
+
+fn parse_issuer(value: &[u8]) -> Result<IssuerState, StoreError> {
+    let seed = key32(value, "issuer")?;
+    let generation = value
+        .get(32..36)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_be_bytes)
+        .ok_or_else(|| corrupt("issuer", "short generation"))?;
+    let admin_key = match value.len() {
+        36 => None,
+        68 => Some(key32(&value[36..], "issuer")?),
+        n => return Err(corrupt("issuer", format!("value of {n} bytes"))),
+    };
+    Ok(IssuerState {
+        seed,
+        generation,
+        admin_key,
+    })
+}
+
+fn parse_registration(value: &[u8]) -> Result<Registration, StoreError> {
+    let expires_at = be64(value).ok_or_else(|| corrupt("registrations", "short value"))?;
+    let account = match value.len() {
+        8 => None,
+        40 => Some(key32(&value[8..], "registrations")?),
+        n => return Err(corrupt("registrations", format!("value of {n} bytes"))),
+    };
+    Ok(Registration {
+        expires_at,
+        account,
+    })
+}
+
+fn registration_value(registration: &Registration) -> Vec<u8> {
+    let mut value = registration.expires_at.to_be_bytes().to_vec();
+    if let Some(account) = &registration.account {
+        value.extend_from_slice(account);
+    }
+    value
+}
+
+fn parse_account(value: &[u8]) -> Result<Account, StoreError> {
+    if value.len() != 33 {
+        return Err(corrupt(
+            "accounts",
+            format!("value of {} bytes", value.len()),
+        ));
+    }
+    Ok(Account {
+        registration: key32(value, "accounts")?,
+        revoked: value[32] != 0,
+    })
+}
+
+fn account_value(account: &Account) -> Vec<u8> {
+    let mut value = account.registration.to_vec();
+    value.push(u8::from(account.revoked));
+    value
+}
+
+fn period_key(period: u64, account_key: &[u8; 32]) -> [u8; 40] {
+    let mut key = [0u8; 40];
+    key[..8].copy_from_slice(&period.to_be_bytes());
+    key[8..].copy_from_slice(account_key);
+    key
+}
+
+/// Removes every key of `tree` below `bound` (8-byte big-endian prefix).
+fn drop_below(tree: &sled::Tree, bound: u64) -> Result<usize, StoreError> {
+    let end = bound.to_be_bytes();
+    let mut batch = sled::Batch::default();
+    let mut dropped = 0;
+    for entry in tree.range(..end.as_slice()) {
+        let (key, _) = entry?;
+        batch.remove(key);
+        dropped += 1;
+    }
+    tree.apply_batch(batch)?;
+    Ok(dropped)
 }
 
 fn blob_key(mailbox: &MailboxId, seq: Seq) -> [u8; BLOB_KEY_LEN] {
@@ -134,6 +257,7 @@ impl SledStorage {
         let blobs = db.open_tree("blobs")?;
         let expiry = db.open_tree("expiry")?;
         let slots = db.open_tree("slots")?;
+        let tokens = TokenTrees::open(&db)?;
         let accounting = Accounting::default();
         let mut seq_at_open = 0;
         for entry in blobs.iter() {
@@ -153,6 +277,7 @@ impl SledStorage {
             slots,
             accounting,
             seq_at_open,
+            tokens,
         })
     }
 
@@ -368,5 +493,130 @@ impl Storage for SledStorage {
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         Ok(())
+    }
+
+    fn issuer_state(&self) -> Result<Option<IssuerState>, StoreError> {
+        self.tokens
+            .issuer
+            .get(ISSUER_KEY)?
+            .map(|value| parse_issuer(&value))
+            .transpose()
+    }
+
+    fn set_issuer_state(&self, state: &IssuerState) -> Result<(), StoreError> {
+        let mut value = zeroize::Zeroizing::new(Vec::with_capacity(68));
+        value.extend_from_slice(&state.seed);
+        value.extend_from_slice(&state.generation.to_be_bytes());
+        if let Some(admin) = &state.admin_key {
+            value.extend_from_slice(admin);
+        }
+        self.tokens.issuer.insert(ISSUER_KEY, value.as_slice())?;
+        Ok(())
+    }
+
+    fn put_registrations(&self, tokens: &[([u8; 32], u64)]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (hash, expires_at) in tokens {
+            batch.insert(hash.as_slice(), expires_at.to_be_bytes().as_slice());
+        }
+        self.tokens.registrations.apply_batch(batch)?;
+        Ok(())
+    }
+
+    fn registration(&self, hash: &[u8; 32]) -> Result<Option<Registration>, StoreError> {
+        self.tokens
+            .registrations
+            .get(hash)?
+            .map(|value| parse_registration(&value))
+            .transpose()
+    }
+
+    fn register_account(&self, hash: &[u8; 32], account_key: &[u8; 32]) -> Result<(), StoreError> {
+        use sled::Transactional;
+        use sled::transaction::{ConflictableTransactionError, TransactionError};
+        let account = account_value(&Account {
+            registration: *hash,
+            revoked: false,
+        });
+        (&self.tokens.registrations, &self.tokens.accounts)
+            .transaction(|(registrations, accounts)| {
+                let Some(value) = registrations.get(hash)? else {
+                    return Err(ConflictableTransactionError::Abort(corrupt(
+                        "registrations",
+                        "registering with an unknown token",
+                    )));
+                };
+                let mut registration =
+                    parse_registration(&value).map_err(ConflictableTransactionError::Abort)?;
+                registration.account = Some(*account_key);
+                registrations.insert(hash.as_slice(), registration_value(&registration))?;
+                accounts.insert(account_key.as_slice(), account.as_slice())?;
+                Ok(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Abort(e) => e,
+                TransactionError::Storage(e) => StoreError::Db(e),
+            })
+    }
+
+    fn account(&self, account_key: &[u8; 32]) -> Result<Option<Account>, StoreError> {
+        self.tokens
+            .accounts
+            .get(account_key)?
+            .map(|value| parse_account(&value))
+            .transpose()
+    }
+
+    fn revoke_account(&self, account_key: &[u8; 32]) -> Result<(), StoreError> {
+        if let Some(mut account) = self.account(account_key)? {
+            account.revoked = true;
+            self.tokens
+                .accounts
+                .insert(account_key.as_slice(), account_value(&account))?;
+        }
+        Ok(())
+    }
+
+    fn issued(&self, account_key: &[u8; 32], period: u64) -> Result<u32, StoreError> {
+        match self.tokens.issued.get(period_key(period, account_key))? {
+            None => Ok(0),
+            Some(value) => value
+                .as_ref()
+                .try_into()
+                .map(u32::from_be_bytes)
+                .map_err(|_| corrupt("issued", "count is not 4 bytes")),
+        }
+    }
+
+    fn set_issued(
+        &self,
+        account_key: &[u8; 32],
+        period: u64,
+        count: u32,
+    ) -> Result<(), StoreError> {
+        self.tokens.issued.insert(
+            period_key(period, account_key),
+            count.to_be_bytes().as_slice(),
+        )?;
+        Ok(())
+    }
+
+    fn drop_issued_before(&self, period: u64) -> Result<usize, StoreError> {
+        drop_below(&self.tokens.issued, period)
+    }
+
+    fn spend_token(&self, key_id: u64, input_hash: &[u8; 32]) -> Result<bool, StoreError> {
+        let mut key = [0u8; 40];
+        key[..8].copy_from_slice(&key_id.to_be_bytes());
+        key[8..].copy_from_slice(input_hash);
+        let swapped = self
+            .tokens
+            .spent
+            .compare_and_swap(key, None::<&[u8]>, Some(&[] as &[u8]))?;
+        Ok(swapped.is_ok())
+    }
+
+    fn drop_spent_before(&self, key_id: u64) -> Result<usize, StoreError> {
+        drop_below(&self.tokens.spent, key_id)
     }
 }

@@ -138,6 +138,11 @@ impl Target {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: dir.path().join("relay"),
             limits,
+            // The load tool measures the relay's data path; it holds no tokens.
+            tokens: sotto_relay::TokenConfig {
+                require_tokens: false,
+                ..Default::default()
+            },
             ..Config::default()
         };
         if let Some(bytes) = udp_buffer {
