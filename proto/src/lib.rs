@@ -29,7 +29,9 @@ pub use mailbox::{
     AuthError, BlindedKey, CHALLENGE_LEN, Challenge, KeyError, MAILBOX_TAG, MailboxId, REQUEST_TAG,
     request_signing_message,
 };
-pub use slot::{SLOT_TAG, SlotId, slot_signing_message};
+pub use slot::{
+    SLOT_TAG, SLOT_TRANSFER_TAG, SlotId, slot_signing_message, slot_transfer_signing_message,
+};
 pub use tokens::{
     ADMIN_TAG, ISSUE_TAG, REGISTRATION_TAG, REGISTRATION_TOKEN_LEN, TOKEN_ELEMENT_LEN,
     TOKEN_INPUT_LEN, TOKEN_KEY_TAG, TOKEN_OUTPUT_LEN, admin_signing_message, issue_signing_message,

@@ -5,6 +5,8 @@ use crate::mailbox::KeyError;
 
 /// Domain separation for slot write signatures.
 pub const SLOT_TAG: &[u8] = b"sotto/slot/v1";
+/// Domain separation for slot writes that hand the slot to a new owner.
+pub const SLOT_TRANSFER_TAG: &[u8] = b"sotto/slot-transfer/v1";
 
 /// A 32-byte slot ID (`HMAC-SHA256(K_dir, ...)`, computed by clients).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -44,5 +46,24 @@ pub fn slot_signing_message(slot: &SlotId, version: u64, value: &[u8]) -> Vec<u8
     message.extend_from_slice(slot.as_bytes());
     message.extend_from_slice(&version.to_be_bytes());
     message.extend_from_slice(value);
+    message
+}
+
+/// The bytes the current owner signs to write a slot *and* hand it to
+/// `new_owner`: `"sotto/slot-transfer/v1" || slot_id || be64(version) ||
+/// value || new_owner`. A distinct tag, so no plain write's signature can
+/// be replayed as a transfer.
+pub fn slot_transfer_signing_message(
+    slot: &SlotId,
+    version: u64,
+    value: &[u8],
+    new_owner: &[u8; 32],
+) -> Vec<u8> {
+    let mut message = Vec::with_capacity(SLOT_TRANSFER_TAG.len() + 32 + 8 + value.len() + 32);
+    message.extend_from_slice(SLOT_TRANSFER_TAG);
+    message.extend_from_slice(slot.as_bytes());
+    message.extend_from_slice(&version.to_be_bytes());
+    message.extend_from_slice(value);
+    message.extend_from_slice(new_owner);
     message
 }

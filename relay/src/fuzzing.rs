@@ -523,6 +523,7 @@ impl Action {
                     value: value.into(),
                     owner_key: key.verifying_key().as_bytes().to_vec().into(),
                     signature: signature.to_vec().into(),
+                    new_owner_key: Default::default(),
                 })
             }
             Action::Ping => Request::Ping(wire::Ping {}),

@@ -191,6 +191,7 @@ fn frame_seeds() -> Vec<(&'static str, Vec<u8>)> {
                 value: vec![5; 1024].into(),
                 owner_key: vec![6; 32].into(),
                 signature: vec![7; 64].into(),
+                new_owner_key: Default::default(),
             }),
         ),
     ];

@@ -481,8 +481,20 @@ async fn slots_are_claimed_by_the_first_writer_and_versioned() {
             .to_bytes()
             .to_vec()
             .into(),
+        new_owner_key: Default::default(),
     });
     assert_eq!(refused(conn.request(forged).await), ErrorCode::Unauthorized);
+    // A plain write's signature does not pass as a transfer to another key.
+    let plain = owner.sign(&sotto_proto::slot_signing_message(&slot, 12, &value(7)));
+    let hijack = Request::SlotPut(wire::SlotPut {
+        slot_id: slot.as_bytes().to_vec().into(),
+        version: 12,
+        value: value(7),
+        owner_key: owner.verifying_key().as_bytes().to_vec().into(),
+        signature: plain.to_bytes().to_vec().into(),
+        new_owner_key: stranger.verifying_key().as_bytes().to_vec().into(),
+    });
+    assert_eq!(refused(conn.request(hijack).await), ErrorCode::Unauthorized);
     // Values are bucket-sized.
     assert_eq!(
         refused(
@@ -493,6 +505,20 @@ async fn slots_are_claimed_by_the_first_writer_and_versioned() {
     );
     let (version, stored) = conn.slot_get(&slot).await.unwrap().unwrap();
     assert_eq!((version, tag_of(&stored)), (2, 2));
+
+    // The owner hands the slot to a new key: from then on only that key
+    // writes it.
+    let heir = SigningKey::from_bytes(&[3; 32]);
+    conn.slot_transfer(&slot, 3, value(8), &owner, &heir.verifying_key())
+        .await
+        .unwrap();
+    assert_eq!(
+        refused(conn.slot_put(&slot, 4, value(9), &owner).await),
+        ErrorCode::SlotWrongOwner
+    );
+    conn.slot_put(&slot, 4, value(9), &heir).await.unwrap();
+    let (version, stored) = conn.slot_get(&slot).await.unwrap().unwrap();
+    assert_eq!((version, tag_of(&stored)), (4, 9));
     relay.stop().await;
 }
 

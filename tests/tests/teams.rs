@@ -247,3 +247,56 @@ async fn an_expired_invite_is_refused_with_a_clear_error() {
     assert!(error.to_string().contains("expired"), "{error}");
     relay.stop().await;
 }
+
+#[tokio::test]
+async fn after_joining_a_copy_of_the_invite_code_cannot_rewrite_the_members_entry() {
+    let relay = TestRelay::start().await;
+    let conn = RelayConnection::connect(&relay_addr(&relay), None)
+        .await
+        .unwrap();
+    let mut admin = create_team(&relay, &conn).await;
+    let mut roster = vec!["admin".to_owned()];
+    let now = relay.clock.now_secs();
+    let issued = issue_invite(&admin.team, &params(&relay, "erin", now + 3600)).unwrap();
+    admin.membership.preclaim(&conn, &issued).await.unwrap();
+    roster.push("erin".into());
+    admin
+        .membership
+        .publish_roster(&conn, &roster)
+        .await
+        .unwrap();
+
+    // Erin joins: her first publication takes the slot from the invite key.
+    let parsed = parse_invite(&issued.code, now).unwrap();
+    let mut erin = Membership::from_invite(&parsed);
+    let device = Member::new("erin", &relay);
+    erin.publish_entry(&conn, device.client.engine())
+        .await
+        .unwrap();
+
+    // Whoever kept a copy of the code holds the invite key, and it no
+    // longer owns the slot.
+    let directory = parsed.directory.clone();
+    let slot = directory.user_slot("erin");
+    let forged = directory.seal_value(&slot, b"forged").unwrap().into_bytes();
+    let error = conn
+        .slot_put(&slot, 99, forged, &parsed.invite_key)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.code(),
+        Some(sotto_proto::wire::ErrorCode::SlotWrongOwner),
+        "{error}"
+    );
+
+    // Erin herself still updates her entry, and it still verifies.
+    erin.publish_entry(&conn, device.client.engine())
+        .await
+        .unwrap();
+    let mut bob_view = admin.membership;
+    assert_eq!(
+        bob_view.resolve(&conn, "erin").await.unwrap().devices.len(),
+        1
+    );
+    relay.stop().await;
+}

@@ -412,14 +412,49 @@ impl RelayConnection {
         value: Bytes,
         owner: &ed25519_dalek::SigningKey,
     ) -> Result<(), NetError> {
+        self.slot_write(slot, version, value, owner, None).await
+    }
+
+    /// Writes a slot and hands it to `new_owner`: only that key may write it
+    /// afterwards. Signed by the current `owner` over
+    /// `"sotto/slot-transfer/v1" || slot || be64(version) || value || new_owner`.
+    pub async fn slot_transfer(
+        &self,
+        slot: &SlotId,
+        version: u64,
+        value: Bytes,
+        owner: &ed25519_dalek::SigningKey,
+        new_owner: &ed25519_dalek::VerifyingKey,
+    ) -> Result<(), NetError> {
+        self.slot_write(slot, version, value, owner, Some(new_owner))
+            .await
+    }
+
+    async fn slot_write(
+        &self,
+        slot: &SlotId,
+        version: u64,
+        value: Bytes,
+        owner: &ed25519_dalek::SigningKey,
+        new_owner: Option<&ed25519_dalek::VerifyingKey>,
+    ) -> Result<(), NetError> {
         use ed25519_dalek::Signer;
-        let signature = owner.sign(&sotto_proto::slot_signing_message(slot, version, &value));
+        let message = match new_owner {
+            Some(next) => {
+                sotto_proto::slot_transfer_signing_message(slot, version, &value, next.as_bytes())
+            }
+            None => sotto_proto::slot_signing_message(slot, version, &value),
+        };
+        let signature = owner.sign(&message);
         let request = Request::SlotPut(wire::SlotPut {
             slot_id: slot.as_bytes().to_vec().into(),
             version,
             value,
             owner_key: owner.verifying_key().as_bytes().to_vec().into(),
             signature: signature.to_bytes().to_vec().into(),
+            new_owner_key: new_owner
+                .map(|k| k.as_bytes().to_vec().into())
+                .unwrap_or_default(),
         });
         match self.request(request).await? {
             Reply::SlotPut(_) => Ok(()),

@@ -79,6 +79,9 @@ pub struct Membership {
     /// names the member's relay account for revocation.
     #[serde(default)]
     invites: std::collections::BTreeMap<String, [u8; 32]>,
+    /// Whether my slot already passed from the invite key to my own key.
+    #[serde(default)]
+    slot_owned: bool,
 }
 
 impl Drop for Membership {
@@ -122,6 +125,7 @@ impl Membership {
             team_seed: None,
             relay_admin_seed: None,
             invites: std::collections::BTreeMap::new(),
+            slot_owned: false,
         }
     }
 
@@ -201,7 +205,19 @@ impl Membership {
         Ok(())
     }
 
+    /// The key my directory slot passes to at join: derived from my user
+    /// key `U`, which the invite code does not carry.
+    fn slot_owner(&self) -> SigningKey {
+        let hkdf = hkdf::Hkdf::<sha2::Sha256>::new(None, &self.user_seed);
+        let mut seed = Zeroizing::new([0u8; 32]);
+        hkdf.expand(super::tags::SLOT_OWNER, seed.as_mut())
+            .expect("invariant: 32 bytes is a valid HKDF-SHA256 output length");
+        SigningKey::from_bytes(&seed)
+    }
+
     /// Publishes (or updates) my directory entry listing `engine`'s device.
+    /// The first publication also takes the slot from the invite key, so
+    /// whoever else saw the invite code can never rewrite my entry.
     pub async fn publish_entry(
         &mut self,
         conn: &RelayConnection,
@@ -211,19 +227,26 @@ impl Membership {
         let cert = SignedInviteCert::decode(self.cert.as_slice()).map_err(corrupt)?;
         let invite_key = SigningKey::from_bytes(&self.invite_seed);
         let user_key = SigningKey::from_bytes(&self.user_seed);
-        self.entry_version += 1;
+        let version = self.entry_version + 1;
         let entry = build_entry(
             &cert,
             &self.handle,
             &invite_key,
             &user_key,
-            self.entry_version,
+            version,
             &[engine.signed_card()],
         );
         let slot = directory.user_slot(&self.handle);
-        let value = directory.seal_value(&slot, &entry)?;
-        conn.slot_put(&slot, self.entry_version, value.into_bytes(), &invite_key)
-            .await?;
+        let value = directory.seal_value(&slot, &entry)?.into_bytes();
+        let owner = self.slot_owner();
+        if self.slot_owned {
+            conn.slot_put(&slot, version, value, &owner).await?;
+        } else {
+            conn.slot_transfer(&slot, version, value, &invite_key, &owner.verifying_key())
+                .await?;
+            self.slot_owned = true;
+        }
+        self.entry_version = version;
         Ok(())
     }
 

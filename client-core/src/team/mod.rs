@@ -11,9 +11,10 @@
 //!   does not chain, naming the handle.
 //!
 //! Slot owner keys are never long-term identity keys: a member's slot is
-//! owned by its invite key (pre-claimed by the admin at invite time), the
-//! roster slot by a key derived from `T`'s secret, so the relay stores no
-//! key it could recognise elsewhere.
+//! pre-claimed by the admin with the invite key, and at join passes to a
+//! key derived from the member's user key (so a copy of the invite code
+//! cannot rewrite it later); the roster slot is owned by a key derived from
+//! `T`'s secret. The relay stores no key it could recognise elsewhere.
 
 mod directory;
 mod invite;
@@ -46,4 +47,7 @@ pub mod tags {
     pub const DIR_VALUE: &[u8] = b"sotto/dir-value/v1";
     /// HKDF info for the roster slot's owner key.
     pub const ROSTER_OWNER: &[u8] = b"sotto/roster-owner/v1";
+    /// HKDF info for the key a member's slot passes to at join (derived
+    /// from the member's user key, which the invite code does not carry).
+    pub const SLOT_OWNER: &[u8] = b"sotto/slot-owner/v1";
 }

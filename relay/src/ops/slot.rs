@@ -6,7 +6,7 @@
 
 use ed25519_dalek::{Signature, VerifyingKey};
 use sotto_proto::wire::{self, ErrorCode};
-use sotto_proto::{Bucket, SlotId, slot_signing_message};
+use sotto_proto::{Bucket, SlotId, slot_signing_message, slot_transfer_signing_message};
 
 use crate::refusal::Refusal;
 use crate::relay::Relay;
@@ -22,6 +22,8 @@ fn slot_id(bytes: &[u8]) -> Result<SlotId, Refusal> {
 pub(crate) struct SlotWrite {
     id: SlotId,
     record: SlotRecord,
+    /// The key the slot passes to after this write, if it changes hands.
+    new_owner: Option<[u8; 32]>,
 }
 
 impl SlotWrite {
@@ -53,16 +55,32 @@ impl SlotWrite {
                 "the slot signature must be 64 bytes",
             )
         })?;
-        key.verify_strict(
-            &slot_signing_message(&id, put.version, &put.value),
-            &Signature::from_bytes(&signature),
-        )
-        .map_err(|_| {
-            Refusal::new(
-                ErrorCode::Unauthorized,
-                "the slot signature does not verify",
-            )
-        })?;
+        let new_owner: Option<[u8; 32]> = match put.new_owner_key.len() {
+            0 => None,
+            _ => {
+                let new_owner: [u8; 32] = put.new_owner_key.as_ref().try_into().map_err(|_| {
+                    Refusal::new(ErrorCode::BadRequest, "new_owner_key must be 32 bytes")
+                })?;
+                VerifyingKey::from_bytes(&new_owner).map_err(|_| {
+                    Refusal::new(
+                        ErrorCode::BadRequest,
+                        "new_owner_key is not a valid ed25519 key",
+                    )
+                })?;
+                Some(new_owner)
+            }
+        };
+        let message = match &new_owner {
+            Some(next) => slot_transfer_signing_message(&id, put.version, &put.value, next),
+            None => slot_signing_message(&id, put.version, &put.value),
+        };
+        key.verify_strict(&message, &Signature::from_bytes(&signature))
+            .map_err(|_| {
+                Refusal::new(
+                    ErrorCode::Unauthorized,
+                    "the slot signature does not verify",
+                )
+            })?;
         Ok(Self {
             id,
             record: SlotRecord {
@@ -70,6 +88,7 @@ impl SlotWrite {
                 owner,
                 value: put.value,
             },
+            new_owner,
         })
     }
 }
@@ -119,7 +138,11 @@ impl<S: Storage> Relay<S> {
                 "the relay's disk budget is exhausted",
             ));
         }
-        self.storage().slot_put(&write.id, &write.record)?;
+        let mut record = write.record;
+        if let Some(next) = write.new_owner {
+            record.owner = next;
+        }
+        self.storage().slot_put(&write.id, &record)?;
         Ok(())
     }
 }
