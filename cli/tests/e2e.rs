@@ -33,9 +33,28 @@ impl Drop for Relay {
 }
 
 fn start_relay() -> Relay {
-    let data = tempfile::tempdir().unwrap();
+    start_relay_at(tempfile::tempdir().unwrap(), "127.0.0.1:0")
+}
+
+impl Relay {
+    /// Stops the relay gracefully (SIGTERM) and starts it again on the same
+    /// address and data directory.
+    fn restart(self) -> Relay {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(status.success());
+        let mut this = self;
+        this.child.wait().unwrap();
+        let data = std::mem::replace(&mut this._data, tempfile::tempdir().unwrap());
+        let addr = this.addr.clone();
+        drop(this);
+        start_relay_at(data, &addr)
+    }
+}
+
+fn start_relay_at(data: tempfile::TempDir, listen: &str) -> Relay {
     let mut child = Command::new(relay_bin())
-        .args(["--listen", "127.0.0.1:0", "--data"])
+        .args(["--listen", listen, "--data"])
         .arg(data.path())
         .env("SOTTO_LOG", "warn")
         .stdout(Stdio::piped())
@@ -44,7 +63,9 @@ fn start_relay() -> Relay {
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let (mut addr, mut fingerprint, mut bootstrap) = (None, None, None);
-    while addr.is_none() || fingerprint.is_none() || bootstrap.is_none() {
+    // A restarted relay prints no bootstrap code (it was used).
+    let first_start = !data.path().join("relay-cert.der").exists();
+    while addr.is_none() || fingerprint.is_none() || (first_start && bootstrap.is_none()) {
         let line = lines
             .next()
             .expect("the relay prints its identity")
@@ -61,7 +82,7 @@ fn start_relay() -> Relay {
         child,
         addr: addr.unwrap(),
         fingerprint: fingerprint.unwrap(),
-        bootstrap: bootstrap.unwrap(),
+        bootstrap: bootstrap.unwrap_or_default(),
         _data: data,
     }
 }
@@ -387,4 +408,53 @@ fn interactive_sas_verification_through_the_relay() {
     };
     assert_eq!(status(&alice, "bob"), true);
     assert_eq!(status(&bob, "alice"), true);
+}
+
+#[test]
+fn listen_prints_messages_as_they_arrive_and_reconnects_after_the_relay_restarts() {
+    use std::sync::mpsc;
+    let relay = start_relay();
+    let homes = tempfile::tempdir().unwrap();
+    let (alice, bob) = (homes.path().join("alice"), homes.path().join("bob"));
+    create_team(&relay, &alice);
+    let code = invite(&alice, "bob", "7d");
+    ok(&sotto(&bob, &["join", &code]));
+
+    let mut listener = Command::new(env!("CARGO_BIN_EXE_sotto"))
+        .arg("--home")
+        .arg(&bob)
+        .args(["listen", "--json"])
+        .env("SOTTO_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines) = mpsc::channel();
+    let stdout = listener.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if lines_tx.send(line.unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    let next_text = |lines: &mpsc::Receiver<String>| {
+        let line = lines
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("a message line");
+        serde_json::from_str::<serde_json::Value>(&line).unwrap()["text"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+
+    ok(&sotto(&alice, &["send", "bob", "one"]));
+    assert_eq!(next_text(&lines), "one");
+    // The relay goes away and comes back; listen reconnects by itself.
+    let relay = relay.restart();
+    ok(&sotto(&alice, &["send", "bob", "two"]));
+    assert_eq!(next_text(&lines), "two");
+    let _ = listener.kill();
+    let _ = listener.wait();
+    drop(relay);
 }
