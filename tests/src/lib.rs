@@ -92,3 +92,22 @@ pub fn introduce(a: &mut Member, b: &mut Member) {
     a.client.engine_mut().import_card(&card_b).unwrap();
     b.client.engine_mut().import_card(&card_a).unwrap();
 }
+
+/// Whether `needle` occurs anywhere in `haystack`.
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.len() <= haystack.len() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Every byte of every file under `dir`, for scans of what a relay stored.
+pub fn directory_bytes(dir: &std::path::Path) -> Vec<u8> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            all.extend(directory_bytes(&path));
+        } else {
+            all.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    all
+}

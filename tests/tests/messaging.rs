@@ -10,7 +10,7 @@ use sotto_core::{
 use sotto_proto::{Blob, MailboxId};
 use sotto_relay::storage::{FetchPage, FetchRange, Seq, SlotRecord, StoreError, Usage};
 use sotto_relay::{Clock as _, SledStorage, Storage};
-use sotto_tests::{Member, TestRelay, clock_of, introduce, relay_addr};
+use sotto_tests::{Member, TestRelay, clock_of, contains, directory_bytes, introduce, relay_addr};
 
 fn now_ms(relay: &TestRelay) -> u64 {
     clock_of(&relay.clock)()
@@ -329,23 +329,6 @@ impl Storage for Recording {
     }
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    needle.len() <= haystack.len() && haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-fn directory_bytes(dir: &std::path::Path) -> Vec<u8> {
-    let mut all = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            all.extend(directory_bytes(&path));
-        } else {
-            all.extend(std::fs::read(&path).unwrap());
-        }
-    }
-    all
-}
-
 /// DESIGN §2: what the relay sees and stores links nothing. Every mailbox
 /// ID it saw belongs to one epoch; none is or contains a long-term key; its
 /// database holds no plaintext, handle, or long-term key.
@@ -478,6 +461,16 @@ async fn listen_gets_pushes_rotates_its_connection_each_epoch_and_read_receipts_
     });
     alice.client.send_text("bob", "one").await.unwrap();
     assert_eq!(next_text(&mut rx).await, "one");
+    // Wait until the first cycle holds its live subscription (its opening
+    // sync is over), so what follows can only arrive through a new cycle.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while relay.server().relay().subscription_count() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the listener never subscribed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     // Into the next epoch: the listener drains and resubscribes on a new
     // connection, and the message sent to the new epoch's mailbox arrives.
     relay.clock.advance_secs(3600);

@@ -6,7 +6,7 @@
 use base64::Engine as _;
 use sotto_core::{App, AppError, KeySource, NetError, RelayTarget, TokenError};
 use sotto_proto::Message as _;
-use sotto_tests::{TestRelay, clock_of};
+use sotto_tests::{TestRelay, clock_of, contains, directory_bytes};
 
 fn target(relay: &TestRelay) -> RelayTarget {
     RelayTarget {
@@ -21,23 +21,6 @@ fn key(home: &std::path::Path) -> KeySource {
 
 async fn tokens_relay() -> TestRelay {
     TestRelay::start_with(|c| c.tokens.require_tokens = true).await
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-fn directory_bytes(dir: &std::path::Path) -> Vec<u8> {
-    let mut all = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            all.extend(directory_bytes(&path));
-        } else {
-            all.extend(std::fs::read(&path).unwrap());
-        }
-    }
-    all
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -51,6 +51,23 @@ async fn create_team(relay: &TestRelay, conn: &RelayConnection) -> Admin {
     }
 }
 
+/// The admin invites `handle`: a certificate, the pre-claimed slot, the
+/// handle on the roster. Returns the invite and the time it was issued.
+async fn invite(
+    relay: &TestRelay,
+    conn: &RelayConnection,
+    admin: &mut Admin,
+    handle: &str,
+    roster: &mut Vec<String>,
+) -> (sotto_core::team::IssuedInvite, u64) {
+    let now = relay.clock.now_secs();
+    let issued = issue_invite(&admin.team, &params(relay, handle, now + 7 * 86_400)).unwrap();
+    admin.membership.preclaim(conn, &issued).await.unwrap();
+    roster.push(handle.to_owned());
+    admin.membership.publish_roster(conn, roster).await.unwrap();
+    (issued, now)
+}
+
 /// The admin invites `handle`; the new member joins with the code.
 async fn invite_and_join(
     relay: &TestRelay,
@@ -59,12 +76,7 @@ async fn invite_and_join(
     handle: &str,
     roster: &mut Vec<String>,
 ) -> (Membership, Member) {
-    let now = relay.clock.now_secs();
-    let issued = issue_invite(&admin.team, &params(relay, handle, now + 7 * 86_400)).unwrap();
-    admin.membership.preclaim(conn, &issued).await.unwrap();
-    roster.push(handle.to_owned());
-    admin.membership.publish_roster(conn, roster).await.unwrap();
-
+    let (issued, now) = invite(relay, conn, admin, handle, roster).await;
     let parsed = parse_invite(&issued.code, now).unwrap();
     assert_eq!(parsed.handle, handle);
     let mut membership = Membership::from_invite(&parsed);
@@ -149,15 +161,7 @@ async fn forged_directory_entries_and_strangers_are_refused() {
 
     // Mallory is invited properly, then abuses her own slot: a valid owner
     // key, but an entry whose user key her invite never vouched for.
-    let now = relay.clock.now_secs();
-    let issued = issue_invite(&admin.team, &params(&relay, "mallory", now + 3600)).unwrap();
-    admin.membership.preclaim(&conn, &issued).await.unwrap();
-    roster.push("mallory".into());
-    admin
-        .membership
-        .publish_roster(&conn, &roster)
-        .await
-        .unwrap();
+    let (issued, now) = invite(&relay, &conn, &mut admin, "mallory", &mut roster).await;
     let parsed = parse_invite(&issued.code, now).unwrap();
     let directory = parsed.directory.clone();
     let slot = directory.user_slot("mallory");
@@ -214,14 +218,7 @@ async fn forged_directory_entries_and_strangers_are_refused() {
         "{error}"
     );
     // Invited but not joined.
-    let issued = issue_invite(&admin.team, &params(&relay, "dave", now + 3600)).unwrap();
-    admin.membership.preclaim(&conn, &issued).await.unwrap();
-    roster.push("dave".into());
-    admin
-        .membership
-        .publish_roster(&conn, &roster)
-        .await
-        .unwrap();
+    invite(&relay, &conn, &mut admin, "dave", &mut roster).await;
     let error = bob_membership.resolve(&conn, "dave").await.unwrap_err();
     assert!(matches!(error, TeamError::NotJoined(_)), "{error}");
     // Bob still resolves the admin fine.
@@ -256,15 +253,7 @@ async fn after_joining_a_copy_of_the_invite_code_cannot_rewrite_the_members_entr
         .unwrap();
     let mut admin = create_team(&relay, &conn).await;
     let mut roster = vec!["admin".to_owned()];
-    let now = relay.clock.now_secs();
-    let issued = issue_invite(&admin.team, &params(&relay, "erin", now + 3600)).unwrap();
-    admin.membership.preclaim(&conn, &issued).await.unwrap();
-    roster.push("erin".into());
-    admin
-        .membership
-        .publish_roster(&conn, &roster)
-        .await
-        .unwrap();
+    let (issued, now) = invite(&relay, &conn, &mut admin, "erin", &mut roster).await;
 
     // Erin joins: her first publication takes the slot from the invite key.
     let parsed = parse_invite(&issued.code, now).unwrap();
