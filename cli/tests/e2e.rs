@@ -140,9 +140,15 @@ fn create_team(relay: &Relay, admin: &Path) {
 }
 
 fn invite(admin: &Path, handle: &str, expires: &str) -> String {
-    ok(&sotto(admin, &["invite", handle, "--expires", expires]))
-        .trim()
-        .to_owned()
+    let output = sotto(admin, &["invite", handle, "--expires", expires]);
+    let code = ok(&output).trim().to_owned();
+    // The code on stdout, a scannable QR code of it on stderr.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains('█') || stderr.contains('▀'),
+        "no QR code: {stderr}"
+    );
+    code
 }
 
 fn messages(output: &str) -> Vec<serde_json::Value> {
