@@ -506,14 +506,17 @@ fn a_client_killed_during_sync_loses_nothing_and_shows_nothing_twice() {
     for message in messages(&ok(&sotto(&bob, &["sync", "--json"]))) {
         shown.push(message["text"].as_str().unwrap().to_owned());
     }
+    // Nothing is shown twice. (A sync killed after storing but before
+    // printing shows nothing; the message is in the history all the same.)
     let mut sorted = shown.clone();
     sorted.sort();
-    let mut expected = texts.clone();
-    expected.sort();
+    sorted.dedup();
     assert_eq!(
-        sorted, expected,
-        "every message shown exactly once across the killed and final syncs"
+        sorted.len(),
+        shown.len(),
+        "a message was shown twice: {shown:?}"
     );
+    assert!(shown.iter().all(|text| texts.contains(text)), "{shown:?}");
     let history: Vec<String> = messages(&ok(&sotto(&bob, &["history", "alice", "--json"])))
         .iter()
         .map(|m| m["text"].as_str().unwrap().to_owned())
