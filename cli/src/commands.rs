@@ -147,10 +147,17 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Send { handle, text } => {
             let mut app = open(&home).await?;
-            let id = app.send(&handle, &text).await?;
+            let sent = app.send(&handle, &text).await?;
+            let status = if sent.delivered { "sent" } else { "queued" };
             out.result(
-                format!("sent to {handle}"),
-                json!({"id": hex::encode(id), "to": handle, "status": "sent"}),
+                if sent.delivered {
+                    format!("sent to {handle}")
+                } else {
+                    format!(
+                        "queued for {handle}: the relay is unreachable; `sotto sync` sends it later"
+                    )
+                },
+                json!({"id": hex::encode(sent.id), "to": handle, "status": status}),
             );
         }
         Command::Sync => {

@@ -526,3 +526,45 @@ fn a_client_killed_during_sync_loses_nothing_and_shows_nothing_twice() {
         "the history holds each message once, in order"
     );
 }
+
+/// DESIGN §8: nothing typed is lost while the relay is down.
+#[test]
+fn a_message_typed_while_the_relay_is_down_is_queued_and_delivered_later() {
+    let relay = start_relay();
+    let homes = tempfile::tempdir().unwrap();
+    let (alice, bob) = (homes.path().join("alice"), homes.path().join("bob"));
+    create_team(&relay, &alice);
+    let code = invite(&alice, "bob", "7d");
+    ok(&sotto(&bob, &["join", &code]));
+    ok(&sotto(&alice, &["send", "bob", "before"]));
+
+    // The relay stops; alice keeps typing.
+    let pid = relay.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut relay = relay;
+    relay.child.wait().unwrap();
+    let queued = ok(&sotto(
+        &alice,
+        &["send", "bob", "while the relay was down", "--json"],
+    ));
+    let queued: serde_json::Value = serde_json::from_str(queued.trim()).unwrap();
+    assert_eq!(queued["status"], "queued");
+
+    // The relay is back: the next sync sends what was queued.
+    let data = std::mem::replace(&mut relay._data, tempfile::tempdir().unwrap());
+    let addr = relay.addr.clone();
+    drop(relay);
+    let _relay = start_relay_at(data, &addr);
+    ok(&sotto(&alice, &["sync"]));
+    let texts: Vec<String> = messages(&ok(&sotto(&bob, &["sync", "--json"])))
+        .iter()
+        .map(|m| m["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(texts, vec!["before", "while the relay was down"]);
+}

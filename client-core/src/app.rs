@@ -67,6 +67,15 @@ pub enum AppError {
     VerificationInvalid(String),
 }
 
+/// A message handed to [`App::send`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sent {
+    /// Its ID.
+    pub id: MessageId,
+    /// Whether the relay already stored it; if not, it waits in the outbox.
+    pub delivered: bool,
+}
+
 /// How an interactive verification ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SasOutcome {
@@ -84,7 +93,9 @@ impl AppError {
     pub fn is_network(&self) -> bool {
         let net = match self {
             AppError::Resolve(_) => return true,
-            AppError::Net(net) | AppError::Team(TeamError::Net(net)) => net,
+            AppError::Net(net)
+            | AppError::Team(TeamError::Net(net))
+            | AppError::Token(crate::TokenError::Net(net)) => net,
             _ => return false,
         };
         !matches!(net, NetError::Refused { .. })
@@ -399,12 +410,47 @@ impl App {
     }
 
     /// Sends `text` to `handle` (resolving them in the directory on first
-    /// use). The message is durable locally before any network I/O; if the
-    /// relay cannot be reached it stays queued for the next sync.
-    pub async fn send(&mut self, handle: &str, text: &str) -> Result<MessageId, AppError> {
+    /// use). The message is durable locally before any network I/O: if the
+    /// relay cannot be reached it stays queued ([`Sent::delivered`] is
+    /// false) and the next sync or send delivers it. A first message to
+    /// someone not yet a contact needs the relay, to look them up.
+    pub async fn send(&mut self, handle: &str, text: &str) -> Result<Sent, AppError> {
         self.ensure_contact(handle).await?;
         // The roster decides who is in the team: a removed member may not
-        // send, and nobody sends to one.
+        // send, and nobody sends to one. Offline, the roster last seen
+        // stands (the relay refuses a revoked member's device anyway).
+        let reachable = match self.roster_check(handle).await {
+            Err(error) if error.is_network() => false,
+            other => {
+                other?;
+                true
+            }
+        };
+        let id = self
+            .client
+            .engine_mut()
+            .queue_text(handle, text, (self.clock)())?;
+        if !reachable {
+            // Just failed to reach the relay: do not wait for it twice.
+            return Ok(Sent {
+                id,
+                delivered: false,
+            });
+        }
+        let delivered = match self.client.deliver().await {
+            Ok(_) => true,
+            Err(error) => {
+                let error = AppError::from(error);
+                if !error.is_network() {
+                    return Err(error);
+                }
+                false
+            }
+        };
+        Ok(Sent { id, delivered })
+    }
+
+    async fn roster_check(&mut self, handle: &str) -> Result<(), AppError> {
         let conn = self.client.connect().await?;
         let roster = self.membership.roster(&conn).await;
         conn.close().await;
@@ -417,7 +463,7 @@ impl App {
             self.client.engine_mut().remove_contact(handle)?;
             return Err(TeamError::NotAMember(handle.to_owned()).into());
         }
-        Ok(self.client.send_text(handle, text).await?)
+        Ok(())
     }
 
     /// Admin: removes `handle` from the roster; every member drops them at

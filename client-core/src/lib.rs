@@ -45,7 +45,7 @@ mod store;
 pub mod team;
 mod tokens;
 
-pub use app::{App, AppError, RelayTarget, SAFETY_NUMBER_TAG, SasOutcome, safety_number};
+pub use app::{App, AppError, RelayTarget, SAFETY_NUMBER_TAG, SasOutcome, Sent, safety_number};
 pub use blind::{BLIND_PREFIX_TAG, BLIND_TAG, BlindedInbox, InboxKey, InboxPublic};
 #[doc(hidden)]
 pub use blind::{BlindingInternals, blinding_internals};
