@@ -62,10 +62,11 @@ fn start_relay_at(data: tempfile::TempDir, listen: &str) -> Relay {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut addr, mut fingerprint, mut bootstrap) = (None, None, None);
-    // A restarted relay prints no bootstrap code (it was used).
+    let (mut addr, mut fingerprint, mut bootstrap, mut done) = (None, None, None, false);
+    // A restarted relay prints no bootstrap code (it was used); "data:" is
+    // printed every time, after the address and fingerprint.
     let first_start = !data.path().join("relay-cert.der").exists();
-    while addr.is_none() || fingerprint.is_none() || (first_start && bootstrap.is_none()) {
+    while !done || (first_start && bootstrap.is_none()) {
         let line = lines
             .next()
             .expect("the relay prints its identity")
@@ -76,6 +77,8 @@ fn start_relay_at(data: tempfile::TempDir, listen: &str) -> Relay {
             fingerprint = Some(v.to_owned());
         } else if let Some(v) = line.strip_prefix("bootstrap code: ") {
             bootstrap = Some(v.to_owned());
+        } else if line.starts_with("data: ") {
+            done = true;
         }
     }
     Relay {

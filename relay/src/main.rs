@@ -141,26 +141,34 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| server.local_addr().to_string());
         // Stable "key: value" lines on stdout: scripts and tests read them.
-        println!("sotto relay running");
-        println!("listen: {}", server.local_addr());
-        println!("public address: {public}");
-        println!("fingerprint: {}", hex::encode(server.fingerprint()));
-        println!("data: {}", config.data_dir.display());
+        // A closed stdout must never stop the relay, so write errors are
+        // ignored rather than panicking like println!.
+        say(format_args!("sotto relay running"));
+        say(format_args!("listen: {}", server.local_addr()));
+        say(format_args!("public address: {public}"));
+        say(format_args!("fingerprint: {}", hex::encode(server.fingerprint())));
+        say(format_args!("data: {}", config.data_dir.display()));
         if let Some(code) = server.new_bootstrap_code() {
-            println!("bootstrap code: {code}");
+            say(format_args!("bootstrap code: {code}"));
             eprintln!(
                 "\nFirst start. The admin creates the team with:\n    sotto team create {code} --handle NAME --name TEAM \\\n        --relay {public} --fingerprint {}\n(`sotto-relay bootstrap-code` prints the code again until it is used.)\nOpen UDP port {} in the firewall.\n",
                 hex::encode(server.fingerprint()),
                 server.local_addr().port()
             );
         }
-        use std::io::Write;
-        let _ = std::io::stdout().flush();
+
         wait_for_signal().await;
         tracing::info!("shutting down: finishing in-flight requests");
         server.shutdown().await;
         anyhow::Ok(())
     })
+}
+
+/// One line on stdout, ignoring a closed or broken stdout.
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
 }
 
 async fn wait_for_signal() {

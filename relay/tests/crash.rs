@@ -157,3 +157,47 @@ async fn kill_9_under_concurrent_puts_loses_no_acknowledged_put() {
         restarted.child.wait().unwrap();
     }
 }
+
+/// A relay whose stdout nobody reads (a closed pipe) keeps running:
+/// printing its address must never panic it.
+#[tokio::test]
+async fn a_closed_stdout_does_not_stop_the_relay() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sotto-relay"))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--data"])
+        .arg(dir.path())
+        .env("SOTTO_LOG", "warn")
+        .stdout(writer)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The certificate exists once the relay is up; its hash is the pin.
+    let cert = dir.path().join("relay-cert.der");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !cert.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the relay did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let addr = RelayAddr {
+        addr: format!("127.0.0.1:{port}").parse().unwrap(),
+        fingerprint: sotto_relay::fingerprint(&std::fs::read(&cert).unwrap()),
+    };
+    let conn = RelayConnection::connect(&addr, None)
+        .await
+        .expect("the relay is still up");
+    conn.ping().await.unwrap();
+    assert!(child.try_wait().unwrap().is_none(), "the relay exited");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
