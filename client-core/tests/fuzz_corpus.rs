@@ -6,10 +6,13 @@
 //! the seeds.
 #![allow(clippy::unwrap_used)]
 
+#[path = "../../fuzz/src/corpus.rs"]
+mod corpus;
+
 #[path = "../../fuzz/src/core_checks.rs"]
 mod core_checks;
 
-use std::path::{Path, PathBuf};
+use corpus::{corpus, replay};
 
 use core_checks::{
     ENVELOPE_SECRET, GROUP_KEY, STORE_KEY, check_sealed_envelope, check_store_record,
@@ -19,26 +22,6 @@ use sotto_core::{
     EnvelopeSecret, Tree, fuzz_seal_value, pad, seal_symmetric_with_salt, seal_with_ephemeral,
 };
 use sotto_proto::Bucket;
-
-fn corpus(target: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus")
-        .join(target)
-}
-
-fn replay(target: &str, check: fn(&[u8])) {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(corpus(target))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "no corpus for {target}");
-    for file in files {
-        let data = std::fs::read(&file).unwrap();
-        let result = std::panic::catch_unwind(|| check(&data));
-        assert!(result.is_ok(), "{target}: {} fails", file.display());
-    }
-}
 
 #[test]
 fn sealed_envelope_corpus_passes() {

@@ -6,31 +6,14 @@
 //! the hand-written seeds.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+#[path = "../../fuzz/src/corpus.rs"]
+mod corpus;
+
+use corpus::{corpus, replay};
 
 use bytes::BytesMut;
 use sotto_proto::{Message, encode_frame, wire};
 use sotto_relay::fuzzing::{FuzzRelay, check_frame, check_session, run_session};
-
-fn corpus(target: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus")
-        .join(target)
-}
-
-fn replay(target: &str, check: fn(&[u8])) {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(corpus(target))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "no corpus for {target}");
-    for file in files {
-        let data = std::fs::read(&file).unwrap();
-        let result = std::panic::catch_unwind(|| check(&data));
-        assert!(result.is_ok(), "{target}: {} fails", file.display());
-    }
-}
 
 #[test]
 fn relay_frame_corpus_passes() {
