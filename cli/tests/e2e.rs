@@ -154,6 +154,17 @@ fn invite(admin: &Path, handle: &str, expires: &str) -> String {
     code
 }
 
+/// A relay, alice (admin) and bob (joined), in temp homes.
+fn team_of_two() -> (Relay, tempfile::TempDir, PathBuf, PathBuf) {
+    let relay = start_relay();
+    let homes = tempfile::tempdir().unwrap();
+    let (alice, bob) = (homes.path().join("alice"), homes.path().join("bob"));
+    create_team(&relay, &alice);
+    let code = invite(&alice, "bob", "7d");
+    ok(&sotto(&bob, &["join", &code]));
+    (relay, homes, alice, bob)
+}
+
 fn messages(output: &str) -> Vec<serde_json::Value> {
     output
         .lines()
@@ -325,8 +336,10 @@ fn the_errors_people_hit_are_clear_with_distinct_exit_codes() {
         4,
         "already used",
     );
-    let short = invite(&admin, "carol", "1s");
-    std::thread::sleep(std::time::Duration::from_millis(2100));
+    // Two seconds: with one, the relay's clock may already have reached the
+    // expiry when it mints the token (it refuses a past expiry).
+    let short = invite(&admin, "carol", "2s");
+    std::thread::sleep(std::time::Duration::from_millis(3100));
     fails(
         &sotto(&homes.path().join("carol"), &["join", &short]),
         4,
@@ -378,12 +391,7 @@ fn the_errors_people_hit_are_clear_with_distinct_exit_codes() {
 #[test]
 fn interactive_sas_verification_through_the_relay() {
     use std::io::Write;
-    let relay = start_relay();
-    let homes = tempfile::tempdir().unwrap();
-    let (alice, bob) = (homes.path().join("alice"), homes.path().join("bob"));
-    create_team(&relay, &alice);
-    let code = invite(&alice, "bob", "7d");
-    ok(&sotto(&bob, &["join", &code]));
+    let (_relay, _homes, alice, bob) = team_of_two();
 
     let start = |home: &Path, peer: &str| {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sotto"))
@@ -422,12 +430,7 @@ fn interactive_sas_verification_through_the_relay() {
 #[test]
 fn listen_prints_messages_as_they_arrive_and_reconnects_after_the_relay_restarts() {
     use std::sync::mpsc;
-    let relay = start_relay();
-    let homes = tempfile::tempdir().unwrap();
-    let (alice, bob) = (homes.path().join("alice"), homes.path().join("bob"));
-    create_team(&relay, &alice);
-    let code = invite(&alice, "bob", "7d");
-    ok(&sotto(&bob, &["join", &code]));
+    let (relay, _homes, alice, bob) = team_of_two();
 
     let mut listener = Command::new(env!("CARGO_BIN_EXE_sotto"))
         .arg("--home")
@@ -472,12 +475,7 @@ fn listen_prints_messages_as_they_arrive_and_reconnects_after_the_relay_restarts
 /// loses no message and shows none twice.
 #[test]
 fn a_client_killed_during_sync_loses_nothing_and_shows_nothing_twice() {
-    let relay = start_relay();
-    let homes = tempfile::tempdir().unwrap();
-    let (alice, bob) = (homes.path().join("alice"), homes.path().join("bob"));
-    create_team(&relay, &alice);
-    let code = invite(&alice, "bob", "7d");
-    ok(&sotto(&bob, &["join", &code]));
+    let (_relay, _homes, alice, bob) = team_of_two();
     let texts: Vec<String> = (0..12).map(|n| format!("message {n}")).collect();
     for text in &texts {
         ok(&sotto(&alice, &["send", "bob", text]));
@@ -533,12 +531,7 @@ fn a_client_killed_during_sync_loses_nothing_and_shows_nothing_twice() {
 /// DESIGN §8: nothing typed is lost while the relay is down.
 #[test]
 fn a_message_typed_while_the_relay_is_down_is_queued_and_delivered_later() {
-    let relay = start_relay();
-    let homes = tempfile::tempdir().unwrap();
-    let (alice, bob) = (homes.path().join("alice"), homes.path().join("bob"));
-    create_team(&relay, &alice);
-    let code = invite(&alice, "bob", "7d");
-    ok(&sotto(&bob, &["join", &code]));
+    let (relay, _homes, alice, bob) = team_of_two();
     ok(&sotto(&alice, &["send", "bob", "before"]));
 
     // The relay stops; alice keeps typing.
