@@ -158,13 +158,7 @@ impl App {
         let relay = resolve(&membership.relay_addr, membership.relay_fingerprint).await?;
         let mut client = Client::new(engine, relay, clock.clone());
         client.set_access(Self::access(&store, membership.issuer_key)?);
-        Ok(Self {
-            home: home.to_owned(),
-            client,
-            membership,
-            store,
-            clock,
-        })
+        Ok(Self::assemble(home, store, client, membership, clock))
     }
 
     /// A device that just created or joined a team: its membership is
@@ -178,13 +172,23 @@ impl App {
         clock: Clock,
     ) -> Result<Self, AppError> {
         membership.save(store.as_ref())?;
-        Ok(Self {
+        Ok(Self::assemble(home, store, client, membership, clock))
+    }
+
+    fn assemble(
+        home: &Path,
+        store: Arc<dyn Store>,
+        client: Client,
+        membership: Membership,
+        clock: Clock,
+    ) -> Self {
+        Self {
             home: home.to_owned(),
             client,
             membership,
             store,
             clock,
-        })
+        }
     }
 
     fn fresh(home: &Path, key: KeySource) -> Result<Arc<dyn Store>, AppError> {
