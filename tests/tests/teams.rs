@@ -51,6 +51,16 @@ async fn create_team(relay: &TestRelay, conn: &RelayConnection) -> Admin {
     }
 }
 
+/// A relay, a connection to it, and a team whose roster is just its admin.
+async fn team() -> (TestRelay, RelayConnection, Admin, Vec<String>) {
+    let relay = TestRelay::start().await;
+    let conn = RelayConnection::connect(&relay_addr(&relay), None)
+        .await
+        .unwrap();
+    let admin = create_team(&relay, &conn).await;
+    (relay, conn, admin, vec!["admin".to_owned()])
+}
+
 /// The admin invites `handle`: a certificate, the pre-claimed slot, the
 /// handle on the roster. Returns the invite and the time it was issued.
 async fn invite(
@@ -90,12 +100,7 @@ async fn invite_and_join(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_invites_three_members_and_everyone_messages_everyone_by_handle() {
-    let relay = TestRelay::start().await;
-    let conn = RelayConnection::connect(&relay_addr(&relay), None)
-        .await
-        .unwrap();
-    let mut admin = create_team(&relay, &conn).await;
-    let mut roster = vec!["admin".to_owned()];
+    let (relay, conn, mut admin, mut roster) = team().await;
     let mut members = Vec::new();
     for handle in ["alice", "bob", "carol"] {
         members.push(invite_and_join(&relay, &conn, &mut admin, handle, &mut roster).await);
@@ -150,12 +155,7 @@ async fn an_admin_invites_three_members_and_everyone_messages_everyone_by_handle
 
 #[tokio::test]
 async fn forged_directory_entries_and_strangers_are_refused() {
-    let relay = TestRelay::start().await;
-    let conn = RelayConnection::connect(&relay_addr(&relay), None)
-        .await
-        .unwrap();
-    let mut admin = create_team(&relay, &conn).await;
-    let mut roster = vec!["admin".to_owned()];
+    let (relay, conn, mut admin, mut roster) = team().await;
     let (mut bob_membership, _bob) =
         invite_and_join(&relay, &conn, &mut admin, "bob", &mut roster).await;
 
@@ -247,12 +247,7 @@ async fn an_expired_invite_is_refused_with_a_clear_error() {
 
 #[tokio::test]
 async fn after_joining_a_copy_of_the_invite_code_cannot_rewrite_the_members_entry() {
-    let relay = TestRelay::start().await;
-    let conn = RelayConnection::connect(&relay_addr(&relay), None)
-        .await
-        .unwrap();
-    let mut admin = create_team(&relay, &conn).await;
-    let mut roster = vec!["admin".to_owned()];
+    let (relay, conn, mut admin, mut roster) = team().await;
     let (issued, now) = invite(&relay, &conn, &mut admin, "erin", &mut roster).await;
 
     // Erin joins: her first publication takes the slot from the invite key.
