@@ -9,7 +9,7 @@ use sotto_core::{App, KeySource, RelayTarget, system_clock};
 
 use crate::errors::UsageError;
 use crate::output::{Output, line, qr};
-use crate::{Cli, Command, TeamCommand};
+use crate::{Cli, Command, GroupCommand, TeamCommand};
 
 /// `$XDG_DATA_HOME/sotto`, or `~/.local/share/sotto`.
 fn default_home() -> PathBuf {
@@ -198,6 +198,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
         }
+        Command::Group(command) => group(&home, command, out).await?,
         Command::Whoami => {
             let app = open(&home).await?;
             out.result(
@@ -214,6 +215,82 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "sotto", &mut std::io::stdout());
+        }
+    }
+    Ok(())
+}
+
+/// `sotto group ...`.
+async fn group(home: &Path, command: GroupCommand, out: Output) -> anyhow::Result<()> {
+    let show = |info: &sotto_core::GroupInfo, what: &str| {
+        out.result(
+            format!(
+                "{what} \"{}\" ({}): {}{}",
+                info.name,
+                &info.id[..8],
+                info.members.join(", "),
+                if info.active {
+                    ""
+                } else {
+                    " — you were removed"
+                }
+            ),
+            json!({
+                "group": info.name,
+                "id": info.id,
+                "members": info.members,
+                "admins": info.admins,
+                "generation": info.generation,
+                "active": info.active,
+            }),
+        );
+    };
+    match command {
+        GroupCommand::Create { name, handles } => {
+            let mut app = open(home).await?;
+            let info = app.group_create(&name, &handles).await?;
+            show(&info, "created");
+        }
+        GroupCommand::Add { name, handles } => {
+            let mut app = open(home).await?;
+            let info = app.group_add(&name, &handles).await?;
+            show(&info, "updated");
+        }
+        GroupCommand::Remove { name, handles } => {
+            let mut app = open(home).await?;
+            let info = app.group_remove(&name, &handles).await?;
+            show(&info, "updated");
+        }
+        GroupCommand::Send { name, text } => {
+            let mut app = open(home).await?;
+            let sent = app.group_send(&name, &text).await?;
+            let status = if sent.delivered { "sent" } else { "queued" };
+            out.result(
+                if sent.delivered {
+                    format!("sent to {name}")
+                } else {
+                    format!(
+                        "queued for {name}: the relay is unreachable; `sotto sync` sends it later"
+                    )
+                },
+                json!({"id": hex::encode(sent.id), "group": name, "status": status}),
+            );
+        }
+        GroupCommand::History { name } => {
+            let app = open(home).await?;
+            for message in app.group_history(&name)? {
+                out.message(&message);
+            }
+        }
+        GroupCommand::List => {
+            let app = open(home).await?;
+            let groups = app.groups();
+            if groups.is_empty() && !out.json {
+                eprintln!("no groups yet; `sotto group create NAME HANDLE...` makes one");
+            }
+            for info in &groups {
+                show(info, "group");
+            }
         }
     }
     Ok(())

@@ -33,7 +33,15 @@ pub(crate) fn exit_code(error: &anyhow::Error) -> u8 {
             AppError::Token(TokenError::Net(net)) => net_code(net),
             AppError::Token(TokenError::Store(_)) => LOCAL,
             AppError::Token(_) => REFUSED,
-            AppError::Engine(EngineError::UnknownContact(_)) => REFUSED,
+            AppError::Engine(
+                EngineError::UnknownContact(_)
+                | EngineError::UnknownGroup(_)
+                | EngineError::AmbiguousGroup { .. }
+                | EngineError::GroupNameTaken(_)
+                | EngineError::NotGroupAdmin(_)
+                | EngineError::NotInGroup(_)
+                | EngineError::GroupChange(_),
+            ) => REFUSED,
             AppError::Engine(_) | AppError::Store(_) => LOCAL,
             AppError::NotJoined(_) | AppError::AlreadyJoined(_) => LOCAL,
         };

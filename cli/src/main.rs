@@ -91,6 +91,10 @@ pub(crate) enum Command {
         #[arg(long, default_value_t = 120)]
         timeout: u64,
     },
+    /// Group conversations: one upload per message, whatever the group's
+    /// size; membership changes rotate every key.
+    #[command(subcommand)]
+    Group(GroupCommand),
     /// Who am I: handle, team, relay.
     Whoami,
     /// A whole team on an embedded relay in a temp dir: no setup, no arguments.
@@ -100,6 +104,49 @@ pub(crate) enum Command {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum GroupCommand {
+    /// Create a group with you as its admin.
+    Create {
+        /// The group's name (yours to choose; members see it).
+        name: String,
+        /// The members' handles.
+        #[arg(required = true)]
+        handles: Vec<String>,
+    },
+    /// Admin: add members; they see only messages sent from now on.
+    Add {
+        /// The group's name (or the start of its ID).
+        name: String,
+        /// The handles to add.
+        #[arg(required = true)]
+        handles: Vec<String>,
+    },
+    /// Admin: remove members; they can neither find nor read anything sent
+    /// after this.
+    Remove {
+        /// The group's name (or the start of its ID).
+        name: String,
+        /// The handles to remove.
+        #[arg(required = true)]
+        handles: Vec<String>,
+    },
+    /// Send a message to a group (queued locally first, like `send`).
+    Send {
+        /// The group's name (or the start of its ID).
+        name: String,
+        /// The message.
+        text: String,
+    },
+    /// Show a group's local history.
+    History {
+        /// The group's name (or the start of its ID).
+        name: String,
+    },
+    /// List your groups and their members.
+    List,
 }
 
 #[derive(Subcommand, Debug)]

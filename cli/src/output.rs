@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use serde_json::json;
-use sotto_core::Message;
+use sotto_core::{Message, Status};
 
 /// How results are printed.
 #[derive(Clone, Copy)]
@@ -20,22 +20,28 @@ impl Output {
                 "id": message.id,
                 "from": message.from,
                 "to": if message.from_me { Some(&message.peer) } else { None },
-                "group": null,
+                "group": message.group,
                 "text": message.text,
                 "sent_at": message.sent_at,
                 "status": message.status,
             }));
         } else {
-            let arrow = if message.from_me {
-                format!("me -> {}", message.peer)
-            } else {
-                message.from.clone()
+            let arrow = match (&message.group, message.from_me) {
+                (Some(group), true) => format!("#{group} me"),
+                (Some(group), false) => format!("#{group} {}", message.from),
+                (None, true) => format!("me -> {}", message.peer),
+                (None, false) => message.from.clone(),
             };
-            line(format_args!(
-                "[{}] {arrow}: {}",
-                clock(message.sent_at),
-                message.text
-            ));
+            let text = match message.status {
+                Status::Waiting => {
+                    "(waiting for the sender's key; it was asked for and the message appears when it arrives)"
+                }
+                Status::Withheld => {
+                    "(not readable: sent before you joined, the sender withheld its key)"
+                }
+                _ => message.text.as_str(),
+            };
+            line(format_args!("[{}] {arrow}: {text}", clock(message.sent_at)));
         }
     }
 

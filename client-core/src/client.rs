@@ -109,6 +109,34 @@ pub struct SyncReport {
     pub sent: usize,
 }
 
+impl SyncReport {
+    /// Adds what one blob turned out to be; new 1:1 messages are noted in
+    /// `delivered` (by peer) for delivered receipts. Group messages get no
+    /// receipts: that would be a put per member.
+    fn count(
+        &mut self,
+        received: Received,
+        delivered: Option<&mut BTreeMap<String, Vec<MessageId>>>,
+    ) {
+        match received {
+            Received::Message(message) => {
+                if message.group.is_none()
+                    && let Some(delivered) = delivered
+                    && let Ok(id) = hex::decode(&message.id)
+                    && let Ok(id) = MessageId::try_from(id.as_slice())
+                {
+                    delivered.entry(message.peer.clone()).or_default().push(id);
+                }
+                self.messages.push(message);
+            }
+            Received::Unlocked(messages) => self.messages.extend(messages),
+            Received::Receipt | Received::Verification | Received::Group => self.receipts += 1,
+            Received::Duplicate => self.duplicates += 1,
+            Received::Dropped(_) => self.dropped += 1,
+        }
+    }
+}
+
 /// A device's messaging client.
 pub struct Client {
     engine: Engine,
@@ -236,9 +264,34 @@ impl Client {
             by_epoch.entry(inbox.epoch().get()).or_default().push(inbox);
         }
         let mut delivered: BTreeMap<String, Vec<MessageId>> = BTreeMap::new();
+        self.engine.take_groups_changed();
         for epoch_inboxes in by_epoch.values() {
             self.sync_epoch(epoch_inboxes, &mut report, &mut delivered)
                 .await?;
+        }
+        // A group joined or re-keyed during this sync has mailboxes not read
+        // yet: read them now rather than at the next sync (bounded: each
+        // round needs a new group state from an admin).
+        let mut read: std::collections::HashSet<sotto_proto::MailboxId> =
+            inboxes.iter().map(BlindedInbox::mailbox_id).collect();
+        for _ in 0..3 {
+            if !self.engine.take_groups_changed() {
+                break;
+            }
+            let fresh: Vec<BlindedInbox> = self
+                .engine
+                .inboxes(now_ms / 1000, MAX_CATCH_UP_EPOCHS)?
+                .into_iter()
+                .filter(|inbox| read.insert(inbox.mailbox_id()))
+                .collect();
+            let mut by_epoch: BTreeMap<u64, Vec<&BlindedInbox>> = BTreeMap::new();
+            for inbox in &fresh {
+                by_epoch.entry(inbox.epoch().get()).or_default().push(inbox);
+            }
+            for epoch_inboxes in by_epoch.values() {
+                self.sync_epoch(epoch_inboxes, &mut report, &mut delivered)
+                    .await?;
+            }
         }
         self.engine.synced_until(now_ms / 1000)?;
 
@@ -261,7 +314,22 @@ impl Client {
         delivered: &mut BTreeMap<String, Vec<MessageId>>,
     ) -> Result<(), ClientError> {
         let conn = self.connect().await?;
-        let pages = join_all(inboxes.iter().map(|inbox| fetch_all(&conn, inbox))).await;
+        // Group mailboxes are never acked (DESIGN §4): read past my cursor.
+        let mut afters = Vec::with_capacity(inboxes.len());
+        for inbox in inboxes {
+            afters.push(if self.engine.is_group_mailbox(&inbox.mailbox_id()) {
+                self.engine.group_cursor(&inbox.mailbox_id())?
+            } else {
+                0
+            });
+        }
+        let pages = join_all(
+            inboxes
+                .iter()
+                .zip(afters)
+                .map(|(inbox, after)| fetch_all(&conn, inbox, after)),
+        )
+        .await;
         let mut blobs = Vec::new();
         for (index, page) in pages.into_iter().enumerate() {
             for (seq, blob) in page? {
@@ -275,20 +343,16 @@ impl Client {
         blobs.sort_by_key(|(seq, _, _)| *seq);
         let mut acks: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
         for (seq, index, blob) in blobs {
-            match self.engine.receive(&blob, inboxes[index].epoch())? {
-                Received::Message(message) => {
-                    if let Ok(id) = hex::decode(&message.id)
-                        && let Ok(id) = MessageId::try_from(id.as_slice())
-                    {
-                        delivered.entry(message.peer.clone()).or_default().push(id);
-                    }
-                    report.messages.push(message);
-                }
-                Received::Receipt | Received::Verification => report.receipts += 1,
-                Received::Duplicate => report.duplicates += 1,
-                Received::Dropped(_) => report.dropped += 1,
+            let inbox = inboxes[index];
+            let received = self
+                .engine
+                .receive_in(&inbox.mailbox_id(), &blob, inbox.epoch())?;
+            report.count(received, Some(delivered));
+            if self.engine.is_group_mailbox(&inbox.mailbox_id()) {
+                self.engine.set_group_cursor(&inbox.mailbox_id(), seq)?;
+            } else {
+                acks.entry(index).or_default().push(seq);
             }
-            acks.entry(index).or_default().push(seq);
         }
         // Durable locally first, then acked at the relay.
         self.engine.flush()?;
@@ -342,7 +406,12 @@ impl Client {
                 .take_pushes()
                 .ok_or_else(|| NetError::Protocol("push channel already taken".into()))?;
             for inbox in &inboxes {
-                conn.subscribe(inbox, 0).await?;
+                let after = if self.engine.is_group_mailbox(&inbox.mailbox_id()) {
+                    self.engine.group_cursor(&inbox.mailbox_id())?
+                } else {
+                    0
+                };
+                conn.subscribe(inbox, after).await?;
             }
             // The clock is checked on every push and every second, so an
             // injected clock crossing the boundary is noticed promptly.
@@ -361,18 +430,30 @@ impl Client {
                         let Some(inbox) = inboxes.iter().find(|i| i.mailbox_id() == push.mailbox) else {
                             continue;
                         };
-                        let received = self.engine.receive(&push.blob, inbox.epoch())?;
+                        let received = self.engine.receive_in(&push.mailbox, &push.blob, inbox.epoch())?;
+                        let group = self.engine.is_group_mailbox(&push.mailbox);
+                        if group {
+                            self.engine.set_group_cursor(&push.mailbox, push.seq)?;
+                        }
                         self.engine.flush()?;
-                        conn.ack(inbox, vec![push.seq]).await?;
-                        if let Received::Message(message) = received {
-                            if self.receipts {
-                                let id = hex::decode(&message.id).ok().and_then(|id| MessageId::try_from(id.as_slice()).ok());
-                                if let Some(id) = id {
-                                    self.engine.queue_receipt(&message.peer, &[id], false, self.now_ms())?;
-                                    self.deliver().await?;
-                                }
+                        if !group {
+                            conn.ack(inbox, vec![push.seq]).await?;
+                        }
+                        let mut report = SyncReport::default();
+                        let mut delivered = BTreeMap::new();
+                        report.count(received, Some(&mut delivered));
+                        // A new group or generation: resubscribe to its mailbox.
+                        let resubscribe = self.engine.take_groups_changed();
+                        if self.receipts && !delivered.is_empty() {
+                            for (peer, ids) in delivered {
+                                self.engine.queue_receipt(&peer, &ids, false, self.now_ms())?;
                             }
-                            on_message(&message);
+                        }
+                        // Key requests and answers go out at once.
+                        self.deliver().await?;
+                        report.messages.iter().for_each(&mut on_message);
+                        if resubscribe {
+                            break;
                         }
                     }
                 }
@@ -395,8 +476,8 @@ impl Client {
 async fn fetch_all(
     conn: &RelayConnection,
     inbox: &BlindedInbox,
+    mut after: u64,
 ) -> Result<Vec<(u64, Vec<u8>)>, NetError> {
-    let mut after = 0;
     let mut all = Vec::new();
     loop {
         let page = conn.fetch(inbox, after, 0).await?;

@@ -64,6 +64,12 @@ pub enum Status {
     Read,
     /// Theirs.
     Received,
+    /// Theirs, in a group, but the sender's session key has not arrived
+    /// yet: it was asked for and the text appears when it does.
+    Waiting,
+    /// Theirs, in a group, and the sender will not share its key (it was
+    /// sent before I joined): shown as such, never as an error.
+    Withheld,
 }
 
 /// A message in the local history.
@@ -83,6 +89,9 @@ pub struct Message {
     pub sent_at: u64,
     /// Delivery state.
     pub status: Status,
+    /// The group's name, for a group message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 /// Something that needs to reach the relay.
@@ -106,6 +115,11 @@ pub enum Received {
     /// A step of an interactive verification, kept in the store for the
     /// verifying command to pick up.
     Verification,
+    /// Group messages that waited for their session key and are now
+    /// readable (or known to be withheld).
+    Unlocked(Vec<Message>),
+    /// Group membership or a group session key, applied.
+    Group,
     /// A message seen before (a redelivery or a replay): ignored.
     Duplicate,
     /// Not accepted (see [`Dropped`]); counted, never shown.
@@ -125,6 +139,8 @@ pub enum Dropped {
     Undecryptable,
     /// The payload does not match its envelope.
     Mismatch,
+    /// About a group I am not in, or from someone who may not say it.
+    Group,
 }
 
 /// An engine operation failed.
@@ -157,6 +173,29 @@ pub enum EngineError {
     /// Stored state is damaged.
     #[error("the local store holds a damaged record: {0}")]
     Corrupt(String),
+    /// No group by that name or ID.
+    #[error("no group \"{0}\"; `sotto group list` shows yours")]
+    UnknownGroup(String),
+    /// Several groups have that name.
+    #[error("several groups are called \"{name}\"; name one by ID: {}", ids.join(", "))]
+    AmbiguousGroup {
+        /// The name given.
+        name: String,
+        /// The IDs of the groups so called.
+        ids: Vec<String>,
+    },
+    /// I already have a group by that name.
+    #[error("you already have a group called \"{0}\"; choose another name")]
+    GroupNameTaken(String),
+    /// Only a group's admins change its membership.
+    #[error("only the admins of \"{0}\" can change who is in it")]
+    NotGroupAdmin(String),
+    /// I was removed from the group.
+    #[error("you are no longer a member of \"{0}\"")]
+    NotInGroup(String),
+    /// A group change that changes nothing or is not allowed.
+    #[error("{0}")]
+    GroupChange(String),
 }
 
 /// A contact as stored.
@@ -167,8 +206,8 @@ struct ContactRecord {
     my_inbox_seed: [u8; 32],
 }
 
-struct Contact {
-    card: Card,
+pub(crate) struct Contact {
+    pub(crate) card: Card,
     signed_card: Vec<u8>,
     their_inbox: InboxPublic,
     my_inbox: InboxKey,
@@ -189,16 +228,23 @@ impl Contact {
 /// when the blob is sealed for delivery (a retry after a long outage goes
 /// to the recipient's current mailbox).
 #[derive(Serialize, Deserialize)]
-struct OutboxRecord {
-    peer: String,
-    envelope: Vec<u8>,
+pub(crate) struct OutboxRecord {
+    pub(crate) peer: String,
+    pub(crate) envelope: Vec<u8>,
+    /// Hex group ID, for a group message (`envelope` is then a
+    /// `GroupEnvelope`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) group: Option<String>,
+    /// The message ID of a group message (hidden inside Megolm).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) message_id: Vec<u8>,
 }
 
-fn corrupt(e: impl std::fmt::Display) -> EngineError {
+pub(crate) fn corrupt(e: impl std::fmt::Display) -> EngineError {
     EngineError::Corrupt(e.to_string())
 }
 
-fn random_id() -> MessageId {
+pub(crate) fn random_id() -> MessageId {
     let mut id = [0u8; 16];
     getrandom::fill(&mut id).expect("invariant: the OS random number generator works");
     id
@@ -213,18 +259,25 @@ pub struct DropCounts {
 
 /// The messaging state of one device.
 pub struct Engine {
-    store: Arc<dyn Store>,
-    device: Device,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) device: Device,
     /// This device's curve25519 identity key (cached: it never changes).
-    me: [u8; 32],
-    contacts: HashMap<String, Contact>,
+    pub(crate) me: [u8; 32],
+    pub(crate) contacts: HashMap<String, Contact>,
     sessions: HashMap<[u8; 32], Vec<Session>>,
     history_seq: u64,
-    outbox_seq: u64,
+    pub(crate) outbox_seq: u64,
     drops: DropCounts,
+    /// My groups, by ID.
+    pub(crate) groups: HashMap<crate::group::GroupId, crate::group::Group>,
+    /// Which mailboxes [`Engine::inboxes`] handed out belong to a group.
+    pub(crate) group_mailboxes: crate::group::MailboxMap,
+    /// Set when a group's secret changed (a new group, a new generation):
+    /// there are new mailboxes to read.
+    pub(crate) groups_changed: bool,
 }
 
-fn be64_or_zero(bytes: Option<zeroize::Zeroizing<Vec<u8>>>) -> u64 {
+pub(crate) fn be64_or_zero(bytes: Option<zeroize::Zeroizing<Vec<u8>>>) -> u64 {
     bytes
         .and_then(|b| b.as_slice().try_into().ok())
         .map(u64::from_be_bytes)
@@ -275,7 +328,11 @@ impl Engine {
                 sessions.insert(key, pickles.into_iter().map(Session::from_pickle).collect());
             }
         }
+        let groups = crate::group::load_groups(store.as_ref())?;
         Ok(Self {
+            groups,
+            group_mailboxes: Default::default(),
+            groups_changed: false,
             me: device.card().identity_key.to_bytes(),
             history_seq: be64_or_zero(store.get(Tree::Meta, HISTORY_SEQ)?),
             outbox_seq: be64_or_zero(store.get(Tree::Meta, OUTBOX_SEQ)?),
@@ -383,7 +440,7 @@ impl Engine {
         Ok(handle)
     }
 
-    fn history_key(&self, peer: &str, seq: u64) -> Vec<u8> {
+    pub(crate) fn history_key(&self, peer: &str, seq: u64) -> Vec<u8> {
         [
             self.store.blind(peer.as_bytes()).as_bytes().as_slice(),
             &seq.to_be_bytes(),
@@ -391,7 +448,7 @@ impl Engine {
         .concat()
     }
 
-    fn next_history_key(&mut self, peer: &str, batch: &mut Batch) -> Vec<u8> {
+    pub(crate) fn next_history_key(&mut self, peer: &str, batch: &mut Batch) -> Vec<u8> {
         self.history_seq += 1;
         batch.put(
             Tree::Meta,
@@ -419,7 +476,7 @@ impl Engine {
     /// Encrypts `payload` for `peer` and queues it in the outbox; history
     /// and session state are committed in the same batch. Returns the
     /// message ID.
-    fn queue(
+    pub(crate) fn queue(
         &mut self,
         peer: &str,
         mut payload: Payload,
@@ -471,6 +528,8 @@ impl Engine {
         let record = OutboxRecord {
             peer: peer.to_owned(),
             envelope: envelope.encode_to_vec(),
+            group: None,
+            message_id: Vec::new(),
         };
         batch.put(
             Tree::Outbox,
@@ -520,6 +579,7 @@ impl Engine {
             text: text.to_owned(),
             sent_at: now_ms,
             status: Status::Queued,
+            group: None,
         };
         let id = self.queue(peer, payload, Some(&message))?;
         self.store.flush()?;
@@ -598,6 +658,12 @@ impl Engine {
         let mut out = Vec::new();
         for (key, value) in self.store.scan_prefix(Tree::Outbox, &[])? {
             let record: OutboxRecord = serde_json::from_slice(&value).map_err(corrupt)?;
+            if let Some(group) = &record.group {
+                if let Some((mailbox, blob)) = self.seal_group(group, &record.envelope, epoch)? {
+                    out.push(Outgoing { key, mailbox, blob });
+                }
+                continue;
+            }
             let Some(contact) = self.contacts.get(&record.peer) else {
                 continue;
             };
@@ -620,15 +686,22 @@ impl Engine {
             return Ok(());
         };
         let record: OutboxRecord = serde_json::from_slice(&value).map_err(corrupt)?;
-        let envelope = Envelope::decode(record.envelope.as_slice()).map_err(corrupt)?;
+        let message_id = if record.group.is_some() {
+            record.message_id
+        } else {
+            Envelope::decode(record.envelope.as_slice())
+                .map_err(corrupt)?
+                .message_id
+                .to_vec()
+        };
         let mut batch = Batch::new();
         batch.delete(Tree::Outbox, key.to_vec());
-        self.update_status(&envelope.message_id, Status::Sent, &mut batch)?;
+        self.update_status(&message_id, Status::Sent, &mut batch)?;
         self.store.apply(batch)?;
         Ok(())
     }
 
-    fn update_status(
+    pub(crate) fn update_status(
         &self,
         message_id: &[u8],
         status: Status,
@@ -650,7 +723,7 @@ impl Engine {
             Status::Sent => 1,
             Status::Delivered => 2,
             Status::Read => 3,
-            Status::Received => 0,
+            Status::Received | Status::Waiting | Status::Withheld => 0,
         };
         if rank(status) > rank(message.status) {
             message.status = status;
@@ -677,9 +750,11 @@ impl Engine {
         let from = Epoch::new(last.saturating_sub(1).clamp(oldest, current.get()));
         let mut keys: Vec<&InboxKey> = vec![&self.device.request_inbox];
         keys.extend(self.contacts.values().map(|c| &c.my_inbox));
-        Ok(Epoch::range(from, current)
+        let mut inboxes: Vec<BlindedInbox> = Epoch::range(from, current)
             .flat_map(|epoch| keys.iter().map(move |key| key.blind(epoch)))
-            .collect())
+            .collect();
+        inboxes.extend(self.group_inboxes(from, current));
+        Ok(inboxes)
     }
 
     /// Records that every inbox up to `now`'s epoch was drained.
@@ -690,7 +765,7 @@ impl Engine {
         Ok(())
     }
 
-    fn drop_blob(&mut self, reason: Dropped) -> Received {
+    pub(crate) fn drop_blob(&mut self, reason: Dropped) -> Received {
         *self
             .drops
             .by_reason
@@ -789,6 +864,7 @@ impl Engine {
                     text: text.body,
                     sent_at: payload.sent_at,
                     status: Status::Received,
+                    group: None,
                 };
                 let key = self.next_history_key(&peer, &mut batch);
                 batch.put(
@@ -818,6 +894,18 @@ impl Engine {
                     self.update_status(id, status, &mut batch)?;
                 }
                 Received::Receipt
+            }
+            Some(payload::Body::GroupState(state)) => {
+                self.on_group_state(&peer, state, epoch, &mut batch)?
+            }
+            Some(payload::Body::GroupKey(key)) => {
+                self.on_group_key(&peer, &sender.to_bytes(), key, &mut batch)?
+            }
+            Some(payload::Body::GroupKeyRequest(request)) => {
+                self.on_group_key_request(&peer, request, payload.sent_at)?
+            }
+            Some(payload::Body::GroupKeyWithheld(withheld)) => {
+                self.on_group_key_withheld(&peer, withheld, &mut batch)?
             }
             None => return Ok(self.drop_blob(Dropped::Mismatch)),
         };

@@ -15,6 +15,9 @@
 //!   `sotto-card:` strings.
 //! - `engine`: 1:1 messaging without I/O ([`Engine`]): Olm sessions,
 //!   envelopes, pairwise inboxes, outbox, history, dedup, receipts.
+//!   `group`: group conversations on the same engine ([`GroupInfo`]):
+//!   Megolm sessions shared over Olm, a group secret per membership
+//!   generation, one sealed blob per message in a rotating group mailbox.
 //!   `client`: the async driver ([`Client`]) that moves its blobs to and
 //!   from a relay on separate send and receive connections.
 //! - `app`: the whole device for the command line ([`App`]): home
@@ -38,6 +41,7 @@ mod client;
 mod device;
 mod engine;
 mod epoch;
+mod group;
 mod net;
 mod sas;
 mod seal;
@@ -58,6 +62,10 @@ pub use engine::{
     DropCounts, Dropped, Engine, EngineError, Message, MessageId, Outgoing, Received, Status,
 };
 pub use epoch::{EPOCH_SECS, Epoch};
+pub use group::{
+    DEFAULT_ROTATE_MESSAGES, DEFAULT_ROTATE_SECS, GROUP_ENVELOPE_INFO, GROUP_INBOX_INFO, GroupId,
+    GroupInfo, Rotation,
+};
 pub use net::{MailboxSigner, NetError, Pushed, RELAY_SERVER_NAME, RelayAddr, RelayConnection};
 pub use sas::{SAS_EMOJI, SAS_INFO, SAS_MAC_INFO, SasCode, SasFlow};
 pub use seal::{

@@ -3,11 +3,14 @@
 //! in temp dirs, all on one manual clock.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use sotto_core::{Client, Clock, Engine, KeySource, RelayAddr, SledStore, Store};
+use sotto_proto::{Blob, MailboxId};
 use sotto_relay::ManualClock;
+use sotto_relay::storage::{FetchPage, FetchRange, Seq, SlotRecord, StoreError, Usage};
 pub use sotto_relay::testing::{T0, TestRelay};
+use sotto_relay::{SledStorage, Storage};
 
 /// The relay's address as clients pin it.
 pub fn relay_addr(relay: &TestRelay) -> RelayAddr {
@@ -110,4 +113,103 @@ pub fn directory_bytes(dir: &std::path::Path) -> Vec<u8> {
         }
     }
     all
+}
+
+/// A relay storage that records every mailbox it is asked about and the
+/// size and first byte of every blob put: what a curious relay operator
+/// sees.
+pub struct Recording {
+    inner: SledStorage,
+    mailboxes: Mutex<Vec<MailboxId>>,
+    puts: Mutex<Vec<(MailboxId, usize, u8)>>,
+}
+
+impl Recording {
+    /// A real relay on loopback (tokens off) over a recording sled store in
+    /// a temp dir; the dir holds its data.
+    pub fn start(
+        clock: &ManualClock,
+    ) -> (
+        Arc<Recording>,
+        sotto_relay::Server<Recording>,
+        tempfile::TempDir,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let recording = Arc::new(Recording {
+            inner: SledStorage::open(&dir.path().join("db")).unwrap(),
+            mailboxes: Mutex::default(),
+            puts: Mutex::default(),
+        });
+        let config = sotto_relay::Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.path().to_owned(),
+            tokens: sotto_relay::TokenConfig {
+                require_tokens: false,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let (cert, _) = sotto_relay::RelayCert::load_or_create(dir.path()).unwrap();
+        let server = sotto_relay::Server::start_with(
+            &config,
+            recording.clone(),
+            Arc::new(clock.clone()),
+            &cert,
+        )
+        .unwrap();
+        (recording, server, dir)
+    }
+
+    /// Every mailbox put to or fetched from, in order.
+    pub fn mailboxes(&self) -> Vec<MailboxId> {
+        self.mailboxes.lock().unwrap().clone()
+    }
+
+    /// Every blob put: its mailbox, size and first (version) byte.
+    pub fn puts(&self) -> Vec<(MailboxId, usize, u8)> {
+        self.puts.lock().unwrap().clone()
+    }
+}
+
+impl Storage for Recording {
+    fn append(&self, m: &MailboxId, b: &Blob, e: u64) -> Result<Seq, StoreError> {
+        self.mailboxes.lock().unwrap().push(*m);
+        let first = b.as_bytes().first().copied().unwrap_or(0);
+        self.puts
+            .lock()
+            .unwrap()
+            .push((*m, b.as_bytes().len(), first));
+        self.inner.append(m, b, e)
+    }
+    fn fetch(&self, m: &MailboxId, r: FetchRange) -> Result<FetchPage, StoreError> {
+        self.mailboxes.lock().unwrap().push(*m);
+        self.inner.fetch(m, r)
+    }
+    fn delete(&self, m: &MailboxId, s: &[Seq]) -> Result<u32, StoreError> {
+        self.inner.delete(m, s)
+    }
+    fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, StoreError> {
+        self.inner.purge_expired(now, limit)
+    }
+    fn mailbox_usage(&self, m: &MailboxId) -> Usage {
+        self.inner.mailbox_usage(m)
+    }
+    fn total_bytes(&self) -> u64 {
+        self.inner.total_bytes()
+    }
+    fn mailbox_count(&self) -> usize {
+        self.inner.mailbox_count()
+    }
+    fn slot_get(&self, id: &sotto_proto::SlotId) -> Result<Option<SlotRecord>, StoreError> {
+        self.inner.slot_get(id)
+    }
+    fn slot_put(&self, id: &sotto_proto::SlotId, r: &SlotRecord) -> Result<(), StoreError> {
+        self.inner.slot_put(id, r)
+    }
+    fn seq_at_open(&self) -> Seq {
+        self.inner.seq_at_open()
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        self.inner.flush()
+    }
 }

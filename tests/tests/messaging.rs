@@ -2,15 +2,16 @@
 //! sled stores, one manual clock.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::{Arc, Mutex};
-
 use sotto_core::{
     EPOCH_SECS, Engine, Epoch, MemoryStore, Received, RelayConnection, Status, Store,
 };
+use std::sync::Arc;
+
 use sotto_proto::{Blob, MailboxId};
-use sotto_relay::storage::{FetchPage, FetchRange, Seq, SlotRecord, StoreError, Usage};
-use sotto_relay::{Clock as _, SledStorage, Storage};
-use sotto_tests::{Member, TestRelay, clock_of, contains, directory_bytes, introduce, relay_addr};
+use sotto_relay::Clock as _;
+use sotto_tests::{
+    Member, Recording, TestRelay, clock_of, contains, directory_bytes, introduce, relay_addr,
+};
 
 fn now_ms(relay: &TestRelay) -> u64 {
     clock_of(&relay.clock)()
@@ -285,74 +286,13 @@ async fn a_client_that_stops_between_fetching_and_storing_gets_the_message_next_
     relay.stop().await;
 }
 
-/// Wraps the relay's storage and records every mailbox it is asked about.
-struct Recording {
-    inner: SledStorage,
-    mailboxes: Mutex<Vec<MailboxId>>,
-}
-
-impl Storage for Recording {
-    fn append(&self, m: &MailboxId, b: &Blob, e: u64) -> Result<Seq, StoreError> {
-        self.mailboxes.lock().unwrap().push(*m);
-        self.inner.append(m, b, e)
-    }
-    fn fetch(&self, m: &MailboxId, r: FetchRange) -> Result<FetchPage, StoreError> {
-        self.mailboxes.lock().unwrap().push(*m);
-        self.inner.fetch(m, r)
-    }
-    fn delete(&self, m: &MailboxId, s: &[Seq]) -> Result<u32, StoreError> {
-        self.inner.delete(m, s)
-    }
-    fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, StoreError> {
-        self.inner.purge_expired(now, limit)
-    }
-    fn mailbox_usage(&self, m: &MailboxId) -> Usage {
-        self.inner.mailbox_usage(m)
-    }
-    fn total_bytes(&self) -> u64 {
-        self.inner.total_bytes()
-    }
-    fn mailbox_count(&self) -> usize {
-        self.inner.mailbox_count()
-    }
-    fn slot_get(&self, id: &sotto_proto::SlotId) -> Result<Option<SlotRecord>, StoreError> {
-        self.inner.slot_get(id)
-    }
-    fn slot_put(&self, id: &sotto_proto::SlotId, r: &SlotRecord) -> Result<(), StoreError> {
-        self.inner.slot_put(id, r)
-    }
-    fn seq_at_open(&self) -> Seq {
-        self.inner.seq_at_open()
-    }
-    fn flush(&self) -> Result<(), StoreError> {
-        self.inner.flush()
-    }
-}
-
 /// DESIGN §2: what the relay sees and stores links nothing. Every mailbox
 /// ID it saw belongs to one epoch; none is or contains a long-term key; its
 /// database holds no plaintext, handle, or long-term key.
 #[tokio::test]
 async fn the_relay_sees_only_rotating_ids_and_stores_no_plaintext_handle_or_key() {
     let clock = sotto_relay::ManualClock::at_secs(sotto_relay::testing::T0);
-    let dir = tempfile::tempdir().unwrap();
-    let recording = Arc::new(Recording {
-        inner: SledStorage::open(&dir.path().join("db")).unwrap(),
-        mailboxes: Mutex::default(),
-    });
-    let config = sotto_relay::Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().to_owned(),
-        tokens: sotto_relay::TokenConfig {
-            require_tokens: false,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let (cert, _) = sotto_relay::RelayCert::load_or_create(dir.path()).unwrap();
-    let server =
-        sotto_relay::Server::start_with(&config, recording.clone(), Arc::new(clock.clone()), &cert)
-            .unwrap();
+    let (recording, server, dir) = Recording::start(&clock);
     let addr = sotto_core::RelayAddr {
         addr: server.local_addr(),
         fingerprint: server.fingerprint(),
@@ -397,7 +337,7 @@ async fn the_relay_sees_only_rotating_ids_and_stores_no_plaintext_handle_or_key(
         clock.advance_secs(3600);
     }
     assert_eq!(received_texts(&bob, "alice-handle").len(), 4);
-    let seen = recording.mailboxes.lock().unwrap().clone();
+    let seen = recording.mailboxes();
     assert!(!seen.is_empty());
     for mailbox in &seen {
         for key in &long_term_keys {
