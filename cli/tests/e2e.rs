@@ -564,3 +564,77 @@ fn a_message_typed_while_the_relay_is_down_is_queued_and_delivered_later() {
         .collect();
     assert_eq!(texts, vec!["before", "while the relay was down"]);
 }
+
+#[test]
+fn groups_from_creation_to_removal_through_the_cli() {
+    let (_relay, homes, alice, bob) = team_of_two();
+    let carol = homes.path().join("carol");
+    let code = invite(&alice, "carol", "7d");
+    ok(&sotto(&carol, &["join", &code]));
+
+    let created = messages(&ok(&sotto(
+        &alice,
+        &["--json", "group", "create", "ops", "bob", "carol"],
+    )));
+    assert_eq!(created[0]["group"], "ops");
+    assert_eq!(
+        created[0]["members"],
+        serde_json::json!(["alice", "bob", "carol"])
+    );
+    assert_eq!(created[0]["admins"], serde_json::json!(["alice"]));
+    let sent = messages(&ok(&sotto(
+        &alice,
+        &["--json", "group", "send", "ops", "hello ops"],
+    )));
+    assert_eq!(sent[0]["status"], "sent");
+
+    for home in [&bob, &carol] {
+        let synced = messages(&ok(&sotto(home, &["--json", "sync"])));
+        let texts: Vec<_> = synced.iter().filter(|m| m["group"] == "ops").collect();
+        assert_eq!(texts.len(), 1, "{synced:?}");
+        assert_eq!(texts[0]["from"], "alice");
+        assert_eq!(texts[0]["text"], "hello ops");
+    }
+    let listed = messages(&ok(&sotto(&bob, &["--json", "group", "list"])));
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["active"], true);
+
+    // Only the admin changes the membership.
+    fails(
+        &sotto(&bob, &["group", "remove", "ops", "carol"]),
+        4,
+        "only the admins",
+    );
+    fails(
+        &sotto(&bob, &["group", "send", "nosuch", "hi"]),
+        4,
+        "no group",
+    );
+
+    ok(&sotto(&alice, &["group", "remove", "ops", "carol"]));
+    ok(&sotto(&alice, &["group", "send", "ops", "without carol"]));
+    ok(&sotto(&bob, &["group", "send", "ops", "bob too"]));
+    let carol_sync = messages(&ok(&sotto(&carol, &["--json", "sync"])));
+    assert!(
+        carol_sync.iter().all(|m| m["group"] != "ops"),
+        "{carol_sync:?}"
+    );
+    let carol_groups = messages(&ok(&sotto(&carol, &["--json", "group", "list"])));
+    assert_eq!(carol_groups[0]["active"], false);
+    fails(
+        &sotto(&carol, &["group", "send", "ops", "let me in"]),
+        4,
+        "no longer a member",
+    );
+
+    ok(&sotto(&alice, &["sync"]));
+    let history = messages(&ok(&sotto(&alice, &["--json", "group", "history", "ops"])));
+    let texts: Vec<&str> = history
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["hello ops", "without carol", "bob too"]);
+    assert!(history.iter().all(|m| m["group"] == "ops"));
+    let human = ok(&sotto(&alice, &["group", "history", "ops"]));
+    assert!(human.contains("#ops bob: bob too"), "{human}");
+}
