@@ -487,7 +487,11 @@ impl RelayConnection {
         }
         self.conn.close(0u32.into(), b"bye");
         self.reader.abort();
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+        // Long enough for the endpoint driver to send CONNECTION_CLOSE (a
+        // local UDP send), not for the whole draining period (3 PTO, about
+        // 80 ms even on loopback), which every command would otherwise wait
+        // out once per connection.
+        let _ = tokio::time::timeout(CLOSE_GRACE, self.endpoint.wait_idle()).await;
     }
 }
 
@@ -496,6 +500,9 @@ impl Drop for RelayConnection {
         self.reader.abort();
     }
 }
+
+/// How long [`RelayConnection::close`] lets the close frame go out.
+const CLOSE_GRACE: Duration = Duration::from_millis(15);
 
 fn unexpected(reply: &Reply) -> NetError {
     NetError::Protocol(format!("{reply:?}").chars().take(80).collect())
