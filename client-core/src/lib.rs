@@ -8,7 +8,7 @@
 //!   same [`MailboxId`](sotto_proto::MailboxId) from the public key alone.
 //! - `seal`: sealed envelopes and padding (DESIGN §5). [`seal`] / [`open`]
 //!   hide the sender from the relay and make every blob exactly one bucket;
-//!   [`seal_symmetric`] / [`open_symmetric`] give group blobs the same shape;
+//!   [`seal_symmetric`] / [`open_symmetric`] seal directory slot values;
 //!   [`pad`] / [`unpad`] are the padding on its own.
 //! - `device`: this device's keys ([`Device`]: Olm account, envelope key,
 //!   request inbox). `card`: signed device cards ([`Card`]), exported as

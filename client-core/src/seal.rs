@@ -12,10 +12,11 @@
 //! ```
 //!
 //! The ephemeral key is fresh per blob, so each AEAD key encrypts exactly one
-//! message and the all-zero nonce is safe. Group blobs ([`seal_symmetric`])
-//! use the same layout with version 2 and 32 random salt bytes in place of
-//! the ephemeral key, so the relay cannot tell a group blob from a 1:1 blob
-//! by size or shape.
+//! message and the all-zero nonce is safe. Group blobs are sealed with
+//! [`seal`] too, to a key derived from the group secret, so they *are* 1:1
+//! blobs in form. [`seal_symmetric`] (version 2, 32 random salt bytes in
+//! place of the ephemeral key) seals directory slot values, which never
+//! share a mailbox with blobs: its version byte would tell them apart.
 //!
 //! Opening is strict: the blob must be a bucket size, carry the expected
 //! version, not use a low-order ephemeral key, authenticate, and decode to a
@@ -32,11 +33,11 @@ use zeroize::{ZeroizeOnDrop, Zeroizing};
 
 /// Version byte of a sealed 1:1 envelope.
 pub const SEAL_VERSION: u8 = 1;
-/// Version byte of a group blob sealed with a symmetric key.
+/// Version byte of a value sealed with a symmetric key (directory slots).
 pub const GROUP_SEAL_VERSION: u8 = 2;
 /// HKDF info for 1:1 sealed envelopes.
 pub const SEAL_INFO: &[u8] = b"sotto/seal/v1";
-/// HKDF info for group blobs.
+/// HKDF info for values sealed with a symmetric key (the name predates groups; kept so stored slots still open).
 pub const GROUP_SEAL_INFO: &[u8] = b"sotto/group-seal/v1";
 
 /// The clear header: version byte and 32 bytes of ephemeral key or salt.
@@ -461,7 +462,7 @@ pub fn open(secret: &EnvelopeSecret, blob: &[u8]) -> Result<Zeroizing<Vec<u8>>, 
     open_padded(blob, &key)
 }
 
-/// Seals a group blob with the group's 32-byte symmetric key into the
+/// Seals a value (a directory slot) with a 32-byte symmetric key into the
 /// smallest bucket that fits.
 ///
 /// Layout as [`seal`] with version 2 and 32 random salt bytes where the
@@ -504,7 +505,7 @@ pub fn seal_symmetric_with_salt(
     ))
 }
 
-/// Opens a group blob sealed with `key`.
+/// Opens a value sealed with `key` by [`seal_symmetric`].
 pub fn open_symmetric(key: &[u8; 32], blob: &[u8]) -> Result<Zeroizing<Vec<u8>>, OpenError> {
     let salt = parse_header(blob, GROUP_SEAL_VERSION)?;
     let aead_key = derive_key(key, &salt, GROUP_SEAL_INFO);
