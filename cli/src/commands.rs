@@ -246,9 +246,18 @@ async fn group(home: &Path, command: GroupCommand, out: Output) -> anyhow::Resul
         );
     };
     match command {
-        GroupCommand::Create { name, handles } => {
+        GroupCommand::Create {
+            name,
+            handles,
+            rotate_messages,
+            rotate_after,
+        } => {
+            let rotation = sotto_core::Rotation {
+                messages: rotate_messages.max(1),
+                secs: parse_duration(&rotate_after)?.max(1),
+            };
             let mut app = open(home).await?;
-            let info = app.group_create(&name, &handles).await?;
+            let info = app.group_create(&name, &handles, rotation).await?;
             show(&info, "created");
         }
         GroupCommand::Add { name, handles } => {

@@ -115,6 +115,13 @@ pub(crate) enum GroupCommand {
         /// The members' handles.
         #[arg(required = true)]
         handles: Vec<String>,
+        /// Each member starts a new encryption session after this many
+        /// messages (a leaked session key exposes at most these).
+        #[arg(long, default_value_t = sotto_core::DEFAULT_ROTATE_MESSAGES)]
+        rotate_messages: u32,
+        /// ... or after this long: 30m, 12h, 7d, or seconds.
+        #[arg(long, default_value = "7d")]
+        rotate_after: String,
     },
     /// Admin: add members; they see only messages sent from now on.
     Add {

@@ -574,7 +574,16 @@ fn groups_from_creation_to_removal_through_the_cli() {
 
     let created = messages(&ok(&sotto(
         &alice,
-        &["--json", "group", "create", "ops", "bob", "carol"],
+        &[
+            "--json",
+            "group",
+            "create",
+            "ops",
+            "bob",
+            "carol",
+            "--rotate-messages",
+            "50",
+        ],
     )));
     assert_eq!(created[0]["group"], "ops");
     assert_eq!(

@@ -654,16 +654,15 @@ impl App {
         &mut self,
         name: &str,
         handles: &[String],
+        rotation: crate::Rotation,
     ) -> Result<crate::GroupInfo, AppError> {
         for handle in handles {
             self.ensure_contact(handle).await?;
         }
-        let info = self.client.engine_mut().create_group(
-            name,
-            handles,
-            crate::Rotation::default(),
-            (self.clock)(),
-        )?;
+        let info =
+            self.client
+                .engine_mut()
+                .create_group(name, handles, rotation, (self.clock)())?;
         self.deliver_or_queue().await?;
         Ok(info)
     }

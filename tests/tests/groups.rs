@@ -448,3 +448,116 @@ async fn group_mailboxes_rotate_every_epoch_and_group_blobs_look_like_one_to_one
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_rotate_after_the_configured_count_and_on_every_membership_change() {
+    let relay = TestRelay::start().await;
+    let mut members: Vec<Member> = ["alice", "bob", "carol"]
+        .iter()
+        .map(|h| Member::new(h, &relay))
+        .collect();
+    acquaint(&mut members);
+    let now = now_ms(&relay);
+    let [alice, bob, carol] = members.as_mut_slice() else {
+        unreachable!()
+    };
+    let rotation = Rotation {
+        messages: 3,
+        secs: 3600,
+    };
+    alice
+        .client
+        .engine_mut()
+        .create_group("team", &["bob".into()], rotation, now)
+        .unwrap();
+    alice.client.deliver().await.unwrap();
+    bob.client.sync().await.unwrap();
+    let puts = || relay.server().relay().stats().puts.load(Ordering::Relaxed);
+    // Puts per message: a new session costs its key to bob first.
+    let mut costs = Vec::new();
+    for i in 0..7 {
+        let before = puts();
+        group_send(alice, "team", &format!("m{i}"), now).await;
+        costs.push(puts() - before);
+    }
+    assert_eq!(
+        costs,
+        [2, 1, 1, 2, 1, 1, 2],
+        "a new session every 3 messages"
+    );
+    // ... and after the time limit.
+    let later = now + 3600 * 1000;
+    let before = puts();
+    group_send(alice, "team", "an hour later", later).await;
+    assert_eq!(puts() - before, 2);
+    // ... and on a membership change, even mid-session.
+    alice
+        .client
+        .engine_mut()
+        .add_group_members("team", &["carol".into()], later)
+        .unwrap();
+    alice.client.deliver().await.unwrap();
+    let before = puts();
+    group_send(alice, "team", "with carol", later).await;
+    assert_eq!(puts() - before, 3, "the new session's key to bob and carol");
+    bob.client.sync().await.unwrap();
+    carol.client.sync().await.unwrap();
+    assert_eq!(texts(bob, "team").len(), 9);
+    assert_eq!(texts(carol, "team"), ["with carol"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_receives_group_messages_and_follows_a_new_group_at_once() {
+    let relay = TestRelay::start().await;
+    let mut alice = Member::new("alice", &relay);
+    let mut bob = Member::new("bob", &relay);
+    introduce(&mut alice, &mut bob);
+    let now = now_ms(&relay);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut client = bob.client;
+    let listener = tokio::spawn(async move {
+        client
+            .listen(
+                |m| {
+                    let _ = tx.send((m.group.clone(), m.text.clone(), m.status));
+                },
+                async {
+                    let _ = stop_rx.await;
+                },
+            )
+            .await
+            .unwrap();
+    });
+    // The group is created while bob listens: he follows its mailbox at
+    // once, without waiting for the next epoch.
+    alice
+        .client
+        .engine_mut()
+        .create_group("live", &["bob".into()], Rotation::default(), now)
+        .unwrap();
+    alice.client.deliver().await.unwrap();
+    for i in 0..3 {
+        group_send(&mut alice, "live", &format!("live {i}"), now).await;
+    }
+    // A message can overtake its key while bob resubscribes: it is shown
+    // as waiting, then again once the key arrives.
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let (group, text, status) =
+            tokio::time::timeout(std::time::Duration::from_secs(20), rx.recv())
+                .await
+                .expect("pushed")
+                .unwrap();
+        assert_eq!(group.as_deref(), Some("live"));
+        if status == Status::Received {
+            got.push(text);
+        } else {
+            assert_eq!((status, text.as_str()), (Status::Waiting, ""));
+        }
+    }
+    got.sort();
+    assert_eq!(got, ["live 0", "live 1", "live 2"]);
+    stop_tx.send(()).unwrap();
+    listener.await.unwrap();
+}
