@@ -493,14 +493,119 @@ impl App {
         conn.close().await;
         self.membership.save(self.store.as_ref())?;
         self.client.engine_mut().remove_contact(handle)?;
+        self.rotate_directory(&remaining).await
+    }
+
+    /// Admin, after a revocation (DESIGN §6): a new `K_dir`. The roster and
+    /// my entry are re-published under it, and it goes to every remaining
+    /// member over Olm, signed by `T`; their devices re-publish their own
+    /// entries under it at their next sync. The revoked member keeps the
+    /// old key, which opens only slots nobody updates any more, and cannot
+    /// compute the new slot IDs.
+    async fn rotate_directory(&mut self, remaining: &[String]) -> Result<(), AppError> {
+        // Resolve everyone in the old directory first: they must be
+        // contacts to receive the key. A member invited but not joined (or
+        // whose entry does not verify) is skipped; their invite carries
+        // the old key.
+        let mut recipients = Vec::new();
+        let me = self.membership.handle.clone();
+        for handle in remaining.iter().filter(|h| **h != me) {
+            match self.ensure_contact(handle).await {
+                Ok(()) => recipients.push(handle.clone()),
+                Err(error) if error.is_network() => return Err(error),
+                Err(_) => {}
+            }
+        }
+        let (dir_key, version, signature) = self.membership.rotate_dir_key()?;
+        let conn = self.client.connect().await?;
+        let published = async {
+            self.membership.publish_roster(&conn, remaining).await?;
+            self.membership
+                .publish_entry(&conn, self.client.engine())
+                .await
+        }
+        .await;
+        conn.close().await;
+        if let Err(error) = published {
+            // Nothing local changed: keep the old key.
+            self.reload_membership()?;
+            return Err(error.into());
+        }
+        self.membership.save(self.store.as_ref())?;
+        let now = (self.clock)();
+        for handle in recipients {
+            let payload = sotto_proto::client::Payload {
+                sent_at: now,
+                body: Some(sotto_proto::client::payload::Body::DirKey(
+                    sotto_proto::client::DirKey {
+                        dir_key: dir_key.to_vec().into(),
+                        version,
+                        signature: signature.clone().into(),
+                    },
+                )),
+                ..Default::default()
+            };
+            self.client.engine_mut().queue(&handle, payload, None)?;
+        }
+        self.client.engine().flush()?;
+        self.deliver_or_queue().await?;
         Ok(())
+    }
+
+    fn reload_membership(&mut self) -> Result<(), AppError> {
+        self.membership = Membership::load(self.store.as_ref())?
+            .ok_or_else(|| AppError::NotJoined(self.home.clone()))?;
+        Ok(())
+    }
+
+    /// A member: applies a directory key the admin sent (checked against
+    /// `T`) and re-publishes my entry under it. Returns whether it moved.
+    async fn apply_dir_key(&mut self) -> Result<bool, AppError> {
+        let Some(pending) = self.client.engine().pending_dir_key()? else {
+            return Ok(false);
+        };
+        let taken = self.membership.accept_dir_key(
+            &pending.dir_key,
+            pending.version,
+            &pending.signature,
+        )?;
+        if taken {
+            let conn = self.client.connect().await?;
+            let published = self
+                .membership
+                .publish_entry(&conn, self.client.engine())
+                .await;
+            conn.close().await;
+            if let Err(error) = published {
+                // Try again at the next sync, from the stored state.
+                self.reload_membership()?;
+                return Err(error.into());
+            }
+            self.membership.save(self.store.as_ref())?;
+        }
+        self.client.engine().clear_dir_key()?;
+        Ok(taken)
     }
 
     /// Fetches everything pending; members no longer on the roster are
     /// dropped from the contacts first.
     pub async fn sync(&mut self) -> Result<SyncReport, AppError> {
         self.refresh_contacts().await?;
-        Ok(self.client.sync().await?)
+        let report = self.client.sync().await?;
+        self.apply_dir_key().await?;
+        Ok(report)
+    }
+
+    /// The version of the team directory key this device holds (0: the
+    /// one from its invite; +1 per revocation).
+    pub fn directory_version(&self) -> u64 {
+        self.membership.dir_version()
+    }
+
+    /// The roster's slot ID under my directory key (to check what a
+    /// revoked member can still compute).
+    pub fn roster_slot(&self) -> Result<sotto_proto::SlotId, AppError> {
+        Ok(self.membership.directory()?.roster_slot())
     }
 
     async fn refresh_contacts(&mut self) -> Result<(), AppError> {

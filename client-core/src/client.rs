@@ -130,7 +130,9 @@ impl SyncReport {
                 self.messages.push(message);
             }
             Received::Unlocked(messages) => self.messages.extend(messages),
-            Received::Receipt | Received::Verification | Received::Group => self.receipts += 1,
+            Received::Receipt | Received::Verification | Received::Group | Received::Team => {
+                self.receipts += 1
+            }
             Received::Duplicate => self.duplicates += 1,
             Received::Dropped(_) => self.dropped += 1,
         }

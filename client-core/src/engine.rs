@@ -46,6 +46,7 @@ const MAX_SESSIONS: usize = 4;
 const HISTORY_SEQ: &[u8] = b"history-seq";
 const OUTBOX_SEQ: &[u8] = b"outbox-seq";
 const LAST_EPOCH: &[u8] = b"last-epoch";
+const DIR_KEY: &[u8] = b"team/dir-key";
 
 /// A 16-byte random message ID.
 pub type MessageId = [u8; 16];
@@ -120,6 +121,9 @@ pub enum Received {
     Unlocked(Vec<Message>),
     /// Group membership or a group session key, applied.
     Group,
+    /// A new team directory key, kept for the team layer to check (it must
+    /// be signed by the team key) and apply.
+    Team,
     /// A message seen before (a redelivery or a replay): ignored.
     Duplicate,
     /// Not accepted (see [`Dropped`]); counted, never shown.
@@ -907,6 +911,16 @@ impl Engine {
             Some(payload::Body::GroupKeyWithheld(withheld)) => {
                 self.on_group_key_withheld(&peer, withheld, &mut batch)?
             }
+            Some(payload::Body::DirKey(dir_key)) => {
+                // The newest one wins; the team layer verifies T's signature.
+                let newer = self
+                    .pending_dir_key()?
+                    .is_none_or(|pending| pending.version < dir_key.version);
+                if newer {
+                    batch.put(Tree::Meta, DIR_KEY.to_vec(), &dir_key.encode_to_vec());
+                }
+                Received::Team
+            }
             None => return Ok(self.drop_blob(Dropped::Mismatch)),
         };
         self.store.apply(batch)?;
@@ -1059,6 +1073,20 @@ impl Engine {
             .get(peer)
             .and_then(|c| self.sessions.get(&c.card.identity_key.to_bytes()))
             .map_or(0, Vec::len)
+    }
+
+    /// A directory key received and not yet applied by the team layer.
+    pub fn pending_dir_key(&self) -> Result<Option<sotto_proto::client::DirKey>, EngineError> {
+        self.store
+            .get(Tree::Meta, DIR_KEY)?
+            .map(|bytes| sotto_proto::client::DirKey::decode(bytes.as_slice()).map_err(corrupt))
+            .transpose()
+    }
+
+    /// The team layer applied (or refused) the pending directory key.
+    pub fn clear_dir_key(&self) -> Result<(), EngineError> {
+        self.store.delete(Tree::Meta, DIR_KEY)?;
+        Ok(self.store.flush()?)
     }
 
     /// Makes everything applied so far durable.

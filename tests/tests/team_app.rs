@@ -173,3 +173,81 @@ async fn an_invite_presented_to_a_different_relay_is_refused() {
     ours.stop().await;
     theirs.stop().await;
 }
+
+/// DESIGN §6: revocation rotates `K_dir`. The remaining members move to the
+/// new directory (their entries re-published under it), a member invited
+/// afterwards finds everyone there, and the revoked member's old key
+/// computes none of the new slot IDs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_member_rotates_the_directory_key_and_the_team_carries_on_without_them() {
+    let relay = tokens_relay().await;
+    let homes = tempfile::tempdir().unwrap();
+    let clock = clock_of(&relay.clock);
+    let home = |h: &str| homes.path().join(h);
+    let mut admin = App::create_team(
+        &home("admin"),
+        key(&home("admin")),
+        target(&relay),
+        &relay.bootstrap_code().unwrap(),
+        "acme",
+        "admin",
+        clock.clone(),
+    )
+    .await
+    .unwrap();
+    let mut joined = Vec::new();
+    for handle in ["alice", "bob", "carol"] {
+        let code = admin.invite(handle, 3600).await.unwrap();
+        joined.push(
+            App::join(&home(handle), key(&home(handle)), &code, clock.clone())
+                .await
+                .unwrap(),
+        );
+    }
+    let [mut alice, mut bob, mut carol] = <[App; 3]>::try_from(joined).ok().unwrap();
+    alice.send("bob", "before").await.unwrap();
+    let old_roster_slot = carol.roster_slot().unwrap();
+    assert_eq!(carol.directory_version(), 0);
+
+    admin.revoke("carol").await.unwrap();
+    assert_eq!(admin.directory_version(), 1);
+    let new_roster_slot = admin.roster_slot().unwrap();
+    assert_ne!(new_roster_slot, old_roster_slot);
+    for member in [&mut alice, &mut bob] {
+        member.sync().await.unwrap();
+        assert_eq!(member.directory_version(), 1, "{} moved", member.handle());
+        assert_eq!(member.roster_slot().unwrap(), new_roster_slot);
+        assert_eq!(
+            member.members().await.unwrap(),
+            ["admin", "alice", "bob"],
+            "the new directory's roster"
+        );
+    }
+    // Carol can neither connect nor compute the new slots.
+    assert!(carol.sync().await.is_err());
+    assert_eq!(carol.directory_version(), 0);
+    assert_eq!(carol.roster_slot().unwrap(), old_roster_slot);
+
+    // A member invited now joins the new directory and finds everyone.
+    let code = admin.invite("dave", 3600).await.unwrap();
+    let mut dave = App::join(&home("dave"), key(&home("dave")), &code, clock.clone())
+        .await
+        .unwrap();
+    assert_eq!(dave.roster_slot().unwrap(), new_roster_slot);
+    for peer in ["admin", "alice", "bob"] {
+        dave.send(peer, &format!("hello {peer}")).await.unwrap();
+    }
+    for member in [&mut alice, &mut bob] {
+        let report = member.sync().await.unwrap();
+        let texts: Vec<&str> = report.messages.iter().map(|m| m.text.as_str()).collect();
+        assert!(
+            texts.contains(&format!("hello {}", member.handle()).as_str()),
+            "{texts:?}"
+        );
+        member.send("dave", "welcome").await.unwrap();
+    }
+    let report = dave.sync().await.unwrap();
+    assert_eq!(report.messages.len(), 2);
+    // Carol was dropped from everyone's contacts; sending to her is refused.
+    assert!(alice.send("carol", "still there?").await.is_err());
+}

@@ -76,6 +76,15 @@ impl TeamSecrets {
         SigningKey::from_bytes(&seed)
     }
 
+    /// Signs a directory key `dir_key` at `version` (the message members
+    /// accept it in).
+    pub fn sign_dir_key(&self, version: u64, dir_key: &[u8; 32]) -> Vec<u8> {
+        self.team
+            .sign(&dir_key_message(version, dir_key))
+            .to_bytes()
+            .to_vec()
+    }
+
     /// Signs a roster of `handles` at `version`.
     pub fn sign_roster(&self, version: u64, handles: &[String]) -> Vec<u8> {
         let roster = Roster {
@@ -90,6 +99,25 @@ impl TeamSecrets {
         }
         .encode_to_vec()
     }
+}
+
+/// What `T` signs to hand out a new `K_dir`.
+fn dir_key_message(version: u64, dir_key: &[u8; 32]) -> Vec<u8> {
+    [tags::DIR_KEY, &version.to_be_bytes(), dir_key].concat()
+}
+
+/// Whether `signature` is `T`'s over a directory key at `version`.
+pub fn verify_dir_key(
+    team_key: &VerifyingKey,
+    version: u64,
+    dir_key: &[u8; 32],
+    signature: &[u8],
+) -> bool {
+    ed25519_dalek::Signature::from_slice(signature).is_ok_and(|s| {
+        team_key
+            .verify_strict(&dir_key_message(version, dir_key), &s)
+            .is_ok()
+    })
 }
 
 /// What every member knows of the team: `K_dir` and `T`'s public key.

@@ -82,6 +82,10 @@ pub struct Membership {
     /// Whether my slot already passed from the invite key to my own key.
     #[serde(default)]
     slot_owned: bool,
+    /// Version of `dir_key` (0: the one from the invite); each revocation
+    /// brings a new key with a higher version.
+    #[serde(default)]
+    dir_version: u64,
 }
 
 impl Drop for Membership {
@@ -126,6 +130,7 @@ impl Membership {
             relay_admin_seed: None,
             invites: std::collections::BTreeMap::new(),
             slot_owned: false,
+            dir_version: 0,
         }
     }
 
@@ -185,6 +190,48 @@ impl Membership {
             team: SigningKey::from_bytes(&seed),
             dir_key: Zeroizing::new(self.dir_key),
         })
+    }
+
+    /// The version of the directory key I hold.
+    pub fn dir_version(&self) -> u64 {
+        self.dir_version
+    }
+
+    /// Admin: moves to a fresh directory key; returns it, its version and
+    /// `T`'s signature, to send to every remaining member. Nothing is
+    /// published yet: the caller re-publishes the roster and my entry under
+    /// the new key.
+    pub fn rotate_dir_key(&mut self) -> Result<([u8; 32], u64, Vec<u8>), TeamError> {
+        let team = self.team_secrets()?;
+        let mut dir_key = [0u8; 32];
+        getrandom::fill(&mut dir_key).expect("invariant: the OS random number generator works");
+        let version = self.dir_version + 1;
+        let signature = team.sign_dir_key(version, &dir_key);
+        self.dir_key = dir_key;
+        self.dir_version = version;
+        Ok((dir_key, version, signature))
+    }
+
+    /// A member: takes a directory key the admin sent, if `T` signed it and
+    /// it is newer than mine; returns whether it was taken.
+    pub fn accept_dir_key(
+        &mut self,
+        dir_key: &[u8],
+        version: u64,
+        signature: &[u8],
+    ) -> Result<bool, TeamError> {
+        let Ok(dir_key) = <[u8; 32]>::try_from(dir_key) else {
+            return Ok(false);
+        };
+        let team_key = ed25519_dalek::VerifyingKey::from_bytes(&self.team_key).map_err(corrupt)?;
+        if version <= self.dir_version
+            || !super::verify_dir_key(&team_key, version, &dir_key, signature)
+        {
+            return Ok(false);
+        }
+        self.dir_key = dir_key;
+        self.dir_version = version;
+        Ok(true)
     }
 
     /// Whether this device is the admin's.

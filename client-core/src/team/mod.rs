@@ -22,6 +22,7 @@ mod member;
 
 pub use directory::{
     Directory, DirectoryError, TeamSecrets, VerifiedEntry, VerifiedRoster, build_entry,
+    verify_dir_key,
 };
 pub use invite::{
     INVITE_PREFIX, InviteError, InviteParams, IssuedInvite, ParsedInvite, issue_invite,
@@ -37,6 +38,8 @@ pub mod tags {
     pub const USER_KEY: &[u8] = b"sotto/user/v1";
     /// `U` signs device lists.
     pub const DEVICE_LIST: &[u8] = b"sotto/devices/v1";
+    /// `T` signs a new directory key.
+    pub const DIR_KEY: &[u8] = b"sotto/dir-key/v1";
     /// `T` signs rosters.
     pub const ROSTER: &[u8] = b"sotto/roster/v1";
     /// Slot IDs of member entries: `HMAC(K_dir, "user/" || handle)`.
