@@ -34,12 +34,16 @@ impl Output {
             };
             let text = match message.status {
                 Status::Waiting => {
-                    "(waiting for the sender's key; it was asked for and the message appears when it arrives)"
+                    "(waiting for the sender's key; it was asked for and the message appears when it arrives)".to_owned()
                 }
                 Status::Withheld => {
-                    "(not readable: sent before you joined, the sender withheld its key)"
+                    "(not readable: sent before you joined, the sender withheld its key)".to_owned()
                 }
-                _ => message.text.as_str(),
+                Status::Unsent => format!(
+                    "{} (not sent: you were removed from the group first)",
+                    message.text
+                ),
+                _ => message.text.clone(),
             };
             line(format_args!("[{}] {arrow}: {text}", clock(message.sent_at)));
         }

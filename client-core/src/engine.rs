@@ -59,6 +59,8 @@ pub enum Status {
     Queued,
     /// Mine, stored durably by the relay.
     Sent,
+    /// Mine, never sent: I was removed from the group before it went out.
+    Unsent,
     /// Mine, the recipient's device has it.
     Delivered,
     /// Mine, the recipient read it.
@@ -724,7 +726,7 @@ impl Engine {
         // Status only moves forward (a late "sent" never hides "read").
         let rank = |s: Status| match s {
             Status::Queued => 0,
-            Status::Sent => 1,
+            Status::Sent | Status::Unsent => 1,
             Status::Delivered => 2,
             Status::Read => 3,
             Status::Received | Status::Waiting | Status::Withheld => 0,

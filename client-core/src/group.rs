@@ -513,10 +513,20 @@ impl Engine {
                     next.previous = Some(known.current.clone());
                     next.current = generation(&state.secret);
                 } else {
-                    // Removed: keep the history, forget the secrets.
+                    // Removed: keep the history, forget the secrets, and
+                    // drop what I had queued for the group.
                     next.left = true;
                     next.previous = None;
                     next.current = generation(&[0; 32]);
+                    let hex_id = hex::encode(id);
+                    for (key, value) in self.store.scan_prefix(Tree::Outbox, &[])? {
+                        let queued: OutboxRecord =
+                            serde_json::from_slice(&value).map_err(corrupt)?;
+                        if queued.group.as_deref() == Some(hex_id.as_str()) {
+                            batch.delete(Tree::Outbox, key);
+                            self.update_status(&queued.message_id, Status::Unsent, batch)?;
+                        }
+                    }
                 }
                 next
             }
@@ -972,6 +982,9 @@ impl Engine {
             .group_mailboxes
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Only the latest list's mailboxes are looked up (the map stays small
+        // in a long `listen`).
+        map.clear();
         let mut inboxes = Vec::new();
         for group in self.groups.values().filter(|g| !g.left) {
             let previous = group

@@ -176,12 +176,32 @@ async fn a_removed_member_misses_everything_after_removal_and_a_late_joiner_sees
             alice.client.engine().group_mailbox("team", e).unwrap()
         );
     }
+    // Carol typed something before she heard: it is dropped, not sent.
+    carol
+        .client
+        .engine_mut()
+        .queue_group_text("team", "typed while removed", now)
+        .unwrap();
     let report = carol.client.sync().await.unwrap();
     assert!(
         report.messages.is_empty(),
         "carol gets nothing after removal"
     );
-    assert_eq!(texts(carol, "team"), ["before"]);
+    assert!(
+        carol
+            .client
+            .engine()
+            .outgoing(now / 1000)
+            .unwrap()
+            .is_empty()
+    );
+    let history = carol.client.engine().group_history("team").unwrap();
+    assert_eq!(history.last().unwrap().status, Status::Unsent);
+    assert_eq!(
+        texts(carol, "team"),
+        ["before", "typed while removed"],
+        "what carol typed stays in her history, marked unsent"
+    );
     assert!(!carol.client.engine().find_group("team").unwrap().active);
     assert!(
         carol
