@@ -99,6 +99,20 @@ pub(crate) async fn run(out: Output) -> anyhow::Result<()> {
         };
         app.send(to, text).await?;
     }
+    let everyone = ["bob".to_owned(), "carol".to_owned()];
+    alice
+        .group_create("launch", &everyone, sotto_core::Rotation::default())
+        .await?;
+    alice
+        .group_send(
+            "launch",
+            "Launch is at 10:00. One upload reached both of you.",
+        )
+        .await?;
+    say(
+        out,
+        "▶ alice made the group \"launch\" with bob and carol and wrote to it once",
+    );
 
     say(out, "\n▶ what the relay stores right now (all of it):");
     let counts = server.relay().storage().audit_scan()?;
@@ -131,8 +145,13 @@ pub(crate) async fn run(out: Output) -> anyhow::Result<()> {
             if out.json {
                 out.message(message);
             } else {
+                let group = message
+                    .group
+                    .as_ref()
+                    .map(|g| format!(" in #{g}"))
+                    .unwrap_or_default();
                 line(format_args!(
-                    "  {name:>5} got from {:<5}  \"{}\"",
+                    "  {name:>5} got from {:<5}{group}  \"{}\"",
                     message.from, message.text
                 ));
             }
@@ -146,7 +165,8 @@ pub(crate) async fn run(out: Output) -> anyhow::Result<()> {
     say(
         out,
         &format!(
-            "\n▶ after everyone synced, the relay holds {left} blob(s): delivered blobs are deleted."
+            "\n▶ after everyone synced, the relay holds {left} blob(s): delivered 1:1 blobs are deleted; \
+             the group's blob stays until its TTL (every member reads it with a cursor of their own)."
         ),
     );
     server.shutdown().await;

@@ -284,7 +284,11 @@ fn demo_runs_a_whole_team_and_exits_zero() {
     );
     assert!(stdout.contains("alice got from carol"), "{stdout}");
     assert!(stdout.contains("blob(s), 1024 bytes"), "{stdout}");
-    assert!(stdout.contains("the relay holds 0 blob(s)"), "{stdout}");
+    assert!(
+        stdout.contains("carol got from alice in #launch  \"Launch is at 10:00."),
+        "{stdout}"
+    );
+    assert!(stdout.contains("the relay holds 1 blob(s)"), "{stdout}");
 }
 
 #[test]
