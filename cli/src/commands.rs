@@ -163,6 +163,14 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sync => {
             let mut app = open(&home).await?;
             let report = app.sync().await?;
+            let periods = app.client().engine().token_key_warnings()?;
+            if !periods.is_empty() {
+                eprintln!(
+                    "sotto: warning: the relay showed members different access-token keys for {} period(s); \
+                     it may be telling members apart. Tell your admin.",
+                    periods.len()
+                );
+            }
             for message in &report.messages {
                 out.message(message);
             }

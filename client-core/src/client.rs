@@ -223,6 +223,7 @@ impl Client {
     /// Delivers everything in the outbox on a fresh send connection;
     /// returns how many blobs the relay accepted.
     pub async fn deliver(&mut self) -> Result<usize, ClientError> {
+        self.engine.refresh_token_key()?;
         let outgoing = self.engine.outgoing(self.now_ms() / 1000)?;
         if outgoing.is_empty() {
             return Ok(0);

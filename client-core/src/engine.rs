@@ -281,6 +281,31 @@ pub struct Engine {
     /// Set when a group's secret changed (a new group, a new generation):
     /// there are new mailboxes to read.
     pub(crate) groups_changed: bool,
+    /// The newest access-token period key this device holds, named in
+    /// every payload (DESIGN §7).
+    token_key: Option<sotto_proto::client::TokenKeyRef>,
+}
+
+/// The newest period key recorded by the token wallet, as payloads name it.
+fn newest_token_key(
+    store: &dyn Store,
+) -> Result<Option<sotto_proto::client::TokenKeyRef>, EngineError> {
+    let newest = store
+        .scan_prefix(Tree::Meta, crate::tokens::PERIOD_KEY_PREFIX)?
+        .into_iter()
+        .filter_map(|(key, public)| {
+            let id = key.get(crate::tokens::PERIOD_KEY_PREFIX.len()..)?;
+            Some((u64::from_be_bytes(id.try_into().ok()?), public))
+        })
+        .max_by_key(|(id, _)| *id);
+    Ok(
+        newest.map(|(key_id, public)| sotto_proto::client::TokenKeyRef {
+            key_id,
+            fingerprint: crate::token_key_fingerprint(key_id, &public)
+                .to_vec()
+                .into(),
+        }),
+    )
 }
 
 pub(crate) fn be64_or_zero(bytes: Option<zeroize::Zeroizing<Vec<u8>>>) -> u64 {
@@ -339,6 +364,7 @@ impl Engine {
             groups,
             group_mailboxes: Default::default(),
             groups_changed: false,
+            token_key: newest_token_key(store.as_ref())?,
             me: device.card().identity_key.to_bytes(),
             history_seq: be64_or_zero(store.get(Tree::Meta, HISTORY_SEQ)?),
             outbox_seq: be64_or_zero(store.get(Tree::Meta, OUTBOX_SEQ)?),
@@ -495,6 +521,7 @@ impl Engine {
         let message_id = random_id();
         payload.message_id = message_id.to_vec().into();
         payload.reply_inbox = contact.my_inbox.public().as_bytes().to_vec().into();
+        payload.token_key = self.token_key.clone();
         let plaintext = zeroize::Zeroizing::new(payload.encode_to_vec());
         if plaintext.len() > crate::max_plaintext_len(sotto_proto::Bucket::largest()) - 200 {
             return Err(EngineError::TooLong(plaintext.len()));
@@ -839,6 +866,7 @@ impl Engine {
 
         let mut batch = Batch::new();
         batch.put(Tree::Seen, seen_key, &[]);
+        self.check_token_key(payload.token_key.as_ref(), &mut batch)?;
         self.save_sessions(&sender.to_bytes(), &mut batch)?;
         if account_changed {
             // A new inbound session may have used up a one-time key.
@@ -1075,6 +1103,81 @@ impl Engine {
             .get(peer)
             .and_then(|c| self.sessions.get(&c.card.identity_key.to_bytes()))
             .map_or(0, Vec::len)
+    }
+
+    /// Re-reads which access-token period key this device holds (after a
+    /// refill), for the payloads it queues from now on.
+    pub fn refresh_token_key(&mut self) -> Result<(), EngineError> {
+        self.token_key = newest_token_key(self.store.as_ref())?;
+        Ok(())
+    }
+
+    /// The ID of the period key my payloads name, if I hold one.
+    pub fn token_key_id(&self) -> Option<u64> {
+        self.token_key.as_ref().map(|k| k.key_id)
+    }
+
+    /// A sender named a period key: if I hold another key for the same
+    /// period, the relay showed us different keys — a way to tell members
+    /// apart (DESIGN §7). Recorded, and reported by
+    /// [`Engine::token_key_warnings`]; the message itself is authentic.
+    fn check_token_key(
+        &self,
+        named: Option<&sotto_proto::client::TokenKeyRef>,
+        batch: &mut Batch,
+    ) -> Result<(), EngineError> {
+        let Some(named) = named else {
+            return Ok(());
+        };
+        let key = [
+            crate::tokens::PERIOD_KEY_PREFIX,
+            &named.key_id.to_be_bytes(),
+        ]
+        .concat();
+        if let Some(mine) = self.store.get(Tree::Meta, &key)?
+            && crate::token_key_fingerprint(named.key_id, &mine).as_slice()
+                != named.fingerprint.as_ref()
+        {
+            batch.put(
+                Tree::Meta,
+                [
+                    crate::tokens::KEY_WARNING_PREFIX,
+                    &named.key_id.to_be_bytes(),
+                ]
+                .concat(),
+                &[],
+            );
+        }
+        Ok(())
+    }
+
+    /// Access-token periods for which this device saw a key other than one
+    /// a member (or the relay, earlier) showed it: the relay may be telling
+    /// members apart. Empty when all is well.
+    pub fn token_key_warnings(&self) -> Result<Vec<u64>, EngineError> {
+        Ok(self
+            .store
+            .scan_prefix(Tree::Meta, crate::tokens::KEY_WARNING_PREFIX)?
+            .into_iter()
+            .filter_map(|(key, _)| {
+                key.get(crate::tokens::KEY_WARNING_PREFIX.len()..)
+                    .and_then(|id| id.try_into().ok())
+                    .map(u64::from_be_bytes)
+            })
+            .collect())
+    }
+
+    /// Records the period key `public` for `key_id` as this device's (the
+    /// wallet does so on refill; tests use it to stage a relay that showed
+    /// two members two keys).
+    #[doc(hidden)]
+    pub fn record_period_key(&mut self, key_id: u64, public: &[u8; 32]) -> Result<(), EngineError> {
+        self.store.put(
+            Tree::Meta,
+            &[crate::tokens::PERIOD_KEY_PREFIX, &key_id.to_be_bytes()].concat(),
+            public,
+        )?;
+        self.refresh_token_key()
     }
 
     /// A directory key received and not yet applied by the team layer.

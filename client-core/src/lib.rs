@@ -83,7 +83,7 @@ pub use store::{
 #[doc(hidden)]
 pub use store::{fuzz_open_value, fuzz_seal_value};
 pub use tokens::{
-    AccessToken, IssuanceAccount, RegistrationToken, TokenError, TokenRequest, TokenWallet,
-    VerifiedTokenKey, bootstrap, mint_registrations, refill, register, revoke, token_key,
-    verify_token_key,
+    AccessToken, IssuanceAccount, RegistrationToken, TOKEN_KEY_ID_TAG, TokenError, TokenRequest,
+    TokenWallet, VerifiedTokenKey, bootstrap, mint_registrations, refill, register, revoke,
+    token_key, token_key_fingerprint, verify_token_key,
 };

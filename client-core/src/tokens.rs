@@ -185,6 +185,9 @@ pub struct AccessToken {
     valid_until: u64,
     input: [u8; TOKEN_INPUT_LEN],
     output: [u8; TOKEN_OUTPUT_LEN],
+    /// The period's public key it was issued under (all zero for tokens
+    /// stored before this was kept).
+    key_public: [u8; 32],
 }
 
 impl AccessToken {
@@ -220,23 +223,30 @@ impl AccessToken {
     }
 
     fn to_stored(&self) -> Zeroizing<Vec<u8>> {
-        let mut value = Zeroizing::new(Vec::with_capacity(8 + 8 + 32 + 64));
+        let mut value = Zeroizing::new(Vec::with_capacity(STORED_LEN + 32));
         value.extend_from_slice(&self.key_id.to_be_bytes());
         value.extend_from_slice(&self.valid_until.to_be_bytes());
         value.extend_from_slice(&self.input);
         value.extend_from_slice(&self.output);
+        value.extend_from_slice(&self.key_public);
         value
     }
 
     fn from_stored(value: &[u8]) -> Option<Self> {
-        if value.len() != 16 + TOKEN_INPUT_LEN + TOKEN_OUTPUT_LEN {
+        // Tokens stored before the period key was kept lack its 32 bytes.
+        if value.len() != STORED_LEN && value.len() != STORED_LEN + 32 {
             return None;
         }
+        let key_public = match value.get(STORED_LEN..) {
+            Some(bytes) if bytes.len() == 32 => bytes.try_into().ok()?,
+            _ => [0; 32],
+        };
         Some(Self {
             key_id: u64::from_be_bytes(value[..8].try_into().ok()?),
             valid_until: u64::from_be_bytes(value[8..16].try_into().ok()?),
-            input: value[16..48].try_into().ok()?,
-            output: value[48..].try_into().ok()?,
+            input: value[16..16 + TOKEN_INPUT_LEN].try_into().ok()?,
+            output: value[16 + TOKEN_INPUT_LEN..STORED_LEN].try_into().ok()?,
+            key_public,
         })
     }
 }
@@ -365,6 +375,7 @@ impl TokenRequest {
                 output: output[..]
                     .try_into()
                     .map_err(|_| TokenError::Protocol("VOPRF output length".into()))?,
+                key_public: key.public_key,
             });
         }
         Ok(tokens)
@@ -497,6 +508,29 @@ pub async fn refill(
     }
 }
 
+/// Bytes of a stored token before the period key: key ID, expiry, input,
+/// output.
+const STORED_LEN: usize = 16 + TOKEN_INPUT_LEN + TOKEN_OUTPUT_LEN;
+/// Tree `Meta`: the period public key each key ID was seen with.
+pub(crate) const PERIOD_KEY_PREFIX: &[u8] = b"token-key/";
+/// Tree `Meta`: key IDs for which two different keys were seen.
+pub(crate) const KEY_WARNING_PREFIX: &[u8] = b"token-key-warning/";
+/// Domain separation of period key fingerprints in messages.
+pub const TOKEN_KEY_ID_TAG: &[u8] = b"sotto/token-key-id/v1";
+
+/// The fingerprint of a period key that messages carry (DESIGN §7).
+pub fn token_key_fingerprint(key_id: u64, public_key: &[u8]) -> [u8; 16] {
+    use sha2::Digest;
+    let digest = sha2::Sha256::new()
+        .chain_update(TOKEN_KEY_ID_TAG)
+        .chain_update(key_id.to_be_bytes())
+        .chain_update(public_key)
+        .finalize();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&digest[..16]);
+    out
+}
+
 /// Unspent tokens, kept in the encrypted store (tree `Meta`, random keys),
 /// each taken out before it is used so none is ever presented twice.
 #[derive(Clone)]
@@ -510,10 +544,29 @@ impl TokenWallet {
         Self { store }
     }
 
-    /// Adds tokens (durably).
+    /// Adds tokens (durably), and records the period key each was issued
+    /// under ([`TokenWallet::period_keys`]).
     pub fn add(&self, tokens: &[AccessToken]) -> Result<(), TokenError> {
         let mut batch = Batch::new();
         for token in tokens {
+            if token.key_public != [0; 32] {
+                let key = [PERIOD_KEY_PREFIX, &token.key_id.to_be_bytes()].concat();
+                match self.store.get(Tree::Meta, &key)? {
+                    None => {
+                        batch.put(Tree::Meta, key, &token.key_public);
+                    }
+                    // The relay showed this device two keys for one
+                    // period: as telling as showing two members two keys.
+                    Some(seen) if seen.as_slice() != token.key_public.as_slice() => {
+                        batch.put(
+                            Tree::Meta,
+                            [KEY_WARNING_PREFIX, &token.key_id.to_be_bytes()].concat(),
+                            &[],
+                        );
+                    }
+                    Some(_) => {}
+                }
+            }
             let id: [u8; 16] = random()?;
             let mut key = WALLET_PREFIX.to_vec();
             key.extend_from_slice(&id);
@@ -600,7 +653,46 @@ mod tests {
             valid_until,
             input: [key_id as u8; 32],
             output: [7; 64],
+            key_public: [9; 32],
         }
+    }
+
+    #[test]
+    fn tokens_stored_before_the_period_key_was_kept_still_load() {
+        let old = token(3, 100);
+        let stored = old.to_stored();
+        assert_eq!(
+            AccessToken::from_stored(&stored).unwrap().key_public,
+            [9; 32]
+        );
+        let without_key = &stored[..STORED_LEN];
+        let loaded = AccessToken::from_stored(without_key).unwrap();
+        assert_eq!((loaded.key_id, loaded.input), (3, old.input));
+        assert_eq!(loaded.key_public, [0; 32]);
+        assert!(AccessToken::from_stored(&stored[..STORED_LEN - 1]).is_none());
+    }
+
+    #[test]
+    fn a_second_key_for_one_period_is_a_warning() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new().unwrap());
+        let wallet = TokenWallet::new(store.clone());
+        wallet.add(&[token(5, 100)]).unwrap();
+        assert!(
+            store
+                .scan_prefix(Tree::Meta, KEY_WARNING_PREFIX)
+                .unwrap()
+                .is_empty()
+        );
+        let mut other = token(5, 100);
+        other.key_public = [8; 32];
+        wallet.add(&[other]).unwrap();
+        assert_eq!(
+            store
+                .scan_prefix(Tree::Meta, KEY_WARNING_PREFIX)
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     #[test]

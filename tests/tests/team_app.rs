@@ -251,3 +251,50 @@ async fn revoking_a_member_rotates_the_directory_key_and_the_team_carries_on_wit
     // Carol was dropped from everyone's contacts; sending to her is refused.
     assert!(alice.send("carol", "still there?").await.is_err());
 }
+
+/// DESIGN §7: every message names the token period key its sender holds;
+/// a member whom the relay showed another key for the same period is
+/// warned (the relay could otherwise tell members apart by their keys).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_shown_another_token_key_for_the_same_period_is_warned() {
+    let relay = tokens_relay().await;
+    let homes = tempfile::tempdir().unwrap();
+    let clock = clock_of(&relay.clock);
+    let home = |h: &str| homes.path().join(h);
+    let mut admin = App::create_team(
+        &home("admin"),
+        key(&home("admin")),
+        target(&relay),
+        &relay.bootstrap_code().unwrap(),
+        "acme",
+        "admin",
+        clock.clone(),
+    )
+    .await
+    .unwrap();
+    let code = admin.invite("bob", 3600).await.unwrap();
+    let mut bob = App::join(&home("bob"), key(&home("bob")), &code, clock.clone())
+        .await
+        .unwrap();
+    admin.send("bob", "one").await.unwrap();
+    bob.sync().await.unwrap();
+    assert_eq!(
+        bob.client().engine().token_key_warnings().unwrap(),
+        Vec::<u64>::new()
+    );
+    let key_id = admin.client().engine().token_key_id().unwrap();
+    assert_eq!(bob.client().engine().token_key_id(), Some(key_id));
+
+    // Stage a relay that showed bob a different key for this period.
+    bob.client()
+        .engine_mut()
+        .record_period_key(key_id, &[7; 32])
+        .unwrap();
+    admin.send("bob", "two").await.unwrap();
+    let report = bob.sync().await.unwrap();
+    assert_eq!(report.messages.len(), 1, "the message itself is authentic");
+    assert_eq!(
+        bob.client().engine().token_key_warnings().unwrap(),
+        [key_id]
+    );
+}
