@@ -517,21 +517,7 @@ impl App {
             }
         }
         let (dir_key, version, signature) = self.membership.rotate_dir_key()?;
-        let conn = self.client.connect().await?;
-        let published = async {
-            self.membership.publish_roster(&conn, remaining).await?;
-            self.membership
-                .publish_entry(&conn, self.client.engine())
-                .await
-        }
-        .await;
-        conn.close().await;
-        if let Err(error) = published {
-            // Nothing local changed: keep the old key.
-            self.reload_membership()?;
-            return Err(error.into());
-        }
-        self.membership.save(self.store.as_ref())?;
+        self.publish_under_new_key(Some(remaining)).await?;
         let now = (self.clock)();
         for handle in recipients {
             let payload = sotto_proto::client::Payload {
@@ -552,9 +538,28 @@ impl App {
         Ok(())
     }
 
-    fn reload_membership(&mut self) -> Result<(), AppError> {
-        self.membership = Membership::load(self.store.as_ref())?
-            .ok_or_else(|| AppError::NotJoined(self.home.clone()))?;
+    /// Publishes my entry (and, for the admin, `roster`) under the
+    /// directory key just taken, then saves the membership; on failure the
+    /// stored membership, with the old key, is reloaded, so nothing local
+    /// changed and the step can be retried.
+    async fn publish_under_new_key(&mut self, roster: Option<&[String]>) -> Result<(), AppError> {
+        let conn = self.client.connect().await?;
+        let published = async {
+            if let Some(roster) = roster {
+                self.membership.publish_roster(&conn, roster).await?;
+            }
+            self.membership
+                .publish_entry(&conn, self.client.engine())
+                .await
+        }
+        .await;
+        conn.close().await;
+        if let Err(error) = published {
+            self.membership = Membership::load(self.store.as_ref())?
+                .ok_or_else(|| AppError::NotJoined(self.home.clone()))?;
+            return Err(error.into());
+        }
+        self.membership.save(self.store.as_ref())?;
         Ok(())
     }
 
@@ -570,18 +575,8 @@ impl App {
             &pending.signature,
         )?;
         if taken {
-            let conn = self.client.connect().await?;
-            let published = self
-                .membership
-                .publish_entry(&conn, self.client.engine())
-                .await;
-            conn.close().await;
-            if let Err(error) = published {
-                // Try again at the next sync, from the stored state.
-                self.reload_membership()?;
-                return Err(error.into());
-            }
-            self.membership.save(self.store.as_ref())?;
+            // On failure the key stays pending for the next sync.
+            self.publish_under_new_key(None).await?;
         }
         self.client.engine().clear_dir_key()?;
         Ok(taken)
@@ -619,18 +614,34 @@ impl App {
         }
         // Senders who are members but not yet contacts: look them up so
         // their first messages are accepted.
+        let missing: Vec<String> = roster
+            .handles
+            .into_iter()
+            .filter(|h| {
+                *h != self.membership.handle && self.client.engine().contact_card(h).is_none()
+            })
+            .collect();
+        if missing.is_empty() {
+            self.membership.save(self.store.as_ref())?;
+            return Ok(());
+        }
         let conn = self.client.connect().await?;
-        for handle in &roster.handles {
-            if *handle != self.membership.handle
-                && self.client.engine().contact_card(handle).is_none()
-            {
-                // Invited-but-not-joined members are skipped; forged entries
-                // are refused (and simply not added).
-                let _ = self
-                    .membership
-                    .add_member_contact(&conn, self.client.engine_mut(), handle)
-                    .await;
-            }
+        self.add_contacts(conn, &missing).await
+    }
+
+    /// Looks `handles` up in the directory and makes them contacts;
+    /// invited-but-not-joined members are skipped, forged entries refused
+    /// (and simply not added). Closes `conn`.
+    async fn add_contacts(
+        &mut self,
+        conn: RelayConnection,
+        handles: &[String],
+    ) -> Result<(), AppError> {
+        for handle in handles {
+            let _ = self
+                .membership
+                .add_member_contact(&conn, self.client.engine_mut(), handle)
+                .await;
         }
         conn.close().await;
         self.membership.save(self.store.as_ref())?;
@@ -858,15 +869,7 @@ impl App {
                 };
             }
         };
-        for handle in &missing {
-            let _ = self
-                .membership
-                .add_member_contact(&conn, self.client.engine_mut(), handle)
-                .await;
-        }
-        conn.close().await;
-        self.membership.save(self.store.as_ref())?;
-        Ok(())
+        self.add_contacts(conn, &missing).await
     }
 
     /// Delivers the outbox; a network failure leaves it queued (false).

@@ -13,6 +13,13 @@ fn now_ms(relay: &TestRelay) -> u64 {
     clock_of(&relay.clock)()
 }
 
+/// Devices for `handles` that all have each other's cards.
+fn acquainted(relay: &TestRelay, handles: &[&str]) -> Vec<Member> {
+    let mut members: Vec<Member> = handles.iter().map(|h| Member::new(h, relay)).collect();
+    acquaint(&mut members);
+    members
+}
+
 /// Everyone has everyone's card (as the team directory gives them).
 fn acquaint(members: &mut [Member]) {
     for i in 0..members.len() {
@@ -139,11 +146,7 @@ async fn ten_members_exchange_1000_messages_each_received_once_with_one_put_per_
 async fn a_removed_member_misses_everything_after_removal_and_a_late_joiner_sees_only_what_follows()
 {
     let relay = TestRelay::start().await;
-    let mut members: Vec<Member> = ["alice", "bob", "carol", "dave"]
-        .iter()
-        .map(|h| Member::new(h, &relay))
-        .collect();
-    acquaint(&mut members);
+    let mut members = acquainted(&relay, &["alice", "bob", "carol", "dave"]);
     let now = now_ms(&relay);
     let epoch = Epoch::from_unix_secs(now / 1000, EPOCH_SECS);
     let [alice, bob, carol, dave] = members.as_mut_slice() else {
@@ -169,13 +172,16 @@ async fn a_removed_member_misses_everything_after_removal_and_a_late_joiner_sees
     assert_ne!(old_mailbox, new_mailbox, "the group mailbox moved");
     // Before and after hearing of the removal, carol computes neither this
     // epoch's new mailbox nor any later one.
-    for hour in 0..3 {
-        let e = Epoch::new(epoch.get() + hour);
-        assert_ne!(
-            carol.client.engine().group_mailbox("team", e).unwrap(),
-            alice.client.engine().group_mailbox("team", e).unwrap()
-        );
-    }
+    let cannot_locate = |carol: &Member, alice: &Member| {
+        for hour in 0..3 {
+            let e = Epoch::new(epoch.get() + hour);
+            assert_ne!(
+                carol.client.engine().group_mailbox("team", e).unwrap(),
+                alice.client.engine().group_mailbox("team", e).unwrap()
+            );
+        }
+    };
+    cannot_locate(carol, alice);
     // Carol typed something before she heard: it is dropped, not sent.
     carol
         .client
@@ -210,13 +216,7 @@ async fn a_removed_member_misses_everything_after_removal_and_a_late_joiner_sees
             .queue_group_text("team", "still here?", now)
             .is_err()
     );
-    for e in 0..3 {
-        let e = Epoch::new(epoch.get() + e);
-        assert_ne!(
-            carol.client.engine().group_mailbox("team", e).unwrap(),
-            alice.client.engine().group_mailbox("team", e).unwrap()
-        );
-    }
+    cannot_locate(carol, alice);
 
     alice
         .client
@@ -311,11 +311,7 @@ async fn a_message_before_its_key_waits_then_decrypts_and_a_replay_is_ignored() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_key_is_asked_for_and_a_key_from_before_joining_is_withheld() {
     let relay = TestRelay::start().await;
-    let mut members: Vec<Member> = ["alice", "bob", "dave"]
-        .iter()
-        .map(|h| Member::new(h, &relay))
-        .collect();
-    acquaint(&mut members);
+    let mut members = acquainted(&relay, &["alice", "bob", "dave"]);
     let now = now_ms(&relay);
     let epoch = Epoch::from_unix_secs(now / 1000, EPOCH_SECS);
     let [alice, bob, dave] = members.as_mut_slice() else {
@@ -472,11 +468,7 @@ async fn group_mailboxes_rotate_every_epoch_and_group_blobs_look_like_one_to_one
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_rotate_after_the_configured_count_and_on_every_membership_change() {
     let relay = TestRelay::start().await;
-    let mut members: Vec<Member> = ["alice", "bob", "carol"]
-        .iter()
-        .map(|h| Member::new(h, &relay))
-        .collect();
-    acquaint(&mut members);
+    let mut members = acquainted(&relay, &["alice", "bob", "carol"]);
     let now = now_ms(&relay);
     let [alice, bob, carol] = members.as_mut_slice() else {
         unreachable!()

@@ -23,6 +23,38 @@ async fn tokens_relay() -> TestRelay {
     TestRelay::start_with(|c| c.tokens.require_tokens = true).await
 }
 
+/// The admin's device (team "acme") and one joined device per handle, in
+/// homes under `homes`.
+async fn team(relay: &TestRelay, homes: &std::path::Path, handles: &[&str]) -> (App, Vec<App>) {
+    let clock = clock_of(&relay.clock);
+    let home = |h: &str| homes.join(h);
+    let mut admin = App::create_team(
+        &home("admin"),
+        key(&home("admin")),
+        target(relay),
+        &relay.bootstrap_code().unwrap(),
+        "acme",
+        "admin",
+        clock.clone(),
+    )
+    .await
+    .unwrap();
+    let mut joined = Vec::new();
+    for handle in handles {
+        joined.push(join(&mut admin, homes, handle, relay).await);
+    }
+    (admin, joined)
+}
+
+/// `handle` joins with an invite from `admin`.
+async fn join(admin: &mut App, homes: &std::path::Path, handle: &str, relay: &TestRelay) -> App {
+    let code = admin.invite(handle, 3600).await.unwrap();
+    let home = homes.join(handle);
+    App::join(&home, key(&home), &code, clock_of(&relay.clock))
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_and_three_invited_members_all_message_each_other_on_a_token_relay() {
     let relay = tokens_relay().await;
@@ -182,28 +214,7 @@ async fn an_invite_presented_to_a_different_relay_is_refused() {
 async fn revoking_a_member_rotates_the_directory_key_and_the_team_carries_on_without_them() {
     let relay = tokens_relay().await;
     let homes = tempfile::tempdir().unwrap();
-    let clock = clock_of(&relay.clock);
-    let home = |h: &str| homes.path().join(h);
-    let mut admin = App::create_team(
-        &home("admin"),
-        key(&home("admin")),
-        target(&relay),
-        &relay.bootstrap_code().unwrap(),
-        "acme",
-        "admin",
-        clock.clone(),
-    )
-    .await
-    .unwrap();
-    let mut joined = Vec::new();
-    for handle in ["alice", "bob", "carol"] {
-        let code = admin.invite(handle, 3600).await.unwrap();
-        joined.push(
-            App::join(&home(handle), key(&home(handle)), &code, clock.clone())
-                .await
-                .unwrap(),
-        );
-    }
+    let (mut admin, joined) = team(&relay, homes.path(), &["alice", "bob", "carol"]).await;
     let [mut alice, mut bob, mut carol] = <[App; 3]>::try_from(joined).ok().unwrap();
     alice.send("bob", "before").await.unwrap();
     let old_roster_slot = carol.roster_slot().unwrap();
@@ -229,10 +240,7 @@ async fn revoking_a_member_rotates_the_directory_key_and_the_team_carries_on_wit
     assert_eq!(carol.roster_slot().unwrap(), old_roster_slot);
 
     // A member invited now joins the new directory and finds everyone.
-    let code = admin.invite("dave", 3600).await.unwrap();
-    let mut dave = App::join(&home("dave"), key(&home("dave")), &code, clock.clone())
-        .await
-        .unwrap();
+    let mut dave = join(&mut admin, homes.path(), "dave", &relay).await;
     assert_eq!(dave.roster_slot().unwrap(), new_roster_slot);
     for peer in ["admin", "alice", "bob"] {
         dave.send(peer, &format!("hello {peer}")).await.unwrap();
@@ -259,23 +267,8 @@ async fn revoking_a_member_rotates_the_directory_key_and_the_team_carries_on_wit
 async fn a_member_shown_another_token_key_for_the_same_period_is_warned() {
     let relay = tokens_relay().await;
     let homes = tempfile::tempdir().unwrap();
-    let clock = clock_of(&relay.clock);
-    let home = |h: &str| homes.path().join(h);
-    let mut admin = App::create_team(
-        &home("admin"),
-        key(&home("admin")),
-        target(&relay),
-        &relay.bootstrap_code().unwrap(),
-        "acme",
-        "admin",
-        clock.clone(),
-    )
-    .await
-    .unwrap();
-    let code = admin.invite("bob", 3600).await.unwrap();
-    let mut bob = App::join(&home("bob"), key(&home("bob")), &code, clock.clone())
-        .await
-        .unwrap();
+    let (mut admin, joined) = team(&relay, homes.path(), &["bob"]).await;
+    let [mut bob] = <[App; 1]>::try_from(joined).ok().unwrap();
     admin.send("bob", "one").await.unwrap();
     bob.sync().await.unwrap();
     assert_eq!(
