@@ -21,8 +21,18 @@
 //! Nothing else is stored: no token, connection or address next to a blob
 //! (DESIGN §2), and expiry times arrive already rounded to the minute.
 //!
-//! An append writes the expiry entry before the blob, so a crash between the
-//! two leaves at worst an index entry without a blob (harmless to the purge),
+//! An append only takes a seq, counts the blob and queues it in memory; the
+//! queued blobs go into sled together at the next flush, just before the
+//! fsync, on the thread that flushes (the relay's group-commit flusher). So
+//! the tokio workers that call `append` never wait for a B-tree insert, and
+//! the appends of one group commit are inserted in one pass. A read that
+//! could see a queued blob (a fetch or delete reaching above the inserted
+//! prefix, a purge, an audit) inserts the queue first, so the trait behaves
+//! as if every append were inserted at once. Nothing queued was acknowledged:
+//! the relay acks a put only after the flush that inserted it.
+//!
+//! The expiry entry is inserted before its blob, so a crash between the two
+//! leaves at worst an index entry without a blob (harmless to the purge),
 //! never a blob that would outlive its TTL.
 //!
 //! An ack removes only the blob and leaves its expiry entry dangling: one
@@ -31,6 +41,8 @@
 //! blob stored within the last TTL (48 bytes each), acked or not.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use bytes::Bytes;
 use sotto_proto::{Blob, MailboxId, SlotId};
@@ -54,6 +66,34 @@ pub struct SledStorage {
     accounting: Accounting,
     seq_at_open: Seq,
     tokens: TokenTrees,
+    queue: AppendQueue,
+}
+
+/// Appends counted and given a seq but not yet inserted into sled.
+#[derive(Default)]
+struct AppendQueue {
+    /// Queued appends, in seq order.
+    queued: Mutex<Vec<Queued>>,
+    /// Held while a drained batch is inserted, so a reader that needs the
+    /// queue waits for an insert already under way instead of missing it.
+    inserting: Mutex<()>,
+    /// Every append with a seq up to this is in sled.
+    inserted_upto: AtomicU64,
+}
+
+struct Queued {
+    mailbox: MailboxId,
+    seq: Seq,
+    expires_at: u64,
+    blob: Blob,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The guarded values are a plain Vec and (); a panic while holding the
+    // lock leaves them consistent, so poisoning is ignored.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The anonymous-access trees (see the module table).
@@ -278,7 +318,58 @@ impl SledStorage {
             accounting,
             seq_at_open,
             tokens,
+            queue: AppendQueue {
+                inserted_upto: AtomicU64::new(seq_at_open),
+                ..AppendQueue::default()
+            },
         })
+    }
+
+    /// Inserts every queued append into sled, in seq order.
+    fn insert_queued(&self) -> Result<(), StoreError> {
+        let _inserting = lock(&self.queue.inserting);
+        let batch = std::mem::take(&mut *lock(&self.queue.queued));
+        let Some(last) = batch.last().map(|queued| queued.seq) else {
+            return Ok(());
+        };
+        if let Err(error) = batch.iter().try_for_each(|queued| self.insert_blob(queued)) {
+            // Requeue the whole batch ahead of anything queued since, so the
+            // next flush retries it in seq order. Blobs already inserted are
+            // inserted again with the same key and value: no change.
+            let mut queued = lock(&self.queue.queued);
+            let newer = std::mem::take(&mut *queued);
+            queued.extend(batch);
+            queued.extend(newer);
+            return Err(error);
+        }
+        self.queue.inserted_upto.store(last, Ordering::Release);
+        Ok(())
+    }
+
+    /// Inserts the queue first if an append with a seq up to `upto` may
+    /// still be queued.
+    fn insert_queued_upto(&self, upto: Seq) -> Result<(), StoreError> {
+        if upto > self.queue.inserted_upto.load(Ordering::Acquire) {
+            self.insert_queued()?;
+        }
+        Ok(())
+    }
+
+    /// Inserts one blob and its expiry entry, the entry first.
+    fn insert_blob(&self, queued: &Queued) -> Result<(), StoreError> {
+        let Queued {
+            mailbox,
+            seq,
+            expires_at,
+            blob,
+        } = queued;
+        self.expiry
+            .insert(expiry_key(*expires_at, mailbox, *seq), &[])?;
+        let mut value = Vec::with_capacity(8 + blob.len());
+        value.extend_from_slice(&expires_at.to_be_bytes());
+        value.extend_from_slice(blob.as_bytes());
+        self.blobs.insert(blob_key(mailbox, *seq), value)?;
+        Ok(())
     }
 
     /// Bytes the database occupies on disk (for the audit and the stats log).
@@ -293,6 +384,7 @@ impl SledStorage {
     /// Records that do not parse are counted in `AuditCounts::corrupt`
     /// rather than failing the scan: an auditor wants to see them.
     pub fn audit_scan(&self) -> Result<AuditCounts, StoreError> {
+        self.insert_queued()?;
         let mut counts = AuditCounts {
             trees: self
                 .db
@@ -364,6 +456,7 @@ impl SledStorage {
     /// Index entries in the `expiry` tree, dangling ones included.
     #[cfg(test)]
     pub(super) fn expiry_entries(&self) -> usize {
+        self.insert_queued().expect("test: insert the queue");
         self.expiry.len()
     }
 
@@ -379,6 +472,16 @@ impl SledStorage {
     }
 }
 
+impl Drop for SledStorage {
+    fn drop(&mut self) {
+        // sled flushes when its last handle goes; queued appends go with it,
+        // as they would have had they been inserted at once.
+        if let Err(error) = self.insert_queued() {
+            tracing::error!(%error, "could not insert queued blobs at close");
+        }
+    }
+}
+
 impl Storage for SledStorage {
     fn append(&self, mailbox: &MailboxId, blob: &Blob, expires_at: u64) -> Result<Seq, StoreError> {
         // generate_id is persistent and monotonic across restarts (after a
@@ -386,13 +489,14 @@ impl Storage for SledStorage {
         // clients stay valid. It starts at 0; seq 0 is reserved for "before
         // everything" (the initial cursor), hence the + 1.
         let seq = self.db.generate_id()? + 1;
-        self.expiry
-            .insert(expiry_key(expires_at, mailbox, seq), &[])?;
-        let mut value = Vec::with_capacity(8 + blob.len());
-        value.extend_from_slice(&expires_at.to_be_bytes());
-        value.extend_from_slice(blob.as_bytes());
-        self.blobs.insert(blob_key(mailbox, seq), value)?;
+        // Counted now, so quota checks see it before it is inserted.
         self.accounting.added(mailbox, blob.len());
+        lock(&self.queue.queued).push(Queued {
+            mailbox: *mailbox,
+            seq,
+            expires_at,
+            blob: blob.clone(),
+        });
         Ok(seq)
     }
 
@@ -401,6 +505,7 @@ impl Storage for SledStorage {
         if range.after >= range.upto || range.limit == 0 {
             return Ok(page);
         }
+        self.insert_queued_upto(range.upto)?;
         let start = blob_key(mailbox, range.after.saturating_add(1));
         let end = blob_key(mailbox, range.upto);
         let mut bytes = 0usize;
@@ -422,6 +527,7 @@ impl Storage for SledStorage {
     }
 
     fn delete(&self, mailbox: &MailboxId, seqs: &[Seq]) -> Result<u32, StoreError> {
+        self.insert_queued_upto(seqs.iter().copied().max().unwrap_or(0))?;
         let mut deleted = 0;
         for &seq in seqs {
             if self.remove_blob(mailbox, seq)? {
@@ -432,6 +538,7 @@ impl Storage for SledStorage {
     }
 
     fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, StoreError> {
+        self.insert_queued()?;
         let mut purged = 0;
         let end = (now.saturating_add(1)).to_be_bytes();
         // `limit` counts blobs, not index entries: dangling entries left by
@@ -491,6 +598,7 @@ impl Storage for SledStorage {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
+        self.insert_queued()?;
         self.db.flush()?;
         Ok(())
     }
