@@ -33,11 +33,12 @@
 //!
 //! Blobs are stored in *chunks*: the consecutive blobs of one mailbox with
 //! the same expiry that go into sled in one pass share one `blobs` value and
-//! one `expiry` entry (up to 32 blobs or 64 KiB). sled's CPU cost is mostly
-//! per operation (a B-tree descent, a node copy, a log reservation, a split
-//! every few inserts), so under load, when a group commit carries several
-//! blobs per mailbox, a chunk costs about what one blob did; when each
-//! flush carries one blob per mailbox, a chunk is one blob. The chunks of a
+//! one `expiry` entry (up to 7 KiB of blobs, or one larger blob). sled's CPU
+//! cost is mostly per operation (a B-tree descent, a node copy, a log
+//! reservation, a split every few inserts), so under load, when a group
+//! commit carries several blobs per mailbox, a chunk costs about what one
+//! blob did; when each flush carries one blob per mailbox, a chunk is one
+//! blob. The chunks of a
 //! mailbox never overlap in seq, so a fetch reads them in key order. A
 //! delete or purge rewrites a chunk without the removed blobs (a
 //! compare-and-swap, so concurrent acks and the purge cannot lose each
@@ -285,11 +286,15 @@ fn parse_blob_key(key: &[u8]) -> Result<(MailboxId, Seq), StoreError> {
 /// bucket size (even); a chunk's is 9 plus a sum of (12 + bucket size)
 /// (odd), so the two never mix up.
 const CHUNK_FORMAT: u8 = 1;
-/// Most blobs in one chunk: an ack that names part of a chunk rewrites the
-/// rest of it, so chunks stay small.
-const CHUNK_MAX_BLOBS: usize = 32;
 /// Most blob bytes in one chunk (a chunk always takes its first blob).
-const CHUNK_MAX_BYTES: usize = 64 * 1024;
+/// sled splits a leaf above 16 entries and writes a node page larger than
+/// a quarter segment (about 128 KiB) to a file of its own instead of its
+/// log; 17 chunks of at most 7 KiB of blobs (7 of 1 KiB, 7,261 bytes with
+/// headers) stay under that, so chunking 1 and 4 KiB blobs never moves
+/// their leaves out of the log. (A leaf of 16 or 64 KiB blobs was over it
+/// before chunks and still is.) Small chunks also keep cheap the rewrite of
+/// a chunk that an ack names only part of.
+const CHUNK_MAX_BYTES: usize = 7 * 1024;
 
 /// The blobs of one chunk, oldest first, and their common expiry.
 struct Chunk {
@@ -451,7 +456,6 @@ impl SledStorage {
             let (chunk, bytes) = open.entry(queued.mailbox).or_default();
             let closes = chunk.first().is_some_and(|first| {
                 first.expires_at != queued.expires_at
-                    || chunk.len() >= CHUNK_MAX_BLOBS
                     || *bytes + queued.blob.len() > CHUNK_MAX_BYTES
             });
             if closes {
