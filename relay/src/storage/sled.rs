@@ -496,6 +496,11 @@ impl SledStorage {
         mailbox: &MailboxId,
         seq: Seq,
     ) -> Result<Option<(Seq, sled::IVec)>, StoreError> {
+        // Acks name blobs in order, so a named seq is often a chunk's first:
+        // a point read then finds it, without sled's costlier reverse scan.
+        if let Some(value) = self.blobs.get(blob_key(mailbox, seq))? {
+            return Ok(Some((seq, value)));
+        }
         let Some(entry) = self
             .blobs
             .range(blob_key(mailbox, 0)..=blob_key(mailbox, seq))
