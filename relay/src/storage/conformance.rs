@@ -421,6 +421,27 @@ fn sled_reads_blobs_stored_one_per_value() {
 }
 
 #[test]
+fn sled_opens_past_a_damaged_blobs_value_and_the_audit_counts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = ::sled::open(dir.path()).unwrap();
+        let tree = db.open_tree("blobs").unwrap();
+        let mut key = mailbox(1).as_bytes().to_vec();
+        key.extend_from_slice(&7u64.to_be_bytes());
+        // expires_at, the chunk format byte, then a truncated entry.
+        let mut value = 100u64.to_be_bytes().to_vec();
+        value.extend_from_slice(&[1, 0, 0, 0]);
+        tree.insert(key, value).unwrap();
+        db.flush().unwrap();
+    }
+    let store = SledStorage::open(dir.path()).unwrap();
+    assert_eq!(store.seq_at_open(), 7, "its seq is never handed out again");
+    assert_eq!(store.mailbox_usage(&mailbox(1)).count, 0);
+    assert!(store.fetch(&mailbox(1), all(0)).is_err());
+    assert_eq!(store.audit_scan().unwrap().corrupt, 1);
+}
+
+#[test]
 fn sled_reopen_keeps_blobs_slots_accounting_and_seq_order() {
     let dir = tempfile::tempdir().unwrap();
     let before;

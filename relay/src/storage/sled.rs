@@ -394,7 +394,17 @@ impl SledStorage {
         for entry in blobs.iter() {
             let (key, value) = entry?;
             let (mailbox, key_seq) = parse_blob_key(&key)?;
-            for stored in parse_chunk(key_seq, &value)?.blobs {
+            seq_at_open = seq_at_open.max(key_seq);
+            // A damaged value must not keep the relay (or the audit, which
+            // counts it) from starting; fetching it reports the damage.
+            let chunk = match parse_chunk(key_seq, &value) {
+                Ok(chunk) => chunk,
+                Err(error) => {
+                    tracing::warn!(%error, "unreadable blobs record; not counted");
+                    continue;
+                }
+            };
+            for stored in chunk.blobs {
                 seq_at_open = seq_at_open.max(stored.seq);
                 accounting.added(&mailbox, stored.blob.len());
             }
