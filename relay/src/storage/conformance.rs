@@ -319,6 +319,8 @@ fn sled_ack_leaves_an_index_entry_that_the_purge_drops() {
     let acked = store
         .append(&mailbox(1), &blob(Bucket::K1, 1), 100)
         .unwrap();
+    // Flushed apart, the two blobs are two chunks with an entry each.
+    store.flush().unwrap();
     store
         .append(&mailbox(1), &blob(Bucket::K1, 2), 100)
         .unwrap();
@@ -330,6 +332,113 @@ fn sled_ack_leaves_an_index_entry_that_the_purge_drops() {
         "blobs, not entries"
     );
     assert_eq!(store.expiry_entries(), 0);
+}
+
+#[test]
+fn sled_chunks_share_an_entry_and_shrink_blob_by_blob() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStorage::open(dir.path()).unwrap();
+    // Appended together: mailbox 1 gets one chunk of 1..=4 and, with
+    // another expiry, a second one; mailbox 2 its own.
+    let seqs: Vec<Seq> = (0..4)
+        .map(|i| {
+            store
+                .append(&mailbox(1), &blob(Bucket::K1, i), 100)
+                .unwrap()
+        })
+        .collect();
+    let other = store
+        .append(&mailbox(2), &blob(Bucket::K4, 9), 100)
+        .unwrap();
+    let later = store
+        .append(&mailbox(1), &blob(Bucket::K16, 5), 200)
+        .unwrap();
+    store.flush().unwrap();
+    assert_eq!(store.expiry_entries(), 3);
+
+    // A fetch may start in the middle of a chunk and stop in the next.
+    let page = store.fetch(&mailbox(1), all(seqs[1])).unwrap();
+    let got: Vec<Seq> = page.blobs.iter().map(|b| b.seq).collect();
+    assert_eq!(got, vec![seqs[2], seqs[3], later]);
+    assert_eq!(page.blobs[2].blob.as_bytes()[0], 5);
+
+    // Deleting from the middle keeps the rest; others' seqs are ignored.
+    assert_eq!(
+        store
+            .delete(&mailbox(1), &[seqs[1], seqs[2], other])
+            .unwrap(),
+        2
+    );
+    let got: Vec<Seq> = store
+        .fetch(&mailbox(1), all(0))
+        .unwrap()
+        .blobs
+        .iter()
+        .map(|b| b.seq)
+        .collect();
+    assert_eq!(got, vec![seqs[0], seqs[3], later]);
+    assert_eq!(store.mailbox_usage(&mailbox(1)).count, 3);
+    assert_eq!(
+        store.delete(&mailbox(1), &[seqs[1]]).unwrap(),
+        0,
+        "already gone"
+    );
+
+    // The purge takes what its limit allows and keeps the entry of a chunk
+    // it cut short.
+    assert_eq!(store.purge_expired(100, 1).unwrap(), 1);
+    assert_eq!(store.expiry_entries(), 3);
+    assert_eq!(store.purge_expired(100, 10).unwrap(), 2);
+    assert_eq!(store.expiry_entries(), 1);
+    assert_eq!(store.mailbox_usage(&mailbox(1)).count, 1);
+    assert_eq!(store.total_bytes(), 16384);
+}
+
+#[test]
+fn sled_reads_blobs_stored_one_per_value() {
+    // The layout before chunks: blobs key -> expires_at ‖ blob.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = ::sled::open(dir.path()).unwrap();
+        let tree = db.open_tree("blobs").unwrap();
+        for seq in [3u64, 4] {
+            let mut key = mailbox(1).as_bytes().to_vec();
+            key.extend_from_slice(&seq.to_be_bytes());
+            let mut value = 100u64.to_be_bytes().to_vec();
+            value.extend_from_slice(blob(Bucket::K1, seq as u8).as_bytes());
+            tree.insert(key, value).unwrap();
+        }
+        db.flush().unwrap();
+    }
+    let store = SledStorage::open(dir.path()).unwrap();
+    assert_eq!(store.seq_at_open(), 4);
+    assert_eq!(store.mailbox_usage(&mailbox(1)).count, 2);
+    let page = store.fetch(&mailbox(1), all(0)).unwrap();
+    assert_eq!(page.blobs.len(), 2);
+    assert_eq!(page.blobs[1].blob.as_bytes()[0], 4);
+    assert_eq!(store.delete(&mailbox(1), &[3]).unwrap(), 1);
+    assert_eq!(store.fetch(&mailbox(1), all(0)).unwrap().blobs.len(), 1);
+}
+
+#[test]
+fn sled_opens_past_a_damaged_blobs_value_and_the_audit_counts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = ::sled::open(dir.path()).unwrap();
+        let tree = db.open_tree("blobs").unwrap();
+        let mut key = mailbox(1).as_bytes().to_vec();
+        key.extend_from_slice(&7u64.to_be_bytes());
+        // expires_at, the chunk format byte, then a truncated entry.
+        let mut value = 100u64.to_be_bytes().to_vec();
+        value.extend_from_slice(&[1, 0, 0, 0]);
+        tree.insert(key, value).unwrap();
+        db.flush().unwrap();
+    }
+    let store = SledStorage::open(dir.path()).unwrap();
+    assert_eq!(store.seq_at_open(), 7, "its seq is never handed out again");
+    assert_eq!(store.mailbox_usage(&mailbox(1)).count, 0);
+    assert!(store.fetch(&mailbox(1), all(0)).is_err());
+    assert_eq!(store.audit_scan().unwrap().corrupt, 1);
 }
 
 #[test]

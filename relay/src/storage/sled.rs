@@ -5,8 +5,8 @@
 //!
 //! | tree     | key                                | value                          |
 //! |----------|------------------------------------|--------------------------------|
-//! | `blobs`  | mailbox(32) ‖ seq(8)               | expires_at(8) ‖ blob           |
-//! | `expiry` | expires_at(8) ‖ mailbox(32) ‖ seq(8) | empty                        |
+//! | `blobs`  | mailbox(32) ‖ seq(8) (a chunk's first seq) | expires_at(8) ‖ 0x01 ‖ (seq(8) ‖ len(4) ‖ blob)+ |
+//! | `expiry` | expires_at(8) ‖ mailbox(32) ‖ seq(8) (one per chunk) | empty                |
 //! | `slots`  | slot_id(32)                        | version(8) ‖ owner(32) ‖ value |
 //! | `issuer` | `b"state"`                         | seed(32) ‖ generation(4) ‖ [admin_key(32)] |
 //! | `registrations` | token_hash(32)              | expires_at(8) ‖ [account_key(32)] |
@@ -21,19 +21,46 @@
 //! Nothing else is stored: no token, connection or address next to a blob
 //! (DESIGN §2), and expiry times arrive already rounded to the minute.
 //!
-//! An append writes the expiry entry before the blob, so a crash between the
-//! two leaves at worst an index entry without a blob (harmless to the purge),
+//! An append only takes a seq, counts the blob and queues it in memory; the
+//! queued blobs go into sled together at the next flush, just before the
+//! fsync, on the thread that flushes (the relay's group-commit flusher). So
+//! the tokio workers that call `append` never wait for a B-tree insert, and
+//! the appends of one group commit are inserted in one pass. A read that
+//! could see a queued blob (a fetch or delete reaching above the inserted
+//! prefix, a purge, an audit) inserts the queue first, so the trait behaves
+//! as if every append were inserted at once. Nothing queued was acknowledged:
+//! the relay acks a put only after the flush that inserted it.
+//!
+//! Blobs are stored in *chunks*: the consecutive blobs of one mailbox with
+//! the same expiry that go into sled in one pass share one `blobs` value and
+//! one `expiry` entry (up to 7 KiB of blobs, or one larger blob). sled's CPU
+//! cost is mostly per operation (a B-tree descent, a node copy, a log
+//! reservation, a split every few inserts), so under load, when a group
+//! commit carries several blobs per mailbox, a chunk costs about what one
+//! blob did; when each flush carries one blob per mailbox, a chunk is one
+//! blob. The chunks of a
+//! mailbox never overlap in seq, so a fetch reads them in key order. A
+//! delete or purge rewrites a chunk without the removed blobs (a
+//! compare-and-swap, so concurrent acks and the purge cannot lose each
+//! other's removals) or removes it once empty. Values written before chunks
+//! (one blob, `expires_at(8) ‖ blob`) still read as one-blob chunks.
+//!
+//! The expiry entry is inserted before its chunk, so a crash between the two
+//! leaves at worst an index entry without blobs (harmless to the purge),
 //! never a blob that would outlive its TTL.
 //!
-//! An ack removes only the blob and leaves its expiry entry dangling: one
-//! sled operation instead of two on the hot path. The purge drops dangling
+//! An ack removes only blobs and leaves their chunk's expiry entry
+//! dangling: no index operation on the hot path. The purge drops dangling
 //! entries when their time comes, so the `expiry` tree holds an entry per
-//! blob stored within the last TTL (48 bytes each), acked or not.
+//! chunk stored within the last TTL (48 bytes each), acked or not.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use bytes::Bytes;
-use sotto_proto::{Blob, MailboxId, SlotId};
+use sotto_proto::{Blob, Bucket, MailboxId, SlotId};
 
 use super::accounting::Accounting;
 use super::{
@@ -54,6 +81,34 @@ pub struct SledStorage {
     accounting: Accounting,
     seq_at_open: Seq,
     tokens: TokenTrees,
+    queue: AppendQueue,
+}
+
+/// Appends counted and given a seq but not yet inserted into sled.
+#[derive(Default)]
+struct AppendQueue {
+    /// Queued appends, in seq order.
+    queued: Mutex<Vec<Queued>>,
+    /// Held while a drained batch is inserted, so a reader that needs the
+    /// queue waits for an insert already under way instead of missing it.
+    inserting: Mutex<()>,
+    /// Every append with a seq up to this is in sled.
+    inserted_upto: AtomicU64,
+}
+
+struct Queued {
+    mailbox: MailboxId,
+    seq: Seq,
+    expires_at: u64,
+    blob: Blob,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The guarded values are a plain Vec and (); a panic while holding the
+    // lock leaves them consistent, so poisoning is ignored.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The anonymous-access trees (see the module table).
@@ -226,13 +281,89 @@ fn parse_blob_key(key: &[u8]) -> Result<(MailboxId, Seq), StoreError> {
     Ok((mailbox, seq))
 }
 
-/// Splits a stored blob value into its expiry and the blob.
-fn parse_blob_value(value: &[u8]) -> Result<(u64, Blob), StoreError> {
+/// Format byte after `expires_at` in a chunk value. A value written before
+/// chunks holds one blob right after `expires_at`, so its length is 8 plus a
+/// bucket size (even); a chunk's is 9 plus a sum of (12 + bucket size)
+/// (odd), so the two never mix up.
+const CHUNK_FORMAT: u8 = 1;
+/// Most blob bytes in one chunk (a chunk always takes its first blob).
+/// sled splits a leaf above 16 entries and writes a node page larger than
+/// a quarter segment (about 128 KiB) to a file of its own instead of its
+/// log; 17 chunks of at most 7 KiB of blobs (7 of 1 KiB, 7,261 bytes with
+/// headers) stay under that, so chunking 1 and 4 KiB blobs never moves
+/// their leaves out of the log. (A leaf of 16 or 64 KiB blobs was over it
+/// before chunks and still is.) Small chunks also keep cheap the rewrite of
+/// a chunk that an ack names only part of.
+const CHUNK_MAX_BYTES: usize = 7 * 1024;
+
+/// The blobs of one chunk, oldest first, and their common expiry.
+struct Chunk {
+    expires_at: u64,
+    blobs: Vec<StoredBlob>,
+}
+
+/// Decodes the chunk stored under seq `key_seq`. The blobs share the value's
+/// buffer (no copy).
+fn parse_chunk(key_seq: Seq, value: &sled::IVec) -> Result<Chunk, StoreError> {
     let expires_at =
         be64(value).ok_or_else(|| corrupt("blobs", "value shorter than its header"))?;
-    let blob = Blob::new(Bytes::copy_from_slice(&value[8..]))
-        .map_err(|e| corrupt("blobs", e.to_string()))?;
-    Ok((expires_at, blob))
+    let whole = Bytes::from_owner(value.clone());
+    let blob = |range: std::ops::Range<usize>| {
+        Blob::new(whole.slice(range)).map_err(|e| corrupt("blobs", e.to_string()))
+    };
+    if Bucket::of_len(value.len() - 8).is_some() {
+        // Written before chunks: one blob, whose seq is the key's.
+        return Ok(Chunk {
+            expires_at,
+            blobs: vec![StoredBlob {
+                seq: key_seq,
+                blob: blob(8..value.len())?,
+            }],
+        });
+    }
+    if value.get(8) != Some(&CHUNK_FORMAT) {
+        return Err(corrupt("blobs", "unknown value format"));
+    }
+    let mut blobs: Vec<StoredBlob> = Vec::new();
+    let mut at = 9;
+    while at < value.len() {
+        let header = value
+            .get(at..at + 12)
+            .ok_or_else(|| corrupt("blobs", "truncated chunk entry"))?;
+        let seq = be64(header).ok_or_else(|| corrupt("blobs", "short seq"))?;
+        let len = u32::from_be_bytes([header[8], header[9], header[10], header[11]]) as usize;
+        let start = at + 12;
+        let end = start
+            .checked_add(len)
+            .filter(|&end| end <= value.len())
+            .ok_or_else(|| corrupt("blobs", "chunk entry longer than its chunk"))?;
+        let in_order = blobs.last().map_or(seq >= key_seq, |last| seq > last.seq);
+        if !in_order {
+            return Err(corrupt("blobs", "chunk entries out of seq order"));
+        }
+        blobs.push(StoredBlob {
+            seq,
+            blob: blob(start..end)?,
+        });
+        at = end;
+    }
+    if blobs.is_empty() {
+        return Err(corrupt("blobs", "empty chunk"));
+    }
+    Ok(Chunk { expires_at, blobs })
+}
+
+fn chunk_value<'a>(expires_at: u64, blobs: impl IntoIterator<Item = (Seq, &'a Blob)>) -> Vec<u8> {
+    let mut value = Vec::with_capacity(9 + 12 + 1024);
+    value.extend_from_slice(&expires_at.to_be_bytes());
+    value.push(CHUNK_FORMAT);
+    for (seq, blob) in blobs {
+        value.extend_from_slice(&seq.to_be_bytes());
+        // Blobs are at most 64 KiB (one bucket), so the length fits.
+        value.extend_from_slice(&(blob.len() as u32).to_be_bytes());
+        value.extend_from_slice(blob.as_bytes());
+    }
+    value
 }
 
 fn parse_slot(value: &[u8]) -> Result<SlotRecord, StoreError> {
@@ -262,9 +393,21 @@ impl SledStorage {
         let mut seq_at_open = 0;
         for entry in blobs.iter() {
             let (key, value) = entry?;
-            let (mailbox, seq) = parse_blob_key(&key)?;
-            seq_at_open = seq_at_open.max(seq);
-            accounting.added(&mailbox, value.len().saturating_sub(8));
+            let (mailbox, key_seq) = parse_blob_key(&key)?;
+            seq_at_open = seq_at_open.max(key_seq);
+            // A damaged value must not keep the relay (or the audit, which
+            // counts it) from starting; fetching it reports the damage.
+            let chunk = match parse_chunk(key_seq, &value) {
+                Ok(chunk) => chunk,
+                Err(error) => {
+                    tracing::warn!(%error, "unreadable blobs record; not counted");
+                    continue;
+                }
+            };
+            for stored in chunk.blobs {
+                seq_at_open = seq_at_open.max(stored.seq);
+                accounting.added(&mailbox, stored.blob.len());
+            }
         }
         for entry in slots.iter() {
             let (_, value) = entry?;
@@ -278,7 +421,149 @@ impl SledStorage {
             accounting,
             seq_at_open,
             tokens,
+            queue: AppendQueue {
+                inserted_upto: AtomicU64::new(seq_at_open),
+                ..AppendQueue::default()
+            },
         })
+    }
+
+    /// Inserts every queued append into sled, in seq order.
+    fn insert_queued(&self) -> Result<(), StoreError> {
+        let _inserting = lock(&self.queue.inserting);
+        let batch = std::mem::take(&mut *lock(&self.queue.queued));
+        let Some(last) = batch.last().map(|queued| queued.seq) else {
+            return Ok(());
+        };
+        if let Err(error) = self.insert_chunks(&batch) {
+            // Requeue the whole batch ahead of anything queued since, so the
+            // next flush retries it in seq order. Chunks already inserted
+            // are inserted again with the same key and value: no change.
+            let mut queued = lock(&self.queue.queued);
+            let newer = std::mem::take(&mut *queued);
+            queued.extend(batch);
+            queued.extend(newer);
+            return Err(error);
+        }
+        self.queue.inserted_upto.store(last, Ordering::Release);
+        Ok(())
+    }
+
+    /// Inserts the queue first if an append with a seq up to `upto` may
+    /// still be queued.
+    fn insert_queued_upto(&self, upto: Seq) -> Result<(), StoreError> {
+        if upto > self.queue.inserted_upto.load(Ordering::Acquire) {
+            self.insert_queued()?;
+        }
+        Ok(())
+    }
+
+    /// Cuts `batch` (in seq order) into chunks: per mailbox, runs of blobs
+    /// with one expiry, within the chunk limits.
+    fn insert_chunks(&self, batch: &[Queued]) -> Result<(), StoreError> {
+        let mut open: HashMap<MailboxId, (Vec<&Queued>, usize)> = HashMap::new();
+        for queued in batch {
+            let (chunk, bytes) = open.entry(queued.mailbox).or_default();
+            let closes = chunk.first().is_some_and(|first| {
+                first.expires_at != queued.expires_at
+                    || *bytes + queued.blob.len() > CHUNK_MAX_BYTES
+            });
+            if closes {
+                self.insert_chunk(chunk)?;
+                chunk.clear();
+                *bytes = 0;
+            }
+            chunk.push(queued);
+            *bytes += queued.blob.len();
+        }
+        for (chunk, _) in open.values() {
+            self.insert_chunk(chunk)?;
+        }
+        Ok(())
+    }
+
+    /// Inserts one chunk (same mailbox and expiry, in seq order) and its
+    /// expiry entry, the entry first.
+    fn insert_chunk(&self, chunk: &[&Queued]) -> Result<(), StoreError> {
+        let Some(first) = chunk.first() else {
+            return Ok(());
+        };
+        self.expiry
+            .insert(expiry_key(first.expires_at, &first.mailbox, first.seq), &[])?;
+        let value = chunk_value(
+            first.expires_at,
+            chunk.iter().map(|queued| (queued.seq, &queued.blob)),
+        );
+        self.blobs
+            .insert(blob_key(&first.mailbox, first.seq), value)?;
+        Ok(())
+    }
+
+    /// The chunk of `mailbox` that holds `seq` if any blob does: the one
+    /// with the greatest first seq at or below it.
+    fn chunk_at_or_before(
+        &self,
+        mailbox: &MailboxId,
+        seq: Seq,
+    ) -> Result<Option<(Seq, sled::IVec)>, StoreError> {
+        // Acks name blobs in order, so a named seq is often a chunk's first:
+        // a point read then finds it, without sled's costlier reverse scan.
+        if let Some(value) = self.blobs.get(blob_key(mailbox, seq))? {
+            return Ok(Some((seq, value)));
+        }
+        let Some(entry) = self
+            .blobs
+            .range(blob_key(mailbox, 0)..=blob_key(mailbox, seq))
+            .next_back()
+        else {
+            return Ok(None);
+        };
+        let (key, value) = entry?;
+        let (_, key_seq) = parse_blob_key(&key)?;
+        Ok(Some((key_seq, value)))
+    }
+
+    /// Removes the blobs that `doomed` picks (by blob and position) from the
+    /// chunk stored under `key_seq`, whose value was read as `value`; the
+    /// chunk goes when it empties. Returns how many blobs it removed.
+    fn remove_from_chunk(
+        &self,
+        mailbox: &MailboxId,
+        key_seq: Seq,
+        mut value: sled::IVec,
+        doomed: impl Fn(&StoredBlob, usize) -> bool,
+    ) -> Result<usize, StoreError> {
+        let key = blob_key(mailbox, key_seq);
+        loop {
+            let chunk = parse_chunk(key_seq, &value)?;
+            let (gone, kept): (Vec<_>, Vec<_>) = chunk
+                .blobs
+                .into_iter()
+                .enumerate()
+                .partition(|(i, stored)| doomed(stored, *i));
+            if gone.is_empty() {
+                return Ok(0);
+            }
+            let new = (!kept.is_empty()).then(|| {
+                chunk_value(
+                    chunk.expires_at,
+                    kept.iter().map(|(_, stored)| (stored.seq, &stored.blob)),
+                )
+            });
+            match self.blobs.compare_and_swap(key, Some(&value), new)? {
+                Ok(()) => {
+                    for (_, stored) in &gone {
+                        self.accounting.removed(mailbox, stored.blob.len());
+                    }
+                    return Ok(gone.len());
+                }
+                // Another delete or the purge changed the chunk first.
+                Err(changed) => match changed.current {
+                    Some(current) => value = current,
+                    None => return Ok(0),
+                },
+            }
+        }
     }
 
     /// Bytes the database occupies on disk (for the audit and the stats log).
@@ -293,6 +578,7 @@ impl SledStorage {
     /// Records that do not parse are counted in `AuditCounts::corrupt`
     /// rather than failing the scan: an auditor wants to see them.
     pub fn audit_scan(&self) -> Result<AuditCounts, StoreError> {
+        self.insert_queued()?;
         let mut counts = AuditCounts {
             trees: self
                 .db
@@ -306,9 +592,11 @@ impl SledStorage {
         let mut last_mailbox: Option<[u8; 32]> = None;
         for entry in self.blobs.iter() {
             let (key, value) = entry?;
-            let (Ok((mailbox, _)), Ok((expires_at, blob))) =
-                (parse_blob_key(&key), parse_blob_value(&value))
-            else {
+            let Ok((mailbox, key_seq)) = parse_blob_key(&key) else {
+                counts.corrupt += 1;
+                continue;
+            };
+            let Ok(Chunk { expires_at, blobs }) = parse_chunk(key_seq, &value) else {
                 counts.corrupt += 1;
                 continue;
             };
@@ -319,10 +607,12 @@ impl SledStorage {
             }
             if let Some(current) = counts.mailboxes.last_mut() {
                 current.prefix.copy_from_slice(&mailbox.as_bytes()[..4]);
-                current.blobs += 1;
-                current.bytes += blob.len() as u64;
+                current.blobs += blobs.len() as u64;
+                current.bytes += blobs.iter().map(|b| b.blob.len() as u64).sum::<u64>();
             }
-            counts.blob_sizes.add(blob.len() as u64);
+            for stored in &blobs {
+                counts.blob_sizes.add(stored.blob.len() as u64);
+            }
             if expires_at % 60 != 0 {
                 counts.unaligned_expiry += 1;
             }
@@ -344,7 +634,7 @@ impl SledStorage {
                 counts.corrupt += 1;
                 continue;
             }
-            // An index entry whose blob is gone (acked, or a crash between
+            // An index entry whose chunk is gone (acked, or a crash between
             // the two inserts) is harmless; the purge removes it.
             if !self.blobs.contains_key(&key[8..])? {
                 counts.dangling_expiry += 1;
@@ -364,18 +654,18 @@ impl SledStorage {
     /// Index entries in the `expiry` tree, dangling ones included.
     #[cfg(test)]
     pub(super) fn expiry_entries(&self) -> usize {
+        self.insert_queued().expect("test: insert the queue");
         self.expiry.len()
     }
+}
 
-    /// Removes one blob, leaving its expiry entry for the purge; returns
-    /// whether it existed.
-    fn remove_blob(&self, mailbox: &MailboxId, seq: Seq) -> Result<bool, StoreError> {
-        let Some(value) = self.blobs.remove(blob_key(mailbox, seq))? else {
-            return Ok(false);
-        };
-        self.accounting
-            .removed(mailbox, value.len().saturating_sub(8));
-        Ok(true)
+impl Drop for SledStorage {
+    fn drop(&mut self) {
+        // sled flushes when its last handle goes; queued appends go with it,
+        // as they would have had they been inserted at once.
+        if let Err(error) = self.insert_queued() {
+            tracing::error!(%error, "could not insert queued blobs at close");
+        }
     }
 }
 
@@ -386,13 +676,14 @@ impl Storage for SledStorage {
         // clients stay valid. It starts at 0; seq 0 is reserved for "before
         // everything" (the initial cursor), hence the + 1.
         let seq = self.db.generate_id()? + 1;
-        self.expiry
-            .insert(expiry_key(expires_at, mailbox, seq), &[])?;
-        let mut value = Vec::with_capacity(8 + blob.len());
-        value.extend_from_slice(&expires_at.to_be_bytes());
-        value.extend_from_slice(blob.as_bytes());
-        self.blobs.insert(blob_key(mailbox, seq), value)?;
+        // Counted now, so quota checks see it before it is inserted.
         self.accounting.added(mailbox, blob.len());
+        lock(&self.queue.queued).push(Queued {
+            mailbox: *mailbox,
+            seq,
+            expires_at,
+            blob: blob.clone(),
+        });
         Ok(seq)
     }
 
@@ -401,37 +692,66 @@ impl Storage for SledStorage {
         if range.after >= range.upto || range.limit == 0 {
             return Ok(page);
         }
+        self.insert_queued_upto(range.upto)?;
         let start = blob_key(mailbox, range.after.saturating_add(1));
         let end = blob_key(mailbox, range.upto);
+        // The chunk holding `after + 1` may begin before it.
+        let before = self.blobs.range(blob_key(mailbox, 0)..start).next_back();
         let mut bytes = 0usize;
-        for entry in self.blobs.range(start..=end) {
+        for entry in before.into_iter().chain(self.blobs.range(start..=end)) {
             let (key, value) = entry?;
-            let (_, seq) = parse_blob_key(&key)?;
-            let len = value.len().saturating_sub(8);
-            if page.blobs.len() >= range.limit
-                || (!page.blobs.is_empty() && bytes + len > range.max_bytes)
-            {
-                page.more = true;
-                break;
+            let (_, key_seq) = parse_blob_key(&key)?;
+            for stored in parse_chunk(key_seq, &value)?.blobs {
+                if stored.seq <= range.after {
+                    continue;
+                }
+                // Later chunks of the mailbox hold only later seqs.
+                if stored.seq > range.upto {
+                    return Ok(page);
+                }
+                let len = stored.blob.len();
+                if page.blobs.len() >= range.limit
+                    || (!page.blobs.is_empty() && bytes + len > range.max_bytes)
+                {
+                    page.more = true;
+                    return Ok(page);
+                }
+                bytes += len;
+                page.blobs.push(stored);
             }
-            let (_, blob) = parse_blob_value(&value)?;
-            bytes += len;
-            page.blobs.push(StoredBlob { seq, blob });
         }
         Ok(page)
     }
 
     fn delete(&self, mailbox: &MailboxId, seqs: &[Seq]) -> Result<u32, StoreError> {
+        let mut seqs = seqs.to_vec();
+        seqs.sort_unstable();
+        seqs.dedup();
+        self.insert_queued_upto(seqs.last().copied().unwrap_or(0))?;
         let mut deleted = 0;
-        for &seq in seqs {
-            if self.remove_blob(mailbox, seq)? {
-                deleted += 1;
-            }
+        let mut rest = seqs.as_slice();
+        while let Some(&seq) = rest.first() {
+            let Some((key_seq, value)) = self.chunk_at_or_before(mailbox, seq)? else {
+                rest = &rest[1..];
+                continue;
+            };
+            let last = parse_chunk(key_seq, &value)?
+                .blobs
+                .last()
+                .map_or(key_seq, |stored| stored.seq);
+            // The named seqs this chunk may hold; at least `seq`, so the
+            // loop always moves on.
+            let (mine, later) = rest.split_at(rest.partition_point(|&s| s <= last).max(1));
+            deleted += self.remove_from_chunk(mailbox, key_seq, value, |stored, _| {
+                mine.binary_search(&stored.seq).is_ok()
+            })?;
+            rest = later;
         }
-        Ok(deleted)
+        Ok(u32::try_from(deleted).unwrap_or(u32::MAX))
     }
 
     fn purge_expired(&self, now: u64, limit: usize) -> Result<usize, StoreError> {
+        self.insert_queued()?;
         let mut purged = 0;
         let end = (now.saturating_add(1)).to_be_bytes();
         // `limit` counts blobs, not index entries: dangling entries left by
@@ -446,12 +766,16 @@ impl Storage for SledStorage {
             }
             let mailbox =
                 MailboxId::from_slice(&key[8..40]).map_err(|e| corrupt("expiry", e.to_string()))?;
-            let seq = be64(&key[40..]).ok_or_else(|| corrupt("expiry", "short key"))?;
-            if self.remove_blob(&mailbox, seq)? {
-                purged += 1;
+            let key_seq = be64(&key[40..]).ok_or_else(|| corrupt("expiry", "short key"))?;
+            let chunk_key = blob_key(&mailbox, key_seq);
+            if let Some(value) = self.blobs.get(chunk_key)? {
+                let room = limit - purged;
+                purged += self.remove_from_chunk(&mailbox, key_seq, value, |_, i| i < room)?;
             }
-            // The blob is gone now, or was acked or never written.
-            self.expiry.remove(&key)?;
+            // Keep the entry of a chunk the limit cut short.
+            if !self.blobs.contains_key(chunk_key)? {
+                self.expiry.remove(&key)?;
+            }
         }
         Ok(purged)
     }
@@ -491,6 +815,7 @@ impl Storage for SledStorage {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
+        self.insert_queued()?;
         self.db.flush()?;
         Ok(())
     }
