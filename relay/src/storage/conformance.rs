@@ -501,3 +501,24 @@ fn sled_reopen_keeps_token_state() {
     assert!(store.account(&[5; 32]).unwrap().is_some());
     assert!(!store.spend_token(6, &[7; 32]).unwrap(), "still spent");
 }
+
+/// sled writes large node pages (a leaf of 64 KiB blobs) to files of their
+/// own that its flush never syncs: the relay's flush syncs each of them.
+#[test]
+fn sled_flush_syncs_the_node_files_sled_writes_outside_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStorage::open(dir.path()).unwrap();
+    // sled logs single updates until a leaf has ten, then rewrites it whole.
+    for i in 0..24u8 {
+        store
+            .append(&mailbox(1), &blob(Bucket::K64, i), 100)
+            .unwrap();
+        store.flush().unwrap();
+    }
+    let newest = std::fs::read_dir(dir.path().join("blobs"))
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().to_str()?.parse::<u64>().ok())
+        .max()
+        .expect("a rewritten leaf of 64 KiB blobs is written to a node file");
+    assert_eq!(store.synced_node_files_upto(), newest);
+}

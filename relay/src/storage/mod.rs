@@ -115,6 +115,9 @@ pub enum StoreError {
     /// The embedded database reported an error.
     #[error("database error: {0}")]
     Db(#[from] ::sled::Error),
+    /// Syncing the database files to disk failed.
+    #[error("cannot sync the data directory to disk: {0}")]
+    Sync(#[from] std::io::Error),
     /// This backend keeps no token state (a wrapper in a test, say).
     #[error("this storage backend does not support {0}")]
     Unsupported(&'static str),
