@@ -147,6 +147,10 @@ impl<S: Storage> Relay<S> {
             }
         }
         Stats::bump(&self.stats.purged, total as u64);
+        match self.storage().drop_unused_registrations(now) {
+            Ok(_) | Err(crate::storage::StoreError::Unsupported(_)) => {}
+            Err(error) => return Err(error),
+        }
         Ok(total)
     }
 

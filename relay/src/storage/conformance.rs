@@ -254,6 +254,29 @@ fn registration_creates_one_account(store: &dyn Storage) {
     assert_eq!(store.account(&[12; 32]).unwrap(), None);
 }
 
+fn expired_unused_registrations_are_dropped_and_used_ones_kept(store: &dyn Storage) {
+    store
+        .put_registrations(&[([1; 32], 600), ([2; 32], 600), ([3; 32], 1200)])
+        .unwrap();
+    store.register_account(&[1; 32], &[10; 32]).unwrap();
+    assert_eq!(store.drop_unused_registrations(599).unwrap(), 0);
+    assert_eq!(store.drop_unused_registrations(600).unwrap(), 1);
+    assert_eq!(
+        store.registration(&[2; 32]).unwrap(),
+        None,
+        "expired unused"
+    );
+    assert!(
+        store.registration(&[1; 32]).unwrap().is_some(),
+        "used: names the account"
+    );
+    assert!(
+        store.registration(&[3; 32]).unwrap().is_some(),
+        "not yet expired"
+    );
+    assert_eq!(store.drop_unused_registrations(600).unwrap(), 0);
+}
+
 fn issuance_counts_are_per_account_and_period(store: &dyn Storage) {
     assert_eq!(store.issued(&[1; 32], 5).unwrap(), 0);
     store.set_issued(&[1; 32], 5, 100).unwrap();
@@ -308,6 +331,7 @@ conformance!(
     slots_store_and_replace,
     issuer_state_round_trips,
     registration_creates_one_account,
+    expired_unused_registrations_are_dropped_and_used_ones_kept,
     issuance_counts_are_per_account_and_period,
     a_token_is_spent_once_and_dropped_with_its_key,
 );

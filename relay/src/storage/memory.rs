@@ -181,6 +181,15 @@ impl Storage for MemoryStorage {
         Ok(())
     }
 
+    fn drop_unused_registrations(&self, now: u64) -> Result<usize, StoreError> {
+        let mut inner = self.lock();
+        let before = inner.registrations.len();
+        inner
+            .registrations
+            .retain(|_, r| r.account.is_some() || r.expires_at > now);
+        Ok(before - inner.registrations.len())
+    }
+
     fn registration(&self, hash: &[u8; 32]) -> Result<Option<Registration>, StoreError> {
         Ok(self.lock().registrations.get(hash).cloned())
     }

@@ -192,6 +192,12 @@ pub trait Storage: Send + Sync + 'static {
         Err(StoreError::Unsupported("tokens"))
     }
 
+    /// Forgets registration tokens that expired unused by `now`; returns
+    /// how many. Used ones stay: they name the account an admin revokes.
+    fn drop_unused_registrations(&self, _now: u64) -> Result<usize, StoreError> {
+        Err(StoreError::Unsupported("tokens"))
+    }
+
     /// The registration token with this hash.
     fn registration(&self, _hash: &[u8; 32]) -> Result<Option<Registration>, StoreError> {
         Err(StoreError::Unsupported("tokens"))

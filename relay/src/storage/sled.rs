@@ -922,6 +922,21 @@ impl Storage for SledStorage {
         Ok(())
     }
 
+    fn drop_unused_registrations(&self, now: u64) -> Result<usize, StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut dropped = 0;
+        for entry in self.tokens.registrations.iter() {
+            let (key, value) = entry?;
+            let registration = parse_registration(&value)?;
+            if registration.account.is_none() && registration.expires_at <= now {
+                batch.remove(key);
+                dropped += 1;
+            }
+        }
+        self.tokens.registrations.apply_batch(batch)?;
+        Ok(dropped)
+    }
+
     fn registration(&self, hash: &[u8; 32]) -> Result<Option<Registration>, StoreError> {
         self.tokens
             .registrations
