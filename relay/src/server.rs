@@ -387,6 +387,7 @@ async fn stats_loop<S: Storage>(
         // Counts only: never a mailbox, key or address.
         tracing::info!(
             open_connections = s.open_connections.load(Relaxed),
+            queued_bytes = s.queued_bytes.load(Relaxed),
             connections = s.connections.load(Relaxed),
             puts = s.puts.load(Relaxed),
             fetches = s.fetches.load(Relaxed),
