@@ -127,13 +127,14 @@ impl<S: Storage> Outbox<S> {
 }
 
 /// Serves one accepted connection until the client leaves, breaks the
-/// protocol, or the relay shuts down.
+/// protocol, or the relay shuts down. The client must have opened its
+/// stream and said hello by `hello_deadline`.
 pub(crate) async fn serve<S: Storage>(
     conn: quinn::Connection,
     relay: Arc<Relay<S>>,
     mut shutdown: watch::Receiver<bool>,
+    hello_deadline: Instant,
 ) {
-    let hello_deadline = Instant::now() + Duration::from_millis(relay.limits.hello_timeout_ms);
     let (send, mut recv) = match tokio::time::timeout_at(hello_deadline, conn.accept_bi()).await {
         Ok(Ok(streams)) => streams,
         _ => {
