@@ -15,7 +15,7 @@
 //! includes the clients; tests that read it take [`MEASURING`] so they do
 //! not count each other.
 //!
-//! `cargo test -p sotto-relay --test flood -- --ignored --nocapture`
+//! `cargo test --release -p sotto-relay --test flood -- --ignored --nocapture`
 //! runs the longer measurement whose figures are in `docs/SECURITY.md`.
 #![allow(clippy::unwrap_used)]
 
@@ -517,6 +517,26 @@ const LATENCY_FLOOR: Duration = Duration::from_millis(20);
 #[test]
 fn a_flood_from_many_connections_is_throttled_and_a_polite_client_keeps_its_latency() {
     let _measuring = measuring();
+    // Latency on a shared machine has bursts of its own (other builds, the
+    // disk's fsync), so a flood that misses the bound once gets a second
+    // run: unfairness in the relay fails both, a neighbour's burst does not.
+    for attempt in 1..=2 {
+        let figures = flood_once();
+        let bound = 3 * figures.unloaded.p99().max(LATENCY_FLOOR);
+        if figures.flooded.p99() <= bound {
+            return;
+        }
+        assert!(
+            attempt < 2,
+            "flooded p99 {:?} is above 3× the unloaded p99 ({:?}), twice",
+            figures.flooded.p99(),
+            figures.unloaded.p99()
+        );
+    }
+}
+
+/// One flood against a fresh relay, with every check but the latency one.
+fn flood_once() -> FloodFigures {
     let (relay_rt, relay) = in_process_relay();
     let target = FloodTarget {
         addr: addr(&relay),
@@ -538,24 +558,21 @@ fn a_flood_from_many_connections_is_throttled_and_a_polite_client_keeps_its_late
         "the polite client took only {} samples during the flood",
         figures.flooded.0.len()
     );
-    let bound = 3 * figures.unloaded.p99().max(LATENCY_FLOOR);
-    assert!(
-        figures.flooded.p99() <= bound,
-        "flooded p99 {:?} is above 3× the unloaded p99 ({:?})",
-        figures.flooded.p99(),
-        figures.unloaded.p99()
-    );
     // The flooder was throttled and cut off, again and again.
     assert!(figures.refused > 10_000, "throttled");
     assert!(figures.flood_disconnects >= 16, "disconnected");
     // The relay's connections and queues stay within their caps.
     assert!(figures.peak_open_connections <= 16 + 2);
     assert!(figures.peak_queued_bytes <= 18 * OUT_BYTES as u64);
+    // A backstop: this process's memory includes the flooder's (a few
+    // hundred MiB of quinn endpoints, one per reconnect), but a queue that
+    // grew like the old 128 MiB per connection would cross it.
     let growth_mib = figures.rss_peak_kib.saturating_sub(figures.rss_before_kib) / 1024;
     assert!(
         growth_mib < 512,
         "RSS grew by {growth_mib} MiB in the flood"
     );
+    figures
 }
 
 /// The figures in docs/SECURITY.md: the real `sotto-relay` binary in its
