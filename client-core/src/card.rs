@@ -93,7 +93,8 @@ impl Card {
 
     /// Verifies a signed card and parses it.
     pub fn verify(signed: &SignedCard) -> Result<Self, CardError> {
-        let card = DeviceCard::decode(signed.card.clone()).map_err(malformed)?;
+        let card = crate::canonical::decode::<DeviceCard>(&signed.card)
+            .ok_or_else(|| malformed("the card does not decode"))?;
         if card.version != CARD_VERSION {
             return Err(CardError::UnsupportedVersion(card.version));
         }
@@ -132,8 +133,19 @@ impl Card {
             .strip_prefix(CARD_PREFIX)
             .ok_or(CardError::NotACard)?;
         let bytes = URL_SAFE_NO_PAD.decode(encoded).map_err(malformed)?;
-        let signed = SignedCard::decode(bytes.as_slice()).map_err(malformed)?;
+        let signed = crate::canonical::decode::<SignedCard>(&bytes)
+            .ok_or_else(|| malformed("the signed card does not decode"))?;
         Ok((Self::verify(&signed)?, signed))
+    }
+
+    /// Encodes a signed card as the `sotto-card:` string [`Card::import`]
+    /// reads: `import(export(c))` gives `c` back, and `export` of an
+    /// imported card gives the imported text (less surrounding whitespace).
+    pub fn export(signed: &SignedCard) -> String {
+        format!(
+            "{CARD_PREFIX}{}",
+            URL_SAFE_NO_PAD.encode(signed.encode_to_vec())
+        )
     }
 
     /// A short fingerprint of the device identity, for display.
@@ -144,8 +156,5 @@ impl Card {
 
 /// Encodes a signed card as a `sotto-card:` string.
 pub(crate) fn export(signed: &SignedCard) -> String {
-    format!(
-        "{CARD_PREFIX}{}",
-        URL_SAFE_NO_PAD.encode(signed.encode_to_vec())
-    )
+    Card::export(signed)
 }

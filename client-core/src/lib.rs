@@ -12,7 +12,8 @@
 //!   [`pad`] / [`unpad`] are the padding on its own.
 //! - `device`: this device's keys ([`Device`]: Olm account, envelope key,
 //!   request inbox). `card`: signed device cards ([`Card`]), exported as
-//!   `sotto-card:` strings.
+//!   `sotto-card:` strings. `canonical`: the strict decoding every signed
+//!   or pasted structure goes through (one encoding per value).
 //! - `engine`: 1:1 messaging without I/O ([`Engine`]): Olm sessions,
 //!   envelopes, pairwise inboxes, outbox, history, dedup, receipts.
 //!   `group`: group conversations on the same engine ([`GroupInfo`]):
@@ -36,6 +37,7 @@
 
 mod app;
 mod blind;
+mod canonical;
 mod card;
 mod client;
 mod device;

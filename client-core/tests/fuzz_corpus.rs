@@ -1,6 +1,7 @@
-//! Replays the committed fuzz corpora `fuzz/corpus/sealed_envelope/` and
-//! `fuzz/corpus/store_record/` through the checks the fuzz targets run
-//! (`fuzz/src/core_checks.rs`, shared by `#[path]`).
+//! Replays the committed fuzz corpora of the client targets
+//! (`fuzz/corpus/{sealed_envelope,store_record,invite_code,directory,contact_card}/`)
+//! through the checks the fuzz targets run (`fuzz/src/core_checks.rs`,
+//! shared by `#[path]`).
 //!
 //! `cargo test -p sotto-core --test fuzz_corpus -- --ignored` regenerates
 //! the seeds.
@@ -15,13 +16,19 @@ mod core_checks;
 use corpus::{corpus, replay};
 
 use core_checks::{
-    ENVELOPE_SECRET, GROUP_KEY, STORE_KEY, check_sealed_envelope, check_store_record,
-    store_record_input,
+    CARD_SEED, ENVELOPE_SECRET, GROUP_KEY, HANDLE, NOW_SECS, STORE_KEY, check_contact_card,
+    check_directory, check_invite_code, check_sealed_envelope, check_store_record,
+    invite_oracle_input, signed_invite_from_oracle, store_record_input, team,
 };
+use ed25519_dalek::SigningKey;
+use sotto_core::team::{InviteParams, IssuedInvite, build_entry, issue_invite, parse_invite};
 use sotto_core::{
-    EnvelopeSecret, Tree, fuzz_seal_value, pad, seal_symmetric_with_salt, seal_with_ephemeral,
+    Card, Engine, EnvelopeSecret, MemoryStore, Store, Tree, fuzz_seal_value, pad,
+    seal_symmetric_with_salt, seal_with_ephemeral,
 };
 use sotto_proto::Bucket;
+use sotto_proto::Message as _;
+use sotto_proto::client::{DeviceCard, DeviceList, Invite, Roster, SignedCard};
 
 #[test]
 fn sealed_envelope_corpus_passes() {
@@ -31,6 +38,220 @@ fn sealed_envelope_corpus_passes() {
 #[test]
 fn store_record_corpus_passes() {
     replay("store_record", check_store_record);
+}
+
+#[test]
+fn invite_code_corpus_passes() {
+    replay("invite_code", check_invite_code);
+}
+
+#[test]
+fn directory_corpus_passes() {
+    replay("directory", check_directory);
+}
+
+#[test]
+fn contact_card_corpus_passes() {
+    replay("contact_card", check_contact_card);
+}
+
+fn invite(handle: &str, expires_at: u64) -> IssuedInvite {
+    issue_invite(
+        &team(),
+        &InviteParams {
+            team_name: "acme",
+            handle,
+            expires_at,
+            relay_addr: "relay.example:7443",
+            relay_fingerprint: [7; 32],
+            registration_token: b"registration-token",
+            issuer_key: [9; 32],
+        },
+    )
+    .unwrap()
+}
+
+fn with_mode(mode: u8, bytes: &[u8]) -> Vec<u8> {
+    [&[mode], bytes].concat()
+}
+
+fn invite_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let code = invite(HANDLE, NOW_SECS + 3600).code;
+    let spaced = code.replacen(':', ": ", 1);
+    // The oracle form: an invite without its certificate, which the check
+    // signs and inserts after field 5.
+    let cert = sotto_proto::client::InviteCert {
+        team_key: team().team.verifying_key().as_bytes().to_vec().into(),
+        handle: HANDLE.into(),
+        invite_key: SigningKey::from_bytes(&[3; 32])
+            .verifying_key()
+            .as_bytes()
+            .to_vec()
+            .into(),
+        expires_at: NOW_SECS + 3600,
+    }
+    .encode_to_vec();
+    let head = Invite {
+        version: 1,
+        team_name: "acme".into(),
+        relay_addr: "relay.example:7443".into(),
+        relay_fingerprint: vec![7; 32].into(),
+        dir_key: vec![0x22; 32].into(),
+        ..Invite::default()
+    }
+    .encode_to_vec();
+    let tail = Invite {
+        invite_secret: vec![3; 32].into(),
+        registration_token: b"token".to_vec().into(),
+        issuer_key: vec![9; 32].into(),
+        ..Invite::default()
+    }
+    .encode_to_vec();
+    let oracle = invite_oracle_input(
+        &cert,
+        head.len() as u8,
+        &[head.clone(), tail.clone()].concat(),
+    );
+    let unknown_field = invite_oracle_input(
+        &cert,
+        head.len() as u8,
+        &[head, tail, vec![0x68, 1]].concat(),
+    );
+    vec![
+        ("code", with_mode(0, code.as_bytes())),
+        (
+            "code-spaced",
+            with_mode(0, format!("  {spaced}\n").as_bytes()),
+        ),
+        (
+            "code-expired",
+            with_mode(0, invite(HANDLE, NOW_SECS - 1).code.as_bytes()),
+        ),
+        (
+            "code-truncated",
+            with_mode(0, &code.as_bytes()[..code.len() - 3]),
+        ),
+        ("not-an-invite", with_mode(0, b"sotto-card:AAAA")),
+        ("oracle", oracle),
+        ("oracle-unknown-field", unknown_field),
+    ]
+}
+
+fn device_card(handle: &str) -> SignedCard {
+    let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(MemoryStore::new().unwrap());
+    Engine::create(store, handle, 0).unwrap().signed_card()
+}
+
+fn directory_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let card = device_card(HANDLE);
+    let issued = invite(HANDLE, u64::MAX);
+    let user = SigningKey::from_bytes(&[6; 32]);
+    let entry = build_entry(
+        &issued.cert,
+        HANDLE,
+        &issued.invite_key,
+        &user,
+        2,
+        std::slice::from_ref(&card),
+    );
+    let ann = invite("ann", u64::MAX);
+    let ann_entry = build_entry(&ann.cert, "ann", &ann.invite_key, &user, 1, &[]);
+    let roster = Roster {
+        version: 3,
+        handles: vec!["ann".into(), HANDLE.into()],
+    };
+    vec![
+        ("entry", with_mode(0, &entry)),
+        ("entry-of-another-handle", with_mode(0, &ann_entry)),
+        (
+            "roster",
+            with_mode(1, &team().sign_roster(3, &roster.handles)),
+        ),
+        ("roster-content", with_mode(2, &roster.encode_to_vec())),
+        ("roster-empty", with_mode(2, &[])),
+        (
+            "device-list",
+            with_mode(
+                3,
+                &DeviceList {
+                    version: 2,
+                    devices: vec![card.clone()],
+                }
+                .encode_to_vec(),
+            ),
+        ),
+        (
+            "device-list-other-handle",
+            with_mode(
+                3,
+                &DeviceList {
+                    version: 1,
+                    devices: vec![device_card("ann")],
+                }
+                .encode_to_vec(),
+            ),
+        ),
+    ]
+}
+
+fn card_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let signed = device_card(HANDLE);
+    let mut card = DeviceCard::decode(signed.card.clone()).unwrap();
+    card.signing_key = SigningKey::from_bytes(&CARD_SEED)
+        .verifying_key()
+        .as_bytes()
+        .to_vec()
+        .into();
+    let exported = Card::export(&signed);
+    vec![
+        ("card", with_mode(0, exported.as_bytes())),
+        (
+            "card-spaced",
+            with_mode(0, format!("\t{exported} ").as_bytes()),
+        ),
+        ("card-oracle", with_mode(1, &card.encode_to_vec())),
+        ("not-a-card", with_mode(0, b"sotto-card:AAAA")),
+    ]
+}
+
+/// The seeds reach the decoders' success paths, where the round-trip
+/// checks bite; the near-misses do not.
+#[test]
+fn team_and_card_seeds_are_accepted_where_they_should_be() {
+    let invites = invite_seeds();
+    let code = |i: usize| String::from_utf8(invites[i].1[1..].to_vec()).unwrap();
+    assert!(parse_invite(&code(0), NOW_SECS).is_ok());
+    assert!(parse_invite(&code(1), NOW_SECS).is_ok());
+    assert!(parse_invite(&code(2), NOW_SECS).is_err(), "expired");
+    let oracle = signed_invite_from_oracle(&invites[5].1[1..]).unwrap();
+    assert_eq!(parse_invite(&oracle, NOW_SECS).unwrap().handle, HANDLE);
+    let unknown = signed_invite_from_oracle(&invites[6].1[1..]).unwrap();
+    assert!(parse_invite(&unknown, NOW_SECS).is_err(), "not canonical");
+
+    let directory = core_checks::directory();
+    let seeds = directory_seeds();
+    assert_eq!(
+        directory
+            .verify_entry(HANDLE, &seeds[0].1[1..])
+            .unwrap()
+            .devices
+            .len(),
+        1
+    );
+    assert!(directory.verify_entry(HANDLE, &seeds[1].1[1..]).is_err());
+    assert_eq!(
+        directory
+            .verify_roster(&seeds[2].1[1..], 0)
+            .unwrap()
+            .version,
+        3
+    );
+
+    let cards = card_seeds();
+    for seed in &cards[..2] {
+        let text = String::from_utf8(seed.1[1..].to_vec()).unwrap();
+        assert_eq!(Card::import(&text).unwrap().0.handle, HANDLE);
+    }
 }
 
 fn envelope_seeds() -> Vec<(&'static str, Vec<u8>)> {
@@ -98,6 +319,9 @@ fn regenerate_seed_corpus() {
     for (target, seeds) in [
         ("sealed_envelope", envelope_seeds()),
         ("store_record", store_seeds()),
+        ("invite_code", invite_seeds()),
+        ("directory", directory_seeds()),
+        ("contact_card", card_seeds()),
     ] {
         let dir = corpus(target);
         std::fs::create_dir_all(&dir).unwrap();

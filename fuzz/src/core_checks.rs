@@ -1,16 +1,23 @@
 //! Checks for the client-core fuzz targets (`sealed_envelope`,
-//! `store_record`). One source, compiled twice: by the fuzz targets and by
+//! `store_record`, `invite_code`, `directory`, `contact_card`). One source, compiled twice: by the fuzz targets and by
 //! `client-core/tests/fuzz_corpus.rs`, which replays the committed corpus
 //! under `cargo test` (both include this file with `#[path]`). It uses only
 //! sotto-core's public API and its `#[doc(hidden)]` fuzzing hooks, and
 //! panics when an invariant breaks.
 #![allow(dead_code, clippy::unwrap_used)]
 
+use ed25519_dalek::{Signer, SigningKey};
+use sotto_core::Card;
+use sotto_core::team::{Directory, INVITE_PREFIX, TeamSecrets, build_entry, parse_invite, tags};
 use sotto_core::{
     EnvelopeSecret, Tree, fuzz_open_value, fuzz_seal_value, max_plaintext_len, open,
     open_symmetric, pad, padded_len, seal_symmetric_with_salt, unpad,
 };
 use sotto_proto::Bucket;
+use sotto_proto::Message as _;
+use sotto_proto::client::{
+    DeviceList, DirectoryEntry, InviteCert, SignedCard, SignedInviteCert, SignedRoster,
+};
 
 /// The recipient secret of `sealed_envelope` inputs.
 pub(crate) const ENVELOPE_SECRET: [u8; 32] = [0x42; 32];
@@ -89,4 +96,258 @@ pub(crate) fn check_store_record(data: &[u8]) {
             &plain[..]
         );
     }
+}
+
+// ---------------------------------------------------------------------------
+// Invite codes, directory entries and rosters, contact cards.
+//
+// Each input starts with a mode byte. Mode 0 hands the rest to the decoder
+// as it is. The other modes are signing oracles: the check signs the
+// fuzzer's bytes with a fixed key the decoder trusts, so the fuzzer reaches
+// the parsing *behind* the signature, which it could never forge. Whatever
+// a decoder accepts must re-encode, through the library's own encoder, to
+// exactly the bytes (or text, less surrounding whitespace) it came from.
+
+/// The team key `T` of every team input.
+pub(crate) const TEAM_SEED: [u8; 32] = [0x11; 32];
+/// `K_dir` of every team input.
+pub(crate) const DIR_KEY: [u8; 32] = [0x22; 32];
+/// The invite key of the `directory` oracle's entry.
+pub(crate) const INVITE_SEED: [u8; 32] = [0x33; 32];
+/// The user key `U` of the `directory` oracle's entry.
+pub(crate) const USER_SEED: [u8; 32] = [0x44; 32];
+/// The device key that signs `contact_card` oracle cards.
+pub(crate) const CARD_SEED: [u8; 32] = [0x55; 32];
+/// The handle entries are looked up as.
+pub(crate) const HANDLE: &str = "bob";
+/// "Now" for invite expiry.
+pub(crate) const NOW_SECS: u64 = 1_000_000;
+
+pub(crate) fn team() -> TeamSecrets {
+    TeamSecrets {
+        team: SigningKey::from_bytes(&TEAM_SEED),
+        dir_key: zeroize::Zeroizing::new(DIR_KEY),
+    }
+}
+
+/// The text a decoder of `prefix`-codes reads: surrounding whitespace, and
+/// whitespace after the prefix, are allowed for copy and paste.
+fn canonical_text(text: &str, prefix: &str) -> Option<String> {
+    let body = text.trim().strip_prefix(prefix)?.trim();
+    Some(format!("{prefix}{body}"))
+}
+
+/// `invite_code` oracle input: `1 ‖ cert_len ‖ cert ‖ at ‖ invite`, where
+/// `invite` is an `Invite` without its certificate and the check inserts
+/// the certificate, signed by `T`, as field 6 at byte `at` (mod length).
+pub(crate) fn invite_oracle_input(cert: &[u8], at: u8, invite: &[u8]) -> Vec<u8> {
+    let mut out = vec![1, cert.len() as u8];
+    out.extend_from_slice(cert);
+    out.push(at);
+    out.extend_from_slice(invite);
+    out
+}
+
+/// The code an `invite_code` oracle input (less its mode byte) stands for.
+pub(crate) fn signed_invite_from_oracle(data: &[u8]) -> Option<String> {
+    let (&cert_len, rest) = data.split_first()?;
+    let cert = rest.get(..usize::from(cert_len))?;
+    let (&at, invite) = rest.get(usize::from(cert_len)..)?.split_first()?;
+    let signature = team()
+        .team
+        .sign(&[tags::INVITE_CERT, cert].concat())
+        .to_bytes();
+    let signed = SignedInviteCert {
+        cert: cert.to_vec().into(),
+        signature: signature.to_vec().into(),
+    }
+    .encode_to_vec();
+    let at = usize::from(at) % (invite.len() + 1);
+    let mut bytes = invite[..at].to_vec();
+    bytes.push(0x32); // field 6, length-delimited
+    let mut len = signed.len();
+    while len >= 0x80 {
+        bytes.push((len as u8) | 0x80);
+        len >>= 7;
+    }
+    bytes.push(len as u8);
+    bytes.extend_from_slice(&signed);
+    bytes.extend_from_slice(&invite[at..]);
+    Some(format!(
+        "{INVITE_PREFIX}{}",
+        base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes)
+    ))
+}
+
+/// `invite_code`: mode 0, the rest is the code's text; mode 1, see
+/// [`invite_oracle_input`]. Never panics; an invite that parses re-encodes
+/// to its code and parses again to the same invite.
+pub(crate) fn check_invite_code(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let code = match mode % 2 {
+        0 => String::from_utf8_lossy(rest).into_owned(),
+        _ => match signed_invite_from_oracle(rest) {
+            Some(code) => code,
+            None => return,
+        },
+    };
+    let Ok(parsed) = parse_invite(&code, NOW_SECS) else {
+        return;
+    };
+    let again = parsed.code();
+    assert_eq!(
+        Some(&again),
+        canonical_text(&code, INVITE_PREFIX).as_ref(),
+        "an accepted invite code does not re-encode to itself"
+    );
+    let reparsed = parse_invite(&again, NOW_SECS).unwrap();
+    assert_eq!(reparsed.handle, parsed.handle);
+    assert_eq!(reparsed.expires_at, parsed.expires_at);
+    assert_eq!(reparsed.cert, parsed.cert);
+}
+
+/// The directory every `directory` input is checked against.
+pub(crate) fn directory() -> Directory {
+    team().directory()
+}
+
+/// The invite certificate of the `directory` oracle's entry.
+pub(crate) fn oracle_cert() -> SignedInviteCert {
+    let cert = InviteCert {
+        team_key: team().team.verifying_key().as_bytes().to_vec().into(),
+        handle: HANDLE.to_owned(),
+        invite_key: SigningKey::from_bytes(&INVITE_SEED)
+            .verifying_key()
+            .as_bytes()
+            .to_vec()
+            .into(),
+        expires_at: u64::MAX,
+    }
+    .encode_to_vec();
+    let signature = team().team.sign(&[tags::INVITE_CERT, &cert].concat());
+    SignedInviteCert {
+        cert: cert.into(),
+        signature: signature.to_bytes().to_vec().into(),
+    }
+}
+
+/// `directory`: the mode byte picks the input. 0: a `DirectoryEntry` for
+/// [`HANDLE`]; 1: a `SignedRoster`; 2: a `Roster` the check signs with `T`;
+/// 3: a `DeviceList` the check wraps in an entry whose chain (cert, invite
+/// key, user key) it signs. Never panics; whatever verifies re-encodes to
+/// the same bytes.
+pub(crate) fn check_directory(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let directory = directory();
+    match mode % 4 {
+        0 => {
+            let Ok(entry) = directory.verify_entry(HANDLE, rest) else {
+                return;
+            };
+            let decoded = DirectoryEntry::decode(rest).unwrap();
+            assert_eq!(decoded.encode_to_vec(), rest, "entry re-encodes");
+            let list = DeviceList::decode(decoded.device_list.clone()).unwrap();
+            assert_eq!(list.encode_to_vec(), decoded.device_list, "device list");
+            assert_eq!(entry.devices_version, list.version);
+            assert_eq!(entry.devices.len(), list.devices.len());
+            for ((card, signed), listed) in entry.devices.iter().zip(&list.devices) {
+                assert_eq!(signed, listed);
+                assert_eq!(&Card::verify(signed).unwrap(), card);
+                assert_eq!(card.handle, HANDLE);
+            }
+        }
+        1 | 2 => {
+            let signed = if mode % 4 == 1 {
+                rest.to_vec()
+            } else {
+                let signature = team().team.sign(&[tags::ROSTER, rest].concat());
+                SignedRoster {
+                    roster: rest.to_vec().into(),
+                    signature: signature.to_bytes().to_vec().into(),
+                }
+                .encode_to_vec()
+            };
+            let Ok(roster) = directory.verify_roster(&signed, 0) else {
+                return;
+            };
+            // Signatures are deterministic: the admin's own encoder
+            // reproduces the roster byte for byte.
+            assert_eq!(
+                team().sign_roster(roster.version, &roster.handles),
+                signed,
+                "a verified roster does not re-encode to itself"
+            );
+        }
+        _ => {
+            let invite_key = SigningKey::from_bytes(&INVITE_SEED);
+            let user_key = SigningKey::from_bytes(&USER_SEED);
+            let u = user_key.verifying_key();
+            let entry = DirectoryEntry {
+                version: 1,
+                cert: Some(oracle_cert()),
+                user_key: u.as_bytes().to_vec().into(),
+                user_key_signature: invite_key
+                    .sign(&[tags::USER_KEY, HANDLE.as_bytes(), u.as_bytes()].concat())
+                    .to_bytes()
+                    .to_vec()
+                    .into(),
+                device_list: rest.to_vec().into(),
+                device_list_signature: user_key
+                    .sign(&[tags::DEVICE_LIST, rest].concat())
+                    .to_bytes()
+                    .to_vec()
+                    .into(),
+            }
+            .encode_to_vec();
+            let Ok(verified) = directory.verify_entry(HANDLE, &entry) else {
+                return;
+            };
+            let cards: Vec<SignedCard> = verified.devices.iter().map(|(_, s)| s.clone()).collect();
+            let rebuilt = build_entry(
+                &oracle_cert(),
+                HANDLE,
+                &invite_key,
+                &user_key,
+                verified.devices_version,
+                &cards,
+            );
+            assert_eq!(
+                rebuilt, entry,
+                "a verified entry does not re-encode to itself"
+            );
+        }
+    }
+}
+
+/// `contact_card`: mode 0, the rest is a `sotto-card:` text; mode 1, a
+/// `DeviceCard` the check signs with [`CARD_SEED`]'s key. Never panics; an
+/// imported card exports to its text and verifies to the same card.
+pub(crate) fn check_contact_card(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let text = match mode % 2 {
+        0 => String::from_utf8_lossy(rest).into_owned(),
+        _ => {
+            let key = SigningKey::from_bytes(&CARD_SEED);
+            let signature = key.sign(&[sotto_core::CARD_TAG, rest].concat());
+            Card::export(&SignedCard {
+                card: rest.to_vec().into(),
+                signature: signature.to_bytes().to_vec().into(),
+            })
+        }
+    };
+    let Ok((card, signed)) = Card::import(&text) else {
+        return;
+    };
+    assert_eq!(
+        Some(Card::export(&signed)),
+        canonical_text(&text, sotto_core::CARD_PREFIX),
+        "an imported card does not export to its text"
+    );
+    assert_eq!(Card::verify(&signed).unwrap(), card);
 }

@@ -52,7 +52,8 @@ pub struct Limits {
     pub max_in_flight: u32,
     /// Largest directory slot value.
     pub max_slot_bytes: u32,
-    /// Time a new connection has to open its stream and say hello.
+    /// Time a new connection has, from its first packet, to finish the
+    /// handshake, open its stream and say hello.
     pub hello_timeout_ms: u64,
     /// A connection silent for this long is closed (clients keep alive).
     pub idle_timeout_secs: u64,

@@ -4,17 +4,20 @@
 //! Requests are pipelined: a put is stored in request order on this task (so
 //! FIFO order holds), then its reply waits for group commit on a separate
 //! task, so one connection can have many puts in flight. Responses and
-//! pushes share one writer task and one stream; a bounded queue in front of
-//! it propagates back-pressure to whoever produces frames.
+//! pushes share one writer task and one stream; a queue bounded in frames
+//! *and bytes* in front of it propagates back-pressure to whoever produces
+//! frames, so a client that stops reading holds at most [`OUT_BYTES`] of
+//! replies in the relay, however large they are.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use sotto_proto::Message as _;
 use sotto_proto::wire::{self, ErrorCode};
 use sotto_proto::{Challenge, FrameDecoder, FrameError, MailboxId, encode_frame};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 
@@ -33,6 +36,12 @@ pub(crate) mod close {
 
 /// Frames queued for the writer before producers wait.
 const OUT_QUEUE: usize = 256;
+/// Encoded bytes queued for the writer before producers wait. A count alone
+/// did not bound memory: 256 fetch pages of 512 KiB are 128 MiB held for a
+/// client that sends fetches and never reads (found by
+/// `relay/tests/flood.rs`). Two full pages keep a reading client's stream
+/// busy.
+pub const OUT_BYTES: usize = 1024 * 1024;
 /// Bytes the writer gathers into one write.
 const WRITE_BATCH: usize = 64 * 1024;
 /// How long a closing connection waits for the peer to take its last frames.
@@ -44,14 +53,88 @@ fn response(response: wire::Response) -> wire::ServerFrame {
     }
 }
 
+/// The writer's queue: a frame waits for room in both the frame count and
+/// the byte budget, and gives its bytes back once written to the stream.
+struct Outbox<S: Storage> {
+    frames: mpsc::Sender<Queued<S>>,
+    bytes: Arc<Semaphore>,
+    relay: Arc<Relay<S>>,
+}
+
+impl<S: Storage> Clone for Outbox<S> {
+    fn clone(&self) -> Self {
+        Self {
+            frames: self.frames.clone(),
+            bytes: self.bytes.clone(),
+            relay: self.relay.clone(),
+        }
+    }
+}
+
+/// A frame and its share of the byte budget, counted in
+/// [`Stats::queued_bytes`] until it is dropped.
+struct Queued<S: Storage> {
+    frame: wire::ServerFrame,
+    permit: OwnedSemaphorePermit,
+    relay: Arc<Relay<S>>,
+}
+
+impl<S: Storage> Drop for Queued<S> {
+    fn drop(&mut self) {
+        let bytes = self.permit.num_permits() as u64;
+        self.relay
+            .stats
+            .queued_bytes
+            .fetch_sub(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The writer is gone: the connection is closing.
+#[derive(Debug)]
+struct WriterGone;
+
+impl<S: Storage> Outbox<S> {
+    fn new(relay: Arc<Relay<S>>) -> (Self, mpsc::Receiver<Queued<S>>) {
+        let (frames, queue) = mpsc::channel(OUT_QUEUE);
+        let bytes = Arc::new(Semaphore::new(OUT_BYTES));
+        (
+            Self {
+                frames,
+                bytes,
+                relay,
+            },
+            queue,
+        )
+    }
+
+    async fn send(&self, frame: wire::ServerFrame) -> Result<(), WriterGone> {
+        // A frame larger than the whole budget takes all of it.
+        let cost = frame.encoded_len().clamp(1, OUT_BYTES) as u32;
+        let permit = self
+            .bytes
+            .clone()
+            .acquire_many_owned(cost)
+            .await
+            .map_err(|_| WriterGone)?;
+        Stats::bump(&self.relay.stats.queued_bytes, u64::from(cost));
+        let queued = Queued {
+            frame,
+            permit,
+            relay: self.relay.clone(),
+        };
+        self.frames.send(queued).await.map_err(|_| WriterGone)
+    }
+}
+
 /// Serves one accepted connection until the client leaves, breaks the
-/// protocol, or the relay shuts down.
+/// protocol, or the relay shuts down. The client must have opened its
+/// stream and said hello by `hello_deadline`.
 pub(crate) async fn serve<S: Storage>(
     conn: quinn::Connection,
     relay: Arc<Relay<S>>,
     mut shutdown: watch::Receiver<bool>,
+    hello_deadline: Instant,
 ) {
-    let hello_deadline = Instant::now() + Duration::from_millis(relay.limits.hello_timeout_ms);
     let (send, mut recv) = match tokio::time::timeout_at(hello_deadline, conn.accept_bi()).await {
         Ok(Ok(streams)) => streams,
         _ => {
@@ -66,7 +149,7 @@ pub(crate) async fn serve<S: Storage>(
         return;
     }
     let mut session = Session::new(&relay, Challenge::from_bytes(challenge));
-    let (out, out_rx) = mpsc::channel(OUT_QUEUE);
+    let (out, out_rx) = Outbox::new(relay.clone());
     let writer = tokio::spawn(write_loop(send, out_rx));
     let in_flight = Arc::new(Semaphore::new(relay.limits.max_in_flight as usize));
     let mut pending = JoinSet::new();
@@ -185,13 +268,19 @@ pub(crate) async fn serve<S: Storage>(
 }
 
 /// Sends queued frames, gathering whatever is ready into one write.
-async fn write_loop(mut send: quinn::SendStream, mut queue: mpsc::Receiver<wire::ServerFrame>) {
+async fn write_loop<S: Storage>(mut send: quinn::SendStream, mut queue: mpsc::Receiver<Queued<S>>) {
     let mut buf = BytesMut::with_capacity(WRITE_BATCH);
-    while let Some(frame) = queue.recv().await {
-        encode_frame(&frame, &mut buf);
+    // The budget of the frames in `buf` returns once quinn has taken them.
+    let mut written = Vec::new();
+    while let Some(queued) = queue.recv().await {
+        encode_frame(&queued.frame, &mut buf);
+        written.push(queued);
         while buf.len() < WRITE_BATCH {
             match queue.try_recv() {
-                Ok(frame) => encode_frame(&frame, &mut buf),
+                Ok(queued) => {
+                    encode_frame(&queued.frame, &mut buf);
+                    written.push(queued);
+                }
                 Err(_) => break,
             }
         }
@@ -199,6 +288,7 @@ async fn write_loop(mut send: quinn::SendStream, mut queue: mpsc::Receiver<wire:
             return;
         }
         buf.clear();
+        written.clear();
     }
     if send.finish().is_ok() {
         let _ = tokio::time::timeout(LINGER, send.stopped()).await;
@@ -213,7 +303,7 @@ async fn push_loop<S: Storage>(
     subscription: Subscription,
     mailbox: MailboxId,
     mut after: Seq,
-    out: mpsc::Sender<wire::ServerFrame>,
+    out: Outbox<S>,
 ) {
     // The watermark of the last complete storage read: every durable blob
     // up to it has been pushed (or was deleted before the read).

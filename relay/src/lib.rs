@@ -53,6 +53,7 @@ pub use bootstrap::{PREFIX as BOOTSTRAP_PREFIX, read as read_bootstrap_code};
 pub use cert::{RELAY_SERVER_NAME, RelayCert, fingerprint};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Config, ConfigError, DEFAULT_PORT, Limits, TokenConfig, default_data_dir};
+pub use connection::OUT_BYTES;
 pub use refusal::Refusal;
 pub use relay::{Relay, Stats};
 pub use server::{Server, StartError};

@@ -34,6 +34,9 @@ pub struct Stats {
     pub connections: AtomicU64,
     /// Connections open now.
     pub open_connections: AtomicU64,
+    /// Bytes of replies and pushes waiting for the connections' writers
+    /// (each connection holds at most `OUT_BYTES`, 1 MiB, of them).
+    pub queued_bytes: AtomicU64,
 }
 
 impl Stats {

@@ -319,10 +319,22 @@ async fn accept_loop<S: Storage>(
                 let relay = relay.clone();
                 let shutdown = shutdown.clone();
                 handlers.spawn(async move {
-                    let Ok(conn) = incoming.await else { return };
+                    // The hello timeout runs from the first packet, not from
+                    // the end of the handshake: a peer that sends one
+                    // Initial and stalls holds a connection slot, and used
+                    // to hold it for the whole idle timeout (found by
+                    // `relay/tests/flood.rs`). Dropping the handshake closes
+                    // the connection.
+                    let hello_deadline = tokio::time::Instant::now()
+                        + Duration::from_millis(relay.limits.hello_timeout_ms);
+                    let Ok(connecting) = incoming.accept() else { return };
+                    let Ok(Ok(conn)) = tokio::time::timeout_at(hello_deadline, connecting).await
+                    else {
+                        return;
+                    };
                     Stats::bump(&relay.stats.connections, 1);
                     Stats::bump(&relay.stats.open_connections, 1);
-                    connection::serve(conn, relay.clone(), shutdown).await;
+                    connection::serve(conn, relay.clone(), shutdown, hello_deadline).await;
                     relay.stats.open_connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                     drop(permit);
                 });
@@ -387,6 +399,7 @@ async fn stats_loop<S: Storage>(
         // Counts only: never a mailbox, key or address.
         tracing::info!(
             open_connections = s.open_connections.load(Relaxed),
+            queued_bytes = s.queued_bytes.load(Relaxed),
             connections = s.connections.load(Relaxed),
             puts = s.puts.load(Relaxed),
             fetches = s.fetches.load(Relaxed),

@@ -106,7 +106,33 @@ impl Session {
     }
 
     fn step<S: Storage>(&mut self, relay: &Relay<S>, frame: Bytes) -> Step {
-        let frame = match wire::ClientFrame::decode(frame) {
+        let frame = wire::ClientFrame::decode(frame);
+        // Every frame costs a token except the one Hello: a frame that does
+        // not decode, or names no known request, still costs the relay a
+        // decode and an error reply, so letting garbage through for free
+        // made it an unthrottled flood (found by `relay/tests/flood.rs`).
+        let first_hello = !self.greeted
+            && matches!(
+                &frame,
+                Ok(wire::ClientFrame {
+                    request: Some(Request::Hello(_)),
+                    ..
+                })
+            );
+        if !first_hello && !self.rate.try_take(relay.clock.now_millis()) {
+            self.violations += 1;
+            let id = frame.as_ref().map_or(0, |frame| frame.id);
+            let refusal = Refusal::new(ErrorCode::RateLimited, "too many requests; slow down");
+            return if self.violations >= relay.limits.max_rate_violations {
+                Step::Close(refusal.into_response(id))
+            } else {
+                Step::Reply(refusal.into_response(id))
+            };
+        }
+        if !first_hello {
+            self.violations = 0;
+        }
+        let frame = match frame {
             Ok(frame) => frame,
             // The framing is intact (the length prefix was honoured), so the
             // connection can go on after a typed error.
@@ -159,16 +185,6 @@ impl Session {
                 ),
             };
         }
-        if !self.rate.try_take(relay.clock.now_millis()) {
-            self.violations += 1;
-            let refusal = Refusal::new(ErrorCode::RateLimited, "too many requests; slow down");
-            return if self.violations >= relay.limits.max_rate_violations {
-                Step::Close(refusal.into_response(id))
-            } else {
-                Step::Reply(refusal.into_response(id))
-            };
-        }
-        self.violations = 0;
         match self.apply(relay, id, request) {
             Ok(step) => step,
             Err(refusal) => Step::Reply(refusal.into_response(id)),
@@ -288,4 +304,121 @@ pub(crate) fn subscribed(id: u64) -> wire::Response {
 
 pub(crate) fn unsubscribed(id: u64) -> wire::Response {
     ok(id, Reply::Unsubscribe(wire::UnsubscribeOk {}))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::config::Limits;
+    use crate::storage::MemoryStorage;
+
+    fn relay(burst: u32, max_violations: u32) -> Relay<MemoryStorage> {
+        let limits = Limits {
+            requests_per_sec: 1,
+            request_burst: burst,
+            max_rate_violations: max_violations,
+            ..Limits::default()
+        };
+        Relay::new(
+            Arc::new(MemoryStorage::new()),
+            limits,
+            Arc::new(ManualClock::at_secs(1_000)),
+        )
+        .with_tokens(crate::tokens::Tokens::ephemeral(
+            crate::config::TokenConfig {
+                require_tokens: false,
+                ..crate::config::TokenConfig::default()
+            },
+        ))
+    }
+
+    fn frame(id: u64, request: Request) -> Bytes {
+        wire::ClientFrame {
+            id,
+            request: Some(request),
+        }
+        .encode_to_vec()
+        .into()
+    }
+
+    fn code(step: &Step) -> (bool, Option<ErrorCode>) {
+        match step {
+            Step::Reply(r) | Step::Close(r) => (
+                matches!(step, Step::Close(_)),
+                match &r.result {
+                    Some(Reply::Error(e)) => ErrorCode::try_from(e.code).ok(),
+                    _ => None,
+                },
+            ),
+            _ => (false, None),
+        }
+    }
+
+    /// Regression: frames that did not decode (or named no request) used to
+    /// skip the token bucket, so a client could flood the relay with
+    /// garbage forever without being throttled or closed.
+    #[test]
+    fn garbage_frames_cost_tokens_and_end_in_a_close() {
+        let relay = relay(2, 2);
+        let mut session = Session::new(&relay, Challenge::from_bytes([1; 32]));
+        let hello = frame(
+            1,
+            Request::Hello(wire::Hello {
+                version: sotto_proto::PROTOCOL_VERSION,
+                access_token: Bytes::new(),
+            }),
+        );
+        // The one Hello is free: the whole burst is left afterwards.
+        assert_eq!(code(&session.handle(&relay, hello)), (false, None));
+        let garbage = Bytes::from_static(&[0xff; 7]);
+        let unknown = wire::ClientFrame {
+            id: 9,
+            request: None,
+        }
+        .encode_to_vec();
+        assert_eq!(
+            code(&session.handle(&relay, garbage.clone())),
+            (false, Some(ErrorCode::Malformed))
+        );
+        assert_eq!(
+            code(&session.handle(&relay, unknown.into())),
+            (false, Some(ErrorCode::UnknownRequest))
+        );
+        assert_eq!(
+            code(&session.handle(&relay, garbage.clone())),
+            (false, Some(ErrorCode::RateLimited))
+        );
+        assert_eq!(
+            code(&session.handle(&relay, garbage)),
+            (true, Some(ErrorCode::RateLimited)),
+            "closed after max_rate_violations"
+        );
+    }
+
+    #[test]
+    fn a_second_hello_is_charged_like_any_request() {
+        let relay = relay(1, 5);
+        let mut session = Session::new(&relay, Challenge::from_bytes([1; 32]));
+        let hello = || {
+            frame(
+                1,
+                Request::Hello(wire::Hello {
+                    version: sotto_proto::PROTOCOL_VERSION,
+                    access_token: Bytes::new(),
+                }),
+            )
+        };
+        assert_eq!(code(&session.handle(&relay, hello())), (false, None));
+        assert_eq!(
+            code(&session.handle(&relay, hello())),
+            (false, Some(ErrorCode::HelloRequired))
+        );
+        assert_eq!(
+            code(&session.handle(&relay, hello())),
+            (false, Some(ErrorCode::RateLimited))
+        );
+    }
 }

@@ -5,53 +5,17 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sotto_core::{RelayAddr, RelayConnection};
-use support::{Owner, blob, fetch_all};
-
-/// A `sotto-relay` process and where it listens.
-struct RelayProcess {
-    child: Child,
-    addr: RelayAddr,
-}
+use support::{Owner, RelayProcess, blob, fetch_all};
 
 fn spawn_relay(data: &Path) -> RelayProcess {
     // This test is about durability, not access: run the relay open.
-    let config = data.join("relay.toml");
-    std::fs::write(&config, "[tokens]\nrequire_tokens = false\n").unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sotto-relay"))
-        .args(["--listen", "127.0.0.1:0", "--data"])
-        .arg(data)
-        .arg("--config")
-        .arg(&config)
-        .env("SOTTO_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut listen, mut fingerprint) = (None, None);
-    while listen.is_none() || fingerprint.is_none() {
-        let line = lines.next().expect("relay printed its address").unwrap();
-        if let Some(addr) = line.strip_prefix("listen: ") {
-            listen = Some(addr.parse().unwrap());
-        }
-        if let Some(hex) = line.strip_prefix("fingerprint: ") {
-            fingerprint = Some(hex::decode(hex).unwrap().try_into().unwrap());
-        }
-    }
-    RelayProcess {
-        child,
-        addr: RelayAddr {
-            addr: listen.unwrap(),
-            fingerprint: fingerprint.unwrap(),
-        },
-    }
+    support::spawn_relay(data, "[tokens]\nrequire_tokens = false\n")
 }
 
 /// Acknowledged puts: mailbox owner seed → (seq → tag).

@@ -12,6 +12,7 @@ use sotto_proto::{Blob, Message as _, SlotId};
 use zeroize::Zeroizing;
 
 use super::tags;
+use crate::canonical;
 use crate::card::Card;
 use crate::{open_symmetric, seal_symmetric};
 
@@ -269,7 +270,8 @@ impl Directory {
             handle: handle.to_owned(),
             reason,
         };
-        let entry = DirectoryEntry::decode(entry).map_err(|_| forged("it does not decode"))?;
+        let entry = canonical::decode::<DirectoryEntry>(entry)
+            .ok_or_else(|| forged("it does not decode"))?;
         let signed_cert = entry
             .cert
             .ok_or_else(|| forged("it has no invite certificate"))?;
@@ -283,8 +285,8 @@ impl Directory {
                 "its invite certificate is not signed by the team key",
             ));
         }
-        let cert = InviteCert::decode(signed_cert.cert.clone())
-            .map_err(|_| forged("its invite certificate does not decode"))?;
+        let cert = canonical::decode::<InviteCert>(&signed_cert.cert)
+            .ok_or_else(|| forged("its invite certificate does not decode"))?;
         if cert.team_key.as_ref() != self.team_key.as_bytes().as_slice() {
             return Err(forged("its invite certificate names another team"));
         }
@@ -311,8 +313,8 @@ impl Directory {
         ) {
             return Err(forged("its device list is not signed by its user key"));
         }
-        let list = DeviceList::decode(entry.device_list.clone())
-            .map_err(|_| forged("its device list does not decode"))?;
+        let list = canonical::decode::<DeviceList>(&entry.device_list)
+            .ok_or_else(|| forged("its device list does not decode"))?;
         let mut devices = Vec::new();
         for signed in list.devices {
             let card =
@@ -337,8 +339,8 @@ impl Directory {
         signed: &[u8],
         seen_version: u64,
     ) -> Result<VerifiedRoster, DirectoryError> {
-        let signed = SignedRoster::decode(signed)
-            .map_err(|_| DirectoryError::BadRoster("it does not decode"))?;
+        let signed = canonical::decode::<SignedRoster>(signed)
+            .ok_or(DirectoryError::BadRoster("it does not decode"))?;
         if !verify(
             &self.team_key,
             tags::ROSTER,
@@ -349,8 +351,8 @@ impl Directory {
                 "it is not signed by the team key",
             ));
         }
-        let roster = Roster::decode(signed.roster)
-            .map_err(|_| DirectoryError::BadRoster("it does not decode"))?;
+        let roster = canonical::decode::<Roster>(&signed.roster)
+            .ok_or(DirectoryError::BadRoster("it does not decode"))?;
         if roster.version < seen_version {
             return Err(DirectoryError::BadRoster(
                 "it is older than one already seen (a rollback)",

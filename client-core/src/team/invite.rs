@@ -103,6 +103,29 @@ pub struct ParsedInvite {
     pub expires_at: u64,
 }
 
+impl ParsedInvite {
+    /// The invite code again, in its one canonical form: a code that
+    /// parses gives back exactly this (less surrounding whitespace).
+    pub fn code(&self) -> String {
+        let invite = Invite {
+            version: INVITE_VERSION,
+            team_name: self.team_name.clone(),
+            relay_addr: self.relay_addr.clone(),
+            relay_fingerprint: self.relay_fingerprint.to_vec().into(),
+            dir_key: self.directory.dir_key().to_vec().into(),
+            cert: Some(self.cert.clone()),
+            invite_secret: self.invite_key.to_bytes().to_vec().into(),
+            registration_token: self.registration_token.to_vec().into(),
+            issuer_key: self.issuer_key.to_vec().into(),
+        };
+        let encoded = Zeroizing::new(invite.encode_to_vec());
+        format!(
+            "{INVITE_PREFIX}{}",
+            URL_SAFE_NO_PAD.encode(encoded.as_slice())
+        )
+    }
+}
+
 /// The parameters of one invite.
 pub struct InviteParams<'a> {
     /// Team name shown to the new member.
@@ -184,8 +207,8 @@ pub fn parse_invite(code: &str, now_secs: u64) -> Result<ParsedInvite, InviteErr
             .decode(body.trim())
             .map_err(|_| InviteError::Malformed("not base64"))?,
     );
-    let invite =
-        Invite::decode(bytes.as_slice()).map_err(|_| InviteError::Malformed("does not decode"))?;
+    let invite = crate::canonical::decode::<Invite>(&bytes)
+        .ok_or(InviteError::Malformed("does not decode"))?;
     if invite.version != INVITE_VERSION {
         return Err(InviteError::UnsupportedVersion(invite.version));
     }
@@ -193,8 +216,8 @@ pub fn parse_invite(code: &str, now_secs: u64) -> Result<ParsedInvite, InviteErr
         .cert
         .clone()
         .ok_or(InviteError::Malformed("no certificate"))?;
-    let cert = InviteCert::decode(signed_cert.cert.clone())
-        .map_err(|_| InviteError::Malformed("certificate"))?;
+    let cert = crate::canonical::decode::<InviteCert>(&signed_cert.cert)
+        .ok_or(InviteError::Malformed("certificate"))?;
     let team_key = ed25519_dalek::VerifyingKey::from_bytes(&key32(&cert.team_key, "team key")?)
         .map_err(|_| InviteError::Malformed("team key"))?;
     let signature = ed25519_dalek::Signature::from_bytes(

@@ -75,3 +75,46 @@ pub async fn fetch_all(conn: &RelayConnection, owner: &Owner, mut after: u64) ->
         }
     }
 }
+
+/// A `sotto-relay` process and where it listens.
+pub struct RelayProcess {
+    pub child: std::process::Child,
+    pub addr: RelayAddr,
+}
+
+/// Starts the real binary on 127.0.0.1:0 with `data` as its data directory
+/// and `config` (TOML) as its configuration file.
+pub fn spawn_relay(data: &std::path::Path, config: &str) -> RelayProcess {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let config_file = data.join("relay.toml");
+    std::fs::write(&config_file, config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sotto-relay"))
+        .args(["--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .arg("--config")
+        .arg(&config_file)
+        .env("SOTTO_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut listen, mut fingerprint) = (None, None);
+    while listen.is_none() || fingerprint.is_none() {
+        let line = lines.next().expect("relay printed its address").unwrap();
+        if let Some(addr) = line.strip_prefix("listen: ") {
+            listen = Some(addr.parse().unwrap());
+        }
+        if let Some(hex) = line.strip_prefix("fingerprint: ") {
+            fingerprint = Some(hex::decode(hex).unwrap().try_into().unwrap());
+        }
+    }
+    RelayProcess {
+        child,
+        addr: RelayAddr {
+            addr: listen.unwrap(),
+            fingerprint: fingerprint.unwrap(),
+        },
+    }
+}

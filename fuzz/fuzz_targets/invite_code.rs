@@ -1,0 +1,8 @@
+//! `sotto-invite:` codes -> `parse_invite`, and the code again. See
+//! `src/core_checks.rs`.
+#![no_main]
+
+#[path = "../src/core_checks.rs"]
+mod core_checks;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| core_checks::check_invite_code(data));
