@@ -64,6 +64,8 @@ pub use engine::{
     DropCounts, Dropped, Engine, EngineError, Message, MessageId, Outgoing, Received, Status,
 };
 pub use epoch::{EPOCH_SECS, Epoch};
+#[doc(hidden)]
+pub use group::FuzzGroup;
 pub use group::{
     DEFAULT_ROTATE_MESSAGES, DEFAULT_ROTATE_SECS, GROUP_ENVELOPE_INFO, GROUP_INBOX_INFO, GroupId,
     GroupInfo, Rotation,

@@ -1,5 +1,6 @@
 //! Checks for the client-core fuzz targets (`sealed_envelope`,
-//! `store_record`, `invite_code`, `directory`, `contact_card`). One source, compiled twice: by the fuzz targets and by
+//! `store_record`, `invite_code`, `directory`, `contact_card`,
+//! `group_message`). One source, compiled twice: by the fuzz targets and by
 //! `client-core/tests/fuzz_corpus.rs`, which replays the committed corpus
 //! under `cargo test` (both include this file with `#[path]`). It uses only
 //! sotto-core's public API and its `#[doc(hidden)]` fuzzing hooks, and
@@ -350,4 +351,41 @@ pub(crate) fn check_contact_card(data: &[u8]) {
         "an imported card does not export to its text"
     );
     assert_eq!(Card::verify(&signed).unwrap(), card);
+}
+
+thread_local! {
+    /// One group setup per thread: making it costs Olm accounts and a
+    /// session; inputs then run against its (growing) state.
+    static GROUP: std::cell::RefCell<Option<sotto_core::FuzzGroup>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// `group_message`: the first byte chooses the path (bit 0) and whether
+/// group IDs and senders are fixed up to the real group's (bit 1); the rest
+/// is the input. Even: the plaintext of a blob in a group's mailbox (what any member can
+/// put there: a `GroupEnvelope` or garbage), sealed to the group key and
+/// processed by a member. Odd: an Olm `Payload` from a group admin to a
+/// member (group states, session keys, key requests, withheld notices with
+/// any content). Never panics, never fails the engine (only a broken store
+/// may), a group message is always shown in its group, and the member's
+/// group history always loads.
+pub(crate) fn check_group_message(data: &[u8]) {
+    let Some((&path, input)) = data.split_first() else {
+        return;
+    };
+    GROUP.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let group = slot.get_or_insert_with(|| sotto_core::FuzzGroup::new().unwrap());
+        let fix_up = path & 2 != 0;
+        if path % 2 == 0 {
+            if let Some(sotto_core::Received::Message(message)) =
+                group.group_blob(input, fix_up).unwrap()
+            {
+                assert_eq!(message.group.as_deref(), Some("fuzz"));
+            }
+        } else {
+            group.olm_payload(input, fix_up).unwrap();
+        }
+        group.bob_history().unwrap();
+    });
 }
