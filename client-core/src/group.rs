@@ -49,10 +49,10 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::engine::{
     Dropped, Engine, EngineError, Message, MessageId, OutboxRecord, Received, Status, corrupt,
-    random_id,
+    random_id, status_record,
 };
 use crate::{
-    Batch, BlindedInbox, EPOCH_SECS, EnvelopeSecret, Epoch, InboxKey, Store, Tree, open, seal,
+    BlindId, records, Batch, BlindedInbox, EPOCH_SECS, EnvelopeSecret, Epoch, InboxKey, Store, Tree, open, seal,
 };
 
 /// A group's 16-byte random ID.
@@ -669,7 +669,11 @@ impl Engine {
             batch.delete(Tree::Meta, pending_key);
             if let Some(mut message) = self.history_entry(&record.history_key)? {
                 message.status = Status::Withheld;
-                batch.put(Tree::History, record.history_key.clone(), &json(&message)?);
+                batch.put(
+                Tree::History,
+                record.history_key.clone(),
+                &records::encode_message(&message),
+            );
                 unlocked.push(message);
             }
         }
@@ -694,7 +698,7 @@ impl Engine {
     fn history_entry(&self, history_key: &[u8]) -> Result<Option<Message>, EngineError> {
         self.store
             .get(Tree::History, history_key)?
-            .map(|bytes| serde_json::from_slice(&bytes).map_err(corrupt))
+            .map(|bytes| records::decode_message(&bytes).map_err(corrupt))
             .transpose()
     }
 
@@ -729,7 +733,11 @@ impl Engine {
                 }
                 None => message.status = Status::Withheld,
             }
-            batch.put(Tree::History, record.history_key.clone(), &json(&message)?);
+            batch.put(
+                Tree::History,
+                record.history_key.clone(),
+                &records::encode_message(&message),
+            );
             unlocked.push(message);
         }
         Ok(unlocked)
@@ -808,23 +816,14 @@ impl Engine {
             megolm: megolm.to_bytes().into(),
         };
         let mut batch = Batch::new();
-        self.outbox_seq += 1;
-        batch.put(
-            Tree::Meta,
-            b"outbox-seq".to_vec(),
-            &self.outbox_seq.to_be_bytes(),
-        );
+        let outbox_key = self.next_outbox_key();
         let record = OutboxRecord {
             peer: String::new(),
             envelope: envelope.encode_to_vec(),
             group: Some(hex::encode(group.id)),
             message_id: message_id.to_vec(),
         };
-        batch.put(
-            Tree::Outbox,
-            self.outbox_seq.to_be_bytes().to_vec(),
-            &json(&record)?,
-        );
+        batch.put(Tree::Outbox, outbox_key, &records::encode_outbox(&record));
         let message = Message {
             id: hex::encode(message_id),
             peer: group.name.clone(),
@@ -835,12 +834,16 @@ impl Engine {
             status: Status::Queued,
             group: Some(group.name.clone()),
         };
-        let history_key = self.next_history_key(&conversation(&group.id), &mut batch);
-        batch.put(Tree::History, history_key.clone(), &json(&message)?);
+        let history_key = self.next_history_key(&conversation(&group.id))?;
+        batch.put(
+            Tree::History,
+            history_key.clone(),
+            &records::encode_message(&message),
+        );
         batch.put(
             Tree::Seen,
             [b"out".as_slice(), &message_id].concat(),
-            &history_key,
+            &status_record(&history_key, message.status),
         );
         // My own blob comes back from the group mailbox: already seen.
         batch.put(
@@ -1103,14 +1106,20 @@ impl Engine {
         match record {
             None => {
                 // The key has not arrived: keep the blob, ask its sender once.
-                let history_key = self.next_history_key(&conversation, &mut batch);
-                batch.put(Tree::History, history_key.clone(), &json(&message)?);
+                let history_key = self.next_history_key(&conversation)?;
+                batch.put(
+                    Tree::History,
+                    history_key.clone(),
+                    &records::encode_message(&message),
+                );
+                // Ordered as in the history: the key ends in the entry's
+                // sequence number.
+                let mut pending_key = key(PENDING_PREFIX, &[&id, envelope.session_id.as_bytes()]);
+                pending_key.extend_from_slice(history_key.get(BlindId::LEN..).unwrap_or_default());
                 let pending = PendingRecord {
                     history_key,
                     envelope: opened.to_vec(),
                 };
-                let mut pending_key = key(PENDING_PREFIX, &[&id, envelope.session_id.as_bytes()]);
-                pending_key.extend_from_slice(&self.outbox_seq.to_be_bytes());
                 pending_key.extend_from_slice(&random_id());
                 batch.put(Tree::Meta, pending_key, &json(&pending)?);
                 batch.put(Tree::Seen, seen, &[]);
@@ -1142,8 +1151,12 @@ impl Engine {
                 message.text = decrypted.text;
                 message.sent_at = decrypted.sent_at;
                 message.status = Status::Received;
-                let history_key = self.next_history_key(&conversation, &mut batch);
-                batch.put(Tree::History, history_key, &json(&message)?);
+                let history_key = self.next_history_key(&conversation)?;
+                batch.put(
+                    Tree::History,
+                    history_key,
+                    &records::encode_message(&message),
+                );
                 batch.put(Tree::Seen, seen, &[]);
                 self.store.apply(batch)?;
                 Ok(Received::Message(message))
@@ -1155,14 +1168,7 @@ impl Engine {
     pub fn group_history(&self, group: &str) -> Result<Vec<Message>, EngineError> {
         let info = self.find_group(group)?;
         let id = self.group_by_hex(&info.id)?.id;
-        self.store
-            .scan_prefix(
-                Tree::History,
-                self.store.blind(conversation(&id).as_bytes()).as_bytes(),
-            )?
-            .into_iter()
-            .map(|(_, value)| serde_json::from_slice(&value).map_err(corrupt))
-            .collect()
+        self.history_of(&conversation(&id))
     }
 
     /// The group's mailbox at `epoch` under its current generation, as a
