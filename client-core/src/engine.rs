@@ -215,6 +215,9 @@ pub(crate) struct Contact {
     signed_card: Vec<u8>,
     their_inbox: InboxPublic,
     my_inbox: InboxKey,
+    /// `my_inbox.public()`, derived once: it is a scalar multiplication,
+    /// and every payload to this contact carries it.
+    my_inbox_public: [u8; 32],
 }
 
 impl Contact {
@@ -332,9 +335,11 @@ impl Engine {
             let record = records::decode_contact(&value).map_err(corrupt)?;
             let signed = SignedCard::decode(record.signed_card.as_slice()).map_err(corrupt)?;
             let card = Card::verify(&signed)?;
+            let my_inbox = InboxKey::from_seed(record.my_inbox_seed);
             let contact = Contact {
                 their_inbox: InboxPublic::from_bytes(&record.their_inbox).map_err(corrupt)?,
-                my_inbox: InboxKey::from_seed(record.my_inbox_seed),
+                my_inbox_public: *my_inbox.public().as_bytes(),
+                my_inbox,
                 signed_card: record.signed_card,
                 card,
             };
@@ -452,12 +457,16 @@ impl Engine {
                 signed_card: signed.encode_to_vec(),
                 ..old
             },
-            _ => Contact {
-                their_inbox: card.inbox_key,
-                card,
-                signed_card: signed.encode_to_vec(),
-                my_inbox: InboxKey::generate(),
-            },
+            _ => {
+                let my_inbox = InboxKey::generate();
+                Contact {
+                    their_inbox: card.inbox_key,
+                    card,
+                    signed_card: signed.encode_to_vec(),
+                    my_inbox_public: *my_inbox.public().as_bytes(),
+                    my_inbox,
+                }
+            }
         };
         self.store.put(
             Tree::Contacts,
@@ -542,7 +551,7 @@ impl Engine {
             .ok_or_else(|| EngineError::UnknownContact(peer.to_owned()))?;
         let message_id = random_id();
         payload.message_id = message_id.to_vec().into();
-        payload.reply_inbox = contact.my_inbox.public().as_bytes().to_vec().into();
+        payload.reply_inbox = contact.my_inbox_public.to_vec().into();
         let plaintext = zeroize::Zeroizing::new(payload.encode_to_vec());
         if plaintext.len() > crate::max_plaintext_len(sotto_proto::Bucket::largest()) - 200 {
             return Err(EngineError::TooLong(plaintext.len()));
