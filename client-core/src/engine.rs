@@ -36,8 +36,8 @@ use vodozemac::olm::{OlmMessage, Session, SessionConfig, SessionPickle};
 use crate::card::{Card, CardError};
 use crate::device::{Device, DeviceError};
 use crate::{
-    records, Batch, BlindedInbox, EPOCH_SECS, Epoch, InboxKey, InboxPublic, SealError, Store, StoreError,
-    Tree, open, seal,
+    Batch, BlindedInbox, EPOCH_SECS, Epoch, InboxKey, InboxPublic, SealError, Store, StoreError,
+    Tree, open, records, seal,
 };
 
 const ENVELOPE_VERSION: u32 = 1;
@@ -366,7 +366,7 @@ impl Engine {
                 store
                     .last_key(Tree::Outbox, &[])?
                     .as_deref()
-                    .and_then(seq_of_key)
+                    .and_then(outbox_seq_of_key)
                     .unwrap_or(0),
             ),
             mailboxes: Default::default(),
@@ -497,12 +497,14 @@ impl Engine {
         Ok([blind.as_bytes().as_slice(), &seq.to_be_bytes()].concat())
     }
 
-    /// The next outbox key. The counter lives in memory: at open it is
-    /// recovered from the outbox's last key, and once the outbox is empty
-    /// no key of the old numbering is referenced anywhere.
-    pub(crate) fn next_outbox_key(&mut self) -> Vec<u8> {
+    /// The next outbox key: `be64(seq) || message ID`, so that
+    /// [`Engine::sent`] knows the message without reading the entry. The
+    /// counter lives in memory: at open it is recovered from the outbox's
+    /// last key, and once the outbox is empty no key of the old numbering
+    /// is referenced anywhere.
+    pub(crate) fn next_outbox_key(&mut self, message_id: &MessageId) -> Vec<u8> {
         self.outbox_seq += 1;
-        self.outbox_seq.to_be_bytes().to_vec()
+        [self.outbox_seq.to_be_bytes().as_slice(), message_id].concat()
     }
 
     /// The mailbox of `inbox` in `epoch`, blinded once per epoch.
@@ -582,7 +584,7 @@ impl Engine {
             olm_body: olm_body.into(),
         };
         let mut batch = Batch::new();
-        let outbox_key = self.next_outbox_key();
+        let outbox_key = self.next_outbox_key(&message_id);
         let record = OutboxRecord {
             peer: peer.to_owned(),
             envelope: envelope.encode_to_vec(),
@@ -736,18 +738,24 @@ impl Engine {
     /// The relay stored an outgoing blob durably: drop it from the outbox
     /// and mark its message sent.
     pub fn sent(&mut self, key: &[u8]) -> Result<(), EngineError> {
-        let Some(value) = self.store.get(Tree::Outbox, key)? else {
-            return Ok(());
-        };
-        let record = records::decode_outbox(&value).map_err(corrupt)?;
-        let message_id = if record.message_id.is_empty() {
-            // A 1:1 entry queued by an older version.
-            Envelope::decode(record.envelope.as_slice())
-                .map_err(corrupt)?
-                .message_id
-                .to_vec()
-        } else {
-            record.message_id
+        let message_id = match key.get(8..) {
+            Some(id) if id.len() == 16 => id.to_vec(),
+            // An entry queued by an older version: its key is the
+            // sequence number alone.
+            _ => {
+                let Some(value) = self.store.get(Tree::Outbox, key)? else {
+                    return Ok(());
+                };
+                let record = records::decode_outbox(&value).map_err(corrupt)?;
+                if record.message_id.is_empty() {
+                    Envelope::decode(record.envelope.as_slice())
+                        .map_err(corrupt)?
+                        .message_id
+                        .to_vec()
+                } else {
+                    record.message_id
+                }
+            }
         };
         let mut batch = Batch::new();
         batch.delete(Tree::Outbox, key.to_vec());
@@ -922,11 +930,7 @@ impl Engine {
                     group: None,
                 };
                 let key = self.next_history_key(&peer)?;
-                batch.put(
-                    Tree::History,
-                    key,
-                    &records::encode_message(&message),
-                );
+                batch.put(Tree::History, key, &records::encode_message(&message));
                 Received::Message(message)
             }
             Some(payload::Body::SasKey(key)) => {
@@ -1188,6 +1192,11 @@ fn seq_of_key(key: &[u8]) -> Option<u64> {
         .map(u64::from_be_bytes)
 }
 
+/// The sequence number at the start of an outbox key.
+fn outbox_seq_of_key(key: &[u8]) -> Option<u64> {
+    key.get(..8)?.try_into().ok().map(u64::from_be_bytes)
+}
+
 /// The record of one of my messages in the `Seen` tree, under
 /// `"out" || message ID`: its history key, then its delivery status.
 /// Keeping the status here, not in the history entry, makes a status
@@ -1249,8 +1258,13 @@ mod tests {
             let mut record = records::decode_outbox(&value).unwrap();
             assert!(record.group.is_none());
             record.message_id.clear();
-            outbox_seq = seq_of_key(&key).unwrap();
-            batch.put(Tree::Outbox, key, &serde_json::to_vec(&record).unwrap());
+            outbox_seq = outbox_seq_of_key(&key).unwrap();
+            batch.delete(Tree::Outbox, key.clone());
+            batch.put(
+                Tree::Outbox,
+                key[..8].to_vec(),
+                &serde_json::to_vec(&record).unwrap(),
+            );
         }
         let mut history_seq = 0;
         for (key, value) in store.scan_prefix(Tree::History, &[]).unwrap() {

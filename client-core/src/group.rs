@@ -52,7 +52,8 @@ use crate::engine::{
     random_id, status_record,
 };
 use crate::{
-    BlindId, records, Batch, BlindedInbox, EPOCH_SECS, EnvelopeSecret, Epoch, InboxKey, Store, Tree, open, seal,
+    Batch, BlindId, BlindedInbox, EPOCH_SECS, EnvelopeSecret, Epoch, InboxKey, Store, Tree, open,
+    records, seal,
 };
 
 /// A group's 16-byte random ID.
@@ -670,10 +671,10 @@ impl Engine {
             if let Some(mut message) = self.history_entry(&record.history_key)? {
                 message.status = Status::Withheld;
                 batch.put(
-                Tree::History,
-                record.history_key.clone(),
-                &records::encode_message(&message),
-            );
+                    Tree::History,
+                    record.history_key.clone(),
+                    &records::encode_message(&message),
+                );
                 unlocked.push(message);
             }
         }
@@ -816,7 +817,7 @@ impl Engine {
             megolm: megolm.to_bytes().into(),
         };
         let mut batch = Batch::new();
-        let outbox_key = self.next_outbox_key();
+        let outbox_key = self.next_outbox_key(&message_id);
         let record = OutboxRecord {
             peer: String::new(),
             envelope: envelope.encode_to_vec(),

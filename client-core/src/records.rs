@@ -123,9 +123,7 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N], RecordError> {
-        self.take(N)?
-            .try_into()
-            .map_err(|_| RecordError::Truncated)
+        self.take(N)?.try_into().map_err(|_| RecordError::Truncated)
     }
 
     pub(crate) fn bytes(&mut self) -> Result<&'a [u8], RecordError> {
@@ -371,9 +369,6 @@ mod tests {
         };
         let mut bytes = encode_message(&message).to_vec();
         bytes.push(0);
-        assert!(matches!(
-            decode_message(&bytes),
-            Err(RecordError::Trailing)
-        ));
+        assert!(matches!(decode_message(&bytes), Err(RecordError::Trailing)));
     }
 }

@@ -158,7 +158,10 @@ pub(crate) fn last_key_is_the_greatest_under_the_prefix<H: Harness>() {
     s.put(Tree::Outbox, b"a\xff\xff", b"v").unwrap();
     assert_eq!(s.last_key(Tree::History, b"ab").unwrap(), None);
     assert_eq!(s.last_key(Tree::Seen, b"").unwrap(), None);
-    assert_eq!(s.last_key(Tree::Outbox, b"").unwrap().unwrap(), b"a\xff\xff");
+    assert_eq!(
+        s.last_key(Tree::Outbox, b"").unwrap().unwrap(),
+        b"a\xff\xff"
+    );
     assert_eq!(
         s.last_key(Tree::History, b"").unwrap().unwrap(),
         [b"\xff\xff".as_slice(), &256u64.to_be_bytes()].concat()
