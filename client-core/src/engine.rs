@@ -37,7 +37,7 @@ use crate::card::{Card, CardError};
 use crate::device::{Device, DeviceError};
 use crate::{
     Batch, BlindedInbox, EPOCH_SECS, Epoch, InboxKey, InboxPublic, SealError, Store, StoreError,
-    Tree, open, seal,
+    Tree, open, records, seal,
 };
 
 const ENVELOPE_VERSION: u32 = 1;
@@ -204,12 +204,12 @@ pub enum EngineError {
     GroupChange(String),
 }
 
-/// A contact as stored.
+/// A contact as stored (binary, see `records.rs`; JSON in old homes).
 #[derive(Serialize, Deserialize)]
-struct ContactRecord {
-    signed_card: Vec<u8>,
-    their_inbox: [u8; 32],
-    my_inbox_seed: [u8; 32],
+pub(crate) struct ContactRecord {
+    pub(crate) signed_card: Vec<u8>,
+    pub(crate) their_inbox: [u8; 32],
+    pub(crate) my_inbox_seed: [u8; 32],
 }
 
 pub(crate) struct Contact {
@@ -217,22 +217,28 @@ pub(crate) struct Contact {
     signed_card: Vec<u8>,
     their_inbox: InboxPublic,
     my_inbox: InboxKey,
+    /// `my_inbox.public()`, derived once: it is a scalar multiplication,
+    /// and every payload to this contact carries it.
+    my_inbox_public: [u8; 32],
 }
 
 impl Contact {
-    fn record(&self) -> Result<Vec<u8>, EngineError> {
-        serde_json::to_vec(&ContactRecord {
+    fn record(&self) -> zeroize::Zeroizing<Vec<u8>> {
+        let mut record = ContactRecord {
             signed_card: self.signed_card.clone(),
             their_inbox: *self.their_inbox.as_bytes(),
             my_inbox_seed: *self.my_inbox.seed_bytes(),
-        })
-        .map_err(corrupt)
+        };
+        let bytes = records::encode_contact(&record);
+        zeroize::Zeroize::zeroize(&mut record.my_inbox_seed);
+        bytes
     }
 }
 
-/// An outbox entry as stored: the envelope without its epoch, which is set
-/// when the blob is sealed for delivery (a retry after a long outage goes
-/// to the recipient's current mailbox).
+/// An outbox entry as stored (binary, see `records.rs`; JSON in old
+/// homes): the envelope without its epoch, which is set when the blob is
+/// sealed for delivery (a retry after a long outage goes to the
+/// recipient's current mailbox).
 #[derive(Serialize, Deserialize)]
 pub(crate) struct OutboxRecord {
     pub(crate) peer: String,
@@ -241,7 +247,8 @@ pub(crate) struct OutboxRecord {
     /// `GroupEnvelope`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) group: Option<String>,
-    /// The message ID of a group message (hidden inside Megolm).
+    /// The message ID (for a group message hidden inside Megolm). Empty in
+    /// 1:1 entries of old homes: the envelope has it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) message_id: Vec<u8>,
 }
@@ -271,8 +278,21 @@ pub struct Engine {
     pub(crate) me: [u8; 32],
     pub(crate) contacts: HashMap<String, Contact>,
     sessions: HashMap<[u8; 32], Vec<Session>>,
-    history_seq: u64,
+    /// The last history sequence number used, per blinded conversation,
+    /// read from the conversation's last key when first needed (so no
+    /// counter is written per message).
+    history_seqs: HashMap<crate::BlindId, u64>,
+    /// Upper bound on every history sequence number an old home used (it
+    /// kept one global counter); new numbers stay above it.
+    legacy_history_seq: u64,
+    /// The last outbox sequence number used: at open, the outbox's last
+    /// key (or an old home's counter), then counted in memory.
     pub(crate) outbox_seq: u64,
+    /// The mailbox of each contact inbox for the epoch last used: blinding
+    /// the inbox key is a scalar multiplication, too dear to repeat for
+    /// every outgoing blob. Keyed by the inbox key itself, so a contact
+    /// that hands out a new inbox never hits a stale entry.
+    mailboxes: std::sync::Mutex<HashMap<[u8; 32], (u64, MailboxId)>>,
     drops: DropCounts,
     /// My groups, by ID.
     pub(crate) groups: HashMap<crate::group::GroupId, crate::group::Group>,
@@ -339,12 +359,14 @@ impl Engine {
     fn with_device(store: Arc<dyn Store>, device: Device) -> Result<Self, EngineError> {
         let mut contacts = HashMap::new();
         for (_, value) in store.scan_prefix(Tree::Contacts, &[])? {
-            let record: ContactRecord = serde_json::from_slice(&value).map_err(corrupt)?;
+            let record = records::decode_contact(&value).map_err(corrupt)?;
             let signed = SignedCard::decode(record.signed_card.as_slice()).map_err(corrupt)?;
             let card = Card::verify(&signed)?;
+            let my_inbox = InboxKey::from_seed(record.my_inbox_seed);
             let contact = Contact {
                 their_inbox: InboxPublic::from_bytes(&record.their_inbox).map_err(corrupt)?,
-                my_inbox: InboxKey::from_seed(record.my_inbox_seed),
+                my_inbox_public: *my_inbox.public().as_bytes(),
+                my_inbox,
                 signed_card: record.signed_card,
                 card,
             };
@@ -366,8 +388,16 @@ impl Engine {
             groups_changed: false,
             token_key: newest_token_key(store.as_ref())?,
             me: device.card().identity_key.to_bytes(),
-            history_seq: be64_or_zero(store.get(Tree::Meta, HISTORY_SEQ)?),
-            outbox_seq: be64_or_zero(store.get(Tree::Meta, OUTBOX_SEQ)?),
+            history_seqs: HashMap::new(),
+            legacy_history_seq: be64_or_zero(store.get(Tree::Meta, HISTORY_SEQ)?),
+            outbox_seq: be64_or_zero(store.get(Tree::Meta, OUTBOX_SEQ)?).max(
+                store
+                    .last_key(Tree::Outbox, &[])?
+                    .as_deref()
+                    .and_then(outbox_seq_of_key)
+                    .unwrap_or(0),
+            ),
+            mailboxes: Default::default(),
             store,
             device,
             contacts,
@@ -455,39 +485,70 @@ impl Engine {
                 signed_card: signed.encode_to_vec(),
                 ..old
             },
-            _ => Contact {
-                their_inbox: card.inbox_key,
-                card,
-                signed_card: signed.encode_to_vec(),
-                my_inbox: InboxKey::generate(),
-            },
+            _ => {
+                let my_inbox = InboxKey::generate();
+                Contact {
+                    their_inbox: card.inbox_key,
+                    card,
+                    signed_card: signed.encode_to_vec(),
+                    my_inbox_public: *my_inbox.public().as_bytes(),
+                    my_inbox,
+                }
+            }
         };
         self.store.put(
             Tree::Contacts,
             self.store.blind(handle.as_bytes()).as_bytes(),
-            &contact.record()?,
+            &contact.record(),
         )?;
         self.store.flush()?;
         self.contacts.insert(handle.clone(), contact);
         Ok(handle)
     }
 
-    pub(crate) fn history_key(&self, peer: &str, seq: u64) -> Vec<u8> {
-        [
-            self.store.blind(peer.as_bytes()).as_bytes().as_slice(),
-            &seq.to_be_bytes(),
-        ]
-        .concat()
+    /// The key of the next history entry with `peer` (or in a group
+    /// conversation): one past the conversation's last key. Keys are
+    /// unique and ordered per conversation, which is all history needs.
+    pub(crate) fn next_history_key(&mut self, peer: &str) -> Result<Vec<u8>, EngineError> {
+        let blind = self.store.blind(peer.as_bytes());
+        let seq = match self.history_seqs.get(&blind) {
+            Some(seq) => *seq,
+            None => self
+                .store
+                .last_key(Tree::History, blind.as_bytes())?
+                .as_deref()
+                .and_then(seq_of_key)
+                .unwrap_or(0)
+                .max(self.legacy_history_seq),
+        } + 1;
+        self.history_seqs.insert(blind, seq);
+        Ok([blind.as_bytes().as_slice(), &seq.to_be_bytes()].concat())
     }
 
-    pub(crate) fn next_history_key(&mut self, peer: &str, batch: &mut Batch) -> Vec<u8> {
-        self.history_seq += 1;
-        batch.put(
-            Tree::Meta,
-            HISTORY_SEQ.to_vec(),
-            &self.history_seq.to_be_bytes(),
-        );
-        self.history_key(peer, self.history_seq)
+    /// The next outbox key: `be64(seq) || message ID`, so that
+    /// [`Engine::sent`] knows the message without reading the entry. The
+    /// counter lives in memory: at open it is recovered from the outbox's
+    /// last key, and once the outbox is empty no key of the old numbering
+    /// is referenced anywhere.
+    pub(crate) fn next_outbox_key(&mut self, message_id: &MessageId) -> Vec<u8> {
+        self.outbox_seq += 1;
+        [self.outbox_seq.to_be_bytes().as_slice(), message_id].concat()
+    }
+
+    /// The mailbox of `inbox` in `epoch`, blinded once per epoch.
+    fn mailbox_of(&self, inbox: &InboxPublic, epoch: Epoch) -> MailboxId {
+        let mut cache = self
+            .mailboxes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match cache.get(inbox.as_bytes()) {
+            Some((cached, mailbox)) if *cached == epoch.get() => *mailbox,
+            _ => {
+                let mailbox = inbox.mailbox(epoch);
+                cache.insert(*inbox.as_bytes(), (epoch.get(), mailbox));
+                mailbox
+            }
+        }
     }
 
     fn save_sessions(&self, identity: &[u8; 32], batch: &mut Batch) -> Result<(), EngineError> {
@@ -520,7 +581,7 @@ impl Engine {
             .ok_or_else(|| EngineError::UnknownContact(peer.to_owned()))?;
         let message_id = random_id();
         payload.message_id = message_id.to_vec().into();
-        payload.reply_inbox = contact.my_inbox.public().as_bytes().to_vec().into();
+        payload.reply_inbox = contact.my_inbox_public.to_vec().into();
         payload.token_key = self.token_key.clone();
         let plaintext = zeroize::Zeroizing::new(payload.encode_to_vec());
         if plaintext.len() > crate::max_plaintext_len(sotto_proto::Bucket::largest()) - 200 {
@@ -552,35 +613,30 @@ impl Engine {
             olm_body: olm_body.into(),
         };
         let mut batch = Batch::new();
-        self.outbox_seq += 1;
-        batch.put(
-            Tree::Meta,
-            OUTBOX_SEQ.to_vec(),
-            &self.outbox_seq.to_be_bytes(),
-        );
+        let outbox_key = self.next_outbox_key(&message_id);
         let record = OutboxRecord {
             peer: peer.to_owned(),
             envelope: envelope.encode_to_vec(),
             group: None,
-            message_id: Vec::new(),
+            message_id: message_id.to_vec(),
         };
-        batch.put(
-            Tree::Outbox,
-            self.outbox_seq.to_be_bytes().to_vec(),
-            &serde_json::to_vec(&record).map_err(corrupt)?,
-        );
+        batch.put(Tree::Outbox, outbox_key, &records::encode_outbox(&record));
         if let Some(message) = history {
             let message = Message {
                 id: hex::encode(message_id),
                 ..message.clone()
             };
-            let key = self.next_history_key(peer, &mut batch);
+            let key = self.next_history_key(peer)?;
             batch.put(
                 Tree::History,
                 key.clone(),
-                &serde_json::to_vec(&message).map_err(corrupt)?,
+                &records::encode_message(&message),
             );
-            batch.put(Tree::Seen, [b"out".as_slice(), &message_id].concat(), &key);
+            batch.put(
+                Tree::Seen,
+                [b"out".as_slice(), &message_id].concat(),
+                &status_record(&key, message.status),
+            );
         }
         // Outbound session creation leaves the account unchanged: only the
         // session is saved.
@@ -660,16 +716,12 @@ impl Engine {
         let mut ids = Vec::new();
         let mut newest = upto;
         for (key, value) in self.store.scan_prefix(Tree::History, prefix.as_bytes())? {
-            let seq = key
-                .get(key.len().saturating_sub(8)..)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_be_bytes)
-                .unwrap_or(0);
+            let seq = seq_of_key(&key).unwrap_or(0);
             if seq <= upto {
                 continue;
             }
             newest = newest.max(seq);
-            let message: Message = serde_json::from_slice(&value).map_err(corrupt)?;
+            let message = records::decode_message(&value).map_err(corrupt)?;
             if !message.from_me
                 && let Ok(id) = hex::decode(&message.id)
                 && let Ok(id) = MessageId::try_from(id.as_slice())
@@ -690,7 +742,7 @@ impl Engine {
         let epoch = Epoch::from_unix_secs(now_secs, EPOCH_SECS);
         let mut out = Vec::new();
         for (key, value) in self.store.scan_prefix(Tree::Outbox, &[])? {
-            let record: OutboxRecord = serde_json::from_slice(&value).map_err(corrupt)?;
+            let record = records::decode_outbox(&value).map_err(corrupt)?;
             if let Some(group) = &record.group {
                 if let Some((mailbox, blob)) = self.seal_group(group, &record.envelope, epoch)? {
                     out.push(Outgoing { key, mailbox, blob });
@@ -705,7 +757,7 @@ impl Engine {
             let blob = seal(&contact.card.envelope_key, &envelope.encode_to_vec())?;
             out.push(Outgoing {
                 key,
-                mailbox: contact.their_inbox.mailbox(epoch),
+                mailbox: self.mailbox_of(&contact.their_inbox, epoch),
                 blob,
             });
         }
@@ -715,17 +767,24 @@ impl Engine {
     /// The relay stored an outgoing blob durably: drop it from the outbox
     /// and mark its message sent.
     pub fn sent(&mut self, key: &[u8]) -> Result<(), EngineError> {
-        let Some(value) = self.store.get(Tree::Outbox, key)? else {
-            return Ok(());
-        };
-        let record: OutboxRecord = serde_json::from_slice(&value).map_err(corrupt)?;
-        let message_id = if record.group.is_some() {
-            record.message_id
-        } else {
-            Envelope::decode(record.envelope.as_slice())
-                .map_err(corrupt)?
-                .message_id
-                .to_vec()
+        let message_id = match key.get(8..) {
+            Some(id) if id.len() == 16 => id.to_vec(),
+            // An entry queued by an older version: its key is the
+            // sequence number alone.
+            _ => {
+                let Some(value) = self.store.get(Tree::Outbox, key)? else {
+                    return Ok(());
+                };
+                let record = records::decode_outbox(&value).map_err(corrupt)?;
+                if record.message_id.is_empty() {
+                    Envelope::decode(record.envelope.as_slice())
+                        .map_err(corrupt)?
+                        .message_id
+                        .to_vec()
+                } else {
+                    record.message_id
+                }
+            }
         };
         let mut batch = Batch::new();
         batch.delete(Tree::Outbox, key.to_vec());
@@ -740,16 +799,19 @@ impl Engine {
         status: Status,
         batch: &mut Batch,
     ) -> Result<(), EngineError> {
-        let Some(history_key) = self
-            .store
-            .get(Tree::Seen, &[b"out".as_slice(), message_id].concat())?
-        else {
+        let seen_key = [b"out".as_slice(), message_id].concat();
+        let Some(record) = self.store.get(Tree::Seen, &seen_key)? else {
             return Ok(());
         };
-        let Some(bytes) = self.store.get(Tree::History, &history_key)? else {
-            return Ok(());
+        let (history_key, current) = split_status_record(&record).map_err(corrupt)?;
+        let current = match current {
+            Some(current) => current,
+            // An old home kept the status in the history entry only.
+            None => match self.store.get(Tree::History, history_key)? {
+                Some(bytes) => records::decode_message(&bytes).map_err(corrupt)?.status,
+                None => return Ok(()),
+            },
         };
-        let mut message: Message = serde_json::from_slice(&bytes).map_err(corrupt)?;
         // Status only moves forward (a late "sent" never hides "read").
         let rank = |s: Status| match s {
             Status::Queued => 0,
@@ -758,13 +820,8 @@ impl Engine {
             Status::Read => 3,
             Status::Received | Status::Waiting | Status::Withheld => 0,
         };
-        if rank(status) > rank(message.status) {
-            message.status = status;
-            batch.put(
-                Tree::History,
-                history_key.to_vec(),
-                &serde_json::to_vec(&message).map_err(corrupt)?,
-            );
+        if rank(status) > rank(current) {
+            batch.put(Tree::Seen, seen_key, &status_record(history_key, status));
         }
         Ok(())
     }
@@ -877,15 +934,17 @@ impl Engine {
             );
         }
         // The sender's pairwise inbox for replies.
-        if let Ok(reply) = InboxPublic::from_slice(&payload.reply_inbox)
-            && let Some(contact) = self.contacts.get_mut(&peer)
-            && contact.their_inbox != reply
+        // Compared as bytes first: parsing the key is a point
+        // decompression, and it is almost always the one already known.
+        if let Some(contact) = self.contacts.get_mut(&peer)
+            && contact.their_inbox.as_bytes().as_slice() != payload.reply_inbox.as_ref()
+            && let Ok(reply) = InboxPublic::from_slice(&payload.reply_inbox)
         {
             contact.their_inbox = reply;
             batch.put(
                 Tree::Contacts,
                 self.store.blind(peer.as_bytes()).as_bytes().to_vec(),
-                &contact.record()?,
+                &contact.record(),
             );
         }
         let received = match payload.body {
@@ -900,12 +959,8 @@ impl Engine {
                     status: Status::Received,
                     group: None,
                 };
-                let key = self.next_history_key(&peer, &mut batch);
-                batch.put(
-                    Tree::History,
-                    key,
-                    &serde_json::to_vec(&message).map_err(corrupt)?,
-                );
+                let key = self.next_history_key(&peer)?;
+                batch.put(Tree::History, key, &records::encode_message(&message));
                 Received::Message(message)
             }
             Some(payload::Body::SasKey(key)) => {
@@ -1204,10 +1259,212 @@ impl Engine {
         if !self.contacts.contains_key(peer) {
             return Err(EngineError::UnknownContact(peer.to_owned()));
         }
+        self.history_of(peer)
+    }
+
+    /// Every history entry of a conversation, oldest first, with the
+    /// current status of my own messages (kept beside the entry, see
+    /// [`status_record`]).
+    pub(crate) fn history_of(&self, conversation: &str) -> Result<Vec<Message>, EngineError> {
         self.store
-            .scan_prefix(Tree::History, self.store.blind(peer.as_bytes()).as_bytes())?
+            .scan_prefix(
+                Tree::History,
+                self.store.blind(conversation.as_bytes()).as_bytes(),
+            )?
             .into_iter()
-            .map(|(_, value)| serde_json::from_slice(&value).map_err(corrupt))
+            .map(|(_, value)| {
+                let mut message = records::decode_message(&value).map_err(corrupt)?;
+                if message.from_me
+                    && let Ok(id) = hex::decode(&message.id)
+                    && let Some(record) = self
+                        .store
+                        .get(Tree::Seen, &[b"out".as_slice(), &id].concat())?
+                    && let (_, Some(status)) = split_status_record(&record).map_err(corrupt)?
+                {
+                    message.status = status;
+                }
+                Ok(message)
+            })
             .collect()
+    }
+}
+
+/// The sequence number at the end of a history or outbox key.
+fn seq_of_key(key: &[u8]) -> Option<u64> {
+    key.get(key.len().checked_sub(8)?..)?
+        .try_into()
+        .ok()
+        .map(u64::from_be_bytes)
+}
+
+/// The sequence number at the start of an outbox key.
+fn outbox_seq_of_key(key: &[u8]) -> Option<u64> {
+    key.get(..8)?.try_into().ok().map(u64::from_be_bytes)
+}
+
+/// The record of one of my messages in the `Seen` tree, under
+/// `"out" || message ID`: its history key, then its delivery status.
+/// Keeping the status here, not in the history entry, makes a status
+/// change (sent, delivered, read) a rewrite of 25 bytes instead of a read
+/// and rewrite of the whole message.
+pub(crate) fn status_record(history_key: &[u8], status: Status) -> Vec<u8> {
+    [history_key, &[status.to_byte()]].concat()
+}
+
+/// Splits a [`status_record`]. Old homes stored the history key alone
+/// (`None`: the status is the history entry's).
+pub(crate) fn split_status_record(
+    record: &[u8],
+) -> Result<(&[u8], Option<Status>), records::RecordError> {
+    const HISTORY_KEY_LEN: usize = crate::BlindId::LEN + 8;
+    match record.len() {
+        HISTORY_KEY_LEN => Ok((record, None)),
+        len if len == HISTORY_KEY_LEN + 1 => {
+            let (key, status) = record.split_at(HISTORY_KEY_LEN);
+            Ok((key, Some(Status::from_byte(status[0])?)))
+        }
+        _ => Err(records::RecordError::Unknown("status record length")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemoryStore;
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn engine(handle: &str) -> (Engine, Arc<dyn Store>) {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new().unwrap());
+        (Engine::create(store.clone(), handle, NOW).unwrap(), store)
+    }
+
+    fn deliver(from: &mut Engine, to: &mut Engine) -> Vec<Received> {
+        let epoch = Epoch::from_unix_secs(NOW, EPOCH_SECS);
+        let mut received = Vec::new();
+        for out in from.outgoing(NOW).unwrap() {
+            received.push(to.receive(out.blob.as_bytes(), epoch).unwrap());
+            from.sent(&out.key).unwrap();
+        }
+        received
+    }
+
+    /// Rewrites every record the way versions before the binary records
+    /// stored them: JSON contacts, outbox entries and history, the status
+    /// in the history entry, and the global counters in `Meta`.
+    fn downgrade_to_json(store: &dyn Store) {
+        let mut batch = Batch::new();
+        for (key, value) in store.scan_prefix(Tree::Contacts, &[]).unwrap() {
+            let record = records::decode_contact(&value).unwrap();
+            batch.put(Tree::Contacts, key, &serde_json::to_vec(&record).unwrap());
+        }
+        let mut outbox_seq = 0;
+        for (key, value) in store.scan_prefix(Tree::Outbox, &[]).unwrap() {
+            let mut record = records::decode_outbox(&value).unwrap();
+            assert!(record.group.is_none());
+            record.message_id.clear();
+            outbox_seq = outbox_seq_of_key(&key).unwrap();
+            batch.delete(Tree::Outbox, key.clone());
+            batch.put(
+                Tree::Outbox,
+                key[..8].to_vec(),
+                &serde_json::to_vec(&record).unwrap(),
+            );
+        }
+        let mut history_seq = 0;
+        for (key, value) in store.scan_prefix(Tree::History, &[]).unwrap() {
+            let mut message = records::decode_message(&value).unwrap();
+            let id = hex::decode(&message.id).unwrap();
+            let out = [b"out".as_slice(), &id].concat();
+            if let Some(record) = store.get(Tree::Seen, &out).unwrap() {
+                let (history_key, status) = split_status_record(&record).unwrap();
+                message.status = status.unwrap();
+                batch.put(Tree::Seen, out, history_key);
+            }
+            history_seq = history_seq.max(seq_of_key(&key).unwrap());
+            batch.put(Tree::History, key, &serde_json::to_vec(&message).unwrap());
+        }
+        batch.put(Tree::Meta, HISTORY_SEQ.to_vec(), &history_seq.to_be_bytes());
+        batch.put(Tree::Meta, OUTBOX_SEQ.to_vec(), &outbox_seq.to_be_bytes());
+        store.apply(batch).unwrap();
+        // Really JSON now.
+        let (_, value) = &store.scan_prefix(Tree::History, &[]).unwrap()[0];
+        assert_eq!(value.first(), Some(&b'{'));
+    }
+
+    #[test]
+    fn a_home_with_json_records_keeps_working() {
+        let (mut alice, alice_store) = engine("alice");
+        let (mut bob, _) = engine("bob");
+        alice.import_card(&bob.export_card()).unwrap();
+        bob.import_card(&alice.export_card()).unwrap();
+        alice.queue_text("bob", "one", NOW * 1000).unwrap();
+        deliver(&mut alice, &mut bob);
+        bob.queue_text("alice", "two", NOW * 1000 + 1).unwrap();
+        deliver(&mut bob, &mut alice);
+        // Queued, not yet sent, when the old version stopped.
+        alice.queue_text("bob", "three", NOW * 1000 + 2).unwrap();
+        drop(alice);
+        downgrade_to_json(alice_store.as_ref());
+
+        let mut alice = Engine::open(alice_store).unwrap().unwrap();
+        let statuses = |e: &Engine| -> Vec<(String, Status)> {
+            e.history("bob")
+                .unwrap()
+                .into_iter()
+                .map(|m| (m.text, m.status))
+                .collect()
+        };
+        assert_eq!(
+            statuses(&alice),
+            [
+                ("one".into(), Status::Sent),
+                ("two".into(), Status::Received),
+                ("three".into(), Status::Queued),
+            ]
+        );
+        // The old outbox entry goes out on the old Olm session.
+        let received = deliver(&mut alice, &mut bob);
+        assert!(matches!(&received[..], [Received::Message(m)] if m.text == "three"));
+        bob.mark_read("alice", NOW * 1000 + 3).unwrap();
+        deliver(&mut bob, &mut alice);
+        alice.queue_text("bob", "four", NOW * 1000 + 4).unwrap();
+        assert_eq!(
+            statuses(&alice),
+            [
+                ("one".into(), Status::Read),
+                ("two".into(), Status::Received),
+                ("three".into(), Status::Read),
+                ("four".into(), Status::Queued),
+            ]
+        );
+        let received = deliver(&mut alice, &mut bob);
+        assert!(matches!(&received[..], [Received::Message(m)] if m.text == "four"));
+        assert_eq!(statuses(&alice)[3], ("four".into(), Status::Sent));
+        assert_eq!(bob.history("alice").unwrap().len(), 4);
+    }
+
+    #[test]
+    fn counters_resume_after_a_restart_without_meta_writes() {
+        let (mut alice, store) = engine("alice");
+        let (mut bob, _) = engine("bob");
+        alice.import_card(&bob.export_card()).unwrap();
+        bob.import_card(&alice.export_card()).unwrap();
+        alice.queue_text("bob", "one", NOW * 1000).unwrap();
+        alice.queue_text("bob", "two", NOW * 1000).unwrap();
+        assert!(store.get(Tree::Meta, HISTORY_SEQ).unwrap().is_none());
+        assert!(store.get(Tree::Meta, OUTBOX_SEQ).unwrap().is_none());
+        drop(alice);
+        let mut alice = Engine::open(store).unwrap().unwrap();
+        alice.queue_text("bob", "three", NOW * 1000).unwrap();
+        let texts: Vec<String> = alice
+            .history("bob")
+            .unwrap()
+            .into_iter()
+            .map(|m| m.text)
+            .collect();
+        assert_eq!(texts, ["one", "two", "three"]);
+        let received = deliver(&mut alice, &mut bob);
+        assert_eq!(received.len(), 3);
     }
 }

@@ -49,10 +49,11 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::engine::{
     Dropped, Engine, EngineError, Message, MessageId, OutboxRecord, Received, Status, corrupt,
-    random_id,
+    random_id, status_record,
 };
 use crate::{
-    Batch, BlindedInbox, EPOCH_SECS, EnvelopeSecret, Epoch, InboxKey, Store, Tree, open, seal,
+    Batch, BlindId, BlindedInbox, EPOCH_SECS, EnvelopeSecret, Epoch, InboxKey, Store, Tree, open,
+    records, seal,
 };
 
 /// A group's 16-byte random ID.
@@ -520,8 +521,7 @@ impl Engine {
                     next.current = generation(&[0; 32]);
                     let hex_id = hex::encode(id);
                     for (key, value) in self.store.scan_prefix(Tree::Outbox, &[])? {
-                        let queued: OutboxRecord =
-                            serde_json::from_slice(&value).map_err(corrupt)?;
+                        let queued = records::decode_outbox(&value).map_err(corrupt)?;
                         if queued.group.as_deref() == Some(hex_id.as_str()) {
                             batch.delete(Tree::Outbox, key);
                             self.update_status(&queued.message_id, Status::Unsent, batch)?;
@@ -679,7 +679,11 @@ impl Engine {
             batch.delete(Tree::Meta, pending_key);
             if let Some(mut message) = self.history_entry(&record.history_key)? {
                 message.status = Status::Withheld;
-                batch.put(Tree::History, record.history_key.clone(), &json(&message)?);
+                batch.put(
+                    Tree::History,
+                    record.history_key.clone(),
+                    &records::encode_message(&message),
+                );
                 unlocked.push(message);
             }
         }
@@ -704,7 +708,7 @@ impl Engine {
     fn history_entry(&self, history_key: &[u8]) -> Result<Option<Message>, EngineError> {
         self.store
             .get(Tree::History, history_key)?
-            .map(|bytes| serde_json::from_slice(&bytes).map_err(corrupt))
+            .map(|bytes| records::decode_message(&bytes).map_err(corrupt))
             .transpose()
     }
 
@@ -739,7 +743,11 @@ impl Engine {
                 }
                 None => message.status = Status::Withheld,
             }
-            batch.put(Tree::History, record.history_key.clone(), &json(&message)?);
+            batch.put(
+                Tree::History,
+                record.history_key.clone(),
+                &records::encode_message(&message),
+            );
             unlocked.push(message);
         }
         Ok(unlocked)
@@ -818,23 +826,14 @@ impl Engine {
             megolm: megolm.to_bytes().into(),
         };
         let mut batch = Batch::new();
-        self.outbox_seq += 1;
-        batch.put(
-            Tree::Meta,
-            b"outbox-seq".to_vec(),
-            &self.outbox_seq.to_be_bytes(),
-        );
+        let outbox_key = self.next_outbox_key(&message_id);
         let record = OutboxRecord {
             peer: String::new(),
             envelope: envelope.encode_to_vec(),
             group: Some(hex::encode(group.id)),
             message_id: message_id.to_vec(),
         };
-        batch.put(
-            Tree::Outbox,
-            self.outbox_seq.to_be_bytes().to_vec(),
-            &json(&record)?,
-        );
+        batch.put(Tree::Outbox, outbox_key, &records::encode_outbox(&record));
         let message = Message {
             id: hex::encode(message_id),
             peer: group.name.clone(),
@@ -845,12 +844,16 @@ impl Engine {
             status: Status::Queued,
             group: Some(group.name.clone()),
         };
-        let history_key = self.next_history_key(&conversation(&group.id), &mut batch);
-        batch.put(Tree::History, history_key.clone(), &json(&message)?);
+        let history_key = self.next_history_key(&conversation(&group.id))?;
+        batch.put(
+            Tree::History,
+            history_key.clone(),
+            &records::encode_message(&message),
+        );
         batch.put(
             Tree::Seen,
             [b"out".as_slice(), &message_id].concat(),
-            &history_key,
+            &status_record(&history_key, message.status),
         );
         // My own blob comes back from the group mailbox: already seen.
         batch.put(
@@ -1116,14 +1119,20 @@ impl Engine {
         match record {
             None => {
                 // The key has not arrived: keep the blob, ask its sender once.
-                let history_key = self.next_history_key(&conversation, &mut batch);
-                batch.put(Tree::History, history_key.clone(), &json(&message)?);
+                let history_key = self.next_history_key(&conversation)?;
+                batch.put(
+                    Tree::History,
+                    history_key.clone(),
+                    &records::encode_message(&message),
+                );
+                // Ordered as in the history: the key ends in the entry's
+                // sequence number.
+                let mut pending_key = key(PENDING_PREFIX, &[&id, envelope.session_id.as_bytes()]);
+                pending_key.extend_from_slice(history_key.get(BlindId::LEN..).unwrap_or_default());
                 let pending = PendingRecord {
                     history_key,
                     envelope: opened.to_vec(),
                 };
-                let mut pending_key = key(PENDING_PREFIX, &[&id, envelope.session_id.as_bytes()]);
-                pending_key.extend_from_slice(&self.outbox_seq.to_be_bytes());
                 pending_key.extend_from_slice(&random_id());
                 batch.put(Tree::Meta, pending_key, &json(&pending)?);
                 batch.put(Tree::Seen, seen, &[]);
@@ -1155,8 +1164,12 @@ impl Engine {
                 message.text = decrypted.text;
                 message.sent_at = decrypted.sent_at;
                 message.status = Status::Received;
-                let history_key = self.next_history_key(&conversation, &mut batch);
-                batch.put(Tree::History, history_key, &json(&message)?);
+                let history_key = self.next_history_key(&conversation)?;
+                batch.put(
+                    Tree::History,
+                    history_key,
+                    &records::encode_message(&message),
+                );
                 batch.put(Tree::Seen, seen, &[]);
                 self.store.apply(batch)?;
                 Ok(Received::Message(message))
@@ -1168,14 +1181,7 @@ impl Engine {
     pub fn group_history(&self, group: &str) -> Result<Vec<Message>, EngineError> {
         let info = self.find_group(group)?;
         let id = self.group_by_hex(&info.id)?.id;
-        self.store
-            .scan_prefix(
-                Tree::History,
-                self.store.blind(conversation(&id).as_bytes()).as_bytes(),
-            )?
-            .into_iter()
-            .map(|(_, value)| serde_json::from_slice(&value).map_err(corrupt))
-            .collect()
+        self.history_of(&conversation(&id))
     }
 
     /// The group's mailbox at `epoch` under its current generation, as a
@@ -1305,7 +1311,7 @@ impl FuzzGroup {
         self.alice.queue_group_text("fuzz", text, self.now_ms)?;
         let mut sample = Vec::new();
         for (key, value) in self.alice.store.scan_prefix(Tree::Outbox, &[])? {
-            let record: OutboxRecord = serde_json::from_slice(&value).map_err(corrupt)?;
+            let record = records::decode_outbox(&value).map_err(corrupt)?;
             if record.group.is_some() {
                 let mut envelope =
                     GroupEnvelope::decode(record.envelope.as_slice()).map_err(corrupt)?;

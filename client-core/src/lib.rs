@@ -19,6 +19,8 @@
 //!   `group`: group conversations on the same engine ([`GroupInfo`]):
 //!   Megolm sessions shared over Olm, a group secret per membership
 //!   generation, one sealed blob per message in a rotating group mailbox.
+//!   `records`: the compact binary encoding of the engine's per-message
+//!   store records (history, outbox, contacts), reading old JSON ones too.
 //!   `client`: the async driver ([`Client`]) that moves its blobs to and
 //!   from a relay on separate send and receive connections.
 //! - `app`: the whole device for the command line ([`App`]): home
@@ -45,6 +47,7 @@ mod engine;
 mod epoch;
 mod group;
 mod net;
+mod records;
 mod sas;
 mod seal;
 mod store;

@@ -140,6 +140,34 @@ pub(crate) fn prefix_scan_is_ordered_and_bounded<H: Harness>() {
     assert!(s.scan_prefix(Tree::Cursors, b"").unwrap().is_empty());
 }
 
+pub(crate) fn last_key_is_the_greatest_under_the_prefix<H: Harness>() {
+    let h = H::fresh();
+    let s = h.store();
+    assert_eq!(s.last_key(Tree::History, b"").unwrap(), None);
+    // Prefixes that end in 0xff have no simple successor.
+    for prefix in [b"a".as_slice(), b"a\xff", b"\xff\xff"] {
+        for seq in [3u64, 256, 1, 255] {
+            let key = [prefix, &seq.to_be_bytes()].concat();
+            s.put(Tree::History, &key, b"v").unwrap();
+        }
+        let last = s.last_key(Tree::History, prefix).unwrap().unwrap();
+        assert_eq!(last, [prefix, &256u64.to_be_bytes()].concat());
+    }
+    // Keys of other prefixes and trees do not count.
+    s.put(Tree::History, b"b", b"v").unwrap();
+    s.put(Tree::Outbox, b"a\xff\xff", b"v").unwrap();
+    assert_eq!(s.last_key(Tree::History, b"ab").unwrap(), None);
+    assert_eq!(s.last_key(Tree::Seen, b"").unwrap(), None);
+    assert_eq!(
+        s.last_key(Tree::Outbox, b"").unwrap().unwrap(),
+        b"a\xff\xff"
+    );
+    assert_eq!(
+        s.last_key(Tree::History, b"").unwrap().unwrap(),
+        [b"\xff\xff".as_slice(), &256u64.to_be_bytes()].concat()
+    );
+}
+
 pub(crate) fn batch_applies_across_trees<H: Harness>() {
     let h = H::fresh();
     let s = h.store();
@@ -308,6 +336,7 @@ macro_rules! all_checks {
                 overwrite,
                 trees_are_separate,
                 prefix_scan_is_ordered_and_bounded,
+                last_key_is_the_greatest_under_the_prefix,
                 batch_applies_across_trees,
                 failing_batch_writes_nothing,
                 swapped_values_fail_to_decrypt,

@@ -53,6 +53,19 @@ impl MemoryStore {
     }
 }
 
+/// The smallest key greater than every key starting with `prefix`, if
+/// there is one (there is none for an all-0xff prefix).
+fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
 impl Store for MemoryStore {
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
         let raw = raw_key(tree, key)?;
@@ -89,6 +102,20 @@ impl Store for MemoryStore {
                 Ok((key, value))
             })
             .collect()
+    }
+
+    fn last_key(&self, tree: Tree, prefix: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let raw_prefix = raw_key(tree, prefix)?;
+        let map = self.read();
+        // Every key under the prefix sorts below the prefix's successor
+        // (the prefix with its last byte that is not 0xff incremented).
+        let last = match prefix_successor(&raw_prefix) {
+            Some(end) => map.range(raw_prefix.clone()..end).next_back(),
+            None => map.range(raw_prefix.clone()..).next_back(),
+        };
+        Ok(last
+            .filter(|(k, _)| k.starts_with(&raw_prefix))
+            .map(|(k, _)| k[1..].to_vec()))
     }
 
     fn apply(&self, batch: Batch) -> Result<(), StoreError> {

@@ -298,6 +298,11 @@ pub trait Store: Send + Sync {
     /// byte order of the keys. Fails as a whole if any value fails to open.
     fn scan_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<Entry>, StoreError>;
 
+    /// The greatest key of `tree` that starts with `prefix`, without
+    /// reading its value: where a counter resumes after a restart (the
+    /// last history entry of a conversation, the last outbox entry).
+    fn last_key(&self, tree: Tree, prefix: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
     /// Applies every operation of `batch`, or none of them.
     fn apply(&self, batch: Batch) -> Result<(), StoreError>;
 

@@ -127,6 +127,17 @@ impl Store for SledStore {
             .collect()
     }
 
+    fn last_key(&self, tree: Tree, prefix: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let raw_prefix = raw_key(tree, prefix)?;
+        match self.tree.scan_prefix(raw_prefix).keys().next_back() {
+            Some(raw) => {
+                let raw = raw.map_err(|e| self.db_err(e))?;
+                Ok(Some(raw.get(1..).unwrap_or_default().to_vec()))
+            }
+            None => Ok(None),
+        }
+    }
+
     fn apply(&self, batch: Batch) -> Result<(), StoreError> {
         let mut sled_batch = ::sled::Batch::default();
         for op in batch.seal(&self.crypt)? {
