@@ -278,6 +278,11 @@ async fn group(home: &Path, command: GroupCommand, out: Output) -> anyhow::Resul
             let info = app.group_remove(&name, &handles).await?;
             show(&info, "updated");
         }
+        GroupCommand::Leave { name } => {
+            let mut app = open(home).await?;
+            let info = app.group_leave(&name).await?;
+            show(&info, "left");
+        }
         GroupCommand::Send { name, text } => {
             let mut app = open(home).await?;
             let sent = app.group_send(&name, &text).await?;

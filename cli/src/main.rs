@@ -140,6 +140,11 @@ pub(crate) enum GroupCommand {
         #[arg(required = true)]
         handles: Vec<String>,
     },
+    /// Leave a group you do not administer; its admin's device removes you.
+    Leave {
+        /// The group's name (or the start of its ID).
+        name: String,
+    },
     /// Send a message to a group (queued locally first, like `send`).
     Send {
         /// The group's name (or the start of its ID).

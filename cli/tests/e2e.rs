@@ -650,4 +650,16 @@ fn groups_from_creation_to_removal_through_the_cli() {
     assert!(history.iter().all(|m| m["group"] == "ops"));
     let human = ok(&sotto(&alice, &["group", "history", "ops"]));
     assert!(human.contains("#ops bob: bob too"), "{human}");
+
+    // A member leaves; the admin's next sync removes them.
+    fails(
+        &sotto(&alice, &["group", "leave", "ops"]),
+        4,
+        "you administer",
+    );
+    let left = messages(&ok(&sotto(&bob, &["--json", "group", "leave", "ops"])));
+    assert_eq!(left[0]["active"], false);
+    ok(&sotto(&alice, &["sync"]));
+    let groups = messages(&ok(&sotto(&alice, &["--json", "group", "list"])));
+    assert_eq!(groups[0]["members"], serde_json::json!(["alice"]));
 }

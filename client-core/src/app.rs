@@ -819,6 +819,17 @@ impl App {
         Ok(info)
     }
 
+    /// Leaves a group I do not administer: this device stops at once, and
+    /// the admin's device removes me when it next syncs.
+    pub async fn group_leave(&mut self, group: &str) -> Result<crate::GroupInfo, AppError> {
+        let info = self
+            .client
+            .engine_mut()
+            .leave_group(group, (self.clock)())?;
+        self.deliver_or_queue().await?;
+        Ok(info)
+    }
+
     /// Sends `text` to a group: one put, whatever the group's size (plus,
     /// when my Megolm session is new, its key to each member over Olm).
     pub async fn group_send(&mut self, group: &str, text: &str) -> Result<Sent, AppError> {

@@ -996,6 +996,9 @@ impl Engine {
             Some(payload::Body::GroupKeyWithheld(withheld)) => {
                 self.on_group_key_withheld(&peer, withheld, &mut batch)?
             }
+            Some(payload::Body::GroupLeave(leave)) => {
+                self.on_group_leave(&peer, leave, payload.sent_at)?
+            }
             Some(payload::Body::DirKey(dir_key)) => {
                 // The newest one wins; the team layer verifies T's signature.
                 let newer = self

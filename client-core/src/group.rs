@@ -37,8 +37,8 @@ use hkdf::Hkdf;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use sotto_proto::client::{
-    GroupEnvelope, GroupKey, GroupKeyRequest, GroupKeyWithheld, GroupPayload, GroupState, Payload,
-    Text, group_key_withheld, group_payload, payload,
+    GroupEnvelope, GroupKey, GroupKeyRequest, GroupKeyWithheld, GroupLeave, GroupPayload,
+    GroupState, Payload, Text, group_key_withheld, group_payload, payload,
 };
 use sotto_proto::{Blob, MailboxId, Message as _};
 use vodozemac::megolm::{
@@ -514,19 +514,8 @@ impl Engine {
                     next.previous = Some(known.current.clone());
                     next.current = generation(&state.secret);
                 } else {
-                    // Removed: keep the history, forget the secrets, and
-                    // drop what I had queued for the group.
-                    next.left = true;
-                    next.previous = None;
                     next.current = generation(&[0; 32]);
-                    let hex_id = hex::encode(id);
-                    for (key, value) in self.store.scan_prefix(Tree::Outbox, &[])? {
-                        let queued = records::decode_outbox(&value).map_err(corrupt)?;
-                        if queued.group.as_deref() == Some(hex_id.as_str()) {
-                            batch.delete(Tree::Outbox, key);
-                            self.update_status(&queued.message_id, Status::Unsent, batch)?;
-                        }
-                    }
+                    self.leave(&mut next, batch)?;
                 }
                 next
             }
@@ -535,6 +524,89 @@ impl Engine {
         batch.put(Tree::Meta, key(GROUP_PREFIX, &[&id]), &json(&group)?);
         self.groups.insert(id, group);
         self.groups_changed = true;
+        Ok(Received::Group)
+    }
+
+    /// Marks `group` left: keeps the history, forgets the secrets, and
+    /// drops (as unsent) what I had queued for it.
+    fn leave(&self, group: &mut Group, batch: &mut Batch) -> Result<(), EngineError> {
+        group.left = true;
+        group.previous = None;
+        group.current.secret = [0; 32];
+        let hex_id = hex::encode(group.id);
+        for (key, value) in self.store.scan_prefix(Tree::Outbox, &[])? {
+            let queued = records::decode_outbox(&value).map_err(corrupt)?;
+            if queued.group.as_deref() == Some(hex_id.as_str()) {
+                batch.delete(Tree::Outbox, key);
+                self.update_status(&queued.message_id, Status::Unsent, batch)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Leaves a group I am in but do not administer: my device stops
+    /// reading and sending at once, and each admin's device removes me
+    /// (a new generation I never receive) when it hears of it.
+    pub fn leave_group(&mut self, group: &str, now_ms: u64) -> Result<GroupInfo, EngineError> {
+        let info = self.find_group(group)?;
+        let mut left = self.group_by_hex(&info.id)?.clone();
+        if left.left {
+            return Err(EngineError::NotInGroup(left.name.clone()));
+        }
+        let me = self.device.handle.clone();
+        if left.admins.contains(&me) {
+            return Err(EngineError::GroupChange(format!(
+                "you administer \"{}\"; remove its other members instead of leaving it",
+                left.name
+            )));
+        }
+        let admins: Vec<String> = left
+            .admins
+            .iter()
+            .filter(|a| self.contacts.contains_key(*a))
+            .cloned()
+            .collect();
+        for admin in &admins {
+            let payload = Payload {
+                sent_at: now_ms,
+                body: Some(payload::Body::GroupLeave(GroupLeave {
+                    group_id: left.id.to_vec().into(),
+                })),
+                ..Payload::default()
+            };
+            self.queue(admin, payload, None)?;
+        }
+        let mut batch = Batch::new();
+        self.leave(&mut left, &mut batch)?;
+        batch.delete(Tree::Sessions, key(OUTBOUND_PREFIX, &[&left.id]));
+        batch.put(Tree::Meta, key(GROUP_PREFIX, &[&left.id]), &json(&left)?);
+        self.store.apply(batch)?;
+        self.store.flush()?;
+        let info = left.info();
+        self.groups.insert(left.id, left);
+        Ok(info)
+    }
+
+    /// `peer` left a group I administer: remove them, as `group remove`
+    /// would.
+    pub(crate) fn on_group_leave(
+        &mut self,
+        peer: &str,
+        leave: GroupLeave,
+        now_ms: u64,
+    ) -> Result<Received, EngineError> {
+        let Some(group) = GroupId::try_from(leave.group_id.as_ref())
+            .ok()
+            .and_then(|id| self.groups.get(&id))
+        else {
+            return Ok(self.drop_blob(Dropped::Group));
+        };
+        let mine = !group.left && group.admins.contains(&self.device.handle);
+        if !mine || !group.current.has(peer) {
+            return Ok(self.drop_blob(Dropped::Group));
+        }
+        let id = hex::encode(group.id);
+        self.remove_group_members(&id, &[peer.to_owned()], now_ms)?;
         Ok(Received::Group)
     }
 
@@ -1351,6 +1423,7 @@ impl FuzzGroup {
                 Some(payload::Body::GroupKey(key)) => key.group_id = id,
                 Some(payload::Body::GroupKeyRequest(request)) => request.group_id = id,
                 Some(payload::Body::GroupKeyWithheld(withheld)) => withheld.group_id = id,
+                Some(payload::Body::GroupLeave(leave)) => leave.group_id = id,
                 _ => {}
             }
         }

@@ -573,3 +573,46 @@ async fn listen_receives_group_messages_and_follows_a_new_group_at_once() {
     stop_tx.send(()).unwrap();
     listener.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_who_leaves_is_removed_by_the_admin_and_reads_nothing_after() {
+    let relay = TestRelay::start().await;
+    let mut members = acquainted(&relay, &["alice", "bob", "carol"]);
+    let now = now_ms(&relay);
+    let [alice, bob, carol] = members.as_mut_slice() else {
+        unreachable!()
+    };
+    make_group(alice, [&mut *bob, &mut *carol], "team", now).await;
+    group_send(alice, "team", "before", now).await;
+    carol.client.sync().await.unwrap();
+
+    // The admin cannot leave; a member can, at once on their device.
+    assert!(alice.client.engine_mut().leave_group("team", now).is_err());
+    let left = carol.client.engine_mut().leave_group("team", now).unwrap();
+    assert!(!left.active);
+    carol.client.deliver().await.unwrap();
+    assert!(
+        carol
+            .client
+            .engine_mut()
+            .queue_group_text("team", "after leaving", now)
+            .is_err()
+    );
+
+    // Alice's device hears of it and removes carol: a new generation.
+    let generation = alice.client.engine().find_group("team").unwrap().generation;
+    alice.client.sync().await.unwrap();
+    let info = alice.client.engine().find_group("team").unwrap();
+    assert_eq!(info.generation, generation + 1);
+    assert_eq!(info.members, ["alice", "bob"]);
+    group_send(alice, "team", "without carol", now).await;
+    bob.client.sync().await.unwrap();
+    assert_eq!(texts(bob, "team"), ["before", "without carol"]);
+    assert!(carol.client.sync().await.unwrap().messages.is_empty());
+    assert_eq!(texts(carol, "team"), ["before"]);
+    let epoch = Epoch::from_unix_secs(now / 1000, EPOCH_SECS);
+    assert_ne!(
+        carol.client.engine().group_mailbox("team", epoch).unwrap(),
+        alice.client.engine().group_mailbox("team", epoch).unwrap()
+    );
+}
