@@ -646,8 +646,7 @@ impl Engine {
         };
         let session_id = session.session_id();
         let record_key = key(INBOUND_PREFIX, &[&id, session_id.as_bytes()]);
-        if let Some(existing) = self.store.get(Tree::Sessions, &record_key)? {
-            let existing: InboundRecord = serde_json::from_slice(&existing).map_err(corrupt)?;
+        if let Some(existing) = self.inbound_record(&id, &session_id)? {
             let same_sender = existing.sender_key == *sender_key;
             let existing = InboundGroupSession::from_pickle(existing.pickle);
             if !same_sender {
@@ -684,12 +683,7 @@ impl Engine {
         let Ok(id) = GroupId::try_from(request.group_id.as_ref()) else {
             return Ok(self.drop_blob(Dropped::Group));
         };
-        let record_key = key(INBOUND_PREFIX, &[&id, request.session_id.as_bytes()]);
-        let record = match self.store.get(Tree::Sessions, &record_key)? {
-            Some(bytes) => Some(serde_json::from_slice::<InboundRecord>(&bytes).map_err(corrupt)?),
-            None => None,
-        };
-        let body = match record {
+        let body = match self.inbound_record(&id, &request.session_id)? {
             Some(record) if record.sender_key == self.me => {
                 let entitled = record
                     .shared_with
@@ -949,12 +943,30 @@ impl Engine {
     }
 
     fn outbound_created(&self, id: &GroupId) -> Result<Option<u64>, EngineError> {
-        Ok(self
-            .store
+        Ok(self.outbound_record(id)?.map(|r| r.created_ms))
+    }
+
+    /// My stored outbound session in group `id`.
+    fn outbound_record(&self, id: &GroupId) -> Result<Option<OutboundRecord>, EngineError> {
+        self.store
             .get(Tree::Sessions, &key(OUTBOUND_PREFIX, &[id]))?
-            .map(|bytes| serde_json::from_slice::<OutboundRecord>(&bytes).map_err(corrupt))
-            .transpose()?
-            .map(|r| r.created_ms))
+            .map(|bytes| serde_json::from_slice(&bytes).map_err(corrupt))
+            .transpose()
+    }
+
+    /// The stored inbound session `session_id` of group `id`.
+    fn inbound_record(
+        &self,
+        id: &GroupId,
+        session_id: &str,
+    ) -> Result<Option<InboundRecord>, EngineError> {
+        self.store
+            .get(
+                Tree::Sessions,
+                &key(INBOUND_PREFIX, &[id, session_id.as_bytes()]),
+            )?
+            .map(|bytes| serde_json::from_slice(&bytes).map_err(corrupt))
+            .transpose()
     }
 
     /// My outbound session in `group`, or a new one (shared with every
@@ -965,8 +977,7 @@ impl Engine {
         now_ms: u64,
     ) -> Result<GroupSession, EngineError> {
         let outbound_key = key(OUTBOUND_PREFIX, &[&group.id]);
-        if let Some(bytes) = self.store.get(Tree::Sessions, &outbound_key)? {
-            let record: OutboundRecord = serde_json::from_slice(&bytes).map_err(corrupt)?;
+        if let Some(record) = self.outbound_record(&group.id)? {
             let session = GroupSession::from_pickle(record.pickle);
             let fresh = record.generation == group.current.number
                 && session.message_index() < group.rotate_messages
@@ -1171,11 +1182,7 @@ impl Engine {
             return Ok(self.drop_blob(Dropped::UnknownSender));
         }
         let group_name = group.name.clone();
-        let record_key = key(INBOUND_PREFIX, &[&id, envelope.session_id.as_bytes()]);
-        let record = match self.store.get(Tree::Sessions, &record_key)? {
-            Some(bytes) => Some(serde_json::from_slice::<InboundRecord>(&bytes).map_err(corrupt)?),
-            None => None,
-        };
+        let record = self.inbound_record(&id, &envelope.session_id)?;
         let mut batch = Batch::new();
         let conversation = conversation(&id);
         let mut message = Message {
@@ -1357,12 +1364,7 @@ impl FuzzGroup {
             envelope.epoch = epoch.get();
             envelope.sender_identity_key = self.alice.me.to_vec().into();
             envelope.sender_user = "alice".into();
-            if let Some(bytes) = self
-                .alice
-                .store
-                .get(Tree::Sessions, &key(OUTBOUND_PREFIX, &[&group.id]))?
-            {
-                let record: OutboundRecord = serde_json::from_slice(&bytes).map_err(corrupt)?;
+            if let Some(record) = self.alice.outbound_record(&group.id)? {
                 envelope.session_id = GroupSession::from_pickle(record.pickle).session_id();
             }
             plaintext = envelope.encode_to_vec();
