@@ -372,6 +372,10 @@ async fn nothing_stored_about_issuance_matches_a_redeemed_token() {
         assert_eq!(value.len(), 4, "a count");
     }
     for entry in db.open_tree("accounts").unwrap().iter() {
-        assert_eq!(entry.unwrap().1.len(), 33, "registration hash and a flag");
+        assert_eq!(
+            entry.unwrap().1.len(),
+            37,
+            "registration hash, a flag and a count of device registrations"
+        );
     }
 }

@@ -69,7 +69,7 @@ impl<S: Storage> Relay<S> {
                 ));
             }
             self.storage()
-                .register_account(&registration.token_hash, &registration.account_key)?;
+                .register_account(&registration.token_hash, &registration.account_key, None)?;
             Ok(())
         })?;
         tracing::info!("issuance account registered");

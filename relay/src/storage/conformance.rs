@@ -233,7 +233,7 @@ fn registration_creates_one_account(store: &dyn Storage) {
         })
     );
     assert_eq!(store.registration(&[3; 32]).unwrap(), None);
-    store.register_account(&[1; 32], &[10; 32]).unwrap();
+    store.register_account(&[1; 32], &[10; 32], None).unwrap();
     assert_eq!(
         store.registration(&[1; 32]).unwrap().unwrap().account,
         Some([10; 32])
@@ -242,10 +242,12 @@ fn registration_creates_one_account(store: &dyn Storage) {
         store.account(&[10; 32]).unwrap(),
         Some(Account {
             registration: [1; 32],
-            revoked: false
+            revoked: false,
+            device_registrations: 0,
+            revocation: None,
         })
     );
-    assert!(store.register_account(&[3; 32], &[11; 32]).is_err());
+    assert!(store.register_account(&[3; 32], &[11; 32], None).is_err());
     assert_eq!(store.account(&[11; 32]).unwrap(), None);
     store.revoke_account(&[10; 32]).unwrap();
     assert!(store.account(&[10; 32]).unwrap().unwrap().revoked);
@@ -258,7 +260,7 @@ fn expired_unused_registrations_are_dropped_and_used_ones_kept(store: &dyn Stora
     store
         .put_registrations(&[([1; 32], 600), ([2; 32], 600), ([3; 32], 1200)])
         .unwrap();
-    store.register_account(&[1; 32], &[10; 32]).unwrap();
+    store.register_account(&[1; 32], &[10; 32], None).unwrap();
     assert_eq!(store.drop_unused_registrations(599).unwrap(), 0);
     assert_eq!(store.drop_unused_registrations(600).unwrap(), 1);
     assert_eq!(
@@ -275,6 +277,50 @@ fn expired_unused_registrations_are_dropped_and_used_ones_kept(store: &dyn Stora
         "not yet expired"
     );
     assert_eq!(store.drop_unused_registrations(600).unwrap(), 0);
+}
+
+fn revocation_hashes_find_their_account_and_counts_persist(store: &dyn Storage) {
+    store
+        .put_registrations(&[([1; 32], 600), ([2; 32], 600)])
+        .unwrap();
+    store
+        .register_account(&[1; 32], &[10; 32], Some(&[50; 32]))
+        .unwrap();
+    store.register_account(&[2; 32], &[11; 32], None).unwrap();
+    assert_eq!(
+        store.account_by_revocation(&[50; 32]).unwrap(),
+        Some([10; 32])
+    );
+    assert_eq!(store.account_by_revocation(&[51; 32]).unwrap(), None);
+    let account = store.account(&[10; 32]).unwrap().unwrap();
+    assert_eq!(account.revocation, Some([50; 32]));
+    assert_eq!(account.device_registrations, 0);
+
+    store.set_device_registrations(&[10; 32], 3).unwrap();
+    store.revoke_account(&[10; 32]).unwrap();
+    let account = store.account(&[10; 32]).unwrap().unwrap();
+    assert_eq!(
+        account,
+        Account {
+            registration: [1; 32],
+            revoked: true,
+            device_registrations: 3,
+            revocation: Some([50; 32]),
+        },
+        "revoking keeps the count and the hash"
+    );
+    assert_eq!(
+        store
+            .account(&[11; 32])
+            .unwrap()
+            .unwrap()
+            .device_registrations,
+        0,
+        "counts are per account"
+    );
+    // Setting the count of an unknown account creates nothing.
+    store.set_device_registrations(&[12; 32], 1).unwrap();
+    assert_eq!(store.account(&[12; 32]).unwrap(), None);
 }
 
 fn issuance_counts_are_per_account_and_period(store: &dyn Storage) {
@@ -331,6 +377,7 @@ conformance!(
     slots_store_and_replace,
     issuer_state_round_trips,
     registration_creates_one_account,
+    revocation_hashes_find_their_account_and_counts_persist,
     expired_unused_registrations_are_dropped_and_used_ones_kept,
     issuance_counts_are_per_account_and_period,
     a_token_is_spent_once_and_dropped_with_its_key,
@@ -516,14 +563,65 @@ fn sled_reopen_keeps_token_state() {
             })
             .unwrap();
         store.put_registrations(&[([4; 32], 60)]).unwrap();
-        store.register_account(&[4; 32], &[5; 32]).unwrap();
+        store
+            .register_account(&[4; 32], &[5; 32], Some(&[8; 32]))
+            .unwrap();
+        store.set_device_registrations(&[5; 32], 2).unwrap();
         assert!(store.spend_token(6, &[7; 32]).unwrap());
         store.flush().unwrap();
     }
     let store = SledStorage::open(dir.path()).unwrap();
     assert_eq!(store.issuer_state().unwrap().unwrap().generation, 2);
-    assert!(store.account(&[5; 32]).unwrap().is_some());
+    assert_eq!(
+        store
+            .account(&[5; 32])
+            .unwrap()
+            .unwrap()
+            .device_registrations,
+        2
+    );
+    assert_eq!(
+        store.account_by_revocation(&[8; 32]).unwrap(),
+        Some([5; 32])
+    );
     assert!(!store.spend_token(6, &[7; 32]).unwrap(), "still spent");
+}
+
+/// Accounts written before device registrations existed (33 bytes: token
+/// hash and revoked flag) still read, and gain the new fields when written.
+#[test]
+fn sled_reads_accounts_stored_before_device_registrations() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = ::sled::open(dir.path()).unwrap();
+        let mut old = vec![4u8; 32];
+        old.push(1);
+        db.open_tree("accounts")
+            .unwrap()
+            .insert([5u8; 32], old)
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let store = SledStorage::open(dir.path()).unwrap();
+    let account = store.account(&[5; 32]).unwrap().unwrap();
+    assert_eq!(
+        account,
+        Account {
+            registration: [4; 32],
+            revoked: true,
+            device_registrations: 0,
+            revocation: None,
+        }
+    );
+    store.set_device_registrations(&[5; 32], 1).unwrap();
+    assert_eq!(
+        store
+            .account(&[5; 32])
+            .unwrap()
+            .unwrap()
+            .device_registrations,
+        1
+    );
 }
 
 /// sled writes large node pages (a leaf of 64 KiB blobs) to files of their

@@ -21,6 +21,7 @@ struct Inner {
     issuer: Option<IssuerState>,
     registrations: HashMap<[u8; 32], Registration>,
     accounts: HashMap<[u8; 32], Account>,
+    revocations: HashMap<[u8; 32], [u8; 32]>,
     issued: BTreeMap<(u64, [u8; 32]), u32>,
     spent: BTreeSet<(u64, [u8; 32])>,
 }
@@ -194,7 +195,12 @@ impl Storage for MemoryStorage {
         Ok(self.lock().registrations.get(hash).cloned())
     }
 
-    fn register_account(&self, hash: &[u8; 32], account_key: &[u8; 32]) -> Result<(), StoreError> {
+    fn register_account(
+        &self,
+        hash: &[u8; 32],
+        account_key: &[u8; 32],
+        revocation: Option<&[u8; 32]>,
+    ) -> Result<(), StoreError> {
         let mut inner = self.lock();
         let Some(registration) = inner.registrations.get_mut(hash) else {
             return Err(StoreError::Corrupt {
@@ -203,13 +209,27 @@ impl Storage for MemoryStorage {
             });
         };
         registration.account = Some(*account_key);
-        inner.accounts.insert(
-            *account_key,
-            Account {
-                registration: *hash,
-                revoked: false,
-            },
-        );
+        inner
+            .accounts
+            .insert(*account_key, Account::new(*hash, revocation.copied()));
+        if let Some(revocation) = revocation {
+            inner.revocations.insert(*revocation, *account_key);
+        }
+        Ok(())
+    }
+
+    fn account_by_revocation(&self, hash: &[u8; 32]) -> Result<Option<[u8; 32]>, StoreError> {
+        Ok(self.lock().revocations.get(hash).copied())
+    }
+
+    fn set_device_registrations(
+        &self,
+        account_key: &[u8; 32],
+        count: u32,
+    ) -> Result<(), StoreError> {
+        if let Some(account) = self.lock().accounts.get_mut(account_key) {
+            account.device_registrations = count;
+        }
         Ok(())
     }
 

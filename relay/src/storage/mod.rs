@@ -7,8 +7,9 @@
 //!
 //! For anonymous access (DESIGN §7) it also keeps the issuer state (the
 //! token key seed, its generation, the admin key), registration token
-//! hashes, issuance accounts, per-(account, period) issuance counts and the
-//! spent-token sets. Nothing issued can be matched to anything redeemed:
+//! hashes, issuance accounts (with a count of the device registrations
+//! each minted, never which), an index from device revocation hashes to
+//! accounts, per-(account, period) issuance counts and the spent-token sets. Nothing issued can be matched to anything redeemed:
 //! counts are per period only, and a spent token is stored as the token
 //! key's ID and a hash of its input, with no time and no connection data.
 //!
@@ -100,6 +101,10 @@ pub struct Registration {
 }
 
 /// An issuance account: a device's relay credential key.
+///
+/// It never names another account: not the one that minted its
+/// registration token, nor the ones it minted tokens for (DESIGN §2: the
+/// relay must not be able to link a member's devices).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Account {
     /// Hash of the registration token that created it (what the admin
@@ -107,6 +112,24 @@ pub struct Account {
     pub registration: [u8; 32],
     /// Revoked accounts get no more tokens.
     pub revoked: bool,
+    /// How many registration tokens this account minted for other devices
+    /// of its member (a count only, held against the relay's cap).
+    pub device_registrations: u32,
+    /// `SHA-256("sotto/device-revocation/v1" || secret)` given at
+    /// registration, if any: whoever shows the secret may revoke the account.
+    pub revocation: Option<[u8; 32]>,
+}
+
+impl Account {
+    /// A fresh, unrevoked account created with registration token `registration`.
+    pub fn new(registration: [u8; 32], revocation: Option<[u8; 32]>) -> Self {
+        Self {
+            registration,
+            revoked: false,
+            device_registrations: 0,
+            revocation,
+        }
+    }
 }
 
 /// A storage backend failed.
@@ -203,12 +226,28 @@ pub trait Storage: Send + Sync + 'static {
         Err(StoreError::Unsupported("tokens"))
     }
 
-    /// Atomically marks registration `hash` used by `account_key` and
-    /// creates that (unrevoked) account.
+    /// Atomically marks registration `hash` used by `account_key`, creates
+    /// that (unrevoked) account and, with a `revocation` hash, indexes the
+    /// account under it. The caller has checked that the hash is unused.
     fn register_account(
         &self,
         _hash: &[u8; 32],
         _account_key: &[u8; 32],
+        _revocation: Option<&[u8; 32]>,
+    ) -> Result<(), StoreError> {
+        Err(StoreError::Unsupported("tokens"))
+    }
+
+    /// The key of the account registered with this revocation hash.
+    fn account_by_revocation(&self, _hash: &[u8; 32]) -> Result<Option<[u8; 32]>, StoreError> {
+        Err(StoreError::Unsupported("tokens"))
+    }
+
+    /// Sets how many device registrations an existing account minted.
+    fn set_device_registrations(
+        &self,
+        _account_key: &[u8; 32],
+        _count: u32,
     ) -> Result<(), StoreError> {
         Err(StoreError::Unsupported("tokens"))
     }

@@ -10,13 +10,18 @@
 //! | `slots`  | slot_id(32)                        | version(8) ‖ owner(32) ‖ value |
 //! | `issuer` | `b"state"`                         | seed(32) ‖ generation(4) ‖ [admin_key(32)] |
 //! | `registrations` | token_hash(32)              | expires_at(8) ‖ [account_key(32)] |
-//! | `accounts` | account_key(32)                  | token_hash(32) ‖ revoked(1)    |
+//! | `accounts` | account_key(32)                  | token_hash(32) ‖ revoked(1) ‖ device_registrations(4) ‖ [revocation_hash(32)] |
+//! | `revocations` | revocation_hash(32)           | account_key(32)                |
 //! | `issued` | period(8) ‖ account_key(32)        | count(4)                       |
 //! | `spent`  | key_id(8) ‖ SHA-256(input)(32)     | empty                          |
 //!
 //! The token trees hold nothing that links issuance to redemption: counts
 //! are per period, spent tokens carry no time and no connection data, and
-//! a registration's expiry is rounded up to the token period.
+//! a registration's expiry is rounded up to the token period. Nor anything
+//! that links a member's devices: a registration token a device minted for
+//! another is stored exactly like one the admin minted, and the minting
+//! account keeps only a count. Accounts written before device
+//! registrations existed are `token_hash(32) ‖ revoked(1)` and still read.
 //!
 //! Nothing else is stored: no token, connection or address next to a blob
 //! (DESIGN §2), and expiry times arrive already rounded to the minute.
@@ -180,6 +185,7 @@ struct TokenTrees {
     issuer: sled::Tree,
     registrations: sled::Tree,
     accounts: sled::Tree,
+    revocations: sled::Tree,
     issued: sled::Tree,
     spent: sled::Tree,
 }
@@ -190,6 +196,7 @@ impl TokenTrees {
             issuer: db.open_tree("issuer")?,
             registrations: db.open_tree("registrations")?,
             accounts: db.open_tree("accounts")?,
+            revocations: db.open_tree("revocations")?,
             issued: db.open_tree("issued")?,
             spent: db.open_tree("spent")?,
         })
@@ -245,22 +252,43 @@ fn registration_value(registration: &Registration) -> Vec<u8> {
     value
 }
 
+/// Bytes of an account written before device registrations existed.
+const OLD_ACCOUNT_LEN: usize = 33;
+/// Bytes of an account without a revocation hash.
+const ACCOUNT_LEN: usize = OLD_ACCOUNT_LEN + 4;
+
 fn parse_account(value: &[u8]) -> Result<Account, StoreError> {
-    if value.len() != 33 {
-        return Err(corrupt(
-            "accounts",
-            format!("value of {} bytes", value.len()),
-        ));
+    let wrong = || corrupt("accounts", format!("value of {} bytes", value.len()));
+    if value.len() != OLD_ACCOUNT_LEN
+        && value.len() != ACCOUNT_LEN
+        && value.len() != ACCOUNT_LEN + 32
+    {
+        return Err(wrong());
     }
+    let device_registrations = match value.get(OLD_ACCOUNT_LEN..ACCOUNT_LEN) {
+        Some(count) => u32::from_be_bytes(count.try_into().map_err(|_| wrong())?),
+        None => 0,
+    };
+    let revocation = match value.get(ACCOUNT_LEN..) {
+        Some(hash) if !hash.is_empty() => Some(key32(hash, "accounts")?),
+        _ => None,
+    };
     Ok(Account {
         registration: key32(value, "accounts")?,
         revoked: value[32] != 0,
+        device_registrations,
+        revocation,
     })
 }
 
 fn account_value(account: &Account) -> Vec<u8> {
-    let mut value = account.registration.to_vec();
+    let mut value = Vec::with_capacity(ACCOUNT_LEN + 32);
+    value.extend_from_slice(&account.registration);
     value.push(u8::from(account.revoked));
+    value.extend_from_slice(&account.device_registrations.to_be_bytes());
+    if let Some(revocation) = &account.revocation {
+        value.extend_from_slice(revocation);
+    }
     value
 }
 
@@ -945,15 +973,21 @@ impl Storage for SledStorage {
             .transpose()
     }
 
-    fn register_account(&self, hash: &[u8; 32], account_key: &[u8; 32]) -> Result<(), StoreError> {
+    fn register_account(
+        &self,
+        hash: &[u8; 32],
+        account_key: &[u8; 32],
+        revocation: Option<&[u8; 32]>,
+    ) -> Result<(), StoreError> {
         use sled::Transactional;
         use sled::transaction::{ConflictableTransactionError, TransactionError};
-        let account = account_value(&Account {
-            registration: *hash,
-            revoked: false,
-        });
-        (&self.tokens.registrations, &self.tokens.accounts)
-            .transaction(|(registrations, accounts)| {
+        let account = account_value(&Account::new(*hash, revocation.copied()));
+        (
+            &self.tokens.registrations,
+            &self.tokens.accounts,
+            &self.tokens.revocations,
+        )
+            .transaction(|(registrations, accounts, revocations)| {
                 let Some(value) = registrations.get(hash)? else {
                     return Err(ConflictableTransactionError::Abort(corrupt(
                         "registrations",
@@ -965,6 +999,9 @@ impl Storage for SledStorage {
                 registration.account = Some(*account_key);
                 registrations.insert(hash.as_slice(), registration_value(&registration))?;
                 accounts.insert(account_key.as_slice(), account.as_slice())?;
+                if let Some(revocation) = revocation {
+                    revocations.insert(revocation.as_slice(), account_key.as_slice())?;
+                }
                 Ok(())
             })
             .map_err(|e| match e {
@@ -984,6 +1021,33 @@ impl Storage for SledStorage {
     fn revoke_account(&self, account_key: &[u8; 32]) -> Result<(), StoreError> {
         if let Some(mut account) = self.account(account_key)? {
             account.revoked = true;
+            self.tokens
+                .accounts
+                .insert(account_key.as_slice(), account_value(&account))?;
+        }
+        Ok(())
+    }
+
+    fn account_by_revocation(&self, hash: &[u8; 32]) -> Result<Option<[u8; 32]>, StoreError> {
+        self.tokens
+            .revocations
+            .get(hash)?
+            .map(|value| {
+                value
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| corrupt("revocations", "account key is not 32 bytes"))
+            })
+            .transpose()
+    }
+
+    fn set_device_registrations(
+        &self,
+        account_key: &[u8; 32],
+        count: u32,
+    ) -> Result<(), StoreError> {
+        if let Some(mut account) = self.account(account_key)? {
+            account.device_registrations = count;
             self.tokens
                 .accounts
                 .insert(account_key.as_slice(), account_value(&account))?;
