@@ -474,6 +474,7 @@ pub async fn register(
     let request = Request::Register(wire::Register {
         registration_token: registration_token.0.to_vec().into(),
         account_key: account.public_key().to_vec().into(),
+        revocation_hash: Bytes::new(),
     });
     match conn.request(request).await? {
         Reply::Register(_) => Ok(()),

@@ -153,6 +153,17 @@ pub struct TokenConfig {
     pub max_issue_batch: u32,
     /// Most registration tokens one mint request may create.
     pub max_mint: u32,
+    /// Let a registered device mint a registration token for another
+    /// device of its member (`AccountRequest`), so members add their own
+    /// devices without the admin. Off: only the admin's device invites
+    /// give a new device relay access.
+    pub self_service_devices: bool,
+    /// Registration tokens one issuance account may mint for other devices,
+    /// over its whole life (a stolen device key cannot mint without end).
+    pub max_device_registrations: u32,
+    /// Longest a registration token a device mints stays valid; a longer
+    /// expiry asked for is cut to it (then rounded up to the token period).
+    pub max_device_registration_secs: u64,
 }
 
 impl Default for TokenConfig {
@@ -164,6 +175,9 @@ impl Default for TokenConfig {
             tokens_per_period: 500,
             max_issue_batch: 500,
             max_mint: 1_000,
+            self_service_devices: true,
+            max_device_registrations: 10,
+            max_device_registration_secs: 7 * 24 * 3600,
         }
     }
 }
@@ -255,6 +269,11 @@ impl Config {
                 "token_grace_secs may not exceed token_period_secs".into(),
             ));
         }
+        if t.max_device_registration_secs < 60 {
+            return Err(ConfigError::Invalid(
+                "max_device_registration_secs must be at least 60".into(),
+            ));
+        }
         if t.max_issue_batch > u32::from(u16::MAX) {
             return Err(ConfigError::Invalid(
                 "max_issue_batch must be at most 65535".into(),
@@ -264,6 +283,7 @@ impl Config {
             ("tokens_per_period", t.tokens_per_period),
             ("max_issue_batch", t.max_issue_batch),
             ("max_mint", t.max_mint),
+            ("max_device_registrations", t.max_device_registrations),
             ("max_connections", l.max_connections),
             ("requests_per_sec", l.requests_per_sec),
             ("request_burst", l.request_burst),
@@ -302,6 +322,23 @@ mod tests {
         std::fs::write(&path, "[limits]\nmailbox_max_blob = 5\n").unwrap();
         let error = Config::from_file(&path).unwrap_err().to_string();
         assert!(error.contains("mailbox_max_blob"), "{error}");
+    }
+
+    #[test]
+    fn self_service_devices_are_on_by_default_and_can_be_turned_off() {
+        assert!(Config::default().tokens.self_service_devices);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.toml");
+        std::fs::write(
+            &path,
+            "[tokens]\nself_service_devices = false\nmax_device_registrations = 3\n",
+        )
+        .unwrap();
+        let config = Config::from_file(&path).unwrap();
+        assert!(!config.tokens.self_service_devices);
+        assert_eq!(config.tokens.max_device_registrations, 3);
+        std::fs::write(&path, "[tokens]\nmax_device_registrations = 0\n").unwrap();
+        assert!(Config::from_file(&path).is_err());
     }
 
     #[test]

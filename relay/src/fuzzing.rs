@@ -820,7 +820,9 @@ fn predict(
         | Request::Admin(_)
         | Request::Register(_)
         | Request::IssueTokens(_)
-        | Request::TokenKey(_) => assert!(response.result.is_some()),
+        | Request::TokenKey(_)
+        | Request::RevokeDevice(_)
+        | Request::Account(_) => assert!(response.result.is_some()),
         Request::Put(put) => {
             let expected = if put.mailbox_id.len() != 32 {
                 Some(ErrorCode::BadRequest)

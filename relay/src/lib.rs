@@ -11,8 +11,10 @@
 //!   state machine, free of I/O.
 //! - `ops/`: one module per request kind (`hello`, `put`, `mailbox` for
 //!   fetch/ack/subscribe, `slot`, `admin` for bootstrap/mint/revoke,
-//!   `register`, `tokens` for issuance, the signed key and redemption),
-//!   each `parse` then apply.
+//!   `register`, `device` for what a member's devices do without the admin
+//!   (mint a registration for a new device, revoke a device by its
+//!   revocation secret), `tokens` for issuance, the signed key and
+//!   redemption), each `parse` then apply.
 //! - [`Tokens`]: anonymous access (DESIGN §7): the issuer key, the VOPRF
 //!   key schedule, the shared token state. [`TokenConfig`] sets it up.
 //! - [`Relay`]: state shared by connections. `commit`: group commit and the

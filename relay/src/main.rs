@@ -32,6 +32,11 @@ struct Cli {
     /// flags override it.
     #[arg(long, env = "SOTTO_RELAY_CONFIG", global = true)]
     config: Option<PathBuf>,
+    /// Registered devices may not mint registration tokens for their
+    /// member's new devices; only the admin's device invites give a new
+    /// device relay access (sets `tokens.self_service_devices = false`).
+    #[arg(long, global = true)]
+    no_self_service_devices: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -66,6 +71,9 @@ fn config(cli: &Cli) -> anyhow::Result<Config> {
     }
     if let Some(public) = &cli.public_addr {
         config.public_addr = Some(public.clone());
+    }
+    if cli.no_self_service_devices {
+        config.tokens.self_service_devices = false;
     }
     if config.data_dir.as_os_str().is_empty() {
         config.data_dir = default_data_dir();

@@ -13,6 +13,7 @@ use sotto_proto::wire::{self, ErrorCode, client_frame::Request, response::Result
 use sotto_proto::{Challenge, MailboxId};
 
 use crate::ops::admin::AdminOp;
+use crate::ops::device::{AccountOp, AccountRequest, DeviceRevocation};
 use crate::ops::hello;
 use crate::ops::mailbox::{OwnerOp, authorize};
 use crate::ops::put::PutRequest;
@@ -205,6 +206,8 @@ impl Session {
                 | Request::Register(_)
                 | Request::IssueTokens(_)
                 | Request::TokenKey(_)
+                | Request::RevokeDevice(_)
+                | Request::Account(_)
         );
         if relay.tokens.config.require_tokens && !self.admitted && !open_to_all {
             return Err(Refusal::new(
@@ -285,6 +288,17 @@ impl Session {
                 durable(Reply::Issue(relay.issue(&issuance)?))
             }
             Request::TokenKey(_) => Step::Reply(ok(id, Reply::TokenKey(relay.token_key()?))),
+            Request::RevokeDevice(r) => durable(Reply::Revoke(
+                relay.revoke_device(&DeviceRevocation::parse(&r)?)?,
+            )),
+            Request::Account(r) => {
+                let request = AccountRequest::parse(&r, &self.challenge)?;
+                match request.op {
+                    AccountOp::MintDevice { expires_at } => {
+                        durable(Reply::Mint(relay.mint_device(&request, expires_at)?))
+                    }
+                }
+            }
             Request::SlotGet(get) => Step::Reply(ok(id, Reply::Slot(relay.slot_get(&get)?))),
             Request::SlotPut(put) => {
                 relay.slot_put(SlotWrite::parse(put, relay.limits.max_slot_bytes)?)?;

@@ -136,6 +136,7 @@ impl<S: crate::Storage> TokenPaths<S> {
             crate::ops::register::Registration::parse(&sotto_proto::wire::Register {
                 registration_token: secret,
                 account_key: account_key.to_vec().into(),
+                revocation_hash: Default::default(),
             })?;
         relay.register(&registration)?;
         Ok(Self {

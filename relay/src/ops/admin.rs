@@ -6,6 +6,10 @@
 //! signed by it over `"sotto/admin/v1" || challenge || body` and decoded
 //! only after the signature verified, like owner requests.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
 use ed25519_dalek::{Signature, VerifyingKey};
 use sotto_proto::wire::{self, ErrorCode};
 use sotto_proto::{
@@ -16,7 +20,8 @@ use subtle::ConstantTimeEq;
 use crate::bootstrap;
 use crate::refusal::Refusal;
 use crate::relay::Relay;
-use crate::storage::Storage;
+use crate::storage::{IssuerState, Storage};
+use crate::tokens::TokenKey;
 
 /// Parses a 32-byte ed25519 public key.
 pub(crate) fn public_key(bytes: &[u8], what: &str) -> Result<VerifyingKey, Refusal> {
@@ -164,10 +169,15 @@ impl<S: Storage> Relay<S> {
         }
     }
 
-    /// Mints registration tokens (not yet durable: the caller awaits group
-    /// commit before replying).
-    pub(crate) fn mint(&self, count: u32, expires_at: u64) -> Result<wire::MintOk, Refusal> {
-        // Rounded up to the token period, so no stored time is finer.
+    /// Stores `count` fresh registration tokens valid until `expires_at`
+    /// (rounded up to the token period, so no stored time is finer) and
+    /// returns their secrets. Admin-minted and device-minted tokens are
+    /// stored alike, so the store cannot tell them apart.
+    pub(crate) fn new_registrations(
+        &self,
+        count: u32,
+        expires_at: u64,
+    ) -> Result<Vec<Bytes>, Refusal> {
         let period = self.tokens.config.token_period_secs;
         let expires_at = expires_at.div_ceil(period).saturating_mul(period);
         let mut secrets = Vec::with_capacity(count as usize);
@@ -181,6 +191,13 @@ impl<S: Storage> Relay<S> {
             secrets.push(secret.to_vec().into());
         }
         self.storage().put_registrations(&hashes)?;
+        Ok(secrets)
+    }
+
+    /// Mints registration tokens (not yet durable: the caller awaits group
+    /// commit before replying).
+    pub(crate) fn mint(&self, count: u32, expires_at: u64) -> Result<wire::MintOk, Refusal> {
+        let secrets = self.new_registrations(count, expires_at)?;
         tracing::info!(count, "registration tokens minted");
         Ok(wire::MintOk {
             registration_tokens: secrets,
@@ -205,17 +222,29 @@ impl<S: Storage> Relay<S> {
         let now = self.clock.now_secs();
         self.tokens
             .with_state(&**self.storage(), now, |state, keys| {
-                self.storage().revoke_account(&account)?;
-                let mut next = state.clone();
-                next.generation = next.generation.checked_add(1).ok_or_else(|| {
-                    Refusal::new(ErrorCode::Internal, "the token key generation is exhausted")
-                })?;
-                self.storage().set_issuer_state(&next)?;
-                *state = next;
-                keys.clear();
-                Ok(())
+                self.retire_account(state, keys, &account)
             })?;
         tracing::info!("issuance account revoked; token key rotated");
         Ok(wire::RevokeOk {})
+    }
+
+    /// Marks `account` revoked and moves to the next token key generation,
+    /// retiring every key so far: tokens the account hoarded die with it
+    /// (honest devices refill). Runs under the token state lock.
+    pub(crate) fn retire_account(
+        &self,
+        state: &mut IssuerState,
+        keys: &mut HashMap<u64, Arc<TokenKey>>,
+        account: &[u8; 32],
+    ) -> Result<(), Refusal> {
+        self.storage().revoke_account(account)?;
+        let mut next = state.clone();
+        next.generation = next.generation.checked_add(1).ok_or_else(|| {
+            Refusal::new(ErrorCode::Internal, "the token key generation is exhausted")
+        })?;
+        self.storage().set_issuer_state(&next)?;
+        *state = next;
+        keys.clear();
+        Ok(())
     }
 }

@@ -3,6 +3,7 @@
 //! against the [`Relay`](crate::relay::Relay).
 
 pub(crate) mod admin;
+pub(crate) mod device;
 pub(crate) mod hello;
 pub(crate) mod mailbox;
 pub(crate) mod put;

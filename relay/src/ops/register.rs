@@ -1,7 +1,8 @@
 //! `Register`: a device consumes a single-use registration token (from its
 //! invite) and creates its issuance account. The account key is the
 //! device's relay-issuance credential, one per device and never its
-//! identity key, so the relay cannot link a member's devices.
+//! identity key, so the relay cannot link a member's devices. It may
+//! carry the hash of the device's revocation secret (`ops::device`).
 
 use sotto_proto::wire::{self, ErrorCode};
 use sotto_proto::{REGISTRATION_TOKEN_LEN, registration_token_hash};
@@ -15,6 +16,8 @@ use crate::storage::Storage;
 pub(crate) struct Registration {
     token_hash: [u8; 32],
     account_key: [u8; 32],
+    /// The device's revocation hash (`ops::device`), if it gave one.
+    revocation: Option<[u8; 32]>,
 }
 
 impl Registration {
@@ -26,9 +29,21 @@ impl Registration {
             ));
         }
         let account_key = public_key(&request.account_key, "account_key")?.to_bytes();
+        // Empty: a client from before revocation secrets; only the admin
+        // can end that account.
+        let revocation = match request.revocation_hash.len() {
+            0 => None,
+            _ => Some(request.revocation_hash.as_ref().try_into().map_err(|_| {
+                Refusal::new(
+                    ErrorCode::BadRequest,
+                    "revocation_hash must be 32 bytes, or empty for none",
+                )
+            })?),
+        };
         Ok(Self {
             token_hash: registration_token_hash(&request.registration_token),
             account_key,
+            revocation,
         })
     }
 }
@@ -68,8 +83,22 @@ impl<S: Storage> Relay<S> {
                     "this account key is already registered",
                 ));
             }
-            self.storage()
-                .register_account(&registration.token_hash, &registration.account_key, None)?;
+            if let Some(revocation) = &registration.revocation {
+                // Two accounts under one hash would let one secret end
+                // both; the hash is a device's own random secret, so a
+                // repeat means a client bug (or a replayed request).
+                if self.storage().account_by_revocation(revocation)?.is_some() {
+                    return Err(Refusal::new(
+                        ErrorCode::BadRequest,
+                        "this revocation hash is already in use; make a new revocation secret",
+                    ));
+                }
+            }
+            self.storage().register_account(
+                &registration.token_hash,
+                &registration.account_key,
+                registration.revocation.as_ref(),
+            )?;
             Ok(())
         })?;
         tracing::info!("issuance account registered");
