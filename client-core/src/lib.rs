@@ -90,7 +90,8 @@ pub use store::{
 #[doc(hidden)]
 pub use store::{fuzz_open_value, fuzz_seal_value};
 pub use tokens::{
-    AccessToken, IssuanceAccount, RegistrationToken, TOKEN_KEY_ID_TAG, TokenError, TokenRequest,
-    TokenWallet, VerifiedTokenKey, bootstrap, mint_registrations, refill, register, revoke,
-    token_key, token_key_fingerprint, verify_token_key,
+    ACCOUNT_TAG, AccessToken, IssuanceAccount, REVOCATION_TAG, RegistrationToken, RevocationSecret,
+    TOKEN_KEY_ID_TAG, TokenError, TokenRequest, TokenWallet, VerifiedTokenKey, bootstrap,
+    mint_device_registration, mint_registrations, refill, register, register_device, revoke,
+    revoke_device, token_key, token_key_fingerprint, verify_token_key,
 };

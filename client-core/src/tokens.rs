@@ -16,6 +16,15 @@
 //! The admin's side: [`bootstrap`] the relay once, [`mint_registrations`]
 //! for invites, [`revoke`] a device's issuance account.
 //! [`TokenRequest`] is the sans-IO core of [`refill`].
+//!
+//! A member's own devices (DESIGN §8 "Devices"): a device registers with
+//! the hash of a [`RevocationSecret`] of its own ([`register_device`]),
+//! which the member's other devices keep, so any of them can end its relay
+//! access ([`revoke_device`]) without the admin. A registered device can
+//! [`mint_device_registration`] for a new device of its member, if the
+//! relay's operator allows it. The relay keeps only a count of those per
+//! account, never which token went to which device, so nothing it stores
+//! links a member's devices.
 
 use std::sync::Arc;
 
@@ -37,6 +46,13 @@ type Suite = voprf::Ristretto255;
 
 const ACCOUNT_KEY: &[u8] = b"issuance-account";
 const WALLET_PREFIX: &[u8] = b"token/";
+
+/// Device revocation hashes: `SHA-256(REVOCATION_TAG || secret)`. The relay
+/// uses the same tag (`relay/src/ops/device.rs`).
+pub const REVOCATION_TAG: &[u8] = b"sotto/device-revocation/v1";
+/// Account requests: the account key signs `ACCOUNT_TAG || challenge ||
+/// body`. The relay uses the same tag (`relay/src/ops/device.rs`).
+pub const ACCOUNT_TAG: &[u8] = b"sotto/account/v1";
 
 /// A token operation failed. Each message says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +82,26 @@ pub enum TokenError {
     /// The admin key is not the relay's admin.
     #[error("the relay does not accept this admin key; only the admin who bootstrapped it may")]
     NotAdmin,
+    /// The relay's operator turned self-service device registration off.
+    #[error(
+        "this relay does not let devices register their member's new devices (its operator turned self-service device registration off); ask your admin for a device invite: `sotto invite HANDLE --device`"
+    )]
+    SelfServiceDisabled,
+    /// This device minted as many device registrations as the relay allows.
+    #[error(
+        "this device already registered as many new devices with the relay as it may; ask your admin for a device invite: `sotto invite HANDLE --device`"
+    )]
+    DeviceRegistrationsExhausted,
+    /// The relay knows no issuance account with this device's key.
+    #[error(
+        "the relay does not know this device's access account (it never registered, or the relay lost its data); ask your admin for a device invite"
+    )]
+    AccountUnknown,
+    /// No device registered with this revocation secret.
+    #[error(
+        "the relay knows no device registered with this revocation secret (a device that registered before revocation secrets existed can only be revoked by the admin: `sotto revoke HANDLE`)"
+    )]
+    RevocationUnknown,
     /// The key is not signed by the pinned issuer key.
     #[error(
         "the relay's token key is not signed by the issuer key your team pinned; it may be trying to track you: do not use it and tell your admin"
@@ -102,6 +138,7 @@ impl From<NetError> for TokenError {
             Some(ErrorCode::RegistrationUsed) => TokenError::InviteUsed,
             Some(ErrorCode::AccountRevoked) => TokenError::Revoked,
             Some(ErrorCode::TokenBudgetExceeded) => TokenError::BudgetExceeded,
+            Some(ErrorCode::NotAllowed) => TokenError::SelfServiceDisabled,
             _ => TokenError::Net(error),
         }
     }
@@ -175,6 +212,40 @@ impl RegistrationToken {
     /// The hash the relay stores and the admin revokes by.
     pub fn hash(&self) -> [u8; 32] {
         registration_token_hash(&self.0)
+    }
+}
+
+/// A device's revocation secret: whoever holds it may end the relay
+/// access of the device that registered its hash ([`revoke_device`]). A
+/// device makes its own and hands it to the member's other devices. Secret:
+/// no `Debug`, zeroized on drop.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct RevocationSecret([u8; 32]);
+
+impl RevocationSecret {
+    /// A fresh random secret.
+    pub fn generate() -> Result<Self, TokenError> {
+        Ok(Self(random()?))
+    }
+
+    /// From its 32 bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The bytes (to hand to the member's other devices).
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// `SHA-256(REVOCATION_TAG || secret)`: what the device registers with.
+    pub fn hash(&self) -> [u8; 32] {
+        use sha2::Digest;
+        sha2::Sha256::new()
+            .chain_update(REVOCATION_TAG)
+            .chain_update(self.0)
+            .finalize()
+            .into()
     }
 }
 
@@ -465,19 +536,121 @@ pub async fn revoke(
     }
 }
 
-/// Registers this device's issuance account with an invite's token.
+/// Registers this device's issuance account with an invite's token,
+/// without a revocation secret (only the admin can end its access); new
+/// code should use [`register_device`].
 pub async fn register(
     conn: &RelayConnection,
     registration_token: &RegistrationToken,
     account: &IssuanceAccount,
 ) -> Result<(), TokenError> {
+    register_with(conn, registration_token, account, Bytes::new()).await
+}
+
+/// Registers this device's issuance account with a registration token
+/// (from an invite, or minted by another device of the member) and the
+/// hash of its `revocation` secret, so the member's devices holding the
+/// secret can end its relay access ([`revoke_device`]).
+pub async fn register_device(
+    conn: &RelayConnection,
+    registration_token: &RegistrationToken,
+    account: &IssuanceAccount,
+    revocation: &RevocationSecret,
+) -> Result<(), TokenError> {
+    let hash = revocation.hash().to_vec().into();
+    register_with(conn, registration_token, account, hash).await
+}
+
+async fn register_with(
+    conn: &RelayConnection,
+    registration_token: &RegistrationToken,
+    account: &IssuanceAccount,
+    revocation_hash: Bytes,
+) -> Result<(), TokenError> {
     let request = Request::Register(wire::Register {
         registration_token: registration_token.0.to_vec().into(),
         account_key: account.public_key().to_vec().into(),
-        revocation_hash: Bytes::new(),
+        revocation_hash,
     });
     match conn.request(request).await? {
         Reply::Register(_) => Ok(()),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// The message an account request's signature covers.
+fn account_signing_message(challenge: &Challenge, body: &[u8]) -> Vec<u8> {
+    let mut message = Vec::with_capacity(ACCOUNT_TAG.len() + 32 + body.len());
+    message.extend_from_slice(ACCOUNT_TAG);
+    message.extend_from_slice(challenge.as_bytes());
+    message.extend_from_slice(body);
+    message
+}
+
+/// Mints one single-use registration token for another device of this
+/// member, signed by this device's registered issuance `account`. The
+/// relay caps `expires_at` (a week by default) and rounds it up to its
+/// token period; it counts these per account and refuses beyond its cap
+/// ([`TokenError::DeviceRegistrationsExhausted`]), and refuses all of them
+/// if its operator turned the feature off
+/// ([`TokenError::SelfServiceDisabled`]).
+pub async fn mint_device_registration(
+    conn: &RelayConnection,
+    account: &IssuanceAccount,
+    expires_at: u64,
+) -> Result<RegistrationToken, TokenError> {
+    let body = wire::AccountOp {
+        op: Some(wire::account_op::Op::MintDevice(
+            wire::MintDeviceRegistration { expires_at },
+        )),
+    }
+    .encode_to_vec();
+    let signature = account
+        .signing_key()
+        .sign(&account_signing_message(conn.challenge(), &body));
+    let request = Request::Account(wire::AccountRequest {
+        account_key: account.public_key().to_vec().into(),
+        body: body.into(),
+        signature: signature.to_bytes().to_vec().into(),
+    });
+    let reply = conn.request(request).await.map_err(|e| match e.code() {
+        Some(ErrorCode::Unauthorized) => TokenError::AccountUnknown,
+        Some(ErrorCode::QuotaExceeded) => TokenError::DeviceRegistrationsExhausted,
+        _ => e.into(),
+    })?;
+    match reply {
+        Reply::Mint(ok) => match ok.registration_tokens.as_slice() {
+            [token] => token
+                .as_ref()
+                .try_into()
+                .map(RegistrationToken)
+                .map_err(|_| TokenError::Protocol("registration token length".into())),
+            tokens => Err(TokenError::Protocol(format!(
+                "asked for one registration token, got {}",
+                tokens.len()
+            ))),
+        },
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// Ends the relay access of the device that registered with this
+/// revocation secret's hash: it gets no more tokens, and the relay moves
+/// to a new token key at once, so the tokens it hoarded die too (every
+/// other device refills by itself). Repeating it is harmless.
+pub async fn revoke_device(
+    conn: &RelayConnection,
+    secret: &RevocationSecret,
+) -> Result<(), TokenError> {
+    let request = Request::RevokeDevice(wire::RevokeDevice {
+        revocation_secret: secret.as_bytes().to_vec().into(),
+    });
+    let reply = conn.request(request).await.map_err(|e| match e.code() {
+        Some(ErrorCode::RegistrationInvalid) => TokenError::RevocationUnknown,
+        _ => e.into(),
+    })?;
+    match reply {
+        Reply::Revoke(_) => Ok(()),
         other => Err(unexpected(&other)),
     }
 }
@@ -717,6 +890,20 @@ mod tests {
         let a = IssuanceAccount::load_or_create(&store).unwrap();
         let b = IssuanceAccount::load_or_create(&store).unwrap();
         assert_eq!(a.public_key(), b.public_key());
+    }
+
+    #[test]
+    fn a_revocation_hash_is_tagged_sha256_of_the_secret() {
+        use sha2::Digest;
+        let secret = RevocationSecret::from_bytes([5; 32]);
+        let mut tagged = b"sotto/device-revocation/v1".to_vec();
+        tagged.extend_from_slice(&[5; 32]);
+        let expected: [u8; 32] = sha2::Sha256::digest(&tagged).into();
+        assert_eq!(secret.hash(), expected);
+        assert_ne!(
+            RevocationSecret::generate().unwrap().hash(),
+            RevocationSecret::generate().unwrap().hash()
+        );
     }
 
     #[test]
