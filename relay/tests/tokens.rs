@@ -5,32 +5,17 @@
 
 mod support;
 
-use ed25519_dalek::{SigningKey, VerifyingKey};
+use ed25519_dalek::SigningKey;
 use sha2::{Digest, Sha256};
 use sotto_core::{
-    AccessToken, IssuanceAccount, NetError, RelayConnection, TokenError, TokenRequest, bootstrap,
-    mint_registrations, refill, register, revoke,
+    IssuanceAccount, RelayConnection, TokenError, TokenRequest, bootstrap, mint_registrations,
+    refill, register, revoke,
 };
 use sotto_proto::wire::{ErrorCode, client_frame::Request, response::Result as Reply};
-use support::{Owner, T0, TestRelay, addr, blob, connect};
-
-const DAY: u64 = 24 * 3600;
-
-async fn token_relay() -> TestRelay {
-    TestRelay::start_with(|c| c.tokens.require_tokens = true).await
-}
-
-fn admin_key() -> SigningKey {
-    SigningKey::from_bytes(&[42; 32])
-}
-
-/// A bootstrapped relay: its issuer key and the admin's connection.
-async fn bootstrapped(relay: &TestRelay) -> (VerifyingKey, RelayConnection) {
-    let conn = connect(relay).await;
-    let code = relay.bootstrap_code().unwrap();
-    let issuer = bootstrap(&conn, &code, &admin_key()).await.unwrap();
-    (issuer, conn)
-}
+use support::{
+    DAY, Owner, T0, TestRelay, addr, admin_key, blob, bootstrapped, code_of, connect, contains,
+    stop_and_keep_db, token_relay, with_token,
+};
 
 /// A registered device account.
 async fn member(admin: &RelayConnection, relay: &TestRelay) -> (IssuanceAccount, [u8; 32]) {
@@ -42,17 +27,6 @@ async fn member(admin: &RelayConnection, relay: &TestRelay) -> (IssuanceAccount,
     let conn = connect(relay).await;
     register(&conn, &token, &account).await.unwrap();
     (account, token.hash())
-}
-
-async fn with_token(relay: &TestRelay, token: &AccessToken) -> Result<RelayConnection, NetError> {
-    RelayConnection::connect(&addr(relay), Some(token.encode())).await
-}
-
-fn code_of<T>(result: Result<T, NetError>) -> ErrorCode {
-    match result {
-        Err(e) => e.code().expect("a typed refusal"),
-        Ok(_) => panic!("expected a refusal"),
-    }
 }
 
 #[tokio::test]
@@ -290,10 +264,6 @@ async fn the_client_rejects_an_unsigned_key_or_a_bad_proof() {
     relay.stop().await;
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
-
 #[tokio::test]
 async fn nothing_stored_about_issuance_matches_a_redeemed_token() {
     let relay = token_relay().await;
@@ -313,14 +283,7 @@ async fn nothing_stored_about_issuance_matches_a_redeemed_token() {
         accounts.push(account.public_key());
     }
     relay.clock.advance_secs(3600);
-    let dir = relay.dir.path().join("db");
-    let _keep_dir = {
-        let TestRelay { server, dir, .. } = relay;
-        if let Some(server) = server {
-            server.shutdown().await;
-        }
-        dir
-    };
+    let (_keep_dir, dir) = stop_and_keep_db(relay).await;
 
     let db = sled::open(&dir).unwrap();
     let mut needles: Vec<Vec<u8>> = Vec::new();

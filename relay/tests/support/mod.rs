@@ -85,6 +85,11 @@ pub struct RelayProcess {
 /// Starts the real binary on 127.0.0.1:0 with `data` as its data directory
 /// and `config` (TOML) as its configuration file.
 pub fn spawn_relay(data: &std::path::Path, config: &str) -> RelayProcess {
+    spawn_relay_with_args(data, config, &[])
+}
+
+/// [`spawn_relay`] with extra command-line flags.
+pub fn spawn_relay_with_args(data: &std::path::Path, config: &str, args: &[&str]) -> RelayProcess {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     let config_file = data.join("relay.toml");
@@ -94,6 +99,7 @@ pub fn spawn_relay(data: &std::path::Path, config: &str) -> RelayProcess {
         .arg(data)
         .arg("--config")
         .arg(&config_file)
+        .args(args)
         .env("SOTTO_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -117,4 +123,59 @@ pub fn spawn_relay(data: &std::path::Path, config: &str) -> RelayProcess {
             fingerprint: fingerprint.unwrap(),
         },
     }
+}
+
+// ------------------------------------------------------------- teams
+
+pub const DAY: u64 = 24 * 3600;
+
+/// A relay that requires access tokens.
+pub async fn token_relay() -> TestRelay {
+    TestRelay::start_with(|c| c.tokens.require_tokens = true).await
+}
+
+/// The key the tests bootstrap relays with.
+pub fn admin_key() -> SigningKey {
+    SigningKey::from_bytes(&[42; 32])
+}
+
+/// A bootstrapped relay: its issuer key and the admin's connection.
+pub async fn bootstrapped(relay: &TestRelay) -> (ed25519_dalek::VerifyingKey, RelayConnection) {
+    let conn = connect(relay).await;
+    let code = relay.bootstrap_code().unwrap();
+    let issuer = sotto_core::bootstrap(&conn, &code, &admin_key())
+        .await
+        .unwrap();
+    (issuer, conn)
+}
+
+/// A connection opened with an access token.
+pub async fn with_token(
+    relay: &TestRelay,
+    token: &sotto_core::AccessToken,
+) -> Result<RelayConnection, sotto_core::NetError> {
+    RelayConnection::connect(&addr(relay), Some(token.encode())).await
+}
+
+/// The relay's error code of a refused result.
+pub fn code_of<T>(result: Result<T, sotto_core::NetError>) -> sotto_proto::wire::ErrorCode {
+    match result {
+        Err(e) => e.code().expect("a typed refusal"),
+        Ok(_) => panic!("expected a refusal"),
+    }
+}
+
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Stops the relay and returns its data dir (kept alive) and the path of
+/// its sled database, for tests that inspect what it stored.
+pub async fn stop_and_keep_db(relay: TestRelay) -> (tempfile::TempDir, std::path::PathBuf) {
+    let db = relay.dir.path().join("db");
+    let TestRelay { server, dir, .. } = relay;
+    if let Some(server) = server {
+        server.shutdown().await;
+    }
+    (dir, db)
 }
