@@ -19,6 +19,11 @@ use crate::team::{
 };
 use crate::{KeySource, NetError, RelayAddr, RelayConnection, SledStore, Store, StoreError};
 
+#[path = "app_devices.rs"]
+mod devices;
+
+pub use devices::{Approved, DeviceInfo, DeviceLinkCode, LINK_VALID_SECS};
+
 /// Domain separation for safety numbers.
 pub const SAFETY_NUMBER_TAG: &[u8] = b"sotto/safety-number/v1";
 
@@ -65,6 +70,25 @@ pub enum AppError {
     /// The other side sent an unusable key.
     #[error("the verification with {0} failed: their key is invalid")]
     VerificationInvalid(String),
+    /// A link code without relay access, and no device invite.
+    #[error(
+        "this link code carries no relay access (the relay's operator turned self-service off): ask your admin for `sotto invite HANDLE --device` and run `sotto join ADMIN_CODE --link LINK_CODE`"
+    )]
+    NoRelayAccess,
+    /// No pending link request shows that code.
+    #[error(
+        "no new device waiting for approval shows the code {0}: run `sotto join LINK_CODE` on the new device first, then check the code it shows (`sotto devices --pending` lists the waiting ones)"
+    )]
+    NoSuchLinkRequest(String),
+    /// No device of mine has that ID.
+    #[error("none of your devices has the ID {0}; `sotto devices` lists them")]
+    UnknownDevice(String),
+    /// Several devices of mine match.
+    #[error("several of your devices have IDs starting with {0}; give more of the ID")]
+    AmbiguousDevice(String),
+    /// A device cannot remove itself.
+    #[error("this is the device you are using; remove it from another of your devices")]
+    RemoveThisDevice,
 }
 
 /// A message handed to [`App::send`].
@@ -229,7 +253,8 @@ impl App {
             .into_iter()
             .next()
             .ok_or_else(|| crate::TokenError::Protocol("no registration token minted".into()))?;
-        let access = Self::register(&setup, &store, &registration, issuer).await;
+        let revocation = crate::RevocationSecret::generate()?;
+        let access = Self::register(&setup, &store, &registration, issuer, &revocation).await;
         setup.close().await;
         let access = access?;
 
@@ -244,12 +269,16 @@ impl App {
                 relay_fingerprint: relay.fingerprint,
                 registration_token: registration.as_bytes(),
                 issuer_key: issuer.to_bytes(),
+                device: false,
             },
         )?;
         let parsed = parse_invite(&own.code, now)?;
         let mut membership = Membership::for_admin(&team, &parsed, &relay_admin);
         membership.record_invite(handle, own.registration_token_hash);
         let engine = Engine::create(store.clone(), handle, now)?;
+        let identity = engine.own_card().identity_key.to_bytes();
+        membership.set_revocation_secret(&identity, *revocation.as_bytes());
+        membership.name_device(&identity, "first device", now);
         let mut client = Client::new(engine, relay_addr, clock.clone());
         client.set_access(access);
         let conn = client.connect().await?;
@@ -269,9 +298,10 @@ impl App {
         store: &Arc<dyn Store>,
         registration: &crate::RegistrationToken,
         issuer: ed25519_dalek::VerifyingKey,
+        revocation: &crate::RevocationSecret,
     ) -> Result<crate::Access, AppError> {
         let account = crate::IssuanceAccount::load_or_create(store.as_ref())?;
-        crate::register(conn, registration, &account).await?;
+        crate::register_device(conn, registration, &account, revocation).await?;
         let tokens = crate::refill(conn, &account, &issuer, 100).await?;
         let wallet = crate::TokenWallet::new(store.clone());
         wallet.add(&tokens)?;
@@ -314,6 +344,7 @@ impl App {
                 relay_fingerprint: self.membership.relay_fingerprint,
                 registration_token: registration.as_bytes(),
                 issuer_key: self.membership.issuer_key,
+                device: false,
             },
         )?;
         self.membership
@@ -337,6 +368,9 @@ impl App {
     ) -> Result<Self, AppError> {
         let now = Self::now_secs(&clock);
         let invite = parse_invite(code, now)?;
+        if invite.device {
+            return Err(InviteError::LinkNeeded.into());
+        }
         let store = Self::fresh(home, key)?;
         let relay = resolve(&invite.relay_addr, invite.relay_fingerprint).await?;
         let registration = crate::RegistrationToken::from_bytes(
@@ -351,11 +385,15 @@ impl App {
         // Registration needs no token; it consumes the invite's single-use
         // registration token at the relay.
         let setup = RelayConnection::connect(&relay, None).await?;
-        let access = Self::register(&setup, &store, &registration, issuer).await;
+        let revocation = crate::RevocationSecret::generate()?;
+        let access = Self::register(&setup, &store, &registration, issuer, &revocation).await;
         setup.close().await;
         let access = access?;
         let mut membership = Membership::from_invite(&invite);
         let engine = Engine::create(store.clone(), &invite.handle, now)?;
+        let identity = engine.own_card().identity_key.to_bytes();
+        membership.set_revocation_secret(&identity, *revocation.as_bytes());
+        membership.name_device(&identity, "first device", now);
         let mut client = Client::new(engine, relay, clock.clone());
         client.set_access(access);
         let conn = client.connect().await?;
@@ -397,6 +435,7 @@ impl App {
     /// Makes `handle` a contact, resolving and verifying their device in
     /// the directory, unless it already is one.
     pub async fn ensure_contact(&mut self, handle: &str) -> Result<(), AppError> {
+        self.require_approved()?;
         if handle == self.membership.handle {
             return Err(AppError::Myself);
         }
@@ -419,6 +458,7 @@ impl App {
     /// false) and the next sync or send delivers it. A first message to
     /// someone not yet a contact needs the relay, to look them up.
     pub async fn send(&mut self, handle: &str, text: &str) -> Result<Sent, AppError> {
+        self.require_approved()?;
         self.ensure_contact(handle).await?;
         // The roster decides who is in the team: a removed member may not
         // send, and nobody sends to one. Offline, the roster last seen
@@ -467,6 +507,22 @@ impl App {
             self.client.engine_mut().remove_contact(handle)?;
             return Err(TeamError::NotAMember(handle.to_owned()).into());
         }
+        // The member's current devices, as their user key signed them: a
+        // forged or rolled-back list is refused here, before anything is
+        // encrypted to it.
+        let conn = self.client.connect().await?;
+        let refreshed = self
+            .membership
+            .refresh_member(&conn, self.client.engine_mut(), handle)
+            .await;
+        conn.close().await;
+        self.membership.save(self.store.as_ref())?;
+        if let Err(error) = refreshed {
+            if self.membership.is_compromised(handle) {
+                self.client.engine_mut().remove_contact(handle)?;
+            }
+            return Err(error.into());
+        }
         Ok(())
     }
 
@@ -503,13 +559,24 @@ impl App {
     /// old key, which opens only slots nobody updates any more, and cannot
     /// compute the new slot IDs.
     async fn rotate_directory(&mut self, remaining: &[String]) -> Result<(), AppError> {
+        self.rotate_directory_except(remaining, "").await
+    }
+
+    /// As [`App::rotate_directory`], but the key does not go to `excluded`
+    /// (a member re-invited because their devices were lost: those devices
+    /// must not get it).
+    async fn rotate_directory_except(
+        &mut self,
+        remaining: &[String],
+        excluded: &str,
+    ) -> Result<(), AppError> {
         // Resolve everyone in the old directory first: they must be
         // contacts to receive the key. A member invited but not joined (or
         // whose entry does not verify) is skipped; their invite carries
         // the old key.
         let mut recipients = Vec::new();
         let me = self.membership.handle.clone();
-        for handle in remaining.iter().filter(|h| **h != me) {
+        for handle in remaining.iter().filter(|h| **h != me && *h != excluded) {
             match self.ensure_contact(handle).await {
                 Ok(()) => recipients.push(handle.clone()),
                 Err(error) if error.is_network() => return Err(error),
@@ -519,6 +586,8 @@ impl App {
         let (dir_key, version, signature) = self.membership.rotate_dir_key()?;
         self.publish_under_new_key(Some(remaining)).await?;
         let now = (self.clock)();
+        // My other devices need the key too.
+        recipients.push(me);
         for handle in recipients {
             let payload = sotto_proto::client::Payload {
                 sent_at: now,
@@ -585,10 +654,29 @@ impl App {
     /// Fetches everything pending; members no longer on the roster are
     /// dropped from the contacts first.
     pub async fn sync(&mut self) -> Result<SyncReport, AppError> {
-        self.refresh_contacts().await?;
+        let awaiting = self.membership.awaiting_approval().is_some();
+        if !awaiting {
+            self.refresh_contacts().await?;
+        }
         let report = self.client.sync().await?;
+        let applied = self.apply_member_state()?;
         self.apply_dir_key().await?;
+        if applied && awaiting {
+            // Just approved: find the team's members now, so this device
+            // can write to them at once.
+            self.refresh_contacts().await?;
+        }
         Ok(report)
+    }
+
+    /// Notices for the user since the last call: a member's key changed, a
+    /// directory entry was refused, a device of mine was removed.
+    pub fn take_notices(&mut self) -> Result<Vec<String>, AppError> {
+        let notices = self.membership.take_notices();
+        if !notices.is_empty() {
+            self.membership.save(self.store.as_ref())?;
+        }
+        Ok(notices)
     }
 
     /// The version of the team directory key this device holds (0: the
@@ -605,33 +693,51 @@ impl App {
 
     async fn refresh_contacts(&mut self) -> Result<(), AppError> {
         let conn = self.client.connect().await?;
-        let roster = self.membership.roster(&conn).await?;
-        conn.close().await;
+        let roster = match self.membership.roster(&conn).await {
+            Ok(roster) => roster,
+            Err(error) => {
+                conn.close().await;
+                return Err(error.into());
+            }
+        };
         for contact in self.client.engine().contacts() {
             if !roster.handles.contains(&contact) {
                 self.client.engine_mut().remove_contact(&contact)?;
             }
         }
-        // Senders who are members but not yet contacts: look them up so
-        // their first messages are accepted.
-        let missing: Vec<String> = roster
-            .handles
-            .into_iter()
-            .filter(|h| {
-                *h != self.membership.handle && self.client.engine().contact_card(h).is_none()
-            })
-            .collect();
-        if missing.is_empty() {
-            self.membership.save(self.store.as_ref())?;
-            return Ok(());
+        // Every member's entry, mine included, each sync: a device added
+        // or removed anywhere is picked up here. An entry that does not
+        // verify leaves the devices known before, and a notice.
+        let mut outcome = Ok(());
+        for handle in &roster.handles {
+            let refreshed = self
+                .membership
+                .refresh_member(&conn, self.client.engine_mut(), handle)
+                .await;
+            match refreshed {
+                Ok(()) | Err(TeamError::NotJoined(_)) => {}
+                Err(TeamError::Net(error)) => {
+                    outcome = Err(AppError::Net(error));
+                    break;
+                }
+                Err(TeamError::DeviceRemoved) if *handle == self.membership.handle => {
+                    outcome = Err(TeamError::DeviceRemoved.into());
+                    break;
+                }
+                Err(error) => {
+                    let notice = format!("{error}");
+                    self.membership.push_notice(notice);
+                    if self.membership.is_compromised(handle) {
+                        self.client.engine_mut().remove_contact(handle)?;
+                    }
+                }
+            }
         }
-        let conn = self.client.connect().await?;
-        self.add_contacts(conn, &missing).await
+        conn.close().await;
+        self.membership.save(self.store.as_ref())?;
+        outcome
     }
 
-    /// Looks `handles` up in the directory and makes them contacts;
-    /// invited-but-not-joined members are skipped, forged entries refused
-    /// (and simply not added). Closes `conn`.
     async fn add_contacts(
         &mut self,
         conn: RelayConnection,
@@ -666,16 +772,23 @@ impl App {
     /// The safety number of my device and `handle`'s: the same on both
     /// sides; compare it in person or on a call.
     pub fn safety_number(&self, handle: &str) -> Result<String, AppError> {
+        let (mine, theirs) = self.verification_keys(handle)?;
+        Ok(safety_number(
+            (&self.membership.handle, &mine),
+            (handle, &theirs),
+        ))
+    }
+
+    /// The keys a verification with `handle` is about: both user keys
+    /// (one for all of a member's devices; a device removal moves it along
+    /// a signed succession, a re-invite replaces it).
+    fn verification_keys(&self, handle: &str) -> Result<([u8; 32], [u8; 32]), AppError> {
         let theirs = self
             .client
             .engine()
-            .contact_card(handle)
+            .verified_key(handle)?
             .ok_or_else(|| EngineError::UnknownContact(handle.to_owned()))?;
-        let mine = self.client.engine().own_card();
-        Ok(safety_number(
-            (&mine.handle, &mine.identity_key.to_bytes()),
-            (&theirs.handle, &theirs.identity_key.to_bytes()),
-        ))
+        Ok((self.membership.user_key(), theirs))
     }
 
     /// Whether I verified `handle`'s current device.
@@ -715,21 +828,16 @@ impl App {
             tokio::time::sleep(std::time::Duration::from_millis(300)).await;
             self.sync().await?;
         };
-        let mine = self.client.engine().own_card();
-        let theirs = self
-            .client
-            .engine()
-            .contact_card(handle)
-            .ok_or_else(|| EngineError::UnknownContact(handle.to_owned()))?
-            .clone();
+        let (mine, theirs) = self.verification_keys(handle)?;
+        let my_handle = self.membership.handle.clone();
         let me = Party {
-            handle: &mine.handle,
-            identity: mine.identity_key.to_bytes(),
+            handle: &my_handle,
+            identity: mine,
             sas_key: our_key,
         };
         let them = Party {
-            handle: &theirs.handle,
-            identity: theirs.identity_key.to_bytes(),
+            handle,
+            identity: theirs,
             sas_key: their_key
                 .as_slice()
                 .try_into()
@@ -833,6 +941,7 @@ impl App {
     /// Sends `text` to a group: one put, whatever the group's size (plus,
     /// when my Megolm session is new, its key to each member over Olm).
     pub async fn group_send(&mut self, group: &str, text: &str) -> Result<Sent, AppError> {
+        self.require_approved()?;
         self.resolve_group_members(group).await?;
         let id = self
             .client

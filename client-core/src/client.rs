@@ -107,6 +107,13 @@ pub struct SyncReport {
     pub dropped: usize,
     /// Outgoing blobs the relay accepted.
     pub sent: usize,
+    /// New devices of mine that asked to be linked.
+    pub link_requests: usize,
+    /// Messages of my history received from the device that approved this
+    /// one.
+    pub history_messages: usize,
+    /// The last history part received: (index, total).
+    pub history_parts: Option<(u32, u32)>,
 }
 
 impl SyncReport {
@@ -121,6 +128,7 @@ impl SyncReport {
         match received {
             Received::Message(message) => {
                 if message.group.is_none()
+                    && !message.from_me
                     && let Some(delivered) = delivered
                     && let Ok(id) = hex::decode(&message.id)
                     && let Ok(id) = MessageId::try_from(id.as_slice())
@@ -132,6 +140,15 @@ impl SyncReport {
             Received::Unlocked(messages) => self.messages.extend(messages),
             Received::Receipt | Received::Verification | Received::Group | Received::Team => {
                 self.receipts += 1
+            }
+            Received::LinkRequest => self.link_requests += 1,
+            Received::History {
+                index,
+                total,
+                messages,
+            } => {
+                self.history_messages += messages;
+                self.history_parts = Some((index, total));
             }
             Received::Duplicate => self.duplicates += 1,
             Received::Dropped(_) => self.dropped += 1,
@@ -147,7 +164,11 @@ pub struct Client {
     receipts: bool,
     rollovers: u64,
     access: Option<Access>,
+    history_progress: Option<Box<HistoryProgress>>,
 }
+
+/// See [`Client::set_history_progress`].
+type HistoryProgress = dyn FnMut(u32, u32, usize) + Send + Sync;
 
 impl Client {
     /// A client for `engine` talking to `relay`.
@@ -159,7 +180,17 @@ impl Client {
             receipts: true,
             rollovers: 0,
             access: None,
+            history_progress: None,
         }
+    }
+
+    /// Calls `progress(part, of, messages)` as each part of the history an
+    /// approving device sent is taken (a new device's first sync).
+    pub fn set_history_progress(
+        &mut self,
+        progress: impl FnMut(u32, u32, usize) + Send + Sync + 'static,
+    ) {
+        self.history_progress = Some(Box::new(progress));
     }
 
     /// Presents anonymous access tokens on every connection from now on.
@@ -350,6 +381,17 @@ impl Client {
             let received = self
                 .engine
                 .receive_in(&inbox.mailbox_id(), &blob, inbox.epoch())?;
+            if let (
+                Received::History {
+                    index,
+                    total,
+                    messages,
+                },
+                Some(progress),
+            ) = (&received, &mut self.history_progress)
+            {
+                progress(*index, *total, *messages);
+            }
             report.count(received, Some(delivered));
             if self.engine.is_group_mailbox(&inbox.mailbox_id()) {
                 self.engine.set_group_cursor(&inbox.mailbox_id(), seq)?;

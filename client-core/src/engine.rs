@@ -124,8 +124,21 @@ pub enum Received {
     /// Group membership or a group session key, applied.
     Group,
     /// A new team directory key, kept for the team layer to check (it must
-    /// be signed by the team key) and apply.
+    /// be signed by the team key) and apply; or my member state from one
+    /// of my devices (a link approval, a new user key).
     Team,
+    /// A new device asks to be linked to me; it waits for
+    /// `sotto device approve`.
+    LinkRequest,
+    /// Part of my history, from the device that approved this one.
+    History {
+        /// Which part (1-based).
+        index: u32,
+        /// Of how many.
+        total: u32,
+        /// Messages it held.
+        messages: usize,
+    },
     /// A message seen before (a redelivery or a replay): ignored.
     Duplicate,
     /// Not accepted (see [`Dropped`]); counted, never shown.
@@ -212,6 +225,8 @@ pub(crate) struct ContactRecord {
     pub(crate) my_inbox_seed: [u8; 32],
 }
 
+/// One device of a contact (or one of my own other devices), with the
+/// pairwise inboxes agreed with it.
 pub(crate) struct Contact {
     pub(crate) card: Card,
     signed_card: Vec<u8>,
@@ -220,6 +235,19 @@ pub(crate) struct Contact {
     /// `my_inbox.public()`, derived once: it is a scalar multiplication,
     /// and every payload to this contact carries it.
     my_inbox_public: [u8; 32],
+    /// The store key of its record: `blind(handle) || blind(identity)`
+    /// (`blind(handle)` alone in homes from before multi-device).
+    store_key: Vec<u8>,
+}
+
+/// What [`Engine::set_devices`] changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DeviceChange {
+    /// Devices that are new.
+    pub added: usize,
+    /// Identity keys of devices no longer listed (nothing more is
+    /// encrypted to them).
+    pub removed: Vec<[u8; 32]>,
 }
 
 impl Contact {
@@ -276,7 +304,9 @@ pub struct Engine {
     pub(crate) device: Device,
     /// This device's curve25519 identity key (cached: it never changes).
     pub(crate) me: [u8; 32],
-    pub(crate) contacts: HashMap<String, Contact>,
+    /// Every device of every contact, by handle; under my own handle, my
+    /// other devices (a message I send is copied to them).
+    pub(crate) contacts: HashMap<String, Vec<Contact>>,
     sessions: HashMap<[u8; 32], Vec<Session>>,
     /// The last history sequence number used, per blinded conversation,
     /// read from the conversation's last key when first needed (so no
@@ -357,8 +387,8 @@ impl Engine {
     }
 
     fn with_device(store: Arc<dyn Store>, device: Device) -> Result<Self, EngineError> {
-        let mut contacts = HashMap::new();
-        for (_, value) in store.scan_prefix(Tree::Contacts, &[])? {
+        let mut contacts: HashMap<String, Vec<Contact>> = HashMap::new();
+        for (store_key, value) in store.scan_prefix(Tree::Contacts, &[])? {
             let record = records::decode_contact(&value).map_err(corrupt)?;
             let signed = SignedCard::decode(record.signed_card.as_slice()).map_err(corrupt)?;
             let card = Card::verify(&signed)?;
@@ -369,11 +399,15 @@ impl Engine {
                 my_inbox,
                 signed_card: record.signed_card,
                 card,
+                store_key,
             };
-            contacts.insert(contact.card.handle.clone(), contact);
+            contacts
+                .entry(contact.card.handle.clone())
+                .or_default()
+                .push(contact);
         }
         let mut sessions = HashMap::new();
-        for contact in contacts.values() {
+        for contact in contacts.values().flatten() {
             let key = contact.card.identity_key.to_bytes();
             if let Some(bytes) = store.get(Tree::Sessions, store.blind(&key).as_bytes())? {
                 let pickles: Vec<SessionPickle> =
@@ -426,16 +460,50 @@ impl Engine {
         &self.drops
     }
 
-    /// Handles of my contacts.
+    /// Handles of my contacts (not counting my own other devices).
     pub fn contacts(&self) -> Vec<String> {
-        let mut handles: Vec<String> = self.contacts.keys().cloned().collect();
+        let mut handles: Vec<String> = self
+            .contacts
+            .iter()
+            .filter(|(handle, devices)| *handle != self.handle() && !devices.is_empty())
+            .map(|(handle, _)| handle.clone())
+            .collect();
         handles.sort();
         handles
     }
 
-    /// The card of `peer`'s device, if `peer` is a contact.
+    /// The card of `peer`'s first device, if `peer` is a contact.
     pub fn contact_card(&self, peer: &str) -> Option<&Card> {
-        self.contacts.get(peer).map(|c| &c.card)
+        self.contacts
+            .get(peer)
+            .and_then(|devices| devices.first())
+            .map(|c| &c.card)
+    }
+
+    /// The cards of every device of `peer` I encrypt to (for my own
+    /// handle: my other devices).
+    pub fn devices_of(&self, peer: &str) -> Vec<Card> {
+        self.contacts
+            .get(peer)
+            .map(|devices| devices.iter().map(|c| c.card.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// `peer`'s user key `U`, as the team layer last verified it.
+    pub fn user_key(&self, peer: &str) -> Result<Option<[u8; 32]>, EngineError> {
+        Ok(self
+            .store
+            .get(Tree::Meta, &self.sas_key_slot(b"user-key/", peer))?
+            .and_then(|key| <[u8; 32]>::try_from(key.as_slice()).ok()))
+    }
+
+    /// The key a verification of `peer` is about: its user key when the
+    /// team layer knows it (one for all its devices), else its device key.
+    pub(crate) fn verified_key(&self, peer: &str) -> Result<Option<[u8; 32]>, EngineError> {
+        if let Some(key) = self.user_key(peer)? {
+            return Ok(Some(key));
+        }
+        Ok(self.contact_card(peer).map(|c| c.identity_key.to_bytes()))
     }
 
     /// My own card.
@@ -447,23 +515,150 @@ impl Engine {
     /// it, and its messages are dropped as from an unknown sender. History
     /// stays.
     pub fn remove_contact(&mut self, peer: &str) -> Result<bool, EngineError> {
-        let Some(contact) = self.contacts.remove(peer) else {
+        let Some(devices) = self.contacts.remove(peer) else {
             return Ok(false);
         };
         let mut batch = Batch::new();
-        batch.delete(
-            Tree::Contacts,
-            self.store.blind(peer.as_bytes()).as_bytes().to_vec(),
-        );
+        for contact in &devices {
+            self.forget_device(contact, &mut batch);
+        }
+        self.store.apply(batch)?;
+        self.store.flush()?;
+        Ok(!devices.is_empty())
+    }
+
+    /// Deletes a device's record and sessions (the caller removed it from
+    /// `contacts`).
+    fn forget_device(&mut self, contact: &Contact, batch: &mut Batch) {
+        batch.delete(Tree::Contacts, contact.store_key.clone());
         let identity = contact.card.identity_key.to_bytes();
         self.sessions.remove(&identity);
         batch.delete(
             Tree::Sessions,
             self.store.blind(&identity).as_bytes().to_vec(),
         );
-        self.store.apply(batch)?;
-        self.store.flush()?;
-        Ok(true)
+    }
+
+    fn new_contact(&self, card: Card, signed: &SignedCard) -> Contact {
+        let my_inbox = InboxKey::generate();
+        let store_key = [
+            self.store
+                .blind(card.handle.as_bytes())
+                .as_bytes()
+                .as_slice(),
+            self.store
+                .blind(&card.identity_key.to_bytes())
+                .as_bytes()
+                .as_slice(),
+        ]
+        .concat();
+        Contact {
+            their_inbox: card.inbox_key,
+            card,
+            signed_card: signed.encode_to_vec(),
+            my_inbox_public: *my_inbox.public().as_bytes(),
+            my_inbox,
+            store_key,
+        }
+    }
+
+    /// Sets the devices of `peer` (for my own handle: my devices, this one
+    /// skipped) to exactly `devices`, as the team layer verified them with
+    /// `user_key`: new devices get fresh pairwise inboxes, known ones keep
+    /// theirs, and unlisted ones are forgotten with their sessions and
+    /// whatever was still queued for them.
+    pub fn set_devices(
+        &mut self,
+        peer: &str,
+        user_key: Option<[u8; 32]>,
+        devices: Vec<(Card, SignedCard)>,
+    ) -> Result<DeviceChange, EngineError> {
+        let mut old = self.contacts.remove(peer).unwrap_or_default();
+        let mut kept = Vec::new();
+        let mut change = DeviceChange::default();
+        let mut batch = Batch::new();
+        // Every sync calls this for every member: write only what changed.
+        let mut dirty = false;
+        for (card, signed) in devices {
+            if card.identity_key.to_bytes() == self.me || card.handle != peer {
+                continue;
+            }
+            if kept
+                .iter()
+                .any(|c: &Contact| c.card.identity_key == card.identity_key)
+            {
+                continue;
+            }
+            let signed_bytes = signed.encode_to_vec();
+            let contact = match old
+                .iter()
+                .position(|c| c.card.identity_key == card.identity_key)
+            {
+                Some(index) => {
+                    let known = old.swap_remove(index);
+                    if known.signed_card == signed_bytes {
+                        kept.push(known);
+                        continue;
+                    }
+                    Contact {
+                        card,
+                        signed_card: signed_bytes,
+                        ..known
+                    }
+                }
+                None => {
+                    change.added += 1;
+                    self.new_contact(card, &signed)
+                }
+            };
+            batch.put(Tree::Contacts, contact.store_key.clone(), &contact.record());
+            dirty = true;
+            kept.push(contact);
+        }
+        for gone in &old {
+            change.removed.push(gone.card.identity_key.to_bytes());
+            self.forget_device(gone, &mut batch);
+            dirty = true;
+        }
+        if !change.removed.is_empty() {
+            self.drop_queued_for(&change.removed, &mut batch)?;
+        }
+        if self.user_key(peer)? != user_key {
+            let user_key_slot = self.sas_key_slot(b"user-key/", peer);
+            match user_key {
+                Some(key) => batch.put(Tree::Meta, user_key_slot, &key),
+                None => batch.delete(Tree::Meta, user_key_slot),
+            };
+            dirty = true;
+        }
+        if dirty {
+            self.store.apply(batch)?;
+            self.store.flush()?;
+        }
+        if !kept.is_empty() {
+            self.contacts.insert(peer.to_owned(), kept);
+        }
+        Ok(change)
+    }
+
+    /// Drops outbox entries addressed to removed devices.
+    fn drop_queued_for(&self, removed: &[[u8; 32]], batch: &mut Batch) -> Result<(), EngineError> {
+        for (key, value) in self.store.scan_prefix(Tree::Outbox, &[])? {
+            let record = records::decode_outbox(&value).map_err(corrupt)?;
+            if record.group.is_some() {
+                continue;
+            }
+            let Ok(envelope) = Envelope::decode(record.envelope.as_slice()) else {
+                continue;
+            };
+            if removed
+                .iter()
+                .any(|r| r.as_slice() == envelope.recipient_identity_key.as_ref())
+            {
+                batch.delete(Tree::Outbox, key);
+            }
+        }
+        Ok(())
     }
 
     /// Adds (or updates) a contact from an exported card.
@@ -473,37 +668,26 @@ impl Engine {
     }
 
     /// Adds (or updates) a contact from a verified card.
+    /// A card imported by hand names one device: it replaces whatever
+    /// devices the contact had (a known device keeps its pairwise inboxes).
     pub fn add_contact(&mut self, card: Card, signed: &SignedCard) -> Result<String, EngineError> {
         if card.identity_key.to_bytes() == self.me {
             return Err(EngineError::OwnCard);
         }
         let handle = card.handle.clone();
-        let contact = match self.contacts.remove(&handle) {
-            // Same device: keep the pairwise inboxes already agreed.
-            Some(old) if old.card.identity_key == card.identity_key => Contact {
-                card,
-                signed_card: signed.encode_to_vec(),
-                ..old
-            },
-            _ => {
-                let my_inbox = InboxKey::generate();
-                Contact {
-                    their_inbox: card.inbox_key,
-                    card,
-                    signed_card: signed.encode_to_vec(),
-                    my_inbox_public: *my_inbox.public().as_bytes(),
-                    my_inbox,
-                }
-            }
-        };
-        self.store.put(
-            Tree::Contacts,
-            self.store.blind(handle.as_bytes()).as_bytes(),
-            &contact.record(),
-        )?;
-        self.store.flush()?;
-        self.contacts.insert(handle.clone(), contact);
+        let user_key = self.user_key(&handle)?;
+        self.set_devices(&handle, user_key, vec![(card, signed.clone())])?;
         Ok(handle)
+    }
+
+    /// Finds the device with identity key `identity`: its handle and index.
+    pub(crate) fn device_with(&self, identity: &[u8]) -> Option<(String, usize)> {
+        self.contacts.iter().find_map(|(handle, devices)| {
+            devices
+                .iter()
+                .position(|c| c.card.identity_key.to_bytes().as_slice() == identity)
+                .map(|index| (handle.clone(), index))
+        })
     }
 
     /// The key of the next history entry with `peer` (or in a group
@@ -566,29 +750,96 @@ impl Engine {
         Ok(())
     }
 
-    /// Encrypts `payload` for `peer` and queues it in the outbox; history
-    /// and session state are committed in the same batch. Returns the
-    /// message ID.
+    /// Encrypts `payload` for every device of `peer` and queues it in the
+    /// outbox; a message with a history entry is also copied to my own
+    /// other devices. History and session state are committed in the same
+    /// batch. Returns the message ID.
     pub(crate) fn queue(
         &mut self,
         peer: &str,
+        payload: Payload,
+        history: Option<&Message>,
+    ) -> Result<MessageId, EngineError> {
+        self.queue_to(peer, None, payload, history)
+    }
+
+    /// As [`Engine::queue`], to one device of `peer` only when `only` is
+    /// set. `peer` may be my own handle: then it goes to my other devices.
+    pub(crate) fn queue_to(
+        &mut self,
+        peer: &str,
+        only: Option<&[u8]>,
         mut payload: Payload,
         history: Option<&Message>,
     ) -> Result<MessageId, EngineError> {
-        let contact = self
-            .contacts
-            .get(peer)
-            .ok_or_else(|| EngineError::UnknownContact(peer.to_owned()))?;
+        let me = self.device.handle.clone();
+        if peer != me && self.contacts.get(peer).is_none_or(Vec::is_empty) {
+            return Err(EngineError::UnknownContact(peer.to_owned()));
+        }
         let message_id = random_id();
         payload.message_id = message_id.to_vec().into();
-        payload.reply_inbox = contact.my_inbox_public.to_vec().into();
         payload.token_key = self.token_key.clone();
-        let plaintext = zeroize::Zeroizing::new(payload.encode_to_vec());
-        if plaintext.len() > crate::max_plaintext_len(sotto_proto::Bucket::largest()) - 200 {
-            return Err(EngineError::TooLong(plaintext.len()));
+        if payload.encoded_len() + 80
+            > crate::max_plaintext_len(sotto_proto::Bucket::largest()) - 200
+        {
+            return Err(EngineError::TooLong(payload.encoded_len()));
         }
+        let mut targets: Vec<(String, usize)> = Vec::new();
+        let count = |handle: &str| self.contacts.get(handle).map_or(0, Vec::len);
+        for index in 0..count(peer) {
+            let identity = self.contacts[peer][index].card.identity_key.to_bytes();
+            if only.is_none_or(|o| o == identity.as_slice()) {
+                targets.push((peer.to_owned(), index));
+            }
+        }
+        let copy = history.is_some() && peer != me;
+        if copy {
+            targets.extend((0..count(&me)).map(|index| (me.clone(), index)));
+        }
+        let mut batch = Batch::new();
+        for (handle, index) in targets {
+            let mut payload = payload.clone();
+            if handle == me && peer != me {
+                payload.sent_to = peer.to_owned();
+            }
+            self.seal_to_device(&handle, index, &mut payload, &message_id, &mut batch)?;
+        }
+        if let Some(message) = history {
+            let message = Message {
+                id: hex::encode(message_id),
+                ..message.clone()
+            };
+            let key = self.next_history_key(peer)?;
+            batch.put(
+                Tree::History,
+                key.clone(),
+                &records::encode_message(&message),
+            );
+            batch.put(
+                Tree::Seen,
+                [b"out".as_slice(), &message_id].concat(),
+                &status_record(&key, message.status),
+            );
+        }
+        self.store.apply(batch)?;
+        Ok(message_id)
+    }
+
+    /// Olm-encrypts `payload` to one device and adds the outbox entry (and
+    /// the session state) to `batch`.
+    fn seal_to_device(
+        &mut self,
+        handle: &str,
+        index: usize,
+        payload: &mut Payload,
+        message_id: &MessageId,
+        batch: &mut Batch,
+    ) -> Result<(), EngineError> {
+        let contact = &self.contacts[handle][index];
+        payload.reply_inbox = contact.my_inbox_public.to_vec().into();
         let identity = contact.card.identity_key;
         let fallback = contact.card.fallback_key;
+        let plaintext = zeroize::Zeroizing::new(payload.encode_to_vec());
         let sessions = self.sessions.entry(identity.to_bytes()).or_default();
         if sessions.is_empty() {
             let session = self
@@ -612,37 +863,18 @@ impl Engine {
             olm_type: olm_type as u32,
             olm_body: olm_body.into(),
         };
-        let mut batch = Batch::new();
-        let outbox_key = self.next_outbox_key(&message_id);
+        let outbox_key = self.next_outbox_key(message_id);
         let record = OutboxRecord {
-            peer: peer.to_owned(),
+            peer: handle.to_owned(),
             envelope: envelope.encode_to_vec(),
             group: None,
             message_id: message_id.to_vec(),
         };
         batch.put(Tree::Outbox, outbox_key, &records::encode_outbox(&record));
-        if let Some(message) = history {
-            let message = Message {
-                id: hex::encode(message_id),
-                ..message.clone()
-            };
-            let key = self.next_history_key(peer)?;
-            batch.put(
-                Tree::History,
-                key.clone(),
-                &records::encode_message(&message),
-            );
-            batch.put(
-                Tree::Seen,
-                [b"out".as_slice(), &message_id].concat(),
-                &status_record(&key, message.status),
-            );
-        }
         // Outbound session creation leaves the account unchanged: only the
         // session is saved.
-        self.save_sessions(&identity.to_bytes(), &mut batch)?;
-        self.store.apply(batch)?;
-        Ok(message_id)
+        self.save_sessions(&identity.to_bytes(), batch)?;
+        Ok(())
     }
 
     /// Queues a text message to `peer`: durable locally before any network
@@ -749,10 +981,16 @@ impl Engine {
                 }
                 continue;
             }
-            let Some(contact) = self.contacts.get(&record.peer) else {
+            let mut envelope = Envelope::decode(record.envelope.as_slice()).map_err(corrupt)?;
+            // The device it was sealed for (gone if it was removed since).
+            let Some(contact) = self.contacts.get(&record.peer).and_then(|devices| {
+                devices.iter().find(|c| {
+                    c.card.identity_key.to_bytes().as_slice()
+                        == envelope.recipient_identity_key.as_ref()
+                })
+            }) else {
                 continue;
             };
-            let mut envelope = Envelope::decode(record.envelope.as_slice()).map_err(corrupt)?;
             envelope.epoch = epoch.get();
             let blob = seal(&contact.card.envelope_key, &envelope.encode_to_vec())?;
             out.push(Outgoing {
@@ -839,7 +1077,7 @@ impl Engine {
         let oldest = current.get().saturating_sub(max_epochs.saturating_sub(1));
         let from = Epoch::new(last.saturating_sub(1).clamp(oldest, current.get()));
         let mut keys: Vec<&InboxKey> = vec![&self.device.request_inbox];
-        keys.extend(self.contacts.values().map(|c| &c.my_inbox));
+        keys.extend(self.contacts.values().flatten().map(|c| &c.my_inbox));
         let mut inboxes: Vec<BlindedInbox> = Epoch::range(from, current)
             .flat_map(|epoch| keys.iter().map(move |key| key.blind(epoch)))
             .collect();
@@ -886,20 +1124,19 @@ impl Engine {
         if self.store.get(Tree::Seen, &seen_key)?.is_some() {
             return Ok(Received::Duplicate);
         }
-        // The sender must be a contact whose card names this device key.
-        let Some(peer) = self
-            .contacts
-            .values()
-            .find(|c| {
-                c.card.identity_key.to_bytes().as_slice() == envelope.sender_identity_key.as_ref()
-            })
-            .map(|c| c.card.handle.clone())
-        else {
+        // The sender must be a contact whose card names this device key
+        // (or, for a link request, a new device of mine that knows the
+        // link secret).
+        let Some((peer, device_index)) = self.device_with(&envelope.sender_identity_key) else {
+            if envelope.sender_user == self.device.handle {
+                return self.on_link_envelope(&envelope, seen_key);
+            }
             return Ok(self.drop_blob(Dropped::UnknownSender));
         };
         if peer != envelope.sender_user {
             return Ok(self.drop_blob(Dropped::UnknownSender));
         }
+        let from_my_device = peer == self.device.handle;
         let sender = Curve25519PublicKey::from_bytes(
             envelope
                 .sender_identity_key
@@ -923,6 +1160,17 @@ impl Engine {
 
         let mut batch = Batch::new();
         batch.put(Tree::Seen, seen_key, &[]);
+        if from_my_device {
+            batch.put(
+                Tree::Meta,
+                [
+                    crate::devices::LAST_SEEN_PREFIX,
+                    &envelope.sender_identity_key,
+                ]
+                .concat(),
+                &payload.sent_at.to_be_bytes(),
+            );
+        }
         self.check_token_key(payload.token_key.as_ref(), &mut batch)?;
         self.save_sessions(&sender.to_bytes(), &mut batch)?;
         if account_changed {
@@ -936,18 +1184,47 @@ impl Engine {
         // The sender's pairwise inbox for replies.
         // Compared as bytes first: parsing the key is a point
         // decompression, and it is almost always the one already known.
-        if let Some(contact) = self.contacts.get_mut(&peer)
+        if let Some(contact) = self
+            .contacts
+            .get_mut(&peer)
+            .and_then(|devices| devices.get_mut(device_index))
             && contact.their_inbox.as_bytes().as_slice() != payload.reply_inbox.as_ref()
             && let Ok(reply) = InboxPublic::from_slice(&payload.reply_inbox)
         {
             contact.their_inbox = reply;
-            batch.put(
-                Tree::Contacts,
-                self.store.blind(peer.as_bytes()).as_bytes().to_vec(),
-                &contact.record(),
-            );
+            batch.put(Tree::Contacts, contact.store_key.clone(), &contact.record());
         }
         let received = match payload.body {
+            // A message I sent from another device: into that
+            // conversation's history, as mine.
+            Some(payload::Body::Text(text)) if from_my_device => {
+                let conversation = payload.sent_to;
+                if conversation.is_empty() || conversation == peer {
+                    return Ok(self.drop_blob(Dropped::Mismatch));
+                }
+                let message = Message {
+                    id: hex::encode(&envelope.message_id),
+                    peer: conversation.clone(),
+                    from: peer.clone(),
+                    from_me: true,
+                    text: text.body,
+                    sent_at: payload.sent_at,
+                    status: Status::Sent,
+                    group: None,
+                };
+                let key = self.next_history_key(&conversation)?;
+                batch.put(
+                    Tree::History,
+                    key.clone(),
+                    &records::encode_message(&message),
+                );
+                batch.put(
+                    Tree::Seen,
+                    [b"out".as_slice(), &envelope.message_id].concat(),
+                    &status_record(&key, Status::Sent),
+                );
+                Received::Message(message)
+            }
             Some(payload::Body::Text(text)) => {
                 let message = Message {
                     id: hex::encode(&envelope.message_id),
@@ -987,6 +1264,44 @@ impl Engine {
             Some(payload::Body::GroupState(state)) => {
                 self.on_group_state(&peer, state, epoch, &mut batch)?
             }
+            Some(payload::Body::Succession(succession)) => {
+                // Kept for the team layer, which checks it against the
+                // user keys it knows (two successors of one key are a
+                // compromise).
+                let key = [
+                    crate::devices::SUCCESSION_PREFIX,
+                    self.store.blind(peer.as_bytes()).as_bytes(),
+                    succession.old_key.as_ref(),
+                    succession.new_key.as_ref(),
+                ]
+                .concat();
+                batch.put(Tree::Meta, key, &succession.encode_to_vec());
+                Received::Team
+            }
+            Some(payload::Body::MemberState(state)) if from_my_device => {
+                batch.put(
+                    Tree::Meta,
+                    crate::devices::MEMBER_STATE.to_vec(),
+                    &state.encode_to_vec(),
+                );
+                Received::Team
+            }
+            Some(payload::Body::LinkSecret(shared)) if from_my_device => {
+                self.on_link_secret(shared)?
+            }
+            Some(payload::Body::History(chunk)) if from_my_device => {
+                self.on_history_chunk(chunk, &mut batch)?
+            }
+            Some(payload::Body::GroupSession(share)) if from_my_device => {
+                self.on_group_session_share(share, &mut batch)?
+            }
+            Some(
+                payload::Body::MemberState(_)
+                | payload::Body::History(_)
+                | payload::Body::GroupSession(_)
+                | payload::Body::LinkSecret(_)
+                | payload::Body::LinkRequest(_),
+            ) => return Ok(self.drop_blob(Dropped::Mismatch)),
             Some(payload::Body::GroupKey(key)) => {
                 self.on_group_key(&peer, &sender.to_bytes(), key, &mut batch)?
             }
@@ -1013,6 +1328,26 @@ impl Engine {
         };
         self.store.apply(batch)?;
         Ok(received)
+    }
+
+    /// Keeps a new inbound session with `sender` (made outside
+    /// [`Engine::decrypt`]) and the account it changed.
+    pub(crate) fn adopt_session(
+        &mut self,
+        sender: [u8; 32],
+        session: Session,
+        batch: &mut Batch,
+    ) -> Result<(), EngineError> {
+        let sessions = self.sessions.entry(sender).or_default();
+        sessions.insert(0, session);
+        sessions.truncate(MAX_SESSIONS);
+        self.save_sessions(&sender, batch)?;
+        batch.put(
+            Tree::Identity,
+            Device::store_key().to_vec(),
+            &self.device.record()?,
+        );
+        Ok(())
     }
 
     /// Decrypts with an existing session or, for a pre-key message, a new
@@ -1130,37 +1465,60 @@ impl Engine {
 
     /// Records that I verified `peer`'s current device key.
     pub fn mark_verified(&self, peer: &str) -> Result<(), EngineError> {
-        let card = self
-            .contacts
-            .get(peer)
+        let key = self
+            .verified_key(peer)?
             .ok_or_else(|| EngineError::UnknownContact(peer.to_owned()))?;
-        self.store.put(
-            Tree::Meta,
-            &self.sas_key_slot(b"verified/", peer),
-            &card.card.identity_key.to_bytes(),
-        )?;
+        self.store
+            .put(Tree::Meta, &self.sas_key_slot(b"verified/", peer), &key)?;
         self.store.flush()?;
         Ok(())
     }
 
-    /// Whether I verified `peer`'s *current* device key (a changed key is
-    /// unverified again, never carried over).
+    /// Whether I verified `peer`'s *current* key — its user key, or its
+    /// device key outside a team (a changed key is unverified again, never
+    /// carried over).
     pub fn is_verified(&self, peer: &str) -> Result<bool, EngineError> {
-        let Some(contact) = self.contacts.get(peer) else {
+        let Some(current) = self.verified_key(peer)? else {
             return Ok(false);
         };
         Ok(self
             .store
             .get(Tree::Meta, &self.sas_key_slot(b"verified/", peer))?
-            .is_some_and(|key| key.as_slice() == contact.card.identity_key.to_bytes().as_slice()))
+            .is_some_and(|key| key.as_slice() == current.as_slice()))
     }
 
-    /// Olm sessions held with `peer`'s device (a restart must not add one).
+    /// Keeps a verification across a user-key succession the team layer
+    /// checked (the old key signed the new one): `old` verified means
+    /// `new` is.
+    pub(crate) fn carry_verification(
+        &self,
+        peer: &str,
+        old: &[u8; 32],
+        new: &[u8; 32],
+    ) -> Result<(), EngineError> {
+        let slot = self.sas_key_slot(b"verified/", peer);
+        if self
+            .store
+            .get(Tree::Meta, &slot)?
+            .is_some_and(|key| key.as_slice() == old.as_slice())
+        {
+            self.store.put(Tree::Meta, &slot, new)?;
+        }
+        Ok(())
+    }
+
+    /// Olm sessions held with `peer`'s devices (a restart must not add one).
     pub fn session_count(&self, peer: &str) -> usize {
         self.contacts
             .get(peer)
-            .and_then(|c| self.sessions.get(&c.card.identity_key.to_bytes()))
-            .map_or(0, Vec::len)
+            .map(|devices| {
+                devices
+                    .iter()
+                    .filter_map(|c| self.sessions.get(&c.card.identity_key.to_bytes()))
+                    .map(Vec::len)
+                    .sum()
+            })
+            .unwrap_or(0)
     }
 
     /// Re-reads which access-token period key this device holds (after a
@@ -1259,7 +1617,12 @@ impl Engine {
 
     /// My history with `peer`, oldest first.
     pub fn history(&self, peer: &str) -> Result<Vec<Message>, EngineError> {
-        if !self.contacts.contains_key(peer) {
+        if !self.contacts.contains_key(peer)
+            && self
+                .store
+                .last_key(Tree::History, self.store.blind(peer.as_bytes()).as_bytes())?
+                .is_none()
+        {
             return Err(EngineError::UnknownContact(peer.to_owned()));
         }
         self.history_of(peer)

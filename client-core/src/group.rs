@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use sotto_proto::client::{
     GroupEnvelope, GroupKey, GroupKeyRequest, GroupKeyWithheld, GroupLeave, GroupPayload,
-    GroupState, Payload, Text, group_key_withheld, group_payload, payload,
+    GroupSessionShare, GroupState, Payload, Text, group_key_withheld, group_payload, payload,
 };
 use sotto_proto::{Blob, MailboxId, Message as _};
 use vodozemac::megolm::{
@@ -447,6 +447,8 @@ impl Engine {
         for member in group.current.members.iter().filter(|m| **m != me) {
             self.queue(member, payload(state.clone()), None)?;
         }
+        // My other devices follow the group too.
+        self.queue(&me, payload(state.clone()), None)?;
         for member in removed {
             let without_secret = GroupState {
                 secret: Default::default(),
@@ -484,8 +486,10 @@ impl Engine {
         };
         let group = match self.groups.get(&id).cloned() {
             None => {
-                let sender_may = state.admins.iter().any(|a| a == peer)
-                    && state.members.iter().any(|m| m == peer);
+                // One of my own devices speaks for me in every group.
+                let sender_may = peer == me
+                    || (state.admins.iter().any(|a| a == peer)
+                        && state.members.iter().any(|m| m == peer));
                 if !sender_may || state.generation == 0 || !mine {
                     return Ok(self.drop_blob(Dropped::Group));
                 }
@@ -501,7 +505,7 @@ impl Engine {
                 }
             }
             Some(known) => {
-                if !known.admins.iter().any(|a| a == peer) {
+                if peer != me && !known.admins.iter().any(|a| a == peer) {
                     return Ok(self.drop_blob(Dropped::Group));
                 }
                 if state.generation <= known.current.number {
@@ -1008,6 +1012,13 @@ impl Engine {
             };
             self.queue(member, payload, None)?;
         }
+        // And to my other devices, which read the group too.
+        let payload = Payload {
+            sent_at: now_ms,
+            body: Some(payload::Body::GroupKey(shared.clone())),
+            ..Payload::default()
+        };
+        self.queue(&me, payload, None)?;
         let own = InboundRecord {
             pickle: InboundGroupSession::new(&session_key, SessionConfig::version_1()).pickle(),
             sender: me,
@@ -1175,9 +1186,16 @@ impl Engine {
         }
         // The sender must be a current member whose device is the one
         // named, and (below) the one the session key came from.
-        let sender_ok = self.contacts.get(&envelope.sender_user).is_some_and(|c| {
-            c.card.identity_key.to_bytes().as_slice() == envelope.sender_identity_key.as_ref()
-        }) && group.current.has(&envelope.sender_user);
+        let sender_ok = self
+            .contacts
+            .get(&envelope.sender_user)
+            .is_some_and(|devices| {
+                devices.iter().any(|c| {
+                    c.card.identity_key.to_bytes().as_slice()
+                        == envelope.sender_identity_key.as_ref()
+                })
+            })
+            && group.current.has(&envelope.sender_user);
         if !sender_ok {
             return Ok(self.drop_blob(Dropped::UnknownSender));
         }
@@ -1189,7 +1207,8 @@ impl Engine {
             id: String::new(),
             peer: group_name.clone(),
             from: envelope.sender_user.clone(),
-            from_me: false,
+            // Sent from another device of mine.
+            from_me: envelope.sender_user == self.device.handle,
             text: String::new(),
             sent_at: 0,
             status: Status::Waiting,
@@ -1226,7 +1245,13 @@ impl Engine {
                         })),
                         ..Payload::default()
                     };
-                    self.queue(&envelope.sender_user, request, None)?;
+                    // Only the device whose session it is can answer.
+                    self.queue_to(
+                        &envelope.sender_user,
+                        Some(&envelope.sender_identity_key),
+                        request,
+                        None,
+                    )?;
                 }
                 self.store.apply(batch)?;
                 Ok(Received::Message(message))
@@ -1274,6 +1299,111 @@ impl Engine {
 }
 
 /// The history conversation name of a group (blinded like a handle).
+impl Engine {
+    /// What a newly approved device of mine needs to follow my groups:
+    /// each group's state, with its secret, and every Megolm session I can
+    /// read, with whose it is (DESIGN "Devices").
+    pub(crate) fn group_handover(&self) -> Result<Vec<payload::Body>, EngineError> {
+        let mut bodies = Vec::new();
+        for group in self.groups.values().filter(|g| !g.left) {
+            bodies.push(payload::Body::GroupState(GroupState {
+                group_id: group.id.to_vec().into(),
+                generation: group.current.number,
+                name: group.name.clone(),
+                members: group.current.members.clone(),
+                admins: group.admins.clone(),
+                secret: group.current.secret.to_vec().into(),
+                rotate_messages: group.rotate_messages,
+                rotate_secs: group.rotate_secs,
+            }));
+        }
+        for (store_key, value) in self.store.scan_prefix(Tree::Sessions, INBOUND_PREFIX)? {
+            let Some(id) = store_key
+                .get(INBOUND_PREFIX.len()..INBOUND_PREFIX.len() + 16)
+                .and_then(|id| GroupId::try_from(id).ok())
+            else {
+                continue;
+            };
+            if self.groups.get(&id).is_none_or(|g| g.left) {
+                continue;
+            }
+            let record: InboundRecord = serde_json::from_slice(&value).map_err(corrupt)?;
+            let session = InboundGroupSession::from_pickle(record.pickle);
+            bodies.push(payload::Body::GroupSession(GroupSessionShare {
+                group_id: id.to_vec().into(),
+                generation: record.generation,
+                exported_key: session.export_at_first_known_index().to_bytes().into(),
+                sender: record.sender,
+                sender_key: record.sender_key.to_vec().into(),
+                outbound: false,
+                shared_with: Vec::new(),
+            }));
+        }
+        Ok(bodies)
+    }
+
+    /// A Megolm session forwarded by one of my own devices (the caller
+    /// checked that): stored as the session of the member it names.
+    pub(crate) fn on_group_session_share(
+        &mut self,
+        share: GroupSessionShare,
+        batch: &mut Batch,
+    ) -> Result<Received, EngineError> {
+        let Some(id) = GroupId::try_from(share.group_id.as_ref())
+            .ok()
+            .filter(|id| self.groups.get(id).is_some_and(|g| !g.left))
+        else {
+            return Ok(self.drop_blob(Dropped::Group));
+        };
+        let (Ok(sender_key), Ok(exported)) = (
+            <[u8; 32]>::try_from(share.sender_key.as_ref()),
+            ExportedSessionKey::from_bytes(&share.exported_key),
+        ) else {
+            return Ok(self.drop_blob(Dropped::Mismatch));
+        };
+        let mut session = InboundGroupSession::import(&exported, SessionConfig::version_1());
+        let session_id = session.session_id();
+        if self.inbound_record(&id, &session_id)?.is_some() {
+            return Ok(Received::Duplicate);
+        }
+        let unlocked = self.unlock_pending(&id, &session_id, Some(&mut session), batch)?;
+        let record = InboundRecord {
+            pickle: session.pickle(),
+            sender: share.sender,
+            sender_key,
+            generation: share.generation,
+            shared_with: None,
+        };
+        batch.put(
+            Tree::Sessions,
+            key(INBOUND_PREFIX, &[&id, session_id.as_bytes()]),
+            &json(&record)?,
+        );
+        Ok(if unlocked.is_empty() {
+            Received::Group
+        } else {
+            Received::Unlocked(unlocked)
+        })
+    }
+
+    /// A device of `handle` was removed: my outbound sessions in the
+    /// groups `handle` is in were shared with it, so each starts anew at
+    /// my next message (the groups issue's exclusion rule).
+    pub(crate) fn rotate_sessions_shared_with(&mut self, handle: &str) -> Result<(), EngineError> {
+        let mut batch = Batch::new();
+        for group in self.groups.values().filter(|g| g.current.has(handle)) {
+            batch.delete(Tree::Sessions, key(OUTBOUND_PREFIX, &[&group.id]));
+        }
+        self.store.apply(batch)?;
+        Ok(())
+    }
+}
+
+/// The history conversation of `group`.
+pub(crate) fn conversation_of(group: &Group) -> String {
+    conversation(&group.id)
+}
+
 fn conversation(id: &GroupId) -> String {
     format!("group/{}", hex::encode(id))
 }

@@ -43,6 +43,7 @@ mod canonical;
 mod card;
 mod client;
 mod device;
+mod devices;
 mod engine;
 mod epoch;
 mod group;
@@ -54,7 +55,10 @@ mod store;
 pub mod team;
 mod tokens;
 
-pub use app::{App, AppError, RelayTarget, SAFETY_NUMBER_TAG, SasOutcome, Sent, safety_number};
+pub use app::{
+    App, AppError, Approved, DeviceInfo, DeviceLinkCode, LINK_VALID_SECS, RelayTarget,
+    SAFETY_NUMBER_TAG, SasOutcome, Sent, safety_number,
+};
 pub use blind::{BLIND_PREFIX_TAG, BLIND_TAG, BlindedInbox, InboxKey, InboxPublic};
 #[doc(hidden)]
 pub use blind::{BlindingInternals, blinding_internals};
@@ -63,8 +67,12 @@ pub use client::{
     Access, Client, ClientError, Clock, MAX_CATCH_UP_EPOCHS, SyncReport, system_clock,
 };
 pub use device::{Device, DeviceError};
+pub use devices::{
+    LINK_CONFIRM_INFO, LINK_REQUEST_TAG, PendingDevice, confirmation_code, normalize_code,
+};
 pub use engine::{
-    DropCounts, Dropped, Engine, EngineError, Message, MessageId, Outgoing, Received, Status,
+    DeviceChange, DropCounts, Dropped, Engine, EngineError, Message, MessageId, Outgoing, Received,
+    Status,
 };
 pub use epoch::{EPOCH_SECS, Epoch};
 #[doc(hidden)]

@@ -175,6 +175,7 @@ fn invite(handle: &str, expires_at: u64) -> IssuedInvite {
             relay_fingerprint: [7; 32],
             registration_token: b"registration-token",
             issuer_key: [9; 32],
+            device: false,
         },
     )
     .unwrap()
@@ -226,6 +227,24 @@ fn invite_seeds() -> Vec<(&'static str, Vec<u8>)> {
         head.len() as u8,
         &[head, tail, vec![0x68, 1]].concat(),
     );
+    let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(MemoryStore::new().unwrap());
+    let device = Engine::create(store, HANDLE, 0).unwrap().signed_card();
+    let link = |registration_token: Option<[u8; 32]>, expires_at: u64| {
+        sotto_core::team::link_code(&sotto_core::team::LinkParams {
+            team_name: "acme",
+            handle: HANDLE,
+            relay_addr: "relay.example:7443",
+            relay_fingerprint: [7; 32],
+            issuer_key: [9; 32],
+            dir_key: [0x22; 32],
+            dir_version: 2,
+            team_key: *team().team.verifying_key().as_bytes(),
+            secret: [5; 32],
+            device: device.clone(),
+            registration_token,
+            expires_at,
+        })
+    };
     vec![
         ("code", with_mode(0, code.as_bytes())),
         (
@@ -243,6 +262,18 @@ fn invite_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("not-an-invite", with_mode(0, b"sotto-card:AAAA")),
         ("oracle", oracle),
         ("oracle-unknown-field", unknown_field),
+        (
+            "link",
+            with_mode(2, link(Some([4; 32]), NOW_SECS + 60).as_bytes()),
+        ),
+        (
+            "link-no-access",
+            with_mode(2, link(None, NOW_SECS + 60).as_bytes()),
+        ),
+        (
+            "link-expired",
+            with_mode(2, link(None, NOW_SECS - 1).as_bytes()),
+        ),
     ]
 }
 
@@ -336,6 +367,13 @@ fn team_and_card_seeds_are_accepted_where_they_should_be() {
     assert_eq!(parse_invite(&oracle, NOW_SECS).unwrap().handle, HANDLE);
     let unknown = signed_invite_from_oracle(&invites[6].1[1..]).unwrap();
     assert!(parse_invite(&unknown, NOW_SECS).is_err(), "not canonical");
+    let link = |name: &str| {
+        let (_, data) = invites.iter().find(|(n, _)| *n == name).unwrap();
+        sotto_core::team::parse_link(std::str::from_utf8(&data[1..]).unwrap(), NOW_SECS)
+    };
+    assert!(link("link").unwrap().registration_token.is_some());
+    assert!(link("link-no-access").unwrap().registration_token.is_none());
+    assert!(link("link-expired").is_err(), "expired");
 
     let directory = core_checks::directory();
     let seeds = directory_seeds();

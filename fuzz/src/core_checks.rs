@@ -181,13 +181,17 @@ pub(crate) fn signed_invite_from_oracle(data: &[u8]) -> Option<String> {
 }
 
 /// `invite_code`: mode 0, the rest is the code's text; mode 1, see
-/// [`invite_oracle_input`]. Never panics; an invite that parses re-encodes
-/// to its code and parses again to the same invite.
+/// [`invite_oracle_input`]; mode 2, the text of a device-link code. Never
+/// panics; an invite (or link) that parses re-encodes to its code and
+/// parses again to the same invite.
 pub(crate) fn check_invite_code(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    let code = match mode % 2 {
+    if mode % 3 == 2 {
+        return check_link_code(&String::from_utf8_lossy(rest));
+    }
+    let code = match mode % 3 {
         0 => String::from_utf8_lossy(rest).into_owned(),
         _ => match signed_invite_from_oracle(rest) {
             Some(code) => code,
@@ -207,6 +211,36 @@ pub(crate) fn check_invite_code(data: &[u8]) {
     assert_eq!(reparsed.handle, parsed.handle);
     assert_eq!(reparsed.expires_at, parsed.expires_at);
     assert_eq!(reparsed.cert, parsed.cert);
+}
+
+/// A `sotto-link:` code: never panics; one that parses re-encodes to
+/// itself.
+fn check_link_code(code: &str) {
+    let Ok(parsed) = sotto_core::team::parse_link(code, NOW_SECS) else {
+        return;
+    };
+    let again = sotto_core::team::link_code(&sotto_core::team::LinkParams {
+        team_name: &parsed.team_name,
+        handle: &parsed.handle,
+        relay_addr: &parsed.relay_addr,
+        relay_fingerprint: parsed.relay_fingerprint,
+        issuer_key: parsed.issuer_key,
+        dir_key: parsed.dir_key,
+        dir_version: parsed.dir_version,
+        team_key: parsed.team_key,
+        secret: *parsed.secret,
+        device: parsed.signed_device.clone(),
+        registration_token: parsed.registration_token.as_deref().copied(),
+        expires_at: parsed.expires_at,
+    });
+    assert_eq!(
+        Some(&again),
+        canonical_text(code, sotto_core::team::LINK_PREFIX).as_ref(),
+        "an accepted link code does not re-encode to itself"
+    );
+    let reparsed = sotto_core::team::parse_link(&again, NOW_SECS).unwrap();
+    assert_eq!(reparsed.handle, parsed.handle);
+    assert_eq!(reparsed.device, parsed.device);
 }
 
 /// The directory every `directory` input is checked against.
@@ -302,6 +336,7 @@ pub(crate) fn check_directory(data: &[u8]) {
                     .to_bytes()
                     .to_vec()
                     .into(),
+                successions: Vec::new(),
             }
             .encode_to_vec();
             let Ok(verified) = directory.verify_entry(HANDLE, &entry) else {

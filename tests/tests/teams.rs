@@ -28,6 +28,7 @@ fn params<'a>(relay: &TestRelay, handle: &'a str, expires_at: u64) -> InvitePara
         relay_fingerprint: relay.fingerprint,
         registration_token: b"placeholder-registration-token",
         issuer_key: [0; 32],
+        device: false,
     }
 }
 

@@ -7,6 +7,7 @@ use hmac::{KeyInit, Mac};
 use sha2::Sha256;
 use sotto_proto::client::{
     DeviceList, DirectoryEntry, InviteCert, Roster, SignedCard, SignedInviteCert, SignedRoster,
+    Succession,
 };
 use sotto_proto::{Blob, Message as _, SlotId};
 use zeroize::Zeroizing;
@@ -128,13 +129,21 @@ pub struct Directory {
     team_key: VerifyingKey,
 }
 
+/// The longest chain of user-key successions an entry may carry.
+pub const MAX_SUCCESSIONS: usize = 64;
+
 /// A member entry that verified along the whole chain.
 #[derive(Debug)]
 pub struct VerifiedEntry {
     /// The handle.
     pub handle: String,
-    /// The member's user key `U`.
+    /// The member's current user key `U` (the last of `chain`).
     pub user_key: VerifyingKey,
+    /// The invite key that vouched for the first user key.
+    pub invite_key: [u8; 32],
+    /// Every user key from the one the invite vouched for to the current
+    /// one, each signed by the one before.
+    pub chain: Vec<[u8; 32]>,
     /// Device-list version (higher wins).
     pub devices_version: u64,
     /// The member's devices, each with its signed card.
@@ -172,24 +181,78 @@ pub fn build_entry(
     devices_version: u64,
     devices: &[SignedCard],
 ) -> Vec<u8> {
-    let u = user_key.verifying_key();
+    build_entry_with(
+        cert,
+        handle,
+        invite_key,
+        &user_key.verifying_key(),
+        &[],
+        user_key,
+        devices_version,
+        devices,
+    )
+}
+
+/// Builds a member's entry whose user key was succeeded: the invite key
+/// vouches for `root`, `successions` lead from it to `current`, and
+/// `current` signs the device list.
+#[allow(clippy::too_many_arguments)]
+pub fn build_entry_with(
+    cert: &SignedInviteCert,
+    handle: &str,
+    invite_key: &SigningKey,
+    root: &VerifyingKey,
+    successions: &[Succession],
+    current: &SigningKey,
+    devices_version: u64,
+    devices: &[SignedCard],
+) -> Vec<u8> {
     let user_key_signature =
-        invite_key.sign(&[tags::USER_KEY, handle.as_bytes(), u.as_bytes()].concat());
+        invite_key.sign(&[tags::USER_KEY, handle.as_bytes(), root.as_bytes()].concat());
     let device_list = DeviceList {
         version: devices_version,
         devices: devices.to_vec(),
     }
     .encode_to_vec();
-    let device_list_signature = user_key.sign(&[tags::DEVICE_LIST, &device_list].concat());
+    let device_list_signature = current.sign(&[tags::DEVICE_LIST, &device_list].concat());
     DirectoryEntry {
         version: 1,
         cert: Some(cert.clone()),
-        user_key: u.as_bytes().to_vec().into(),
+        user_key: root.as_bytes().to_vec().into(),
         user_key_signature: user_key_signature.to_bytes().to_vec().into(),
         device_list: device_list.into(),
         device_list_signature: device_list_signature.to_bytes().to_vec().into(),
+        successions: successions.to_vec(),
     }
     .encode_to_vec()
+}
+
+/// `old` names `new` its successor.
+pub fn sign_succession(old: &SigningKey, new: &VerifyingKey) -> Succession {
+    let old_public = old.verifying_key();
+    let signature = old.sign(&succession_message(old_public.as_bytes(), new.as_bytes()));
+    Succession {
+        old_key: old_public.as_bytes().to_vec().into(),
+        new_key: new.as_bytes().to_vec().into(),
+        signature: signature.to_bytes().to_vec().into(),
+    }
+}
+
+fn succession_message(old: &[u8], new: &[u8]) -> Vec<u8> {
+    [tags::SUCCESSION, old, new].concat()
+}
+
+/// Checks one succession: its old key signed it. Returns (old, new).
+pub fn verify_succession(succession: &Succession) -> Option<([u8; 32], [u8; 32])> {
+    let old = verifying_key(&succession.old_key)?;
+    let new = verifying_key(&succession.new_key)?;
+    let signature = <[u8; 64]>::try_from(succession.signature.as_ref()).ok()?;
+    old.verify_strict(
+        &succession_message(old.as_bytes(), new.as_bytes()),
+        &Signature::from_bytes(&signature),
+    )
+    .ok()?;
+    Some((*old.as_bytes(), *new.as_bytes()))
 }
 
 impl Directory {
@@ -305,8 +368,25 @@ impl Directory {
         ) {
             return Err(forged("its user key is not vouched for by its invite"));
         }
+        if entry.successions.len() > MAX_SUCCESSIONS {
+            return Err(forged("its user key changed too many times"));
+        }
+        let mut chain = vec![*user_key.as_bytes()];
+        for succession in &entry.successions {
+            let Some((old, new)) = verify_succession(succession) else {
+                return Err(forged("a user key succession is not signed by its old key"));
+            };
+            if chain.last() != Some(&old) || chain.contains(&new) {
+                return Err(forged("its user key successions do not form a chain"));
+            }
+            chain.push(new);
+        }
+        let current = chain
+            .last()
+            .and_then(|key| verifying_key(key))
+            .ok_or_else(|| forged("its user key is malformed"))?;
         if !verify(
-            &user_key,
+            &current,
             tags::DEVICE_LIST,
             &entry.device_list,
             &entry.device_list_signature,
@@ -326,7 +406,9 @@ impl Directory {
         }
         Ok(VerifiedEntry {
             handle: handle.to_owned(),
-            user_key,
+            user_key: current,
+            invite_key: *invite_key.as_bytes(),
+            chain,
             devices_version: list.version,
             devices,
         })
@@ -389,6 +471,7 @@ mod tests {
                 relay_fingerprint: [0; 32],
                 registration_token: b"t",
                 issuer_key: [0; 32],
+                device: false,
             },
         )
         .unwrap()

@@ -28,6 +28,19 @@ pub enum InviteError {
     /// Not an invite code at all.
     #[error("this is not a sotto invite code (it should start with \"{INVITE_PREFIX}\")")]
     NotAnInvite,
+    /// Not a device-link code.
+    #[error(
+        "this is not a sotto device-link code (it should start with \"sotto-link:\"); run `sotto device add` on one of your devices"
+    )]
+    NotALink,
+    /// A link code too old.
+    #[error("the device-link code expired; run `sotto device add` again")]
+    LinkExpired,
+    /// A device invite without a link code.
+    #[error(
+        "this is a device invite: it gives relay access only. Run `sotto device add` on one of your devices and join with `sotto join CODE --link LINK_CODE`"
+    )]
+    LinkNeeded,
     /// Damaged in transit.
     #[error("the invite code is damaged ({0}); ask your admin to send it again")]
     Malformed(&'static str),
@@ -101,6 +114,10 @@ pub struct ParsedInvite {
     pub issuer_key: [u8; 32],
     /// Expiry, unix seconds.
     pub expires_at: u64,
+    /// A device invite (`sotto invite HANDLE --device`): relay access for
+    /// one more device of a joined member, and nothing else. Its
+    /// `invite_key` is a throwaway: the code carries no invite secret.
+    pub device: bool,
 }
 
 impl ParsedInvite {
@@ -114,9 +131,14 @@ impl ParsedInvite {
             relay_fingerprint: self.relay_fingerprint.to_vec().into(),
             dir_key: self.directory.dir_key().to_vec().into(),
             cert: Some(self.cert.clone()),
-            invite_secret: self.invite_key.to_bytes().to_vec().into(),
+            invite_secret: if self.device {
+                Default::default()
+            } else {
+                self.invite_key.to_bytes().to_vec().into()
+            },
             registration_token: self.registration_token.to_vec().into(),
             issuer_key: self.issuer_key.to_vec().into(),
+            device: self.device,
         };
         let encoded = Zeroizing::new(invite.encode_to_vec());
         format!(
@@ -142,6 +164,8 @@ pub struct InviteParams<'a> {
     pub registration_token: &'a [u8],
     /// The relay's token issuer key.
     pub issuer_key: [u8; 32],
+    /// A device invite: relay access only (see [`ParsedInvite::device`]).
+    pub device: bool,
 }
 
 /// Mints an invite: a fresh invite key, a certificate signed by `T`, the
@@ -173,9 +197,14 @@ pub fn issue_invite(
         relay_fingerprint: params.relay_fingerprint.to_vec().into(),
         dir_key: team.dir_key.to_vec().into(),
         cert: Some(cert.clone()),
-        invite_secret: seed.to_vec().into(),
+        invite_secret: if params.device {
+            Default::default()
+        } else {
+            seed.to_vec().into()
+        },
         registration_token: params.registration_token.to_vec().into(),
         issuer_key: params.issuer_key.to_vec().into(),
+        device: params.device,
     };
     let encoded = Zeroizing::new(invite.encode_to_vec());
     Ok(IssuedInvite {
@@ -227,10 +256,21 @@ pub fn parse_invite(code: &str, now_secs: u64) -> Result<ParsedInvite, InviteErr
     team_key
         .verify_strict(&[tags::INVITE_CERT, &signed_cert.cert].concat(), &signature)
         .map_err(|_| InviteError::BadCertificate)?;
-    let invite_key = SigningKey::from_bytes(&key32(&invite.invite_secret, "invite key")?);
-    if invite_key.verifying_key().as_bytes().as_slice() != cert.invite_key.as_ref() {
-        return Err(InviteError::BadCertificate);
-    }
+    let invite_key = if invite.device {
+        // A device invite carries no invite secret: nothing it could sign.
+        if !invite.invite_secret.is_empty() {
+            return Err(InviteError::Malformed("invite key"));
+        }
+        let mut seed = Zeroizing::new([0u8; 32]);
+        getrandom::fill(seed.as_mut()).expect("invariant: the OS random number generator works");
+        SigningKey::from_bytes(&seed)
+    } else {
+        let invite_key = SigningKey::from_bytes(&key32(&invite.invite_secret, "invite key")?);
+        if invite_key.verifying_key().as_bytes().as_slice() != cert.invite_key.as_ref() {
+            return Err(InviteError::BadCertificate);
+        }
+        invite_key
+    };
     validate_handle(&cert.handle)?;
     if now_secs > cert.expires_at {
         return Err(InviteError::Expired {
@@ -248,6 +288,7 @@ pub fn parse_invite(code: &str, now_secs: u64) -> Result<ParsedInvite, InviteErr
         registration_token: Zeroizing::new(invite.registration_token.to_vec()),
         issuer_key: key32(&invite.issuer_key, "issuer key")?,
         expires_at: cert.expires_at,
+        device: invite.device,
     })
 }
 
@@ -264,6 +305,7 @@ mod tests {
             relay_fingerprint: [7; 32],
             registration_token: b"registration-token",
             issuer_key: [9; 32],
+            device: false,
         }
     }
 

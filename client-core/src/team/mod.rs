@@ -18,17 +18,19 @@
 
 mod directory;
 mod invite;
+mod link;
 mod member;
 
 pub use directory::{
-    Directory, DirectoryError, TeamSecrets, VerifiedEntry, VerifiedRoster, build_entry,
-    verify_dir_key,
+    Directory, DirectoryError, MAX_SUCCESSIONS, TeamSecrets, VerifiedEntry, VerifiedRoster,
+    build_entry, build_entry_with, sign_succession, verify_dir_key, verify_succession,
 };
 pub use invite::{
     INVITE_PREFIX, InviteError, InviteParams, IssuedInvite, ParsedInvite, issue_invite,
     parse_invite,
 };
-pub use member::{Membership, TeamError};
+pub use link::{LINK_PREFIX, LinkParams, ParsedLink, link_code, parse_link};
+pub use member::{KnownUser, Membership, TeamError, Trust};
 
 /// Domain separation strings of the team layer.
 pub mod tags {
@@ -38,6 +40,8 @@ pub mod tags {
     pub const USER_KEY: &[u8] = b"sotto/user/v1";
     /// `U` signs device lists.
     pub const DEVICE_LIST: &[u8] = b"sotto/devices/v1";
+    /// A user key names its successor (a device was removed).
+    pub const SUCCESSION: &[u8] = b"sotto/user-succession/v1";
     /// `T` signs a new directory key.
     pub const DIR_KEY: &[u8] = b"sotto/dir-key/v1";
     /// `T` signs rosters.

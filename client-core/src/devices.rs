@@ -1,0 +1,569 @@
+//! A member's devices, the engine's side (DESIGN "Devices"): link secrets
+//! and link requests, the confirmation code, history handed to a new
+//! device, and the member state one device of mine sends another.
+//!
+//! Linking, step by step:
+//! 1. An approved device makes a one-time link secret `s`
+//!    ([`Engine::new_link_secret`]) and prints it in a link code with its
+//!    own card.
+//! 2. The new device sends a [`LinkRequest`] over Olm to that device: its
+//!    card and relay revocation secret, MACed with `s`. Olm authenticates
+//!    the sending device key; the MAC proves the sender saw the code.
+//! 3. The new device shows the confirmation code — derived from `s` and
+//!    both device keys ([`confirmation_code`]) — and the member types it
+//!    into the approving device, which finds the request with that code
+//!    ([`Engine::take_link_request`]). Only then does the team layer sign
+//!    the new device into the member's device list and send it the member
+//!    state.
+
+use hkdf::Hkdf;
+use hmac::{KeyInit, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use sotto_proto::Message as _;
+use sotto_proto::client::{
+    Envelope, HistoryChunk, HistoryItem, LinkRequest, Payload, SignedCard, payload,
+};
+use vodozemac::Curve25519PublicKey;
+use vodozemac::olm::{OlmMessage, SessionConfig};
+use zeroize::Zeroizing;
+
+use crate::card::Card;
+use crate::engine::{Dropped, Engine, EngineError, Message, Received, Status, corrupt};
+use crate::{Batch, Tree, records};
+
+/// HMAC tag of a link request.
+pub const LINK_REQUEST_TAG: &[u8] = b"sotto/link-request/v1";
+/// HKDF info of the confirmation code.
+pub const LINK_CONFIRM_INFO: &[u8] = b"sotto/link-confirm/v1";
+
+/// Where the engine keeps a member state received from one of my devices
+/// until the team layer applies it.
+pub(crate) const MEMBER_STATE: &[u8] = b"team/member-state";
+/// Successions other members' devices announced, by member, for the team
+/// layer.
+pub(crate) const SUCCESSION_PREFIX: &[u8] = b"succession/";
+const LINK_SECRET_PREFIX: &[u8] = b"link-secret/";
+/// When a device of mine was last heard from.
+pub(crate) const LAST_SEEN_PREFIX: &[u8] = b"device-seen/";
+const LINK_REQUEST_PREFIX: &[u8] = b"link-request/";
+const HISTORY_SEEN_PREFIX: &[u8] = b"hist/";
+/// Room left in a history chunk for the payload around the items.
+const CHUNK_HEADROOM: usize = 1024;
+
+/// The code both devices show: 8 digits from `s` and both device keys.
+pub fn confirmation_code(secret: &[u8; 32], existing: &[u8; 32], new: &[u8; 32]) -> String {
+    let mut out = [0u8; 8];
+    Hkdf::<Sha256>::new(None, secret)
+        .expand_multi_info(&[LINK_CONFIRM_INFO, existing, new], &mut out)
+        .expect("invariant: 8 bytes is a valid HKDF-SHA256 output length");
+    let value = u64::from_be_bytes(out) % 100_000_000;
+    format!("{:04}-{:04}", value / 10_000, value % 10_000)
+}
+
+/// Reduces a typed confirmation code to its digits.
+pub fn normalize_code(code: &str) -> String {
+    code.chars().filter(char::is_ascii_digit).collect()
+}
+
+/// The MAC over a link request, ready to finalize or verify (in constant
+/// time).
+fn link_hmac(secret: &[u8; 32], card: &[u8], revocation: &[u8], name: &str) -> hmac::Hmac<Sha256> {
+    let mut mac = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(secret)
+        .expect("invariant: HMAC accepts any key length");
+    mac.update(LINK_REQUEST_TAG);
+    mac.update(&(card.len() as u32).to_be_bytes());
+    mac.update(card);
+    mac.update(revocation);
+    mac.update(name.as_bytes());
+    mac
+}
+
+/// The MAC over a link request.
+pub(crate) fn link_mac(secret: &[u8; 32], card: &[u8], revocation: &[u8], name: &str) -> [u8; 32] {
+    link_hmac(secret, card, revocation, name)
+        .finalize()
+        .into_bytes()
+        .into()
+}
+
+/// A link request waiting for the member's approval.
+#[derive(Serialize, Deserialize)]
+struct LinkRequestRecord {
+    signed_card: Vec<u8>,
+    revocation_secret: Vec<u8>,
+    code: String,
+    received_ms: u64,
+    #[serde(default)]
+    name: String,
+}
+
+impl Drop for LinkRequestRecord {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.revocation_secret);
+    }
+}
+
+/// A new device waiting for approval, as `sotto devices --pending` shows
+/// it.
+pub struct PendingDevice {
+    /// Its card.
+    pub card: Card,
+    /// The signed card, to put in the device list.
+    pub signed: SignedCard,
+    /// The confirmation code it shows.
+    pub code: String,
+    /// Its relay revocation secret (the member's devices hold it).
+    pub revocation_secret: Zeroizing<Vec<u8>>,
+    /// When its request arrived (sender clock, unix ms).
+    pub received_ms: u64,
+    /// What the member called it.
+    pub name: String,
+}
+
+/// A link secret `s` and the identity key of the device that printed its
+/// code.
+type LinkSecretOf = ([u8; 32], [u8; 32]);
+
+impl Engine {
+    /// Makes a one-time link secret `s` valid until `expires_at` (unix
+    /// seconds), for a link code.
+    pub fn new_link_secret(&self, expires_at: u64) -> Result<[u8; 32], EngineError> {
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).expect("invariant: the OS random number generator works");
+        self.keep_link_secret(&secret, expires_at, &self.me)?;
+        Ok(secret)
+    }
+
+    /// Keeps a link secret made by my device `printer` (this one, or
+    /// another that shared it), so a request MACed with it can be approved
+    /// here.
+    fn keep_link_secret(
+        &self,
+        secret: &[u8; 32],
+        expires_at: u64,
+        printer: &[u8; 32],
+    ) -> Result<(), EngineError> {
+        let mut key = LINK_SECRET_PREFIX.to_vec();
+        key.extend_from_slice(&secret[..8]);
+        let record = Zeroizing::new(
+            [
+                &expires_at.to_be_bytes(),
+                secret.as_slice(),
+                printer.as_slice(),
+            ]
+            .concat(),
+        );
+        self.store.put(Tree::Meta, &key, &record)?;
+        self.store.flush()?;
+        Ok(())
+    }
+
+    /// The body that shares link secret `secret` with my other devices.
+    pub fn link_secret_share(&self, secret: &[u8; 32], expires_at: u64) -> payload::Body {
+        payload::Body::LinkSecret(sotto_proto::client::LinkSecret {
+            secret: secret.to_vec().into(),
+            expires_at,
+            printer: self.me.to_vec().into(),
+        })
+    }
+
+    /// A link secret another device of mine shared (the caller checked
+    /// the sender is mine).
+    pub(crate) fn on_link_secret(
+        &mut self,
+        shared: sotto_proto::client::LinkSecret,
+    ) -> Result<Received, EngineError> {
+        let (Ok(secret), Ok(printer)) = (
+            <[u8; 32]>::try_from(shared.secret.as_ref()),
+            <[u8; 32]>::try_from(shared.printer.as_ref()),
+        ) else {
+            return Ok(self.drop_blob(Dropped::Mismatch));
+        };
+        self.keep_link_secret(&secret, shared.expires_at, &printer)?;
+        Ok(Received::Team)
+    }
+
+    /// Link secrets still valid at `now_secs` (expired ones are deleted),
+    /// each with the device that printed its code.
+    fn link_secrets(&self, now_secs: Option<u64>) -> Result<Vec<LinkSecretOf>, EngineError> {
+        let mut secrets = Vec::new();
+        for (key, value) in self.store.scan_prefix(Tree::Meta, LINK_SECRET_PREFIX)? {
+            let (Some(expires), Some(secret)) = (
+                value
+                    .get(..8)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_be_bytes),
+                value.get(8..40).and_then(|b| <[u8; 32]>::try_from(b).ok()),
+            ) else {
+                continue;
+            };
+            if now_secs.is_some_and(|now| now > expires) {
+                self.store.delete(Tree::Meta, &key)?;
+                continue;
+            }
+            let printer = value
+                .get(40..72)
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .unwrap_or(self.me);
+            secrets.push((secret, printer));
+        }
+        Ok(secrets)
+    }
+
+    /// A blob from a device of my handle that is not one of my devices:
+    /// the only thing it may be is a link request (a pre-key Olm message
+    /// whose payload is MACed with one of my link secrets).
+    pub(crate) fn on_link_envelope(
+        &mut self,
+        envelope: &Envelope,
+        seen_key: Vec<u8>,
+    ) -> Result<Received, EngineError> {
+        let secrets = self.link_secrets(None)?;
+        if secrets.is_empty() || envelope.olm_type != 0 {
+            return Ok(self.drop_blob(Dropped::UnknownSender));
+        }
+        let Ok(sender) = <[u8; 32]>::try_from(envelope.sender_identity_key.as_ref()) else {
+            return Ok(self.drop_blob(Dropped::BadEnvelope));
+        };
+        let Ok(OlmMessage::PreKey(pre)) =
+            OlmMessage::from_parts(envelope.olm_type as usize, &envelope.olm_body)
+        else {
+            return Ok(self.drop_blob(Dropped::Undecryptable));
+        };
+        let sender_key = Curve25519PublicKey::from_bytes(sender);
+        let Ok(created) = self.device.account.create_inbound_session(
+            SessionConfig::version_1(),
+            sender_key,
+            &pre,
+        ) else {
+            return Ok(self.drop_blob(Dropped::Undecryptable));
+        };
+        let plaintext = Zeroizing::new(created.plaintext);
+        let Ok(payload) = Payload::decode(plaintext.as_slice()) else {
+            return Ok(self.drop_blob(Dropped::Mismatch));
+        };
+        let Some(payload::Body::LinkRequest(request)) = payload.body else {
+            return Ok(self.drop_blob(Dropped::UnknownSender));
+        };
+        if payload.message_id != envelope.message_id {
+            return Ok(self.drop_blob(Dropped::Mismatch));
+        }
+        let Some(signed) = request.card else {
+            return Ok(self.drop_blob(Dropped::Mismatch));
+        };
+        let Ok(card) = Card::verify(&signed) else {
+            return Ok(self.drop_blob(Dropped::Mismatch));
+        };
+        if card.handle != self.device.handle || card.identity_key.to_bytes() != sender {
+            return Ok(self.drop_blob(Dropped::Mismatch));
+        }
+        let signed_bytes = signed.encode_to_vec();
+        let Some((secret, printer)) = secrets.iter().find(|(s, _)| {
+            link_hmac(s, &signed_bytes, &request.revocation_secret, &request.name)
+                .verify_slice(&request.mac)
+                .is_ok()
+        }) else {
+            return Ok(self.drop_blob(Dropped::Mismatch));
+        };
+        let code = confirmation_code(secret, printer, &sender);
+        let record = LinkRequestRecord {
+            signed_card: signed_bytes,
+            revocation_secret: request.revocation_secret.to_vec(),
+            code,
+            received_ms: payload.sent_at,
+            name: request.name.chars().take(64).collect(),
+        };
+        let mut batch = Batch::new();
+        batch.put(Tree::Seen, seen_key, &[]);
+        batch.put(
+            Tree::Meta,
+            [LINK_REQUEST_PREFIX, self.store.blind(&sender).as_bytes()].concat(),
+            &Zeroizing::new(serde_json::to_vec(&record).map_err(corrupt)?),
+        );
+        // Keep the session: it is the one the approval answers on.
+        self.adopt_session(sender, created.session, &mut batch)?;
+        self.store.apply(batch)?;
+        Ok(Received::LinkRequest)
+    }
+
+    /// Link requests waiting for approval.
+    pub fn pending_devices(&self) -> Result<Vec<PendingDevice>, EngineError> {
+        let mut pending = Vec::new();
+        for (_, value) in self.store.scan_prefix(Tree::Meta, LINK_REQUEST_PREFIX)? {
+            let record: LinkRequestRecord = serde_json::from_slice(&value).map_err(corrupt)?;
+            let signed = SignedCard::decode(record.signed_card.as_slice()).map_err(corrupt)?;
+            let card = Card::verify(&signed)?;
+            pending.push(PendingDevice {
+                card,
+                signed,
+                code: record.code.clone(),
+                revocation_secret: Zeroizing::new(record.revocation_secret.clone()),
+                received_ms: record.received_ms,
+                name: record.name.clone(),
+            });
+        }
+        Ok(pending)
+    }
+
+    /// The pending request whose confirmation code is `code`, removed from
+    /// the pending list together with the link secret it used.
+    pub fn take_link_request(&self, code: &str) -> Result<Option<PendingDevice>, EngineError> {
+        let wanted = normalize_code(code);
+        let Some(found) = self
+            .pending_devices()?
+            .into_iter()
+            .find(|p| normalize_code(&p.code) == wanted)
+        else {
+            return Ok(None);
+        };
+        let identity = found.card.identity_key.to_bytes();
+        let mut batch = Batch::new();
+        batch.delete(
+            Tree::Meta,
+            [LINK_REQUEST_PREFIX, self.store.blind(&identity).as_bytes()].concat(),
+        );
+        // The link secret is one-time.
+        for (secret, printer) in self.link_secrets(None)? {
+            if confirmation_code(&secret, &printer, &identity) == found.code {
+                let mut key = LINK_SECRET_PREFIX.to_vec();
+                key.extend_from_slice(&secret[..8]);
+                batch.delete(Tree::Meta, key);
+            }
+        }
+        self.store.apply(batch)?;
+        self.store.flush()?;
+        Ok(Some(found))
+    }
+
+    /// Drops link secrets expired at `now_secs`.
+    pub fn prune_link_secrets(&self, now_secs: u64) -> Result<(), EngineError> {
+        self.link_secrets(Some(now_secs)).map(drop)
+    }
+
+    /// Queues `body` to my other devices (or only to `only`), over Olm.
+    pub fn queue_to_own(
+        &mut self,
+        only: Option<&[u8]>,
+        body: payload::Body,
+        now_ms: u64,
+    ) -> Result<(), EngineError> {
+        let me = self.device.handle.clone();
+        let payload = Payload {
+            sent_at: now_ms,
+            body: Some(body),
+            ..Payload::default()
+        };
+        self.queue_to(&me, only, payload, None)?;
+        Ok(())
+    }
+
+    /// Queues, to my device `device`, what it needs to follow my groups.
+    pub fn queue_group_handover(&mut self, device: &[u8], now_ms: u64) -> Result<(), EngineError> {
+        for body in self.group_handover()? {
+            self.queue_to_own(Some(device), body, now_ms)?;
+        }
+        Ok(())
+    }
+
+    /// My history since `since_ms` (sender clock), cut into chunks that
+    /// each fit one 64 KiB blob, oldest first within each conversation.
+    pub fn history_chunks(&self, since_ms: u64) -> Result<Vec<HistoryChunk>, EngineError> {
+        let mut conversations: Vec<String> = self.contacts();
+        conversations.extend(self.groups.values().map(crate::group::conversation_of));
+        let budget =
+            crate::max_plaintext_len(sotto_proto::Bucket::largest()).saturating_sub(CHUNK_HEADROOM);
+        let mut chunks: Vec<HistoryChunk> = Vec::new();
+        let mut current = HistoryChunk::default();
+        for conversation in conversations {
+            for message in self.history_of(&conversation)? {
+                if message.sent_at < since_ms {
+                    continue;
+                }
+                let item = HistoryItem {
+                    conversation: conversation.clone(),
+                    message_id: hex::decode(&message.id).unwrap_or_default().into(),
+                    from: message.from.clone(),
+                    from_me: message.from_me,
+                    text: message.text.clone(),
+                    sent_at: message.sent_at,
+                    status: u32::from(message.status.to_byte()),
+                    group: message.group.clone().unwrap_or_default(),
+                    peer: message.peer.clone(),
+                };
+                if !current.items.is_empty()
+                    && current.encoded_len() + item.encoded_len() + 8 > budget
+                {
+                    chunks.push(std::mem::take(&mut current));
+                }
+                current.items.push(item);
+            }
+        }
+        if !current.items.is_empty() {
+            chunks.push(current);
+        }
+        let total = chunks.len() as u32;
+        for (index, chunk) in chunks.iter_mut().enumerate() {
+            chunk.index = index as u32 + 1;
+            chunk.total = total;
+        }
+        Ok(chunks)
+    }
+
+    /// Part of my history from the device that approved this one: each
+    /// message not already here goes into its conversation.
+    pub(crate) fn on_history_chunk(
+        &mut self,
+        chunk: HistoryChunk,
+        batch: &mut Batch,
+    ) -> Result<Received, EngineError> {
+        let mut added = 0;
+        for item in chunk.items {
+            let id = hex::encode(&item.message_id);
+            let seen = [
+                HISTORY_SEEN_PREFIX,
+                self.store.blind(item.conversation.as_bytes()).as_bytes(),
+                item.message_id.as_ref(),
+            ]
+            .concat();
+            let known = self.store.get(Tree::Seen, &seen)?.is_some()
+                || self
+                    .store
+                    .get(Tree::Seen, &[b"in".as_slice(), &item.message_id].concat())?
+                    .is_some()
+                || self
+                    .store
+                    .get(Tree::Seen, &[b"out".as_slice(), &item.message_id].concat())?
+                    .is_some();
+            if known || item.message_id.len() != 16 {
+                continue;
+            }
+            let status = u8::try_from(item.status)
+                .ok()
+                .and_then(|b| Status::from_byte(b).ok())
+                .unwrap_or(Status::Received);
+            let message = Message {
+                id,
+                peer: item.peer,
+                from: item.from,
+                from_me: item.from_me,
+                text: item.text,
+                sent_at: item.sent_at,
+                status,
+                group: (!item.group.is_empty()).then_some(item.group),
+            };
+            let key = self.next_history_key(&item.conversation)?;
+            batch.put(
+                Tree::History,
+                key.clone(),
+                &records::encode_message(&message),
+            );
+            batch.put(Tree::Seen, seen, &[]);
+            if message.from_me {
+                batch.put(
+                    Tree::Seen,
+                    [b"out".as_slice(), &item.message_id].concat(),
+                    &crate::engine::status_record(&key, status),
+                );
+            }
+            added += 1;
+        }
+        Ok(Received::History {
+            index: chunk.index,
+            total: chunk.total,
+            messages: added,
+        })
+    }
+
+    /// A member state one of my devices sent, not yet applied.
+    pub fn pending_member_state(
+        &self,
+    ) -> Result<Option<sotto_proto::client::MemberState>, EngineError> {
+        self.store
+            .get(Tree::Meta, MEMBER_STATE)?
+            .map(|bytes| {
+                sotto_proto::client::MemberState::decode(bytes.as_slice()).map_err(corrupt)
+            })
+            .transpose()
+    }
+
+    /// The team layer applied (or refused) the pending member state.
+    pub fn clear_member_state(&self) -> Result<(), EngineError> {
+        self.store.delete(Tree::Meta, MEMBER_STATE)?;
+        Ok(self.store.flush()?)
+    }
+
+    /// When I last received something from my device `identity` (its
+    /// clock, unix ms).
+    pub fn device_last_seen(&self, identity: &[u8; 32]) -> Result<Option<u64>, EngineError> {
+        Ok(self
+            .store
+            .get(
+                Tree::Meta,
+                &[LAST_SEEN_PREFIX, identity.as_slice()].concat(),
+            )?
+            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+            .map(u64::from_be_bytes))
+    }
+
+    /// Successions announced by `peer`'s devices (verified by the team
+    /// layer, which then clears them).
+    pub fn announced_successions(
+        &self,
+        peer: &str,
+    ) -> Result<Vec<sotto_proto::client::Succession>, EngineError> {
+        let prefix = [
+            SUCCESSION_PREFIX,
+            self.store.blind(peer.as_bytes()).as_bytes(),
+        ]
+        .concat();
+        self.store
+            .scan_prefix(Tree::Meta, &prefix)?
+            .into_iter()
+            .map(|(_, value)| {
+                sotto_proto::client::Succession::decode(value.as_slice()).map_err(corrupt)
+            })
+            .collect()
+    }
+
+    /// Builds the link request this (new) device sends to `existing`, and
+    /// the confirmation code it shows.
+    pub fn link_request(
+        &self,
+        existing: &Card,
+        secret: &[u8; 32],
+        revocation_secret: &[u8],
+        name: &str,
+    ) -> (payload::Body, String) {
+        let signed = self.signed_card();
+        let card = signed.encode_to_vec();
+        let mac = link_mac(secret, &card, revocation_secret, name);
+        let code = confirmation_code(secret, &existing.identity_key.to_bytes(), &self.me);
+        (
+            payload::Body::LinkRequest(LinkRequest {
+                card: Some(signed),
+                revocation_secret: revocation_secret.to_vec().into(),
+                mac: mac.to_vec().into(),
+                name: name.to_owned(),
+            }),
+            code,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn confirmation_codes_depend_on_the_secret_and_both_keys() {
+        let code = confirmation_code(&[1; 32], &[2; 32], &[3; 32]);
+        assert_eq!(code.len(), 9);
+        assert_eq!(normalize_code(&code).len(), 8);
+        assert_eq!(code, confirmation_code(&[1; 32], &[2; 32], &[3; 32]));
+        assert_ne!(code, confirmation_code(&[9; 32], &[2; 32], &[3; 32]));
+        assert_ne!(code, confirmation_code(&[1; 32], &[9; 32], &[3; 32]));
+        assert_ne!(code, confirmation_code(&[1; 32], &[2; 32], &[9; 32]));
+        assert_eq!(normalize_code(" 1234 5678 "), "12345678");
+    }
+}
