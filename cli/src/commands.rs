@@ -9,7 +9,7 @@ use sotto_core::{App, KeySource, RelayTarget, system_clock};
 
 use crate::errors::UsageError;
 use crate::output::{Output, line, qr};
-use crate::{Cli, Command, GroupCommand, TeamCommand};
+use crate::{Cli, Command, DeviceCommand, GroupCommand, TeamCommand};
 
 /// `$XDG_DATA_HOME/sotto`, or `~/.local/share/sotto`.
 fn default_home() -> PathBuf {
@@ -103,10 +103,21 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 json!({"team": app.team_name(), "handle": app.handle(), "admin": true}),
             );
         }
-        Command::Invite { handle, expires } => {
+        Command::Invite {
+            handle,
+            expires,
+            device,
+            replace,
+        } => {
             let valid = parse_duration(&expires)?;
             let mut app = open(&home).await?;
-            let code = app.invite(&handle, valid).await?;
+            let code = if device {
+                app.invite_device(&handle, valid).await?
+            } else if replace {
+                app.invite_replace(&handle, valid).await?
+            } else {
+                app.invite(&handle, valid).await?
+            };
             if out.json {
                 line(format_args!(
                     "{}",
@@ -118,18 +129,87 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(qr) = qr(&code) {
                 eprintln!("{qr}");
             }
-            eprintln!(
-                "Give this code to {handle} (like a password: whoever holds it can join as {handle}, once). They run: sotto join CODE"
-            );
+            if device {
+                eprintln!(
+                    "A device invite: relay access only. On the new device, {handle} runs: sotto join CODE --link LINK_CODE (LINK_CODE from `sotto device add` on one of their devices)"
+                );
+            } else {
+                eprintln!(
+                    "Give this code to {handle} (like a password: whoever holds it can join as {handle}, once). They run: sotto join CODE"
+                );
+            }
         }
-        Command::Join { code } => {
+        Command::Join { code, link, name } => {
             std::fs::create_dir_all(&home)
                 .with_context(|| format!("cannot create {}", home.display()))?;
-            let app = App::join(&home, key_source(&home), &code, system_clock()).await?;
-            out.result(
-                format!("Joined team \"{}\" as {}.", app.team_name(), app.handle()),
-                json!({"team": app.team_name(), "handle": app.handle()}),
-            );
+            let (link, admin_code) = match link {
+                Some(link) => (Some(link), Some(code)),
+                None if code.trim().starts_with(sotto_core::team::LINK_PREFIX) => {
+                    (Some(code), None)
+                }
+                None => (None, Some(code)),
+            };
+            match (link, admin_code) {
+                (Some(link), admin_code) => {
+                    let (app, confirm) = App::join_link(
+                        &home,
+                        key_source(&home),
+                        &link,
+                        admin_code.as_deref(),
+                        name.as_deref(),
+                        system_clock(),
+                    )
+                    .await?;
+                    eprintln!(
+                        "This device asked to join {}'s devices. On the device that printed the link code, run:\n\n    sotto device approve {confirm}\n\nthen run `sotto sync` here.",
+                        app.handle()
+                    );
+                    out.result(
+                        format!("confirm: {confirm}"),
+                        json!({"team": app.team_name(), "handle": app.handle(), "confirm": confirm}),
+                    );
+                }
+                (None, Some(code)) => {
+                    let app = App::join(&home, key_source(&home), &code, system_clock()).await?;
+                    out.result(
+                        format!("Joined team \"{}\" as {}.", app.team_name(), app.handle()),
+                        json!({"team": app.team_name(), "handle": app.handle()}),
+                    );
+                }
+                (None, None) => unreachable!("a code is always given"),
+            }
+        }
+        Command::Device(command) => device(&home, command, out).await?,
+        Command::Devices { pending } => {
+            let mut app = open(&home).await?;
+            if pending {
+                // Requests arrive as messages: fetch them first.
+                app.sync().await?;
+            }
+            for device in app.devices(pending)? {
+                let human = format!(
+                    "{}  {}{}{}",
+                    device.id,
+                    if device.name.is_empty() {
+                        "(unnamed)"
+                    } else {
+                        &device.name
+                    },
+                    if device.this { "  (this device)" } else { "" },
+                    match (&device.confirm, device.added, device.last_seen) {
+                        (Some(code), _, _) => format!("  waiting for approval, shows {code}"),
+                        (None, added, seen) => format!(
+                            "{}{}",
+                            added
+                                .map(|a| format!("  added {}", day(a)))
+                                .unwrap_or_default(),
+                            seen.map(|s| format!("  last seen {}", day(s / 1000)))
+                                .unwrap_or_default()
+                        ),
+                    }
+                );
+                out.result(human, serde_json::to_value(&device)?);
+            }
         }
         Command::Revoke { handle } => {
             let mut app = open(&home).await?;
@@ -162,7 +242,25 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Sync => {
             let mut app = open(&home).await?;
-            let report = app.sync().await?;
+            // A new device's first sync may bring its history in parts.
+            let bar = indicatif::ProgressBar::hidden();
+            let shown = bar.clone();
+            app.client().set_history_progress(move |part, of, _| {
+                if shown.is_hidden() {
+                    shown.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                    shown.set_length(u64::from(of));
+                    if let Ok(style) =
+                        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] part {pos}/{len}")
+                    {
+                        shown.set_style(style);
+                    }
+                    shown.set_message("history from your other device");
+                }
+                shown.set_position(u64::from(part));
+            });
+            let report = app.sync().await;
+            bar.finish_and_clear();
+            let report = report?;
             let periods = app.client().engine().token_key_warnings()?;
             if !periods.is_empty() {
                 eprintln!(
@@ -173,6 +271,25 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             for message in &report.messages {
                 out.message(message);
+            }
+            if let Some((index, total)) = report.history_parts {
+                eprintln!(
+                    "history from your other device: part {index} of {total} ({} messages) — `sotto history HANDLE` shows it",
+                    report.history_messages
+                );
+            }
+            if report.link_requests > 0 {
+                eprintln!(
+                    "a new device asks to be linked to you: `sotto devices --pending` shows its code; approve with `sotto device approve CODE` only if it is the code on your new device's screen"
+                );
+            }
+            for notice in app.take_notices()? {
+                eprintln!("sotto: notice: {notice}");
+            }
+            if let Some(code) = app.awaiting_approval() {
+                eprintln!(
+                    "this device waits for approval: on one of your devices run `sotto device approve {code}`"
+                );
             }
             if !out.json && report.messages.is_empty() {
                 eprintln!("no new messages");
@@ -229,6 +346,84 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// `sotto group ...`.
+/// `YYYY-MM-DD` of a unix-seconds time (UTC).
+fn day(secs: u64) -> String {
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let days = (secs / 86_400) as i64 + 719_468;
+    let era = days.div_euclid(146_097);
+    let doe = days.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+async fn device(home: &Path, command: DeviceCommand, out: Output) -> anyhow::Result<()> {
+    let mut app = open(home).await?;
+    match command {
+        DeviceCommand::Add => {
+            let link = app.device_add().await?;
+            if out.json {
+                line(
+                    json!({"code": link.code, "relay_access": link.relay_access, "expires_at": link.expires_at}),
+                );
+            } else {
+                line(&link.code);
+            }
+            if let Some(qr) = qr(&link.code) {
+                eprintln!("{qr}");
+            }
+            if link.relay_access {
+                eprintln!(
+                    "On the new device run: sotto join LINK_CODE — it then shows a confirmation code; type it here with `sotto device approve CODE`. The code works for an hour."
+                );
+            } else {
+                eprintln!(
+                    "Your relay does not let members register devices themselves: ask your admin for `sotto invite {} --device`, then on the new device run: sotto join ADMIN_CODE --link LINK_CODE",
+                    app.handle()
+                );
+            }
+        }
+        DeviceCommand::Approve { confirm, history } => {
+            let since = match history {
+                Some(window) => {
+                    let secs = parse_duration(&window)?;
+                    Some(system_clock()().saturating_sub(secs.saturating_mul(1000)))
+                }
+                None => None,
+            };
+            let approved = app.device_approve(&confirm, since).await?;
+            out.result(
+                format!(
+                    "Approved {} ({}){}. On it, run `sotto sync`.",
+                    approved.id,
+                    approved.name,
+                    if approved.history_chunks > 0 {
+                        format!("; sent your history in {} part(s)", approved.history_chunks)
+                    } else {
+                        String::new()
+                    }
+                ),
+                json!({"id": approved.id, "name": approved.name, "history_parts": approved.history_chunks}),
+            );
+        }
+        DeviceCommand::Remove { id } => {
+            let removed = app.device_remove(&id).await?;
+            out.result(
+                format!(
+                    "Removed {} ({}): it gets nothing new and lost its relay access; your contacts stop encrypting to it at their next sync.",
+                    removed.id, removed.name
+                ),
+                json!({"removed": removed.id}),
+            );
+        }
+    }
+    Ok(())
+}
+
 async fn group(home: &Path, command: GroupCommand, out: Output) -> anyhow::Result<()> {
     let show = |info: &sotto_core::GroupInfo, what: &str| {
         out.result(

@@ -44,6 +44,11 @@ pub(crate) fn exit_code(error: &anyhow::Error) -> u8 {
             ) => REFUSED,
             AppError::Engine(_) | AppError::Store(_) => LOCAL,
             AppError::NotJoined(_) | AppError::AlreadyJoined(_) => LOCAL,
+            AppError::NoRelayAccess
+            | AppError::NoSuchLinkRequest(_)
+            | AppError::UnknownDevice(_)
+            | AppError::AmbiguousDevice(_)
+            | AppError::RemoveThisDevice => REFUSED,
         };
     }
     if error.downcast_ref::<UsageError>().is_some() {

@@ -49,11 +49,39 @@ pub(crate) enum Command {
         /// How long the code stays valid: 30m, 12h, 7d, or seconds.
         #[arg(long, default_value = "7d")]
         expires: String,
+        /// A device invite: relay access (no trust) for one more device of
+        /// a joined member; the device is trusted only once the member
+        /// approves it with their link code.
+        #[arg(long, conflicts_with = "replace")]
+        device: bool,
+        /// Re-invite a member who lost every device: a new user key; every
+        /// other member sees "key changed" and must verify again.
+        #[arg(long)]
+        replace: bool,
     },
-    /// Join a team with an invite code (a member's first device).
+    /// Join a team: with an invite code (a member's first device), or with
+    /// a device-link code from `sotto device add` (another device of yours;
+    /// prints the confirmation code to type into that device).
     Join {
-        /// The `sotto-invite:` code from your admin.
+        /// A `sotto-invite:` code from your admin, or a `sotto-link:` code
+        /// from one of your devices.
         code: String,
+        /// With a device invite from the admin as CODE: the `sotto-link:`
+        /// code from one of your devices.
+        #[arg(long)]
+        link: Option<String>,
+        /// A name for this device (shown by `sotto devices`).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Your devices: add, approve, remove.
+    #[command(subcommand)]
+    Device(DeviceCommand),
+    /// List your approved devices.
+    Devices {
+        /// Also list new devices waiting for approval.
+        #[arg(long)]
+        pending: bool,
     },
     /// Admin: remove a member from the team.
     Revoke {
@@ -159,6 +187,29 @@ pub(crate) enum GroupCommand {
     },
     /// List your groups and their members.
     List,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum DeviceCommand {
+    /// Print a device-link code for a new device of yours (stdout; QR on
+    /// stderr). On the new device: `sotto join LINK_CODE`.
+    Add,
+    /// Approve the new device that shows CONFIRM: it gets your keys,
+    /// contacts and groups (syncs first to find its request).
+    Approve {
+        /// The confirmation code the new device printed (e.g. 1234-5678).
+        confirm: String,
+        /// Also send it your history of this long: 30d, 12h, ... (as 64 KiB
+        /// sealed blobs).
+        #[arg(long)]
+        history: Option<String>,
+    },
+    /// Remove one of your devices: it gets nothing new, 1:1 or group, and
+    /// loses relay access; your user key moves to a new one.
+    Remove {
+        /// The device's ID (or its start), from `sotto devices`.
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -663,3 +663,72 @@ fn groups_from_creation_to_removal_through_the_cli() {
     let groups = messages(&ok(&sotto(&alice, &["--json", "group", "list"])));
     assert_eq!(groups[0]["members"], serde_json::json!(["alice"]));
 }
+
+#[test]
+fn a_second_device_linked_approved_and_removed_through_the_cli() {
+    let (_relay, homes, alice, bob) = team_of_two();
+    let laptop = homes.path().join("alice-laptop");
+    let link = ok(&sotto(&alice, &["device", "add"]));
+    let link = link.trim();
+    assert!(link.starts_with("sotto-link:"), "{link}");
+    let joined = messages(&ok(&sotto(
+        &laptop,
+        &["--json", "join", link, "--name", "laptop"],
+    )));
+    let confirm = joined[0]["confirm"].as_str().unwrap().to_owned();
+    assert_eq!(confirm.len(), 9, "{confirm}");
+    // Waiting: the request is listed with the code it shows.
+    let pending = messages(&ok(&sotto(&alice, &["--json", "devices", "--pending"])));
+    assert!(
+        pending.iter().any(|d| d["confirm"] == confirm.as_str()),
+        "{pending:?}"
+    );
+    fails(
+        &sotto(&alice, &["device", "approve", "0000-0000"]),
+        4,
+        "no new device waiting",
+    );
+    ok(&sotto(
+        &alice,
+        &["device", "approve", &confirm, "--history", "30d"],
+    ));
+    ok(&sotto(&laptop, &["sync"]));
+    let devices = messages(&ok(&sotto(&laptop, &["--json", "devices"])));
+    assert_eq!(devices.len(), 2, "{devices:?}");
+    assert_eq!(devices.iter().filter(|d| d["this"] == true).count(), 1);
+    assert!(devices.iter().any(|d| d["name"] == "laptop"));
+
+    // Bob sends once; both of alice's devices show it once.
+    ok(&sotto(&bob, &["send", "alice", "to both"]));
+    for home in [&alice, &laptop] {
+        let got = messages(&ok(&sotto(home, &["--json", "sync"])));
+        let texts: Vec<_> = got.iter().filter(|m| m["text"] == "to both").collect();
+        assert_eq!(texts.len(), 1, "{got:?}");
+        assert_eq!(texts[0]["from"], "bob");
+    }
+    // The laptop writes; bob sees one message from alice.
+    ok(&sotto(&laptop, &["send", "bob", "from the laptop"]));
+    let at_bob = messages(&ok(&sotto(&bob, &["--json", "sync"])));
+    assert_eq!(at_bob.len(), 1, "{at_bob:?}");
+    assert_eq!(at_bob[0]["from"], "alice");
+
+    // Removal from the first device.
+    let laptop_id = devices.iter().find(|d| d["name"] == "laptop").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    fails(
+        &sotto(&laptop, &["device", "remove", &laptop_id]),
+        4,
+        "device you are using",
+    );
+    ok(&sotto(&alice, &["device", "remove", &laptop_id]));
+    let left = messages(&ok(&sotto(&alice, &["--json", "devices"])));
+    assert_eq!(left.len(), 1, "{left:?}");
+    ok(&sotto(&bob, &["send", "alice", "after removal"]));
+    let got = messages(&ok(&sotto(&alice, &["--json", "sync"])));
+    assert!(got.iter().any(|m| m["text"] == "after removal"), "{got:?}");
+    let removed = sotto(&laptop, &["--json", "sync"]);
+    let shown = String::from_utf8_lossy(&removed.stdout);
+    assert!(!shown.contains("after removal"), "{shown}");
+}
