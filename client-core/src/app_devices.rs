@@ -521,4 +521,36 @@ impl App {
         self.deliver_or_queue().await?;
         Ok(())
     }
+
+    /// An entry for my handle as an attacker could make it (see
+    /// `Membership::forged_entry`), for tests.
+    #[doc(hidden)]
+    pub fn forged_entry(
+        &self,
+        signer: Option<&ed25519_dalek::SigningKey>,
+        version: u64,
+    ) -> Result<Vec<u8>, AppError> {
+        Ok(self
+            .membership
+            .forged_entry(self.client.engine(), signer, version)?)
+    }
+
+    /// Writes `entry` into my directory slot as it stands, for tests (a
+    /// relay serving a forged entry).
+    #[doc(hidden)]
+    pub async fn write_entry(&mut self, entry: &[u8]) -> Result<(), AppError> {
+        let conn = self.client.connect().await?;
+        let written = self.membership.write_entry(&conn, entry).await;
+        conn.close().await;
+        written?;
+        self.membership.save(self.store.as_ref())?;
+        Ok(())
+    }
+
+    /// The team key `T`, on the admin's devices, for tests that forge
+    /// what only the team key signed.
+    #[doc(hidden)]
+    pub fn team_key(&self) -> Result<ed25519_dalek::SigningKey, AppError> {
+        Ok(self.membership.team_secrets()?.team)
+    }
 }

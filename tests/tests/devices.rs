@@ -506,3 +506,65 @@ async fn any_approved_device_may_approve_a_link_code_another_printed() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_device_lists_are_refused_by_other_clients_with_a_clear_error() {
+    let relay = tokens_relay().await;
+    let homes = tempfile::tempdir().unwrap();
+    let (admin, mut members) = team(&relay, homes.path(), &["alice", "bob"]).await;
+    let mut bob = members.pop().unwrap();
+    let mut alice = members.pop().unwrap();
+    let old_laptop = link(&mut alice, homes.path(), "laptop", &relay, None).await;
+    bob.send("alice", "hi").await.unwrap();
+    let refused = |result: Result<sotto_core::Sent, AppError>| match result {
+        Err(AppError::Team(error)) => error.to_string(),
+        other => panic!("bob wrote to a forged list: {other:?}"),
+    };
+
+    // 1. A list signed by the team key (the admin's, or a relay's guess).
+    let team_key = admin.team_key().unwrap();
+    let forged = alice.forged_entry(Some(&team_key), 50).unwrap();
+    alice.write_entry(&forged).await.unwrap();
+    bob.sync().await.unwrap();
+    let notices = bob.take_notices().unwrap();
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.contains("not signed by its user key")),
+        "{notices:?}"
+    );
+    let error = refused(bob.send("alice", "to a forged list").await);
+    assert!(error.contains("not signed by its user key"), "{error}");
+    // Alice publishes a proper list again (version 60).
+    let proper = alice.forged_entry(None, 60).unwrap();
+    alice.write_entry(&proper).await.unwrap();
+    bob.send("alice", "back to normal").await.unwrap();
+
+    // 2. A stale version of a proper list (a replay).
+    let stale = alice.forged_entry(None, 55).unwrap();
+    alice.write_entry(&stale).await.unwrap();
+    let error = refused(bob.send("alice", "to a stale list").await);
+    assert!(error.contains("older than one already seen"), "{error}");
+    alice.write_entry(&proper).await.unwrap();
+
+    // 3. After a removal, the removed device's list (signed by the user
+    // key it still holds, at any version), as a hostile relay would serve.
+    let id = alice
+        .devices(false)
+        .unwrap()
+        .into_iter()
+        .find(|d| !d.this)
+        .unwrap()
+        .id;
+    alice.device_remove(&id).await.unwrap();
+    bob.send("alice", "after removal").await.unwrap();
+    let from_removed = old_laptop.forged_entry(None, 999).unwrap();
+    alice.write_entry(&from_removed).await.unwrap();
+    let error = refused(bob.send("alice", "to the removed device").await);
+    assert!(error.contains("older than one already seen"), "{error}");
+    assert_eq!(
+        bob.client().engine().devices_of("alice").len(),
+        1,
+        "bob still encrypts only to alice's remaining device"
+    );
+}

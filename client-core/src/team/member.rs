@@ -366,6 +366,52 @@ impl Membership {
         SigningKey::from_bytes(&seed)
     }
 
+    /// An entry for my handle as an attacker could make it, for tests of
+    /// what other clients refuse: my device list at `version`, signed by
+    /// `signer` (my current user key if `None`).
+    #[doc(hidden)]
+    pub fn forged_entry(
+        &self,
+        engine: &Engine,
+        signer: Option<&SigningKey>,
+        version: u64,
+    ) -> Result<Vec<u8>, TeamError> {
+        let cert = SignedInviteCert::decode(self.cert.as_slice()).map_err(corrupt)?;
+        let user_key = SigningKey::from_bytes(&self.user_seed);
+        let root = match self.root_user_key {
+            Some(root) => ed25519_dalek::VerifyingKey::from_bytes(&root).map_err(corrupt)?,
+            None => user_key.verifying_key(),
+        };
+        Ok(super::build_entry_with(
+            &cert,
+            &self.handle,
+            &SigningKey::from_bytes(&self.invite_seed),
+            &root,
+            &self.successions()?,
+            signer.unwrap_or(&user_key),
+            version,
+            &self.device_cards(engine)?,
+        ))
+    }
+
+    /// Writes `entry` into my slot as it stands (what a relay that serves
+    /// forged entries would show), for tests.
+    #[doc(hidden)]
+    pub async fn write_entry(
+        &mut self,
+        conn: &RelayConnection,
+        entry: &[u8],
+    ) -> Result<(), TeamError> {
+        let directory = self.directory()?;
+        let slot = directory.user_slot(&self.handle);
+        let value = directory.seal_value(&slot, entry)?.into_bytes();
+        let version = self.entry_version + 1;
+        conn.slot_put(&slot, version, value, &self.slot_owner())
+            .await?;
+        self.entry_version = version;
+        Ok(())
+    }
+
     /// Publishes (or updates) my directory entry listing `engine`'s device.
     /// The first publication also takes the slot from the invite key, so
     /// whoever else saw the invite code can never rewrite my entry.
