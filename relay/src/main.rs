@@ -82,7 +82,16 @@ fn config(cli: &Cli) -> anyhow::Result<Config> {
     Ok(config)
 }
 
+/// With `--features dhat-heap`, every allocation is tracked and a heap
+/// profile (`dhat-heap.json`, the peak's live bytes by call site) is
+/// written when the relay stops.
+#[cfg(feature = "dhat-heap")]
+#[global_allocator]
+static ALLOC: dhat::Alloc = dhat::Alloc;
+
 fn main() -> ExitCode {
+    #[cfg(feature = "dhat-heap")]
+    let _profiler = dhat::Profiler::new_heap();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
