@@ -269,6 +269,21 @@ pub(crate) async fn serve<S: Storage>(
                             break 'read;
                         }
                     }
+                    if let Some(pause) = session.take_rate_pause(&relay) {
+                        // Over its rate: the refusal went out, and this
+                        // connection is not read until its next token, so
+                        // QUIC flow control holds a flooder back.
+                        Stats::bump(&relay.stats.rate_pauses, 1);
+                        let until = tokio::time::Instant::now() + Duration::from_millis(pause);
+                        tokio::select! {
+                            biased;
+                            _ = shutdown.changed() => {
+                                close_code = close::SHUTTING_DOWN;
+                                break 'read;
+                            }
+                            _ = tokio::time::sleep_until(until) => {}
+                        }
+                    }
                 }
             }
         }

@@ -20,6 +20,18 @@ impl TokenBucket {
         }
     }
 
+    /// How long until one token is there (zero if one is), at
+    /// `now_millis`; nothing is taken.
+    pub(crate) fn wait_millis(&self, now_millis: u64) -> u64 {
+        let elapsed = now_millis.saturating_sub(self.last_millis) as f64 / 1000.0;
+        let tokens = (self.tokens + elapsed * self.rate_per_sec).min(self.burst);
+        if tokens >= 1.0 {
+            0
+        } else {
+            ((1.0 - tokens) / self.rate_per_sec * 1000.0).ceil() as u64
+        }
+    }
+
     /// Takes one token if there is one.
     pub(crate) fn try_take(&mut self, now_millis: u64) -> bool {
         let elapsed = now_millis.saturating_sub(self.last_millis) as f64 / 1000.0;
@@ -49,6 +61,16 @@ mod tests {
             5,
             "capped at burst"
         );
+    }
+
+    #[test]
+    fn the_wait_is_the_time_to_the_next_token() {
+        let mut bucket = TokenBucket::new(10, 1, 0);
+        assert_eq!(bucket.wait_millis(0), 0);
+        assert!(bucket.try_take(0));
+        assert_eq!(bucket.wait_millis(0), 100);
+        assert_eq!(bucket.wait_millis(40), 60);
+        assert_eq!(bucket.wait_millis(100), 0);
     }
 
     #[test]

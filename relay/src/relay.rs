@@ -28,6 +28,9 @@ pub struct Stats {
     pub pushes: AtomicU64,
     /// Requests refused with an error frame.
     pub refused: AtomicU64,
+    /// Times a connection was not read for a while after a frame over its
+    /// request rate (its flow control then holds the sender back).
+    pub rate_pauses: AtomicU64,
     /// Blobs removed by the TTL purge.
     pub purged: AtomicU64,
     /// Connections accepted since start.

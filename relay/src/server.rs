@@ -406,6 +406,7 @@ async fn stats_loop<S: Storage>(
             pushes = s.pushes.load(Relaxed),
             acked = s.acked.load(Relaxed),
             refused = s.refused.load(Relaxed),
+            rate_pauses = s.rate_pauses.load(Relaxed),
             purged = s.purged.load(Relaxed),
             mailboxes = relay.storage().mailbox_count(),
             stored_bytes = relay.storage().total_bytes(),

@@ -63,6 +63,8 @@ pub(crate) struct Session {
     admitted: bool,
     rate: TokenBucket,
     violations: u32,
+    /// The last frame was refused for the rate (see `take_rate_pause`).
+    rate_limited: bool,
     subscriptions: HashSet<MailboxId>,
 }
 
@@ -80,11 +82,23 @@ impl Session {
                 relay.clock.now_millis(),
             ),
             violations: 0,
+            rate_limited: false,
             subscriptions: HashSet::new(),
         }
     }
 
     /// Whether `Hello` was accepted.
+    /// After a frame refused for the rate: how long to stop reading this
+    /// connection (until its next token), so that a flooder is held back
+    /// by QUIC flow control instead of costing the relay a decode and a
+    /// refusal per frame at full speed. `None` otherwise.
+    pub(crate) fn take_rate_pause<S: Storage>(&mut self, relay: &Relay<S>) -> Option<u64> {
+        if !std::mem::take(&mut self.rate_limited) {
+            return None;
+        }
+        Some(self.rate.wait_millis(relay.clock.now_millis()).max(1))
+    }
+
     pub(crate) fn is_greeted(&self) -> bool {
         self.greeted
     }
@@ -122,6 +136,7 @@ impl Session {
             );
         if !first_hello && !self.rate.try_take(relay.clock.now_millis()) {
             self.violations += 1;
+            self.rate_limited = true;
             let id = frame.as_ref().map_or(0, |frame| frame.id);
             let refusal = Refusal::new(ErrorCode::RateLimited, "too many requests; slow down");
             return if self.violations >= relay.limits.max_rate_violations {

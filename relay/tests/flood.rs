@@ -239,6 +239,10 @@ struct FloodFigures {
     flooded: Latencies,
     /// Frames the flooder wrote.
     flood_frames: u64,
+    /// How long the flood ran.
+    flood_secs: f64,
+    /// Times the relay stopped reading a flooding connection for a while.
+    rate_pauses: u64,
     /// Times the relay closed a flooding connection.
     flood_disconnects: u64,
     /// Requests the relay refused while flooded.
@@ -434,6 +438,7 @@ fn run_flood(plan: &FloodPlan, target: &FloodTarget) -> FloodFigures {
     let rss_before_kib = rss_kib_of(target.pid);
     let drops_before = udp_receive_drops();
     let refused_before = read(|s| &s.refused);
+    let pauses_before = read(|s| &s.rate_pauses);
     let puts_before = read(|s| &s.puts);
     let stop = Arc::new(AtomicBool::new(false));
     let frames = Arc::new(AtomicU64::new(0));
@@ -453,6 +458,7 @@ fn run_flood(plan: &FloodPlan, target: &FloodTarget) -> FloodFigures {
             (rss, open, queued)
         })
     };
+    let flood_started = Instant::now();
     let flooder = flood_rt.spawn(flood(
         target.addr,
         plan.connections,
@@ -467,6 +473,7 @@ fn run_flood(plan: &FloodPlan, target: &FloodTarget) -> FloodFigures {
     let flooded =
         client_rt.block_on(polite.measure(plan.samples, Some(Instant::now() + plan.max_flood)));
     stop.store(true, Ordering::Relaxed);
+    let flood_secs = flood_started.elapsed().as_secs_f64();
     let flood_disconnects = flood_rt.block_on(flooder).unwrap();
     let udp_drops = udp_receive_drops() - drops_before;
     let (rss_peak_kib, peak_open_connections, peak_queued_bytes) = sampler.join().unwrap();
@@ -477,6 +484,8 @@ fn run_flood(plan: &FloodPlan, target: &FloodTarget) -> FloodFigures {
         unloaded,
         flooded,
         flood_frames: frames.load(Ordering::Relaxed),
+        flood_secs,
+        rate_pauses: read(|s| &s.rate_pauses) - pauses_before,
         flood_disconnects,
         refused: read(|s| &s.refused) - refused_before,
         flood_puts: read(|s| &s.puts) - puts_before,
@@ -492,10 +501,13 @@ fn report(figures: &FloodFigures) {
     eprintln!("unloaded: {}", figures.unloaded);
     eprintln!("flooded:  {}", figures.flooded);
     eprintln!(
-        "flood: {} frames written, {} refused, {} puts stored, {} disconnects; \
-         RSS {} -> peak {} KiB; peak {} open connections, {} queued bytes; {} UDP drops",
+        "flood: {} frames written in {:.1} s, {} refused, {} read pauses, {} puts stored, \
+         {} disconnects; RSS {} -> peak {} KiB; peak {} open connections, {} queued bytes; \
+         {} UDP drops",
         figures.flood_frames,
+        figures.flood_secs,
         figures.refused,
+        figures.rate_pauses,
         figures.flood_puts,
         figures.flood_disconnects,
         figures.rss_before_kib,
@@ -558,9 +570,17 @@ fn flood_once() -> FloodFigures {
         "the polite client took only {} samples during the flood",
         figures.flooded.0.len()
     );
-    // The flooder was throttled and cut off, again and again.
-    assert!(figures.refused > 10_000, "throttled");
-    assert!(figures.flood_disconnects >= 16, "disconnected");
+    // The flooder was refused and held back: after each refusal the relay
+    // stops reading that connection until its next token, so QUIC flow
+    // control caps what the flooder can even write (unthrottled, it wrote
+    // about 6 million frames a second; see docs/SECURITY.md).
+    assert!(figures.refused > 1_000, "refused");
+    assert!(figures.rate_pauses > 1_000, "held back");
+    let written_per_sec = figures.flood_frames as f64 / figures.flood_secs;
+    assert!(
+        written_per_sec < 500_000.0,
+        "the flooder wrote {written_per_sec:.0} frames/s"
+    );
     // The relay's connections and queues stay within their caps.
     assert!(figures.peak_open_connections <= 16 + 2);
     assert!(figures.peak_queued_bytes <= 18 * OUT_BYTES as u64);
