@@ -160,6 +160,46 @@ pub(crate) async fn run(out: Output) -> anyhow::Result<()> {
     // Delivered receipts travel back too.
     alice.sync().await?;
 
+    // A second device: linked with a code from one alice already has, and
+    // approved there with the code the new one shows.
+    let link = alice.device_add().await?;
+    let (mut laptop, confirm) = App::join_link(
+        &home("alice-laptop"),
+        KeySource::key_file_in(&home("alice-laptop")),
+        &link.code,
+        None,
+        Some("laptop"),
+        system_clock(),
+    )
+    .await?;
+    alice.device_approve(&confirm, Some(0)).await?;
+    let history = laptop.sync().await?;
+    say(
+        out,
+        &format!(
+            "\n▶ alice linked a laptop (confirmation code {confirm}, typed into her first device); \
+             it received her keys, the group and {} messages of history",
+            history.history_messages
+        ),
+    );
+    bob.send("alice", "Both of your devices get this, once each.")
+        .await?;
+    for (name, app) in [("phone", &mut alice), ("laptop", &mut laptop)] {
+        for message in &app.sync().await?.messages {
+            if out.json {
+                out.message(message);
+            } else {
+                line(format_args!(
+                    "  alice's {name:<6} got from {:<5}  \"{}\"",
+                    message.from, message.text
+                ));
+            }
+        }
+    }
+
+    // The receipts those devices sent back.
+    bob.sync().await?;
+
     let after = server.relay().storage().audit_scan()?;
     let left: u64 = after.mailboxes.iter().map(|m| m.blobs).sum();
     say(

@@ -289,6 +289,12 @@ fn demo_runs_a_whole_team_and_exits_zero() {
         "{stdout}"
     );
     assert!(stdout.contains("the relay holds 1 blob(s)"), "{stdout}");
+    // The second device gets the message once, as the first one does.
+    for device in ["phone ", "laptop"] {
+        let line = format!("alice's {device} got from bob    \"Both of your devices get this");
+        assert_eq!(stdout.matches(&line).count(), 1, "{stdout}");
+    }
+    assert!(stdout.contains("5 messages of history"), "{stdout}");
 }
 
 #[test]
