@@ -708,32 +708,39 @@ impl App {
         // Every member's entry, mine included, each sync: a device added
         // or removed anywhere is picked up here. An entry that does not
         // verify leaves the devices known before, and a notice.
+        let refreshed = self
+            .membership
+            .refresh_members(&conn, self.client.engine_mut(), &roster)
+            .await;
+        conn.close().await;
         let mut outcome = Ok(());
-        for handle in &roster.handles {
-            let refreshed = self
-                .membership
-                .refresh_member(&conn, self.client.engine_mut(), handle)
-                .await;
+        let refreshed = match refreshed {
+            Ok(refreshed) => refreshed,
+            Err(error) => {
+                self.membership.save(self.store.as_ref())?;
+                return Err(error.into());
+            }
+        };
+        for (handle, refreshed) in refreshed {
             match refreshed {
                 Ok(()) | Err(TeamError::NotJoined(_)) => {}
                 Err(TeamError::Net(error)) => {
                     outcome = Err(AppError::Net(error));
                     break;
                 }
-                Err(TeamError::DeviceRemoved) if *handle == self.membership.handle => {
+                Err(TeamError::DeviceRemoved) if handle == self.membership.handle => {
                     outcome = Err(TeamError::DeviceRemoved.into());
                     break;
                 }
                 Err(error) => {
                     let notice = format!("{error}");
                     self.membership.push_notice(notice);
-                    if self.membership.is_compromised(handle) {
-                        self.client.engine_mut().remove_contact(handle)?;
+                    if self.membership.is_compromised(&handle) {
+                        self.client.engine_mut().remove_contact(&handle)?;
                     }
                 }
             }
         }
-        conn.close().await;
         self.membership.save(self.store.as_ref())?;
         outcome
     }

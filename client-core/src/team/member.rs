@@ -937,6 +937,60 @@ impl Membership {
         handle: &str,
     ) -> Result<(), TeamError> {
         let entry = self.resolve(conn, handle).await?;
+        self.apply_entry(engine, entry)
+    }
+
+    /// As [`Membership::refresh_member`] for every member of `roster` at
+    /// once: the entries are read in one pipelined batch (one round trip,
+    /// not one per member), then checked and applied one by one. Returns
+    /// each member's outcome.
+    pub async fn refresh_members(
+        &mut self,
+        conn: &RelayConnection,
+        engine: &mut Engine,
+        roster: &VerifiedRoster,
+    ) -> Result<Vec<(String, Result<(), TeamError>)>, TeamError> {
+        let directory = self.directory()?;
+        let slots: Vec<SlotId> = roster
+            .handles
+            .iter()
+            .map(|h| directory.user_slot(h))
+            .collect();
+        let values = futures::future::join_all(slots.iter().map(|slot| conn.slot_get(slot))).await;
+        let mut outcomes = Vec::new();
+        for ((handle, slot), value) in roster.handles.iter().zip(&slots).zip(values) {
+            let outcome = match value {
+                Err(error) => return Err(error.into()),
+                Ok(value) => Self::verify_slot(&directory, handle, slot, value)
+                    .and_then(|entry| self.apply_entry(engine, entry)),
+            };
+            outcomes.push((handle.clone(), outcome));
+        }
+        Ok(outcomes)
+    }
+
+    /// A member entry read from `slot`, verified.
+    fn verify_slot(
+        directory: &Directory,
+        handle: &str,
+        slot: &SlotId,
+        value: Option<(u64, bytes::Bytes)>,
+    ) -> Result<VerifiedEntry, TeamError> {
+        let Some((_, value)) = value else {
+            return Err(TeamError::NotJoined(handle.to_owned()));
+        };
+        let entry = directory.open_value(slot, &value)?;
+        if entry.is_empty() {
+            return Err(TeamError::NotJoined(handle.to_owned()));
+        }
+        Ok(directory.verify_entry(handle, &entry)?)
+    }
+
+    /// Checks a verified entry against what I know of its member and, if
+    /// it passes, makes its devices the ones `engine` encrypts to.
+    fn apply_entry(&mut self, engine: &mut Engine, entry: VerifiedEntry) -> Result<(), TeamError> {
+        let handle = entry.handle.clone();
+        let handle = handle.as_str();
         if handle == self.handle {
             return self.refresh_own(engine, entry);
         }
@@ -1040,14 +1094,8 @@ impl Membership {
         }
         let directory = self.directory()?;
         let slot = directory.user_slot(handle);
-        let Some((_, value)) = conn.slot_get(&slot).await? else {
-            return Err(TeamError::NotJoined(handle.to_owned()));
-        };
-        let entry = directory.open_value(&slot, &value)?;
-        if entry.is_empty() {
-            return Err(TeamError::NotJoined(handle.to_owned()));
-        }
-        Ok(directory.verify_entry(handle, &entry)?)
+        let value = conn.slot_get(&slot).await?;
+        Self::verify_slot(&directory, handle, &slot, value)
     }
 
     /// Makes `handle`'s devices contacts of `engine` (resolving and
