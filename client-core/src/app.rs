@@ -324,29 +324,9 @@ impl App {
 
     /// Admin: invites `handle`; returns the invite code.
     pub async fn invite(&mut self, handle: &str, valid_secs: u64) -> Result<String, AppError> {
-        let team = self.membership.team_secrets()?;
-        let relay_admin = self.membership.relay_admin()?;
-        let expires_at = Self::now_secs(&self.clock) + valid_secs;
         let conn = self.client.connect().await?;
         let mut roster = self.membership.roster(&conn).await?.handles;
-        let registration = crate::mint_registrations(&conn, &relay_admin, 1, expires_at)
-            .await?
-            .into_iter()
-            .next()
-            .ok_or_else(|| crate::TokenError::Protocol("no registration token minted".into()))?;
-        let issued = issue_invite(
-            &team,
-            &InviteParams {
-                team_name: &self.membership.team_name,
-                handle,
-                expires_at,
-                relay_addr: &self.membership.relay_addr,
-                relay_fingerprint: self.membership.relay_fingerprint,
-                registration_token: registration.as_bytes(),
-                issuer_key: self.membership.issuer_key,
-                device: false,
-            },
-        )?;
+        let issued = self.mint_invite(&conn, handle, valid_secs, false).await?;
         self.membership
             .record_invite(handle, issued.registration_token_hash);
         self.membership.preclaim(&conn, &issued).await?;
@@ -357,6 +337,38 @@ impl App {
         self.membership.save(self.store.as_ref())?;
         conn.close().await;
         Ok(issued.code)
+    }
+
+    /// Admin: a relay registration token and an invite for `handle`
+    /// around it (`device`: a device invite, relay access only).
+    async fn mint_invite(
+        &self,
+        conn: &RelayConnection,
+        handle: &str,
+        valid_secs: u64,
+        device: bool,
+    ) -> Result<crate::team::IssuedInvite, AppError> {
+        let team = self.membership.team_secrets()?;
+        let relay_admin = self.membership.relay_admin()?;
+        let expires_at = Self::now_secs(&self.clock) + valid_secs;
+        let registration = crate::mint_registrations(conn, &relay_admin, 1, expires_at)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| crate::TokenError::Protocol("no registration token minted".into()))?;
+        Ok(issue_invite(
+            &team,
+            &InviteParams {
+                team_name: &self.membership.team_name,
+                handle,
+                expires_at,
+                relay_addr: &self.membership.relay_addr,
+                relay_fingerprint: self.membership.relay_fingerprint,
+                registration_token: registration.as_bytes(),
+                issuer_key: self.membership.issuer_key,
+                device,
+            },
+        )?)
     }
 
     /// A member's first device: joins with an invite code.

@@ -13,8 +13,7 @@ use super::{App, AppError, resolve};
 use crate::client::{Client, Clock};
 use crate::engine::Engine;
 use crate::team::{
-    InviteError, InviteParams, LinkParams, Membership, TeamError, issue_invite, link_code,
-    parse_invite, parse_link,
+    InviteError, LinkParams, Membership, TeamError, link_code, parse_invite, parse_link,
 };
 use crate::{KeySource, RelayConnection, RevocationSecret};
 
@@ -422,41 +421,18 @@ impl App {
         handle: &str,
         valid_secs: u64,
     ) -> Result<String, AppError> {
-        let team = self.membership.team_secrets()?;
-        let relay_admin = self.membership.relay_admin()?;
-        let expires_at = Self::now_secs(&self.clock) + valid_secs;
+        self.membership.team_secrets()?;
         let conn = self.client.connect().await?;
-        let roster = self.membership.roster(&conn).await;
-        let roster = match roster {
-            Ok(roster) => roster,
-            Err(error) => {
-                conn.close().await;
-                return Err(error.into());
+        let issued = async {
+            let roster = self.membership.roster(&conn).await?;
+            if !roster.handles.iter().any(|h| h == handle) {
+                return Err(TeamError::NotAMember(handle.to_owned()).into());
             }
-        };
-        if !roster.handles.iter().any(|h| h == handle) {
-            conn.close().await;
-            return Err(TeamError::NotAMember(handle.to_owned()).into());
+            self.mint_invite(&conn, handle, valid_secs, true).await
         }
-        let minted = crate::mint_registrations(&conn, &relay_admin, 1, expires_at).await;
+        .await;
         conn.close().await;
-        let registration = minted?
-            .into_iter()
-            .next()
-            .ok_or_else(|| crate::TokenError::Protocol("no registration token minted".into()))?;
-        let issued = issue_invite(
-            &team,
-            &InviteParams {
-                team_name: &self.membership.team_name,
-                handle,
-                expires_at,
-                relay_addr: &self.membership.relay_addr,
-                relay_fingerprint: self.membership.relay_fingerprint,
-                registration_token: registration.as_bytes(),
-                issuer_key: self.membership.issuer_key,
-                device: true,
-            },
-        )?;
+        let issued = issued?;
         self.membership.save(self.store.as_ref())?;
         Ok(issued.code)
     }

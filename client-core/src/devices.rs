@@ -30,7 +30,7 @@ use zeroize::Zeroizing;
 
 use crate::card::Card;
 use crate::engine::{Dropped, Engine, EngineError, Message, Received, Status, corrupt};
-use crate::{Batch, Tree, records};
+use crate::{Batch, Tree};
 
 /// HMAC tag of a link request.
 pub const LINK_REQUEST_TAG: &[u8] = b"sotto/link-request/v1";
@@ -452,20 +452,8 @@ impl Engine {
                 status,
                 group: (!item.group.is_empty()).then_some(item.group),
             };
-            let key = self.next_history_key(&item.conversation)?;
-            batch.put(
-                Tree::History,
-                key.clone(),
-                &records::encode_message(&message),
-            );
+            self.file_message(&item.conversation, &message, &item.message_id, batch)?;
             batch.put(Tree::Seen, seen, &[]);
-            if message.from_me {
-                batch.put(
-                    Tree::Seen,
-                    [b"out".as_slice(), &item.message_id].concat(),
-                    &crate::engine::status_record(&key, status),
-                );
-            }
             added += 1;
         }
         Ok(Received::History {

@@ -690,6 +690,32 @@ impl Engine {
         })
     }
 
+    /// Adds `message` to `conversation`'s history in `batch`; for one of
+    /// mine, also the status record that receipts move (see
+    /// [`status_record`]).
+    pub(crate) fn file_message(
+        &mut self,
+        conversation: &str,
+        message: &Message,
+        message_id: &[u8],
+        batch: &mut Batch,
+    ) -> Result<(), EngineError> {
+        let key = self.next_history_key(conversation)?;
+        batch.put(
+            Tree::History,
+            key.clone(),
+            &records::encode_message(message),
+        );
+        if message.from_me {
+            batch.put(
+                Tree::Seen,
+                [b"out".as_slice(), message_id].concat(),
+                &status_record(&key, message.status),
+            );
+        }
+        Ok(())
+    }
+
     /// The key of the next history entry with `peer` (or in a group
     /// conversation): one past the conversation's last key. Keys are
     /// unique and ordered per conversation, which is all history needs.
@@ -809,17 +835,7 @@ impl Engine {
                 id: hex::encode(message_id),
                 ..message.clone()
             };
-            let key = self.next_history_key(peer)?;
-            batch.put(
-                Tree::History,
-                key.clone(),
-                &records::encode_message(&message),
-            );
-            batch.put(
-                Tree::Seen,
-                [b"out".as_slice(), &message_id].concat(),
-                &status_record(&key, message.status),
-            );
+            self.file_message(peer, &message, &message_id, &mut batch)?;
         }
         self.store.apply(batch)?;
         Ok(message_id)
@@ -1212,17 +1228,7 @@ impl Engine {
                     status: Status::Sent,
                     group: None,
                 };
-                let key = self.next_history_key(&conversation)?;
-                batch.put(
-                    Tree::History,
-                    key.clone(),
-                    &records::encode_message(&message),
-                );
-                batch.put(
-                    Tree::Seen,
-                    [b"out".as_slice(), &envelope.message_id].concat(),
-                    &status_record(&key, Status::Sent),
-                );
+                self.file_message(&conversation, &message, &envelope.message_id, &mut batch)?;
                 Received::Message(message)
             }
             Some(payload::Body::Text(text)) => {
@@ -1236,8 +1242,7 @@ impl Engine {
                     status: Status::Received,
                     group: None,
                 };
-                let key = self.next_history_key(&peer)?;
-                batch.put(Tree::History, key, &records::encode_message(&message));
+                self.file_message(&peer, &message, &envelope.message_id, &mut batch)?;
                 Received::Message(message)
             }
             Some(payload::Body::SasKey(key)) => {

@@ -164,6 +164,20 @@ pub(crate) struct Group {
 }
 
 impl Group {
+    /// The state its members get (with the current secret).
+    fn state(&self) -> GroupState {
+        GroupState {
+            group_id: self.id.to_vec().into(),
+            generation: self.current.number,
+            name: self.name.clone(),
+            members: self.current.members.clone(),
+            admins: self.admins.clone(),
+            secret: self.current.secret.to_vec().into(),
+            rotate_messages: self.rotate_messages,
+            rotate_secs: self.rotate_secs,
+        }
+    }
+
     fn info(&self) -> GroupInfo {
         GroupInfo {
             id: hex::encode(self.id),
@@ -429,16 +443,7 @@ impl Engine {
         now_ms: u64,
     ) -> Result<(), EngineError> {
         let me = self.device.handle.clone();
-        let state = GroupState {
-            group_id: group.id.to_vec().into(),
-            generation: group.current.number,
-            name: group.name.clone(),
-            members: group.current.members.clone(),
-            admins: group.admins.clone(),
-            secret: group.current.secret.to_vec().into(),
-            rotate_messages: group.rotate_messages,
-            rotate_secs: group.rotate_secs,
-        };
+        let state = group.state();
         let payload = |state: GroupState| Payload {
             sent_at: now_ms,
             body: Some(payload::Body::GroupState(state)),
@@ -1306,16 +1311,7 @@ impl Engine {
     pub(crate) fn group_handover(&self) -> Result<Vec<payload::Body>, EngineError> {
         let mut bodies = Vec::new();
         for group in self.groups.values().filter(|g| !g.left) {
-            bodies.push(payload::Body::GroupState(GroupState {
-                group_id: group.id.to_vec().into(),
-                generation: group.current.number,
-                name: group.name.clone(),
-                members: group.current.members.clone(),
-                admins: group.admins.clone(),
-                secret: group.current.secret.to_vec().into(),
-                rotate_messages: group.rotate_messages,
-                rotate_secs: group.rotate_secs,
-            }));
+            bodies.push(payload::Body::GroupState(group.state()));
         }
         for (store_key, value) in self.store.scan_prefix(Tree::Sessions, INBOUND_PREFIX)? {
             let Some(id) = store_key

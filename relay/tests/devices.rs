@@ -49,6 +49,34 @@ async fn invited(admin: &RelayConnection, relay: &TestRelay) -> Device {
     device(relay, token).await
 }
 
+/// A member's first device (invited by the admin) and a second one it
+/// gave relay access to, on a bare connection (no access token) that the
+/// test may go on using; with the relay's issuer key.
+struct Pair {
+    issuer: VerifyingKey,
+    admin: RelayConnection,
+    first: Device,
+    second: Device,
+    bare: RelayConnection,
+}
+
+async fn member_with_two_devices(relay: &TestRelay) -> Pair {
+    let (issuer, admin) = bootstrapped(relay).await;
+    let first = invited(&admin, relay).await;
+    let bare = connect(relay).await;
+    let token = mint_device_registration(&bare, &first.account, T0 + DAY)
+        .await
+        .unwrap();
+    let second = device(relay, token).await;
+    Pair {
+        issuer,
+        admin,
+        first,
+        second,
+        bare,
+    }
+}
+
 /// Proves `device` can fetch a token and open a connection with it.
 async fn has_access(relay: &TestRelay, issuer: &VerifyingKey, device: &Device) {
     let tokens = refill(&connect(relay).await, &device.account, issuer, 1)
@@ -65,15 +93,15 @@ async fn has_access(relay: &TestRelay, issuer: &VerifyingKey, device: &Device) {
 #[tokio::test]
 async fn a_device_gives_a_new_device_of_its_member_relay_access() {
     let relay = token_relay().await;
-    let (issuer, admin) = bootstrapped(&relay).await;
-    let first = invited(&admin, &relay).await;
-
-    // On a connection without an access token, like a device that has none.
-    let bare = connect(&relay).await;
-    let token = mint_device_registration(&bare, &first.account, T0 + DAY)
-        .await
-        .unwrap();
-    let second = device(&relay, token).await;
+    // The second device's token is minted on a connection without an
+    // access token, like a device that has none.
+    let Pair {
+        issuer,
+        first,
+        second,
+        bare,
+        ..
+    } = member_with_two_devices(&relay).await;
     has_access(&relay, &issuer, &second).await;
     has_access(&relay, &issuer, &first).await;
 
@@ -197,13 +225,13 @@ async fn the_no_self_service_devices_flag_turns_it_off() {
 #[tokio::test]
 async fn a_revocation_secret_ends_that_device_and_no_other() {
     let relay = token_relay().await;
-    let (issuer, admin) = bootstrapped(&relay).await;
-    let first = invited(&admin, &relay).await;
-    let bare = connect(&relay).await;
-    let token = mint_device_registration(&bare, &first.account, T0 + DAY)
-        .await
-        .unwrap();
-    let second = device(&relay, token).await;
+    let Pair {
+        issuer,
+        first,
+        second,
+        bare,
+        ..
+    } = member_with_two_devices(&relay).await;
     let hoard = refill(&bare, &second.account, &issuer, 3).await.unwrap();
     let first_tokens = refill(&bare, &first.account, &issuer, 2).await.unwrap();
 
@@ -259,13 +287,13 @@ async fn a_revocation_secret_ends_that_device_and_no_other() {
 #[tokio::test]
 async fn nothing_stored_links_a_members_devices() {
     let relay = token_relay().await;
-    let (issuer, admin) = bootstrapped(&relay).await;
-    let first = invited(&admin, &relay).await;
-    let bare = connect(&relay).await;
-    let minted = mint_device_registration(&bare, &first.account, T0 + DAY)
-        .await
-        .unwrap();
-    let second = device(&relay, minted).await;
+    let Pair {
+        issuer,
+        admin,
+        first,
+        second,
+        bare,
+    } = member_with_two_devices(&relay).await;
     for device in [&first, &second] {
         let tokens = refill(&bare, &device.account, &issuer, 2).await.unwrap();
         with_token(&relay, &tokens[0])

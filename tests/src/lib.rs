@@ -26,6 +26,64 @@ pub fn clock_of(clock: &ManualClock) -> Clock {
     Arc::new(move || sotto_relay::Clock::now_millis(&clock))
 }
 
+/// Whole teams through `sotto_core::App`, as `team_app.rs` and
+/// `devices.rs` drive them.
+pub mod teams {
+    use std::path::Path;
+
+    use sotto_core::{App, KeySource, RelayTarget};
+
+    use super::{TestRelay, clock_of};
+
+    /// The relay as a team stores it.
+    pub fn target(relay: &TestRelay) -> RelayTarget {
+        RelayTarget {
+            addr: relay.addr.to_string(),
+            fingerprint: relay.fingerprint,
+        }
+    }
+
+    /// The store key of a home: its key file.
+    pub fn key(home: &Path) -> KeySource {
+        KeySource::key_file_in(home)
+    }
+
+    /// A relay that requires anonymous access tokens (the default).
+    pub async fn tokens_relay() -> TestRelay {
+        TestRelay::start_with(|c| c.tokens.require_tokens = true).await
+    }
+
+    /// The admin's device (team "acme", handle "admin") and one joined
+    /// device per handle, in homes under `homes`.
+    pub async fn team(relay: &TestRelay, homes: &Path, handles: &[&str]) -> (App, Vec<App>) {
+        let mut admin = App::create_team(
+            &homes.join("admin"),
+            key(&homes.join("admin")),
+            target(relay),
+            &relay.bootstrap_code().unwrap(),
+            "acme",
+            "admin",
+            clock_of(&relay.clock),
+        )
+        .await
+        .unwrap();
+        let mut joined = Vec::new();
+        for handle in handles {
+            joined.push(join(&mut admin, homes, handle, relay).await);
+        }
+        (admin, joined)
+    }
+
+    /// `handle` joins with an invite from `admin`.
+    pub async fn join(admin: &mut App, homes: &Path, handle: &str, relay: &TestRelay) -> App {
+        let code = admin.invite(handle, 3600).await.unwrap();
+        let home = homes.join(handle);
+        App::join(&home, key(&home), &code, clock_of(&relay.clock))
+            .await
+            .unwrap()
+    }
+}
+
 /// A member's device: a client over a real sled store in a temp dir.
 pub struct Member {
     /// The client.

@@ -8,50 +8,9 @@
 use std::sync::{Arc, Mutex};
 
 use sotto_core::team::TeamError;
-use sotto_core::{App, AppError, KeySource, RelayTarget};
+use sotto_core::{App, AppError};
+use sotto_tests::teams::{key, team, tokens_relay};
 use sotto_tests::{TestRelay, clock_of, contains, directory_bytes};
-
-fn target(relay: &TestRelay) -> RelayTarget {
-    RelayTarget {
-        addr: relay.addr.to_string(),
-        fingerprint: relay.fingerprint,
-    }
-}
-
-fn key(home: &std::path::Path) -> KeySource {
-    KeySource::key_file_in(home)
-}
-
-async fn tokens_relay() -> TestRelay {
-    TestRelay::start_with(|c| c.tokens.require_tokens = true).await
-}
-
-/// The admin's device and one joined device per handle.
-async fn team(relay: &TestRelay, homes: &std::path::Path, handles: &[&str]) -> (App, Vec<App>) {
-    let clock = clock_of(&relay.clock);
-    let mut admin = App::create_team(
-        &homes.join("admin"),
-        key(&homes.join("admin")),
-        target(relay),
-        &relay.bootstrap_code().unwrap(),
-        "acme",
-        "admin",
-        clock.clone(),
-    )
-    .await
-    .unwrap();
-    let mut joined = Vec::new();
-    for handle in handles {
-        let code = admin.invite(handle, 3600).await.unwrap();
-        let home = homes.join(handle);
-        joined.push(
-            App::join(&home, key(&home), &code, clock.clone())
-                .await
-                .unwrap(),
-        );
-    }
-    (admin, joined)
-}
 
 /// Links a new device (in `homes/name`) to `existing`'s member and
 /// approves it; returns it once it applied the member state.
@@ -64,17 +23,7 @@ async fn link(
 ) -> App {
     let code = existing.device_add().await.unwrap();
     assert!(code.relay_access, "self-service is on by default");
-    let home = homes.join(name);
-    let (mut new, confirm) = App::join_link(
-        &home,
-        key(&home),
-        &code.code,
-        None,
-        Some(name),
-        clock_of(&relay.clock),
-    )
-    .await
-    .unwrap();
+    let (mut new, confirm) = request_link(homes, name, &code.code, None, Some(name), relay).await;
     assert_eq!(new.awaiting_approval(), Some(confirm.as_str()));
     // Before approval it can read nothing and publish nothing.
     assert!(matches!(
@@ -110,6 +59,39 @@ async fn link(
     }
     assert_eq!(new.awaiting_approval(), None, "the member state arrived");
     new
+}
+
+/// A new device in `homes/name` asks to be linked with `code` (and the
+/// admin's device invite, where given); returns it and the code it shows.
+async fn request_link(
+    homes: &std::path::Path,
+    name: &str,
+    code: &str,
+    admin_code: Option<&str>,
+    device_name: Option<&str>,
+    relay: &TestRelay,
+) -> (App, String) {
+    let home = homes.join(name);
+    App::join_link(
+        &home,
+        key(&home),
+        code,
+        admin_code,
+        device_name,
+        clock_of(&relay.clock),
+    )
+    .await
+    .unwrap()
+}
+
+/// The ID of `app`'s member's device other than `app` (there is one).
+fn other_device(app: &App) -> String {
+    app.devices(false)
+        .unwrap()
+        .into_iter()
+        .find(|d| !d.this)
+        .unwrap()
+        .id
 }
 
 fn texts(messages: &[sotto_core::Message]) -> Vec<String> {
@@ -235,17 +217,15 @@ async fn a_device_invite_nobody_approves_reads_nothing_and_a_wrong_secret_is_ref
         "a device invite alone is no membership"
     );
     let link_code = alice.device_add().await.unwrap();
-    let home = homes.path().join("ghost");
-    let (mut ghost, _confirm) = App::join_link(
-        &home,
-        key(&home),
+    let (mut ghost, _confirm) = request_link(
+        homes.path(),
+        "ghost",
         &link_code.code,
         Some(&admin_code),
         None,
-        clock_of(&relay.clock),
+        &relay,
     )
-    .await
-    .unwrap();
+    .await;
     // Alice sees the request but nobody approves it.
     let report = alice.sync().await.unwrap();
     assert_eq!(report.link_requests, 1);
@@ -276,17 +256,15 @@ async fn a_device_invite_nobody_approves_reads_nothing_and_a_wrong_secret_is_ref
         expires_at: forged.expires_at,
     });
     let admin_code = admin.invite_device("alice", 3600).await.unwrap();
-    let home = homes.path().join("forger");
-    let (_forger, confirm) = App::join_link(
-        &home,
-        key(&home),
+    let (_forger, confirm) = request_link(
+        homes.path(),
+        "forger",
         &code,
         Some(&admin_code),
         None,
-        clock_of(&relay.clock),
+        &relay,
     )
-    .await
-    .unwrap();
+    .await;
     let report = alice.sync().await.unwrap();
     assert_eq!(report.link_requests, 0);
     assert!(report.dropped >= 1);
@@ -315,13 +293,7 @@ async fn a_removed_device_loses_access_and_gets_nothing_new() {
     bob.client().engine().mark_verified("alice").unwrap();
     alice.sync().await.unwrap();
 
-    let id = alice
-        .devices(false)
-        .unwrap()
-        .into_iter()
-        .find(|d| !d.this)
-        .unwrap()
-        .id;
+    let id = other_device(&alice);
     let removed = alice.device_remove(&id).await.unwrap();
     assert_eq!(removed.id, id);
     assert_eq!(alice.devices(false).unwrap().len(), 1);
@@ -371,13 +343,7 @@ async fn two_successors_of_one_user_key_make_others_trust_neither() {
     rogue.announce_forged_succession().await.unwrap();
     bob.sync().await.unwrap();
     // ... and Alice, removing it, signs another one.
-    let id = alice
-        .devices(false)
-        .unwrap()
-        .into_iter()
-        .find(|d| !d.this)
-        .unwrap()
-        .id;
+    let id = other_device(&alice);
     alice.device_remove(&id).await.unwrap();
     bob.sync().await.unwrap();
     let notices = bob.take_notices().unwrap();
@@ -471,17 +437,15 @@ async fn any_approved_device_may_approve_a_link_code_another_printed() {
 
     // The phone prints the code; the laptop approves.
     let code = alice.device_add().await.unwrap();
-    let home = homes.path().join("tablet");
-    let (mut tablet, confirm) = App::join_link(
-        &home,
-        key(&home),
+    let (mut tablet, confirm) = request_link(
+        homes.path(),
+        "tablet",
         &code.code,
         None,
         Some("tablet"),
-        clock_of(&relay.clock),
+        &relay,
     )
-    .await
-    .unwrap();
+    .await;
     laptop.sync().await.unwrap(); // the shared secret and the request
     let pending = laptop.devices(true).unwrap();
     assert!(
@@ -549,13 +513,7 @@ async fn forged_device_lists_are_refused_by_other_clients_with_a_clear_error() {
 
     // 3. After a removal, the removed device's list (signed by the user
     // key it still holds, at any version), as a hostile relay would serve.
-    let id = alice
-        .devices(false)
-        .unwrap()
-        .into_iter()
-        .find(|d| !d.this)
-        .unwrap()
-        .id;
+    let id = other_device(&alice);
     alice.device_remove(&id).await.unwrap();
     bob.send("alice", "after removal").await.unwrap();
     let from_removed = old_laptop.forged_entry(None, 999).unwrap();

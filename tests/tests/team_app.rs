@@ -4,56 +4,10 @@
 #![allow(clippy::unwrap_used)]
 
 use base64::Engine as _;
-use sotto_core::{App, AppError, KeySource, NetError, RelayTarget, TokenError};
+use sotto_core::{App, AppError, NetError, TokenError};
 use sotto_proto::Message as _;
+use sotto_tests::teams::{join, key, target, team, tokens_relay};
 use sotto_tests::{TestRelay, clock_of, contains, directory_bytes};
-
-fn target(relay: &TestRelay) -> RelayTarget {
-    RelayTarget {
-        addr: relay.addr.to_string(),
-        fingerprint: relay.fingerprint,
-    }
-}
-
-fn key(home: &std::path::Path) -> KeySource {
-    KeySource::key_file_in(home)
-}
-
-async fn tokens_relay() -> TestRelay {
-    TestRelay::start_with(|c| c.tokens.require_tokens = true).await
-}
-
-/// The admin's device (team "acme") and one joined device per handle, in
-/// homes under `homes`.
-async fn team(relay: &TestRelay, homes: &std::path::Path, handles: &[&str]) -> (App, Vec<App>) {
-    let clock = clock_of(&relay.clock);
-    let home = |h: &str| homes.join(h);
-    let mut admin = App::create_team(
-        &home("admin"),
-        key(&home("admin")),
-        target(relay),
-        &relay.bootstrap_code().unwrap(),
-        "acme",
-        "admin",
-        clock.clone(),
-    )
-    .await
-    .unwrap();
-    let mut joined = Vec::new();
-    for handle in handles {
-        joined.push(join(&mut admin, homes, handle, relay).await);
-    }
-    (admin, joined)
-}
-
-/// `handle` joins with an invite from `admin`.
-async fn join(admin: &mut App, homes: &std::path::Path, handle: &str, relay: &TestRelay) -> App {
-    let code = admin.invite(handle, 3600).await.unwrap();
-    let home = homes.join(handle);
-    App::join(&home, key(&home), &code, clock_of(&relay.clock))
-        .await
-        .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_and_three_invited_members_all_message_each_other_on_a_token_relay() {

@@ -145,21 +145,7 @@ impl<S: Storage> Relay<S> {
         // Under the token state lock, so concurrent requests of one account
         // cannot both pass the cap.
         let secrets = self.tokens.with_state(&**self.storage(), now, |_, _| {
-            let account = self
-                .storage()
-                .account(&request.account_key)?
-                .ok_or_else(|| {
-                    Refusal::new(
-                        ErrorCode::Unauthorized,
-                        "no issuance account has this key; register first",
-                    )
-                })?;
-            if account.revoked {
-                return Err(Refusal::new(
-                    ErrorCode::AccountRevoked,
-                    "this device's relay access was revoked",
-                ));
-            }
+            let account = self.live_account(&request.account_key)?;
             if account.device_registrations >= cap {
                 return Err(Refusal::new(
                     ErrorCode::QuotaExceeded,

@@ -122,6 +122,27 @@ pub(crate) fn verify(key: &TokenKey, token: &Presented) -> Result<(), Refusal> {
 }
 
 impl<S: Storage> Relay<S> {
+    /// The issuance account registered with `account_key`, refused if
+    /// there is none or it was revoked.
+    pub(crate) fn live_account(
+        &self,
+        account_key: &[u8; 32],
+    ) -> Result<crate::storage::Account, Refusal> {
+        let account = self.storage().account(account_key)?.ok_or_else(|| {
+            Refusal::new(
+                ErrorCode::Unauthorized,
+                "no issuance account has this key; register first",
+            )
+        })?;
+        if account.revoked {
+            return Err(Refusal::new(
+                ErrorCode::AccountRevoked,
+                "this device's relay access was revoked",
+            ));
+        }
+        Ok(account)
+    }
+
     /// The current period key, signed by the issuer key.
     pub(crate) fn token_key(&self) -> Result<wire::TokenKeyOk, Refusal> {
         let current = self
@@ -138,21 +159,7 @@ impl<S: Storage> Relay<S> {
         let budget = self.tokens.config.tokens_per_period;
         let current = self.tokens.current(&**self.storage(), now)?;
         self.tokens.with_state(&**self.storage(), now, |_, _| {
-            let account = self
-                .storage()
-                .account(&issuance.account_key)?
-                .ok_or_else(|| {
-                    Refusal::new(
-                        ErrorCode::Unauthorized,
-                        "no issuance account has this key; register first",
-                    )
-                })?;
-            if account.revoked {
-                return Err(Refusal::new(
-                    ErrorCode::AccountRevoked,
-                    "this device's relay access was revoked",
-                ));
-            }
+            self.live_account(&issuance.account_key)?;
             let issued = self
                 .storage()
                 .issued(&issuance.account_key, current.period)?;
