@@ -671,6 +671,9 @@ impl App {
             self.refresh_contacts().await?;
         }
         let report = self.client.sync().await?;
+        self.client
+            .engine()
+            .prune_link_secrets(Self::now_secs(&self.clock))?;
         let applied = self.apply_member_state()?;
         self.apply_dir_key().await?;
         if applied && awaiting {

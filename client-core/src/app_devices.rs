@@ -172,9 +172,10 @@ impl App {
         let mut membership = Membership::for_link(&link, code.clone());
         membership.set_revocation_secret(&me, *revocation.as_bytes());
         membership.name_device(&me, &name, now);
-        let app = Self::joined(home, store, client, membership, clock)?;
-        let mut app = app;
-        app.client.deliver().await?;
+        let mut app = Self::joined(home, store, client, membership, clock)?;
+        // Unreachable relay: the request waits in the outbox, and `sotto
+        // sync` sends it (and shows the code again).
+        app.deliver_or_queue().await?;
         Ok((app, code))
     }
 
@@ -226,10 +227,13 @@ impl App {
     ) -> Result<Approved, AppError> {
         self.require_approved()?;
         self.sync().await?;
+        let wanted = crate::normalize_code(confirm);
         let pending = self
             .client
             .engine()
-            .take_link_request(confirm)?
+            .pending_devices()?
+            .into_iter()
+            .find(|p| crate::normalize_code(&p.code) == wanted)
             .ok_or_else(|| AppError::NoSuchLinkRequest(confirm.to_owned()))?;
         let identity = pending.card.identity_key.to_bytes();
         let secret = <[u8; 32]>::try_from(pending.revocation_secret.as_slice()).ok();
@@ -242,7 +246,10 @@ impl App {
             pending.name.clone()
         };
         self.membership.name_device(&identity, &name, now);
+        // Published first: if that fails, the request is still pending and
+        // the approval can be repeated.
         self.publish_under_new_key(None).await?;
+        self.client.engine().take_link_request(confirm)?;
         self.apply_own_devices()?;
         let chunks = match history_since_ms {
             Some(since) => self.client.engine().history_chunks(since)?,

@@ -48,6 +48,8 @@ const LINK_SECRET_PREFIX: &[u8] = b"link-secret/";
 pub(crate) const LAST_SEEN_PREFIX: &[u8] = b"device-seen/";
 const LINK_REQUEST_PREFIX: &[u8] = b"link-request/";
 const HISTORY_SEEN_PREFIX: &[u8] = b"hist/";
+/// How long a link request waits for approval before it is dropped.
+pub const LINK_REQUEST_TTL_SECS: u64 = 24 * 3600;
 /// Room left in a history chunk for the payload around the items.
 const CHUNK_HEADROOM: usize = 1024;
 
@@ -336,9 +338,20 @@ impl Engine {
         Ok(Some(found))
     }
 
-    /// Drops link secrets expired at `now_secs`.
+    /// Drops link secrets expired at `now_secs`, and link requests that
+    /// waited longer than [`LINK_REQUEST_TTL_SECS`] (by the new device's
+    /// clock) for approval.
     pub fn prune_link_secrets(&self, now_secs: u64) -> Result<(), EngineError> {
-        self.link_secrets(Some(now_secs)).map(drop)
+        self.link_secrets(Some(now_secs))?;
+        let oldest_ms = now_secs.saturating_sub(LINK_REQUEST_TTL_SECS) * 1000;
+        for (key, value) in self.store.scan_prefix(Tree::Meta, LINK_REQUEST_PREFIX)? {
+            let stale = serde_json::from_slice::<LinkRequestRecord>(&value)
+                .map_or(true, |record| record.received_ms < oldest_ms);
+            if stale {
+                self.store.delete(Tree::Meta, &key)?;
+            }
+        }
+        Ok(())
     }
 
     /// Queues `body` to my other devices (or only to `only`), over Olm.
@@ -541,7 +554,63 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::{Epoch, MemoryStore, Store};
+
+    fn engine(handle: &str) -> Engine {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new().unwrap());
+        Engine::create(store, handle, 0).unwrap()
+    }
+
+    /// Delivers everything `from` has queued to `to`.
+    fn deliver(from: &mut Engine, to: &mut Engine) -> Vec<Received> {
+        let mut received = Vec::new();
+        for out in from.outgoing(0).unwrap() {
+            received.push(to.receive(out.blob.as_bytes(), Epoch::new(0)).unwrap());
+            from.sent(&out.key).unwrap();
+        }
+        received
+    }
+
+    #[test]
+    fn a_link_request_is_kept_only_with_the_right_secret_and_not_forever() {
+        let mut phone = engine("alice");
+        let secret = phone.new_link_secret(3600).unwrap();
+        let phone_card = phone.signed_card();
+        let request_from = |secret: &[u8; 32]| {
+            let mut new = engine("alice");
+            let card = Card::verify(&phone_card).unwrap();
+            new.set_devices("alice", None, vec![(card.clone(), phone_card.clone())])
+                .unwrap();
+            let (request, code) = new.link_request(&card, secret, &[9; 32], "laptop");
+            new.queue_to_own(None, request, 1_000).unwrap();
+            (new, code)
+        };
+        // Another secret: dropped, nothing pending.
+        let (mut forger, _) = request_from(&[1; 32]);
+        let got = deliver(&mut forger, &mut phone);
+        assert!(matches!(got[..], [Received::Dropped(Dropped::Mismatch)]));
+        assert!(phone.pending_devices().unwrap().is_empty());
+        // The right one: pending, with the code the new device shows.
+        let (mut laptop, code) = request_from(&secret);
+        let got = deliver(&mut laptop, &mut phone);
+        assert!(matches!(got[..], [Received::LinkRequest]));
+        let pending = phone.pending_devices().unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].code, code);
+        assert_eq!(pending[0].name, "laptop");
+        assert_eq!(pending[0].revocation_secret.as_slice(), &[9; 32]);
+        // Still there a day after it arrived (by its clock, at 1 s), even
+        // though its link secret expired after an hour...
+        phone.prune_link_secrets(LINK_REQUEST_TTL_SECS).unwrap();
+        assert_eq!(phone.pending_devices().unwrap().len(), 1);
+        // ... and gone after that.
+        phone.prune_link_secrets(LINK_REQUEST_TTL_SECS + 2).unwrap();
+        assert!(phone.pending_devices().unwrap().is_empty());
+        assert!(phone.take_link_request(&code).unwrap().is_none());
+    }
 
     #[test]
     fn confirmation_codes_depend_on_the_secret_and_both_keys() {

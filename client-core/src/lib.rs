@@ -68,7 +68,8 @@ pub use client::{
 };
 pub use device::{Device, DeviceError};
 pub use devices::{
-    LINK_CONFIRM_INFO, LINK_REQUEST_TAG, PendingDevice, confirmation_code, normalize_code,
+    LINK_CONFIRM_INFO, LINK_REQUEST_TAG, LINK_REQUEST_TTL_SECS, PendingDevice, confirmation_code,
+    normalize_code,
 };
 pub use engine::{
     DeviceChange, DropCounts, Dropped, Engine, EngineError, Message, MessageId, Outgoing, Received,
