@@ -448,19 +448,20 @@ impl Directory {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use super::*;
     use crate::team::invite::{InviteParams, issue_invite};
     use crate::{Engine, MemoryStore, Store};
 
-    fn device_card(handle: &str) -> SignedCard {
+    pub(crate) fn device_card(handle: &str) -> SignedCard {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new().unwrap());
         Engine::create(store, handle, 0).unwrap().signed_card()
     }
 
-    fn invite(team: &TeamSecrets, handle: &str) -> crate::team::IssuedInvite {
+    /// A member invite of `team` for `handle` that never expires.
+    pub(crate) fn invite(team: &TeamSecrets, handle: &str) -> crate::team::IssuedInvite {
         issue_invite(
             team,
             &InviteParams {

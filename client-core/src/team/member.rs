@@ -1177,11 +1177,9 @@ impl Membership {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
-    use crate::team::{InviteParams, TeamSecrets, build_entry_with, issue_invite, parse_invite};
-    use crate::{MemoryStore, Store};
+    use crate::team::directory::tests::{device_card, invite};
+    use crate::team::{TeamSecrets, build_entry_with, parse_invite};
 
     struct Fixture {
         team: TeamSecrets,
@@ -1191,28 +1189,10 @@ mod tests {
         bob: Membership,
     }
 
-    fn invite(team: &TeamSecrets, handle: &str) -> crate::team::IssuedInvite {
-        issue_invite(
-            team,
-            &InviteParams {
-                team_name: "acme",
-                handle,
-                expires_at: u64::MAX,
-                relay_addr: "r:1",
-                relay_fingerprint: [0; 32],
-                registration_token: b"t",
-                issuer_key: [0; 32],
-                device: false,
-            },
-        )
-        .unwrap()
-    }
-
     fn fixture() -> Fixture {
         let team = TeamSecrets::generate();
         let alice = invite(&team, "alice");
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new().unwrap());
-        let card = Engine::create(store, "alice", 0).unwrap().signed_card();
+        let card = device_card("alice");
         let bob = Membership::from_invite(&parse_invite(&invite(&team, "bob").code, 0).unwrap());
         Fixture {
             team,
