@@ -147,6 +147,17 @@ pub struct Membership {
     applied: std::collections::BTreeMap<String, String>,
 }
 
+/// The team and relay a new membership starts from.
+struct Fresh<'a> {
+    team_name: &'a str,
+    handle: &'a str,
+    relay_addr: &'a str,
+    relay_fingerprint: [u8; 32],
+    issuer_key: [u8; 32],
+    dir_key: [u8; 32],
+    team_key: [u8; 32],
+}
+
 /// What a device knows of another member's user key.
 #[derive(Serialize, Deserialize, Clone, Debug, Default)]
 pub struct KnownUser {
@@ -207,22 +218,43 @@ impl Membership {
     pub fn from_invite(invite: &ParsedInvite) -> Self {
         let mut user_seed = [0u8; 32];
         getrandom::fill(&mut user_seed).expect("invariant: the OS random number generator works");
-        Self {
-            team_name: invite.team_name.clone(),
-            handle: invite.handle.clone(),
-            relay_addr: invite.relay_addr.clone(),
+        let mut membership = Self::fresh(Fresh {
+            team_name: &invite.team_name,
+            handle: &invite.handle,
+            relay_addr: &invite.relay_addr,
             relay_fingerprint: invite.relay_fingerprint,
             issuer_key: invite.issuer_key,
             dir_key: *invite.directory.dir_key(),
             team_key: *invite.directory.team_key().as_bytes(),
-            cert: invite.cert.encode_to_vec(),
-            invite_seed: invite.invite_key.to_bytes(),
-            user_seed,
-            entry_version: 1,
+        });
+        membership.cert = invite.cert.encode_to_vec();
+        membership.invite_seed = invite.invite_key.to_bytes();
+        membership.user_seed = user_seed;
+        user_seed.zeroize();
+        membership.entry_version = 1;
+        membership
+    }
+
+    /// A device's membership before it has heard anything from the team
+    /// or from its own other devices: the constructors start here and set
+    /// what they know, so no field's initial value is written twice.
+    fn fresh(team: Fresh<'_>) -> Self {
+        Self {
+            team_name: team.team_name.to_owned(),
+            handle: team.handle.to_owned(),
+            relay_addr: team.relay_addr.to_owned(),
+            relay_fingerprint: team.relay_fingerprint,
+            issuer_key: team.issuer_key,
+            dir_key: team.dir_key,
+            team_key: team.team_key,
+            cert: Vec::new(),
+            invite_seed: [0; 32],
+            user_seed: [0; 32],
+            entry_version: 0,
             roster_version: 0,
             team_seed: None,
             relay_admin_seed: None,
-            invites: std::collections::BTreeMap::new(),
+            invites: Default::default(),
             slot_owned: false,
             dir_version: 0,
             root_user_key: None,
@@ -805,35 +837,20 @@ impl Membership {
     /// relay, but holds no user key until one of the member's devices
     /// approves it and sends the member state.
     pub fn for_link(link: &super::ParsedLink, code: String) -> Self {
-        Self {
-            team_name: link.team_name.clone(),
-            handle: link.handle.clone(),
-            relay_addr: link.relay_addr.clone(),
+        let mut membership = Self::fresh(Fresh {
+            team_name: &link.team_name,
+            handle: &link.handle,
+            relay_addr: &link.relay_addr,
             relay_fingerprint: link.relay_fingerprint,
             issuer_key: link.issuer_key,
             dir_key: link.dir_key,
             team_key: link.team_key,
-            cert: Vec::new(),
-            invite_seed: [0; 32],
-            user_seed: [0; 32],
-            entry_version: 0,
-            roster_version: 0,
-            team_seed: None,
-            relay_admin_seed: None,
-            invites: Default::default(),
-            slot_owned: true,
-            dir_version: link.dir_version,
-            root_user_key: None,
-            successions: Vec::new(),
-            devices: Vec::new(),
-            revocation_secrets: Default::default(),
-            slot_seed: None,
-            known: Default::default(),
-            notices: Vec::new(),
-            awaiting_approval: Some(code),
-            device_names: Default::default(),
-            applied: Default::default(),
-        }
+        });
+        // The approving device publishes; its member state says so.
+        membership.slot_owned = true;
+        membership.dir_version = link.dir_version;
+        membership.awaiting_approval = Some(code);
+        membership
     }
 
     /// Checks a verified entry against what I know of its member (DESIGN
