@@ -209,7 +209,17 @@ pub(crate) async fn serve<S: Storage>(
                         }
                         Err(FrameError::Truncated { .. }) => break,
                     };
-                    match session.handle(&relay, frame) {
+                    let step = match session.handle(&relay, frame) {
+                        Step::Ack { id, mailbox, seqs } => match relay.ack_apart(mailbox, seqs).await {
+                            Ok(deleted) => Step::ReplyWhenDurable {
+                                response: session::acked(id, deleted),
+                                wake: None,
+                            },
+                            Err(refusal) => Step::Reply(refusal.into_response(id)),
+                        },
+                        step => step,
+                    };
+                    match step {
                         Step::Reply(reply) => {
                             if out.send(response(reply)).await.is_err() {
                                 break 'read;
@@ -263,6 +273,8 @@ pub(crate) async fn serve<S: Storage>(
                                 break 'read;
                             }
                         }
+                        // Turned into a reply above.
+                        Step::Ack { .. } => {}
                         Step::Close(reply) => {
                             let _ = out.send(response(reply)).await;
                             close_code = close::PROTOCOL;

@@ -162,6 +162,13 @@ impl FuzzRelay {
                     Err(e) => panic!("MemoryStorage flush failed: {e}"),
                 }
             }
+            Step::Ack { id, mailbox, seqs } => match self.relay.ack(&mailbox, &seqs) {
+                Ok(deleted) => match futures::executor::block_on(self.relay.commit.durable()) {
+                    Ok(()) => out.push(server_frame(session::acked(id, deleted))),
+                    Err(e) => panic!("MemoryStorage flush failed: {e}"),
+                },
+                Err(refusal) => out.push(server_frame(refusal.into_response(id))),
+            },
             Step::Subscribe { id, mailbox, after } => {
                 out.push(server_frame(session::subscribed(id)));
                 self.subscriptions.insert(mailbox, after);

@@ -55,6 +55,9 @@ pub struct Relay<S: Storage> {
     pub(crate) limits: Limits,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) slot_lock: std::sync::Mutex<()>,
+    /// One ack's deletion at a time, off the async workers (see
+    /// [`Relay::ack_apart`]).
+    pub(crate) deleting: tokio::sync::Semaphore,
     pub(crate) stats: Stats,
     pub(crate) tokens: Tokens,
 }
@@ -70,6 +73,7 @@ impl<S: Storage> Relay<S> {
             limits,
             clock,
             slot_lock: std::sync::Mutex::new(()),
+            deleting: tokio::sync::Semaphore::new(1),
             stats: Stats::default(),
             tokens: Tokens::ephemeral(crate::config::TokenConfig::default()),
         }

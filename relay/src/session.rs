@@ -36,6 +36,13 @@ pub(crate) enum Step {
         response: wire::Response,
         wake: Option<MailboxId>,
     },
+    /// Delete the named blobs of `mailbox` (see [`Relay::ack_apart`]), then
+    /// reply to `id` once the deletion is durable.
+    Ack {
+        id: u64,
+        mailbox: MailboxId,
+        seqs: Vec<Seq>,
+    },
     /// Reply `SubscribeOk` to `id`, then push `mailbox` from `after`.
     Subscribe {
         id: u64,
@@ -256,13 +263,7 @@ impl Session {
                     OwnerOp::Fetch { after, limit } => {
                         Step::Reply(ok(id, Reply::Fetch(relay.fetch(&mailbox, after, limit)?)))
                     }
-                    OwnerOp::Ack { seqs } => {
-                        let deleted = relay.ack(&mailbox, &seqs)?;
-                        Step::ReplyWhenDurable {
-                            response: ok(id, Reply::Ack(wire::AckOk { deleted })),
-                            wake: None,
-                        }
-                    }
+                    OwnerOp::Ack { seqs } => Step::Ack { id, mailbox, seqs },
                     OwnerOp::Subscribe { after } => {
                         if !self.subscriptions.contains(&mailbox)
                             && self.subscriptions.len() >= relay.limits.max_subscriptions as usize
@@ -329,6 +330,10 @@ impl Session {
 /// The `SubscribeOk` / `UnsubscribeOk` replies the connection sends.
 pub(crate) fn subscribed(id: u64) -> wire::Response {
     ok(id, Reply::Subscribe(wire::SubscribeOk {}))
+}
+
+pub(crate) fn acked(id: u64, deleted: u32) -> wire::Response {
+    ok(id, Reply::Ack(wire::AckOk { deleted }))
 }
 
 pub(crate) fn unsubscribed(id: u64) -> wire::Response {

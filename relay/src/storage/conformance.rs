@@ -465,6 +465,128 @@ fn sled_chunks_share_an_entry_and_shrink_blob_by_blob() {
     assert_eq!(store.total_bytes(), 16384);
 }
 
+fn seqs_of(store: &dyn Storage, mailbox: &MailboxId) -> Vec<Seq> {
+    store
+        .fetch(mailbox, all(0))
+        .unwrap()
+        .blobs
+        .iter()
+        .map(|b| b.seq)
+        .collect()
+}
+
+#[test]
+fn sled_sparse_and_mid_chunk_acks_delete_exactly_the_named_blobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStorage::open(dir.path()).unwrap();
+    // 60 one-blob chunks (a flush after each), then one chunk of three.
+    let mut seqs: Vec<Seq> = (0..60u8)
+        .map(|i| {
+            let seq = store
+                .append(&mailbox(1), &blob(Bucket::K1, i), 100)
+                .unwrap();
+            store.flush().unwrap();
+            seq
+        })
+        .collect();
+    for i in 0..3u8 {
+        seqs.push(
+            store
+                .append(&mailbox(1), &blob(Bucket::K1, 60 + i), 100)
+                .unwrap(),
+        );
+    }
+    store.flush().unwrap();
+
+    // Far apart: more chunks between them than an ack's scan steps over.
+    assert_eq!(
+        store
+            .delete(&mailbox(1), &[seqs[0], seqs[30], seqs[59]])
+            .unwrap(),
+        3
+    );
+    // Starting in the middle of the last chunk, past the last blob too.
+    assert_eq!(
+        store
+            .delete(&mailbox(1), &[seqs[61], seqs[62], seqs[62] + 5])
+            .unwrap(),
+        2
+    );
+    // A run of neighbours, some already gone.
+    let run: Vec<Seq> = seqs[25..35].to_vec();
+    assert_eq!(store.delete(&mailbox(1), &run).unwrap(), 9);
+    let mut left = seqs.clone();
+    left.retain(|seq| {
+        ![seqs[0], seqs[30], seqs[59], seqs[61], seqs[62]].contains(seq) && !run.contains(seq)
+    });
+    assert_eq!(seqs_of(&store, &mailbox(1)), left);
+    assert_eq!(store.mailbox_usage(&mailbox(1)).count, left.len() as u64);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(40))]
+
+    /// Whatever the chunking (flushes and expiries cut chunks) and whatever
+    /// an ack names (runs, sparse seqs, seqs never stored, other mailboxes'
+    /// seqs, appends not yet flushed), a delete removes exactly the named
+    /// blobs of its mailbox and counts them.
+    #[test]
+    fn sled_deletes_match_a_model(
+        appends in proptest::collection::vec((0u8..3, proptest::bool::ANY, 0u64..2), 1..100),
+        acks in proptest::collection::vec(
+            (0u8..3, proptest::collection::vec(0usize..110, 0..30), proptest::bool::ANY),
+            1..10,
+        ),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStorage::open(dir.path()).unwrap();
+        let mut model: std::collections::BTreeMap<u8, std::collections::BTreeSet<Seq>> =
+            Default::default();
+        let mut appended = Vec::new();
+        for (i, (owner, flush, expiry)) in appends.iter().enumerate() {
+            let seq = store
+                .append(&mailbox(*owner), &blob(Bucket::K1, i as u8), 100 + expiry)
+                .unwrap();
+            model.entry(*owner).or_default().insert(seq);
+            appended.push(seq);
+            if *flush {
+                store.flush().unwrap();
+            }
+        }
+        let top = appended.iter().copied().max().unwrap_or(0);
+        for (owner, picks, flush) in &acks {
+            let named: Vec<Seq> = picks
+                .iter()
+                .map(|&i| appended.get(i).copied().unwrap_or(top + i as u64))
+                .collect();
+            let mine = model.entry(*owner).or_default();
+            let expected = named
+                .iter()
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .filter(|seq| mine.remove(seq))
+                .count();
+            proptest::prop_assert_eq!(
+                store.delete(&mailbox(*owner), &named).unwrap() as usize,
+                expected
+            );
+            if *flush {
+                store.flush().unwrap();
+            }
+            for (owner, seqs) in &model {
+                proptest::prop_assert_eq!(
+                    seqs_of(&store, &mailbox(*owner)),
+                    seqs.iter().copied().collect::<Vec<_>>()
+                );
+                proptest::prop_assert_eq!(
+                    store.mailbox_usage(&mailbox(*owner)).count,
+                    seqs.len() as u64
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn sled_reads_blobs_stored_one_per_value() {
     // The layout before chunks: blobs key -> expires_at ‖ blob.
