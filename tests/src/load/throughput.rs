@@ -538,7 +538,7 @@ fn settle(
     }
 }
 
-/// Acks a receiver may have outstanding before it waits for one.
+/// Acks a receiver may have outstanding; further seqs wait for a free slot.
 const ACKS_IN_FLIGHT: usize = 8;
 
 /// One receiver: records put→push latency of every pushed blob and acks in
@@ -561,6 +561,18 @@ async fn receive(
                 Some(pushed) => pushed,
                 None => break,
             },
+            Some(_) = acks.join_next(), if !acks.is_empty() => {
+                // A slot freed: a batch that filled meanwhile goes now.
+                if to_ack.len() >= ack_batch {
+                    acks.spawn(ack(
+                        conn.clone(),
+                        inbox.clone(),
+                        std::mem::take(&mut to_ack),
+                        counters.clone(),
+                    ));
+                }
+                continue;
+            }
             _ = stop.changed() => break,
         };
         let now = Instant::now();
@@ -577,10 +589,12 @@ async fn receive(
         }
         if ack_batch > 0 {
             to_ack.push(pushed.seq);
-            if to_ack.len() >= ack_batch {
-                if acks.len() >= ACKS_IN_FLIGHT {
-                    let _ = acks.join_next().await;
-                }
+            // Never wait for an ack here: its reply comes on the stream
+            // behind pushes, which only flow while this loop takes them (a
+            // receiver that waited for acks with its push queue full stalled
+            // until the request timeout). With every ack slot taken, the
+            // batch grows until one frees.
+            if to_ack.len() >= ack_batch && acks.len() < ACKS_IN_FLIGHT {
                 acks.spawn(ack(
                     conn.clone(),
                     inbox.clone(),
