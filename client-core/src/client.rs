@@ -10,7 +10,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use futures::StreamExt as _;
 use futures::future::join_all;
+use futures::stream::FuturesUnordered;
 
 use crate::engine::{Engine, EngineError, Message, MessageId, Received};
 use crate::{BlindedInbox, NetError, RelayAddr, RelayConnection};
@@ -36,6 +38,9 @@ pub enum ClientError {
 const LOW_WATER: usize = 20;
 /// Tokens asked for per refill.
 const REFILL: u32 = 100;
+/// How long `listen` waits for the acks it still owes before it closes a
+/// connection; blobs whose ack did not finish come again at the next sync.
+const ACK_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What a device needs to present anonymous access tokens (DESIGN §7).
 pub struct Access {
@@ -461,13 +466,18 @@ impl Client {
             // The clock is checked on every push and every second, so an
             // injected clock crossing the boundary is noticed promptly.
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-            loop {
+            // Acks are not awaited in line: a reply comes on the stream
+            // behind pushes, and the transport stops reading while the push
+            // queue is full, so waiting for one while pushes pile up could
+            // stall until the request timeout.
+            let mut acks = FuturesUnordered::new();
+            let stopped = loop {
                 tokio::select! {
-                    _ = &mut stop => {
-                        conn.close().await;
-                        return Ok(());
-                    }
+                    _ = &mut stop => break true,
                     _ = tick.tick() => {}
+                    Some(acked) = acks.next(), if !acks.is_empty() => {
+                        acked?;
+                    }
                     push = pushes.recv() => {
                         let Some(push) = push else {
                             return Err(NetError::ConnectionLost(conn.close_reason().unwrap_or_default()).into());
@@ -482,7 +492,7 @@ impl Client {
                         }
                         self.engine.flush()?;
                         if !group {
-                            conn.ack(inbox, vec![push.seq]).await?;
+                            acks.push(conn.ack(inbox, vec![push.seq]));
                         }
                         let mut report = SyncReport::default();
                         let mut delivered = BTreeMap::new();
@@ -498,16 +508,34 @@ impl Client {
                         self.deliver().await?;
                         report.messages.iter().for_each(&mut on_message);
                         if resubscribe {
-                            break;
+                            break false;
                         }
                     }
                 }
                 let now = crate::Epoch::from_unix_secs(self.now_ms() / 1000, crate::EPOCH_SECS);
                 if now != epoch {
-                    break;
+                    break false;
                 }
+            };
+            // The acks still owed finish before the connection closes, or
+            // their blobs come again at the next sync. Without a push
+            // receiver the transport keeps reading replies.
+            drop(pushes);
+            let owed = async {
+                while let Some(acked) = acks.next().await {
+                    acked?;
+                }
+                Ok::<(), NetError>(())
+            };
+            // A relay that does not answer must not hold up a stop.
+            if let Ok(result) = tokio::time::timeout(ACK_DRAIN, owed).await {
+                result?;
             }
+            drop(acks);
             conn.close().await;
+            if stopped {
+                return Ok(());
+            }
         }
     }
 

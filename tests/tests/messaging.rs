@@ -442,6 +442,77 @@ async fn listen_gets_pushes_rotates_its_connection_each_epoch_and_read_receipts_
     relay.stop().await;
 }
 
+/// `listen` acks each push without waiting in line for the reply. A reply
+/// comes on the stream behind pushes, and the transport stops reading while
+/// its push queue (1,024) is full: a burst larger than the queue and the
+/// relay's outbox together used to stall the listener on its first ack until
+/// the 30 s request timeout, and `listen` failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_keeps_up_with_a_burst_larger_than_its_push_queue() {
+    const BURST: usize = 4_000;
+    let relay = TestRelay::start().await;
+    let mut bob = Member::new("bob", &relay);
+    let inbox = bob
+        .client
+        .engine()
+        .inboxes(relay.clock.now_secs(), 1)
+        .unwrap()
+        .remove(0);
+    let mailbox = inbox.mailbox_id();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let listener = tokio::spawn(async move {
+        bob.client
+            .listen(|_| {}, async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while relay.server().relay().subscription_count() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the listener never subscribed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+
+    // Blobs nobody sealed: the listener drops each and acks it.
+    let sender = RelayConnection::connect(&relay_addr(&relay), None)
+        .await
+        .unwrap();
+    let blob = Blob::new(vec![7u8; 1024].into()).unwrap();
+    for batch in 0..BURST / 100 {
+        let puts = (0..100).map(|_| sender.put(&mailbox, &blob, 0));
+        for put in futures::future::join_all(puts).await {
+            put.unwrap_or_else(|e| panic!("put in batch {batch}: {e}"));
+        }
+    }
+    sender.close().await;
+
+    // Every blob is acked (the relay holds none) well before a request
+    // would time out, and listen is still running.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(25);
+    let storage = relay.server().relay().storage().clone();
+    loop {
+        let left = sotto_relay::Storage::mailbox_usage(&*storage, &mailbox).count;
+        if left == 0 {
+            break;
+        }
+        assert!(
+            !listener.is_finished(),
+            "listen ended with {left} blobs unacked"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{left} of {BURST} blobs still unacked"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    stop.send(()).unwrap();
+    listener.await.unwrap().unwrap();
+    relay.stop().await;
+}
+
 async fn next_text(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
     tokio::time::timeout(std::time::Duration::from_secs(15), rx.recv())
         .await

@@ -258,6 +258,12 @@ impl RelayConnection {
 
     /// Takes the push receiver (once); pushes of every subscription on this
     /// connection arrive there in order per mailbox.
+    ///
+    /// Replies share the stream with pushes and come behind them, and the
+    /// connection stops reading while this queue is full: whoever holds the
+    /// receiver must keep taking pushes while it waits for a reply on the
+    /// same connection (or drop the receiver), or the reply is stuck until
+    /// the request timeout.
     pub fn take_pushes(&self) -> Option<mpsc::Receiver<Pushed>> {
         lock(&self.pushes).take()
     }
