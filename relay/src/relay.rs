@@ -57,7 +57,7 @@ pub struct Relay<S: Storage> {
     pub(crate) slot_lock: std::sync::Mutex<()>,
     /// One ack's deletion at a time, off the async workers (see
     /// [`Relay::ack_apart`]).
-    pub(crate) deleting: tokio::sync::Semaphore,
+    pub(crate) deleting: Arc<tokio::sync::Semaphore>,
     pub(crate) stats: Stats,
     pub(crate) tokens: Tokens,
 }
@@ -73,7 +73,7 @@ impl<S: Storage> Relay<S> {
             limits,
             clock,
             slot_lock: std::sync::Mutex::new(()),
-            deleting: tokio::sync::Semaphore::new(1),
+            deleting: Arc::new(tokio::sync::Semaphore::new(1)),
             stats: Stats::default(),
             tokens: Tokens::ephemeral(crate::config::TokenConfig::default()),
         }
