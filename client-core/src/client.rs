@@ -469,22 +469,36 @@ impl Client {
             // Acks are not awaited in line: a reply comes on the stream
             // behind pushes, and the transport stops reading while the push
             // queue is full, so waiting for one while pushes pile up could
-            // stall until the request timeout.
+            // stall until the request timeout. One ack per inbox is in
+            // flight; seqs processed meanwhile go in the next, so a busy
+            // inbox is acked in batches and a quiet one at once.
             let mut acks = FuturesUnordered::new();
+            let mut owed: Vec<Vec<u64>> = vec![Vec::new(); inboxes.len()];
+            let mut acking = vec![false; inboxes.len()];
+            let ack = |index: usize, seqs: Vec<u64>| {
+                let (conn, inbox) = (&conn, &inboxes[index]);
+                async move { (index, conn.ack(inbox, seqs).await) }
+            };
             let stopped = loop {
                 tokio::select! {
                     _ = &mut stop => break true,
                     _ = tick.tick() => {}
-                    Some(acked) = acks.next(), if !acks.is_empty() => {
+                    Some((index, acked)) = acks.next(), if !acks.is_empty() => {
                         acked?;
+                        let index: usize = index;
+                        acking[index] = !owed[index].is_empty();
+                        if acking[index] {
+                            acks.push(ack(index, std::mem::take(&mut owed[index])));
+                        }
                     }
                     push = pushes.recv() => {
                         let Some(push) = push else {
                             return Err(NetError::ConnectionLost(conn.close_reason().unwrap_or_default()).into());
                         };
-                        let Some(inbox) = inboxes.iter().find(|i| i.mailbox_id() == push.mailbox) else {
+                        let Some(index) = inboxes.iter().position(|i| i.mailbox_id() == push.mailbox) else {
                             continue;
                         };
+                        let inbox = &inboxes[index];
                         let received = self.engine.receive_in(&push.mailbox, &push.blob, inbox.epoch())?;
                         let group = self.engine.is_group_mailbox(&push.mailbox);
                         if group {
@@ -492,7 +506,11 @@ impl Client {
                         }
                         self.engine.flush()?;
                         if !group {
-                            acks.push(conn.ack(inbox, vec![push.seq]));
+                            owed[index].push(push.seq);
+                            if !acking[index] {
+                                acking[index] = true;
+                                acks.push(ack(index, std::mem::take(&mut owed[index])));
+                            }
                         }
                         let mut report = SyncReport::default();
                         let mut delivered = BTreeMap::new();
@@ -521,14 +539,17 @@ impl Client {
             // their blobs come again at the next sync. Without a push
             // receiver the transport keeps reading replies.
             drop(pushes);
-            let owed = async {
-                while let Some(acked) = acks.next().await {
+            let settle = async {
+                while let Some((index, acked)) = acks.next().await {
                     acked?;
+                    if !owed[index].is_empty() {
+                        acks.push(ack(index, std::mem::take(&mut owed[index])));
+                    }
                 }
                 Ok::<(), NetError>(())
             };
             // A relay that does not answer must not hold up a stop.
-            if let Ok(result) = tokio::time::timeout(ACK_DRAIN, owed).await {
+            if let Ok(result) = tokio::time::timeout(ACK_DRAIN, settle).await {
                 result?;
             }
             drop(acks);

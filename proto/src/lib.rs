@@ -58,3 +58,6 @@ pub const ALPN: &[u8] = b"sotto/1";
 
 /// The protocol version carried in `Hello.version`.
 pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The most seqs one `Ack` may name; a relay refuses longer ones.
+pub const MAX_ACK_SEQS: usize = 4_096;

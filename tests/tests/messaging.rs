@@ -477,24 +477,13 @@ async fn listen_keeps_up_with_a_burst_larger_than_its_push_queue() {
     }
 
     // Blobs nobody sealed: the listener drops each and acks it.
-    let sender = RelayConnection::connect(&relay_addr(&relay), None)
-        .await
-        .unwrap();
-    let blob = Blob::new(vec![7u8; 1024].into()).unwrap();
-    for batch in 0..BURST / 100 {
-        let puts = (0..100).map(|_| sender.put(&mailbox, &blob, 0));
-        for put in futures::future::join_all(puts).await {
-            put.unwrap_or_else(|e| panic!("put in batch {batch}: {e}"));
-        }
-    }
-    sender.close().await;
+    put_unsealed(&relay, &mailbox, BURST).await;
 
     // Every blob is acked (the relay holds none) well before a request
     // would time out, and listen is still running.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(25);
-    let storage = relay.server().relay().storage().clone();
     loop {
-        let left = sotto_relay::Storage::mailbox_usage(&*storage, &mailbox).count;
+        let left = blobs_held(&relay, &mailbox);
         if left == 0 {
             break;
         }
@@ -511,6 +500,54 @@ async fn listen_keeps_up_with_a_burst_larger_than_its_push_queue() {
     stop.send(()).unwrap();
     listener.await.unwrap().unwrap();
     relay.stop().await;
+}
+
+/// An inbox holding more blobs than one ack may name is acked in several
+/// requests. sync used to name them all in one ack, the relay refused it,
+/// and every later sync failed the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_acks_more_blobs_than_one_ack_may_name() {
+    let relay = TestRelay::start().await;
+    let mut bob = Member::new("bob", &relay);
+    let mailbox = bob
+        .client
+        .engine()
+        .inboxes(relay.clock.now_secs(), 1)
+        .unwrap()
+        .remove(0)
+        .mailbox_id();
+    let count = sotto_proto::MAX_ACK_SEQS + 100;
+    put_unsealed(&relay, &mailbox, count).await;
+    assert_eq!(blobs_held(&relay, &mailbox), count as u64);
+    bob.client.sync().await.unwrap();
+    assert_eq!(blobs_held(&relay, &mailbox), 0, "every blob acked");
+    bob.client.sync().await.unwrap();
+    relay.stop().await;
+}
+
+/// Puts `count` 1 KiB blobs that nobody sealed (a client drops them) into
+/// `mailbox`.
+async fn put_unsealed(relay: &TestRelay, mailbox: &MailboxId, count: usize) {
+    let sender = RelayConnection::connect(&relay_addr(relay), None)
+        .await
+        .unwrap();
+    let blob = Blob::new(vec![7u8; 1024].into()).unwrap();
+    let mut left = count;
+    while left > 0 {
+        let batch = left.min(100);
+        let puts = (0..batch).map(|_| sender.put(mailbox, &blob, 0));
+        for put in futures::future::join_all(puts).await {
+            put.unwrap();
+        }
+        left -= batch;
+    }
+    sender.close().await;
+}
+
+/// How many blobs the relay holds for `mailbox`.
+fn blobs_held(relay: &TestRelay, mailbox: &MailboxId) -> u64 {
+    let storage = relay.server().relay().storage();
+    sotto_relay::Storage::mailbox_usage(&**storage, mailbox).count
 }
 
 async fn next_text(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {

@@ -369,13 +369,27 @@ impl RelayConnection {
         }
     }
 
-    /// Deletes blobs by seq; returns how many the relay deleted.
+    /// Deletes blobs by seq; returns how many the relay deleted. More seqs
+    /// than one ack may name ([`sotto_proto::MAX_ACK_SEQS`]) go in several
+    /// requests, pipelined.
     pub async fn ack(&self, signer: &dyn MailboxSigner, seqs: Vec<u64>) -> Result<u32, NetError> {
-        let op = wire::mailbox_op::Op::Ack(wire::Ack { seqs });
-        match self.request(self.owner_request(signer, op)).await? {
-            Reply::Ack(ok) => Ok(ok.deleted),
-            other => Err(unexpected(&other)),
+        let acks = seqs.chunks(sotto_proto::MAX_ACK_SEQS).map(|seqs| {
+            let op = wire::mailbox_op::Op::Ack(wire::Ack {
+                seqs: seqs.to_vec(),
+            });
+            let request = self.owner_request(signer, op);
+            async move {
+                match self.request(request).await? {
+                    Reply::Ack(ok) => Ok(ok.deleted),
+                    other => Err(unexpected(&other)),
+                }
+            }
+        });
+        let mut deleted = 0u32;
+        for result in futures::future::join_all(acks).await {
+            deleted = deleted.saturating_add(result?);
         }
+        Ok(deleted)
     }
 
     /// Subscribes: the relay pushes every blob after `after`, then each new

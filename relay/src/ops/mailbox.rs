@@ -16,8 +16,8 @@ use crate::refusal::Refusal;
 use crate::relay::{Relay, Stats};
 use crate::storage::{Seq, Storage};
 
-/// Most seqs one ack may name.
-pub(crate) const MAX_ACK_SEQS: usize = 4_096;
+/// Most seqs one ack may name (the protocol's limit, shared with clients).
+pub(crate) use sotto_proto::MAX_ACK_SEQS;
 
 /// An authorized owner operation.
 #[derive(Debug, PartialEq, Eq)]
