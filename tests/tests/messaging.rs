@@ -403,14 +403,7 @@ async fn listen_gets_pushes_rotates_its_connection_each_epoch_and_read_receipts_
     assert_eq!(next_text(&mut rx).await, "one");
     // Wait until the first cycle holds its live subscription (its opening
     // sync is over), so what follows can only arrive through a new cycle.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    while relay.server().relay().subscription_count() == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the listener never subscribed"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    until_subscribed(&relay).await;
     // Into the next epoch: the listener drains and resubscribes on a new
     // connection, and the message sent to the new epoch's mailbox arrives.
     relay.clock.advance_secs(3600);
@@ -452,13 +445,7 @@ async fn listen_keeps_up_with_a_burst_larger_than_its_push_queue() {
     const BURST: usize = 4_000;
     let relay = TestRelay::start().await;
     let mut bob = Member::new("bob", &relay);
-    let inbox = bob
-        .client
-        .engine()
-        .inboxes(relay.clock.now_secs(), 1)
-        .unwrap()
-        .remove(0);
-    let mailbox = inbox.mailbox_id();
+    let mailbox = request_inbox(&bob, &relay);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let listener = tokio::spawn(async move {
         bob.client
@@ -467,14 +454,7 @@ async fn listen_keeps_up_with_a_burst_larger_than_its_push_queue() {
             })
             .await
     });
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    while relay.server().relay().subscription_count() == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the listener never subscribed"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    until_subscribed(&relay).await;
 
     // Blobs nobody sealed: the listener drops each and acks it.
     put_unsealed(&relay, &mailbox, BURST).await;
@@ -509,13 +489,7 @@ async fn listen_keeps_up_with_a_burst_larger_than_its_push_queue() {
 async fn sync_acks_more_blobs_than_one_ack_may_name() {
     let relay = TestRelay::start().await;
     let mut bob = Member::new("bob", &relay);
-    let mailbox = bob
-        .client
-        .engine()
-        .inboxes(relay.clock.now_secs(), 1)
-        .unwrap()
-        .remove(0)
-        .mailbox_id();
+    let mailbox = request_inbox(&bob, &relay);
     let count = sotto_proto::MAX_ACK_SEQS + 100;
     put_unsealed(&relay, &mailbox, count).await;
     assert_eq!(blobs_held(&relay, &mailbox), count as u64);
@@ -523,6 +497,30 @@ async fn sync_acks_more_blobs_than_one_ack_may_name() {
     assert_eq!(blobs_held(&relay, &mailbox), 0, "every blob acked");
     bob.client.sync().await.unwrap();
     relay.stop().await;
+}
+
+/// Waits (up to 15 s) until some connection holds a subscription.
+async fn until_subscribed(relay: &TestRelay) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while relay.server().relay().subscription_count() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the listener never subscribed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// The mailbox of `member`'s request inbox this epoch (its only one while
+/// it has no contacts).
+fn request_inbox(member: &Member, relay: &TestRelay) -> MailboxId {
+    member
+        .client
+        .engine()
+        .inboxes(relay.clock.now_secs(), 1)
+        .unwrap()
+        .remove(0)
+        .mailbox_id()
 }
 
 /// Puts `count` 1 KiB blobs that nobody sealed (a client drops them) into
