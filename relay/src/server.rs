@@ -318,16 +318,18 @@ async fn accept_loop<S: Storage>(
                 };
                 let relay = relay.clone();
                 let shutdown = shutdown.clone();
+                // The hello timeout runs from the first packet, not from the
+                // end of the handshake: a peer that sends one Initial and
+                // stalls holds a connection slot, and used to hold it for
+                // the whole idle timeout (found by `relay/tests/flood.rs`).
+                // Dropping the handshake closes the connection.
+                let hello_deadline = tokio::time::Instant::now()
+                    + Duration::from_millis(relay.limits.hello_timeout_ms);
+                // Accepted here, not in the task: the task would keep room
+                // for the 384-byte `Incoming` it captured for the whole
+                // connection (a heap profile of idle connections).
+                let Ok(connecting) = incoming.accept() else { continue };
                 handlers.spawn(async move {
-                    // The hello timeout runs from the first packet, not from
-                    // the end of the handshake: a peer that sends one
-                    // Initial and stalls holds a connection slot, and used
-                    // to hold it for the whole idle timeout (found by
-                    // `relay/tests/flood.rs`). Dropping the handshake closes
-                    // the connection.
-                    let hello_deadline = tokio::time::Instant::now()
-                        + Duration::from_millis(relay.limits.hello_timeout_ms);
-                    let Ok(connecting) = incoming.accept() else { return };
                     let Ok(Ok(conn)) = tokio::time::timeout_at(hello_deadline, connecting).await
                     else {
                         return;
