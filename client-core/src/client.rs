@@ -485,6 +485,7 @@ impl Client {
                     _ = tick.tick() => {}
                     Some((index, acked)) = acks.next(), if !acks.is_empty() => {
                         acked?;
+                        // (`select!` patterns cannot name the type.)
                         let index: usize = index;
                         acking[index] = !owed[index].is_empty();
                         if acking[index] {
