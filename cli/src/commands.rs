@@ -11,15 +11,14 @@ use crate::errors::UsageError;
 use crate::output::{Output, line, qr};
 use crate::{Cli, Command, DeviceCommand, GroupCommand, TeamCommand};
 
-/// `$XDG_DATA_HOME/sotto`, or `~/.local/share/sotto`.
+/// The platform's data directory joined with `sotto`: on Linux
+/// `$XDG_DATA_HOME/sotto` (an absolute `XDG_DATA_HOME` only, as the XDG
+/// spec says), else `~/.local/share/sotto`; `./sotto-home` with no home
+/// directory at all. `--home` and `$SOTTO_HOME` come first (clap).
 fn default_home() -> PathBuf {
-    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir).join("sotto");
-    }
-    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
-        Some(home) => PathBuf::from(home).join(".local/share/sotto"),
-        None => PathBuf::from("sotto-home"),
-    }
+    directories::BaseDirs::new()
+        .map(|dirs| dirs.data_dir().join("sotto"))
+        .unwrap_or_else(|| PathBuf::from("sotto-home"))
 }
 
 /// The store key: a passphrase from `SOTTO_PASSPHRASE`, else the 0600 key
@@ -31,30 +30,24 @@ fn key_source(home: &Path) -> KeySource {
     }
 }
 
-/// Parses `30m`, `12h`, `7d`, `90s` or plain seconds.
+/// Parses a duration in whole seconds: plain seconds (`90`), or a number
+/// with a unit (`90s`, `30m`, `12h`, `7d`, `2w`, also combined: `1h 30m`).
 fn parse_duration(text: &str) -> Result<u64, UsageError> {
     let text = text.trim();
-    let (number, unit) = match text.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => (&text[..i], c),
-        _ => (text, 's'),
-    };
-    let number: u64 = number.parse().map_err(|_| {
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(secs);
+    }
+    let duration = humantime::parse_duration(text).map_err(|error| {
         UsageError(format!(
-            "\"{text}\" is not a duration; use e.g. 30m, 12h or 7d"
+            "\"{text}\" is not a duration ({error}); use e.g. 30m, 12h or 7d"
         ))
     })?;
-    let unit = match unit {
-        's' => 1,
-        'm' => 60,
-        'h' => 3600,
-        'd' => 86_400,
-        _ => {
-            return Err(UsageError(format!(
-                "\"{text}\": the unit must be s, m, h or d"
-            )));
-        }
-    };
-    Ok(number.saturating_mul(unit))
+    if duration.subsec_nanos() != 0 {
+        return Err(UsageError(format!(
+            "\"{text}\": durations are whole seconds; use e.g. 30m, 12h or 7d"
+        )));
+    }
+    Ok(duration.as_secs())
 }
 
 fn parse_fingerprint(text: &str) -> Result<[u8; 32], UsageError> {
@@ -346,19 +339,17 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// `sotto group ...`.
-/// `YYYY-MM-DD` of a unix-seconds time (UTC).
+/// `YYYY-MM-DD` of a unix-seconds time (UTC); the plain number for a time
+/// past the calendar's range (year 9999), which no clock of ours writes.
 fn day(secs: u64) -> String {
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let days = (secs / 86_400) as i64 + 719_468;
-    let era = days.div_euclid(146_097);
-    let doe = days.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
+    i64::try_from(secs)
+        .ok()
+        .and_then(|secs| time::OffsetDateTime::from_unix_timestamp(secs).ok())
+        .and_then(|time| {
+            time.format(time::macros::format_description!("[year]-[month]-[day]"))
+                .ok()
+        })
+        .unwrap_or_else(|| format!("{secs} (unix seconds)"))
 }
 
 async fn device(home: &Path, command: DeviceCommand, out: Output) -> anyhow::Result<()> {
@@ -588,8 +579,35 @@ mod tests {
         assert_eq!(parse_duration("7d").unwrap(), 7 * 86_400);
         assert_eq!(parse_duration("12h").unwrap(), 12 * 3600);
         assert_eq!(parse_duration("30m").unwrap(), 1800);
+        assert_eq!(parse_duration("90s").unwrap(), 90);
         assert_eq!(parse_duration("90").unwrap(), 90);
-        assert!(parse_duration("7w").is_err());
-        assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_duration(" 7d ").unwrap(), 7 * 86_400);
+        assert_eq!(parse_duration("2w").unwrap(), 14 * 86_400);
+        assert_eq!(parse_duration("1h 30m").unwrap(), 5400);
+    }
+
+    #[test]
+    fn bad_durations_are_clear_usage_errors() {
+        for (text, says) in [
+            ("soon", "is not a duration"),
+            ("7x", "is not a duration"),
+            ("", "is not a duration"),
+            ("-5m", "is not a duration"),
+            ("99999999999999999999d", "is not a duration"),
+            ("1500ms", "whole seconds"),
+        ] {
+            let UsageError(message) = parse_duration(text).unwrap_err();
+            assert!(message.contains(says), "{text:?}: {message}");
+            assert!(message.contains("e.g. 30m, 12h or 7d"), "{text:?}: {message}");
+        }
+    }
+
+    #[test]
+    fn days_are_utc_calendar_dates() {
+        assert_eq!(day(0), "1970-01-01");
+        assert_eq!(day(951_782_400), "2000-02-29");
+        assert_eq!(day(1_700_000_000), "2023-11-14");
+        assert_eq!(day(253_402_300_799), "9999-12-31");
+        assert_eq!(day(u64::MAX), format!("{} (unix seconds)", u64::MAX));
     }
 }

@@ -297,6 +297,70 @@ fn demo_runs_a_whole_team_and_exits_zero() {
     assert!(stdout.contains("5 messages of history"), "{stdout}");
 }
 
+/// `sotto sync` in a home with no identity, with only `env` set (no
+/// `--home`): its error names the home it used.
+fn home_used(env: &[(&str, &Path)], args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_sotto"))
+        .args(args)
+        .arg("sync")
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v.as_os_str())))
+        .env("SOTTO_LOG", "error")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(5), "stderr: {stderr}");
+    let home = stderr
+        .split("no sotto identity in ")
+        .nth(1)
+        .and_then(|rest| rest.split("; run").next())
+        .unwrap_or_else(|| panic!("no home named in: {stderr}"));
+    home.to_owned()
+}
+
+#[test]
+fn the_home_is_the_flag_then_sotto_home_then_the_xdg_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let (home, xdg, flag, env) = (
+        dir.path().join("home"),
+        dir.path().join("xdg"),
+        dir.path().join("flag"),
+        dir.path().join("env"),
+    );
+    let shown = |path: &Path| path.display().to_string();
+    assert_eq!(
+        home_used(&[("HOME", &home)], &[]),
+        shown(&home.join(".local/share/sotto"))
+    );
+    assert_eq!(
+        home_used(&[("HOME", &home), ("XDG_DATA_HOME", &xdg)], &[]),
+        shown(&xdg.join("sotto"))
+    );
+    // A relative XDG_DATA_HOME is ignored, as the XDG spec says.
+    assert_eq!(
+        home_used(
+            &[("HOME", &home), ("XDG_DATA_HOME", Path::new("relative"))],
+            &[]
+        ),
+        shown(&home.join(".local/share/sotto"))
+    );
+    assert_eq!(
+        home_used(
+            &[("HOME", &home), ("XDG_DATA_HOME", &xdg), ("SOTTO_HOME", &env)],
+            &[]
+        ),
+        shown(&env)
+    );
+    let flag_arg = shown(&flag);
+    assert_eq!(
+        home_used(
+            &[("HOME", &home), ("XDG_DATA_HOME", &xdg), ("SOTTO_HOME", &env)],
+            &["--home", &flag_arg]
+        ),
+        flag_arg
+    );
+}
+
 #[test]
 fn the_errors_people_hit_are_clear_with_distinct_exit_codes() {
     let relay = start_relay();

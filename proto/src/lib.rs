@@ -16,6 +16,12 @@
 //!   travel sealed; only clients decode them.
 //!
 //! Every domain-separation string of the protocol is a `pub const` here.
+//!
+//! Every public item is documented (`missing_docs`); the docs of [`wire`]
+//! and [`client`] are the comments in `proto/*.proto`, so a field's meaning
+//! on the wire is written once, next to its definition.
+
+#![warn(missing_docs)]
 
 mod bucket;
 mod frame;
@@ -39,14 +45,14 @@ pub use tokens::{
 };
 
 /// The generated wire messages (package `sotto.relay.v1`).
-#[allow(missing_docs, unreachable_pub, clippy::all)]
+#[allow(unreachable_pub, clippy::all)]
 pub mod wire {
     include!(concat!(env!("OUT_DIR"), "/sotto.relay.v1.rs"));
 }
 
 /// End-to-end client formats (package `sotto.client.v1`): device cards,
 /// envelopes, payloads. The relay never parses these.
-#[allow(missing_docs, unreachable_pub, clippy::all)]
+#[allow(unreachable_pub, clippy::all)]
 pub mod client {
     include!(concat!(env!("OUT_DIR"), "/sotto.client.v1.rs"));
 }

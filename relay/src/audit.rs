@@ -364,25 +364,19 @@ fn list_files(root: &Path, dir: &Path, out: &mut Vec<FileEntry>) -> Result<(), A
 }
 
 /// Unix seconds as `YYYY-MM-DD HH:MM UTC` (seconds dropped: stored expiries
-/// are whole minutes).
+/// are whole minutes); the plain number for a time past the calendar's
+/// range (year 9999), which only a damaged record could hold.
 fn utc_minute(secs: u64) -> String {
-    let days = secs / 86_400;
-    let minute_of_day = (secs % 86_400) / 60;
-    // Howard Hinnant's civil_from_days, for days since 1970-01-01 >= 0.
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
-        minute_of_day / 60,
-        minute_of_day % 60
-    )
+    i64::try_from(secs)
+        .ok()
+        .and_then(|secs| time::OffsetDateTime::from_unix_timestamp(secs).ok())
+        .and_then(|time| {
+            time.format(time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute] UTC"
+            ))
+            .ok()
+        })
+        .unwrap_or_else(|| format!("{secs} (unix seconds)"))
 }
 
 fn sizes(f: &mut fmt::Formatter<'_>, histogram: &SizeHistogram) -> fmt::Result {
@@ -477,6 +471,8 @@ mod tests {
         assert_eq!(utc_minute(0), "1970-01-01 00:00 UTC");
         assert_eq!(utc_minute(951_782_400), "2000-02-29 00:00 UTC");
         assert_eq!(utc_minute(1_700_000_000), "2023-11-14 22:13 UTC");
+        assert_eq!(utc_minute(253_402_300_799), "9999-12-31 23:59 UTC");
+        assert_eq!(utc_minute(u64::MAX), format!("{} (unix seconds)", u64::MAX));
     }
 
     #[test]

@@ -197,15 +197,14 @@ impl Default for Config {
     }
 }
 
-/// `$XDG_DATA_HOME/sotto-relay`, or `./sotto-relay-data` without a home.
+/// The platform's data directory joined with `sotto-relay`: on Linux
+/// `$XDG_DATA_HOME/sotto-relay` (an absolute `XDG_DATA_HOME` only, as the
+/// XDG spec says), else `~/.local/share/sotto-relay`; `./sotto-relay-data`
+/// with no home directory at all.
 pub fn default_data_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir).join("sotto-relay");
-    }
-    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
-        Some(home) => PathBuf::from(home).join(".local/share/sotto-relay"),
-        None => PathBuf::from("sotto-relay-data"),
-    }
+    directories::BaseDirs::new()
+        .map(|dirs| dirs.data_dir().join("sotto-relay"))
+        .unwrap_or_else(|| PathBuf::from("sotto-relay-data"))
 }
 
 impl Config {

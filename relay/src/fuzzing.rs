@@ -2,8 +2,9 @@
 //! the check functions the `fuzz/` targets and the corpus replay tests
 //! (`relay/tests/fuzz_corpus.rs`) share.
 //!
-//! Not part of the relay's API (`#[doc(hidden)]`). The checks **panic** when
-//! an invariant breaks: that is how a fuzzer reports a finding.
+//! Not part of the relay's API: built only with the `test-support` feature.
+//! The checks **panic** when an invariant breaks: that is how a fuzzer
+//! reports a finding.
 //!
 //! Inputs of [`check_session`] are decoded by [`Action::decode_all`], a
 //! small total decoder (every byte string is a valid action list), so

@@ -25,6 +25,11 @@
 //! - [`Config`] / [`Limits`]: every limit, with defaults. [`RelayCert`]:
 //!   the persistent self-signed certificate clients pin. `bootstrap`: the
 //!   one-time admin code. [`Clock`]: injected time.
+//!
+//! With the `test-support` feature (this repository's tests, benches and
+//! fuzz targets only), `testing` (a relay on loopback in a temp dir) and
+//! `fuzzing` (the sans-IO session over memory storage, and the checks the
+//! fuzz targets share) are public too. They are not part of the API.
 
 mod audit;
 mod bootstrap;
@@ -33,7 +38,7 @@ mod clock;
 mod commit;
 mod config;
 mod connection;
-#[doc(hidden)]
+#[cfg(feature = "test-support")]
 pub mod fuzzing;
 mod hub;
 mod ops;
@@ -43,7 +48,7 @@ mod relay;
 mod server;
 mod session;
 pub mod storage;
-#[doc(hidden)]
+#[cfg(feature = "test-support")]
 pub mod testing;
 mod tokens;
 

@@ -1,6 +1,6 @@
 //! Test support shared by the relay's own tests and the cross-crate suite:
 //! a real relay on 127.0.0.1:0 over sled in a temp dir, with a manual clock.
-//! Not part of the relay's API.
+//! Not part of the relay's API: built only with the `test-support` feature.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

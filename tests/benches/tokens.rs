@@ -3,6 +3,10 @@
 //! batch of 100 blinded elements (with its DLEQ proof), and redeeming one
 //! token at connection setup (PRF evaluation, constant-time compare, spent
 //! set insert) over memory and over sled.
+//!
+//! The requests are made by client-core's `TokenRequest`, so this bench
+//! lives in the cross-crate tests crate (the relay never depends on
+//! client-core): `cargo bench -p sotto-tests --bench tokens`.
 
 use std::hint::black_box;
 use std::sync::Arc;
