@@ -224,6 +224,7 @@ impl BlindedInbox {
 }
 
 /// The intermediate values of one blinding, for the known-answer tests only.
+#[cfg(feature = "test-support")]
 #[doc(hidden)]
 pub struct BlindingInternals {
     /// `h_e`, canonical little-endian.
@@ -236,6 +237,7 @@ pub struct BlindingInternals {
 
 /// Exposes `h_e`, `b_e` and `n_e` so `tests/blinding_vectors.rs` can check
 /// every field against libsodium. Not part of the API.
+#[cfg(feature = "test-support")]
 #[doc(hidden)]
 pub fn blinding_internals(key: &InboxKey, epoch: Epoch) -> BlindingInternals {
     let blinded = key.blind(epoch);

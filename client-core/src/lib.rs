@@ -1,12 +1,13 @@
 //! `sotto-core`: everything a sotto client does, as a library.
 //!
-//! Modules (private; their public types are re-exported here, flat):
+//! Modules (private; their public types are re-exported here, flat).
+//! Directories have a `mod.rs` whose `//!` maps their files.
 //!
 //! - `epoch`: [`Epoch`], the hour-long unit after which mailbox IDs rotate.
 //! - `blind`: key blinding (DESIGN §4). [`InboxKey`] / [`InboxPublic`] and
 //!   the per-epoch [`BlindedInbox`] that owns a mailbox; senders compute the
 //!   same [`MailboxId`](sotto_proto::MailboxId) from the public key alone.
-//! - `seal`: sealed envelopes and padding (DESIGN §5). [`seal`] / [`open`]
+//! - `seal/`: sealed envelopes and padding (DESIGN §5). [`seal`] / [`open`]
 //!   hide the sender from the relay and make every blob exactly one bucket;
 //!   [`seal_symmetric`] / [`open_symmetric`] seal directory slot values;
 //!   [`pad`] / [`unpad`] are the padding on its own.
@@ -14,28 +15,53 @@
 //!   request inbox). `card`: signed device cards ([`Card`]), exported as
 //!   `sotto-card:` strings. `canonical`: the strict decoding every signed
 //!   or pasted structure goes through (one encoding per value).
-//! - `engine`: 1:1 messaging without I/O ([`Engine`]): Olm sessions,
-//!   envelopes, pairwise inboxes, outbox, history, dedup, receipts.
-//!   `group`: group conversations on the same engine ([`GroupInfo`]):
-//!   Megolm sessions shared over Olm, a group secret per membership
-//!   generation, one sealed blob per message in a rotating group mailbox.
-//!   `records`: the compact binary encoding of the engine's per-message
-//!   store records (history, outbox, contacts), reading old JSON ones too.
-//!   `client`: the async driver ([`Client`]) that moves its blobs to and
-//!   from a relay on separate send and receive connections.
-//! - `app`: the whole device for the command line ([`App`]): home
-//!   directory, team flows (create, invite, join), send by handle, sync,
-//!   members, safety numbers. `sas`: interactive emoji verification
-//!   ([`SasFlow`], [`SasCode`]) over Olm.
+//! - `tokens/`: anonymous access tokens (DESIGN §7): the types, the relay
+//!   calls, the [`TokenWallet`].
+//! - `records/`: the engine's data model, shared by the layers above it:
+//!   [`Message`], [`Status`], [`Received`], [`EngineError`], a group's
+//!   state ([`GroupInfo`]), the contact and outbox records and their
+//!   compact binary codec.
+//! - `engine/`: 1:1 messaging without I/O ([`Engine`]): contacts, Olm
+//!   sessions, outbox, receiving, history, verification.
+//!   `group/`: group conversations on the same engine: Megolm sessions
+//!   shared over Olm, a group secret per membership generation, one sealed
+//!   blob per message in a rotating group mailbox.
+//!   `client`: the async driver ([`Client`]) that moves the engine's blobs
+//!   to and from a relay on separate send and receive connections.
 //! - [`team`]: team key, invite codes, the encrypted directory and roster
-//!   (DESIGN §6).
-//! - `net`: the QUIC transport to a relay. [`RelayConnection`] pins the
+//!   (DESIGN §6), and a device's [`Membership`](team::Membership).
+//! - `app/`: the whole device for the command line ([`App`]): home
+//!   directory, team flows (create, invite, join), send by handle, sync,
+//!   groups, safety numbers. `sas`: interactive emoji verification
+//!   ([`SasFlow`], [`SasCode`]) over Olm.
+//! - `devices/`: a member's own devices in one place: link codes, the
+//!   engine's side of linking (link requests, history handover) and the
+//!   `sotto device` commands on the [`App`].
+//! - `net/`: the QUIC transport to a relay. [`RelayConnection`] pins the
 //!   relay certificate ([`RelayAddr`]), pipelines requests and delivers
 //!   subscription pushes; [`MailboxSigner`] proves mailbox ownership.
-//! - `store`: the encrypted local store (DESIGN §8). [`Store`] over named
+//! - `store/`: the encrypted local store (DESIGN §8). [`Store`] over named
 //!   [`Tree`]s, [`SledStore`] and [`MemoryStore`]; every value sealed with
 //!   ChaCha20-Poly1305, the key from a 0600 key file or an Argon2id
 //!   passphrase ([`KeySource`]); [`Store::blind`] keeps handles out of keys.
+//!
+//! **Layering.** Modules import only modules below them; there is no
+//! import circle (docs/DECISIONS.md, "Client module layering"). Bottom up:
+//!
+//! 1. `epoch`, `canonical`, `seal`, `store`, `sas`: depend on nothing in
+//!    the crate; `blind` on `epoch`; `card` and `net` on those.
+//! 2. `device` (keys of this device) and `tokens` (wallet, issuer calls).
+//! 3. `records`: the types the engine, groups and devices share.
+//! 4. `engine`: the `Engine` state and its 1:1 messaging.
+//! 5. `group`, `team`, `client`: each built on the engine (`group` adds
+//!    `impl Engine` blocks; the engine dispatches to them by method, never
+//!    by import).
+//! 6. `app`: the device as the command line drives it.
+//! 7. `devices`: both the engine's and the app's side of linking devices.
+//!
+//! **Test hooks** (`FuzzGroup`, forged directory entries, fixed-randomness
+//! sealing, store-value fuzzing) exist only with the `test-support`
+//! feature, which the fuzz targets and the test crates enable.
 
 mod app;
 mod blind;
@@ -55,11 +81,9 @@ mod store;
 pub mod team;
 mod tokens;
 
-pub use app::{
-    App, AppError, Approved, DeviceInfo, DeviceLinkCode, LINK_VALID_SECS, RelayTarget,
-    SAFETY_NUMBER_TAG, SasOutcome, Sent, safety_number,
-};
+pub use app::{App, AppError, RelayTarget, SAFETY_NUMBER_TAG, SasOutcome, Sent, safety_number};
 pub use blind::{BLIND_PREFIX_TAG, BLIND_TAG, BlindedInbox, InboxKey, InboxPublic};
+#[cfg(feature = "test-support")]
 #[doc(hidden)]
 pub use blind::{BlindingInternals, blinding_internals};
 pub use card::{CARD_PREFIX, CARD_TAG, Card, CardError};
@@ -68,14 +92,15 @@ pub use client::{
 };
 pub use device::{Device, DeviceError};
 pub use devices::{
-    LINK_CONFIRM_INFO, LINK_REQUEST_TAG, LINK_REQUEST_TTL_SECS, PendingDevice, confirmation_code,
-    normalize_code,
+    Approved, DeviceInfo, DeviceLinkCode, LINK_CONFIRM_INFO, LINK_REQUEST_TAG,
+    LINK_REQUEST_TTL_SECS, LINK_VALID_SECS, PendingDevice, confirmation_code, normalize_code,
 };
 pub use engine::{
     DeviceChange, DropCounts, Dropped, Engine, EngineError, Message, MessageId, Outgoing, Received,
     Status,
 };
 pub use epoch::{EPOCH_SECS, Epoch};
+#[cfg(feature = "test-support")]
 #[doc(hidden)]
 pub use group::FuzzGroup;
 pub use group::{
@@ -90,12 +115,14 @@ pub use seal::{
     open_symmetric, pad, padded_len, seal, seal_min_bucket, seal_symmetric,
     seal_symmetric_min_bucket, unpad,
 };
+#[cfg(feature = "test-support")]
 #[doc(hidden)]
 pub use seal::{seal_symmetric_with_salt, seal_with_ephemeral};
 pub use store::{
     Batch, BlindId, Entry, KeySource, MAX_KEY_LEN, MAX_VALUE_LEN, MemoryStore, SledStore, Store,
     StoreError, Tree,
 };
+#[cfg(feature = "test-support")]
 #[doc(hidden)]
 pub use store::{fuzz_open_value, fuzz_seal_value};
 pub use tokens::{

@@ -394,6 +394,7 @@ pub fn seal_min_bucket(
 /// Reusing an ephemeral secret for two blobs to one recipient reuses the
 /// AEAD key with the same nonce, which reveals both plaintexts and allows
 /// forgeries. Production code calls [`seal`].
+#[cfg_attr(not(feature = "test-support"), allow(unreachable_pub))]
 #[doc(hidden)]
 pub fn seal_with_ephemeral(
     recipient: &EnvelopePublic,
@@ -487,6 +488,7 @@ pub fn seal_symmetric_min_bucket(
 /// As [`seal_symmetric_min_bucket`] with a caller-chosen salt, for
 /// deterministic tests only: reusing a salt under one key reuses the AEAD
 /// key and nonce.
+#[cfg_attr(not(feature = "test-support"), allow(unreachable_pub))]
 #[doc(hidden)]
 pub fn seal_symmetric_with_salt(
     key: &[u8; 32],

@@ -210,6 +210,7 @@ pub(crate) fn check_verifier(master: &MasterKey, verifier: &[u8]) -> bool {
 /// Fuzzing hook, not API: opens a stored value under the master key
 /// `master` exactly as the store does on every read, so the `store_record`
 /// fuzz target reaches the real decoding path without a store.
+#[cfg(feature = "test-support")]
 #[doc(hidden)]
 pub fn fuzz_open_value(
     master: [u8; 32],
@@ -222,6 +223,7 @@ pub fn fuzz_open_value(
 
 /// Fuzzing hook, not API: seals a value as the store does on write (for
 /// seed corpora and round-trip checks).
+#[cfg(feature = "test-support")]
 #[doc(hidden)]
 pub fn fuzz_seal_value(
     master: [u8; 32],

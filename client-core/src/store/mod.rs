@@ -66,6 +66,7 @@ use std::path::PathBuf;
 use zeroize::Zeroizing;
 
 use crypt::Crypt;
+#[cfg(feature = "test-support")]
 #[doc(hidden)]
 pub use crypt::{fuzz_open_value, fuzz_seal_value};
 pub use keyfile::KeySource;

@@ -405,6 +405,7 @@ impl Membership {
     /// An entry for my handle as an attacker could make it, for tests of
     /// what other clients refuse: my device list at `version`, signed by
     /// `signer` (my current user key if `None`).
+    #[cfg(feature = "test-support")]
     #[doc(hidden)]
     pub fn forged_entry(
         &self,
@@ -432,6 +433,7 @@ impl Membership {
 
     /// Writes `entry` into my slot as it stands (what a relay that serves
     /// forged entries would show), for tests.
+    #[cfg(feature = "test-support")]
     #[doc(hidden)]
     pub async fn write_entry(
         &mut self,
@@ -652,6 +654,7 @@ impl Membership {
 
     /// A successor of my current user key that none of my devices will
     /// use (see `App::announce_forged_succession`).
+    #[cfg(feature = "test-support")]
     #[doc(hidden)]
     pub fn forge_succession(&self) -> Succession {
         let mut seed = Zeroizing::new([0u8; 32]);

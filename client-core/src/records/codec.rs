@@ -19,7 +19,7 @@
 
 use zeroize::Zeroizing;
 
-use crate::engine::{ContactRecord, Message, OutboxRecord, Status};
+use super::{ContactRecord, Message, OutboxRecord, Status};
 
 /// The first byte of every binary record. JSON never starts with it.
 pub(crate) const FORMAT_V1: u8 = 0x01;

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use sotto_proto::client::payload;
 
-use super::{App, AppError, resolve};
+use crate::app::{App, AppError, resolve};
 use crate::client::{Client, Clock};
 use crate::engine::Engine;
 use crate::team::{
@@ -205,7 +205,7 @@ impl App {
     }
 
     /// Refuses device operations on a device still waiting for approval.
-    pub(super) fn require_approved(&self) -> Result<(), AppError> {
+    pub(crate) fn require_approved(&self) -> Result<(), AppError> {
         match self.membership.awaiting_approval() {
             Some(code) => Err(TeamError::AwaitingApproval(code.to_owned()).into()),
             None => Ok(()),
@@ -487,6 +487,7 @@ impl App {
     /// successor of it and announce it to every contact. Tests use it to
     /// show that two successors of one key make every client trust
     /// neither.
+    #[cfg(feature = "test-support")]
     #[doc(hidden)]
     pub async fn announce_forged_succession(&mut self) -> Result<(), AppError> {
         let forged = self.membership.forge_succession();
@@ -507,6 +508,7 @@ impl App {
 
     /// An entry for my handle as an attacker could make it (see
     /// `Membership::forged_entry`), for tests.
+    #[cfg(feature = "test-support")]
     #[doc(hidden)]
     pub fn forged_entry(
         &self,
@@ -520,6 +522,7 @@ impl App {
 
     /// Writes `entry` into my directory slot as it stands, for tests (a
     /// relay serving a forged entry).
+    #[cfg(feature = "test-support")]
     #[doc(hidden)]
     pub async fn write_entry(&mut self, entry: &[u8]) -> Result<(), AppError> {
         let conn = self.client.connect().await?;
@@ -532,6 +535,7 @@ impl App {
 
     /// The team key `T`, on the admin's devices, for tests that forge
     /// what only the team key signed.
+    #[cfg(feature = "test-support")]
     #[doc(hidden)]
     pub fn team_key(&self) -> Result<ed25519_dalek::SigningKey, AppError> {
         Ok(self.membership.team_secrets()?.team)

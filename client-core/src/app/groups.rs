@@ -1,0 +1,127 @@
+//! The group commands: create, add, remove, leave, send, list, history.
+
+use super::{App, AppError, Sent};
+use crate::engine::Message;
+
+impl App {
+    /// Creates a group named `name` with me as its admin and `handles` as
+    /// members (resolved in the directory); its state goes to each of them
+    /// over Olm. Queued if the relay is down.
+    pub async fn group_create(
+        &mut self,
+        name: &str,
+        handles: &[String],
+        rotation: crate::Rotation,
+    ) -> Result<crate::GroupInfo, AppError> {
+        for handle in handles {
+            self.ensure_contact(handle).await?;
+        }
+        let info =
+            self.client
+                .engine_mut()
+                .create_group(name, handles, rotation, (self.clock)())?;
+        self.deliver_or_queue().await?;
+        Ok(info)
+    }
+
+    /// Admin of the group: adds `handles`; they see only what is sent from
+    /// now on.
+    pub async fn group_add(
+        &mut self,
+        group: &str,
+        handles: &[String],
+    ) -> Result<crate::GroupInfo, AppError> {
+        for handle in handles {
+            self.ensure_contact(handle).await?;
+        }
+        self.resolve_group_members(group).await?;
+        let info = self
+            .client
+            .engine_mut()
+            .add_group_members(group, handles, (self.clock)())?;
+        self.deliver_or_queue().await?;
+        Ok(info)
+    }
+
+    /// Admin of the group: removes `handles`; the group secret and every
+    /// member's Megolm session rotate, so they can neither locate nor read
+    /// anything sent after this.
+    pub async fn group_remove(
+        &mut self,
+        group: &str,
+        handles: &[String],
+    ) -> Result<crate::GroupInfo, AppError> {
+        self.resolve_group_members(group).await?;
+        let info = self
+            .client
+            .engine_mut()
+            .remove_group_members(group, handles, (self.clock)())?;
+        self.deliver_or_queue().await?;
+        Ok(info)
+    }
+
+    /// Leaves a group I do not administer: this device stops at once, and
+    /// the admin's device removes me when it next syncs.
+    pub async fn group_leave(&mut self, group: &str) -> Result<crate::GroupInfo, AppError> {
+        let info = self
+            .client
+            .engine_mut()
+            .leave_group(group, (self.clock)())?;
+        self.deliver_or_queue().await?;
+        Ok(info)
+    }
+
+    /// Sends `text` to a group: one put, whatever the group's size (plus,
+    /// when my Megolm session is new, its key to each member over Olm).
+    pub async fn group_send(&mut self, group: &str, text: &str) -> Result<Sent, AppError> {
+        self.require_approved()?;
+        self.resolve_group_members(group).await?;
+        let id = self
+            .client
+            .engine_mut()
+            .queue_group_text(group, text, (self.clock)())?;
+        let delivered = self.deliver_or_queue().await?;
+        Ok(Sent { id, delivered })
+    }
+
+    /// My groups.
+    pub fn groups(&self) -> Vec<crate::GroupInfo> {
+        self.client.engine().groups()
+    }
+
+    /// A group's local history.
+    pub fn group_history(&self, group: &str) -> Result<Vec<Message>, AppError> {
+        Ok(self.client.engine().group_history(group)?)
+    }
+
+    /// Makes every member of `group` a contact, as far as the directory
+    /// allows (an invited member who has not joined yet is skipped: they
+    /// ask for the session key when they see a message).
+    async fn resolve_group_members(&mut self, group: &str) -> Result<(), AppError> {
+        let info = self.client.engine().find_group(group)?;
+        let missing: Vec<String> = info
+            .members
+            .iter()
+            .filter(|m| {
+                **m != self.membership.handle && self.client.engine().contact_card(m).is_none()
+            })
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let conn = match self.client.connect().await {
+            Ok(conn) => conn,
+            Err(error) => {
+                // Offline: send with the contacts I have.
+                let error = AppError::from(error);
+                return if error.is_network() {
+                    Ok(())
+                } else {
+                    Err(error)
+                };
+            }
+        };
+        self.add_contacts(conn, &missing).await
+    }
+}

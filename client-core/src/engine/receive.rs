@@ -1,0 +1,271 @@
+//! Receiving: the inboxes to read this epoch and [`Engine::receive`],
+//! which applies the acceptance rule (see the module map) and dispatches
+//! each payload.
+
+use sotto_proto::Message as _;
+use sotto_proto::client::{Envelope, Payload, payload, receipt};
+use vodozemac::Curve25519PublicKey;
+use vodozemac::olm::OlmMessage;
+
+use super::{
+    DIR_KEY, Dropped, ENVELOPE_VERSION, Engine, EngineError, LAST_EPOCH, Message, Received, Status,
+    be64_or_zero, corrupt,
+};
+use crate::device::Device;
+use crate::{Batch, BlindedInbox, EPOCH_SECS, Epoch, InboxKey, InboxPublic, Tree, open};
+
+impl Engine {
+    /// The inboxes to read at `now`: my request inbox and every pairwise
+    /// inbox, for each epoch from the last fully synced one (minus one, for
+    /// senders with skewed clocks) to the current one, bounded by `max_epochs`.
+    pub fn inboxes(
+        &self,
+        now_secs: u64,
+        max_epochs: u64,
+    ) -> Result<Vec<BlindedInbox>, EngineError> {
+        let current = Epoch::from_unix_secs(now_secs, EPOCH_SECS);
+        let last = be64_or_zero(self.store.get(Tree::Meta, LAST_EPOCH)?);
+        let oldest = current.get().saturating_sub(max_epochs.saturating_sub(1));
+        let from = Epoch::new(last.saturating_sub(1).clamp(oldest, current.get()));
+        let mut keys: Vec<&InboxKey> = vec![&self.device.request_inbox];
+        keys.extend(self.contacts.values().flatten().map(|c| &c.my_inbox));
+        let mut inboxes: Vec<BlindedInbox> = Epoch::range(from, current)
+            .flat_map(|epoch| keys.iter().map(move |key| key.blind(epoch)))
+            .collect();
+        inboxes.extend(self.group_inboxes(from, current));
+        Ok(inboxes)
+    }
+
+    /// Records that every inbox up to `now`'s epoch was drained.
+    pub fn synced_until(&self, now_secs: u64) -> Result<(), EngineError> {
+        let current = Epoch::from_unix_secs(now_secs, EPOCH_SECS);
+        self.store
+            .put(Tree::Meta, LAST_EPOCH, &current.get().to_be_bytes())?;
+        Ok(())
+    }
+
+    pub(crate) fn drop_blob(&mut self, reason: Dropped) -> Received {
+        *self
+            .drops
+            .by_reason
+            .entry(format!("{reason:?}"))
+            .or_default() += 1;
+        Received::Dropped(reason)
+    }
+
+    /// Processes one blob read from my inbox of `epoch`. The resulting state
+    /// is applied to the store (not yet flushed: the caller flushes once per
+    /// batch of blobs, then acks them at the relay).
+    pub fn receive(&mut self, blob: &[u8], epoch: Epoch) -> Result<Received, EngineError> {
+        let opened = match open(&self.device.envelope, blob) {
+            Ok(plaintext) => plaintext,
+            Err(_) => return Ok(self.drop_blob(Dropped::Unsealable)),
+        };
+        let Ok(envelope) = Envelope::decode(opened.as_slice()) else {
+            return Ok(self.drop_blob(Dropped::BadEnvelope));
+        };
+        if envelope.version != ENVELOPE_VERSION
+            || envelope.recipient_identity_key.as_ref() != self.me.as_slice()
+            || envelope.epoch.abs_diff(epoch.get()) > 1
+            || envelope.message_id.len() != 16
+        {
+            return Ok(self.drop_blob(Dropped::BadEnvelope));
+        }
+        let seen_key = [b"in".as_slice(), &envelope.message_id].concat();
+        if self.store.get(Tree::Seen, &seen_key)?.is_some() {
+            return Ok(Received::Duplicate);
+        }
+        // The sender must be a contact whose card names this device key
+        // (or, for a link request, a new device of mine that knows the
+        // link secret).
+        let Some((peer, device_index)) = self.device_with(&envelope.sender_identity_key) else {
+            if envelope.sender_user == self.device.handle {
+                return self.on_link_envelope(&envelope, seen_key);
+            }
+            return Ok(self.drop_blob(Dropped::UnknownSender));
+        };
+        if peer != envelope.sender_user {
+            return Ok(self.drop_blob(Dropped::UnknownSender));
+        }
+        let from_my_device = peer == self.device.handle;
+        let sender = Curve25519PublicKey::from_bytes(
+            envelope
+                .sender_identity_key
+                .as_ref()
+                .try_into()
+                .map_err(|_| corrupt("sender key length"))?,
+        );
+        let Ok(olm) = OlmMessage::from_parts(envelope.olm_type as usize, &envelope.olm_body) else {
+            return Ok(self.drop_blob(Dropped::Undecryptable));
+        };
+        let Some((plaintext, account_changed)) = self.decrypt(sender, &olm) else {
+            return Ok(self.drop_blob(Dropped::Undecryptable));
+        };
+        let plaintext = zeroize::Zeroizing::new(plaintext);
+        let Ok(payload) = Payload::decode(plaintext.as_slice()) else {
+            return Ok(self.drop_blob(Dropped::Mismatch));
+        };
+        if payload.message_id != envelope.message_id {
+            return Ok(self.drop_blob(Dropped::Mismatch));
+        }
+        let mut batch = Batch::new();
+        batch.put(Tree::Seen, seen_key, &[]);
+        if from_my_device {
+            batch.put(
+                Tree::Meta,
+                [
+                    crate::records::LAST_SEEN_PREFIX,
+                    &envelope.sender_identity_key,
+                ]
+                .concat(),
+                &payload.sent_at.to_be_bytes(),
+            );
+        }
+        self.check_token_key(payload.token_key.as_ref(), &mut batch)?;
+        self.save_sessions(&sender.to_bytes(), &mut batch)?;
+        if account_changed {
+            // A new inbound session may have used up a one-time key.
+            batch.put(
+                Tree::Identity,
+                Device::store_key().to_vec(),
+                &self.device.record()?,
+            );
+        }
+        // The sender's pairwise inbox for replies.
+        // Compared as bytes first: parsing the key is a point
+        // decompression, and it is almost always the one already known.
+        if let Some(contact) = self
+            .contacts
+            .get_mut(&peer)
+            .and_then(|devices| devices.get_mut(device_index))
+            && contact.their_inbox.as_bytes().as_slice() != payload.reply_inbox.as_ref()
+            && let Ok(reply) = InboxPublic::from_slice(&payload.reply_inbox)
+        {
+            contact.their_inbox = reply;
+            batch.put(Tree::Contacts, contact.store_key.clone(), &contact.record());
+        }
+        let received = match payload.body {
+            // A message I sent from another device: into that
+            // conversation's history, as mine.
+            Some(payload::Body::Text(text)) if from_my_device => {
+                let conversation = payload.sent_to;
+                if conversation.is_empty() || conversation == peer {
+                    return Ok(self.drop_blob(Dropped::Mismatch));
+                }
+                let message = Message {
+                    id: hex::encode(&envelope.message_id),
+                    peer: conversation.clone(),
+                    from: peer.clone(),
+                    from_me: true,
+                    text: text.body,
+                    sent_at: payload.sent_at,
+                    status: Status::Sent,
+                    group: None,
+                };
+                self.file_message(&conversation, &message, &envelope.message_id, &mut batch)?;
+                Received::Message(message)
+            }
+            Some(payload::Body::Text(text)) => {
+                let message = Message {
+                    id: hex::encode(&envelope.message_id),
+                    peer: peer.clone(),
+                    from: peer.clone(),
+                    from_me: false,
+                    text: text.body,
+                    sent_at: payload.sent_at,
+                    status: Status::Received,
+                    group: None,
+                };
+                self.file_message(&peer, &message, &envelope.message_id, &mut batch)?;
+                Received::Message(message)
+            }
+            Some(payload::Body::SasKey(key)) => {
+                let record = [payload.sent_at.to_be_bytes().as_slice(), &key.public_key].concat();
+                batch.put(Tree::Meta, self.sas_key_slot(b"sas-key/", &peer), &record);
+                Received::Verification
+            }
+            Some(payload::Body::SasMac(mac)) => {
+                let record = [payload.sent_at.to_be_bytes().as_slice(), &mac.mac].concat();
+                batch.put(Tree::Meta, self.sas_key_slot(b"sas-mac/", &peer), &record);
+                Received::Verification
+            }
+            Some(payload::Body::Receipt(receipt)) => {
+                let status = if receipt.kind == receipt::Kind::Read as i32 {
+                    Status::Read
+                } else {
+                    Status::Delivered
+                };
+                for id in &receipt.message_ids {
+                    self.update_status(id, status, &mut batch)?;
+                }
+                Received::Receipt
+            }
+            Some(payload::Body::GroupState(state)) => {
+                self.on_group_state(&peer, state, epoch, &mut batch)?
+            }
+            Some(payload::Body::Succession(succession)) => {
+                // Kept for the team layer, which checks it against the
+                // user keys it knows (two successors of one key are a
+                // compromise).
+                let key = [
+                    crate::records::SUCCESSION_PREFIX,
+                    self.store.blind(peer.as_bytes()).as_bytes(),
+                    succession.old_key.as_ref(),
+                    succession.new_key.as_ref(),
+                ]
+                .concat();
+                batch.put(Tree::Meta, key, &succession.encode_to_vec());
+                Received::Team
+            }
+            Some(payload::Body::MemberState(state)) if from_my_device => {
+                batch.put(
+                    Tree::Meta,
+                    crate::records::MEMBER_STATE.to_vec(),
+                    &state.encode_to_vec(),
+                );
+                Received::Team
+            }
+            Some(payload::Body::LinkSecret(shared)) if from_my_device => {
+                self.on_link_secret(shared)?
+            }
+            Some(payload::Body::History(chunk)) if from_my_device => {
+                self.on_history_chunk(chunk, &mut batch)?
+            }
+            Some(payload::Body::GroupSession(share)) if from_my_device => {
+                self.on_group_session_share(share, &mut batch)?
+            }
+            Some(
+                payload::Body::MemberState(_)
+                | payload::Body::History(_)
+                | payload::Body::GroupSession(_)
+                | payload::Body::LinkSecret(_)
+                | payload::Body::LinkRequest(_),
+            ) => return Ok(self.drop_blob(Dropped::Mismatch)),
+            Some(payload::Body::GroupKey(key)) => {
+                self.on_group_key(&peer, &sender.to_bytes(), key, &mut batch)?
+            }
+            Some(payload::Body::GroupKeyRequest(request)) => {
+                self.on_group_key_request(&peer, request, payload.sent_at)?
+            }
+            Some(payload::Body::GroupKeyWithheld(withheld)) => {
+                self.on_group_key_withheld(&peer, withheld, &mut batch)?
+            }
+            Some(payload::Body::GroupLeave(leave)) => {
+                self.on_group_leave(&peer, leave, payload.sent_at)?
+            }
+            Some(payload::Body::DirKey(dir_key)) => {
+                // The newest one wins; the team layer verifies T's signature.
+                let newer = self
+                    .pending_dir_key()?
+                    .is_none_or(|pending| pending.version < dir_key.version);
+                if newer {
+                    batch.put(Tree::Meta, DIR_KEY.to_vec(), &dir_key.encode_to_vec());
+                }
+                Received::Team
+            }
+            None => return Ok(self.drop_blob(Dropped::Mismatch)),
+        };
+        self.store.apply(batch)?;
+        Ok(received)
+    }
+}

@@ -1,0 +1,37 @@
+//! The engine's data model, below every layer that uses it: the types the
+//! engine, groups and devices share, and how they are stored.
+//!
+//! - `message`: [`Message`], [`Status`], [`Received`], [`Dropped`],
+//!   [`EngineError`], and the contact and outbox records as stored.
+//! - `group`: a group's state ([`GroupInfo`], generations, secrets).
+//! - `keys`: store keys written by one layer and read by another.
+//! - `codec`: the compact binary encoding of the hot records (history,
+//!   outbox, contacts), reading old JSON ones too.
+//!
+//! This module imports nothing above the store, the keys and the cards, so
+//! `engine`, `group` and `devices` can all depend on it without depending
+//! on each other.
+
+mod codec;
+mod group;
+mod keys;
+mod message;
+
+pub(crate) use codec::{
+    RecordError, decode_contact, decode_message, decode_outbox, encode_contact, encode_message,
+    encode_outbox,
+};
+pub use group::{
+    DEFAULT_ROTATE_MESSAGES, DEFAULT_ROTATE_SECS, GROUP_ENVELOPE_INFO, GROUP_INBOX_INFO, GroupId,
+    GroupInfo, Rotation,
+};
+pub(crate) use group::{
+    GROUP_PREFIX, Generation, Group, MailboxMap, conversation, conversation_of, load_groups,
+};
+pub(crate) use keys::{LAST_SEEN_PREFIX, MEMBER_STATE, SUCCESSION_PREFIX};
+pub(crate) use message::{
+    ContactRecord, OutboxRecord, corrupt, random_id, split_status_record, status_record,
+};
+pub use message::{
+    DropCounts, Dropped, EngineError, Message, MessageId, Outgoing, Received, Status,
+};
