@@ -260,11 +260,22 @@ impl Client {
     /// returns how many blobs the relay accepted.
     pub async fn deliver(&mut self) -> Result<usize, ClientError> {
         self.engine.refresh_token_key()?;
-        let outgoing = self.engine.outgoing(self.now_ms() / 1000)?;
-        if outgoing.is_empty() {
+        if self.engine.outgoing(self.now_ms() / 1000)?.is_empty() {
             return Ok(0);
         }
         let conn = self.connect().await?;
+        let result = self.deliver_on(&conn).await;
+        conn.close().await;
+        result
+    }
+
+    /// Delivers everything in the outbox on `conn`, a send connection the
+    /// caller opened (and closes): a command that already read the
+    /// directory on it spends no second token (DESIGN §2.1 only keeps
+    /// sending apart from receiving).
+    pub async fn deliver_on(&mut self, conn: &RelayConnection) -> Result<usize, ClientError> {
+        self.engine.refresh_token_key()?;
+        let outgoing = self.engine.outgoing(self.now_ms() / 1000)?;
         // In outbox order, one at a time: the relay keeps per-mailbox FIFO
         // and Olm tolerates only a bounded gap, so order matters.
         let mut sent = 0;
@@ -282,9 +293,17 @@ impl Client {
             }
         }
         self.engine.flush()?;
-        conn.close().await;
         result?;
         Ok(sent)
+    }
+
+    /// Unspent access tokens in the wallet (`None` when the team uses
+    /// none): what `sotto whoami` reports, and what tests count.
+    pub fn tokens_left(&self) -> Result<Option<usize>, ClientError> {
+        match &self.access {
+            Some(access) => Ok(Some(access.wallet.len(self.now_ms() / 1000)?)),
+            None => Ok(None),
+        }
     }
 
     /// Fetches everything pending in every inbox (catching up on every

@@ -245,3 +245,44 @@ async fn a_member_shown_another_token_key_for_the_same_period_is_warned() {
         [key_id]
     );
 }
+
+/// A message to a contact costs one connection and one access token: the
+/// roster, the contact's device list and the put share it (a second token
+/// per command would only make the member's commands easier to count).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sending_to_a_known_contact_costs_one_connection_and_one_token() {
+    let relay = tokens_relay().await;
+    let homes = tempfile::tempdir().unwrap();
+    let (mut admin, joined) = team(&relay, homes.path(), &["bob"]).await;
+    let [mut bob] = <[App; 1]>::try_from(joined).ok().unwrap();
+    // The first message makes bob a contact (and may refill the wallet).
+    admin.send("bob", "first").await.unwrap();
+    let stats = relay.server.as_ref().unwrap().relay().stats();
+    let connections = || stats.connections.load(std::sync::atomic::Ordering::Relaxed);
+    let puts = || stats.puts.load(std::sync::atomic::Ordering::Relaxed);
+
+    let (conns_before, puts_before) = (connections(), puts());
+    let tokens_before = admin.client().tokens_left().unwrap().unwrap();
+    let sent = admin.send("bob", "second").await.unwrap();
+    assert!(sent.delivered);
+    assert_eq!(connections() - conns_before, 1, "one connection per send");
+    assert_eq!(
+        tokens_before - admin.client().tokens_left().unwrap().unwrap(),
+        1,
+        "one access token per send"
+    );
+    assert!(
+        puts() > puts_before,
+        "the message was put on that connection"
+    );
+
+    let texts: Vec<String> = bob
+        .sync()
+        .await
+        .unwrap()
+        .messages
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(texts, ["first", "second"]);
+}

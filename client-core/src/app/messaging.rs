@@ -4,6 +4,7 @@
 use super::{App, AppError, Sent};
 use crate::client::SyncReport;
 use crate::engine::Message;
+use crate::net::RelayConnection;
 use crate::team::TeamError;
 
 impl App {
@@ -32,48 +33,88 @@ impl App {
     /// relay cannot be reached it stays queued ([`Sent::delivered`] is
     /// false) and the next sync or send delivers it. A first message to
     /// someone not yet a contact needs the relay, to look them up.
+    ///
+    /// The whole command uses one connection (one access token): the
+    /// roster, the member's device list and the put all travel on it.
     pub async fn send(&mut self, handle: &str, text: &str) -> Result<Sent, AppError> {
         self.require_approved()?;
-        self.ensure_contact(handle).await?;
+        if handle == self.membership.handle {
+            return Err(AppError::Myself);
+        }
+        let known = self.client.engine().contact_card(handle).is_some();
+        let conn = match self.client.connect().await.map_err(AppError::from) {
+            Ok(conn) => Some(conn),
+            // Offline, a known contact's message waits in the outbox.
+            Err(error) if known && error.is_network() => None,
+            Err(error) => return Err(error),
+        };
+        let outcome = self.send_on(conn.as_ref(), known, handle, text).await;
+        if let Some(conn) = conn {
+            conn.close().await;
+        }
+        outcome
+    }
+
+    /// [`App::send`] on `conn` (`None`: the relay could not be reached).
+    async fn send_on(
+        &mut self,
+        conn: Option<&RelayConnection>,
+        known: bool,
+        handle: &str,
+        text: &str,
+    ) -> Result<Sent, AppError> {
+        if let (Some(conn), false) = (conn, known) {
+            let added = self
+                .membership
+                .add_member_contact(conn, self.client.engine_mut(), handle)
+                .await;
+            added?;
+            self.membership.save(self.store.as_ref())?;
+        }
         // The roster decides who is in the team: a removed member may not
         // send, and nobody sends to one. Offline, the roster last seen
         // stands (the relay refuses a revoked member's device anyway).
-        let reachable = match self.roster_check(handle).await {
-            Err(error) if error.is_network() => false,
-            other => {
-                other?;
-                true
-            }
+        let reachable = match conn {
+            None => false,
+            // A new contact's device list was read just now.
+            Some(conn) => match self.roster_check(conn, handle, known).await {
+                Err(error) if error.is_network() => false,
+                other => {
+                    other?;
+                    true
+                }
+            },
         };
         let id = self
             .client
             .engine_mut()
             .queue_text(handle, text, (self.clock)())?;
-        if !reachable {
-            // Just failed to reach the relay: do not wait for it twice.
-            return Ok(Sent {
-                id,
-                delivered: false,
-            });
-        }
-        let delivered = match self.client.deliver().await {
-            Ok(_) => true,
-            Err(error) => {
-                let error = AppError::from(error);
-                if !error.is_network() {
-                    return Err(error);
+        let delivered = match conn {
+            Some(conn) if reachable => match self.client.deliver_on(conn).await {
+                Ok(_) => true,
+                Err(error) => {
+                    let error = AppError::from(error);
+                    if !error.is_network() {
+                        return Err(error);
+                    }
+                    false
                 }
-                false
-            }
+            },
+            // Just failed to reach the relay: do not wait for it twice.
+            _ => false,
         };
         Ok(Sent { id, delivered })
     }
 
-    async fn roster_check(&mut self, handle: &str) -> Result<(), AppError> {
-        let conn = self.client.connect().await?;
-        let roster = self.membership.roster(&conn).await;
-        conn.close().await;
-        let roster = roster?;
+    /// Reads the roster on `conn` and checks that both ends are members;
+    /// with `refresh`, also re-reads `handle`'s device list.
+    async fn roster_check(
+        &mut self,
+        conn: &RelayConnection,
+        handle: &str,
+        refresh: bool,
+    ) -> Result<(), AppError> {
+        let roster = self.membership.roster(conn).await?;
         self.membership.save(self.store.as_ref())?;
         if !roster.handles.contains(&self.membership.handle) {
             return Err(TeamError::Revoked.into());
@@ -82,15 +123,16 @@ impl App {
             self.client.engine_mut().remove_contact(handle)?;
             return Err(TeamError::NotAMember(handle.to_owned()).into());
         }
+        if !refresh {
+            return Ok(());
+        }
         // The member's current devices, as their user key signed them: a
         // forged or rolled-back list is refused here, before anything is
         // encrypted to it.
-        let conn = self.client.connect().await?;
         let refreshed = self
             .membership
-            .refresh_member(&conn, self.client.engine_mut(), handle)
+            .refresh_member(conn, self.client.engine_mut(), handle)
             .await;
-        conn.close().await;
         self.membership.save(self.store.as_ref())?;
         if let Err(error) = refreshed {
             if self.membership.is_compromised(handle) {
