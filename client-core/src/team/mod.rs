@@ -9,6 +9,11 @@
 //!   with the chain `T` → invite cert → user key `U` → device list → device
 //!   cards, and the `T`-signed roster. Verification refuses anything that
 //!   does not chain, naming the handle.
+//! - `link`: the `sotto-link:` code a new device of a member pastes.
+//! - `member/`: a device's [`Membership`] in its team — how it is made and
+//!   stored, its own devices, what it trusts of other members' entries,
+//!   and the directory reads and writes it does through a relay (its
+//!   `mod.rs` maps the files).
 //!
 //! Slot owner keys are never long-term identity keys: a member's slot is
 //! pre-claimed by the admin with the invite key, and at join passes to a
