@@ -383,25 +383,61 @@ conformance!(
     a_token_is_spent_once_and_dropped_with_its_key,
 );
 
+/// Issue 18 item 9: an ack removes the expiry index entry (expiry ‖
+/// mailbox ‖ seq) of what it deletes at once, not when the TTL ends. The
+/// entry of a chunk an ack leaves blobs in stays: they still expire.
 #[test]
-fn sled_ack_leaves_an_index_entry_that_the_purge_drops() {
+fn sled_acks_remove_the_expiry_entries_of_what_they_delete() {
     let dir = tempfile::tempdir().unwrap();
     let store = SledStorage::open(dir.path()).unwrap();
-    let acked = store
-        .append(&mailbox(1), &blob(Bucket::K1, 1), 100)
-        .unwrap();
-    // Flushed apart, the two blobs are two chunks with an entry each.
+    // Flushed apart, mailbox 1's three blobs are three chunks with an
+    // entry each; mailbox 2's two blobs, appended together, share one.
+    let mut mine = Vec::new();
+    for i in 0..3 {
+        mine.push(
+            store
+                .append(&mailbox(1), &blob(Bucket::K1, i), 100)
+                .unwrap(),
+        );
+        store.flush().unwrap();
+    }
+    let theirs: Vec<Seq> = (0..2)
+        .map(|i| {
+            store
+                .append(&mailbox(2), &blob(Bucket::K1, i), 100)
+                .unwrap()
+        })
+        .collect();
     store.flush().unwrap();
-    store
-        .append(&mailbox(1), &blob(Bucket::K1, 2), 100)
-        .unwrap();
-    assert_eq!(store.delete(&mailbox(1), &[acked]).unwrap(), 1);
-    assert_eq!(store.expiry_entries(), 2, "the ack left its entry");
-    assert_eq!(
-        store.purge_expired(100, 100).unwrap(),
-        1,
-        "blobs, not entries"
-    );
+    assert_eq!(store.expiry_entries(), 4);
+
+    assert_eq!(store.delete(&mailbox(1), &mine[..2]).unwrap(), 2);
+    // Half of mailbox 2's chunk: its entry must stay for the other half.
+    assert_eq!(store.delete(&mailbox(2), &theirs[..1]).unwrap(), 1);
+    let indexed = |store: &SledStorage| -> Vec<(MailboxId, Seq)> {
+        store
+            .expiry_keys()
+            .iter()
+            .map(|key| {
+                assert_eq!(key.len(), 48, "expires_at(8) ‖ mailbox(32) ‖ seq(8)");
+                let mailbox = MailboxId::from_slice(&key[8..40]).unwrap();
+                (mailbox, u64::from_be_bytes(key[40..].try_into().unwrap()))
+            })
+            .collect()
+    };
+    let mut got = indexed(&store);
+    got.sort();
+    let mut want = vec![(mailbox(1), mine[2]), (mailbox(2), theirs[0])];
+    want.sort();
+    assert_eq!(got, want, "the acked chunks' entries are gone");
+
+    assert_eq!(store.delete(&mailbox(2), &theirs[1..]).unwrap(), 1);
+    assert_eq!(indexed(&store), vec![(mailbox(1), mine[2])]);
+    // Gone from disk too, not only from the tree in memory.
+    drop(store);
+    let store = SledStorage::open(dir.path()).unwrap();
+    assert_eq!(indexed(&store), vec![(mailbox(1), mine[2])]);
+    assert_eq!(store.purge_expired(100, 100).unwrap(), 1);
     assert_eq!(store.expiry_entries(), 0);
 }
 

@@ -54,10 +54,11 @@
 //! leaves at worst an index entry without blobs (harmless to the purge),
 //! never a blob that would outlive its TTL.
 //!
-//! An ack removes only blobs and leaves their chunk's expiry entry
-//! dangling: no index operation on the hot path. The purge drops dangling
-//! entries when their time comes, so the `expiry` tree holds an entry per
-//! chunk stored within the last TTL (48 bytes each), acked or not.
+//! An ack that empties a chunk removes the chunk's expiry entry right after
+//! it (before the flush that makes the ack durable, so before the reply):
+//! the `expiry` tree holds an entry per stored chunk, none for acked ones.
+//! An entry left dangling (a crash between the two removals, or a database
+//! written before this rule) is dropped by the purge when its time comes.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -643,8 +644,17 @@ impl SledStorage {
                     kept.iter().map(|(_, stored)| (stored.seq, &stored.blob)),
                 )
             });
+            let emptied = new.is_none();
             match self.blobs.compare_and_swap(key, Some(&value), new)? {
                 Ok(()) => {
+                    if emptied {
+                        // Its index entry goes with it (issue 18 item 9): an
+                        // entry left to the purge named the mailbox and the
+                        // put minute for the rest of the TTL. Both are
+                        // made durable by the same flush before any reply.
+                        self.expiry
+                            .remove(expiry_key(chunk.expires_at, mailbox, key_seq))?;
+                    }
                     for (_, stored) in &gone {
                         self.accounting.removed(mailbox, stored.blob.len());
                     }
@@ -758,6 +768,16 @@ impl SledStorage {
     pub(super) fn expiry_entries(&self) -> usize {
         self.insert_queued().expect("test: insert the queue");
         self.expiry.len()
+    }
+
+    /// The raw keys of the `expiry` tree.
+    #[cfg(test)]
+    pub(super) fn expiry_keys(&self) -> Vec<Vec<u8>> {
+        self.insert_queued().expect("test: insert the queue");
+        self.expiry
+            .iter()
+            .map(|entry| entry.expect("test: read the expiry tree").0.to_vec())
+            .collect()
     }
 }
 
