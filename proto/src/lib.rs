@@ -11,6 +11,7 @@
 //! - [`MailboxId`], [`BlindedKey`], [`Challenge`]: mailbox IDs and the
 //!   signature check that authorizes fetch / ack / subscribe (DESIGN §4).
 //! - [`SlotId`] and [`slot_signing_message`]: directory slot writes.
+//! - [`Ttl`]: the only blob lifetimes a relay accepts.
 //!
 //! - [`client`]: the end-to-end formats (cards, envelopes, payloads) that
 //!   travel sealed; only clients decode them.
@@ -22,6 +23,7 @@ mod frame;
 mod mailbox;
 mod slot;
 mod tokens;
+mod ttl;
 
 pub use bucket::{Blob, BlobSizeError, Bucket};
 pub use frame::{FRAME_HEADER_LEN, FrameDecoder, FrameError, PROTOCOL_MAX_FRAME, encode_frame};
@@ -32,6 +34,7 @@ pub use mailbox::{
 pub use slot::{
     SLOT_TAG, SLOT_TRANSFER_TAG, SlotId, slot_signing_message, slot_transfer_signing_message,
 };
+pub use ttl::{Ttl, TtlError};
 pub use tokens::{
     ADMIN_TAG, ISSUE_TAG, REGISTRATION_TAG, REGISTRATION_TOKEN_LEN, TOKEN_ELEMENT_LEN,
     TOKEN_INPUT_LEN, TOKEN_KEY_TAG, TOKEN_OUTPUT_LEN, admin_signing_message, issue_signing_message,

@@ -418,7 +418,7 @@ impl Action {
                     fill: r.u8(),
                     ttl_secs: match r.u8() % 4 {
                         0 => 0,
-                        1 => 60 * u32::from(r.u8()),
+                        1 => sotto_proto::Ttl::ALL[usize::from(r.u8() % 4)].secs(),
                         2 => r.u32() % (15 * 24 * 3600),
                         _ => r.u32(),
                     },
@@ -835,6 +835,8 @@ fn predict(
                 Some(ErrorCode::BadRequest)
             } else if !limits.blob_sizes.contains(&(put.blob.len() as u32)) {
                 Some(ErrorCode::BadBlobSize)
+            } else if put.ttl_secs != 0 && sotto_proto::Ttl::from_secs(put.ttl_secs).is_err() {
+                Some(ErrorCode::TtlNotAllowed)
             } else if put.ttl_secs > limits.max_ttl_secs {
                 Some(ErrorCode::TtlTooLong)
             } else {

@@ -2,7 +2,7 @@
 //! the reply waits for durability (the connection awaits group commit).
 
 use sotto_proto::wire::{self, ErrorCode};
-use sotto_proto::{Blob, MailboxId};
+use sotto_proto::{Blob, MailboxId, Ttl};
 
 use crate::config::Limits;
 use crate::refusal::Refusal;
@@ -29,18 +29,25 @@ impl PutRequest {
                 format!("this relay does not accept {}-byte blobs", blob.len()),
             ));
         }
+        // Only the protocol's few TTLs, so a client's choice cannot single
+        // it out (issue 18 item 11); 0 asks for this relay's default.
         let ttl_secs = match put.ttl_secs {
             0 => limits.default_ttl_secs,
-            ttl if ttl > limits.max_ttl_secs => {
-                return Err(Refusal::new(
-                    ErrorCode::TtlTooLong,
-                    format!(
-                        "TTL {ttl}s exceeds this relay's maximum of {}s",
-                        limits.max_ttl_secs
-                    ),
-                ));
+            ttl => {
+                let ttl = Ttl::from_secs(ttl)
+                    .map_err(|e| Refusal::new(ErrorCode::TtlNotAllowed, e.to_string()))?;
+                if ttl.secs() > limits.max_ttl_secs {
+                    return Err(Refusal::new(
+                        ErrorCode::TtlTooLong,
+                        format!(
+                            "TTL {}s exceeds this relay's maximum of {}s",
+                            ttl.secs(),
+                            limits.max_ttl_secs
+                        ),
+                    ));
+                }
+                ttl.secs()
             }
-            ttl => ttl,
         };
         Ok(Self {
             mailbox,
