@@ -34,12 +34,12 @@ pub use mailbox::{
 pub use slot::{
     SLOT_TAG, SLOT_TRANSFER_TAG, SlotId, slot_signing_message, slot_transfer_signing_message,
 };
-pub use ttl::{Ttl, TtlError};
 pub use tokens::{
     ADMIN_TAG, ISSUE_TAG, REGISTRATION_TAG, REGISTRATION_TOKEN_LEN, TOKEN_ELEMENT_LEN,
     TOKEN_INPUT_LEN, TOKEN_KEY_TAG, TOKEN_OUTPUT_LEN, admin_signing_message, issue_signing_message,
     registration_token_hash, token_key_signing_message,
 };
+pub use ttl::{Ttl, TtlError};
 
 /// The generated wire messages (package `sotto.relay.v1`).
 #[allow(missing_docs, unreachable_pub, clippy::all)]

@@ -64,6 +64,10 @@ mod tests {
             assert_eq!(Ttl::from_secs(secs), Err(TtlError { secs }));
         }
         assert_eq!(Ttl::MAX.secs(), 1_209_600);
-        assert!(Ttl::ALL.windows(2).all(|w| w[0] < w[1] && w[0].secs() < w[1].secs()));
+        assert!(
+            Ttl::ALL
+                .windows(2)
+                .all(|w| w[0] < w[1] && w[0].secs() < w[1].secs())
+        );
     }
 }

@@ -637,7 +637,8 @@ struct ModelBlob {
 struct Model {
     greeted: bool,
     blobs: BTreeMap<MailboxId, Vec<ModelBlob>>,
-    last_seq: Seq,
+    /// Per mailbox: blob IDs increase within a mailbox only.
+    last_seq: HashMap<MailboxId, Seq>,
     /// Slot ID -> (owner key, version, value length).
     slots: HashMap<[u8; 32], ([u8; 32], u64, usize)>,
     /// Subscribed mailbox -> last seq the model expects pushed.
@@ -844,15 +845,16 @@ fn predict(
             };
             assert_eq!(code, expected, "put outcome");
             if let Some(Reply::Put(ok)) = &response.result {
-                assert!(ok.seq > model.last_seq, "seqs must strictly increase");
-                model.last_seq = ok.seq;
+                let mailbox = MailboxId::from_slice(&put.mailbox_id)
+                    .unwrap_or_else(|_| panic!("accepted a bad mailbox ID"));
+                let last = model.last_seq.entry(mailbox).or_default();
+                assert!(ok.seq > *last, "seqs must strictly increase in a mailbox");
+                *last = ok.seq;
                 let ttl = if put.ttl_secs == 0 {
                     limits.default_ttl_secs
                 } else {
                     put.ttl_secs
                 };
-                let mailbox = MailboxId::from_slice(&put.mailbox_id)
-                    .unwrap_or_else(|_| panic!("accepted a bad mailbox ID"));
                 model.blobs.entry(mailbox).or_default().push(ModelBlob {
                     seq: ok.seq,
                     len: put.blob.len(),

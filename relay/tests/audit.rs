@@ -44,17 +44,17 @@ async fn filled_data_dir() -> (tempfile::TempDir, Vec<MailboxId>) {
         for _ in 0..(3 - i) {
             expires_at += 60;
             storage
-                .append(mailbox, &blob(Bucket::K1, 0xAB), expires_at)
+                .append(mailbox, &blob(Bucket::K1, 0xAB), 0, expires_at)
                 .unwrap();
         }
     }
     storage
-        .append(&mailboxes[0], &blob(Bucket::K16, 0xCD), 1_800_000_000)
+        .append(&mailboxes[0], &blob(Bucket::K16, 0xCD), 0, 1_800_000_000)
         .unwrap();
     // One acked blob: the ack removes its expiry-index entry with it
     // (issue 18 item 9), so nothing dangles.
     let gone = storage
-        .append(&mailboxes[2], &blob(Bucket::K4, 0xEF), 1_900_000_000)
+        .append(&mailboxes[2], &blob(Bucket::K4, 0xEF), 0, 1_900_000_000)
         .unwrap();
     storage.delete(&mailboxes[2], &[gone]).unwrap();
 

@@ -68,7 +68,8 @@ impl<S: Storage> Relay<S> {
     /// Checks quota and disk budget and stores the blob (not yet durable:
     /// the caller awaits group commit before replying).
     pub(crate) fn put(&self, request: &PutRequest) -> Result<Seq, Refusal> {
-        let expires_at = expiry(self.clock.now_secs(), request.ttl_secs);
+        let now = self.clock.now_secs();
+        let expires_at = expiry(now, request.ttl_secs);
         let limits = &self.limits;
         let len = request.blob.len() as u64;
         let append = |store: &S| {
@@ -89,12 +90,15 @@ impl<S: Storage> Relay<S> {
                     "this mailbox is full; its owner must fetch and ack first",
                 ));
             }
-            Ok(store.append(&request.mailbox, &request.blob, expires_at)?)
+            Ok(store.append(&request.mailbox, &request.blob, now, expires_at)?)
         };
-        // Subscribers queue the blob now, in seq order; they push it once
+        // Subscribers queue the blob now, in stamp order; they push it once
         // the watermark covers it (see `hub`).
-        let appended = |seq| self.hub.appended(&request.mailbox, seq, &request.blob);
-        let stored = self.commit.append(append, appended)?;
+        let appended = |stamp, seq| {
+            self.hub
+                .appended(&request.mailbox, stamp, seq, &request.blob)
+        };
+        let stored = self.commit.append(&request.mailbox, append, appended)?;
         Stats::bump(&self.stats.puts, 1);
         Ok(stored)
     }
