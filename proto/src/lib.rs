@@ -11,6 +11,7 @@
 //! - [`MailboxId`], [`BlindedKey`], [`Challenge`]: mailbox IDs and the
 //!   signature check that authorizes fetch / ack / subscribe (DESIGN §4).
 //! - [`SlotId`] and [`slot_signing_message`]: directory slot writes.
+//! - [`Ttl`]: the only blob lifetimes a relay accepts.
 //!
 //! - [`client`]: the end-to-end formats (cards, envelopes, payloads) that
 //!   travel sealed; only clients decode them.
@@ -28,6 +29,7 @@ mod frame;
 mod mailbox;
 mod slot;
 mod tokens;
+mod ttl;
 
 pub use bucket::{Blob, BlobSizeError, Bucket};
 pub use frame::{FRAME_HEADER_LEN, FrameDecoder, FrameError, PROTOCOL_MAX_FRAME, encode_frame};
@@ -43,6 +45,7 @@ pub use tokens::{
     TOKEN_INPUT_LEN, TOKEN_KEY_TAG, TOKEN_OUTPUT_LEN, admin_signing_message, issue_signing_message,
     registration_token_hash, token_key_signing_message,
 };
+pub use ttl::{Ttl, TtlError};
 
 /// The generated wire messages (package `sotto.relay.v1`).
 #[allow(unreachable_pub, clippy::all)]

@@ -7,19 +7,28 @@
 //! load one fsync serves every put that arrived while the previous one ran.
 //!
 //! Appends are serialised here (one short critical section around the
-//! backend's insert), which gives two properties the relay relies on: blob
-//! seqs are handed out in insertion order, and the *durable watermark*
-//! — the highest seq covered by a finished flush — is a prefix of the log.
-//! Fetch and subscription pushes never return a blob above the watermark,
-//! so a client never sees a blob that a crash could take back.
+//! backend's insert), and each gets a *stamp*: a counter of this process's
+//! appends, kept in memory only (blob IDs are per mailbox and say nothing
+//! about the order across mailboxes, so they cannot serve as a watermark).
+//! The *durable watermark* — the highest stamp covered by a finished flush —
+//! is a prefix of the appends. For each mailbox the relay reads up to its
+//! *durable bound*: the ID before its oldest append above the watermark.
+//! Fetch and subscription pushes never return a blob above it, so a client
+//! never sees a blob that a crash could take back. Whatever the backend
+//! held at open was read back from disk, so it is durable.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 
+use sotto_proto::MailboxId;
 use tokio::sync::watch;
 
 use crate::storage::{Seq, Storage};
+
+/// An append's place in this process's order of appends (never stored).
+pub(crate) type Stamp = u64;
 
 /// The flush covering a write failed; the write may not be durable.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -40,12 +49,20 @@ struct Tickets {
     shutdown: bool,
 }
 
+/// Appends not yet covered by a finished flush, in stamp order.
+#[derive(Default)]
+struct Pending {
+    order: VecDeque<(Stamp, MailboxId)>,
+    by_mailbox: HashMap<MailboxId, VecDeque<(Seq, Stamp)>>,
+}
+
 struct Shared {
     tickets: Mutex<Tickets>,
     wake: Condvar,
     progress: watch::Sender<Progress>,
     last_appended: AtomicU64,
-    durable_seq: AtomicU64,
+    durable_stamp: AtomicU64,
+    pending: Mutex<Pending>,
     flushes: AtomicU64,
     append_lock: Mutex<()>,
 }
@@ -58,18 +75,16 @@ pub(crate) struct GroupCommit<S> {
 }
 
 impl<S: Storage> GroupCommit<S> {
-    /// Starts the flusher thread for `store`. The watermark starts at the
-    /// newest blob the backend held at open.
+    /// Starts the flusher thread for `store`.
     pub(crate) fn start(store: Arc<S>) -> Self {
         let (progress, _) = watch::channel(Progress::default());
         let shared = Arc::new(Shared {
             tickets: Mutex::new(Tickets::default()),
             wake: Condvar::new(),
             progress,
-            // Everything the backend held at open was read back from disk,
-            // so it is durable; nothing newer is until a flush covers it.
-            last_appended: AtomicU64::new(store.seq_at_open()),
-            durable_seq: AtomicU64::new(store.seq_at_open()),
+            last_appended: AtomicU64::new(0),
+            durable_stamp: AtomicU64::new(0),
+            pending: Mutex::new(Pending::default()),
             flushes: AtomicU64::new(0),
             append_lock: Mutex::new(()),
         });
@@ -93,20 +108,34 @@ impl<S: Storage> GroupCommit<S> {
         &self.store
     }
 
-    /// Runs `append` (which checks quotas and inserts) in the append critical
-    /// section; on success the returned seq is recorded for the watermark,
-    /// then `appended` runs with it, still in the critical section (so in
-    /// seq order, and after the watermark was closed for this seq).
+    /// Runs `append` (which checks quotas and inserts into `mailbox`) in the
+    /// append critical section; on success the returned ID gets the next
+    /// stamp, then `appended` runs with both, still in the critical section
+    /// (so in stamp order, and after the watermark was closed for it).
     /// The write is *not yet durable*: await [`Self::durable`].
     pub(crate) fn append<E>(
         &self,
+        mailbox: &MailboxId,
         append: impl FnOnce(&S) -> Result<Seq, E>,
-        appended: impl FnOnce(Seq),
+        appended: impl FnOnce(Stamp, Seq),
     ) -> Result<Seq, E> {
         let _serial = lock(&self.shared.append_lock);
+        // Held across the backend's append, so no reader computes a
+        // mailbox's durable bound between the blob becoming readable (the
+        // memory backend; or a flush inserting sled's queue) and its entry
+        // here.
+        let mut pending = lock(&self.shared.pending);
         let seq = append(&self.store)?;
-        self.shared.last_appended.store(seq, Ordering::Release);
-        appended(seq);
+        let stamp = self.shared.last_appended.load(Ordering::Relaxed) + 1;
+        pending.order.push_back((stamp, *mailbox));
+        pending
+            .by_mailbox
+            .entry(*mailbox)
+            .or_default()
+            .push_back((seq, stamp));
+        drop(pending);
+        self.shared.last_appended.store(stamp, Ordering::Release);
+        appended(stamp, seq);
         Ok(seq)
     }
 
@@ -130,9 +159,21 @@ impl<S: Storage> GroupCommit<S> {
         Ok(())
     }
 
-    /// The highest seq that a finished flush covers.
-    pub(crate) fn durable_seq(&self) -> Seq {
-        self.shared.durable_seq.load(Ordering::Acquire)
+    /// The highest stamp that a finished flush covers.
+    pub(crate) fn durable_stamp(&self) -> Stamp {
+        self.shared.durable_stamp.load(Ordering::Acquire)
+    }
+
+    /// The highest ID of `mailbox` that is durable if the watermark is
+    /// `durable` (read with [`Self::durable_stamp`]): the ID before the
+    /// mailbox's oldest append above it, or every ID if there is none.
+    pub(crate) fn durable_bound(&self, mailbox: &MailboxId, durable: Stamp) -> Seq {
+        let pending = lock(&self.shared.pending);
+        pending
+            .by_mailbox
+            .get(mailbox)
+            .and_then(|appends| appends.iter().find(|(_, stamp)| *stamp > durable))
+            .map_or(Seq::MAX, |(seq, _)| seq.saturating_sub(1))
     }
 
     /// How many flushes have run (for benchmarks: fsyncs per put).
@@ -158,8 +199,8 @@ impl<S> Drop for GroupCommit<S> {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // The guarded sections only move integers; a poisoned lock holds a
-    // consistent value.
+    // The guarded sections only move integers and queue entries; a
+    // poisoned lock holds a consistent value.
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -179,13 +220,27 @@ fn flusher_loop<S: Storage>(store: &S, shared: &Shared) {
             (tickets.requested, tickets.shutdown)
         };
         // Read after the ticket snapshot: every append that took a ticket up
-        // to `target` stored its seq before taking it.
-        let covered_seq = shared.last_appended.load(Ordering::Acquire);
+        // to `target` stored its stamp before taking it.
+        let covered = shared.last_appended.load(Ordering::Acquire);
         let result = store.flush();
         shared.flushes.fetch_add(1, Ordering::Relaxed);
         match result {
             Ok(()) => {
-                shared.durable_seq.store(covered_seq, Ordering::Release);
+                shared.durable_stamp.store(covered, Ordering::Release);
+                let mut pending = lock(&shared.pending);
+                while let Some(&(stamp, mailbox)) = pending.order.front() {
+                    if stamp > covered {
+                        break;
+                    }
+                    pending.order.pop_front();
+                    if let Some(appends) = pending.by_mailbox.get_mut(&mailbox) {
+                        appends.pop_front();
+                        if appends.is_empty() {
+                            pending.by_mailbox.remove(&mailbox);
+                        }
+                    }
+                }
+                drop(pending);
                 shared.progress.send_modify(|p| p.done = target);
             }
             Err(error) => {
@@ -224,12 +279,10 @@ mod tests {
         for writer in 0..32u8 {
             let commit = commit.clone();
             tasks.push(tokio::spawn(async move {
+                let mailbox = MailboxId::from_bytes([writer; 32]);
                 for _ in 0..20 {
                     commit
-                        .append(
-                            |s| s.append(&MailboxId::from_bytes([writer; 32]), &blob(), 10),
-                            |_| {},
-                        )
+                        .append(&mailbox, |s| s.append(&mailbox, &blob(), 0, 10), |_, _| {})
                         .unwrap();
                     commit.durable().await.unwrap();
                 }
@@ -244,9 +297,10 @@ mod tests {
             "{flushes} flushes for 640 writes: no sharing"
         );
         assert_eq!(
-            commit.durable_seq(),
+            commit.durable_stamp(),
             commit.shared.last_appended.load(Ordering::Acquire)
         );
+        assert!(lock(&commit.shared.pending).by_mailbox.is_empty());
         commit.shutdown();
     }
 
@@ -256,26 +310,26 @@ mod tests {
         let mailbox = MailboxId::from_bytes([1; 32]);
         let old = {
             let store = SledStorage::open(dir.path()).unwrap();
-            let seq = store.append(&mailbox, &blob(), 10).unwrap();
+            let seq = store.append(&mailbox, &blob(), 0, 10).unwrap();
             store.flush().unwrap();
             seq
         };
         let commit = GroupCommit::start(Arc::new(SledStorage::open(dir.path()).unwrap()));
-        assert_eq!(
-            commit.durable_seq(),
-            old,
-            "what was on disk is visible at once"
-        );
+        let bound = |commit: &GroupCommit<SledStorage>| {
+            commit.durable_bound(&mailbox, commit.durable_stamp())
+        };
+        assert!(bound(&commit) >= old, "what was on disk is visible at once");
         let new = commit
-            .append(|s| s.append(&mailbox, &blob(), 10), |_| {})
+            .append(&mailbox, |s| s.append(&mailbox, &blob(), 0, 10), |_, _| {})
             .unwrap();
         assert!(new > old);
-        assert!(
-            commit.durable_seq() < new,
+        assert_eq!(
+            bound(&commit),
+            new - 1,
             "the first new blob waits for its flush"
         );
         commit.durable().await.unwrap();
-        assert_eq!(commit.durable_seq(), new);
+        assert!(bound(&commit) >= new);
         commit.shutdown();
     }
 
@@ -283,35 +337,34 @@ mod tests {
     async fn the_watermark_hides_writes_until_they_are_flushed() {
         let commit = GroupCommit::start(Arc::new(MemoryStorage::new()));
         let mailbox = MailboxId::from_bytes([1; 32]);
+        let other = MailboxId::from_bytes([2; 32]);
         let seq = commit
-            .append(|s| s.append(&mailbox, &blob(), 10), |_| {})
+            .append(&mailbox, |s| s.append(&mailbox, &blob(), 0, 10), |_, _| {})
             .unwrap();
-        assert!(commit.durable_seq() < seq);
         let range = |upto| FetchRange {
             after: 0,
             upto,
             limit: 10,
             max_bytes: usize::MAX,
         };
-        assert!(
+        let fetch = |commit: &GroupCommit<MemoryStorage>| {
+            let upto = commit.durable_bound(&mailbox, commit.durable_stamp());
             commit
                 .store()
-                .fetch(&mailbox, range(commit.durable_seq()))
+                .fetch(&mailbox, range(upto))
                 .unwrap()
                 .blobs
-                .is_empty()
+                .len()
+        };
+        assert_eq!(fetch(&commit), 0);
+        assert_eq!(
+            commit.durable_bound(&other, commit.durable_stamp()),
+            Seq::MAX,
+            "another mailbox's pending put bounds nothing here"
         );
         commit.durable().await.unwrap();
-        assert_eq!(commit.durable_seq(), seq);
-        assert_eq!(
-            commit
-                .store()
-                .fetch(&mailbox, range(commit.durable_seq()))
-                .unwrap()
-                .blobs
-                .len(),
-            1
-        );
+        assert!(commit.durable_bound(&mailbox, commit.durable_stamp()) >= seq);
+        assert_eq!(fetch(&commit), 1);
         commit.shutdown();
     }
 }

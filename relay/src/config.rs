@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sotto_proto::{Bucket, PROTOCOL_MAX_FRAME};
+use sotto_proto::{Bucket, PROTOCOL_MAX_FRAME, Ttl};
 
 /// Default UDP port.
 pub const DEFAULT_PORT: u16 = 7443;
@@ -23,9 +23,10 @@ pub struct Limits {
     pub max_frame: u32,
     /// Blob sizes accepted; each must be a bucket size (1024, 4096, 16384, 65536).
     pub blob_sizes: Vec<u32>,
-    /// Longest TTL a sender may ask for.
+    /// Longest TTL a sender may ask for; one of the protocol's TTLs
+    /// (3600, 86400, 604800, 1209600: [`sotto_proto::Ttl`]).
     pub max_ttl_secs: u32,
-    /// TTL when the sender asks for none.
+    /// TTL when the sender asks for none; one of the protocol's TTLs.
     pub default_ttl_secs: u32,
     /// Blobs one mailbox may hold.
     pub mailbox_max_blobs: u64,
@@ -64,8 +65,8 @@ impl Default for Limits {
         Self {
             max_frame: 72 * 1024,
             blob_sizes: Bucket::ALL.iter().map(|b| b.size() as u32).collect(),
-            max_ttl_secs: 14 * 24 * 3600,
-            default_ttl_secs: 14 * 24 * 3600,
+            max_ttl_secs: Ttl::MAX.secs(),
+            default_ttl_secs: Ttl::MAX.secs(),
             mailbox_max_blobs: 20_000,
             mailbox_max_bytes: 512 * 1024 * 1024,
             disk_budget_bytes: 20 * 1024 * 1024 * 1024,
@@ -244,9 +245,15 @@ impl Config {
                 largest + 256
             )));
         }
-        if l.default_ttl_secs == 0 || l.default_ttl_secs > l.max_ttl_secs {
+        for (name, secs) in [
+            ("max_ttl_secs", l.max_ttl_secs),
+            ("default_ttl_secs", l.default_ttl_secs),
+        ] {
+            Ttl::from_secs(secs).map_err(|e| ConfigError::Invalid(format!("{name}: {e}")))?;
+        }
+        if l.default_ttl_secs > l.max_ttl_secs {
             return Err(ConfigError::Invalid(
-                "default_ttl_secs must be positive and at most max_ttl_secs".into(),
+                "default_ttl_secs must be at most max_ttl_secs".into(),
             ));
         }
         if (l.max_fetch_bytes as usize) < largest as usize
@@ -338,6 +345,22 @@ mod tests {
         assert_eq!(config.tokens.max_device_registrations, 3);
         std::fs::write(&path, "[tokens]\nmax_device_registrations = 0\n").unwrap();
         assert!(Config::from_file(&path).is_err());
+    }
+
+    #[test]
+    fn ttls_must_be_of_the_protocols_set() {
+        let mut config = Config::default();
+        config.limits.max_ttl_secs = 86_400;
+        config.limits.default_ttl_secs = 3_600;
+        config.validate().unwrap();
+        config.limits.default_ttl_secs = 7_200;
+        assert!(config.validate().is_err());
+        config.limits.default_ttl_secs = 3_600;
+        config.limits.max_ttl_secs = 100_000;
+        assert!(config.validate().is_err());
+        config.limits.max_ttl_secs = 3_600;
+        config.limits.default_ttl_secs = 86_400;
+        assert!(config.validate().is_err(), "default above the maximum");
     }
 
     #[test]

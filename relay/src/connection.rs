@@ -22,6 +22,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 
+use crate::commit::Stamp;
 use crate::hub::Subscription;
 use crate::refusal::Refusal;
 use crate::relay::{Relay, Stats};
@@ -368,28 +369,22 @@ async fn push_loop<S: Storage>(
     mut after: Seq,
     out: Outbox<S>,
 ) {
-    // The watermark of the last complete storage read: every durable blob
-    // up to it has been pushed (or was deleted before the read).
-    let mut read_to: Seq = 0;
+    // The watermark of the last complete storage read: every blob durable
+    // at it has been pushed (or was deleted before the read).
+    let mut read_to: Stamp = 0;
     loop {
-        // The hub's newest seq is read before the watermark: while the
-        // watermark is still open (no append since start, `Seq::MAX`), no
-        // queued blob may be pushed, and a complete read covers every seq
-        // up to `last`.
-        let last = relay.hub.last_seq();
-        let durable = relay.commit.durable_seq();
-        let covered = if durable == Seq::MAX { last } else { durable };
+        let durable = relay.commit.durable_stamp();
         let mut blobs = Vec::new();
         let mut more = false;
-        match subscription.take(read_to, after.max(read_to), covered) {
+        match subscription.take(read_to, after, durable) {
             Some(live) => blobs = live,
             None => {
-                let Ok(page) = relay.fetch_page_upto(&mailbox, after, usize::MAX, durable) else {
+                let Ok(page) = relay.fetch_page_at(&mailbox, after, usize::MAX, durable) else {
                     return;
                 };
                 more = page.more;
                 if !more {
-                    read_to = read_to.max(covered);
+                    read_to = read_to.max(durable);
                 }
                 blobs.extend(page.blobs.into_iter().map(|b| (b.seq, b.blob.into_bytes())));
             }

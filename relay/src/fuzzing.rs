@@ -419,7 +419,7 @@ impl Action {
                     fill: r.u8(),
                     ttl_secs: match r.u8() % 4 {
                         0 => 0,
-                        1 => 60 * u32::from(r.u8()),
+                        1 => sotto_proto::Ttl::ALL[usize::from(r.u8() % 4)].secs(),
                         2 => r.u32() % (15 * 24 * 3600),
                         _ => r.u32(),
                     },
@@ -638,7 +638,8 @@ struct ModelBlob {
 struct Model {
     greeted: bool,
     blobs: BTreeMap<MailboxId, Vec<ModelBlob>>,
-    last_seq: Seq,
+    /// Per mailbox: blob IDs increase within a mailbox only.
+    last_seq: HashMap<MailboxId, Seq>,
     /// Slot ID -> (owner key, version, value length).
     slots: HashMap<[u8; 32], ([u8; 32], u64, usize)>,
     /// Subscribed mailbox -> last seq the model expects pushed.
@@ -836,6 +837,8 @@ fn predict(
                 Some(ErrorCode::BadRequest)
             } else if !limits.blob_sizes.contains(&(put.blob.len() as u32)) {
                 Some(ErrorCode::BadBlobSize)
+            } else if put.ttl_secs != 0 && sotto_proto::Ttl::from_secs(put.ttl_secs).is_err() {
+                Some(ErrorCode::TtlNotAllowed)
             } else if put.ttl_secs > limits.max_ttl_secs {
                 Some(ErrorCode::TtlTooLong)
             } else {
@@ -843,15 +846,16 @@ fn predict(
             };
             assert_eq!(code, expected, "put outcome");
             if let Some(Reply::Put(ok)) = &response.result {
-                assert!(ok.seq > model.last_seq, "seqs must strictly increase");
-                model.last_seq = ok.seq;
+                let mailbox = MailboxId::from_slice(&put.mailbox_id)
+                    .unwrap_or_else(|_| panic!("accepted a bad mailbox ID"));
+                let last = model.last_seq.entry(mailbox).or_default();
+                assert!(ok.seq > *last, "seqs must strictly increase in a mailbox");
+                *last = ok.seq;
                 let ttl = if put.ttl_secs == 0 {
                     limits.default_ttl_secs
                 } else {
                     put.ttl_secs
                 };
-                let mailbox = MailboxId::from_slice(&put.mailbox_id)
-                    .unwrap_or_else(|_| panic!("accepted a bad mailbox ID"));
                 model.blobs.entry(mailbox).or_default().push(ModelBlob {
                     seq: ok.seq,
                     len: put.blob.len(),

@@ -2,19 +2,20 @@
 //! blobs appended to it since.
 //!
 //! Every append is recorded here inside the append critical section, so in
-//! seq order, and each subscription of its mailbox queues a copy of the
-//! blob. A put that became durable then wakes the subscribers, whose pushers
-//! take the queued blobs up to the durable watermark: live delivery costs no
-//! storage read.
+//! stamp order (`commit`), and each subscription of its mailbox queues a
+//! copy of the blob with its stamp and ID. A put that became durable then
+//! wakes the subscribers, whose pushers take the queued blobs up to the
+//! durable watermark: live delivery costs no storage read.
 //!
 //! Storage stays the source of truth. A subscription's queue holds exactly
-//! the appends to its mailbox with a seq above its *floor*, in seq order; the
+//! the appends to its mailbox with a stamp above its *floor*, in order; the
 //! pusher reads storage (catch-up) until one complete read reached a durable
 //! watermark at or above the floor, and only then uses the queue, skipping
-//! what that read already covered. The queue is bounded: on overflow it is
-//! emptied and its floor raised to the newest seq, which sends the pusher
-//! back to storage. So FIFO per mailbox holds, a slow reader costs at most
-//! one bounded queue, and nothing above the watermark is ever pushed.
+//! what that read already covered and what it already pushed. The queue is
+//! bounded: on overflow it is emptied and its floor raised to the newest
+//! stamp, which sends the pusher back to storage. So FIFO per mailbox
+//! holds, a slow reader costs at most one bounded queue, and nothing above
+//! the watermark is ever pushed.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +25,7 @@ use bytes::Bytes;
 use sotto_proto::{Blob, MailboxId};
 use tokio::sync::Notify;
 
+use crate::commit::Stamp;
 use crate::storage::Seq;
 
 /// Most blobs a subscription queues before it falls back to storage.
@@ -34,9 +36,9 @@ const QUEUE_BYTES: usize = 128 * 1024;
 /// Appends a pusher has not taken yet.
 #[derive(Default)]
 struct Queue {
-    /// Every append to the mailbox with a seq above this is in `blobs`.
-    floor: Seq,
-    blobs: VecDeque<(Seq, Bytes)>,
+    /// Every append to the mailbox with a stamp above this is in `blobs`.
+    floor: Stamp,
+    blobs: VecDeque<(Stamp, Seq, Bytes)>,
     bytes: usize,
 }
 
@@ -49,8 +51,8 @@ struct Live {
 #[derive(Default)]
 struct Inner {
     mailboxes: HashMap<MailboxId, Vec<(u64, Arc<Live>)>>,
-    /// The newest seq recorded (0 before the first append since start).
-    last_seq: Seq,
+    /// The newest stamp recorded (0 before the first append since start).
+    last_stamp: Stamp,
 }
 
 /// Subscriptions by mailbox.
@@ -77,23 +79,30 @@ impl Subscription {
 
     /// Queued blobs to push, or `None` if the pusher must read storage first
     /// because its last complete storage read (`read_to`, the watermark it
-    /// read at) does not reach the queue's floor. Drops queued blobs at or
-    /// below `skip` (already pushed or covered by storage) and returns those
-    /// at or below `durable`, in seq order.
-    pub(crate) fn take(&self, read_to: Seq, skip: Seq, durable: Seq) -> Option<Vec<(Seq, Bytes)>> {
+    /// read at) does not reach the queue's floor. Drops queued blobs that
+    /// read covered (stamp at or below `read_to`) or that were pushed (ID
+    /// at or below `after`) and returns the others with a stamp at or below
+    /// `durable`, in order.
+    pub(crate) fn take(
+        &self,
+        read_to: Stamp,
+        after: Seq,
+        durable: Stamp,
+    ) -> Option<Vec<(Seq, Bytes)>> {
         let mut queue = lock(&self.live.queue);
         if queue.floor > read_to {
             return None;
         }
         let mut taken = Vec::new();
-        while let Some((seq, blob)) = queue.blobs.front() {
-            if *seq > durable && *seq > skip {
+        while let Some((stamp, seq, blob)) = queue.blobs.front() {
+            let skip = *stamp <= read_to || *seq <= after;
+            if !skip && *stamp > durable {
                 break;
             }
             let (seq, blob) = (*seq, blob.clone());
             queue.blobs.pop_front();
             queue.bytes -= blob.len();
-            if seq > skip {
+            if !skip {
                 taken.push((seq, blob));
             }
         }
@@ -133,7 +142,7 @@ impl Hub {
         let live = Arc::new(Live {
             wake: Notify::new(),
             queue: Mutex::new(Queue {
-                floor: inner.last_seq,
+                floor: inner.last_stamp,
                 ..Queue::default()
             }),
         });
@@ -151,11 +160,11 @@ impl Hub {
         }
     }
 
-    /// Records an append (not yet durable). Must be called in seq order, in
-    /// the append critical section, after the watermark was closed for it.
-    pub(crate) fn appended(&self, mailbox: &MailboxId, seq: Seq, blob: &Blob) {
+    /// Records an append (not yet durable). Must be called in stamp order,
+    /// in the append critical section, after the watermark was closed for it.
+    pub(crate) fn appended(&self, mailbox: &MailboxId, stamp: Stamp, seq: Seq, blob: &Blob) {
         let mut inner = self.lock();
-        inner.last_seq = seq;
+        inner.last_stamp = stamp;
         let Some(subs) = inner.mailboxes.get(mailbox) else {
             return;
         };
@@ -169,17 +178,12 @@ impl Hub {
                 // The pusher is behind: it resumes from storage up to here.
                 queue.blobs.clear();
                 queue.bytes = 0;
-                queue.floor = seq;
+                queue.floor = stamp;
                 continue;
             }
             queue.bytes += bytes.len();
-            queue.blobs.push_back((seq, bytes.clone()));
+            queue.blobs.push_back((stamp, seq, bytes.clone()));
         }
-    }
-
-    /// The newest seq recorded since start (0 if none).
-    pub(crate) fn last_seq(&self) -> Seq {
-        self.lock().last_seq
     }
 
     /// Wakes every subscriber of `mailbox`.
@@ -214,18 +218,31 @@ mod tests {
         let hub = Arc::new(Hub::default());
         let mine = MailboxId::from_bytes([1; 32]);
         let other = MailboxId::from_bytes([2; 32]);
-        hub.appended(&mine, 1, &blob(1));
+        // (stamp, ID): IDs are per mailbox, stamps relay-wide.
+        hub.appended(&mine, 1, 100, &blob(1));
         let sub = hub.subscribe(mine);
-        // Seq 1 predates the subscription: storage must be read past it.
+        // Stamp 1 predates the subscription: storage must be read past it.
         assert_eq!(seqs(sub.take(0, 0, 10)), None);
-        hub.appended(&mine, 2, &blob(2));
-        hub.appended(&other, 3, &blob(3));
-        hub.appended(&mine, 4, &blob(4));
-        hub.appended(&mine, 5, &blob(5));
+        hub.appended(&mine, 2, 101, &blob(2));
+        hub.appended(&other, 3, 100, &blob(3));
+        hub.appended(&mine, 4, 102, &blob(4));
+        hub.appended(&mine, 5, 103, &blob(5));
         // Not above the watermark (4), and not what storage covered (2).
-        assert_eq!(seqs(sub.take(2, 2, 4)), Some(vec![4]));
-        assert_eq!(seqs(sub.take(2, 4, 4)), Some(vec![]));
-        assert_eq!(seqs(sub.take(2, 4, 5)), Some(vec![5]));
+        assert_eq!(seqs(sub.take(2, 101, 4)), Some(vec![102]));
+        assert_eq!(seqs(sub.take(2, 102, 4)), Some(vec![]));
+        assert_eq!(seqs(sub.take(2, 102, 5)), Some(vec![103]));
+    }
+
+    #[test]
+    fn already_pushed_ids_are_skipped_even_above_the_read_watermark() {
+        let hub = Arc::new(Hub::default());
+        let mine = MailboxId::from_bytes([1; 32]);
+        let sub = hub.subscribe(mine);
+        hub.appended(&mine, 1, 100, &blob(1));
+        hub.appended(&mine, 2, 101, &blob(2));
+        // A storage read at watermark 0 pushed up to ID 100 (durable by
+        // then); the queue must not push it again.
+        assert_eq!(seqs(sub.take(0, 100, 2)), Some(vec![101]));
     }
 
     #[test]
@@ -233,13 +250,16 @@ mod tests {
         let hub = Arc::new(Hub::default());
         let mailbox = MailboxId::from_bytes([1; 32]);
         let sub = hub.subscribe(mailbox);
-        let last = QUEUE_BLOBS as Seq + 1;
-        for seq in 1..=last {
-            hub.appended(&mailbox, seq, &blob(0));
+        let last = QUEUE_BLOBS as Stamp + 1;
+        for stamp in 1..=last {
+            hub.appended(&mailbox, stamp, 1_000 + stamp, &blob(0));
         }
         assert_eq!(seqs(sub.take(0, 0, last)), None, "floor raised to {last}");
-        assert_eq!(seqs(sub.take(last, last, last)), Some(vec![]));
-        hub.appended(&mailbox, last + 1, &blob(0));
-        assert_eq!(seqs(sub.take(last, last, last + 1)), Some(vec![last + 1]));
+        assert_eq!(seqs(sub.take(last, 1_000 + last, last)), Some(vec![]));
+        hub.appended(&mailbox, last + 1, 1_001 + last, &blob(0));
+        assert_eq!(
+            seqs(sub.take(last, 1_000 + last, last + 1)),
+            Some(vec![1_001 + last])
+        );
     }
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use sotto_proto::MailboxId;
 
 use crate::clock::Clock;
-use crate::commit::GroupCommit;
+use crate::commit::{GroupCommit, Stamp};
 use crate::config::Limits;
 use crate::hub::Hub;
 use crate::refusal::Refusal;
@@ -122,21 +122,22 @@ impl<S: Storage> Relay<S> {
         after: Seq,
         limit: usize,
     ) -> Result<FetchPage, Refusal> {
-        self.fetch_page_upto(mailbox, after, limit, self.commit.durable_seq())
+        self.fetch_page_at(mailbox, after, limit, self.commit.durable_stamp())
     }
 
-    /// Blobs of `mailbox` after `after` up to `upto`, which must not exceed
-    /// the durable watermark read before this call; one page.
-    pub(crate) fn fetch_page_upto(
+    /// Blobs of `mailbox` after `after` that are durable at watermark
+    /// `durable`, which must have been read (`durable_stamp`) before this
+    /// call; one page.
+    pub(crate) fn fetch_page_at(
         &self,
         mailbox: &MailboxId,
         after: Seq,
         limit: usize,
-        upto: Seq,
+        durable: Stamp,
     ) -> Result<FetchPage, Refusal> {
         let range = FetchRange {
             after,
-            upto,
+            upto: self.commit.durable_bound(mailbox, durable),
             limit: limit.min(self.limits.max_fetch_blobs as usize),
             max_bytes: self.limits.max_fetch_bytes as usize,
         };

@@ -44,17 +44,17 @@ async fn filled_data_dir() -> (tempfile::TempDir, Vec<MailboxId>) {
         for _ in 0..(3 - i) {
             expires_at += 60;
             storage
-                .append(mailbox, &blob(Bucket::K1, 0xAB), expires_at)
+                .append(mailbox, &blob(Bucket::K1, 0xAB), 0, expires_at)
                 .unwrap();
         }
     }
     storage
-        .append(&mailboxes[0], &blob(Bucket::K16, 0xCD), 1_800_000_000)
+        .append(&mailboxes[0], &blob(Bucket::K16, 0xCD), 0, 1_800_000_000)
         .unwrap();
-    // One acked blob: an ack is one removal, so its expiry-index entry
-    // stays behind (dangling) until the purge passes it.
+    // One acked blob: the ack removes its expiry-index entry with it
+    // (issue 18 item 9), so nothing dangles.
     let gone = storage
-        .append(&mailboxes[2], &blob(Bucket::K4, 0xEF), 1_900_000_000)
+        .append(&mailboxes[2], &blob(Bucket::K4, 0xEF), 0, 1_900_000_000)
         .unwrap();
     storage.delete(&mailboxes[2], &[gone]).unwrap();
 
@@ -98,8 +98,8 @@ async fn audit_reports_counts_and_sizes_but_no_mailbox_id() {
     assert_eq!(json["expiry"]["newest"], 1_800_000_000u64 + 6 * 60);
     assert_eq!(json["expiry"]["oldest_utc"], "2027-01-15 08:00 UTC");
     assert_eq!(json["expiry"]["all_minute_aligned"], true);
-    assert_eq!(json["expiry"]["index_entries"], 8);
-    assert_eq!(json["expiry"]["dangling"], 1);
+    assert_eq!(json["expiry"]["index_entries"], 7);
+    assert_eq!(json["expiry"]["dangling"], 0);
     assert_eq!(json["slots"]["count"], 1);
     assert_eq!(json["slots"]["bytes"], 4096);
     assert_eq!(json["stored_bytes"], 6 * 1024 + 16 * 1024 + 4096);

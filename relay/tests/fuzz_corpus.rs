@@ -33,9 +33,9 @@ mod seeds {
     pub(super) fn put(mailbox: u8, size: u8, fill: u8) -> Vec<u8> {
         vec![1, mailbox, size, fill, 0]
     }
-    /// Put with a one-minute TTL.
+    /// Put with a one-hour TTL (the shortest the protocol allows).
     pub(super) fn put_short(mailbox: u8) -> Vec<u8> {
-        vec![1, mailbox, 0, 0x42, 1, 1]
+        vec![1, mailbox, 0, 0x42, 1, 0]
     }
     pub(super) fn fetch(mailbox: u8) -> Vec<u8> {
         vec![3, mailbox, 0, 0, 0, 0, 0]
@@ -62,8 +62,8 @@ mod seeds {
     pub(super) fn slot_get(slot: u8) -> Vec<u8> {
         vec![5, slot]
     }
-    /// Two minutes pass (the one-minute blobs expire).
-    pub(super) const ADVANCE: &[u8] = &[7, 2, 0, 120];
+    /// An hour passes (the one-hour blobs expire).
+    pub(super) const ADVANCE: &[u8] = &[7, 2, 1, 1];
     pub(super) const PING: &[u8] = &[7, 0];
     pub(super) const RAW: &[u8] = &[7, 1, 4, 0xff, 0xff, 0xff, 0xff];
 }
@@ -148,7 +148,7 @@ fn frame_seeds() -> Vec<(&'static str, Vec<u8>)> {
             wire::client_frame::Request::Put(wire::Put {
                 mailbox_id: vec![1; 32].into(),
                 blob: vec![2; 1024].into(),
-                ttl_secs: 60,
+                ttl_secs: 3_600,
             }),
         ),
         (

@@ -230,14 +230,14 @@ impl Recording {
 }
 
 impl Storage for Recording {
-    fn append(&self, m: &MailboxId, b: &Blob, e: u64) -> Result<Seq, StoreError> {
+    fn append(&self, m: &MailboxId, b: &Blob, now: u64, e: u64) -> Result<Seq, StoreError> {
         self.mailboxes.lock().unwrap().push(*m);
         let first = b.as_bytes().first().copied().unwrap_or(0);
         self.puts
             .lock()
             .unwrap()
             .push((*m, b.as_bytes().len(), first));
-        self.inner.append(m, b, e)
+        self.inner.append(m, b, now, e)
     }
     fn fetch(&self, m: &MailboxId, r: FetchRange) -> Result<FetchPage, StoreError> {
         self.mailboxes.lock().unwrap().push(*m);
@@ -263,9 +263,6 @@ impl Storage for Recording {
     }
     fn slot_put(&self, id: &sotto_proto::SlotId, r: &SlotRecord) -> Result<(), StoreError> {
         self.inner.slot_put(id, r)
-    }
-    fn seq_at_open(&self) -> Seq {
-        self.inner.seq_at_open()
     }
     fn flush(&self) -> Result<(), StoreError> {
         self.inner.flush()

@@ -382,36 +382,72 @@ async fn data_survives_a_graceful_restart() {
 #[tokio::test]
 async fn blobs_expire_by_ttl_and_the_purge_removes_them() {
     let relay = TestRelay::start_with(|c| {
-        c.limits.max_ttl_secs = 3600;
-        c.limits.default_ttl_secs = 3600;
+        c.limits.max_ttl_secs = 86_400;
+        c.limits.default_ttl_secs = 86_400;
     })
     .await;
     let owner = Owner::new(1);
     let conn = connect(&relay).await;
-    conn.put(&owner.mailbox(), &blob(1), 120).await.unwrap();
+    conn.put(&owner.mailbox(), &blob(1), 3_600).await.unwrap();
     conn.put(&owner.mailbox(), &blob(2), 0).await.unwrap(); // the default TTL
-    let too_long = Request::Put(wire::Put {
-        mailbox_id: owner.mailbox().as_bytes().to_vec().into(),
-        blob: blob(3).into_bytes(),
-        ttl_secs: 3601,
-    });
-    assert_eq!(refused(conn.request(too_long).await), ErrorCode::TtlTooLong);
+    let put = |ttl_secs| {
+        Request::Put(wire::Put {
+            mailbox_id: owner.mailbox().as_bytes().to_vec().into(),
+            blob: blob(3).into_bytes(),
+            ttl_secs,
+        })
+    };
+    // A TTL of the protocol's set, but above this relay's maximum.
+    assert_eq!(
+        refused(conn.request(put(7 * 86_400)).await),
+        ErrorCode::TtlTooLong
+    );
 
     let purge = || relay.server().relay().purge_expired().unwrap();
-    relay.clock.advance_secs(119);
+    relay.clock.advance_secs(3_599);
     assert_eq!(purge(), 0);
     relay.clock.advance_secs(1);
-    assert_eq!(purge(), 1, "the 120-second blob expires at T0 + 120");
+    assert_eq!(purge(), 1, "the one-hour blob expires at T0 + 3600");
     let tags: Vec<u64> = fetch_all(&conn, &owner, 0)
         .await
         .iter()
         .map(|(_, b)| tag_of(b))
         .collect();
     assert_eq!(tags, vec![2]);
-    relay.clock.advance_secs(3600);
+    relay.clock.advance_secs(86_400);
     assert_eq!(purge(), 1);
     assert!(fetch_all(&conn, &owner, 0).await.is_empty());
     assert_eq!(T0 % 60, 0);
+    relay.stop().await;
+}
+
+/// Issue 18 item 11: a TTL outside the protocol's small set (1 h, 1 d,
+/// 7 d, 14 d) would single out the client that picks it, so the relay
+/// refuses it with its own code and stores nothing.
+#[tokio::test]
+async fn a_ttl_outside_the_protocols_set_is_refused_and_stores_nothing() {
+    let relay = TestRelay::start().await;
+    let owner = Owner::new(1);
+    let conn = connect(&relay).await;
+    for ttl_secs in [1, 60, 120, 3_599, 3_601, 7_200, 86_401, 1_209_599] {
+        let put = Request::Put(wire::Put {
+            mailbox_id: owner.mailbox().as_bytes().to_vec().into(),
+            blob: blob(1).into_bytes(),
+            ttl_secs,
+        });
+        assert_eq!(
+            refused(conn.request(put).await),
+            ErrorCode::TtlNotAllowed,
+            "{ttl_secs} s"
+        );
+    }
+    assert!(fetch_all(&conn, &owner, 0).await.is_empty());
+    for ttl in sotto_proto::Ttl::ALL {
+        conn.put(&owner.mailbox(), &blob(2), ttl.secs())
+            .await
+            .unwrap();
+    }
+    assert_eq!(fetch_all(&conn, &owner, 0).await.len(), 4);
     relay.stop().await;
 }
 

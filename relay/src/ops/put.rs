@@ -2,7 +2,7 @@
 //! the reply waits for durability (the connection awaits group commit).
 
 use sotto_proto::wire::{self, ErrorCode};
-use sotto_proto::{Blob, MailboxId};
+use sotto_proto::{Blob, MailboxId, Ttl};
 
 use crate::config::Limits;
 use crate::refusal::Refusal;
@@ -29,18 +29,25 @@ impl PutRequest {
                 format!("this relay does not accept {}-byte blobs", blob.len()),
             ));
         }
+        // Only the protocol's few TTLs, so a client's choice cannot single
+        // it out (issue 18 item 11); 0 asks for this relay's default.
         let ttl_secs = match put.ttl_secs {
             0 => limits.default_ttl_secs,
-            ttl if ttl > limits.max_ttl_secs => {
-                return Err(Refusal::new(
-                    ErrorCode::TtlTooLong,
-                    format!(
-                        "TTL {ttl}s exceeds this relay's maximum of {}s",
-                        limits.max_ttl_secs
-                    ),
-                ));
+            ttl => {
+                let ttl = Ttl::from_secs(ttl)
+                    .map_err(|e| Refusal::new(ErrorCode::TtlNotAllowed, e.to_string()))?;
+                if ttl.secs() > limits.max_ttl_secs {
+                    return Err(Refusal::new(
+                        ErrorCode::TtlTooLong,
+                        format!(
+                            "TTL {}s exceeds this relay's maximum of {}s",
+                            ttl.secs(),
+                            limits.max_ttl_secs
+                        ),
+                    ));
+                }
+                ttl.secs()
             }
-            ttl => ttl,
         };
         Ok(Self {
             mailbox,
@@ -61,7 +68,8 @@ impl<S: Storage> Relay<S> {
     /// Checks quota and disk budget and stores the blob (not yet durable:
     /// the caller awaits group commit before replying).
     pub(crate) fn put(&self, request: &PutRequest) -> Result<Seq, Refusal> {
-        let expires_at = expiry(self.clock.now_secs(), request.ttl_secs);
+        let now = self.clock.now_secs();
+        let expires_at = expiry(now, request.ttl_secs);
         let limits = &self.limits;
         let len = request.blob.len() as u64;
         let append = |store: &S| {
@@ -82,12 +90,15 @@ impl<S: Storage> Relay<S> {
                     "this mailbox is full; its owner must fetch and ack first",
                 ));
             }
-            Ok(store.append(&request.mailbox, &request.blob, expires_at)?)
+            Ok(store.append(&request.mailbox, &request.blob, now, expires_at)?)
         };
-        // Subscribers queue the blob now, in seq order; they push it once
+        // Subscribers queue the blob now, in stamp order; they push it once
         // the watermark covers it (see `hub`).
-        let appended = |seq| self.hub.appended(&request.mailbox, seq, &request.blob);
-        let stored = self.commit.append(append, appended)?;
+        let appended = |stamp, seq| {
+            self.hub
+                .appended(&request.mailbox, stamp, seq, &request.blob)
+        };
+        let stored = self.commit.append(&request.mailbox, append, appended)?;
         Stats::bump(&self.stats.puts, 1);
         Ok(stored)
     }

@@ -30,12 +30,12 @@ fn appends_come_back_in_fifo_order(store: &dyn Storage) {
     for i in 0..50u8 {
         seqs.push(
             store
-                .append(&mailbox(1), &blob(Bucket::K1, i), 1_000)
+                .append(&mailbox(1), &blob(Bucket::K1, i), 0, 1_000)
                 .unwrap(),
         );
         // Interleave another mailbox: its blobs must never show up in ours.
         store
-            .append(&mailbox(2), &blob(Bucket::K4, i), 1_000)
+            .append(&mailbox(2), &blob(Bucket::K4, i), 0, 1_000)
             .unwrap();
     }
     assert!(
@@ -53,7 +53,7 @@ fn fetch_respects_cursor_watermark_limit_and_bytes(store: &dyn Storage) {
     let seqs: Vec<u64> = (0..10u8)
         .map(|i| {
             store
-                .append(&mailbox(1), &blob(Bucket::K1, i), 1_000)
+                .append(&mailbox(1), &blob(Bucket::K1, i), 0, 1_000)
                 .unwrap()
         })
         .collect();
@@ -108,14 +108,19 @@ fn fetch_respects_cursor_watermark_limit_and_bytes(store: &dyn Storage) {
 
 fn delete_only_touches_the_named_mailbox(store: &dyn Storage) {
     let mine = store
-        .append(&mailbox(1), &blob(Bucket::K1, 1), 1_000)
+        .append(&mailbox(1), &blob(Bucket::K1, 1), 0, 1_000)
+        .unwrap();
+    store
+        .append(&mailbox(2), &blob(Bucket::K1, 2), 0, 1_000)
         .unwrap();
     let theirs = store
-        .append(&mailbox(2), &blob(Bucket::K1, 2), 1_000)
+        .append(&mailbox(2), &blob(Bucket::K1, 3), 0, 1_000)
         .unwrap();
-    // Naming another mailbox's seq under mine deletes nothing.
+    // IDs are per mailbox: naming another mailbox's ID that mine does not
+    // hold deletes nothing, in either.
+    assert_ne!(theirs, mine);
     assert_eq!(store.delete(&mailbox(1), &[theirs]).unwrap(), 0);
-    assert_eq!(store.fetch(&mailbox(2), all(0)).unwrap().blobs.len(), 1);
+    assert_eq!(store.fetch(&mailbox(2), all(0)).unwrap().blobs.len(), 2);
     assert_eq!(
         store.delete(&mailbox(1), &[mine, mine, 999_999]).unwrap(),
         1
@@ -126,13 +131,13 @@ fn delete_only_touches_the_named_mailbox(store: &dyn Storage) {
 
 fn accounting_tracks_appends_and_deletes(store: &dyn Storage) {
     let a = store
-        .append(&mailbox(1), &blob(Bucket::K1, 0), 1_000)
+        .append(&mailbox(1), &blob(Bucket::K1, 0), 0, 1_000)
         .unwrap();
     store
-        .append(&mailbox(1), &blob(Bucket::K16, 0), 1_000)
+        .append(&mailbox(1), &blob(Bucket::K16, 0), 0, 1_000)
         .unwrap();
     store
-        .append(&mailbox(2), &blob(Bucket::K4, 0), 1_000)
+        .append(&mailbox(2), &blob(Bucket::K4, 0), 0, 1_000)
         .unwrap();
     let usage = store.mailbox_usage(&mailbox(1));
     assert_eq!((usage.count, usage.bytes), (2, 1024 + 16384));
@@ -145,13 +150,13 @@ fn accounting_tracks_appends_and_deletes(store: &dyn Storage) {
 
 fn purge_removes_exactly_the_expired(store: &dyn Storage) {
     store
-        .append(&mailbox(1), &blob(Bucket::K1, 1), 100)
+        .append(&mailbox(1), &blob(Bucket::K1, 1), 0, 100)
         .unwrap();
     store
-        .append(&mailbox(1), &blob(Bucket::K1, 2), 200)
+        .append(&mailbox(1), &blob(Bucket::K1, 2), 0, 200)
         .unwrap();
     let acked = store
-        .append(&mailbox(2), &blob(Bucket::K1, 3), 150)
+        .append(&mailbox(2), &blob(Bucket::K1, 3), 0, 150)
         .unwrap();
     store.delete(&mailbox(2), &[acked]).unwrap();
     assert_eq!(store.purge_expired(99, 100).unwrap(), 0);
@@ -165,7 +170,9 @@ fn purge_removes_exactly_the_expired(store: &dyn Storage) {
 
 fn purge_honours_its_limit(store: &dyn Storage) {
     for i in 0..10 {
-        store.append(&mailbox(1), &blob(Bucket::K1, i), 5).unwrap();
+        store
+            .append(&mailbox(1), &blob(Bucket::K1, i), 0, 5)
+            .unwrap();
     }
     assert_eq!(store.purge_expired(5, 4).unwrap(), 4);
     assert_eq!(store.mailbox_usage(&mailbox(1)).count, 6);
@@ -173,11 +180,17 @@ fn purge_honours_its_limit(store: &dyn Storage) {
 
 fn purge_limit_counts_blobs_not_acked_entries(store: &dyn Storage) {
     let acked: Vec<Seq> = (0..5)
-        .map(|i| store.append(&mailbox(1), &blob(Bucket::K1, i), 1).unwrap())
+        .map(|i| {
+            store
+                .append(&mailbox(1), &blob(Bucket::K1, i), 0, 1)
+                .unwrap()
+        })
         .collect();
     assert_eq!(store.delete(&mailbox(1), &acked).unwrap(), 5);
     for i in 0..5 {
-        store.append(&mailbox(1), &blob(Bucket::K1, i), 2).unwrap();
+        store
+            .append(&mailbox(1), &blob(Bucket::K1, i), 0, 2)
+            .unwrap();
     }
     assert_eq!(store.purge_expired(10, 3).unwrap(), 3);
     assert_eq!(store.mailbox_usage(&mailbox(1)).count, 2);
@@ -383,26 +396,287 @@ conformance!(
     a_token_is_spent_once_and_dropped_with_its_key,
 );
 
+/// Issue 18 item 9: an ack removes the expiry index entry (expiry ‖
+/// mailbox ‖ seq) of what it deletes at once, not when the TTL ends. The
+/// entry of a chunk an ack leaves blobs in stays: they still expire.
 #[test]
-fn sled_ack_leaves_an_index_entry_that_the_purge_drops() {
+fn sled_acks_remove_the_expiry_entries_of_what_they_delete() {
     let dir = tempfile::tempdir().unwrap();
     let store = SledStorage::open(dir.path()).unwrap();
-    let acked = store
-        .append(&mailbox(1), &blob(Bucket::K1, 1), 100)
-        .unwrap();
-    // Flushed apart, the two blobs are two chunks with an entry each.
+    // With three expiries, mailbox 1's three blobs are three chunks with
+    // an entry each; mailbox 2's two blobs share one.
+    let mut mine = Vec::new();
+    for i in 0..3u8 {
+        mine.push(
+            store
+                .append(
+                    &mailbox(1),
+                    &blob(Bucket::K1, i),
+                    0,
+                    100 + 60 * u64::from(i),
+                )
+                .unwrap(),
+        );
+        store.flush().unwrap();
+    }
+    let theirs: Vec<Seq> = (0..2)
+        .map(|i| {
+            store
+                .append(&mailbox(2), &blob(Bucket::K1, i), 0, 100)
+                .unwrap()
+        })
+        .collect();
     store.flush().unwrap();
-    store
-        .append(&mailbox(1), &blob(Bucket::K1, 2), 100)
-        .unwrap();
-    assert_eq!(store.delete(&mailbox(1), &[acked]).unwrap(), 1);
-    assert_eq!(store.expiry_entries(), 2, "the ack left its entry");
-    assert_eq!(
-        store.purge_expired(100, 100).unwrap(),
-        1,
-        "blobs, not entries"
-    );
+    assert_eq!(store.expiry_entries(), 4);
+
+    assert_eq!(store.delete(&mailbox(1), &mine[..2]).unwrap(), 2);
+    // Half of mailbox 2's chunk: its entry must stay for the other half.
+    assert_eq!(store.delete(&mailbox(2), &theirs[..1]).unwrap(), 1);
+    let indexed = |store: &SledStorage| -> Vec<(MailboxId, Seq)> {
+        store
+            .expiry_keys()
+            .iter()
+            .map(|key| {
+                assert_eq!(key.len(), 48, "expires_at(8) ‖ mailbox(32) ‖ seq(8)");
+                let mailbox = MailboxId::from_slice(&key[8..40]).unwrap();
+                (mailbox, u64::from_be_bytes(key[40..].try_into().unwrap()))
+            })
+            .collect()
+    };
+    let mut got = indexed(&store);
+    got.sort();
+    let mut want = vec![(mailbox(1), mine[2]), (mailbox(2), theirs[0])];
+    want.sort();
+    assert_eq!(got, want, "the acked chunks' entries are gone");
+
+    assert_eq!(store.delete(&mailbox(2), &theirs[1..]).unwrap(), 1);
+    assert_eq!(indexed(&store), vec![(mailbox(1), mine[2])]);
+    // Gone from disk too, not only from the tree in memory.
+    drop(store);
+    let store = SledStorage::open(dir.path()).unwrap();
+    assert_eq!(indexed(&store), vec![(mailbox(1), mine[2])]);
+    assert_eq!(store.purge_expired(220, 100).unwrap(), 1);
     assert_eq!(store.expiry_entries(), 0);
+}
+
+/// Per tree (by name): each key with its value's length, sorted.
+type RawScan = Vec<(Vec<u8>, Vec<(Vec<u8>, usize)>)>;
+
+/// What a raw scan of every sled tree in `dir` shows.
+fn raw_scan(dir: &std::path::Path) -> RawScan {
+    let db = ::sled::open(dir).unwrap();
+    let mut trees = Vec::new();
+    for name in db.tree_names() {
+        let tree = db.open_tree(&name).unwrap();
+        let mut entries: Vec<(Vec<u8>, usize)> = tree
+            .iter()
+            .map(|entry| {
+                let (key, value) = entry.unwrap();
+                (key.to_vec(), value.len())
+            })
+            .collect();
+        entries.sort();
+        trees.push((name.to_vec(), entries));
+    }
+    trees.sort();
+    trees
+}
+
+/// Issue 18 item 10: a seized database must show neither the order of
+/// puts across mailboxes (a relay-wide counter did) nor any time finer than
+/// the minute (blobs of one flush shared a chunk). The same puts per
+/// mailbox, made once interleaved across mailboxes at different seconds
+/// with flushes in between and once mailbox after mailbox at another
+/// second with one flush, leave byte-for-byte the same keys and value
+/// lengths in every tree.
+#[test]
+fn sled_stored_keys_show_no_order_across_mailboxes_and_no_time_below_the_minute() {
+    const MINUTE: u64 = 1_800_000_000; // a minute boundary
+    const EXPIRES: u64 = MINUTE + 3_660; // a one-hour TTL from within it
+    let counts = [(1u8, 3usize), (2, 2), (3, 4)];
+    let interleaved = tempfile::tempdir().unwrap();
+    {
+        let store = SledStorage::open(interleaved.path()).unwrap();
+        let mut second = 1;
+        for round in 0..4 {
+            for (m, count) in counts {
+                if round < count {
+                    store
+                        .append(
+                            &mailbox(m),
+                            &blob(Bucket::K1, round as u8),
+                            MINUTE + second,
+                            EXPIRES,
+                        )
+                        .unwrap();
+                    second += 5;
+                    if (round + m as usize).is_multiple_of(2) {
+                        store.flush().unwrap();
+                    }
+                }
+            }
+        }
+        store.flush().unwrap();
+    }
+    let apart = tempfile::tempdir().unwrap();
+    {
+        let store = SledStorage::open(apart.path()).unwrap();
+        for (m, count) in counts.into_iter().rev() {
+            for round in 0..count {
+                store
+                    .append(
+                        &mailbox(m),
+                        &blob(Bucket::K1, round as u8),
+                        MINUTE + 59,
+                        EXPIRES,
+                    )
+                    .unwrap();
+            }
+        }
+        store.flush().unwrap();
+    }
+    let seized = raw_scan(interleaved.path());
+    assert_eq!(seized, raw_scan(apart.path()));
+    // And the mailboxes' first IDs coincide: no relay-wide counter.
+    let blobs = &seized.iter().find(|(name, _)| name == b"blobs").unwrap().1;
+    let firsts: std::collections::BTreeSet<&[u8]> =
+        blobs.iter().map(|(key, _)| &key[32..]).collect();
+    assert_eq!(firsts.len(), 1, "one chunk per mailbox, all keyed alike");
+}
+
+/// A 1 KiB blob of random bytes, and a 64-byte run of it to look for.
+fn marked_blob() -> (Blob, Vec<u8>) {
+    let mut bytes = vec![0u8; Bucket::K1.size()];
+    getrandom::fill(&mut bytes).unwrap();
+    let run = bytes[100..164].to_vec();
+    (Blob::new(Bytes::from(bytes)).unwrap(), run)
+}
+
+/// Every file under `dir`, recursively, with its bytes.
+fn every_file(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(every_file(&path));
+        } else {
+            files.push((path.clone(), std::fs::read(&path).unwrap()));
+        }
+    }
+    files
+}
+
+fn holds(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+const DAY: u64 = 86_400;
+
+/// Issue 18 item 12: sled's log keeps the bytes of deleted records, so
+/// blobs are sealed at rest under a day key that is destroyed once nothing
+/// sealed under it is stored. After acks and a key rotation, a raw scan of
+/// the whole data directory finds no 64-byte run of an acked blob, and the
+/// retired key's bytes are nowhere, the key file included; a blob of the
+/// new day stays readable.
+#[test]
+fn sled_acked_blobs_leave_nothing_readable_once_their_day_key_is_destroyed() {
+    let t0 = 20_000 * DAY + 600;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStorage::open(dir.path()).unwrap();
+    let mut acked = Vec::new();
+    let mut runs = Vec::new();
+    for i in 0..5 {
+        let (blob, run) = marked_blob();
+        acked.push(store.append(&mailbox(1), &blob, t0 + i, t0 + DAY).unwrap());
+        runs.push(run);
+        store.flush().unwrap();
+    }
+    let first_day = store.at_rest_key_bytes();
+    assert_eq!(first_day.len(), 1, "one key for the day");
+    assert_eq!(store.delete(&mailbox(1), &acked).unwrap(), 5);
+    store.flush().unwrap();
+
+    // The next day: a new key seals the new blob; the purge pass destroys
+    // the old one, which seals nothing any more.
+    let (kept, kept_run) = marked_blob();
+    let kept_seq = store
+        .append(&mailbox(2), &kept, t0 + DAY, t0 + 8 * DAY)
+        .unwrap();
+    store.flush().unwrap();
+    assert_eq!(store.purge_expired(t0 + DAY, 100).unwrap(), 0);
+    let keys = store.at_rest_key_bytes();
+    assert_eq!(keys.len(), 1);
+    assert_ne!(keys[0], first_day[0], "the first day's key is gone");
+    drop(store);
+
+    let files = every_file(dir.path());
+    assert!(files.iter().any(|(path, _)| path.ends_with("at-rest-keys")));
+    for (path, bytes) in &files {
+        for run in &runs {
+            assert!(!holds(bytes, run), "an acked blob's bytes in {path:?}");
+        }
+        assert!(!holds(bytes, &kept_run), "a live blob unsealed in {path:?}");
+        assert!(
+            !holds(bytes, &first_day[0].1),
+            "the retired key in {path:?}"
+        );
+    }
+    let store = SledStorage::open(dir.path()).unwrap();
+    let page = store.fetch(&mailbox(2), all(0)).unwrap();
+    assert_eq!(page.blobs.len(), 1);
+    assert_eq!(page.blobs[0].seq, kept_seq);
+    assert_eq!(page.blobs[0].blob, kept);
+}
+
+/// Blobs sealed before a restart open after it; their key outlives days
+/// while they are stored, and goes at the first purge pass after the last
+/// of them expired.
+#[test]
+fn sled_sealed_blobs_outlive_a_restart_and_keep_their_key_while_stored() {
+    let t0 = 20_000 * DAY + 600;
+    let dir = tempfile::tempdir().unwrap();
+    let blobs: Vec<Blob> = (0..3).map(|_| marked_blob().0).collect();
+    let seqs: Vec<Seq> = {
+        let store = SledStorage::open(dir.path()).unwrap();
+        let seqs = blobs
+            .iter()
+            .map(|blob| store.append(&mailbox(1), blob, t0, t0 + 7 * DAY).unwrap())
+            .collect();
+        store.flush().unwrap();
+        seqs
+    };
+    let store = SledStorage::open(dir.path()).unwrap();
+    let got: Vec<(Seq, Blob)> = store
+        .fetch(&mailbox(1), all(0))
+        .unwrap()
+        .blobs
+        .into_iter()
+        .map(|b| (b.seq, b.blob))
+        .collect();
+    assert_eq!(
+        got,
+        seqs.iter().copied().zip(blobs.clone()).collect::<Vec<_>>()
+    );
+    // Days later, still stored: the key stays. An ack reseals the rest.
+    assert_eq!(store.purge_expired(t0 + 2 * DAY, 100).unwrap(), 0);
+    assert_eq!(store.at_rest_key_bytes().len(), 1);
+    assert_eq!(store.delete(&mailbox(1), &seqs[..1]).unwrap(), 1);
+    store.flush().unwrap();
+    drop(store);
+    let store = SledStorage::open(dir.path()).unwrap();
+    let left: Vec<Blob> = store
+        .fetch(&mailbox(1), all(0))
+        .unwrap()
+        .blobs
+        .into_iter()
+        .map(|b| b.blob)
+        .collect();
+    assert_eq!(left, blobs[1..].to_vec());
+    assert_eq!(store.purge_expired(t0 + 7 * DAY, 100).unwrap(), 2);
+    assert!(
+        store.at_rest_key_bytes().is_empty(),
+        "nothing sealed under it"
+    );
 }
 
 #[test]
@@ -414,15 +688,15 @@ fn sled_chunks_share_an_entry_and_shrink_blob_by_blob() {
     let seqs: Vec<Seq> = (0..4)
         .map(|i| {
             store
-                .append(&mailbox(1), &blob(Bucket::K1, i), 100)
+                .append(&mailbox(1), &blob(Bucket::K1, i), 0, 100)
                 .unwrap()
         })
         .collect();
-    let other = store
-        .append(&mailbox(2), &blob(Bucket::K4, 9), 100)
+    store
+        .append(&mailbox(2), &blob(Bucket::K4, 9), 0, 100)
         .unwrap();
     let later = store
-        .append(&mailbox(1), &blob(Bucket::K16, 5), 200)
+        .append(&mailbox(1), &blob(Bucket::K16, 5), 0, 200)
         .unwrap();
     store.flush().unwrap();
     assert_eq!(store.expiry_entries(), 3);
@@ -433,10 +707,11 @@ fn sled_chunks_share_an_entry_and_shrink_blob_by_blob() {
     assert_eq!(got, vec![seqs[2], seqs[3], later]);
     assert_eq!(page.blobs[2].blob.as_bytes()[0], 5);
 
-    // Deleting from the middle keeps the rest; others' seqs are ignored.
+    // Deleting from the middle keeps the rest; IDs it never had are
+    // ignored.
     assert_eq!(
         store
-            .delete(&mailbox(1), &[seqs[1], seqs[2], other])
+            .delete(&mailbox(1), &[seqs[1], seqs[2], later + 1])
             .unwrap(),
         2
     );
@@ -479,11 +754,16 @@ fn seqs_of(store: &dyn Storage, mailbox: &MailboxId) -> Vec<Seq> {
 fn sled_sparse_and_mid_chunk_acks_delete_exactly_the_named_blobs() {
     let dir = tempfile::tempdir().unwrap();
     let store = SledStorage::open(dir.path()).unwrap();
-    // 60 one-blob chunks (a flush after each), then one chunk of three.
+    // 60 one-blob chunks (an expiry each), then one chunk of three.
     let mut seqs: Vec<Seq> = (0..60u8)
         .map(|i| {
             let seq = store
-                .append(&mailbox(1), &blob(Bucket::K1, i), 100)
+                .append(
+                    &mailbox(1),
+                    &blob(Bucket::K1, i),
+                    0,
+                    100 + 60 * u64::from(i),
+                )
                 .unwrap();
             store.flush().unwrap();
             seq
@@ -492,7 +772,7 @@ fn sled_sparse_and_mid_chunk_acks_delete_exactly_the_named_blobs() {
     for i in 0..3u8 {
         seqs.push(
             store
-                .append(&mailbox(1), &blob(Bucket::K1, 60 + i), 100)
+                .append(&mailbox(1), &blob(Bucket::K1, 60 + i), 0, 100 + 3_600)
                 .unwrap(),
         );
     }
@@ -545,7 +825,7 @@ proptest::proptest! {
         let mut appended = Vec::new();
         for (i, (owner, flush, expiry)) in appends.iter().enumerate() {
             let seq = store
-                .append(&mailbox(*owner), &blob(Bucket::K1, i as u8), 100 + expiry)
+                .append(&mailbox(*owner), &blob(Bucket::K1, i as u8), 0, 100 + expiry)
                 .unwrap();
             model.entry(*owner).or_default().insert(seq);
             appended.push(seq);
@@ -604,7 +884,12 @@ fn sled_reads_blobs_stored_one_per_value() {
         db.flush().unwrap();
     }
     let store = SledStorage::open(dir.path()).unwrap();
-    assert_eq!(store.seq_at_open(), 4);
+    let next = store
+        .append(&mailbox(1), &blob(Bucket::K1, 5), 0, 100)
+        .unwrap();
+    assert!(next > 4, "IDs continue after the stored ones");
+    assert_eq!(store.mailbox_usage(&mailbox(1)).count, 3);
+    assert_eq!(store.delete(&mailbox(1), &[next]).unwrap(), 1);
     assert_eq!(store.mailbox_usage(&mailbox(1)).count, 2);
     let page = store.fetch(&mailbox(1), all(0)).unwrap();
     assert_eq!(page.blobs.len(), 2);
@@ -628,7 +913,11 @@ fn sled_opens_past_a_damaged_blobs_value_and_the_audit_counts_it() {
         db.flush().unwrap();
     }
     let store = SledStorage::open(dir.path()).unwrap();
-    assert_eq!(store.seq_at_open(), 7, "its seq is never handed out again");
+    let next = store
+        .append(&mailbox(1), &blob(Bucket::K1, 5), 0, 100)
+        .unwrap();
+    assert!(next > 7, "its seq is never handed out again");
+    assert_eq!(store.delete(&mailbox(1), &[next]).unwrap(), 1);
     assert_eq!(store.mailbox_usage(&mailbox(1)).count, 0);
     assert!(store.fetch(&mailbox(1), all(0)).is_err());
     assert_eq!(store.audit_scan().unwrap().corrupt, 1);
@@ -641,7 +930,7 @@ fn sled_reopen_keeps_blobs_slots_accounting_and_seq_order() {
     {
         let store = SledStorage::open(dir.path()).unwrap();
         before = store
-            .append(&mailbox(1), &blob(Bucket::K4, 9), 1_000)
+            .append(&mailbox(1), &blob(Bucket::K4, 9), 0, 1_000)
             .unwrap();
         store
             .slot_put(
@@ -667,7 +956,7 @@ fn sled_reopen_keeps_blobs_slots_accounting_and_seq_order() {
         .unwrap();
     assert_eq!(slot.version, 4);
     let after = store
-        .append(&mailbox(1), &blob(Bucket::K1, 1), 1_000)
+        .append(&mailbox(1), &blob(Bucket::K1, 1), 0, 1_000)
         .unwrap();
     assert!(after > before, "seqs keep increasing across a reopen");
 }
@@ -755,7 +1044,7 @@ fn sled_flush_syncs_the_node_files_sled_writes_outside_its_log() {
     // sled logs single updates until a leaf has ten, then rewrites it whole.
     for i in 0..24u8 {
         store
-            .append(&mailbox(1), &blob(Bucket::K64, i), 100)
+            .append(&mailbox(1), &blob(Bucket::K64, i), 0, 100)
             .unwrap();
         store.flush().unwrap();
     }

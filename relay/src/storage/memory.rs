@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use sotto_proto::{Blob, MailboxId, SlotId};
 
 use super::accounting::Accounting;
+use super::ids::BlobIds;
 use super::{
     Account, FetchPage, FetchRange, IssuerState, Registration, Seq, SlotRecord, Storage,
     StoreError, StoredBlob, Usage,
@@ -14,7 +15,6 @@ use super::{
 
 #[derive(Default)]
 struct Inner {
-    next_seq: Seq,
     blobs: BTreeMap<(MailboxId, Seq), (u64, Blob)>,
     expiry: BTreeSet<(u64, MailboxId, Seq)>,
     slots: HashMap<SlotId, SlotRecord>,
@@ -31,6 +31,7 @@ struct Inner {
 pub struct MemoryStorage {
     inner: Mutex<Inner>,
     accounting: Accounting,
+    ids: BlobIds,
 }
 
 impl MemoryStorage {
@@ -59,10 +60,15 @@ impl MemoryStorage {
 }
 
 impl Storage for MemoryStorage {
-    fn append(&self, mailbox: &MailboxId, blob: &Blob, expires_at: u64) -> Result<Seq, StoreError> {
+    fn append(
+        &self,
+        mailbox: &MailboxId,
+        blob: &Blob,
+        now: u64,
+        expires_at: u64,
+    ) -> Result<Seq, StoreError> {
         let mut inner = self.lock();
-        inner.next_seq += 1;
-        let seq = inner.next_seq;
+        let seq = self.ids.next(mailbox, now);
         inner.expiry.insert((expires_at, *mailbox, seq));
         inner
             .blobs
@@ -147,12 +153,6 @@ impl Storage for MemoryStorage {
         self.accounting
             .slot_replaced(old.map_or(0, |r| r.value.len()), record.value.len());
         Ok(())
-    }
-
-    fn seq_at_open(&self) -> Seq {
-        // Nothing of a memory store outlives the process: all it holds is
-        // as durable as it will ever be.
-        self.lock().next_seq
     }
 
     fn flush(&self) -> Result<(), StoreError> {

@@ -1,8 +1,8 @@
 //! Storage behind a trait: the relay's protocol code never knows it is sled.
 //!
-//! A backend keeps three things: blobs (per mailbox, FIFO by a global,
-//! strictly increasing sequence number), an expiry index for the TTL purge,
-//! and directory slots. It also keeps usage accounting (per-mailbox count and
+//! A backend keeps three things: blobs (per mailbox, FIFO by an ID that
+//! increases within the mailbox, see `ids`), an expiry index for the TTL
+//! purge, and directory slots. It also keeps usage accounting (per-mailbox count and
 //! bytes, total bytes) so quota and disk-budget checks cost nothing.
 //!
 //! For anonymous access (DESIGN §7) it also keeps the issuer state (the
@@ -18,6 +18,8 @@
 //! ([`crate::commit`]) shares across concurrent writers.
 
 mod accounting;
+mod at_rest;
+mod ids;
 mod memory;
 mod sled;
 
@@ -32,8 +34,10 @@ use bytes::Bytes;
 use sotto_proto::{Blob, MailboxId, SlotId};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-/// A blob's position in the relay's global order. Strictly increasing across
-/// every put, also across restarts; clients use it as their fetch cursor.
+/// A blob's ID within its mailbox (the wire's `seq`): strictly increasing
+/// within the mailbox, also across restarts; clients use it as their fetch
+/// cursor. IDs of different mailboxes are not ordered with each other below
+/// the minute (see `ids`).
 pub type Seq = u64;
 
 /// A stored blob as fetch returns it.
@@ -70,7 +74,7 @@ pub struct FetchPage {
 pub struct FetchRange {
     /// Only blobs with seq strictly greater.
     pub after: Seq,
-    /// Only blobs with seq at most this (the durable watermark).
+    /// Only blobs with seq at most this (the mailbox's durable bound).
     pub upto: Seq,
     /// At most this many blobs.
     pub limit: usize,
@@ -158,9 +162,16 @@ pub enum StoreError {
 /// threads; the relay serialises appends itself (see [`crate::commit`]), so
 /// `append` never runs concurrently with another `append`.
 pub trait Storage: Send + Sync + 'static {
-    /// Stores `blob` in `mailbox` until `expires_at` (unix seconds) and
-    /// returns its seq, greater than every seq handed out before.
-    fn append(&self, mailbox: &MailboxId, blob: &Blob, expires_at: u64) -> Result<Seq, StoreError>;
+    /// Stores `blob`, put at `now` (unix seconds), in `mailbox` until
+    /// `expires_at` and returns its ID, greater than every ID handed out
+    /// in `mailbox` before.
+    fn append(
+        &self,
+        mailbox: &MailboxId,
+        blob: &Blob,
+        now: u64,
+        expires_at: u64,
+    ) -> Result<Seq, StoreError>;
 
     /// Blobs of `mailbox` within `range`, oldest first.
     fn fetch(&self, mailbox: &MailboxId, range: FetchRange) -> Result<FetchPage, StoreError>;
@@ -187,11 +198,6 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Writes slot `id` (the caller has checked owner and version).
     fn slot_put(&self, id: &SlotId, record: &SlotRecord) -> Result<(), StoreError>;
-
-    /// The highest seq among the blobs present when the backend was opened
-    /// (0 if none): everything up to it was read back from disk, so it is
-    /// durable. The group commit's watermark starts here.
-    fn seq_at_open(&self) -> Seq;
 
     /// Makes every mutation so far durable (fsync). Blocking.
     fn flush(&self) -> Result<(), StoreError>;

@@ -5,7 +5,7 @@
 //!
 //! | tree     | key                                | value                          |
 //! |----------|------------------------------------|--------------------------------|
-//! | `blobs`  | mailbox(32) ‖ seq(8) (a chunk's first seq) | expires_at(8) ‖ 0x01 ‖ (seq(8) ‖ len(4) ‖ blob)+ |
+//! | `blobs`  | mailbox(32) ‖ seq(8) (a chunk's first blob ID) | expires_at(8) ‖ 0x01 ‖ (seq(8) ‖ len(4) ‖ blob)+ |
 //! | `expiry` | expires_at(8) ‖ mailbox(32) ‖ seq(8) (one per chunk) | empty                |
 //! | `slots`  | slot_id(32)                        | version(8) ‖ owner(32) ‖ value |
 //! | `issuer` | `b"state"`                         | seed(32) ‖ generation(4) ‖ [admin_key(32)] |
@@ -26,48 +26,62 @@
 //! Nothing else is stored: no token, connection or address next to a blob
 //! (DESIGN §2), and expiry times arrive already rounded to the minute.
 //!
-//! An append only takes a seq, counts the blob and queues it in memory; the
+//! A blob's `seq` is its ID within its mailbox (`super::ids`: the put
+//! minute, then a count of that mailbox's puts in the minute), so keys show
+//! no order of puts across mailboxes and no time finer than the minute.
+//!
+//! An append only takes an ID, counts the blob and queues it in memory; the
 //! queued blobs go into sled together at the next flush, just before the
 //! fsync, on the thread that flushes (the relay's group-commit flusher). So
 //! the tokio workers that call `append` never wait for a B-tree insert, and
-//! the appends of one group commit are inserted in one pass. A read that
-//! could see a queued blob (a fetch or delete reaching above the inserted
-//! prefix, a purge, an audit) inserts the queue first, so the trait behaves
-//! as if every append were inserted at once. Nothing queued was acknowledged:
-//! the relay acks a put only after the flush that inserted it.
+//! the appends of one group commit are inserted in one pass (mailbox by
+//! mailbox, in no particular order). A read that could see a queued blob (a
+//! fetch or delete of its mailbox reaching its ID, a purge, an audit)
+//! inserts the queue first, so the trait behaves as if every append were
+//! inserted at once. Nothing queued was acknowledged: the relay acks a put
+//! only after the flush that inserted it, and reads only up to each
+//! mailbox's durable bound (`crate::commit`).
 //!
-//! Blobs are stored in *chunks*: the consecutive blobs of one mailbox with
-//! the same expiry that go into sled in one pass share one `blobs` value and
-//! one `expiry` entry (up to 7 KiB of blobs, or one larger blob). sled's CPU
-//! cost is mostly per operation (a B-tree descent, a node copy, a log
-//! reservation, a split every few inserts), so under load, when a group
-//! commit carries several blobs per mailbox, a chunk costs about what one
-//! blob did; when each flush carries one blob per mailbox, a chunk is one
-//! blob. The chunks of a
-//! mailbox never overlap in seq, so a fetch reads them in key order. A
+//! Blobs are stored in *chunks*: the blobs of one mailbox with the same put
+//! minute and expiry share one `blobs` value and one `expiry` entry (up to
+//! 7 KiB of blobs, or one larger blob). A blob joins its mailbox's newest
+//! chunk if that is of its minute and expiry and has room, whichever flush
+//! it comes with, so how blobs are grouped depends only on the mailbox's
+//! own puts (their minute, expiry and sizes) and acks: never on flush
+//! timing or other mailboxes (issue 18 item 10; chunks cut per flush showed
+//! which blobs arrived within milliseconds of each other). sled's CPU cost
+//! is mostly per operation (a B-tree descent, a node copy, a log
+//! reservation, a split every few inserts), so under load a chunk costs
+//! about what one blob did: a new chunk is one insert, a blob joining one is
+//! a read and a compare-and-swap of the grown value. The chunks of a
+//! mailbox never overlap in ID, so a fetch reads them in key order. A
 //! delete or purge rewrites a chunk without the removed blobs (a
-//! compare-and-swap, so concurrent acks and the purge cannot lose each
-//! other's removals) or removes it once empty. Values written before chunks
-//! (one blob, `expires_at(8) ‖ blob`) still read as one-blob chunks.
+//! compare-and-swap, so concurrent acks, the purge and joining appends
+//! cannot lose each other's changes) or removes it once empty. Values
+//! written before chunks (one blob, `expires_at(8) ‖ blob`) still read as
+//! one-blob chunks.
 //!
 //! The expiry entry is inserted before its chunk, so a crash between the two
 //! leaves at worst an index entry without blobs (harmless to the purge),
 //! never a blob that would outlive its TTL.
 //!
-//! An ack removes only blobs and leaves their chunk's expiry entry
-//! dangling: no index operation on the hot path. The purge drops dangling
-//! entries when their time comes, so the `expiry` tree holds an entry per
-//! chunk stored within the last TTL (48 bytes each), acked or not.
+//! An ack that empties a chunk removes the chunk's expiry entry right after
+//! it (before the flush that makes the ack durable, so before the reply):
+//! the `expiry` tree holds an entry per stored chunk, none for acked ones.
+//! An entry left dangling (a crash between the two removals, or a database
+//! written before this rule) is dropped by the purge when its time comes.
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use bytes::Bytes;
 use sotto_proto::{Blob, Bucket, MailboxId, SlotId};
+use zeroize::Zeroizing;
 
 use super::accounting::Accounting;
+use super::at_rest::{AtRestKeys, KeyId, key_id_of, sealed_key_id};
+use super::ids::BlobIds;
 use super::{
     Account, FetchPage, FetchRange, IssuerState, Registration, Seq, SlotRecord, Storage,
     StoreError, StoredBlob, Usage,
@@ -84,7 +98,8 @@ pub struct SledStorage {
     expiry: sled::Tree,
     slots: sled::Tree,
     accounting: Accounting,
-    seq_at_open: Seq,
+    ids: BlobIds,
+    keys: AtRestKeys,
     tokens: TokenTrees,
     queue: AppendQueue,
     disk: DiskSync,
@@ -158,11 +173,10 @@ impl DiskSync {
 struct AppendQueue {
     /// Queued appends, in seq order.
     queued: Mutex<Vec<Queued>>,
-    /// Held while a drained batch is inserted, so a reader that needs the
-    /// queue waits for an insert already under way instead of missing it.
-    inserting: Mutex<()>,
-    /// Every append with a seq up to this is in sled.
-    inserted_upto: AtomicU64,
+    /// Held while a drained batch is inserted (so inserts stay in order);
+    /// guards each mailbox's newest chunk, which later appends of the same
+    /// minute and expiry join.
+    inserting: Mutex<HashMap<MailboxId, (Seq, u64)>>,
 }
 
 struct Queued {
@@ -378,6 +392,10 @@ fn parse_blob_key(key: &[u8]) -> Result<(MailboxId, Seq), StoreError> {
 /// bucket size (even); a chunk's is 9 plus a sum of (12 + bucket size)
 /// (odd), so the two never mix up.
 const CHUNK_FORMAT: u8 = 1;
+/// Format byte of a sealed chunk: `expires_at(8) ‖ 0x02 ‖ key_id(4) ‖
+/// nonce(24) ‖ sealed entries ‖ tag(16)` (`at_rest`). Its length is odd
+/// too (45 plus entries of 12 plus a bucket size).
+const SEALED_FORMAT: u8 = 2;
 /// Most blob bytes in one chunk (a chunk always takes its first blob).
 /// sled splits a leaf above 16 entries and writes a node page larger than
 /// a quarter segment (about 128 KiB) to a file of its own instead of its
@@ -388,38 +406,47 @@ const CHUNK_FORMAT: u8 = 1;
 /// a chunk that an ack names only part of.
 const CHUNK_MAX_BYTES: usize = 7 * 1024;
 
-/// The blobs of one chunk, oldest first, and their common expiry.
+/// The blobs of one chunk, oldest first, their common expiry and the key
+/// the chunk is sealed under (none for formats before sealing).
 struct Chunk {
     expires_at: u64,
+    key_id: Option<KeyId>,
     blobs: Vec<StoredBlob>,
 }
 
-/// Decodes the chunk stored under seq `key_seq`. The blobs share the value's
-/// buffer (no copy).
+/// Decodes an unsealed chunk stored under `key_seq` (formats before
+/// sealing; see [`SledStorage::decode`]). The blobs share the value's buffer.
 fn parse_chunk(key_seq: Seq, value: &sled::IVec) -> Result<Chunk, StoreError> {
     let expires_at =
         be64(value).ok_or_else(|| corrupt("blobs", "value shorter than its header"))?;
     let whole = Bytes::from_owner(value.clone());
-    let blob = |range: std::ops::Range<usize>| {
-        Blob::new(whole.slice(range)).map_err(|e| corrupt("blobs", e.to_string()))
-    };
     if Bucket::of_len(value.len() - 8).is_some() {
         // Written before chunks: one blob, whose seq is the key's.
         return Ok(Chunk {
             expires_at,
+            key_id: None,
             blobs: vec![StoredBlob {
                 seq: key_seq,
-                blob: blob(8..value.len())?,
+                blob: Blob::new(whole.slice(8..)).map_err(|e| corrupt("blobs", e.to_string()))?,
             }],
         });
     }
     if value.get(8) != Some(&CHUNK_FORMAT) {
         return Err(corrupt("blobs", "unknown value format"));
     }
+    Ok(Chunk {
+        expires_at,
+        key_id: None,
+        blobs: parse_entries(key_seq, whole.slice(9..))?,
+    })
+}
+
+/// Decodes a chunk's entries, `(seq(8) ‖ len(4) ‖ blob)+`, in seq order.
+fn parse_entries(key_seq: Seq, body: Bytes) -> Result<Vec<StoredBlob>, StoreError> {
     let mut blobs: Vec<StoredBlob> = Vec::new();
-    let mut at = 9;
-    while at < value.len() {
-        let header = value
+    let mut at = 0;
+    while at < body.len() {
+        let header = body
             .get(at..at + 12)
             .ok_or_else(|| corrupt("blobs", "truncated chunk entry"))?;
         let seq = be64(header).ok_or_else(|| corrupt("blobs", "short seq"))?;
@@ -427,7 +454,7 @@ fn parse_chunk(key_seq: Seq, value: &sled::IVec) -> Result<Chunk, StoreError> {
         let start = at + 12;
         let end = start
             .checked_add(len)
-            .filter(|&end| end <= value.len())
+            .filter(|&end| end <= body.len())
             .ok_or_else(|| corrupt("blobs", "chunk entry longer than its chunk"))?;
         let in_order = blobs.last().map_or(seq >= key_seq, |last| seq > last.seq);
         if !in_order {
@@ -435,26 +462,35 @@ fn parse_chunk(key_seq: Seq, value: &sled::IVec) -> Result<Chunk, StoreError> {
         }
         blobs.push(StoredBlob {
             seq,
-            blob: blob(start..end)?,
+            blob: Blob::new(body.slice(start..end)).map_err(|e| corrupt("blobs", e.to_string()))?,
         });
         at = end;
     }
     if blobs.is_empty() {
         return Err(corrupt("blobs", "empty chunk"));
     }
-    Ok(Chunk { expires_at, blobs })
+    Ok(blobs)
 }
 
+/// A chunk's entries, `(seq(8) ‖ len(4) ‖ blob)+`: what is sealed.
+fn entries<'a>(blobs: impl IntoIterator<Item = (Seq, &'a Blob)>) -> Zeroizing<Vec<u8>> {
+    let mut body = Zeroizing::new(Vec::with_capacity(12 + 1024));
+    for (seq, blob) in blobs {
+        body.extend_from_slice(&seq.to_be_bytes());
+        // Blobs are at most 64 KiB (one bucket), so the length fits.
+        body.extend_from_slice(&(blob.len() as u32).to_be_bytes());
+        body.extend_from_slice(blob.as_bytes());
+    }
+    body
+}
+
+/// An unsealed chunk value (the format before sealing; only rewrites of
+/// such chunks still write it).
 fn chunk_value<'a>(expires_at: u64, blobs: impl IntoIterator<Item = (Seq, &'a Blob)>) -> Vec<u8> {
     let mut value = Vec::with_capacity(9 + 12 + 1024);
     value.extend_from_slice(&expires_at.to_be_bytes());
     value.push(CHUNK_FORMAT);
-    for (seq, blob) in blobs {
-        value.extend_from_slice(&seq.to_be_bytes());
-        // Blobs are at most 64 KiB (one bucket), so the length fits.
-        value.extend_from_slice(&(blob.len() as u32).to_be_bytes());
-        value.extend_from_slice(blob.as_bytes());
-    }
+    value.extend_from_slice(&entries(blobs));
     value
 }
 
@@ -472,6 +508,61 @@ fn parse_slot(value: &[u8]) -> Result<SlotRecord, StoreError> {
     })
 }
 
+/// Decodes the chunk of `mailbox` stored under `key_seq`, opening it if it
+/// is sealed.
+fn decode_with(
+    keys: &AtRestKeys,
+    mailbox: &MailboxId,
+    key_seq: Seq,
+    value: &sled::IVec,
+) -> Result<Chunk, StoreError> {
+    if value.get(8) != Some(&SEALED_FORMAT) {
+        return parse_chunk(key_seq, value);
+    }
+    let expires_at =
+        be64(value).ok_or_else(|| corrupt("blobs", "value shorter than its header"))?;
+    let (key_id, body) = keys.open(mailbox, key_seq, expires_at, &value[9..])?;
+    Ok(Chunk {
+        expires_at,
+        key_id: Some(key_id),
+        blobs: parse_entries(key_seq, Bytes::from(body))?,
+    })
+}
+
+/// The put minute an ID carries (see `ids`).
+fn minute_of(seq: Seq) -> u64 {
+    seq >> 20
+}
+
+/// A chunk being filled by `insert_chunks`.
+struct Building {
+    /// The chunk's key: its first blob's ID.
+    key_seq: Seq,
+    expires_at: u64,
+    /// The stored value it extends, and the IDs that value holds.
+    stored: Option<(sled::IVec, Vec<Seq>)>,
+    /// Blob bytes in it, stored and added.
+    bytes: usize,
+    /// Blobs to add, in ID order.
+    added: Vec<(Seq, Blob)>,
+}
+
+impl Building {
+    /// Whether a blob with this ID, expiry and length joins this chunk.
+    fn takes(&self, seq: Seq, expires_at: u64, len: usize) -> bool {
+        self.expires_at == expires_at
+            && minute_of(self.key_seq) == minute_of(seq)
+            && (self.holds(seq) || self.bytes + len <= CHUNK_MAX_BYTES)
+    }
+
+    /// Whether the stored value already holds this ID.
+    fn holds(&self, seq: Seq) -> bool {
+        self.stored
+            .as_ref()
+            .is_some_and(|(_, seqs)| seqs.binary_search(&seq).is_ok())
+    }
+}
+
 impl SledStorage {
     /// Opens (or creates) the database in `dir` and rebuilds the usage
     /// counters from what is stored.
@@ -482,14 +573,21 @@ impl SledStorage {
         let slots = db.open_tree("slots")?;
         let tokens = TokenTrees::open(&db)?;
         let accounting = Accounting::default();
-        let mut seq_at_open = 0;
+        let ids = BlobIds::default();
+        let keys = AtRestKeys::load(dir)?;
         for entry in blobs.iter() {
             let (key, value) = entry?;
             let (mailbox, key_seq) = parse_blob_key(&key)?;
-            seq_at_open = seq_at_open.max(key_seq);
+            ids.seen(&mailbox, key_seq);
+            if value.get(8) == Some(&SEALED_FORMAT)
+                && let Some(id) = value.get(9..).and_then(sealed_key_id)
+            {
+                // Counted even if it does not open: its key must stay.
+                keys.counted(id);
+            }
             // A damaged value must not keep the relay (or the audit, which
             // counts it) from starting; fetching it reports the damage.
-            let chunk = match parse_chunk(key_seq, &value) {
+            let chunk = match decode_with(&keys, &mailbox, key_seq, &value) {
                 Ok(chunk) => chunk,
                 Err(error) => {
                     tracing::warn!(%error, "unreadable blobs record; not counted");
@@ -497,7 +595,7 @@ impl SledStorage {
                 }
             };
             for stored in chunk.blobs {
-                seq_at_open = seq_at_open.max(stored.seq);
+                ids.seen(&mailbox, stored.seq);
                 accounting.added(&mailbox, stored.blob.len());
             }
         }
@@ -511,85 +609,229 @@ impl SledStorage {
             expiry,
             slots,
             accounting,
-            seq_at_open,
+            ids,
+            keys,
             tokens,
-            queue: AppendQueue {
-                inserted_upto: AtomicU64::new(seq_at_open),
-                ..AppendQueue::default()
-            },
+            queue: AppendQueue::default(),
             disk: DiskSync::open(dir)?,
         })
     }
 
     /// Inserts every queued append into sled, in seq order.
     fn insert_queued(&self) -> Result<(), StoreError> {
-        let _inserting = lock(&self.queue.inserting);
+        let mut newest = lock(&self.queue.inserting);
         let batch = std::mem::take(&mut *lock(&self.queue.queued));
-        let Some(last) = batch.last().map(|queued| queued.seq) else {
+        if batch.is_empty() {
             return Ok(());
-        };
-        if let Err(error) = self.insert_chunks(&batch) {
+        }
+        if let Err(error) = self.insert_chunks(&batch, &mut newest) {
             // Requeue the whole batch ahead of anything queued since, so the
-            // next flush retries it in seq order. Chunks already inserted
-            // are inserted again with the same key and value: no change.
+            // next flush retries it in order. Blobs already inserted are
+            // skipped then (their chunk already holds their ID).
             let mut queued = lock(&self.queue.queued);
             let newer = std::mem::take(&mut *queued);
             queued.extend(batch);
             queued.extend(newer);
             return Err(error);
         }
-        self.queue.inserted_upto.store(last, Ordering::Release);
         Ok(())
     }
 
-    /// Inserts the queue first if an append with a seq up to `upto` may
-    /// still be queued.
-    fn insert_queued_upto(&self, upto: Seq) -> Result<(), StoreError> {
-        if upto > self.queue.inserted_upto.load(Ordering::Acquire) {
+    /// Inserts the queue first if an append to `mailbox` with an ID up to
+    /// `upto` is still queued. (The relay reads only up to a mailbox's
+    /// durable bound, which nothing queued is below.)
+    fn insert_queued_for(&self, mailbox: &MailboxId, upto: Seq) -> Result<(), StoreError> {
+        let queued = lock(&self.queue.queued)
+            .iter()
+            .any(|queued| queued.mailbox == *mailbox && queued.seq <= upto);
+        if queued {
             self.insert_queued()?;
         }
         Ok(())
     }
 
-    /// Cuts `batch` (in seq order) into chunks: per mailbox, runs of blobs
-    /// with one expiry, within the chunk limits.
-    fn insert_chunks(&self, batch: &[Queued]) -> Result<(), StoreError> {
-        let mut open: HashMap<MailboxId, (Vec<&Queued>, usize)> = HashMap::new();
+    /// Puts `batch` (in append order) into chunks: per mailbox, the blobs
+    /// of one put minute and one expiry join that mailbox's newest chunk
+    /// while it has room (`CHUNK_MAX_BYTES`), whichever flush they came
+    /// with. So how blobs are grouped depends only on the mailbox's own
+    /// puts, their minute and sizes, never on the timing of flushes or on
+    /// other mailboxes (issue 18 item 10). `newest` maps each mailbox to
+    /// its newest chunk (first ID, expiry) of the current minute.
+    fn insert_chunks(
+        &self,
+        batch: &[Queued],
+        newest: &mut HashMap<MailboxId, (Seq, u64)>,
+    ) -> Result<(), StoreError> {
+        let mut by_mailbox: HashMap<MailboxId, Vec<&Queued>> = HashMap::new();
         for queued in batch {
-            let (chunk, bytes) = open.entry(queued.mailbox).or_default();
-            let closes = chunk.first().is_some_and(|first| {
-                first.expires_at != queued.expires_at
-                    || *bytes + queued.blob.len() > CHUNK_MAX_BYTES
-            });
-            if closes {
-                self.insert_chunk(chunk)?;
-                chunk.clear();
-                *bytes = 0;
-            }
-            chunk.push(queued);
-            *bytes += queued.blob.len();
+            by_mailbox.entry(queued.mailbox).or_default().push(queued);
         }
-        for (chunk, _) in open.values() {
-            self.insert_chunk(chunk)?;
+        for (mailbox, appends) in by_mailbox {
+            let mut building: Option<Building> = None;
+            for queued in appends {
+                let joins = building
+                    .as_ref()
+                    .is_some_and(|b| b.takes(queued.seq, queued.expires_at, queued.blob.len()));
+                if !joins {
+                    if let Some(done) = building.take() {
+                        let written = self.write_chunk(&mailbox, done)?;
+                        newest.insert(mailbox, written);
+                    }
+                    building = Some(self.open_chunk(&mailbox, queued, newest)?);
+                }
+                if let Some(b) = building.as_mut() {
+                    if b.holds(queued.seq) {
+                        continue; // inserted by an earlier, failed attempt
+                    }
+                    b.bytes += queued.blob.len();
+                    b.added.push((queued.seq, queued.blob.clone()));
+                }
+            }
+            if let Some(done) = building {
+                let written = self.write_chunk(&mailbox, done)?;
+                newest.insert(mailbox, written);
+            }
+        }
+        // Later appends are of this minute or a later one: older chunks
+        // are never joined again.
+        if let Some(minute) = batch.iter().map(|q| minute_of(q.seq)).max() {
+            newest.retain(|_, (key_seq, _)| minute_of(*key_seq) >= minute);
         }
         Ok(())
     }
 
-    /// Inserts one chunk (same mailbox and expiry, in seq order) and its
-    /// expiry entry, the entry first.
-    fn insert_chunk(&self, chunk: &[&Queued]) -> Result<(), StoreError> {
-        let Some(first) = chunk.first() else {
-            return Ok(());
+    /// Decodes the chunk of `mailbox` stored under `key_seq`.
+    fn decode(
+        &self,
+        mailbox: &MailboxId,
+        key_seq: Seq,
+        value: &sled::IVec,
+    ) -> Result<Chunk, StoreError> {
+        decode_with(&self.keys, mailbox, key_seq, value)
+    }
+
+    /// A sealed chunk value: under `key` (an existing chunk's), or for a
+    /// new chunk (`None`, the insert path only) under the key of its first
+    /// blob's day, which is created if need be and counts the chunk.
+    fn seal<'a>(
+        &self,
+        mailbox: &MailboxId,
+        key_seq: Seq,
+        expires_at: u64,
+        key: Option<KeyId>,
+        blobs: impl IntoIterator<Item = (Seq, &'a Blob)>,
+    ) -> Result<Vec<u8>, StoreError> {
+        let body = entries(blobs);
+        let sealed = match key {
+            Some(id) => self.keys.seal(id, mailbox, key_seq, expires_at, &body)?,
+            None => self
+                .keys
+                .seal_new(key_id_of(key_seq), mailbox, key_seq, expires_at, &body)?,
         };
-        self.expiry
-            .insert(expiry_key(first.expires_at, &first.mailbox, first.seq), &[])?;
-        let value = chunk_value(
-            first.expires_at,
-            chunk.iter().map(|queued| (queued.seq, &queued.blob)),
-        );
-        self.blobs
-            .insert(blob_key(&first.mailbox, first.seq), value)?;
-        Ok(())
+        let mut value = Vec::with_capacity(9 + sealed.len());
+        value.extend_from_slice(&expires_at.to_be_bytes());
+        value.push(SEALED_FORMAT);
+        value.extend_from_slice(&sealed);
+        Ok(value)
+    }
+
+    /// The chunk `queued` goes into: its mailbox's newest chunk if that is
+    /// of the same minute and expiry and has room, else a new one.
+    fn open_chunk(
+        &self,
+        mailbox: &MailboxId,
+        queued: &Queued,
+        newest: &HashMap<MailboxId, (Seq, u64)>,
+    ) -> Result<Building, StoreError> {
+        let fresh = Building {
+            key_seq: queued.seq,
+            expires_at: queued.expires_at,
+            stored: None,
+            bytes: 0,
+            added: Vec::new(),
+        };
+        let Some(&(key_seq, expires_at)) = newest.get(mailbox) else {
+            return Ok(fresh);
+        };
+        if expires_at != queued.expires_at || minute_of(key_seq) != minute_of(queued.seq) {
+            return Ok(fresh);
+        }
+        let Some(value) = self.blobs.get(blob_key(mailbox, key_seq))? else {
+            return Ok(fresh); // acked in the meantime
+        };
+        let chunk = self.decode(mailbox, key_seq, &value)?;
+        let building = Building {
+            key_seq,
+            expires_at,
+            bytes: chunk.blobs.iter().map(|b| b.blob.len()).sum(),
+            stored: Some((value, chunk.blobs.iter().map(|b| b.seq).collect())),
+            added: Vec::new(),
+        };
+        if building.holds(queued.seq) || building.bytes + queued.blob.len() <= CHUNK_MAX_BYTES {
+            Ok(building)
+        } else {
+            Ok(fresh)
+        }
+    }
+
+    /// Writes a chunk: a new one with its expiry entry (the entry first),
+    /// or the stored one rewritten with the added blobs by compare-and-swap
+    /// (an ack or the purge may change it meanwhile). Returns the key (first
+    /// ID) and expiry of the chunk it wrote: the mailbox's newest.
+    fn write_chunk(
+        &self,
+        mailbox: &MailboxId,
+        building: Building,
+    ) -> Result<(Seq, u64), StoreError> {
+        let written = (building.key_seq, building.expires_at);
+        if building.added.is_empty() {
+            return Ok(written);
+        }
+        let key = blob_key(mailbox, building.key_seq);
+        let added = building.added.iter().map(|(seq, blob)| (*seq, blob));
+        let Some((mut current, _)) = building.stored else {
+            let value = self.seal(mailbox, building.key_seq, building.expires_at, None, added)?;
+            self.expiry.insert(
+                expiry_key(building.expires_at, mailbox, building.key_seq),
+                &[],
+            )?;
+            self.blobs.insert(key, value)?;
+            return Ok(written);
+        };
+        loop {
+            let chunk = self.decode(mailbox, building.key_seq, &current)?;
+            let value = self.seal(
+                mailbox,
+                building.key_seq,
+                building.expires_at,
+                chunk.key_id,
+                chunk
+                    .blobs
+                    .iter()
+                    .map(|b| (b.seq, &b.blob))
+                    .chain(building.added.iter().map(|(seq, blob)| (*seq, blob))),
+            )?;
+            match self
+                .blobs
+                .compare_and_swap(key, Some(&current), Some(value))?
+            {
+                Ok(()) => return Ok(written),
+                Err(changed) => match changed.current {
+                    Some(now) => current = now,
+                    // Every blob of it was acked: the added ones start a
+                    // new chunk under their first ID.
+                    None => {
+                        let first = building.added[0].0;
+                        let value =
+                            self.seal(mailbox, first, building.expires_at, None, added.clone())?;
+                        self.expiry
+                            .insert(expiry_key(building.expires_at, mailbox, first), &[])?;
+                        self.blobs.insert(blob_key(mailbox, first), value)?;
+                        return Ok((first, building.expires_at));
+                    }
+                },
+            }
+        }
     }
 
     /// The chunk of `mailbox` that holds `seq` if any blob does: the one
@@ -628,7 +870,7 @@ impl SledStorage {
     ) -> Result<usize, StoreError> {
         let key = blob_key(mailbox, key_seq);
         loop {
-            let chunk = parse_chunk(key_seq, &value)?;
+            let chunk = self.decode(mailbox, key_seq, &value)?;
             let (gone, kept): (Vec<_>, Vec<_>) = chunk
                 .blobs
                 .into_iter()
@@ -637,14 +879,29 @@ impl SledStorage {
             if gone.is_empty() {
                 return Ok(0);
             }
-            let new = (!kept.is_empty()).then(|| {
-                chunk_value(
-                    chunk.expires_at,
-                    kept.iter().map(|(_, stored)| (stored.seq, &stored.blob)),
-                )
-            });
+            let rest = kept.iter().map(|(_, stored)| (stored.seq, &stored.blob));
+            let new = match (kept.is_empty(), chunk.key_id) {
+                (true, _) => None,
+                // Resealed under its own key, with a fresh nonce.
+                (false, Some(id)) => {
+                    Some(self.seal(mailbox, key_seq, chunk.expires_at, Some(id), rest)?)
+                }
+                (false, None) => Some(chunk_value(chunk.expires_at, rest)),
+            };
+            let emptied = new.is_none();
             match self.blobs.compare_and_swap(key, Some(&value), new)? {
                 Ok(()) => {
+                    if emptied {
+                        // Its index entry goes with it (issue 18 item 9): an
+                        // entry left to the purge named the mailbox and the
+                        // put minute for the rest of the TTL. Both are
+                        // made durable by the same flush before any reply.
+                        self.expiry
+                            .remove(expiry_key(chunk.expires_at, mailbox, key_seq))?;
+                        if let Some(id) = chunk.key_id {
+                            self.keys.uncounted(id);
+                        }
+                    }
                     for (_, stored) in &gone {
                         self.accounting.removed(mailbox, stored.blob.len());
                     }
@@ -689,7 +946,10 @@ impl SledStorage {
                 counts.corrupt += 1;
                 continue;
             };
-            let Ok(Chunk { expires_at, blobs }) = parse_chunk(key_seq, &value) else {
+            let Ok(Chunk {
+                expires_at, blobs, ..
+            }) = self.decode(&mailbox, key_seq, &value)
+            else {
                 counts.corrupt += 1;
                 continue;
             };
@@ -759,6 +1019,22 @@ impl SledStorage {
         self.insert_queued().expect("test: insert the queue");
         self.expiry.len()
     }
+
+    /// Copies of the at-rest keys held now.
+    #[cfg(test)]
+    pub(super) fn at_rest_key_bytes(&self) -> Vec<(KeyId, [u8; 32])> {
+        self.keys.key_bytes()
+    }
+
+    /// The raw keys of the `expiry` tree.
+    #[cfg(test)]
+    pub(super) fn expiry_keys(&self) -> Vec<Vec<u8>> {
+        self.insert_queued().expect("test: insert the queue");
+        self.expiry
+            .iter()
+            .map(|entry| entry.expect("test: read the expiry tree").0.to_vec())
+            .collect()
+    }
 }
 
 impl Drop for SledStorage {
@@ -772,12 +1048,15 @@ impl Drop for SledStorage {
 }
 
 impl Storage for SledStorage {
-    fn append(&self, mailbox: &MailboxId, blob: &Blob, expires_at: u64) -> Result<Seq, StoreError> {
-        // generate_id is persistent and monotonic across restarts (after a
-        // crash it skips ahead), so seqs are never reused and cursors held by
-        // clients stay valid. It starts at 0; seq 0 is reserved for "before
-        // everything" (the initial cursor), hence the + 1.
-        let seq = self.db.generate_id()? + 1;
+    fn append(
+        &self,
+        mailbox: &MailboxId,
+        blob: &Blob,
+        now: u64,
+        expires_at: u64,
+    ) -> Result<Seq, StoreError> {
+        // Per mailbox and minute (see `ids`); never reused in the mailbox.
+        let seq = self.ids.next(mailbox, now);
         // Counted now, so quota checks see it before it is inserted.
         self.accounting.added(mailbox, blob.len());
         lock(&self.queue.queued).push(Queued {
@@ -794,7 +1073,7 @@ impl Storage for SledStorage {
         if range.after >= range.upto || range.limit == 0 {
             return Ok(page);
         }
-        self.insert_queued_upto(range.upto)?;
+        self.insert_queued_for(mailbox, range.upto)?;
         let start = blob_key(mailbox, range.after.saturating_add(1));
         let end = blob_key(mailbox, range.upto);
         // The chunk holding `after + 1` may begin before it.
@@ -803,7 +1082,7 @@ impl Storage for SledStorage {
         for entry in before.into_iter().chain(self.blobs.range(start..=end)) {
             let (key, value) = entry?;
             let (_, key_seq) = parse_blob_key(&key)?;
-            for stored in parse_chunk(key_seq, &value)?.blobs {
+            for stored in self.decode(mailbox, key_seq, &value)?.blobs {
                 if stored.seq <= range.after {
                     continue;
                 }
@@ -829,7 +1108,7 @@ impl Storage for SledStorage {
         let mut seqs = seqs.to_vec();
         seqs.sort_unstable();
         seqs.dedup();
-        self.insert_queued_upto(seqs.last().copied().unwrap_or(0))?;
+        self.insert_queued_for(mailbox, seqs.last().copied().unwrap_or(0))?;
         let mut deleted = 0;
         let mut rest = seqs.as_slice();
         while let Some(&seq) = rest.first() {
@@ -837,7 +1116,8 @@ impl Storage for SledStorage {
                 rest = &rest[1..];
                 continue;
             };
-            let last = parse_chunk(key_seq, &value)?
+            let last = self
+                .decode(mailbox, key_seq, &value)?
                 .blobs
                 .last()
                 .map_or(key_seq, |stored| stored.seq);
@@ -879,6 +1159,14 @@ impl Storage for SledStorage {
                 self.expiry.remove(&key)?;
             }
         }
+        // Destroy the at-rest keys of past days that seal nothing any more
+        // (no new chunk is sealed meanwhile: inserts hold this lock).
+        let _inserting = lock(&self.queue.inserting);
+        let today = KeyId::try_from(now / 86_400).unwrap_or(KeyId::MAX);
+        let retired = self.keys.retire(today)?;
+        if retired > 0 {
+            tracing::info!(retired, "at-rest keys destroyed");
+        }
         Ok(purged)
     }
 
@@ -910,10 +1198,6 @@ impl Storage for SledStorage {
         let old_len = old.map_or(0, |v| v.len().saturating_sub(40));
         self.accounting.slot_replaced(old_len, record.value.len());
         Ok(())
-    }
-
-    fn seq_at_open(&self) -> Seq {
-        self.seq_at_open
     }
 
     fn flush(&self) -> Result<(), StoreError> {
