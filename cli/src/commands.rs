@@ -118,8 +118,10 @@ pub(crate) const MAX_STDIN: u64 = 256 * 1024;
 pub(crate) struct Ctx {
     pub(crate) out: Output,
     pub(crate) stdin: Input,
-    /// 1:1 messages sent: (hex ID, recipient).
-    pub(crate) sent: Vec<(String, String)>,
+    /// 1:1 messages sent: (hex ID, recipient, status).
+    pub(crate) sent: Vec<(String, String, sotto_core::Status)>,
+    /// Whether a sync ran (receipts may have come in).
+    pub(crate) synced: bool,
     /// Messages a sync brought in.
     pub(crate) received: Vec<sotto_core::Message>,
 }
@@ -130,6 +132,7 @@ impl Ctx {
             out,
             stdin,
             sent: Vec::new(),
+            synced: false,
             received: Vec::new(),
         }
     }
@@ -410,6 +413,7 @@ pub(crate) async fn exec(app: &mut App, command: Command, ctx: &mut Ctx) -> anyh
             if pending {
                 // Requests arrive as messages: fetch them first.
                 let report = app.sync().await?;
+                ctx.synced = true;
                 ctx.received.extend(report.messages);
             }
             for device in app.devices(pending)? {
@@ -452,7 +456,15 @@ pub(crate) async fn exec(app: &mut App, command: Command, ctx: &mut Ctx) -> anyh
         Command::Send { handle, text } => {
             let text = ctx.message_text(text)?;
             let sent = app.send(&handle, &text).await?;
-            ctx.sent.push((hex::encode(sent.id), handle.clone()));
+            ctx.sent.push((
+                hex::encode(sent.id),
+                handle.clone(),
+                if sent.delivered {
+                    sotto_core::Status::Sent
+                } else {
+                    sotto_core::Status::Queued
+                },
+            ));
             let status = if sent.delivered { "sent" } else { "queued" };
             out.result(
                 if sent.delivered {
@@ -571,6 +583,7 @@ async fn sync(app: &mut App, ctx: &mut Ctx) -> anyhow::Result<()> {
     if !out.json && report.messages.is_empty() {
         out.err("no new messages");
     }
+    ctx.synced = true;
     ctx.received.extend(report.messages);
     Ok(())
 }

@@ -10,8 +10,11 @@ use crate::output::message_json;
 /// What a call left for the owner to pass on.
 #[derive(Default)]
 pub(super) struct Effects {
-    /// 1:1 messages sent: (hex ID, recipient), to follow their status.
-    pub(super) sent: Vec<(String, String)>,
+    /// 1:1 messages sent: (hex ID, recipient, status), to follow their
+    /// status.
+    pub(super) sent: Vec<(String, String, sotto_core::Status)>,
+    /// Whether receipts may have come in (a sync ran).
+    pub(super) synced: bool,
     /// New messages a sync brought in, for subscribers.
     pub(super) received: Vec<sotto_core::Message>,
 }
@@ -35,6 +38,14 @@ fn optional_text(params: &Value, name: &str) -> Result<Option<String>, RpcError>
     match params.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(_) => text(params, name).map(Some),
+    }
+}
+
+fn status_of(delivered: bool) -> sotto_core::Status {
+    if delivered {
+        sotto_core::Status::Sent
+    } else {
+        sotto_core::Status::Queued
     }
 }
 
@@ -74,7 +85,9 @@ pub(super) async fn call(
             let body = text(&params, "text")?;
             let sent = app.send(&to, &body).await.map_err(failed)?;
             let id = hex::encode(sent.id);
-            effects.sent.push((id.clone(), to.clone()));
+            effects
+                .sent
+                .push((id.clone(), to.clone(), status_of(sent.delivered)));
             Ok(json!({
                 "id": id,
                 "to": to,
@@ -92,6 +105,7 @@ pub(super) async fn call(
             }))
         }
         "sync" => {
+            effects.synced = true;
             let report = app.sync().await.map_err(failed)?;
             let notices = app.take_notices().map_err(failed)?;
             let messages: Vec<Value> = report.messages.iter().map(message_json).collect();
@@ -191,6 +205,7 @@ pub(super) async fn call(
             };
             let (stdout, stderr, code, ctx) =
                 crate::commands::run_captured(app, &argv, stdin).await;
+            effects.synced = ctx.synced;
             effects.sent.extend(ctx.sent);
             effects.received.extend(ctx.received);
             Ok(json!({

@@ -41,7 +41,15 @@ pub(crate) const MAX_LINE: usize = 1 << 20;
 
 /// Notifications kept for subscribers that have not read them yet; beyond
 /// this a slow subscriber loses the oldest and gets `lagged`.
-pub(crate) const NOTIFY_QUEUE: usize = 256;
+/// `SOTTO_NOTIFY_QUEUE` sets another size (4 to 65536).
+pub(crate) const NOTIFY_QUEUE: usize = 1024;
+
+fn notify_queue() -> usize {
+    std::env::var("SOTTO_NOTIFY_QUEUE")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(NOTIFY_QUEUE, |n| n.clamp(4, 65_536))
+}
 
 /// Requests waiting for the owner's task.
 const REQUEST_QUEUE: usize = 64;
@@ -186,7 +194,7 @@ pub(crate) async fn start_locked(
         }
     }
     let (requests, inbox) = mpsc::channel(REQUEST_QUEUE);
-    let (notify, first) = broadcast::channel(NOTIFY_QUEUE);
+    let (notify, first) = broadcast::channel(notify_queue());
     let (stop, stopped) = watch::channel(false);
     let handle = OwnerHandle { requests, notify };
     let task = tokio::spawn(task::run(

@@ -6,7 +6,7 @@
 //! meanwhile.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde_json::{Value, json};
@@ -19,6 +19,9 @@ use crate::output::message_json;
 /// Outgoing 1:1 messages whose delivery status is followed, at most.
 const TRACKED: usize = 4096;
 
+/// How long a sent message's status is followed.
+const TRACK_FOR: Duration = Duration::from_secs(3600);
+
 /// How long acks still owed may take when the connection closes.
 const ACK_DRAIN: Duration = Duration::from_secs(2);
 
@@ -28,8 +31,8 @@ struct Owner {
     requests: mpsc::Receiver<Request>,
     notify: broadcast::Sender<Notification>,
     stop: watch::Receiver<bool>,
-    /// hex ID -> (recipient, last status told).
-    tracked: BTreeMap<String, (String, Status)>,
+    /// hex ID -> (recipient, last status told, since when).
+    tracked: BTreeMap<String, (String, Status, Instant)>,
     online: Option<bool>,
 }
 
@@ -124,31 +127,40 @@ impl Owner {
         }
     }
 
-    /// Follows the status of a message I sent.
-    fn track(&mut self, id: String, peer: String) {
+    /// Follows the status of a message I sent (its status now: sent or
+    /// queued).
+    fn track(&mut self, id: String, peer: String, status: Status) {
+        let now = Instant::now();
+        self.tracked
+            .retain(|_, (_, _, since)| now.duration_since(*since) < TRACK_FOR);
         if self.tracked.len() >= TRACKED
-            && let Some(oldest) = self.tracked.keys().next().cloned()
+            && let Some(oldest) = self
+                .tracked
+                .iter()
+                .min_by_key(|(_, (_, _, since))| *since)
+                .map(|(id, _)| id.clone())
         {
             self.tracked.remove(&oldest);
         }
-        self.tracked.insert(id, (peer, Status::Queued));
-        self.check_statuses();
+        self.tracked.insert(id, (peer, status, now));
     }
 
     /// Tells subscribers which followed messages changed status (sent,
-    /// delivered, read) since last told.
+    /// delivered, read) since last told. Reads the histories with the
+    /// recipients concerned, so it runs only when a receipt came in or a
+    /// sync ran.
     fn check_statuses(&mut self) {
         if self.tracked.is_empty() {
             return;
         }
-        let peers: BTreeSet<String> = self.tracked.values().map(|(p, _)| p.clone()).collect();
+        let peers: BTreeSet<String> = self.tracked.values().map(|(p, _, _)| p.clone()).collect();
         let mut changed = Vec::new();
         for peer in peers {
             let Ok(history) = self.app.history(&peer) else {
                 continue;
             };
             for message in history.iter().rev().filter(|m| m.from_me) {
-                if let Some((_, told)) = self.tracked.get_mut(&message.id)
+                if let Some((_, told, _)) = self.tracked.get_mut(&message.id)
                     && *told != message.status
                 {
                     *told = message.status;
@@ -171,10 +183,10 @@ impl Owner {
         // The caller may have gone; the work is done all the same.
         let _ = request.reply.send(result);
         self.publish_messages(&effects.received);
-        for (id, peer) in effects.sent {
-            self.track(id, peer);
+        for (id, peer, status) in effects.sent {
+            self.track(id, peer, status);
         }
-        if effects.received.iter().any(|_| true) || !self.tracked.is_empty() {
+        if effects.synced {
             self.check_statuses();
         }
     }
