@@ -20,6 +20,8 @@ mod methods;
 pub(crate) mod remote;
 mod server;
 mod task;
+#[cfg(test)]
+mod tests;
 
 use std::path::{Path, PathBuf};
 
@@ -153,6 +155,42 @@ pub(crate) async fn start(home: &Path, app: App) -> anyhow::Result<(OwnerHandle,
     let lock = acquire_for_owner(home, "chat").await?;
     let (handle, owner, _) = start_locked(home, app, lock).await?;
     Ok((handle, owner))
+}
+
+/// How a long-running client got at a profile.
+#[allow(dead_code, reason = "the entry point of `sotto chat`, on its branch")]
+pub(crate) enum Attached {
+    /// This process owns it now; shut the owner down when done.
+    Owned(OwnerHandle, Owner),
+    /// Another process (`sotto daemon`) owns it; the handle's calls and
+    /// notifications go through its control socket.
+    Remote(OwnerHandle),
+}
+
+/// For a long-running client (`sotto chat`): a handle to the profile's
+/// owner — the running one if there is one, else this process, which
+/// takes the lock, opens the profile and starts owning it. Either way the
+/// handle's calls and notifications are the same.
+#[allow(dead_code, reason = "the entry point of `sotto chat`, on its branch")]
+pub(crate) async fn attach(home: &Path, what: &str) -> anyhow::Result<Attached> {
+    loop {
+        if let Ok(remote) = remote::connect(home).await {
+            let (requests, inbox) = mpsc::channel(REQUEST_QUEUE);
+            let (notify, _) = broadcast::channel(notify_queue());
+            tokio::spawn(remote::bridge(remote, inbox, notify.clone()));
+            return Ok(Attached::Remote(OwnerHandle { requests, notify }));
+        }
+        match own(home, what).await {
+            Ok((handle, owner, _)) => return Ok(Attached::Owned(handle, owner)),
+            // Another owner won the race: attach to it.
+            Err(error)
+                if matches!(
+                    error.downcast_ref::<OwnedError>(),
+                    Some(OwnedError::AlreadyOwned { .. })
+                ) => {}
+            Err(error) => return Err(error),
+        }
+    }
 }
 
 /// [`start`] with the lock already held (taken before the App was opened).

@@ -218,3 +218,84 @@ pub(crate) async fn listen(mut remote: Remote, out: &Output) -> anyhow::Result<b
         }
     }
 }
+
+/// An [`OwnerHandle`](super::OwnerHandle) whose calls go over the socket
+/// of another process that owns the profile: requests from the handle's
+/// channel become JSON-RPC requests, answers are matched by `id`, and the
+/// owner's notifications are re-broadcast. Ends when the owner goes away
+/// (calls then fail with "the profile's owner stopped").
+pub(super) async fn bridge(
+    remote: Remote,
+    mut requests: tokio::sync::mpsc::Receiver<super::Request>,
+    notify: tokio::sync::broadcast::Sender<super::Notification>,
+) {
+    let Remote {
+        mut lines,
+        mut write,
+        ..
+    } = remote;
+    let mut waiting: std::collections::HashMap<u64, super::Request> = Default::default();
+    let mut next_id = 1u64;
+    let subscribe = json!({"jsonrpc": "2.0", "id": 0, "method": "subscribe"}).to_string() + "\n";
+    if write.write_all(subscribe.as_bytes()).await.is_err() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            request = requests.recv() => {
+                let Some(request) = request else { return };
+                if request.method == "subscribe" {
+                    let _ = request.reply.send(Ok(json!({})));
+                    continue;
+                }
+                let id = next_id;
+                next_id += 1;
+                let line = json!({
+                    "jsonrpc": "2.0",
+                    "id": id,
+                    "method": request.method,
+                    "params": request.params,
+                })
+                .to_string()
+                    + "\n";
+                if write.write_all(line.as_bytes()).await.is_err() {
+                    return;
+                }
+                waiting.insert(id, request);
+            }
+            line = lines.next_line() => {
+                let Ok(Some(line)) = line else { return };
+                let Ok(value) = serde_json::from_str::<Value>(&line) else { continue };
+                if let Some(method) = value.get("method").and_then(Value::as_str) {
+                    let _ = notify.send(super::Notification {
+                        method: method.to_owned(),
+                        params: value.get("params").cloned().unwrap_or(Value::Null),
+                    });
+                    continue;
+                }
+                let Some(request) = value
+                    .get("id")
+                    .and_then(Value::as_u64)
+                    .and_then(|id| waiting.remove(&id))
+                else {
+                    continue;
+                };
+                let answer = match (value.get("result"), value.get("error")) {
+                    (Some(result), _) => Ok(result.clone()),
+                    (None, error) => Err(RpcError {
+                        code: error
+                            .and_then(|e| e.get("code"))
+                            .and_then(Value::as_i64)
+                            .unwrap_or(1),
+                        message: error
+                            .and_then(|e| e.get("message"))
+                            .and_then(Value::as_str)
+                            .unwrap_or("unknown error")
+                            .to_owned(),
+                    }),
+                };
+                let _ = request.reply.send(answer);
+            }
+        }
+    }
+}
