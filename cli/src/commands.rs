@@ -208,10 +208,25 @@ pub(crate) fn uses_profile(command: &Command) -> bool {
     )
 }
 
-/// Runs one command.
+/// Runs one command. A store database locked by a process outside the
+/// owner protocol is reported as such, whatever the command.
 pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
-    let out = Output::std(cli.json);
     let home = cli.home.clone().unwrap_or_else(default_home);
+    run_in(cli, &home).await.map_err(|error| {
+        if crate::errors::is_database_lock(&error) {
+            crate::errors::OwnedError::DatabaseLocked {
+                home: home.display().to_string(),
+            }
+            .into()
+        } else {
+            error
+        }
+    })
+}
+
+async fn run_in(cli: Cli, home: &Path) -> anyhow::Result<()> {
+    let out = Output::std(cli.json);
+    let home = home.to_owned();
     match cli.command {
         Command::Team(TeamCommand::Create {
             bootstrap_code,

@@ -605,3 +605,21 @@ fn send_reads_the_message_from_stdin() {
         .collect();
     assert_eq!(got, ["from stdin", "two\nlines", "as an argument"]);
 }
+
+#[test]
+fn a_database_held_outside_the_owner_protocol_is_named_not_shown_raw() {
+    let (_relay, _homes, _alice, bob) = team_of_two();
+    let _daemon = Running::start(&bob, &["daemon"], &[]);
+    // Something that holds the store without the owner's lock and socket
+    // (here the daemon, its lock and socket files taken away).
+    std::fs::remove_file(bob.join("control.sock")).unwrap();
+    std::fs::remove_file(bob.join("owner.lock")).unwrap();
+    let output = sotto(&bob, &["whoami"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("open in another program"), "{stderr}");
+    assert!(
+        !stderr.contains("WouldBlock") && !stderr.contains("IO error"),
+        "{stderr}"
+    );
+}
