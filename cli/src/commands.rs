@@ -345,8 +345,8 @@ pub(crate) async fn run_captured(
     let cli = match parsed {
         Ok(cli) => cli,
         Err(error) => {
-            let text = error.render().ansi().to_string().into_bytes();
-            let text = String::from_utf8_lossy(&text).into_owned().into_bytes();
+            // Plain text: the asking process's terminal is not known here.
+            let text = error.render().to_string().into_bytes();
             let code = u8::try_from(error.exit_code()).unwrap_or(crate::errors::USAGE);
             let (out, _) = Output::buffered(false);
             let ctx = Ctx::new(out, Input::Given(None));
