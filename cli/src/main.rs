@@ -6,11 +6,16 @@
 //! 2 usage, 3 network (relay unreachable, certificate mismatch), 4 refused
 //! (not a member, not admin, invite expired or used, unknown handle), 5 local
 //! (not joined yet, store passphrase wrong), 1 anything else.
+//!
+//! One process owns a profile at a time (`owner`): `sotto daemon` or
+//! `sotto listen` serve `<home>/control.sock`, and every other command on
+//! that home runs inside them (docs/CLIENT_API.md).
 
 mod commands;
 mod demo;
 mod errors;
 mod output;
+mod owner;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -90,18 +95,32 @@ pub(crate) enum Command {
     },
     /// List the team's members.
     Members,
-    /// Send a message to a member (queued locally first; nothing is lost if
-    /// the relay is down — `sotto sync` retries).
+    /// Send a message to a member; the text is read from stdin.
+    ///
+    /// `echo hi | sotto send bob`: from stdin, the text stays out of shell
+    /// history and `ps`. The message is queued locally first; nothing is
+    /// lost if the relay is down — `sotto sync` retries.
     Send {
         /// The recipient's handle.
         handle: String,
-        /// The message.
-        text: String,
+        /// The message; without it (or with `-`) it is read from stdin,
+        /// which keeps it out of shell history and `ps`.
+        text: Option<String>,
     },
     /// Fetch everything pending, print new messages, and send what is queued.
     Sync,
-    /// Stay connected and print messages as they arrive (reconnects by itself).
+    /// Stay connected and print messages as they arrive.
+    ///
+    /// Reconnects by itself. While it runs it owns the profile: other
+    /// `sotto` commands on this home run through it (see `sotto daemon`).
     Listen,
+    /// Own the profile headless, for bots and always-on machines.
+    ///
+    /// Stays connected to the relay and serves <home>/control.sock, through
+    /// which every other `sotto` command on this home runs and bots talk
+    /// JSON-RPC 2.0 (docs/CLIENT_API.md). Stops cleanly on SIGTERM or
+    /// Ctrl-C. A systemd --user unit: packaging/systemd/user/sotto.service.
+    Daemon,
     /// Show the local history with one member.
     History {
         /// The member's handle.
@@ -173,12 +192,14 @@ pub(crate) enum GroupCommand {
         /// The group's name (or the start of its ID).
         name: String,
     },
-    /// Send a message to a group (queued locally first, like `send`).
+    /// Send a message to a group; the text is read from stdin.
+    ///
+    /// Queued locally first, like `send`.
     Send {
         /// The group's name (or the start of its ID).
         name: String,
-        /// The message.
-        text: String,
+        /// The message; without it (or with `-`) it is read from stdin.
+        text: Option<String>,
     },
     /// Show a group's local history.
     History {
@@ -254,8 +275,15 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(commands::run(cli)) {
+    let result = runtime.block_on(commands::run(cli));
+    // Background tasks (an owner's socket server) end with the runtime.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The owner ran the command and printed its message already.
+        Err(error) if error.downcast_ref::<errors::Exited>().is_some() => {
+            ExitCode::from(errors::exit_code(&error))
+        }
         Err(error) => {
             eprintln!("sotto: {}", errors::describe(&error));
             ExitCode::from(errors::exit_code(&error))

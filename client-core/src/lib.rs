@@ -64,6 +64,7 @@
 //! feature, which the fuzz targets and the test crates enable.
 
 mod app;
+mod app_control;
 mod blind;
 mod canonical;
 mod card;
