@@ -8,9 +8,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use futures::stream::{FuturesUnordered, StreamExt};
 use serde_json::{Value, json};
-use sotto_core::{App, AppError, EPOCH_SECS, Epoch, Message, NetError, Received, Status};
+use sotto_core::{App, AppError, Message, Status};
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::{Notification, Request, methods};
@@ -21,9 +20,6 @@ const TRACKED: usize = 4096;
 
 /// How long a sent message's status is followed.
 const TRACK_FOR: Duration = Duration::from_secs(3600);
-
-/// How long acks still owed may take when the connection closes.
-const ACK_DRAIN: Duration = Duration::from_secs(2);
 
 /// The owner's state besides the App.
 struct Owner {
@@ -91,13 +87,6 @@ pub(super) async fn run(
             }
         }
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl Owner {
@@ -188,7 +177,10 @@ impl Owner {
     }
 
     /// Syncs, subscribes, and serves until the epoch turns, the groups
-    /// change, the connection fails or `stop`.
+    /// change, the connection fails or `stop`. The receiving policy (acks,
+    /// receipts, when to subscribe again) is the client's own
+    /// ([`sotto_core::Subscription`]); the owner only runs requests
+    /// between pushes and tells subscribers.
     async fn connected(&mut self) -> Result<Ended, AppError> {
         let stop = self.stop.clone();
         let stopped = async move {
@@ -202,40 +194,14 @@ impl Owner {
         };
         self.publish_messages(&report.messages);
         self.check_statuses();
-        let now = now_ms();
-        let epoch = Epoch::from_unix_secs(now / 1000, EPOCH_SECS);
-        let inboxes = self.app.client().engine().inboxes(now / 1000, 1)?;
-        let conn = tokio::select! {
-            conn = self.app.client().connect() => conn?,
+        let mut subscription = tokio::select! {
+            subscription = self.app.client().subscribe() => subscription?,
             () = &mut stopped => return Ok(Ended::Stop),
         };
-        let mut pushes = conn
-            .take_pushes()
-            .ok_or_else(|| NetError::Protocol("push channel already taken".into()))?;
-        for inbox in &inboxes {
-            let engine = self.app.client().engine();
-            let after = if engine.is_group_mailbox(&inbox.mailbox_id()) {
-                engine.group_cursor(&inbox.mailbox_id())?
-            } else {
-                0
-            };
-            conn.subscribe(inbox, after).await?;
-        }
         self.set_online(true, None);
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        // As in `Client::listen`: one ack per inbox in flight, the seqs
-        // processed meanwhile go in the next.
-        let mut acks = FuturesUnordered::new();
-        let mut owed: Vec<Vec<u64>> = vec![Vec::new(); inboxes.len()];
-        let mut acking = vec![false; inboxes.len()];
-        let ack = |index: usize, seqs: Vec<u64>| {
-            let (conn, inbox) = (&conn, &inboxes[index]);
-            async move { (index, conn.ack(inbox, seqs).await) }
-        };
         let ended = loop {
             tokio::select! {
                 () = &mut stopped => break Ok(Ended::Stop),
-                _ = tick.tick() => {}
                 request = self.requests.recv() => {
                     let Some(request) = request else { break Ok(Ended::Stop) };
                     self.handle(request).await;
@@ -243,104 +209,32 @@ impl Owner {
                         break Ok(Ended::Again);
                     }
                 }
-                Some((index, acked)) = acks.next(), if !acks.is_empty() => {
-                    if let Err(error) = acked {
-                        break Err(AppError::from(error));
-                    }
-                    let index: usize = index;
-                    acking[index] = !owed[index].is_empty();
-                    if acking[index] {
-                        acks.push(ack(index, std::mem::take(&mut owed[index])));
-                    }
-                }
-                push = pushes.recv() => {
-                    let Some(push) = push else {
-                        break Err(NetError::ConnectionLost(conn.close_reason().unwrap_or_default()).into());
-                    };
-                    let Some(index) = inboxes.iter().position(|i| i.mailbox_id() == push.mailbox) else {
-                        continue;
-                    };
-                    match self.take_push(&push, &inboxes[index]).await {
-                        Ok((group, resubscribe)) => {
-                            if !group {
-                                owed[index].push(push.seq);
-                                if !acking[index] {
-                                    acking[index] = true;
-                                    acks.push(ack(index, std::mem::take(&mut owed[index])));
+                push = subscription.next() => match push {
+                    Err(error) => break Err(AppError::from(error)),
+                    Ok(None) => {}
+                    Ok(Some(push)) => {
+                        match self.app.client().take_push(&mut subscription, push).await {
+                            Err(error) => break Err(AppError::from(error)),
+                            Ok(taken) => {
+                                self.publish_messages(&taken.report.messages);
+                                if taken.report.receipts > 0 {
+                                    self.check_statuses();
+                                }
+                                if taken.resubscribe {
+                                    break Ok(Ended::Again);
                                 }
                             }
-                            if resubscribe {
-                                break Ok(Ended::Again);
-                            }
                         }
-                        Err(error) => break Err(error),
                     }
-                }
+                },
             }
-            if Epoch::from_unix_secs(now_ms() / 1000, EPOCH_SECS) != epoch {
+            if self.app.client().epoch_turned(&subscription) {
                 break Ok(Ended::Again);
             }
         };
-        drop(pushes);
-        let settle = async {
-            while let Some((index, acked)) = acks.next().await {
-                acked?;
-                if !owed[index].is_empty() {
-                    acks.push(ack(index, std::mem::take(&mut owed[index])));
-                }
-            }
-            Ok::<(), NetError>(())
-        };
-        // A relay that does not answer must not hold up a stop.
-        let settled = tokio::time::timeout(ACK_DRAIN, settle).await;
-        drop(acks);
-        conn.close().await;
+        let settled = subscription.close().await;
         let ended = ended?;
-        if let Ok(result) = settled {
-            result?;
-        }
+        settled?;
         Ok(ended)
-    }
-
-    /// Takes one pushed blob: stores it, answers with a delivered receipt,
-    /// tells subscribers. Returns (whether it was a group's, whether the
-    /// groups changed).
-    async fn take_push(
-        &mut self,
-        push: &sotto_core::Pushed,
-        inbox: &sotto_core::BlindedInbox,
-    ) -> Result<(bool, bool), AppError> {
-        let engine = self.app.client().engine_mut();
-        let received = engine.receive_in(&push.mailbox, &push.blob, inbox.epoch())?;
-        let group = engine.is_group_mailbox(&push.mailbox);
-        if group {
-            engine.set_group_cursor(&push.mailbox, push.seq)?;
-        }
-        engine.flush()?;
-        let mut messages = Vec::new();
-        let mut receipt = false;
-        match received {
-            Received::Message(message) => {
-                if message.group.is_none()
-                    && !message.from_me
-                    && let Ok(id) = hex::decode(&message.id)
-                    && let Ok(id) = sotto_core::MessageId::try_from(id.as_slice())
-                {
-                    engine.queue_receipt(&message.peer, &[id], false, now_ms())?;
-                }
-                messages.push(message);
-            }
-            Received::Unlocked(unlocked) => messages = unlocked,
-            Received::Receipt => receipt = true,
-            _ => {}
-        }
-        let resubscribe = engine.take_groups_changed();
-        // Receipts, key requests and answers go out at once.
-        self.app.client().deliver().await?;
-        self.publish_messages(&messages);
-        if receipt {
-            self.check_statuses();
-        }
-        Ok((group, resubscribe))
     }
 }

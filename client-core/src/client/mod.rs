@@ -10,9 +10,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use futures::StreamExt as _;
 use futures::future::join_all;
-use futures::stream::FuturesUnordered;
+
+mod subscription;
+
+pub use subscription::{PushTaken, Subscription};
 
 use crate::engine::{Engine, EngineError, Message, MessageId, Received};
 use crate::{BlindedInbox, NetError, RelayAddr, RelayConnection};
@@ -446,138 +448,6 @@ impl Client {
         let marked = self.engine.mark_read(peer, self.now_ms())?;
         self.deliver().await?;
         Ok(marked)
-    }
-
-    /// Stays connected and hands each new message to `on_message` as it
-    /// arrives, until `stop` resolves.
-    ///
-    /// Per epoch: first a sync on a short connection of its own (draining
-    /// the previous epoch's inboxes and the outbox), then a fresh receive
-    /// connection subscribed to the current epoch's inboxes (DESIGN §2.2).
-    /// At the epoch rollover that connection is dropped and the cycle
-    /// repeats; the relay pushes, nothing polls. Network errors end the
-    /// call; callers reconnect with backoff.
-    pub async fn listen(
-        &mut self,
-        mut on_message: impl FnMut(&Message),
-        stop: impl std::future::Future<Output = ()>,
-    ) -> Result<(), ClientError> {
-        tokio::pin!(stop);
-        loop {
-            self.rollovers += 1;
-            let report = self.sync().await?;
-            report.messages.iter().for_each(&mut on_message);
-            let now_ms = self.now_ms();
-            let epoch = crate::Epoch::from_unix_secs(now_ms / 1000, crate::EPOCH_SECS);
-            let inboxes = self.engine.inboxes(now_ms / 1000, 1)?;
-            let conn = self.connect().await?;
-            let mut pushes = conn
-                .take_pushes()
-                .ok_or_else(|| NetError::Protocol("push channel already taken".into()))?;
-            for inbox in &inboxes {
-                let after = if self.engine.is_group_mailbox(&inbox.mailbox_id()) {
-                    self.engine.group_cursor(&inbox.mailbox_id())?
-                } else {
-                    0
-                };
-                conn.subscribe(inbox, after).await?;
-            }
-            // The clock is checked on every push and every second, so an
-            // injected clock crossing the boundary is noticed promptly.
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-            // Acks are not awaited in line: a reply comes on the stream
-            // behind pushes, and the transport stops reading while the push
-            // queue is full, so waiting for one while pushes pile up could
-            // stall until the request timeout. One ack per inbox is in
-            // flight; seqs processed meanwhile go in the next, so a busy
-            // inbox is acked in batches and a quiet one at once.
-            let mut acks = FuturesUnordered::new();
-            let mut owed: Vec<Vec<u64>> = vec![Vec::new(); inboxes.len()];
-            let mut acking = vec![false; inboxes.len()];
-            let ack = |index: usize, seqs: Vec<u64>| {
-                let (conn, inbox) = (&conn, &inboxes[index]);
-                async move { (index, conn.ack(inbox, seqs).await) }
-            };
-            let stopped = loop {
-                tokio::select! {
-                    _ = &mut stop => break true,
-                    _ = tick.tick() => {}
-                    Some((index, acked)) = acks.next(), if !acks.is_empty() => {
-                        acked?;
-                        // (`select!` patterns cannot name the type.)
-                        let index: usize = index;
-                        acking[index] = !owed[index].is_empty();
-                        if acking[index] {
-                            acks.push(ack(index, std::mem::take(&mut owed[index])));
-                        }
-                    }
-                    push = pushes.recv() => {
-                        let Some(push) = push else {
-                            return Err(NetError::ConnectionLost(conn.close_reason().unwrap_or_default()).into());
-                        };
-                        let Some(index) = inboxes.iter().position(|i| i.mailbox_id() == push.mailbox) else {
-                            continue;
-                        };
-                        let inbox = &inboxes[index];
-                        let received = self.engine.receive_in(&push.mailbox, &push.blob, inbox.epoch())?;
-                        let group = self.engine.is_group_mailbox(&push.mailbox);
-                        if group {
-                            self.engine.set_group_cursor(&push.mailbox, push.seq)?;
-                        }
-                        self.engine.flush()?;
-                        if !group {
-                            owed[index].push(push.seq);
-                            if !acking[index] {
-                                acking[index] = true;
-                                acks.push(ack(index, std::mem::take(&mut owed[index])));
-                            }
-                        }
-                        let mut report = SyncReport::default();
-                        let mut delivered = BTreeMap::new();
-                        report.count(received, Some(&mut delivered));
-                        // A new group or generation: resubscribe to its mailbox.
-                        let resubscribe = self.engine.take_groups_changed();
-                        if self.receipts && !delivered.is_empty() {
-                            for (peer, ids) in delivered {
-                                self.engine.queue_receipt(&peer, &ids, false, self.now_ms())?;
-                            }
-                        }
-                        // Key requests and answers go out at once.
-                        self.deliver().await?;
-                        report.messages.iter().for_each(&mut on_message);
-                        if resubscribe {
-                            break false;
-                        }
-                    }
-                }
-                let now = crate::Epoch::from_unix_secs(self.now_ms() / 1000, crate::EPOCH_SECS);
-                if now != epoch {
-                    break false;
-                }
-            };
-            // The acks still owed finish before the connection closes, or
-            // their blobs come again at the next sync. Without a push
-            // receiver the transport keeps reading replies.
-            drop(pushes);
-            let settle = async {
-                while let Some((index, acked)) = acks.next().await {
-                    acked?;
-                    if !owed[index].is_empty() {
-                        acks.push(ack(index, std::mem::take(&mut owed[index])));
-                    }
-                }
-                Ok::<(), NetError>(())
-            };
-            // A relay that does not answer must not hold up a stop.
-            if let Ok(result) = tokio::time::timeout(ACK_DRAIN, settle).await {
-                result?;
-            }
-            drop(acks);
-            conn.close().await;
-            if stopped {
-                return Ok(());
-            }
-        }
     }
 
     /// How many epoch cycles `listen` has started; each drains on its own
