@@ -598,7 +598,10 @@ mod tests {
         ] {
             let UsageError(message) = parse_duration(text).unwrap_err();
             assert!(message.contains(says), "{text:?}: {message}");
-            assert!(message.contains("e.g. 30m, 12h or 7d"), "{text:?}: {message}");
+            assert!(
+                message.contains("e.g. 30m, 12h or 7d"),
+                "{text:?}: {message}"
+            );
         }
     }
 

@@ -346,7 +346,11 @@ fn the_home_is_the_flag_then_sotto_home_then_the_xdg_data_dir() {
     );
     assert_eq!(
         home_used(
-            &[("HOME", &home), ("XDG_DATA_HOME", &xdg), ("SOTTO_HOME", &env)],
+            &[
+                ("HOME", &home),
+                ("XDG_DATA_HOME", &xdg),
+                ("SOTTO_HOME", &env)
+            ],
             &[]
         ),
         shown(&env)
@@ -354,7 +358,11 @@ fn the_home_is_the_flag_then_sotto_home_then_the_xdg_data_dir() {
     let flag_arg = shown(&flag);
     assert_eq!(
         home_used(
-            &[("HOME", &home), ("XDG_DATA_HOME", &xdg), ("SOTTO_HOME", &env)],
+            &[
+                ("HOME", &home),
+                ("XDG_DATA_HOME", &xdg),
+                ("SOTTO_HOME", &env)
+            ],
             &["--home", &flag_arg]
         ),
         flag_arg

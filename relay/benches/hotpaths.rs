@@ -18,8 +18,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use ed25519_dalek::{Signer, SigningKey};
 use sotto_proto::wire::{self, client_frame::Request};
 use sotto_proto::{
-    BlindedKey, Challenge, FrameDecoder, MailboxId, Message, encode_frame,
-    request_signing_message,
+    BlindedKey, Challenge, FrameDecoder, MailboxId, Message, encode_frame, request_signing_message,
 };
 use sotto_relay::fuzzing::FuzzRelay;
 
