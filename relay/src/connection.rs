@@ -41,7 +41,7 @@ const OUT_QUEUE: usize = 256;
 /// Encoded bytes queued for the writer before producers wait. A count alone
 /// did not bound memory: 256 fetch pages of 512 KiB are 128 MiB held for a
 /// client that sends fetches and never reads (found by
-/// `relay/tests/flood.rs`). Two full pages keep a reading client's stream
+/// `tests/tests/relay_flood.rs`). Two full pages keep a reading client's stream
 /// busy.
 pub const OUT_BYTES: usize = 1024 * 1024;
 /// Bytes the writer gathers into one write.

@@ -69,7 +69,7 @@ impl FuzzRelay {
     pub fn new() -> Self {
         let clock = ManualClock::at_secs(START_SECS);
         // The session model covers the messaging requests; token
-        // enforcement has its own tests (relay/tests/tokens.rs).
+        // enforcement has its own tests (tests/tests/relay_tokens.rs).
         let relay = Relay::new(
             Arc::new(MemoryStorage::new()),
             Limits::default(),

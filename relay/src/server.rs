@@ -321,7 +321,7 @@ async fn accept_loop<S: Storage>(
                 // The hello timeout runs from the first packet, not from the
                 // end of the handshake: a peer that sends one Initial and
                 // stalls holds a connection slot, and used to hold it for
-                // the whole idle timeout (found by `relay/tests/flood.rs`).
+                // the whole idle timeout (found by `tests/tests/relay_flood.rs`).
                 // Dropping the handshake closes the connection.
                 let hello_deadline = tokio::time::Instant::now()
                     + Duration::from_millis(relay.limits.hello_timeout_ms);

@@ -132,7 +132,7 @@ impl Session {
         // Every frame costs a token except the one Hello: a frame that does
         // not decode, or names no known request, still costs the relay a
         // decode and an error reply, so letting garbage through for free
-        // made it an unthrottled flood (found by `relay/tests/flood.rs`).
+        // made it an unthrottled flood (found by `tests/tests/relay_flood.rs`).
         let first_hello = !self.greeted
             && matches!(
                 &frame,

@@ -1,6 +1,7 @@
 //! The relay over real QUIC on loopback with real sled storage.
 #![allow(clippy::unwrap_used)]
 
+#[path = "relay_support/mod.rs"]
 mod support;
 
 use std::time::Duration;

@@ -2,6 +2,7 @@
 //! loses no acknowledged put and corrupts no blob.
 #![allow(clippy::unwrap_used)]
 
+#[path = "relay_support/mod.rs"]
 mod support;
 
 use std::collections::BTreeMap;
@@ -134,7 +135,7 @@ async fn a_closed_stdout_does_not_stop_the_relay() {
         .port();
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sotto-relay"))
+    let mut child = Command::new(support::relay_bin())
         .args(["--listen", &format!("127.0.0.1:{port}"), "--data"])
         .arg(dir.path())
         .env("SOTTO_LOG", "warn")

@@ -5,6 +5,7 @@
 //! Real QUIC on loopback, real sled, the real client functions.
 #![allow(clippy::unwrap_used)]
 
+#[path = "relay_support/mod.rs"]
 mod support;
 
 use ed25519_dalek::VerifyingKey;

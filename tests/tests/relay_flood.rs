@@ -15,10 +15,11 @@
 //! includes the clients; tests that read it take [`MEASURING`] so they do
 //! not count each other.
 //!
-//! `cargo test --release -p sotto-relay --test flood -- --ignored --nocapture`
+//! `cargo test --release -p sotto-tests --test relay_flood -- --ignored --nocapture`
 //! runs the longer measurement whose figures are in `docs/SECURITY.md`.
 #![allow(clippy::unwrap_used)]
 
+#[path = "relay_support/mod.rs"]
 mod support;
 
 use std::net::SocketAddr;

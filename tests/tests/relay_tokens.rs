@@ -3,6 +3,7 @@
 //! on loopback, real sled.
 #![allow(clippy::unwrap_used)]
 
+#[path = "relay_support/mod.rs"]
 mod support;
 
 use ed25519_dalek::SigningKey;

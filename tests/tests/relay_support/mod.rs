@@ -1,4 +1,6 @@
-//! Shared setup for the relay's integration tests: real relays on
+//! Shared setup for the relay's integration tests (`tests/tests/relay*.rs`;
+//! they drive the relay through client-core's transport, so they live in
+//! this crate and the relay never depends on client-core): real relays on
 //! 127.0.0.1:0 with real sled databases in temp dirs, real QUIC clients.
 #![allow(dead_code, unused_imports, clippy::unwrap_used, unreachable_pub)]
 
@@ -82,6 +84,21 @@ pub struct RelayProcess {
     pub addr: RelayAddr,
 }
 
+/// The real `sotto-relay` binary, which cargo builds beside this package's
+/// own (`sotto-load`) when the workspace is built or tested as a whole
+/// (`cargo test --workspace`, as CI runs). Testing this package alone
+/// needs `cargo build -p sotto-relay` first (with `--release` for a
+/// release test run).
+pub fn relay_bin() -> std::path::PathBuf {
+    let path = std::path::Path::new(env!("CARGO_BIN_EXE_sotto-load")).with_file_name("sotto-relay");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build -p sotto-relay` first, or `cargo test --workspace`",
+        path.display()
+    );
+    path
+}
+
 /// Starts the real binary on 127.0.0.1:0 with `data` as its data directory
 /// and `config` (TOML) as its configuration file.
 pub fn spawn_relay(data: &std::path::Path, config: &str) -> RelayProcess {
@@ -94,7 +111,7 @@ pub fn spawn_relay_with_args(data: &std::path::Path, config: &str, args: &[&str]
     use std::process::{Command, Stdio};
     let config_file = data.join("relay.toml");
     std::fs::write(&config_file, config).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sotto-relay"))
+    let mut child = Command::new(relay_bin())
         .args(["--listen", "127.0.0.1:0", "--data"])
         .arg(data)
         .arg("--config")
