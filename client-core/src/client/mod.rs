@@ -400,7 +400,14 @@ impl Client {
             conn.close().await;
             return Ok(());
         }
-        blobs.sort_by_key(|(seq, _, _)| *seq);
+        // Seqs are per mailbox (ordered across mailboxes to the minute
+        // only): Olm blobs, which carry group session keys, go first.
+        blobs.sort_by_key(|(seq, index, _)| {
+            (
+                self.engine.is_group_mailbox(&inboxes[*index].mailbox_id()),
+                *seq,
+            )
+        });
         let mut acks: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
         for (seq, index, blob) in blobs {
             let inbox = inboxes[index];
