@@ -13,12 +13,13 @@
 //! Fetch and subscription pushes never return a blob above the watermark,
 //! so a client never sees a blob that a crash could take back.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 
 use tokio::sync::watch;
 
+use crate::metrics::LatencyHistogram;
 use crate::storage::{Seq, Storage};
 
 /// The flush covering a write failed; the write may not be durable.
@@ -47,6 +48,10 @@ struct Shared {
     last_appended: AtomicU64,
     durable_seq: AtomicU64,
     flushes: AtomicU64,
+    /// How long each flush took (metrics).
+    flush_latency: LatencyHistogram,
+    /// The last flush failed.
+    flush_failed: AtomicBool,
     append_lock: Mutex<()>,
 }
 
@@ -71,6 +76,8 @@ impl<S: Storage> GroupCommit<S> {
             last_appended: AtomicU64::new(store.seq_at_open()),
             durable_seq: AtomicU64::new(store.seq_at_open()),
             flushes: AtomicU64::new(0),
+            flush_latency: LatencyHistogram::default(),
+            flush_failed: AtomicBool::new(false),
             append_lock: Mutex::new(()),
         });
         let flusher = {
@@ -140,6 +147,16 @@ impl<S: Storage> GroupCommit<S> {
         self.shared.flushes.load(Ordering::Relaxed)
     }
 
+    /// How long flushes took.
+    pub(crate) fn flush_latency(&self) -> &LatencyHistogram {
+        &self.shared.flush_latency
+    }
+
+    /// False if the last flush failed.
+    pub(crate) fn healthy(&self) -> bool {
+        !self.shared.flush_failed.load(Ordering::Relaxed)
+    }
+
     /// Flushes a last time and stops the flusher thread.
     pub(crate) fn shutdown(&self) {
         lock(&self.shared.tickets).shutdown = true;
@@ -181,8 +198,13 @@ fn flusher_loop<S: Storage>(store: &S, shared: &Shared) {
         // Read after the ticket snapshot: every append that took a ticket up
         // to `target` stored its seq before taking it.
         let covered_seq = shared.last_appended.load(Ordering::Acquire);
+        let started = std::time::Instant::now();
         let result = store.flush();
+        shared.flush_latency.observe(started.elapsed());
         shared.flushes.fetch_add(1, Ordering::Relaxed);
+        shared
+            .flush_failed
+            .store(result.is_err(), Ordering::Relaxed);
         match result {
             Ok(()) => {
                 shared.durable_seq.store(covered_seq, Ordering::Release);

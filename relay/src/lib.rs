@@ -36,6 +36,9 @@ mod connection;
 #[doc(hidden)]
 pub mod fuzzing;
 mod hub;
+pub mod logging;
+mod metrics;
+mod metrics_http;
 mod ops;
 mod rate;
 mod refusal;
@@ -56,6 +59,8 @@ pub use cert::{RELAY_SERVER_NAME, RelayCert, fingerprint};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Config, ConfigError, DEFAULT_PORT, Limits, TokenConfig, default_data_dir};
 pub use connection::OUT_BYTES;
+pub use logging::{LogFormat, LogOptions};
+pub use metrics::{Metrics, RefusalReason};
 pub use refusal::Refusal;
 pub use relay::{Relay, Stats};
 pub use server::{Server, StartError};

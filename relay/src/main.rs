@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use sotto_relay::{Config, Server, default_data_dir, read_bootstrap_code};
+use sotto_relay::{Config, LogFormat, LogOptions, Server, default_data_dir, read_bootstrap_code};
 
 /// The sotto relay: stores and forwards fixed-size ciphertext blobs under
 /// rotating mailbox IDs. It learns no content, no lengths, no names, and
@@ -37,6 +37,20 @@ struct Cli {
     /// device relay access (sets `tokens.self_service_devices = false`).
     #[arg(long, global = true)]
     no_self_service_devices: bool,
+    /// Log format on stderr: `text` or `json` (one object a line, for log
+    /// shippers) [default: text, or `log_format` in the config].
+    #[arg(long, env = "SOTTO_RELAY_LOG_FORMAT", global = true)]
+    log_format: Option<LogFormat>,
+    /// Serve Prometheus metrics (GET /metrics) and a health check
+    /// (GET /healthz) over HTTP on this TCP address [default: off, or
+    /// `metrics_listen` in the config].
+    #[arg(long, env = "SOTTO_RELAY_METRICS_LISTEN", global = true)]
+    metrics_listen: Option<SocketAddr>,
+    /// Also log the QUIC and TLS libraries' events, which carry peer IP
+    /// addresses. Off by default: the relay's logs then name no one,
+    /// whatever SOTTO_LOG says. For debugging connection problems only.
+    #[arg(long, global = true)]
+    log_peer_addresses: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -75,6 +89,15 @@ fn config(cli: &Cli) -> anyhow::Result<Config> {
     if cli.no_self_service_devices {
         config.tokens.self_service_devices = false;
     }
+    if let Some(addr) = cli.metrics_listen {
+        config.metrics_listen = Some(addr);
+    }
+    if let Some(format) = cli.log_format {
+        config.log_format = format;
+    }
+    if cli.log_peer_addresses {
+        config.log_peer_addresses = true;
+    }
     if config.data_dir.as_os_str().is_empty() {
         config.data_dir = default_data_dir();
     }
@@ -93,14 +116,19 @@ fn main() -> ExitCode {
     #[cfg(feature = "dhat-heap")]
     let _profiler = dhat::Profiler::new_heap();
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SOTTO_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // The log is set up before anything is logged, from the flags and the
+    // config file; a config that does not load is reported below.
+    let log = match config(&cli) {
+        Ok(config) => LogOptions {
+            format: config.log_format,
+            peer_addresses: config.log_peer_addresses,
+        },
+        Err(_) => LogOptions {
+            format: cli.log_format.unwrap_or_default(),
+            peer_addresses: cli.log_peer_addresses,
+        },
+    };
+    sotto_relay::logging::init(log);
     let result = match cli.command {
         Some(Command::BootstrapCode) => print_bootstrap_code(&cli),
         Some(Command::Audit { json, verbose }) => print_audit(&cli, json, verbose),
@@ -109,7 +137,11 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("sotto-relay: {error:#}");
+            if log.format == LogFormat::Json {
+                tracing::error!("{error:#}");
+            } else {
+                eprintln!("sotto-relay: {error:#}");
+            }
             ExitCode::FAILURE
         }
     }
@@ -152,6 +184,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
+        let mut signals = Signals::install();
         let server = Server::start(config.clone()).await?;
         let public = config
             .public_addr
@@ -163,10 +196,20 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         say(format_args!("sotto relay running"));
         say(format_args!("listen: {}", server.local_addr()));
         say(format_args!("public address: {public}"));
+        if let Some(metrics) = server.metrics_addr() {
+            say(format_args!("metrics: {metrics}"));
+        }
         say(format_args!("fingerprint: {}", hex::encode(server.fingerprint())));
         say(format_args!("data: {}", config.data_dir.display()));
         if let Some(code) = server.new_bootstrap_code() {
             say(format_args!("bootstrap code: {code}"));
+        }
+        if server.new_bootstrap_code().is_some() && config.log_format == LogFormat::Json {
+            // Never the code itself: a shipped log must not carry it.
+            tracing::info!(
+                "first start: `sotto-relay bootstrap-code` prints the admin's bootstrap code"
+            );
+        } else if let Some(code) = server.new_bootstrap_code() {
             eprintln!(
                 "\nFirst start. The admin creates the team with:\n    sotto team create {code} --handle NAME --name TEAM \\\n        --relay {public} --fingerprint {}\n(`sotto-relay bootstrap-code` prints the code again until it is used.)\nOpen UDP port {} in the firewall.\n",
                 hex::encode(server.fingerprint()),
@@ -174,11 +217,38 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             );
         }
 
-        wait_for_signal().await;
+        loop {
+            match signals.next().await {
+                Signal::Stop => break,
+                Signal::Reload => reload(cli, &server),
+            }
+        }
         tracing::info!("shutting down: finishing in-flight requests");
         server.shutdown().await;
         anyhow::Ok(())
     })
+}
+
+/// SIGHUP: reads the config file again and applies what can change while
+/// connections run; the rest is logged as needing a restart. A config that
+/// does not load changes nothing.
+fn reload(cli: &Cli, server: &Server) {
+    if cli.config.is_none() {
+        tracing::warn!("SIGHUP: no --config file to reload; nothing changed");
+        return;
+    }
+    match config(cli) {
+        Ok(new) => {
+            let needs_restart = server.reload(&new);
+            for setting in &needs_restart {
+                tracing::warn!(setting = %setting, "changed in the config file, but applies only after a restart");
+            }
+            tracing::info!(restart_needed = needs_restart.len(), "config reloaded");
+        }
+        Err(error) => {
+            tracing::error!("SIGHUP: the config does not load, nothing changed: {error:#}");
+        }
+    }
 }
 
 /// One line on stdout, ignoring a closed or broken stdout.
@@ -188,24 +258,55 @@ fn say(line: std::fmt::Arguments<'_>) {
     let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
 }
 
-async fn wait_for_signal() {
+/// What a signal asks for.
+enum Signal {
+    /// SIGINT or SIGTERM: shut down gracefully.
+    Stop,
+    /// SIGHUP: reload the config.
+    Reload,
+}
+
+/// The signal handlers, installed before the relay says it is running, so
+/// a signal sent as soon as the start-up lines appear is never lost (the
+/// default action would kill the relay without its graceful shutdown).
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
+    handlers: Option<[tokio::signal::unix::Signal; 3]>,
+}
+
+impl Signals {
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let handlers = (|| {
+                Some([
+                    signal(SignalKind::interrupt()).ok()?,
+                    signal(SignalKind::terminate()).ok()?,
+                    signal(SignalKind::hangup()).ok()?,
+                ])
+            })();
+            if handlers.is_none() {
+                tracing::warn!("cannot install signal handlers; only Ctrl-C stops the relay");
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+            Self { handlers }
+        }
+        #[cfg(not(unix))]
+        {
+            Self {}
         }
     }
-    #[cfg(not(unix))]
-    {
+
+    async fn next(&mut self) -> Signal {
+        #[cfg(unix)]
+        if let Some([interrupt, terminate, hangup]) = &mut self.handlers {
+            return tokio::select! {
+                _ = interrupt.recv() => Signal::Stop,
+                _ = terminate.recv() => Signal::Stop,
+                _ = hangup.recv() => Signal::Reload,
+            };
+        }
         let _ = tokio::signal::ctrl_c().await;
+        Signal::Stop
     }
 }
