@@ -35,6 +35,7 @@ mod config;
 mod connection;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod health;
 mod hub;
 pub mod logging;
 mod metrics;

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -70,6 +71,23 @@ enum Command {
         #[arg(long)]
         verbose: bool,
     },
+    /// Check a running relay like a client would: a QUIC handshake against
+    /// the pinned certificate, Hello and Ping. Prints one line; exits 0
+    /// when healthy, 1 when not (for monitoring and container health
+    /// checks).
+    Health {
+        /// The relay to check, as HOST:PORT [default: the configured listen
+        /// address, on loopback if it is a wildcard].
+        #[arg(long)]
+        addr: Option<String>,
+        /// The certificate fingerprint to pin, in hex [default: that of
+        /// the certificate in the data directory].
+        #[arg(long)]
+        fingerprint: Option<String>,
+        /// Seconds the whole check may take.
+        #[arg(long, default_value_t = 5)]
+        timeout: u64,
+    },
 }
 
 fn config(cli: &Cli) -> anyhow::Result<Config> {
@@ -129,10 +147,19 @@ fn main() -> ExitCode {
         },
     };
     sotto_relay::logging::init(log);
+    if let Some(Command::Health {
+        addr,
+        fingerprint,
+        timeout,
+    }) = &cli.command
+    {
+        return health(&cli, addr.as_deref(), fingerprint.as_deref(), *timeout);
+    }
     let result = match cli.command {
         Some(Command::BootstrapCode) => print_bootstrap_code(&cli),
         Some(Command::Audit { json, verbose }) => print_audit(&cli, json, verbose),
         Some(Command::Run) | None => run(&cli),
+        Some(Command::Health { .. }) => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -164,6 +191,77 @@ fn print_bootstrap_code(cli: &Cli) -> anyhow::Result<()> {
             config.data_dir.display()
         ),
     }
+}
+
+/// `sotto-relay health`: one line, exit 0 (healthy) or 1.
+fn health(cli: &Cli, addr: Option<&str>, fingerprint: Option<&str>, timeout: u64) -> ExitCode {
+    match check_health(cli, addr, fingerprint, timeout) {
+        Ok(line) => {
+            say(format_args!("{line}"));
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("unhealthy: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_health(
+    cli: &Cli,
+    addr: Option<&str>,
+    fingerprint: Option<&str>,
+    timeout: u64,
+) -> anyhow::Result<String> {
+    use std::net::ToSocketAddrs;
+    let config = config(cli)?;
+    let addr = match addr {
+        Some(addr) => addr
+            .to_socket_addrs()
+            .with_context(|| format!("cannot resolve {addr} (use HOST:PORT)"))?
+            .next()
+            .with_context(|| format!("{addr} resolves to no address"))?,
+        None => {
+            let mut listen = config.listen;
+            if listen.ip().is_unspecified() {
+                listen.set_ip(if listen.is_ipv6() {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                } else {
+                    std::net::Ipv4Addr::LOCALHOST.into()
+                });
+            }
+            listen
+        }
+    };
+    let fingerprint: [u8; 32] = match fingerprint {
+        Some(hex) => hex::decode(hex.trim())
+            .ok()
+            .and_then(|bytes| bytes.try_into().ok())
+            .context("--fingerprint must be 64 hex digits (the relay's `fingerprint:` line)")?,
+        None => {
+            let cert = config.data_dir.join("relay-cert.der");
+            let der = std::fs::read(&cert).with_context(|| {
+                format!(
+                    "cannot read the relay certificate {} (give --data DIR or --fingerprint HEX)",
+                    cert.display()
+                )
+            })?;
+            sotto_relay::fingerprint(&der)
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let took = runtime.block_on(sotto_relay::health::check(
+        addr,
+        fingerprint,
+        Duration::from_secs(timeout.max(1)),
+    ))?;
+    Ok(format!(
+        "healthy: the relay at {addr} answered Ping in {} ms",
+        took.as_millis()
+    ))
 }
 
 fn print_audit(cli: &Cli, json: bool, verbose: bool) -> anyhow::Result<()> {

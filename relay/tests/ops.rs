@@ -551,3 +551,68 @@ async fn sighup_applies_new_limits_without_dropping_connections() {
     conn.close().await;
     relay.stop();
 }
+
+// ----------------------------------------------------------------- health
+
+fn health(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sotto-relay"))
+        .arg("health")
+        .args(args)
+        .env("SOTTO_LOG", "warn")
+        .output()
+        .unwrap();
+    (
+        out.status.code() == Some(0),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Issue 24 item 3: `sotto-relay health` does a real handshake and Ping
+/// (here on a relay that requires access tokens, as in production) and
+/// exits 0; a wrong pin or nothing listening exit 1 with one clear line.
+#[tokio::test]
+async fn health_checks_a_running_relay_like_a_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(dir.path(), "", &[], "warn");
+    let addr = relay.addr.addr.to_string();
+    let data = dir.path().to_str().unwrap();
+
+    let (ok, stdout, _) = health(&["--addr", &addr, "--data", data]);
+    assert!(ok, "{stdout}");
+    assert!(stdout.starts_with("healthy: "), "{stdout}");
+    assert_eq!(stdout.lines().count(), 1);
+    let pin = hex::encode(relay.addr.fingerprint);
+    let (ok, _, _) = health(&["--addr", &addr, "--fingerprint", &pin]);
+    assert!(ok);
+
+    let wrong = "ab".repeat(32);
+    let (ok, _, stderr) = health(&["--addr", &addr, "--fingerprint", &wrong]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("does not match the fingerprint"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap().to_string();
+    let (ok, _, stderr) = health(&[
+        "--addr",
+        &silent_addr,
+        "--fingerprint",
+        &pin,
+        "--timeout",
+        "1",
+    ]);
+    assert!(!ok);
+    assert!(
+        stderr.starts_with("unhealthy: no QUIC handshake"),
+        "{stderr}"
+    );
+
+    let (ok, _, stderr) = health(&["--addr", &addr, "--fingerprint", "xyz"]);
+    assert!(!ok);
+    assert!(stderr.contains("64 hex digits"), "{stderr}");
+    relay.stop();
+}
