@@ -415,6 +415,60 @@ mod tests {
         assert!(Config::from_file(&path).is_err());
     }
 
+    /// The commented default config the Debian package installs names
+    /// every setting, each with its true default: uncommented, it loads
+    /// and equals the built-in defaults.
+    #[test]
+    fn the_packaged_config_lists_every_key_with_its_default() {
+        let text = include_str!("../../packaging/relay.toml");
+        let uncommented: String = text
+            .lines()
+            .map(|line| match line.strip_prefix("# ") {
+                Some(rest)
+                    if rest.starts_with(|c: char| c.is_ascii_lowercase())
+                        && rest.contains(" = ") =>
+                {
+                    rest
+                }
+                _ => line,
+            })
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let mut parsed: Config = toml::from_str(&uncommented).unwrap();
+        assert_eq!(
+            parsed.metrics_listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9477)))
+        );
+        assert_eq!(parsed.public_addr.as_deref(), Some("chat.example.org:7443"));
+        assert_eq!(parsed.data_dir, PathBuf::from("/var/lib/sotto-relay"));
+        parsed.metrics_listen = None;
+        parsed.public_addr = None;
+        let expected = Config {
+            data_dir: parsed.data_dir.clone(),
+            ..Config::default()
+        };
+        assert_eq!(parsed, expected);
+        // Every key of the schema is there (a new one must be added).
+        let schema = toml::Value::try_from(Config::default()).unwrap();
+        let mut keys = Vec::new();
+        for (key, value) in schema.as_table().unwrap() {
+            match value.as_table() {
+                Some(section) => keys.extend(section.keys().cloned()),
+                None => keys.push(key.clone()),
+            }
+        }
+        keys.extend(["public_addr".to_owned(), "metrics_listen".to_owned()]);
+        for key in keys {
+            assert!(
+                text.contains(&format!("\n# {key} = ")),
+                "packaging/relay.toml does not list {key}"
+            );
+        }
+        // As shipped, everything is commented out: the defaults apply.
+        let shipped: Config = toml::from_str(text).unwrap();
+        assert_eq!(shipped.limits, Limits::default());
+    }
+
     #[test]
     fn live_limits_read_the_newest_limits() {
         let live = LiveLimits::new(Limits::default());

@@ -294,6 +294,35 @@ fn promtool_check_metrics(text: &str) {
     );
 }
 
+/// The example alert rules shipped in packaging/ load in Prometheus.
+#[test]
+fn the_example_alert_rules_pass_promtool() {
+    let rules = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../packaging/prometheus/sotto-relay.rules.yml"
+    );
+    let Ok(out) = Command::new("promtool")
+        .args(["check", "rules", rules])
+        .output()
+    else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "promtool is missing in CI (.ci/run installs the prometheus package)"
+        );
+        eprintln!(
+            "SKIPPED promtool check rules: promtool not installed (apt-get install prometheus)"
+        );
+        return;
+    };
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS"));
+}
+
 /// Issue 24 item 2: after real puts, a refusal, a fetch and an ack, the
 /// scraped numbers moved by exactly that; the output passes promtool and
 /// names no mailbox or address.
