@@ -645,3 +645,33 @@ async fn health_checks_a_running_relay_like_a_client() {
     assert!(stderr.contains("64 hex digits"), "{stderr}");
     relay.stop();
 }
+
+/// A config file with an unknown key or an out-of-range value stops the
+/// start with exit code 1 and one line naming the problem.
+#[test]
+fn a_bad_config_file_is_refused_with_exit_code_1() {
+    for (config, expected) in [
+        ("[limits]\nmailbox_max_blob = 5\n", "mailbox_max_blob"),
+        (
+            "[limits]\nmax_fetch_blobs = 0\n",
+            "max_fetch_blobs must be at least 1",
+        ),
+        ("metrics_listen = \"not an address\"\n", "metrics_listen"),
+        ("log_format = \"xml\"\n", "log_format"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("relay.toml");
+        std::fs::write(&file, config).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_sotto-relay"))
+            .args(["--listen", "127.0.0.1:0", "--data"])
+            .arg(dir.path().join("data"))
+            .arg("--config")
+            .arg(&file)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{config}: {stderr}");
+        assert!(stderr.contains(expected), "{config}: {stderr}");
+        assert!(!dir.path().join("data").exists(), "nothing was created");
+    }
+}
