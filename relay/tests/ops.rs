@@ -675,3 +675,57 @@ fn a_bad_config_file_is_refused_with_exit_code_1() {
         assert!(!dir.path().join("data").exists(), "nothing was created");
     }
 }
+
+/// The token and purge metrics move with real registration, issuance,
+/// redemption and purge passes (in-process relay, real QUIC).
+#[tokio::test]
+async fn token_and_purge_metrics_count_real_events() {
+    use support::{DAY, T0, TestRelay};
+    let relay = TestRelay::start_with(|c| {
+        c.tokens.require_tokens = true;
+        c.purge_interval_secs = 1;
+        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let metrics = relay.server().metrics_addr().unwrap();
+    let (issuer, admin) = support::bootstrapped(&relay).await;
+    let registration =
+        sotto_core::mint_registrations(&admin, &support::admin_key(), 1, T0 + 7 * DAY)
+            .await
+            .unwrap()
+            .remove(0);
+    let account = sotto_core::IssuanceAccount::generate().unwrap();
+    let bare = support::connect(&relay).await;
+    sotto_core::register(&bare, &registration, &account)
+        .await
+        .unwrap();
+    let tokens = sotto_core::refill(&bare, &account, &issuer, 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        support::code_of(bare.put(&Owner::new(1).mailbox(), &blob(1), 0).await),
+        sotto_proto::wire::ErrorCode::TokenRequired
+    );
+    let _admitted = support::with_token(&relay, &tokens[0]).await.unwrap();
+
+    let (_, _, text) = get(metrics, "/metrics").await;
+    assert_eq!(sample(&text, "sotto_registrations_total"), 1.0);
+    assert_eq!(
+        sample(&text, "sotto_tokens_issued_total"),
+        tokens.len() as f64
+    );
+    assert_eq!(sample(&text, "sotto_tokens_redeemed_total"), 1.0);
+    assert_eq!(sample(&text, "sotto_refusals_total{reason=\"auth\"}"), 1.0);
+    // The purge loop runs every second here.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, _, text) = get(metrics, "/metrics").await;
+        if sample(&text, "sotto_purge_runs_total") >= 1.0 {
+            assert_eq!(sample(&text, "sotto_purge_failures_total"), 0.0);
+            break;
+        }
+        assert!(Instant::now() < deadline, "no purge run counted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    relay.stop().await;
+}
