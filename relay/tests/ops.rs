@@ -1,8 +1,6 @@
 //! Operating the relay, through the real binary: what its log holds,
 //! metrics, health checks and reloads.
-#![allow(clippy::unwrap_used)]
-
-mod support;
+#![allow(clippy::unwrap_used, unreachable_pub)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -10,6 +8,92 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sotto_core::{RelayAddr, RelayConnection};
+
+/// What these tests need of a client, kept here so the file stands alone
+/// (it must stay in the relay package for `CARGO_BIN_EXE_sotto-relay`).
+mod support {
+    use bytes::Bytes;
+    use ed25519_dalek::{Signer, SigningKey};
+    use sotto_core::{MailboxSigner, RelayAddr, RelayConnection};
+    use sotto_proto::{Blob, MailboxId};
+
+    pub use sotto_relay::testing::{T0, TestRelay};
+
+    pub const DAY: u64 = 24 * 3600;
+
+    /// A mailbox owner: any ed25519 key is a valid blinded key to the relay.
+    pub struct Owner(pub SigningKey);
+
+    impl Owner {
+        pub fn new(seed: u8) -> Self {
+            Self(SigningKey::from_bytes(&[seed; 32]))
+        }
+
+        pub fn mailbox(&self) -> MailboxId {
+            MailboxId::for_key_bytes(self.0.verifying_key().as_bytes())
+        }
+    }
+
+    impl MailboxSigner for Owner {
+        fn mailbox_id(&self) -> MailboxId {
+            self.mailbox()
+        }
+        fn blinded_key(&self) -> [u8; 32] {
+            *self.0.verifying_key().as_bytes()
+        }
+        fn sign(&self, message: &[u8]) -> [u8; 64] {
+            self.0.sign(message).to_bytes()
+        }
+    }
+
+    /// A 1 KiB blob starting with `tag`.
+    pub fn blob(tag: u64) -> Blob {
+        let mut bytes = vec![(tag % 251) as u8; 1024];
+        bytes[..8].copy_from_slice(&tag.to_be_bytes());
+        Blob::new(Bytes::from(bytes)).unwrap()
+    }
+
+    fn addr(relay: &TestRelay) -> RelayAddr {
+        RelayAddr {
+            addr: relay.addr,
+            fingerprint: relay.fingerprint,
+        }
+    }
+
+    pub async fn connect(relay: &TestRelay) -> RelayConnection {
+        RelayConnection::connect(&addr(relay), None).await.unwrap()
+    }
+
+    pub async fn with_token(
+        relay: &TestRelay,
+        token: &sotto_core::AccessToken,
+    ) -> Result<RelayConnection, sotto_core::NetError> {
+        RelayConnection::connect(&addr(relay), Some(token.encode())).await
+    }
+
+    pub fn admin_key() -> SigningKey {
+        SigningKey::from_bytes(&[42; 32])
+    }
+
+    /// Bootstraps `relay`: its issuer key and the admin's connection.
+    pub async fn bootstrapped(relay: &TestRelay) -> (ed25519_dalek::VerifyingKey, RelayConnection) {
+        let conn = connect(relay).await;
+        let code = relay.bootstrap_code().unwrap();
+        let issuer = sotto_core::bootstrap(&conn, &code, &admin_key())
+            .await
+            .unwrap();
+        (issuer, conn)
+    }
+
+    /// The relay's error code of a refused result.
+    pub fn code_of<T>(result: Result<T, sotto_core::NetError>) -> sotto_proto::wire::ErrorCode {
+        match result {
+            Err(e) => e.code().expect("a typed refusal"),
+            Ok(_) => panic!("expected a refusal"),
+        }
+    }
+}
+
 use support::{Owner, blob};
 
 /// A `sotto-relay` process whose stderr goes to a file.
