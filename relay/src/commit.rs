@@ -18,13 +18,14 @@
 //! held at open was read back from disk, so it is durable.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 
 use sotto_proto::MailboxId;
 use tokio::sync::watch;
 
+use crate::metrics::LatencyHistogram;
 use crate::storage::{Seq, Storage};
 
 /// An append's place in this process's order of appends (never stored).
@@ -64,6 +65,10 @@ struct Shared {
     durable_stamp: AtomicU64,
     pending: Mutex<Pending>,
     flushes: AtomicU64,
+    /// How long each flush took (metrics).
+    flush_latency: LatencyHistogram,
+    /// The last flush failed.
+    flush_failed: AtomicBool,
     append_lock: Mutex<()>,
 }
 
@@ -86,6 +91,8 @@ impl<S: Storage> GroupCommit<S> {
             durable_stamp: AtomicU64::new(0),
             pending: Mutex::new(Pending::default()),
             flushes: AtomicU64::new(0),
+            flush_latency: LatencyHistogram::default(),
+            flush_failed: AtomicBool::new(false),
             append_lock: Mutex::new(()),
         });
         let flusher = {
@@ -181,6 +188,16 @@ impl<S: Storage> GroupCommit<S> {
         self.shared.flushes.load(Ordering::Relaxed)
     }
 
+    /// How long flushes took.
+    pub(crate) fn flush_latency(&self) -> &LatencyHistogram {
+        &self.shared.flush_latency
+    }
+
+    /// False if the last flush failed.
+    pub(crate) fn healthy(&self) -> bool {
+        !self.shared.flush_failed.load(Ordering::Relaxed)
+    }
+
     /// Flushes a last time and stops the flusher thread.
     pub(crate) fn shutdown(&self) {
         lock(&self.shared.tickets).shutdown = true;
@@ -222,8 +239,13 @@ fn flusher_loop<S: Storage>(store: &S, shared: &Shared) {
         // Read after the ticket snapshot: every append that took a ticket up
         // to `target` stored its stamp before taking it.
         let covered = shared.last_appended.load(Ordering::Acquire);
+        let started = std::time::Instant::now();
         let result = store.flush();
+        shared.flush_latency.observe(started.elapsed());
         shared.flushes.fetch_add(1, Ordering::Relaxed);
+        shared
+            .flush_failed
+            .store(result.is_err(), Ordering::Relaxed);
         match result {
             Ok(()) => {
                 shared.durable_stamp.store(covered, Ordering::Release);

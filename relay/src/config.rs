@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sotto_proto::{Bucket, PROTOCOL_MAX_FRAME, Ttl};
 
+use crate::logging::LogFormat;
+
 /// Default UDP port.
 pub const DEFAULT_PORT: u16 = 7443;
 
@@ -85,6 +87,65 @@ impl Default for Limits {
     }
 }
 
+/// The limits in force, which a reload (SIGHUP) may replace while
+/// connections run. Reads go through `Deref`, so code reads
+/// `relay.limits.mailbox_max_blobs` as before; each read sees the limits of
+/// the moment.
+///
+/// Before any reload the start-up limits are read in place at no cost. A
+/// reload leaks its new `Limits` (a few hundred bytes): the previous ones
+/// may still be borrowed by requests in progress, and leaking is what
+/// lets a plain `&Limits` be handed out without a lock guard and without
+/// unsafe code. Reloads are rare operator actions, so this stays small.
+pub(crate) struct LiveLimits {
+    initial: Limits,
+    reloaded: std::sync::RwLock<Option<&'static Limits>>,
+    any_reload: std::sync::atomic::AtomicBool,
+}
+
+impl LiveLimits {
+    /// `limits`, until replaced.
+    pub(crate) fn new(limits: Limits) -> Self {
+        Self {
+            initial: limits,
+            reloaded: std::sync::RwLock::new(None),
+            any_reload: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Puts `limits` in force for every read from now on.
+    pub(crate) fn replace(&self, limits: Limits) {
+        let leaked: &'static Limits = Box::leak(Box::new(limits));
+        *self
+            .reloaded
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(leaked);
+        self.any_reload
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
+impl std::ops::Deref for LiveLimits {
+    type Target = Limits;
+
+    fn deref(&self) -> &Limits {
+        if !self.any_reload.load(std::sync::atomic::Ordering::Acquire) {
+            return &self.initial;
+        }
+        let reloaded = *self
+            .reloaded
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        reloaded.unwrap_or(&self.initial)
+    }
+}
+
+impl std::fmt::Debug for LiveLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        Limits::fmt(self, f)
+    }
+}
+
 /// A configuration the relay refuses to start with.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -129,6 +190,16 @@ pub struct Config {
     /// retransmission timeout. Linux caps it at `net.core.rmem_max` /
     /// `wmem_max`. 0 leaves the OS default.
     pub udp_buffer_bytes: u32,
+    /// Log lines as text (the default) or JSON (for log shippers).
+    pub log_format: LogFormat,
+    /// Also log the events of the relay's dependencies (QUIC, TLS), which
+    /// carry peer IP addresses. Off by default: the relay's logs then name
+    /// no one whatever `SOTTO_LOG` says (see `logging`).
+    pub log_peer_addresses: bool,
+    /// TCP address of the HTTP listener serving Prometheus metrics
+    /// (`GET /metrics`) and a health check (`GET /healthz`); none when
+    /// unset. Keep it on loopback or a private network.
+    pub metrics_listen: Option<SocketAddr>,
     /// Limits.
     pub limits: Limits,
     /// Anonymous access tokens.
@@ -192,6 +263,9 @@ impl Default for Config {
             purge_interval_secs: 60,
             stats_interval_secs: 300,
             udp_buffer_bytes: 4 * 1024 * 1024,
+            log_format: LogFormat::Text,
+            log_peer_addresses: false,
+            metrics_listen: None,
             limits: Limits::default(),
             tokens: TokenConfig::default(),
         }
@@ -345,6 +419,76 @@ mod tests {
         assert_eq!(config.tokens.max_device_registrations, 3);
         std::fs::write(&path, "[tokens]\nmax_device_registrations = 0\n").unwrap();
         assert!(Config::from_file(&path).is_err());
+    }
+
+    /// The commented default config the Debian package installs names
+    /// every setting, each with its true default: uncommented, it loads
+    /// and equals the built-in defaults.
+    #[test]
+    fn the_packaged_config_lists_every_key_with_its_default() {
+        let text = include_str!("../../packaging/relay.toml");
+        let uncommented: String = text
+            .lines()
+            .map(|line| match line.strip_prefix("# ") {
+                Some(rest)
+                    if rest.starts_with(|c: char| c.is_ascii_lowercase())
+                        && rest.contains(" = ") =>
+                {
+                    rest
+                }
+                _ => line,
+            })
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let mut parsed: Config = toml::from_str(&uncommented).unwrap();
+        assert_eq!(
+            parsed.metrics_listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9477)))
+        );
+        assert_eq!(parsed.public_addr.as_deref(), Some("chat.example.org:7443"));
+        assert_eq!(parsed.data_dir, PathBuf::from("/var/lib/sotto-relay"));
+        parsed.metrics_listen = None;
+        parsed.public_addr = None;
+        let expected = Config {
+            data_dir: parsed.data_dir.clone(),
+            ..Config::default()
+        };
+        assert_eq!(parsed, expected);
+        // Every key of the schema is there (a new one must be added).
+        let schema = toml::Value::try_from(Config::default()).unwrap();
+        let mut keys = Vec::new();
+        for (key, value) in schema.as_table().unwrap() {
+            match value.as_table() {
+                Some(section) => keys.extend(section.keys().cloned()),
+                None => keys.push(key.clone()),
+            }
+        }
+        keys.extend(["public_addr".to_owned(), "metrics_listen".to_owned()]);
+        for key in keys {
+            assert!(
+                text.contains(&format!("\n# {key} = ")),
+                "packaging/relay.toml does not list {key}"
+            );
+        }
+        // As shipped, everything is commented out: the defaults apply.
+        let shipped: Config = toml::from_str(text).unwrap();
+        assert_eq!(shipped.limits, Limits::default());
+    }
+
+    #[test]
+    fn live_limits_read_the_newest_limits() {
+        let live = LiveLimits::new(Limits::default());
+        assert_eq!(live.mailbox_max_blobs, Limits::default().mailbox_max_blobs);
+        live.replace(Limits {
+            mailbox_max_blobs: 3,
+            ..Limits::default()
+        });
+        assert_eq!(live.mailbox_max_blobs, 3);
+        live.replace(Limits {
+            mailbox_max_blobs: 4,
+            ..Limits::default()
+        });
+        assert_eq!(live.mailbox_max_blobs, 4);
     }
 
     #[test]

@@ -210,6 +210,7 @@ pub(crate) async fn serve<S: Storage>(
                             // The stream cannot be resynchronised after a bad
                             // length: say why, then close.
                             Stats::bump(&relay.stats.refused, 1);
+                            relay.metrics.refused(ErrorCode::FrameTooLarge);
                             let refusal = Refusal::new(ErrorCode::FrameTooLarge, error.to_string());
                             let _ = out.send(response(refusal.into_response(0))).await;
                             close_code = close::PROTOCOL;
@@ -225,7 +226,10 @@ pub(crate) async fn serve<S: Storage>(
                                 response: session::acked(id, deleted),
                                 wake: None,
                             },
-                            Err(refusal) => Step::Reply(refusal.into_response(id)),
+                            Err(refusal) => {
+                                relay.metrics.refused(refusal.code);
+                                Step::Reply(refusal.into_response(id))
+                            }
                         },
                         step => step,
                     };
@@ -249,11 +253,14 @@ pub(crate) async fn serve<S: Storage>(
                                         }
                                         reply
                                     }
-                                    Err(_) => Refusal::new(
+                                    Err(_) => {
+                                        relay.metrics.refused(ErrorCode::Internal);
+                                        Refusal::new(
                                         ErrorCode::Internal,
                                         "the relay could not make this write durable; retry",
                                     )
-                                    .into_response(reply.id),
+                                    .into_response(reply.id)
+                                    }
                                 };
                                 let _ = out.send(response(reply)).await;
                                 drop(permit);

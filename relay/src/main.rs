@@ -3,10 +3,11 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use sotto_relay::{Config, Server, default_data_dir, read_bootstrap_code};
+use sotto_relay::{Config, LogFormat, LogOptions, Server, default_data_dir, read_bootstrap_code};
 
 /// The sotto relay: stores and forwards fixed-size ciphertext blobs under
 /// rotating mailbox IDs. It learns no content, no lengths, no names, and
@@ -37,6 +38,20 @@ struct Cli {
     /// device relay access (sets `tokens.self_service_devices = false`).
     #[arg(long, global = true)]
     no_self_service_devices: bool,
+    /// Log format on stderr: `text` or `json` (one object a line, for log
+    /// shippers) [default: text, or `log_format` in the config].
+    #[arg(long, env = "SOTTO_RELAY_LOG_FORMAT", global = true)]
+    log_format: Option<LogFormat>,
+    /// Serve Prometheus metrics (GET /metrics) and a health check
+    /// (GET /healthz) over HTTP on this TCP address [default: off, or
+    /// `metrics_listen` in the config].
+    #[arg(long, env = "SOTTO_RELAY_METRICS_LISTEN", global = true)]
+    metrics_listen: Option<SocketAddr>,
+    /// Also log the QUIC and TLS libraries' events, which carry peer IP
+    /// addresses. Off by default: the relay's logs then name no one,
+    /// whatever SOTTO_LOG says. For debugging connection problems only.
+    #[arg(long, global = true)]
+    log_peer_addresses: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -55,6 +70,23 @@ enum Command {
         /// Also list each mailbox by a 4-byte ID prefix.
         #[arg(long)]
         verbose: bool,
+    },
+    /// Check a running relay like a client would: a QUIC handshake against
+    /// the pinned certificate, Hello and Ping. Prints one line; exits 0
+    /// when healthy, 1 when not (for monitoring and container health
+    /// checks).
+    Health {
+        /// The relay to check, as HOST:PORT [default: the configured listen
+        /// address, on loopback if it is a wildcard].
+        #[arg(long)]
+        addr: Option<String>,
+        /// The certificate fingerprint to pin, in hex [default: that of
+        /// the certificate in the data directory].
+        #[arg(long)]
+        fingerprint: Option<String>,
+        /// Seconds the whole check may take.
+        #[arg(long, default_value_t = 5)]
+        timeout: u64,
     },
 }
 
@@ -75,6 +107,15 @@ fn config(cli: &Cli) -> anyhow::Result<Config> {
     if cli.no_self_service_devices {
         config.tokens.self_service_devices = false;
     }
+    if let Some(addr) = cli.metrics_listen {
+        config.metrics_listen = Some(addr);
+    }
+    if let Some(format) = cli.log_format {
+        config.log_format = format;
+    }
+    if cli.log_peer_addresses {
+        config.log_peer_addresses = true;
+    }
     if config.data_dir.as_os_str().is_empty() {
         config.data_dir = default_data_dir();
     }
@@ -93,23 +134,41 @@ fn main() -> ExitCode {
     #[cfg(feature = "dhat-heap")]
     let _profiler = dhat::Profiler::new_heap();
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SOTTO_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // The log is set up before anything is logged, from the flags and the
+    // config file; a config that does not load is reported below.
+    let log = match config(&cli) {
+        Ok(config) => LogOptions {
+            format: config.log_format,
+            peer_addresses: config.log_peer_addresses,
+        },
+        Err(_) => LogOptions {
+            format: cli.log_format.unwrap_or_default(),
+            peer_addresses: cli.log_peer_addresses,
+        },
+    };
+    sotto_relay::logging::init(log);
+    if let Some(Command::Health {
+        addr,
+        fingerprint,
+        timeout,
+    }) = &cli.command
+    {
+        return health(&cli, addr.as_deref(), fingerprint.as_deref(), *timeout);
+    }
     let result = match cli.command {
         Some(Command::BootstrapCode) => print_bootstrap_code(&cli),
         Some(Command::Audit { json, verbose }) => print_audit(&cli, json, verbose),
         Some(Command::Run) | None => run(&cli),
+        Some(Command::Health { .. }) => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("sotto-relay: {error:#}");
+            if log.format == LogFormat::Json {
+                tracing::error!("{error:#}");
+            } else {
+                eprintln!("sotto-relay: {error:#}");
+            }
             ExitCode::FAILURE
         }
     }
@@ -134,6 +193,77 @@ fn print_bootstrap_code(cli: &Cli) -> anyhow::Result<()> {
     }
 }
 
+/// `sotto-relay health`: one line, exit 0 (healthy) or 1.
+fn health(cli: &Cli, addr: Option<&str>, fingerprint: Option<&str>, timeout: u64) -> ExitCode {
+    match check_health(cli, addr, fingerprint, timeout) {
+        Ok(line) => {
+            say(format_args!("{line}"));
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("unhealthy: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_health(
+    cli: &Cli,
+    addr: Option<&str>,
+    fingerprint: Option<&str>,
+    timeout: u64,
+) -> anyhow::Result<String> {
+    use std::net::ToSocketAddrs;
+    let config = config(cli)?;
+    let addr = match addr {
+        Some(addr) => addr
+            .to_socket_addrs()
+            .with_context(|| format!("cannot resolve {addr} (use HOST:PORT)"))?
+            .next()
+            .with_context(|| format!("{addr} resolves to no address"))?,
+        None => {
+            let mut listen = config.listen;
+            if listen.ip().is_unspecified() {
+                listen.set_ip(if listen.is_ipv6() {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                } else {
+                    std::net::Ipv4Addr::LOCALHOST.into()
+                });
+            }
+            listen
+        }
+    };
+    let fingerprint: [u8; 32] = match fingerprint {
+        Some(hex) => hex::decode(hex.trim())
+            .ok()
+            .and_then(|bytes| bytes.try_into().ok())
+            .context("--fingerprint must be 64 hex digits (the relay's `fingerprint:` line)")?,
+        None => {
+            let cert = config.data_dir.join("relay-cert.der");
+            let der = std::fs::read(&cert).with_context(|| {
+                format!(
+                    "cannot read the relay certificate {} (give --data DIR or --fingerprint HEX)",
+                    cert.display()
+                )
+            })?;
+            sotto_relay::fingerprint(&der)
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let took = runtime.block_on(sotto_relay::health::check(
+        addr,
+        fingerprint,
+        Duration::from_secs(timeout.max(1)),
+    ))?;
+    Ok(format!(
+        "healthy: the relay at {addr} answered Ping in {} ms",
+        took.as_millis()
+    ))
+}
+
 fn print_audit(cli: &Cli, json: bool, verbose: bool) -> anyhow::Result<()> {
     let config = config(cli)?;
     let report = sotto_relay::audit(&config.data_dir, verbose)?;
@@ -152,6 +282,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
+        let mut signals = Signals::install();
         let server = Server::start(config.clone()).await?;
         let public = config
             .public_addr
@@ -163,10 +294,20 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         say(format_args!("sotto relay running"));
         say(format_args!("listen: {}", server.local_addr()));
         say(format_args!("public address: {public}"));
+        if let Some(metrics) = server.metrics_addr() {
+            say(format_args!("metrics: {metrics}"));
+        }
         say(format_args!("fingerprint: {}", hex::encode(server.fingerprint())));
         say(format_args!("data: {}", config.data_dir.display()));
         if let Some(code) = server.new_bootstrap_code() {
             say(format_args!("bootstrap code: {code}"));
+        }
+        if server.new_bootstrap_code().is_some() && config.log_format == LogFormat::Json {
+            // Never the code itself: a shipped log must not carry it.
+            tracing::info!(
+                "first start: `sotto-relay bootstrap-code` prints the admin's bootstrap code"
+            );
+        } else if let Some(code) = server.new_bootstrap_code() {
             eprintln!(
                 "\nFirst start. The admin creates the team with:\n    sotto team create {code} --handle NAME --name TEAM \\\n        --relay {public} --fingerprint {}\n(`sotto-relay bootstrap-code` prints the code again until it is used.)\nOpen UDP port {} in the firewall.\n",
                 hex::encode(server.fingerprint()),
@@ -174,11 +315,38 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             );
         }
 
-        wait_for_signal().await;
+        loop {
+            match signals.next().await {
+                Signal::Stop => break,
+                Signal::Reload => reload(cli, &server),
+            }
+        }
         tracing::info!("shutting down: finishing in-flight requests");
         server.shutdown().await;
         anyhow::Ok(())
     })
+}
+
+/// SIGHUP: reads the config file again and applies what can change while
+/// connections run; the rest is logged as needing a restart. A config that
+/// does not load changes nothing.
+fn reload(cli: &Cli, server: &Server) {
+    if cli.config.is_none() {
+        tracing::warn!("SIGHUP: no --config file to reload; nothing changed");
+        return;
+    }
+    match config(cli) {
+        Ok(new) => {
+            let needs_restart = server.reload(&new);
+            for setting in &needs_restart {
+                tracing::warn!(setting = %setting, "changed in the config file, but applies only after a restart");
+            }
+            tracing::info!(restart_needed = needs_restart.len(), "config reloaded");
+        }
+        Err(error) => {
+            tracing::error!("SIGHUP: the config does not load, nothing changed: {error:#}");
+        }
+    }
 }
 
 /// One line on stdout, ignoring a closed or broken stdout.
@@ -188,24 +356,55 @@ fn say(line: std::fmt::Arguments<'_>) {
     let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
 }
 
-async fn wait_for_signal() {
+/// What a signal asks for.
+enum Signal {
+    /// SIGINT or SIGTERM: shut down gracefully.
+    Stop,
+    /// SIGHUP: reload the config.
+    Reload,
+}
+
+/// The signal handlers, installed before the relay says it is running, so
+/// a signal sent as soon as the start-up lines appear is never lost (the
+/// default action would kill the relay without its graceful shutdown).
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
+    handlers: Option<[tokio::signal::unix::Signal; 3]>,
+}
+
+impl Signals {
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let handlers = (|| {
+                Some([
+                    signal(SignalKind::interrupt()).ok()?,
+                    signal(SignalKind::terminate()).ok()?,
+                    signal(SignalKind::hangup()).ok()?,
+                ])
+            })();
+            if handlers.is_none() {
+                tracing::warn!("cannot install signal handlers; only Ctrl-C stops the relay");
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+            Self { handlers }
+        }
+        #[cfg(not(unix))]
+        {
+            Self {}
         }
     }
-    #[cfg(not(unix))]
-    {
+
+    async fn next(&mut self) -> Signal {
+        #[cfg(unix)]
+        if let Some([interrupt, terminate, hangup]) = &mut self.handlers {
+            return tokio::select! {
+                _ = interrupt.recv() => Signal::Stop,
+                _ = terminate.recv() => Signal::Stop,
+                _ = hangup.recv() => Signal::Reload,
+            };
+        }
         let _ = tokio::signal::ctrl_c().await;
+        Signal::Stop
     }
 }

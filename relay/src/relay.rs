@@ -52,13 +52,15 @@ impl Stats {
 pub struct Relay<S: Storage> {
     pub(crate) commit: GroupCommit<S>,
     pub(crate) hub: Arc<Hub>,
-    pub(crate) limits: Limits,
+    pub(crate) limits: crate::config::LiveLimits,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) slot_lock: std::sync::Mutex<()>,
     /// One ack's deletion at a time, off the async workers (see
     /// [`Relay::ack_apart`]).
     pub(crate) deleting: Arc<tokio::sync::Semaphore>,
     pub(crate) stats: Stats,
+    /// Counters for metrics only.
+    pub(crate) metrics: crate::metrics::Metrics,
     pub(crate) tokens: Tokens,
 }
 
@@ -70,11 +72,12 @@ impl<S: Storage> Relay<S> {
         Self {
             commit: GroupCommit::start(storage),
             hub: Arc::new(Hub::default()),
-            limits,
+            limits: crate::config::LiveLimits::new(limits),
             clock,
             slot_lock: std::sync::Mutex::new(()),
             deleting: Arc::new(tokio::sync::Semaphore::new(1)),
             stats: Stats::default(),
+            metrics: crate::metrics::Metrics::default(),
             tokens: Tokens::ephemeral(crate::config::TokenConfig::default()),
         }
     }
@@ -98,6 +101,16 @@ impl<S: Storage> Relay<S> {
     /// Counters.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// Counters kept for metrics only.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
+    }
+
+    /// False after a storage flush failed, until one succeeds.
+    pub fn storage_healthy(&self) -> bool {
+        self.commit.healthy()
     }
 
     /// Limits in force.

@@ -19,6 +19,7 @@ use crate::cert::{CertError, RelayCert};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError};
 use crate::connection::{self, close};
+use crate::metrics::Metrics;
 use crate::relay::{Relay, Stats};
 use crate::storage::{SledStorage, Storage, StoreError};
 
@@ -55,6 +56,14 @@ pub enum StartError {
     /// TLS or QUIC setup failed.
     #[error("cannot set up TLS/QUIC: {0}")]
     Tls(String),
+    /// The metrics listener's TCP socket could not be bound.
+    #[error("cannot listen for metrics on {addr}: {source}")]
+    MetricsBind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The UDP socket could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -70,8 +79,14 @@ pub struct Server<S: Storage = SledStorage> {
     relay: Arc<Relay<S>>,
     endpoint: quinn::Endpoint,
     local_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     fingerprint: [u8; 32],
     new_bootstrap_code: Option<String>,
+    /// The configuration in force (a reload replaces its limits).
+    config: std::sync::Mutex<Config>,
+    /// The QUIC server settings, to give new connections new transport
+    /// limits on a reload.
+    quic: quinn::ServerConfig,
     shutdown: watch::Sender<bool>,
     accept: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
@@ -132,7 +147,7 @@ impl<S: Storage> Server<S> {
             udp_socket(config.listen, config.udp_buffer_bytes as usize).map_err(bind_error)?;
         let endpoint = quinn::Endpoint::new(
             quinn::EndpointConfig::default(),
-            Some(server_config),
+            Some(server_config.clone()),
             socket,
             Arc::new(quinn::TokioRuntime),
         )
@@ -155,7 +170,21 @@ impl<S: Storage> Server<S> {
             Arc::new(Semaphore::new(config.limits.max_connections as usize)),
             shutdown_rx.clone(),
         ));
-        let background = vec![
+        let mut background = Vec::new();
+        let mut metrics_addr = None;
+        if let Some(addr) = config.metrics_listen {
+            let metrics_error = |source| StartError::MetricsBind { addr, source };
+            let listener = std::net::TcpListener::bind(addr).map_err(metrics_error)?;
+            listener.set_nonblocking(true).map_err(metrics_error)?;
+            metrics_addr = Some(listener.local_addr().map_err(metrics_error)?);
+            let listener = tokio::net::TcpListener::from_std(listener).map_err(metrics_error)?;
+            background.push(tokio::spawn(crate::metrics_http::serve(
+                listener,
+                relay.clone(),
+                shutdown_rx.clone(),
+            )));
+        }
+        background.extend([
             tokio::spawn(purge_loop(
                 relay.clone(),
                 Duration::from_secs(config.purge_interval_secs.max(1)),
@@ -166,13 +195,16 @@ impl<S: Storage> Server<S> {
                 Duration::from_secs(config.stats_interval_secs.max(1)),
                 shutdown_rx,
             )),
-        ];
+        ]);
         Ok(Self {
             relay,
             endpoint,
             local_addr,
+            metrics_addr,
             fingerprint: cert.fingerprint(),
             new_bootstrap_code: None,
+            config: std::sync::Mutex::new(config.clone()),
+            quic: server_config,
             shutdown,
             accept,
             background,
@@ -182,6 +214,11 @@ impl<S: Storage> Server<S> {
     /// The bound UDP address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The bound metrics listener, if `metrics_listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// SHA-256 of the relay certificate, which clients pin.
@@ -197,6 +234,78 @@ impl<S: Storage> Server<S> {
     /// The shared relay state (stats, storage, purge).
     pub fn relay(&self) -> &Arc<Relay<S>> {
         &self.relay
+    }
+
+    /// Applies a re-read configuration without dropping connections: the
+    /// `[limits]` take effect at once (those read per request) or for new
+    /// connections (rate, frame size, in-flight writes, hello and idle
+    /// timeouts, flow-control windows). Returns the names of the changed
+    /// settings that need a restart (`listen`, `data_dir`, `tokens`,
+    /// `limits.max_connections`, ...), which keep their running values.
+    /// The caller has validated `new`.
+    pub fn reload(&self, new: &Config) -> Vec<&'static str> {
+        let mut running = self
+            .config
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut needs_restart = Vec::new();
+        let mut check = |changed: bool, name: &'static str| {
+            if changed {
+                needs_restart.push(name);
+            }
+        };
+        check(new.listen != running.listen, "listen");
+        check(new.data_dir != running.data_dir, "data_dir");
+        check(new.public_addr != running.public_addr, "public_addr");
+        check(
+            new.purge_interval_secs != running.purge_interval_secs,
+            "purge_interval_secs",
+        );
+        check(
+            new.stats_interval_secs != running.stats_interval_secs,
+            "stats_interval_secs",
+        );
+        check(
+            new.udp_buffer_bytes != running.udp_buffer_bytes,
+            "udp_buffer_bytes",
+        );
+        check(new.log_format != running.log_format, "log_format");
+        check(
+            new.log_peer_addresses != running.log_peer_addresses,
+            "log_peer_addresses",
+        );
+        check(
+            new.metrics_listen != running.metrics_listen,
+            "metrics_listen",
+        );
+        check(new.tokens != running.tokens, "tokens");
+        check(
+            new.limits.max_connections != running.limits.max_connections,
+            "limits.max_connections",
+        );
+        let mut limits = new.limits.clone();
+        // The connection semaphore was sized at start.
+        limits.max_connections = running.limits.max_connections;
+        if limits != running.limits {
+            match transport_config(&Config {
+                limits: limits.clone(),
+                ..running.clone()
+            }) {
+                Ok(transport) => {
+                    let mut quic = self.quic.clone();
+                    quic.transport_config(Arc::new(transport));
+                    self.endpoint.set_server_config(Some(quic));
+                }
+                Err(error) => {
+                    tracing::error!(%error, "reload: the new transport limits are unusable; limits unchanged");
+                    return needs_restart;
+                }
+            }
+            self.relay.limits.replace(limits.clone());
+            running.limits = limits;
+        }
+        Metrics::bump(&self.relay.metrics.reloads, 1);
+        needs_restart
     }
 
     /// Graceful shutdown: stop accepting, finish in-flight requests, flush.
@@ -379,11 +488,26 @@ async fn purge_loop<S: Storage>(
     every(period, shutdown, || {
         let relay = relay.clone();
         async move {
-            match tokio::task::spawn_blocking(move || relay.purge_expired()).await {
-                Ok(Ok(0)) => {}
-                Ok(Ok(purged)) => tracing::info!(purged, "expired blobs purged"),
-                Ok(Err(error)) => tracing::error!(%error, "TTL purge failed"),
-                Err(error) => tracing::error!(%error, "TTL purge task failed"),
+            let purged = {
+                let relay = relay.clone();
+                tokio::task::spawn_blocking(move || relay.purge_expired()).await
+            };
+            let metrics = &relay.metrics;
+            match purged {
+                Ok(Ok(purged)) => {
+                    Metrics::bump(&metrics.purge_runs, 1);
+                    if purged > 0 {
+                        tracing::info!(purged, "expired blobs purged");
+                    }
+                }
+                Ok(Err(error)) => {
+                    Metrics::bump(&metrics.purge_failures, 1);
+                    tracing::error!(%error, "TTL purge failed");
+                }
+                Err(error) => {
+                    Metrics::bump(&metrics.purge_failures, 1);
+                    tracing::error!(%error, "TTL purge task failed");
+                }
             }
         }
     })

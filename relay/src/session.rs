@@ -12,6 +12,7 @@ use sotto_proto::Message;
 use sotto_proto::wire::{self, ErrorCode, client_frame::Request, response::Result as Reply};
 use sotto_proto::{Challenge, MailboxId};
 
+use crate::metrics::Metrics;
 use crate::ops::admin::AdminOp;
 use crate::ops::device::{AccountOp, AccountRequest, DeviceRevocation};
 use crate::ops::hello;
@@ -114,15 +115,18 @@ impl Session {
     pub(crate) fn handle<S: Storage>(&mut self, relay: &Relay<S>, frame: Bytes) -> Step {
         let step = self.step(relay, frame);
         if let Step::Reply(wire::Response {
-            result: Some(Reply::Error(_)),
+            result: Some(Reply::Error(error)),
             ..
         })
         | Step::Close(wire::Response {
-            result: Some(Reply::Error(_)),
+            result: Some(Reply::Error(error)),
             ..
         }) = &step
         {
             Stats::bump(&relay.stats.refused, 1);
+            relay
+                .metrics
+                .refused(ErrorCode::try_from(error.code).unwrap_or(ErrorCode::Unspecified));
         }
         step
     }
@@ -185,6 +189,7 @@ impl Session {
                         if let Err(refusal) = relay.redeem(&h.access_token) {
                             return Step::Close(refusal.into_response(id));
                         }
+                        Metrics::bump(&relay.metrics.tokens_redeemed, 1);
                         self.admitted = true;
                     }
                     self.greeted = true;
@@ -296,12 +301,18 @@ impl Session {
             },
             Request::Register(r) => {
                 relay.register(&Registration::parse(&r)?)?;
+                Metrics::bump(&relay.metrics.registrations, 1);
                 durable(Reply::Register(wire::RegisterOk {}))
             }
             Request::IssueTokens(r) => {
                 let issuance =
                     Issuance::parse(&r, &self.challenge, relay.tokens.config.max_issue_batch)?;
-                durable(Reply::Issue(relay.issue(&issuance)?))
+                let issued = relay.issue(&issuance)?;
+                Metrics::bump(
+                    &relay.metrics.tokens_issued,
+                    issued.evaluated_elements.len() as u64,
+                );
+                durable(Reply::Issue(issued))
             }
             Request::TokenKey(_) => Step::Reply(ok(id, Reply::TokenKey(relay.token_key()?))),
             Request::RevokeDevice(r) => durable(Reply::Revoke(

@@ -79,4 +79,14 @@ impl Accounting {
     pub(super) fn mailbox_count(&self) -> usize {
         self.lock().mailboxes.len()
     }
+
+    /// Blobs stored in all mailboxes (a sum over mailboxes: for metrics,
+    /// not for a hot path).
+    pub(super) fn blob_count(&self) -> u64 {
+        self.lock()
+            .mailboxes
+            .values()
+            .map(|usage| usage.count)
+            .sum()
+    }
 }

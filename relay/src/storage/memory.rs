@@ -144,6 +144,10 @@ impl Storage for MemoryStorage {
         self.accounting.mailbox_count()
     }
 
+    fn blob_count(&self) -> Option<u64> {
+        Some(self.accounting.blob_count())
+    }
+
     fn slot_get(&self, id: &SlotId) -> Result<Option<SlotRecord>, StoreError> {
         Ok(self.lock().slots.get(id).cloned())
     }

@@ -193,6 +193,12 @@ pub trait Storage: Send + Sync + 'static {
     /// Number of mailboxes holding at least one blob.
     fn mailbox_count(&self) -> usize;
 
+    /// Number of blobs stored, for metrics; `None` if the backend does not
+    /// count them.
+    fn blob_count(&self) -> Option<u64> {
+        None
+    }
+
     /// The slot `id`, if it was ever written.
     fn slot_get(&self, id: &SlotId) -> Result<Option<SlotRecord>, StoreError>;
 

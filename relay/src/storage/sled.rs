@@ -1182,6 +1182,10 @@ impl Storage for SledStorage {
         self.accounting.mailbox_count()
     }
 
+    fn blob_count(&self) -> Option<u64> {
+        Some(self.accounting.blob_count())
+    }
+
     fn slot_get(&self, id: &SlotId) -> Result<Option<SlotRecord>, StoreError> {
         self.slots
             .get(id.as_bytes())?
