@@ -336,6 +336,10 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 json!({"handle": app.handle(), "team": app.team_name(), "admin": app.is_admin()}),
             );
         }
+        Command::Chat { bell, notify } => {
+            let app = open(&home).await?;
+            crate::chat::run(&home, app, crate::chat::Options { bell, notify }).await?;
+        }
         Command::Demo => crate::demo::run(out).await?,
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
