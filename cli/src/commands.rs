@@ -8,7 +8,7 @@ use serde_json::json;
 use sotto_core::{App, KeySource, RelayTarget, system_clock};
 
 use crate::errors::UsageError;
-use crate::output::{Output, line, qr};
+use crate::output::{Output, qr};
 use crate::{Cli, Command, DeviceCommand, GroupCommand, TeamCommand};
 
 /// `$XDG_DATA_HOME/sotto`, or `~/.local/share/sotto`.
@@ -66,13 +66,152 @@ fn parse_fingerprint(text: &str) -> Result<[u8; 32], UsageError> {
         })
 }
 
-async fn open(home: &Path) -> anyhow::Result<App> {
-    Ok(App::open(home, key_source(home), system_clock()).await?)
+/// Opens the profile in `home`. A store database locked by a process that
+/// does not take part in the owner protocol is reported as such, never as
+/// the database's own error.
+pub(crate) async fn open(home: &Path) -> anyhow::Result<App> {
+    match App::open(home, key_source(home), system_clock()).await {
+        Ok(app) => Ok(app),
+        Err(error) => {
+            let error = anyhow::Error::from(error);
+            if crate::errors::is_database_lock(&error) {
+                return Err(crate::errors::OwnedError::DatabaseLocked {
+                    home: home.display().to_string(),
+                }
+                .into());
+            }
+            Err(error)
+        }
+    }
+}
+
+/// Creates `home` (and its parents) with the home itself 0700: it holds
+/// the store key and the control socket.
+pub(crate) fn create_home(home: &Path) -> anyhow::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder
+        .create(home)
+        .with_context(|| format!("cannot create {}", home.display()))
+}
+
+/// Where a command's stdin comes from.
+pub(crate) enum Input {
+    /// This process's stdin.
+    Own,
+    /// What the process that asked the owner read from its stdin, if it
+    /// read any.
+    Given(Option<String>),
+}
+
+/// The most a message read from stdin may hold (the control socket's
+/// 1 MiB line must fit it, JSON-escaped).
+pub(crate) const MAX_STDIN: u64 = 256 * 1024;
+
+/// What one command needs around it, and what it leaves behind for the
+/// owner (who passes sent IDs and new messages on to its subscribers).
+pub(crate) struct Ctx {
+    pub(crate) out: Output,
+    pub(crate) stdin: Input,
+    /// 1:1 messages sent: (hex ID, recipient, status).
+    pub(crate) sent: Vec<(String, String, sotto_core::Status)>,
+    /// Whether a sync ran (receipts may have come in).
+    pub(crate) synced: bool,
+    /// Messages a sync brought in.
+    pub(crate) received: Vec<sotto_core::Message>,
+}
+
+impl Ctx {
+    pub(crate) fn new(out: Output, stdin: Input) -> Self {
+        Self {
+            out,
+            stdin,
+            sent: Vec::new(),
+            synced: false,
+            received: Vec::new(),
+        }
+    }
+
+    /// The message text: `text` itself, or stdin when it is absent or `-`
+    /// (so that it stays out of shell history and `ps`). One trailing
+    /// newline (from `echo` or a heredoc) is not part of the message.
+    fn message_text(&mut self, text: Option<String>) -> anyhow::Result<String> {
+        if let Some(text) = text.filter(|t| t != "-") {
+            return Ok(text);
+        }
+        let mut text = match &mut self.stdin {
+            Input::Own => {
+                use std::io::{IsTerminal, Read};
+                let stdin = std::io::stdin();
+                if stdin.is_terminal() {
+                    self.out
+                        .err("Type the message; end it with Ctrl-D on a line of its own.");
+                }
+                let mut text = String::new();
+                stdin
+                    .lock()
+                    .take(MAX_STDIN + 1)
+                    .read_to_string(&mut text)
+                    .map_err(|e| UsageError(format!("cannot read the message from stdin: {e}")))?;
+                text
+            }
+            Input::Given(given) => given.take().ok_or_else(|| {
+                UsageError("no message text: give it on stdin (or as an argument)".into())
+            })?,
+        };
+        if text.len() as u64 > MAX_STDIN {
+            return Err(UsageError(format!(
+                "the message on stdin is longer than {} KiB",
+                MAX_STDIN / 1024
+            ))
+            .into());
+        }
+        if text.ends_with('\n') {
+            text.pop();
+            if text.ends_with('\r') {
+                text.pop();
+            }
+        }
+        if text.is_empty() {
+            return Err(UsageError("the message is empty".into()).into());
+        }
+        Ok(text)
+    }
+}
+
+/// Whether `command` reads its message from stdin.
+pub(crate) fn reads_stdin(command: &Command) -> bool {
+    let absent = |text: &Option<String>| text.as_deref().is_none_or(|t| t == "-");
+    match command {
+        Command::Send { text, .. } => absent(text),
+        Command::Group(GroupCommand::Send { text, .. }) => absent(text),
+        _ => false,
+    }
+}
+
+/// Whether `command` works on an existing profile (and so runs through
+/// its owner when there is one).
+pub(crate) fn uses_profile(command: &Command) -> bool {
+    !matches!(
+        command,
+        Command::Team(_)
+            | Command::Join { .. }
+            | Command::Demo
+            | Command::Completions { .. }
+            | Command::Listen
+            | Command::Daemon
+            | Command::Chat { .. }
+    )
 }
 
 /// Runs one command.
 pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
-    let out = Output { json: cli.json };
+    let out = Output::std(cli.json);
     let home = cli.home.clone().unwrap_or_else(default_home);
     match cli.command {
         Command::Team(TeamCommand::Create {
@@ -86,8 +225,8 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 addr: relay,
                 fingerprint: parse_fingerprint(&fingerprint)?,
             };
-            std::fs::create_dir_all(&home)
-                .with_context(|| format!("cannot create {}", home.display()))?;
+            create_home(&home)?;
+            let _lock = crate::owner::lock_for_setup(&home).await?;
             let app = App::create_team(
                 &home,
                 key_source(&home),
@@ -103,6 +242,144 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 json!({"team": app.team_name(), "handle": app.handle(), "admin": true}),
             );
         }
+        Command::Join { code, link, name } => {
+            create_home(&home)?;
+            let _lock = crate::owner::lock_for_setup(&home).await?;
+            join(&home, code, link, name, &out).await?;
+        }
+        Command::Listen => crate::owner::listen(&home, &out).await?,
+        Command::Daemon => crate::owner::daemon(&home, &out).await?,
+        Command::Chat { bell, notify } => {
+            crate::chat::run(&home, crate::chat::Options { bell, notify }).await?;
+        }
+        Command::Demo => crate::demo::run(&out).await?,
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "sotto", &mut std::io::stdout());
+        }
+        command => match crate::owner::claim(&home).await? {
+            crate::owner::Claim::Mine(lock) => {
+                let mut app = open(&home).await?;
+                let mut ctx = Ctx::new(out, Input::Own);
+                let result = exec(&mut app, command, &mut ctx).await;
+                drop(app);
+                drop(lock);
+                result?;
+            }
+            crate::owner::Claim::Owner(owner) => {
+                crate::owner::remote::forward(owner, &command, &out).await?;
+            }
+        },
+    }
+    Ok(())
+}
+
+async fn join(
+    home: &Path,
+    code: String,
+    link: Option<String>,
+    name: Option<String>,
+    out: &Output,
+) -> anyhow::Result<()> {
+    let (link, admin_code) = match link {
+        Some(link) => (Some(link), Some(code)),
+        None if code.trim().starts_with(sotto_core::team::LINK_PREFIX) => (Some(code), None),
+        None => (None, Some(code)),
+    };
+    match (link, admin_code) {
+        (Some(link), admin_code) => {
+            let (app, confirm) = App::join_link(
+                home,
+                key_source(home),
+                &link,
+                admin_code.as_deref(),
+                name.as_deref(),
+                system_clock(),
+            )
+            .await?;
+            out.err(format_args!(
+                "This device asked to join {}'s devices. On the device that printed the link code, run:\n\n    sotto device approve {confirm}\n\nthen run `sotto sync` here.",
+                app.handle()
+            ));
+            out.result(
+                format!("confirm: {confirm}"),
+                json!({"team": app.team_name(), "handle": app.handle(), "confirm": confirm}),
+            );
+        }
+        (None, Some(code)) => {
+            let app = App::join(home, key_source(home), &code, system_clock()).await?;
+            out.result(
+                format!("Joined team \"{}\" as {}.", app.team_name(), app.handle()),
+                json!({"team": app.team_name(), "handle": app.handle()}),
+            );
+        }
+        (None, None) => {
+            return Err(UsageError("give an invite code or a link code".into()).into());
+        }
+    }
+    Ok(())
+}
+
+/// Runs a command line for another process, inside the owner, against its
+/// App: `argv` without the program name. Returns (stdout, stderr, exit
+/// code) as that process would have printed and exited.
+pub(crate) async fn run_captured(
+    app: &mut App,
+    argv: &[String],
+    stdin: Option<String>,
+) -> (Vec<u8>, Vec<u8>, u8, Ctx) {
+    let parsed = <Cli as clap::Parser>::try_parse_from(
+        std::iter::once("sotto".to_owned()).chain(argv.iter().cloned()),
+    );
+    let cli = match parsed {
+        Ok(cli) => cli,
+        Err(error) => {
+            let text = error.render().ansi().to_string().into_bytes();
+            let text = String::from_utf8_lossy(&text).into_owned().into_bytes();
+            let code = u8::try_from(error.exit_code()).unwrap_or(crate::errors::USAGE);
+            let (out, _) = Output::buffered(false);
+            let ctx = Ctx::new(out, Input::Given(None));
+            return if error.use_stderr() {
+                (Vec::new(), text, code, ctx)
+            } else {
+                (text, Vec::new(), code, ctx)
+            };
+        }
+    };
+    let (out, captured) = Output::buffered(cli.json);
+    let mut ctx = Ctx::new(out, Input::Given(stdin));
+    let result = if !uses_profile(&cli.command) {
+        Err(UsageError(
+            "this command does not run through the profile's owner; run it without one".into(),
+        )
+        .into())
+    } else if matches!(cli.command, Command::Verify { sas: true, .. }) {
+        Err(crate::errors::OwnedError::Interactive.into())
+    } else {
+        exec(app, cli.command, &mut ctx).await
+    };
+    let code = match &result {
+        Ok(()) => 0,
+        Err(error) => {
+            ctx.out
+                .err(format_args!("sotto: {}", crate::errors::describe(error)));
+            crate::errors::exit_code(error)
+        }
+    };
+    let (stdout, stderr) = match captured.lock() {
+        Ok(mut captured) => (
+            std::mem::take(&mut captured.stdout),
+            std::mem::take(&mut captured.stderr),
+        ),
+        Err(_) => (Vec::new(), Vec::new()),
+    };
+    (stdout, stderr, code, ctx)
+}
+
+/// Runs one command that works on the profile, against `app`.
+pub(crate) async fn exec(app: &mut App, command: Command, ctx: &mut Ctx) -> anyhow::Result<()> {
+    let out = ctx.out.clone();
+    match command {
         Command::Invite {
             handle,
             expires,
@@ -110,7 +387,6 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             replace,
         } => {
             let valid = parse_duration(&expires)?;
-            let mut app = open(&home).await?;
             let code = if device {
                 app.invite_device(&handle, valid).await?
             } else if replace {
@@ -119,72 +395,30 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 app.invite(&handle, valid).await?
             };
             if out.json {
-                line(format_args!(
-                    "{}",
-                    json!({"handle": handle, "code": code, "expires_in_secs": valid})
-                ));
+                out.line(json!({"handle": handle, "code": code, "expires_in_secs": valid}));
             } else {
-                line(&code);
+                out.line(&code);
             }
             if let Some(qr) = qr(&code) {
-                eprintln!("{qr}");
+                out.err(qr);
             }
             if device {
-                eprintln!(
+                out.err(format_args!(
                     "A device invite: relay access only. On the new device, {handle} runs: sotto join CODE --link LINK_CODE (LINK_CODE from `sotto device add` on one of their devices)"
-                );
+                ));
             } else {
-                eprintln!(
+                out.err(format_args!(
                     "Give this code to {handle} (like a password: whoever holds it can join as {handle}, once). They run: sotto join CODE"
-                );
+                ));
             }
         }
-        Command::Join { code, link, name } => {
-            std::fs::create_dir_all(&home)
-                .with_context(|| format!("cannot create {}", home.display()))?;
-            let (link, admin_code) = match link {
-                Some(link) => (Some(link), Some(code)),
-                None if code.trim().starts_with(sotto_core::team::LINK_PREFIX) => {
-                    (Some(code), None)
-                }
-                None => (None, Some(code)),
-            };
-            match (link, admin_code) {
-                (Some(link), admin_code) => {
-                    let (app, confirm) = App::join_link(
-                        &home,
-                        key_source(&home),
-                        &link,
-                        admin_code.as_deref(),
-                        name.as_deref(),
-                        system_clock(),
-                    )
-                    .await?;
-                    eprintln!(
-                        "This device asked to join {}'s devices. On the device that printed the link code, run:\n\n    sotto device approve {confirm}\n\nthen run `sotto sync` here.",
-                        app.handle()
-                    );
-                    out.result(
-                        format!("confirm: {confirm}"),
-                        json!({"team": app.team_name(), "handle": app.handle(), "confirm": confirm}),
-                    );
-                }
-                (None, Some(code)) => {
-                    let app = App::join(&home, key_source(&home), &code, system_clock()).await?;
-                    out.result(
-                        format!("Joined team \"{}\" as {}.", app.team_name(), app.handle()),
-                        json!({"team": app.team_name(), "handle": app.handle()}),
-                    );
-                }
-                (None, None) => unreachable!("a code is always given"),
-            }
-        }
-        Command::Device(command) => device(&home, command, out).await?,
+        Command::Device(command) => device(app, command, &out).await?,
         Command::Devices { pending } => {
-            let mut app = open(&home).await?;
             if pending {
                 // Requests arrive as messages: fetch them first.
-                app.sync().await?;
+                let report = app.sync().await?;
+                ctx.synced = true;
+                ctx.received.extend(report.messages);
             }
             for device in app.devices(pending)? {
                 let human = format!(
@@ -212,7 +446,6 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Revoke { handle } => {
-            let mut app = open(&home).await?;
             app.revoke(&handle).await?;
             out.result(
                 format!("{handle} was removed from the team."),
@@ -220,14 +453,22 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Members => {
-            let mut app = open(&home).await?;
             for member in app.members().await? {
                 out.result(&member, json!({"handle": member}));
             }
         }
         Command::Send { handle, text } => {
-            let mut app = open(&home).await?;
+            let text = ctx.message_text(text)?;
             let sent = app.send(&handle, &text).await?;
+            ctx.sent.push((
+                hex::encode(sent.id),
+                handle.clone(),
+                if sent.delivered {
+                    sotto_core::Status::Sent
+                } else {
+                    sotto_core::Status::Queued
+                },
+            ));
             let status = if sent.delivered { "sent" } else { "queued" };
             out.result(
                 if sent.delivered {
@@ -240,64 +481,8 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 json!({"id": hex::encode(sent.id), "to": handle, "status": status}),
             );
         }
-        Command::Sync => {
-            let mut app = open(&home).await?;
-            // A new device's first sync may bring its history in parts.
-            let bar = indicatif::ProgressBar::hidden();
-            let shown = bar.clone();
-            app.client().set_history_progress(move |part, of, _| {
-                if shown.is_hidden() {
-                    shown.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-                    shown.set_length(u64::from(of));
-                    if let Ok(style) =
-                        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] part {pos}/{len}")
-                    {
-                        shown.set_style(style);
-                    }
-                    shown.set_message("history from your other device");
-                }
-                shown.set_position(u64::from(part));
-            });
-            let report = app.sync().await;
-            bar.finish_and_clear();
-            let report = report?;
-            let periods = app.client().engine().token_key_warnings()?;
-            if !periods.is_empty() {
-                eprintln!(
-                    "sotto: warning: the relay showed members different access-token keys for {} period(s); \
-                     it may be telling members apart. Tell your admin.",
-                    periods.len()
-                );
-            }
-            for message in &report.messages {
-                out.message(message);
-            }
-            if let Some((index, total)) = report.history_parts {
-                eprintln!(
-                    "history from your other device: part {index} of {total} ({} messages) — `sotto history HANDLE` shows it",
-                    report.history_messages
-                );
-            }
-            if report.link_requests > 0 {
-                eprintln!(
-                    "a new device asks to be linked to you: `sotto devices --pending` shows its code; approve with `sotto device approve CODE` only if it is the code on your new device's screen"
-                );
-            }
-            for notice in app.take_notices()? {
-                eprintln!("sotto: notice: {notice}");
-            }
-            if let Some(code) = app.awaiting_approval() {
-                eprintln!(
-                    "this device waits for approval: on one of your devices run `sotto device approve {code}`"
-                );
-            }
-            if !out.json && report.messages.is_empty() {
-                eprintln!("no new messages");
-            }
-        }
-        Command::Listen => listen(&home, out).await?,
+        Command::Sync => sync(app, ctx).await?,
         Command::History { handle } => {
-            let app = open(&home).await?;
             for message in app.history(&handle)? {
                 out.message(&message);
             }
@@ -307,10 +492,9 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             sas,
             timeout,
         } => {
-            let mut app = open(&home).await?;
             app.ensure_contact(&handle).await?;
             if sas {
-                verify_sas(&mut app, &handle, timeout, out).await?;
+                verify_sas(app, &handle, timeout, &out).await?;
             } else {
                 let number = app.safety_number(&handle)?;
                 let verified = app.is_verified(&handle)?;
@@ -323,9 +507,8 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
         }
-        Command::Group(command) => group(&home, command, out).await?,
+        Command::Group(command) => group(app, command, ctx).await?,
         Command::Whoami => {
-            let app = open(&home).await?;
             out.result(
                 format!(
                     "{} in team \"{}\"{}",
@@ -336,16 +519,77 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 json!({"handle": app.handle(), "team": app.team_name(), "admin": app.is_admin()}),
             );
         }
-        Command::Chat { bell, notify } => {
-            let app = open(&home).await?;
-            crate::chat::run(&home, app, crate::chat::Options { bell, notify }).await?;
-        }
-        Command::Demo => crate::demo::run(out).await?,
-        Command::Completions { shell } => {
-            let mut command = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut command, "sotto", &mut std::io::stdout());
+        Command::Team(_)
+        | Command::Join { .. }
+        | Command::Listen
+        | Command::Daemon
+        | Command::Chat { .. }
+        | Command::Demo
+        | Command::Completions { .. } => {
+            return Err(UsageError("this command does not work on an open profile".into()).into());
         }
     }
+    Ok(())
+}
+
+async fn sync(app: &mut App, ctx: &mut Ctx) -> anyhow::Result<()> {
+    let out = ctx.out.clone();
+    // A new device's first sync may bring its history in parts.
+    let bar = indicatif::ProgressBar::hidden();
+    if out.is_std() {
+        let shown = bar.clone();
+        app.client().set_history_progress(move |part, of, _| {
+            if shown.is_hidden() {
+                shown.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                shown.set_length(u64::from(of));
+                if let Ok(style) =
+                    indicatif::ProgressStyle::with_template("{msg} [{bar:30}] part {pos}/{len}")
+                {
+                    shown.set_style(style);
+                }
+                shown.set_message("history from your other device");
+            }
+            shown.set_position(u64::from(part));
+        });
+    }
+    let report = app.sync().await;
+    bar.finish_and_clear();
+    let report = report?;
+    let periods = app.client().engine().token_key_warnings()?;
+    if !periods.is_empty() {
+        out.err(format_args!(
+            "sotto: warning: the relay showed members different access-token keys for {} period(s); \
+             it may be telling members apart. Tell your admin.",
+            periods.len()
+        ));
+    }
+    for message in &report.messages {
+        out.message(message);
+    }
+    if let Some((index, total)) = report.history_parts {
+        out.err(format_args!(
+            "history from your other device: part {index} of {total} ({} messages) — `sotto history HANDLE` shows it",
+            report.history_messages
+        ));
+    }
+    if report.link_requests > 0 {
+        out.err(
+            "a new device asks to be linked to you: `sotto devices --pending` shows its code; approve with `sotto device approve CODE` only if it is the code on your new device's screen",
+        );
+    }
+    for notice in app.take_notices()? {
+        out.err(format_args!("sotto: notice: {notice}"));
+    }
+    if let Some(code) = app.awaiting_approval() {
+        out.err(format_args!(
+            "this device waits for approval: on one of your devices run `sotto device approve {code}`"
+        ));
+    }
+    if !out.json && report.messages.is_empty() {
+        out.err("no new messages");
+    }
+    ctx.synced = true;
+    ctx.received.extend(report.messages);
     Ok(())
 }
 
@@ -365,30 +609,29 @@ fn day(secs: u64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
-async fn device(home: &Path, command: DeviceCommand, out: Output) -> anyhow::Result<()> {
-    let mut app = open(home).await?;
+async fn device(app: &mut App, command: DeviceCommand, out: &Output) -> anyhow::Result<()> {
     match command {
         DeviceCommand::Add => {
             let link = app.device_add().await?;
             if out.json {
-                line(
+                out.line(
                     json!({"code": link.code, "relay_access": link.relay_access, "expires_at": link.expires_at}),
                 );
             } else {
-                line(&link.code);
+                out.line(&link.code);
             }
             if let Some(qr) = qr(&link.code) {
-                eprintln!("{qr}");
+                out.err(qr);
             }
             if link.relay_access {
-                eprintln!(
+                out.err(
                     "On the new device run: sotto join LINK_CODE — it then shows a confirmation code; type it here with `sotto device approve CODE`. The code works for an hour."
                 );
             } else {
-                eprintln!(
+                out.err(format_args!(
                     "Your relay does not let members register devices themselves: ask your admin for `sotto invite {} --device`, then on the new device run: sotto join ADMIN_CODE --link LINK_CODE",
                     app.handle()
-                );
+                ));
             }
         }
         DeviceCommand::Approve { confirm, history } => {
@@ -428,7 +671,8 @@ async fn device(home: &Path, command: DeviceCommand, out: Output) -> anyhow::Res
     Ok(())
 }
 
-async fn group(home: &Path, command: GroupCommand, out: Output) -> anyhow::Result<()> {
+async fn group(app: &mut App, command: GroupCommand, ctx: &mut Ctx) -> anyhow::Result<()> {
+    let out = ctx.out.clone();
     let show = |info: &sotto_core::GroupInfo, what: &str| {
         out.result(
             format!(
@@ -463,27 +707,23 @@ async fn group(home: &Path, command: GroupCommand, out: Output) -> anyhow::Resul
                 messages: rotate_messages.max(1),
                 secs: parse_duration(&rotate_after)?.max(1),
             };
-            let mut app = open(home).await?;
             let info = app.group_create(&name, &handles, rotation).await?;
             show(&info, "created");
         }
         GroupCommand::Add { name, handles } => {
-            let mut app = open(home).await?;
             let info = app.group_add(&name, &handles).await?;
             show(&info, "updated");
         }
         GroupCommand::Remove { name, handles } => {
-            let mut app = open(home).await?;
             let info = app.group_remove(&name, &handles).await?;
             show(&info, "updated");
         }
         GroupCommand::Leave { name } => {
-            let mut app = open(home).await?;
             let info = app.group_leave(&name).await?;
             show(&info, "left");
         }
         GroupCommand::Send { name, text } => {
-            let mut app = open(home).await?;
+            let text = ctx.message_text(text)?;
             let sent = app.group_send(&name, &text).await?;
             let status = if sent.delivered { "sent" } else { "queued" };
             out.result(
@@ -498,16 +738,14 @@ async fn group(home: &Path, command: GroupCommand, out: Output) -> anyhow::Resul
             );
         }
         GroupCommand::History { name } => {
-            let app = open(home).await?;
             for message in app.group_history(&name)? {
                 out.message(&message);
             }
         }
         GroupCommand::List => {
-            let app = open(home).await?;
             let groups = app.groups();
             if groups.is_empty() && !out.json {
-                eprintln!("no groups yet; `sotto group create NAME HANDLE...` makes one");
+                out.err("no groups yet; `sotto group create NAME HANDLE...` makes one");
             }
             for info in &groups {
                 show(info, "group");
@@ -519,21 +757,21 @@ async fn group(home: &Path, command: GroupCommand, out: Output) -> anyhow::Resul
 
 /// `sotto verify HANDLE --sas`: shows the emoji and numbers, asks the
 /// person whether they match the other device, and reports the outcome.
-async fn verify_sas(app: &mut App, handle: &str, timeout: u64, out: Output) -> anyhow::Result<()> {
+async fn verify_sas(app: &mut App, handle: &str, timeout: u64, out: &Output) -> anyhow::Result<()> {
     use sotto_core::SasOutcome;
-    eprintln!(
+    out.err(format_args!(
         "Waiting for {handle} (they run `sotto verify {} --sas` now)...",
         app.handle()
-    );
+    ));
     let outcome = app
         .verify_sas(handle, std::time::Duration::from_secs(timeout), |code| {
             if out.json {
                 let emoji: Vec<&str> = code.emoji.iter().map(|(_, name)| *name).collect();
-                line(json!({"handle": handle, "sas_emoji": emoji, "sas_decimals": [code.decimals.0, code.decimals.1, code.decimals.2]}));
+                out.line(json!({"handle": handle, "sas_emoji": emoji, "sas_decimals": [code.decimals.0, code.decimals.1, code.decimals.2]}));
             } else {
-                line(format_args!("Compare with {handle}'s screen:\n{code}"));
+                out.line(format_args!("Compare with {handle}'s screen:\n{code}"));
             }
-            eprint!("Do they match exactly? [y/N] ");
+            out.err_raw("Do they match exactly? [y/N] ");
             let mut answer = String::new();
             std::io::stdin().read_line(&mut answer).is_ok() && answer.trim().eq_ignore_ascii_case("y")
         })
@@ -557,30 +795,6 @@ async fn verify_sas(app: &mut App, handle: &str, timeout: u64, out: Output) -> a
         }
     }
     Ok(())
-}
-
-/// `sotto listen`: prints messages as they arrive; on network errors it
-/// reconnects with exponential backoff (1 s up to 30 s) until Ctrl-C.
-async fn listen(home: &Path, out: Output) -> anyhow::Result<()> {
-    let mut app = open(home).await?;
-    let mut backoff = 1u64;
-    loop {
-        let stop = async {
-            let _ = tokio::signal::ctrl_c().await;
-        };
-        match app.listen(|message| out.message(message), stop).await {
-            Ok(()) => return Ok(()),
-            Err(error) if error.is_network() => {
-                eprintln!("sotto: {error}; reconnecting in {backoff}s");
-                tokio::select! {
-                    _ = tokio::time::sleep(std::time::Duration::from_secs(backoff)) => {}
-                    _ = tokio::signal::ctrl_c() => return Ok(()),
-                }
-                backoff = (backoff * 2).min(30);
-            }
-            Err(error) => return Err(error.into()),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -5,18 +5,18 @@
 use serde_json::json;
 use sotto_core::{App, KeySource, RelayTarget, system_clock};
 
-use crate::output::{Output, line};
+use crate::output::Output;
 
 /// The demo's narration is its result, so it goes to stdout (in human
 /// mode; `--json` prints only JSON objects).
-fn say(out: Output, text: &str) {
+fn say(out: &Output, text: &str) {
     if !out.json {
-        line(text);
+        out.line(text);
     }
 }
 
 /// Runs the demo and cleans up.
-pub(crate) async fn run(out: Output) -> anyhow::Result<()> {
+pub(crate) async fn run(out: &Output) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let config = sotto_relay::Config {
         listen: "127.0.0.1:0".parse()?,
@@ -118,11 +118,11 @@ pub(crate) async fn run(out: Output) -> anyhow::Result<()> {
     let counts = server.relay().storage().audit_scan()?;
     for mailbox in &counts.mailboxes {
         if out.json {
-            line(
+            out.line(
                 json!({"relay_mailbox": hex::encode(mailbox.prefix), "blobs": mailbox.blobs, "bytes": mailbox.bytes}),
             );
         } else {
-            line(format_args!(
+            out.line(format_args!(
                 "  mailbox {}…  {} blob(s), {} bytes",
                 hex::encode(mailbox.prefix),
                 mailbox.blobs,
@@ -150,7 +150,7 @@ pub(crate) async fn run(out: Output) -> anyhow::Result<()> {
                     .as_ref()
                     .map(|g| format!(" in #{g}"))
                     .unwrap_or_default();
-                line(format_args!(
+                out.line(format_args!(
                     "  {name:>5} got from {:<5}{group}  \"{}\"",
                     message.from, message.text
                 ));
@@ -189,7 +189,7 @@ pub(crate) async fn run(out: Output) -> anyhow::Result<()> {
             if out.json {
                 out.message(message);
             } else {
-                line(format_args!(
+                out.line(format_args!(
                     "  alice's {name:<6} got from {:<5}  \"{}\"",
                     message.from, message.text
                 ));

@@ -54,7 +54,71 @@ pub(crate) fn exit_code(error: &anyhow::Error) -> u8 {
     if error.downcast_ref::<UsageError>().is_some() {
         return USAGE;
     }
+    if let Some(Exited(code)) = error.downcast_ref::<Exited>() {
+        return *code;
+    }
+    if let Some(owned) = error.downcast_ref::<OwnedError>() {
+        return match owned {
+            OwnedError::Interactive | OwnedError::AlreadyOwned { .. } => REFUSED,
+            _ => LOCAL,
+        };
+    }
     1
+}
+
+/// A command the profile's owner ran for this process ended with this exit
+/// code; its message is printed already.
+#[derive(Debug, thiserror::Error)]
+#[error("exit code {0}")]
+pub(crate) struct Exited(pub(crate) u8);
+
+/// Something else holds the profile, or its files are not private.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum OwnedError {
+    /// Another sotto process is running a command on this profile and did
+    /// not finish in time.
+    #[error(
+        "the profile in {home} is busy: {holder} is using it; wait for it to finish (or stop it) and try again"
+    )]
+    Busy { home: String, holder: String },
+    /// A long-running owner already serves this profile.
+    #[error(
+        "the profile in {home} is already owned by {holder}; other commands run through it — stop it first to start another owner"
+    )]
+    AlreadyOwned { home: String, holder: String },
+    /// The store database is locked by a process that does not take part
+    /// in the owner protocol (an older sotto, a backup tool).
+    #[error(
+        "the profile in {home} is open in another program (its database is locked); close that program, or stop the other sotto process, and try again"
+    )]
+    DatabaseLocked { home: String },
+    /// A directory or the socket is readable or writable by others.
+    #[error(
+        "{path} is accessible by other users (mode {mode:03o}); the control socket lets whoever reaches it use your identity — run `chmod {want:o} {path}` and try again"
+    )]
+    Permissions { path: String, mode: u32, want: u32 },
+    /// The owner's control socket failed.
+    #[error("the profile's owner ({holder}) did not answer on its control socket: {reason}")]
+    Socket { holder: String, reason: String },
+    /// `verify --sas` needs this terminal.
+    #[error(
+        "`verify --sas` is interactive and cannot run through the profile's owner; stop the owner (`sotto daemon` or `sotto listen`) and run it again"
+    )]
+    Interactive,
+}
+
+/// Whether `error` is the store database's lock held by another process
+/// (sled reports `WouldBlock` when it cannot take its file lock).
+pub(crate) fn is_database_lock(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::WouldBlock
+        {
+            return true;
+        }
+        let text = cause.to_string();
+        text.contains("could not acquire lock") || text.contains("WouldBlock")
+    })
 }
 
 /// A usage problem found after parsing (a bad duration, a bad fingerprint).

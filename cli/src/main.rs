@@ -12,6 +12,7 @@ mod commands;
 mod demo;
 mod errors;
 mod output;
+mod owner;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -92,17 +93,26 @@ pub(crate) enum Command {
     /// List the team's members.
     Members,
     /// Send a message to a member (queued locally first; nothing is lost if
-    /// the relay is down — `sotto sync` retries).
+    /// the relay is down — `sotto sync` retries). The message is read from
+    /// stdin, so it stays out of shell history: `echo hi | sotto send bob`.
     Send {
         /// The recipient's handle.
         handle: String,
-        /// The message.
-        text: String,
+        /// The message; without it (or with `-`) it is read from stdin,
+        /// which keeps it out of shell history and `ps`.
+        text: Option<String>,
     },
     /// Fetch everything pending, print new messages, and send what is queued.
     Sync,
-    /// Stay connected and print messages as they arrive (reconnects by itself).
+    /// Stay connected and print messages as they arrive (reconnects by
+    /// itself). While it runs it owns the profile: other `sotto` commands
+    /// on this home run through it (see `sotto daemon`).
     Listen,
+    /// Own the profile headless: stay connected to the relay and serve
+    /// <home>/control.sock, through which every other `sotto` command on
+    /// this home runs, and bots talk JSON-RPC (docs/CLIENT_API.md). Stops
+    /// cleanly on SIGTERM or Ctrl-C.
+    Daemon,
     /// Show the local history with one member.
     History {
         /// The member's handle.
@@ -187,12 +197,13 @@ pub(crate) enum GroupCommand {
         /// The group's name (or the start of its ID).
         name: String,
     },
-    /// Send a message to a group (queued locally first, like `send`).
+    /// Send a message to a group (queued locally first, like `send`; the
+    /// message is read from stdin without TEXT).
     Send {
         /// The group's name (or the start of its ID).
         name: String,
-        /// The message.
-        text: String,
+        /// The message; without it (or with `-`) it is read from stdin.
+        text: Option<String>,
     },
     /// Show a group's local history.
     History {
@@ -268,8 +279,15 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(commands::run(cli)) {
+    let result = runtime.block_on(commands::run(cli));
+    // Background tasks (an owner's socket server) end with the runtime.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The owner ran the command and printed its message already.
+        Err(error) if error.downcast_ref::<errors::Exited>().is_some() => {
+            ExitCode::from(errors::exit_code(&error))
+        }
         Err(error) => {
             eprintln!("sotto: {}", errors::describe(&error));
             ExitCode::from(errors::exit_code(&error))

@@ -1,30 +1,110 @@
 //! Printing results: human text or one JSON object per line.
+//!
+//! Commands print through an [`Output`], never to the process's stdout and
+//! stderr directly: a command run by the profile's owner for another
+//! `sotto` process (`cli.run` on the control socket) writes into buffers
+//! that go back to that process, which prints them as its own.
 
 use std::io::Write;
+use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 use sotto_core::{Message, Status};
 
-/// How results are printed.
-#[derive(Clone, Copy)]
+/// Where a command's output goes.
+#[derive(Clone)]
+enum Sink {
+    /// This process's stdout and stderr.
+    Std,
+    /// Buffers, for a command run on behalf of another process.
+    Buffer(Arc<Mutex<Captured>>),
+}
+
+/// What a command run into buffers printed.
+#[derive(Default)]
+pub(crate) struct Captured {
+    pub(crate) stdout: Vec<u8>,
+    pub(crate) stderr: Vec<u8>,
+}
+
+/// How results are printed, and where.
+#[derive(Clone)]
 pub(crate) struct Output {
     pub(crate) json: bool,
+    sink: Sink,
+}
+
+/// A message as the CLI prints it with `--json`, and as the control
+/// protocol carries it: `id`, `from`, `to` (for my messages, else null),
+/// `group` (null for 1:1), `text`, `sent_at`, `status`, `outgoing`.
+pub(crate) fn message_json(message: &Message) -> serde_json::Value {
+    json!({
+        "id": message.id,
+        "from": message.from,
+        "to": if message.from_me { Some(&message.peer) } else { None },
+        "group": message.group,
+        "text": message.text,
+        "sent_at": message.sent_at,
+        "status": message.status,
+        "outgoing": message.from_me,
+    })
+}
+
+/// The message [`message_json`] printed, read back (to print a
+/// notification from the owner as the CLI would).
+pub(crate) fn message_from_json(value: &serde_json::Value) -> Option<Message> {
+    let text = |key: &str| value.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+    let from = text("from")?;
+    let from_me = value.get("outgoing")?.as_bool()?;
+    let peer = if from_me {
+        text("to").unwrap_or_default()
+    } else {
+        from.clone()
+    };
+    Some(Message {
+        id: text("id")?,
+        peer,
+        from,
+        from_me,
+        text: text("text")?,
+        sent_at: value.get("sent_at")?.as_u64()?,
+        status: serde_json::from_value(value.get("status")?.clone()).ok()?,
+        group: text("group"),
+    })
 }
 
 impl Output {
+    /// Prints to this process's stdout and stderr.
+    pub(crate) fn std(json: bool) -> Self {
+        Self {
+            json,
+            sink: Sink::Std,
+        }
+    }
+
+    /// Prints into buffers, returned with it.
+    pub(crate) fn buffered(json: bool) -> (Self, Arc<Mutex<Captured>>) {
+        let captured = Arc::new(Mutex::new(Captured::default()));
+        (
+            Self {
+                json,
+                sink: Sink::Buffer(captured.clone()),
+            },
+            captured,
+        )
+    }
+
+    /// Whether this prints to the process's own terminal streams (progress
+    /// bars and prompts only make sense then).
+    pub(crate) fn is_std(&self) -> bool {
+        matches!(self.sink, Sink::Std)
+    }
+
     /// A message as scripts and people read it. JSON carries at least `id`,
     /// `from`, `group` (null for 1:1), `text`, `sent_at` (DESIGN §10).
     pub(crate) fn message(&self, message: &Message) {
         if self.json {
-            line(json!({
-                "id": message.id,
-                "from": message.from,
-                "to": if message.from_me { Some(&message.peer) } else { None },
-                "group": message.group,
-                "text": message.text,
-                "sent_at": message.sent_at,
-                "status": message.status,
-            }));
+            self.line(message_json(message));
         } else {
             let arrow = match (&message.group, message.from_me) {
                 (Some(group), true) => format!("#{group} me"),
@@ -45,16 +125,59 @@ impl Output {
                 ),
                 _ => message.text.clone(),
             };
-            line(format_args!("[{}] {arrow}: {text}", clock(message.sent_at)));
+            self.line(format_args!("[{}] {arrow}: {text}", clock(message.sent_at)));
         }
     }
 
     /// A result with one human line and one JSON object.
     pub(crate) fn result(&self, human: impl std::fmt::Display, json: serde_json::Value) {
         if self.json {
-            line(&json);
+            self.line(&json);
         } else {
-            line(&human);
+            self.line(&human);
+        }
+    }
+
+    /// Writes one line to stdout. When this process's stdout is closed
+    /// (`sotto sync | head`) the command ends quietly, as Unix tools do,
+    /// instead of panicking.
+    pub(crate) fn line(&self, text: impl std::fmt::Display) {
+        match &self.sink {
+            Sink::Std => {
+                let mut stdout = std::io::stdout().lock();
+                if writeln!(stdout, "{text}")
+                    .and_then(|()| stdout.flush())
+                    .is_err()
+                {
+                    std::process::exit(0);
+                }
+            }
+            Sink::Buffer(captured) => {
+                if let Ok(mut captured) = captured.lock() {
+                    let _ = writeln!(captured.stdout, "{text}");
+                }
+            }
+        }
+    }
+
+    /// Writes one line to stderr (hints, QR codes, notices).
+    pub(crate) fn err(&self, text: impl std::fmt::Display) {
+        self.err_raw(format_args!("{text}\n"));
+    }
+
+    /// Writes to stderr without a newline (a prompt).
+    pub(crate) fn err_raw(&self, text: impl std::fmt::Display) {
+        match &self.sink {
+            Sink::Std => {
+                let mut stderr = std::io::stderr().lock();
+                let _ = write!(stderr, "{text}");
+                let _ = stderr.flush();
+            }
+            Sink::Buffer(captured) => {
+                if let Ok(mut captured) = captured.lock() {
+                    let _ = write!(captured.stderr, "{text}");
+                }
+            }
         }
     }
 }
@@ -73,16 +196,4 @@ pub(crate) fn qr(text: &str) -> Option<String> {
             .quiet_zone(true)
             .build(),
     )
-}
-
-/// Writes one line to stdout. When stdout is closed (`sotto sync | head`)
-/// the command ends quietly, as Unix tools do, instead of panicking.
-pub(crate) fn line(text: impl std::fmt::Display) {
-    let mut stdout = std::io::stdout().lock();
-    if writeln!(stdout, "{text}")
-        .and_then(|()| stdout.flush())
-        .is_err()
-    {
-        std::process::exit(0);
-    }
 }

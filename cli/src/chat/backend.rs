@@ -15,14 +15,9 @@ use tokio::sync::broadcast;
 
 use super::state::{ChatMessage, Kind};
 
-/// A notification, as a subscribed socket client receives it.
-#[derive(Clone, Debug)]
-pub(crate) struct Event {
-    /// `message`, `status`, `connection`, `notice`.
-    pub(crate) method: String,
-    /// Its params.
-    pub(crate) params: Value,
-}
+/// A notification (`message`, `status`, `connection`), as a subscribed
+/// socket client receives it.
+pub(crate) use crate::owner::Notification as Event;
 
 /// A failed call: the CLI's exit code and a sentence for the user.
 #[derive(Clone, Debug)]
@@ -65,6 +60,21 @@ pub(crate) async fn run_command<B: ChatBackend>(backend: &B, args: Vec<String>) 
             (ok, readable(&text))
         }
         Err(error) => (false, error.message),
+    }
+}
+
+impl ChatBackend for crate::owner::OwnerHandle {
+    async fn call(&self, method: &str, params: Value) -> Result<Value, CallError> {
+        crate::owner::OwnerHandle::call(self, method, params)
+            .await
+            .map_err(|error| CallError {
+                code: error.code,
+                message: error.message,
+            })
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Event> {
+        crate::owner::OwnerHandle::subscribe(self)
     }
 }
 

@@ -27,7 +27,7 @@ use crossterm::event::{Event as TermEvent, KeyEvent};
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
-pub(crate) use backend::{CallError, ChatBackend, Event};
+use backend::{CallError, ChatBackend, Event};
 use state::{Chat, ChatMessage, Kind, Request};
 
 /// How the chat tells about new messages.
@@ -44,7 +44,7 @@ pub(crate) struct Options {
 /// A request's outcome, back from the worker.
 #[derive(Debug)]
 enum Done {
-    Directory(Result<(Vec<String>, Vec<String>), String>),
+    Directory(Result<(Vec<String>, Vec<String>), CallError>),
     History(Kind, Result<Vec<ChatMessage>, String>),
     Sent {
         to: Kind,
@@ -144,10 +144,21 @@ impl Driver {
     fn finished(&mut self, done: Done) {
         self.in_flight = self.in_flight.saturating_sub(1);
         match done {
-            Done::Directory(Ok((members, groups))) => self.chat.set_directory(&members, &groups),
-            Done::Directory(Err(error)) => self
-                .chat
-                .say(format!("could not list the members and groups: {error}")),
+            Done::Directory(Ok((members, groups))) => {
+                self.chat.set_directory(&members, &groups);
+                // The member list comes from the relay: it is reachable,
+                // unless the owner has said otherwise since.
+                if self.chat.online.is_none() {
+                    self.chat.on_connection(true);
+                }
+            }
+            Done::Directory(Err(error)) => {
+                if error.code == i64::from(crate::errors::NETWORK) {
+                    self.chat.on_connection(false);
+                }
+                self.chat
+                    .say(format!("could not list the members and groups: {error}"));
+            }
             Done::History(kind, Ok(messages)) => self.chat.on_history(kind, messages),
             Done::History(kind, Err(error)) => self.chat.say(format!(
                 "could not load the history with {}: {error}",
@@ -298,7 +309,7 @@ async fn worker<B: ChatBackend>(
                         backend::parse_members(&members),
                         backend::parse_groups(&groups),
                     )),
-                    (Err(error), _) | (_, Err(error)) => Err(error.message),
+                    (Err(error), _) | (_, Err(error)) => Err(error),
                 })
             }
             Request::History(kind) => {
@@ -356,23 +367,26 @@ async fn worker<B: ChatBackend>(
     }
 }
 
-/// Runs the chat on this terminal with `backend` until the user quits.
-pub(crate) async fn run_on_terminal<B: ChatBackend>(
-    backend: B,
-    options: Options,
-) -> anyhow::Result<()> {
-    use crossterm::event::{
-        DisableBracketedPaste, DisableFocusChange, EnableBracketedPaste, EnableFocusChange,
-    };
-    if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-        anyhow::bail!(
-            "`sotto chat` needs a terminal; scripts use the other commands or `sotto daemon`"
-        );
+/// Puts the terminal back (cooked mode, main screen, no paste or focus
+/// reports) however the chat ends, early return or panic included.
+struct TerminalGuard;
+
+impl Drop for TerminalGuard {
+    fn drop(&mut self) {
+        use crossterm::event::{DisableBracketedPaste, DisableFocusChange};
+        let _ = crossterm::execute!(std::io::stdout(), DisableBracketedPaste, DisableFocusChange);
+        ratatui::restore();
     }
+}
+
+/// Runs the chat on this terminal with `backend` until the user quits.
+async fn run_on_terminal<B: ChatBackend>(backend: B, options: Options) -> anyhow::Result<()> {
+    use crossterm::event::{EnableBracketedPaste, EnableFocusChange};
     let mut driver = Driver::start(backend, options)
         .await
         .map_err(|e| anyhow::anyhow!("{}", e.message))?;
     let mut terminal = ratatui::try_init().context("cannot set up the terminal")?;
+    let _guard = TerminalGuard;
     // Bracketed paste keeps a pasted line break from sending; focus
     // reports let `--bell` ring for the open conversation too when the
     // terminal is in the background. Both are plain escape sequences that
@@ -380,31 +394,31 @@ pub(crate) async fn run_on_terminal<B: ChatBackend>(
     let _ = crossterm::execute!(std::io::stdout(), EnableBracketedPaste, EnableFocusChange);
     let (keys, mut key_events) = mpsc::channel(64);
     let stop = Arc::new(AtomicBool::new(false));
-    let reader = {
+    let _reader = {
         let stop = stop.clone();
         std::thread::spawn(move || read_terminal(&keys, &stop))
     };
-    let result = async {
-        loop {
-            terminal.draw(|frame| ui::draw(frame, &driver.chat))?;
-            if !driver.alerts.is_empty() {
-                let mut stdout = std::io::stdout().lock();
-                for alert in driver.alerts.drain(..) {
-                    stdout.write_all(alert.as_bytes())?;
-                }
-                stdout.flush()?;
-            }
-            if driver.chat.quit || !driver.step(&mut key_events).await {
-                return anyhow::Ok(());
-            }
+    // The reader thread stops within a poll interval once this is dropped.
+    struct Stop(Arc<AtomicBool>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
         }
     }
-    .await;
-    stop.store(true, Ordering::Relaxed);
-    let _ = crossterm::execute!(std::io::stdout(), DisableBracketedPaste, DisableFocusChange);
-    ratatui::restore();
-    let _ = reader.join();
-    result
+    let _stop = Stop(stop);
+    loop {
+        terminal.draw(|frame| ui::draw(frame, &driver.chat))?;
+        if !driver.alerts.is_empty() {
+            let mut stdout = std::io::stdout().lock();
+            for alert in driver.alerts.drain(..) {
+                stdout.write_all(alert.as_bytes())?;
+            }
+            stdout.flush()?;
+        }
+        if driver.chat.quit || !driver.step(&mut key_events).await {
+            return Ok(());
+        }
+    }
 }
 
 /// Reads terminal events on a thread of its own (crossterm's reads
@@ -427,10 +441,47 @@ fn read_terminal(keys: &mpsc::Sender<TermEvent>, stop: &AtomicBool) {
     }
 }
 
-/// `sotto chat` on the profile at `home`.
-pub(crate) async fn run(home: &Path, app: sotto_core::App, options: Options) -> anyhow::Result<()> {
-    let _ = (home, app, options);
-    anyhow::bail!("not yet")
+/// SIGTERM or SIGHUP (the SSH session went away).
+async fn hung_up() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = hup.recv() => {}
+    }
+}
+
+/// `sotto chat` on the profile at `home`: owns the profile for as long as
+/// it runs (other `sotto` commands go through it), or, when a `sotto
+/// daemon` already owns it, is a client of that daemon.
+pub(crate) async fn run(home: &Path, options: Options) -> anyhow::Result<()> {
+    if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        anyhow::bail!(
+            "`sotto chat` needs a terminal; scripts use the other commands, or `sotto daemon` and its control socket"
+        );
+    }
+    match crate::owner::attach(home, "chat").await? {
+        crate::owner::Attached::Owned(handle, mut owner) => {
+            let result = tokio::select! {
+                result = run_on_terminal(handle, options) => result,
+                // This device was removed, or the store broke: the
+                // terminal is restored and the reason printed.
+                failed = owner.failed() => failed,
+                () = hung_up() => Ok(()),
+            };
+            let stopped = owner.shutdown().await;
+            result.and(stopped)
+        }
+        crate::owner::Attached::Remote(handle) => tokio::select! {
+            result = run_on_terminal(handle, options) => result,
+            () = hung_up() => Ok(()),
+        },
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,225 @@
+//! The control protocol's methods, run by the owner's task against its App
+//! (docs/CLIENT_API.md lists them with their params and results).
+
+use serde_json::{Value, json};
+use sotto_core::App;
+
+use super::RpcError;
+use crate::output::message_json;
+
+/// What a call left for the owner to pass on.
+#[derive(Default)]
+pub(super) struct Effects {
+    /// 1:1 messages sent: (hex ID, recipient, status), to follow their
+    /// status.
+    pub(super) sent: Vec<(String, String, sotto_core::Status)>,
+    /// Whether receipts may have come in (a sync ran).
+    pub(super) synced: bool,
+    /// New messages a sync brought in, for subscribers.
+    pub(super) received: Vec<sotto_core::Message>,
+}
+
+fn invalid(message: impl Into<String>) -> RpcError {
+    RpcError::new(RpcError::INVALID_PARAMS, message)
+}
+
+/// A required string param.
+fn text(params: &Value, name: &str) -> Result<String, RpcError> {
+    match params.get(name) {
+        Some(Value::String(value)) if !value.is_empty() => Ok(value.clone()),
+        Some(Value::String(_)) => Err(invalid(format!("\"{name}\" must not be empty"))),
+        Some(_) => Err(invalid(format!("\"{name}\" must be a string"))),
+        None => Err(invalid(format!("missing param \"{name}\""))),
+    }
+}
+
+/// An optional string param.
+fn optional_text(params: &Value, name: &str) -> Result<Option<String>, RpcError> {
+    match params.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(_) => text(params, name).map(Some),
+    }
+}
+
+fn status_of(delivered: bool) -> sotto_core::Status {
+    if delivered {
+        sotto_core::Status::Sent
+    } else {
+        sotto_core::Status::Queued
+    }
+}
+
+fn failed(error: impl Into<anyhow::Error>) -> RpcError {
+    RpcError::from_error(&error.into())
+}
+
+/// The methods a socket client may call (besides `subscribe`, which the
+/// socket server answers itself).
+pub(crate) const METHODS: &[&str] = &[
+    "send",
+    "group.send",
+    "sync",
+    "history",
+    "members",
+    "groups",
+    "whoami",
+    "subscribe",
+    "cli.run",
+];
+
+/// Runs `method`.
+pub(super) async fn call(
+    app: &mut App,
+    method: &str,
+    params: Value,
+    effects: &mut Effects,
+) -> Result<Value, RpcError> {
+    let params = match params {
+        Value::Null => json!({}),
+        Value::Object(_) => params,
+        _ => return Err(invalid("params must be an object")),
+    };
+    match method {
+        "send" => {
+            let to = text(&params, "to")?;
+            let body = text(&params, "text")?;
+            let sent = app.send(&to, &body).await.map_err(failed)?;
+            let id = hex::encode(sent.id);
+            effects
+                .sent
+                .push((id.clone(), to.clone(), status_of(sent.delivered)));
+            Ok(json!({
+                "id": id,
+                "to": to,
+                "status": if sent.delivered { "sent" } else { "queued" },
+            }))
+        }
+        "group.send" => {
+            let group = text(&params, "group")?;
+            let body = text(&params, "text")?;
+            let sent = app.group_send(&group, &body).await.map_err(failed)?;
+            Ok(json!({
+                "id": hex::encode(sent.id),
+                "group": group,
+                "status": if sent.delivered { "sent" } else { "queued" },
+            }))
+        }
+        "sync" => {
+            effects.synced = true;
+            let report = app.sync().await.map_err(failed)?;
+            let notices = app.take_notices().map_err(failed)?;
+            let messages: Vec<Value> = report.messages.iter().map(message_json).collect();
+            effects.received.extend(report.messages);
+            Ok(json!({
+                "messages": messages,
+                "notices": notices,
+                "link_requests": report.link_requests,
+                "awaiting_approval": app.awaiting_approval(),
+            }))
+        }
+        "history" => {
+            let limit = match params.get("limit") {
+                None | Some(Value::Null) => None,
+                Some(value) => Some(
+                    value
+                        .as_u64()
+                        .ok_or_else(|| invalid("\"limit\" must be a non-negative integer"))?,
+                ),
+            };
+            let with = optional_text(&params, "with")?;
+            let group = optional_text(&params, "group")?;
+            let messages = match (with, group) {
+                (Some(handle), None) => app.history(&handle).map_err(failed)?,
+                (None, Some(group)) => app.group_history(&group).map_err(failed)?,
+                _ => return Err(invalid("give exactly one of \"with\" and \"group\"")),
+            };
+            let skip = limit.map_or(0, |limit| {
+                messages
+                    .len()
+                    .saturating_sub(usize::try_from(limit).unwrap_or(usize::MAX))
+            });
+            let messages: Vec<Value> = messages[skip..].iter().map(message_json).collect();
+            Ok(json!({ "messages": messages }))
+        }
+        "members" => {
+            let handles = app.members().await.map_err(failed)?;
+            let me = app.handle().to_owned();
+            let members: Vec<Value> = handles
+                .iter()
+                .map(|handle| {
+                    let me = *handle == me;
+                    json!({
+                        "handle": handle,
+                        "me": me,
+                        "verified": !me && app.is_verified(handle).unwrap_or(false),
+                    })
+                })
+                .collect();
+            Ok(json!({ "members": members }))
+        }
+        "groups" => {
+            let groups: Vec<Value> = app
+                .groups()
+                .iter()
+                .map(|info| {
+                    json!({
+                        "name": info.name,
+                        "id": info.id,
+                        "members": info.members,
+                        "admins": info.admins,
+                        "generation": info.generation,
+                        "active": info.active,
+                    })
+                })
+                .collect();
+            Ok(json!({ "groups": groups }))
+        }
+        "whoami" => {
+            let device = app
+                .devices(false)
+                .ok()
+                .and_then(|devices| devices.into_iter().find(|d| d.this))
+                .map(|d| d.id);
+            Ok(json!({
+                "handle": app.handle(),
+                "team": app.team_name(),
+                "admin": app.is_admin(),
+                "device": device,
+            }))
+        }
+        "subscribe" => Ok(json!({})),
+        "cli.run" => {
+            let argv = match params.get("argv") {
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .map(|item| item.as_str().map(str::to_owned))
+                    .collect::<Option<Vec<String>>>()
+                    .ok_or_else(|| invalid("\"argv\" must be an array of strings"))?,
+                Some(_) => return Err(invalid("\"argv\" must be an array of strings")),
+                None => return Err(invalid("missing param \"argv\"")),
+            };
+            let stdin = match params.get("stdin") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(text)) => Some(text.clone()),
+                Some(_) => return Err(invalid("\"stdin\" must be a string")),
+            };
+            let (stdout, stderr, code, ctx) =
+                crate::commands::run_captured(app, &argv, stdin).await;
+            effects.synced = ctx.synced;
+            effects.sent.extend(ctx.sent);
+            effects.received.extend(ctx.received);
+            Ok(json!({
+                "stdout": String::from_utf8_lossy(&stdout),
+                "stderr": String::from_utf8_lossy(&stderr),
+                "exit_code": code,
+            }))
+        }
+        other => Err(RpcError::new(
+            RpcError::NO_METHOD,
+            format!(
+                "no method \"{other}\"; the methods are {}",
+                METHODS.join(", ")
+            ),
+        )),
+    }
+}
