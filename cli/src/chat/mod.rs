@@ -164,7 +164,12 @@ impl Driver {
                 "could not load the history with {}: {error}",
                 kind.label()
             )),
-            Done::Sent { to, local, result } => self.chat.on_sent(&to, local, result),
+            Done::Sent { to, local, result } => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                self.chat.on_sent(&to, local, now, result);
+            }
             Done::Output(text) => self.chat.say(text),
         }
     }

@@ -602,11 +602,13 @@ impl Chat {
         conversation.loaded = true;
     }
 
-    /// The owner took message `local` and gave it `id` (or failed).
+    /// The owner took message `local` at `now` (unix milliseconds) and
+    /// gave it `id` (or failed).
     pub(crate) fn on_sent(
         &mut self,
         kind: &Kind,
         local: u64,
+        now: u64,
         result: Result<(String, bool), String>,
     ) {
         let index = self.conversation(kind);
@@ -629,6 +631,7 @@ impl Chat {
                     conversation.entries.remove(position);
                 } else if let Entry::Message(m) = &mut conversation.entries[position] {
                     m.id = id;
+                    m.sent_at = now;
                     m.status = if delivered {
                         Status::Sent
                     } else {
@@ -811,7 +814,12 @@ mod tests {
             }]
         );
         assert!(chat.compose.text.is_empty());
-        chat.on_sent(&Kind::Contact("bob".into()), 1, Ok(("abcd".into(), true)));
+        chat.on_sent(
+            &Kind::Contact("bob".into()),
+            1,
+            60_000,
+            Ok(("abcd".into(), true)),
+        );
         chat.on_status("abcd", Status::Delivered);
         chat.on_status("abcd", Status::Read);
         chat.on_status("abcd", Status::Delivered);
@@ -831,6 +839,7 @@ mod tests {
         chat.on_sent(
             &Kind::Contact("bob".into()),
             1,
+            0,
             Err("bob is not a member".into()),
         );
         assert_eq!(chat.compose.text, "x");

@@ -146,11 +146,15 @@ fn draw_view(frame: &mut Frame, chat: &Chat, area: Rect) {
         match entry {
             Entry::Message(message) => message_lines(&mut lines, message, width),
             Entry::Notice(text) => {
-                for (n, paragraph) in text.split('\n').enumerate() {
+                // "-- " before the first line, the rest indented under it.
+                let body = width.saturating_sub(3).max(1);
+                let wrapped = text.split('\n').flat_map(|p| wrap(&clean(p), body));
+                for (n, line) in wrapped.enumerate() {
                     let lead = if n == 0 { "-- " } else { "   " };
-                    for line in wrap(&clean(&format!("{lead}{paragraph}")), width) {
-                        lines.push(Line::styled(line, Style::new().fg(Color::Yellow)));
-                    }
+                    lines.push(Line::styled(
+                        format!("{lead}{line}"),
+                        Style::new().fg(Color::Yellow),
+                    ));
                 }
             }
         }
