@@ -215,7 +215,7 @@ impl Compose {
 
     fn delete_word(&mut self) {
         let before = &self.text[..self.cursor];
-        let trimmed = before.trim_end_matches(|c: char| c == ' ');
+        let trimmed = before.trim_end_matches(' ');
         let start = trimmed
             .rfind(|c: char| c.is_whitespace())
             .map_or(0, |i| i + 1);
