@@ -203,6 +203,14 @@ impl Driver {
                     self.chat.on_connection(online);
                 }
             }
+            // Through a socket, the owner reports what this client missed.
+            "lagged" => self.missed(
+                event
+                    .params
+                    .get("missed")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0),
+            ),
             "notice" => {
                 let text = event
                     .params
@@ -214,6 +222,18 @@ impl Driver {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Too slow to keep up: what was missed is in the history, so the
+    /// open conversation is reloaded.
+    fn missed(&mut self, missed: u64) {
+        self.chat.say(format!(
+            "{missed} updates were missed; reloading this conversation"
+        ));
+        let kind = self.chat.current().kind.clone();
+        if kind != Kind::Console {
+            self.run(vec![Request::History(kind)]);
         }
     }
 
@@ -234,15 +254,7 @@ impl Driver {
             Some(done) = self.done.recv() => self.finished(done),
             event = self.events.recv() => match event {
                 Ok(event) => self.notified(event),
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    // Too slow to keep up: what was missed is in the
-                    // history, so reload the open conversation.
-                    self.chat.say(format!("{missed} updates were missed; reloading"));
-                    let kind = self.chat.current().kind.clone();
-                    if kind != Kind::Console {
-                        self.run(vec![Request::History(kind)]);
-                    }
-                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => self.missed(missed),
                 Err(broadcast::error::RecvError::Closed) => {
                     self.chat.say("the owner of this profile stopped");
                     self.chat.on_connection(false);
@@ -466,9 +478,10 @@ async fn hung_up() {
 /// daemon` already owns it, is a client of that daemon.
 pub(crate) async fn run(home: &Path, options: Options) -> anyhow::Result<()> {
     if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-        anyhow::bail!(
-            "`sotto chat` needs a terminal; scripts use the other commands, or `sotto daemon` and its control socket"
-        );
+        return Err(crate::errors::UsageError(
+            "`sotto chat` needs a terminal; scripts use the other commands, or `sotto daemon` and its control socket".into(),
+        )
+        .into());
     }
     match crate::owner::attach(home, "chat").await? {
         crate::owner::Attached::Owned(handle, mut owner) => {

@@ -396,3 +396,24 @@ async fn bell_rings_for_other_conversations_and_notifications_name_only_the_send
     assert!(sequence.contains("\x1b]9;New message from carol in #ops\x1b\\"));
     assert!(alert_sequence(Options::default(), "carol", &Kind::Console).is_none());
 }
+
+#[tokio::test]
+async fn missed_notifications_reload_the_open_conversation() {
+    let (mut driver, owner, mut terminal) = chat(Options::default()).await;
+    press(&mut driver, KeyCode::Down);
+    press(&mut driver, KeyCode::Enter);
+    driver.settle().await;
+    assert_eq!(owner.calls("history").len(), 1);
+    owner.notify("lagged", json!({"missed": 3}));
+    driver.settle().await;
+    assert_eq!(owner.calls("history"), vec![json!({"with": "bob"}); 2]);
+    let rows = screen(&mut terminal, &driver);
+    assert!(shows(&rows, "3 updates were missed"), "{}", rows.join("\n"));
+    // Reloading shows each message once.
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r.contains("hello from history"))
+            .count(),
+        1
+    );
+}

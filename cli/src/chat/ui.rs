@@ -112,7 +112,9 @@ fn draw_side(frame: &mut Frame, chat: &Chat, area: Rect) {
                 .title(" Conversations ")
                 .border_style(border(focused)),
         )
-        .highlight_symbol(if focused { "> " } else { "  " })
+        // "> " where the arrows are; "• " marks the open conversation
+        // while typing.
+        .highlight_symbol(if focused { "> " } else { "• " })
         .highlight_spacing(ratatui::widgets::HighlightSpacing::Always)
         .highlight_style(if focused {
             Style::new().add_modifier(Modifier::REVERSED)
