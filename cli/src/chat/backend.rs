@@ -199,6 +199,7 @@ pub(crate) mod fake {
         pub(crate) commands: Vec<Vec<String>>,
         pub(crate) histories: HashMap<String, Value>,
         pub(crate) refuse_sends: Option<String>,
+        pub(crate) relay_down: bool,
     }
 
     #[derive(Clone)]
@@ -240,6 +241,10 @@ pub(crate) mod fake {
             inner.calls.push((method.to_owned(), params.clone()));
             match method {
                 "whoami" => Ok(json!({"handle": "alice", "team": "acme", "admin": true})),
+                "members" if inner.relay_down => Err(CallError {
+                    code: 3,
+                    message: "cannot reach the relay".into(),
+                }),
                 "members" => Ok(json!({"members": [
                     {"handle": "alice", "verified": false},
                     {"handle": "bob", "verified": true},

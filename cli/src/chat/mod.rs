@@ -44,7 +44,12 @@ pub(crate) struct Options {
 /// A request's outcome, back from the worker.
 #[derive(Debug)]
 enum Done {
-    Directory(Result<(Vec<String>, Vec<String>), CallError>),
+    /// The members (from the relay) and the groups (local), each or why
+    /// not.
+    Directory(
+        Result<Vec<String>, CallError>,
+        Result<Vec<String>, CallError>,
+    ),
     History(Kind, Result<Vec<ChatMessage>, String>),
     Sent {
         to: Kind,
@@ -144,20 +149,29 @@ impl Driver {
     fn finished(&mut self, done: Done) {
         self.in_flight = self.in_flight.saturating_sub(1);
         match done {
-            Done::Directory(Ok((members, groups))) => {
-                self.chat.set_directory(&members, &groups);
-                // The member list comes from the relay: it is reachable,
-                // unless the owner has said otherwise since.
-                if self.chat.online.is_none() {
-                    self.chat.on_connection(true);
+            Done::Directory(members, groups) => {
+                // Groups are local: they show even when the relay is not
+                // reachable to list the members.
+                match groups {
+                    Ok(groups) => self.chat.set_directory(&[], &groups),
+                    Err(error) => self.chat.say(format!("could not list the groups: {error}")),
                 }
-            }
-            Done::Directory(Err(error)) => {
-                if error.code == i64::from(crate::errors::NETWORK) {
-                    self.chat.on_connection(false);
+                match members {
+                    Ok(members) => {
+                        self.chat.set_directory(&members, &[]);
+                        // The member list comes from the relay: it is
+                        // reachable now.
+                        self.chat.on_connection(true);
+                    }
+                    Err(error) => {
+                        if error.code == i64::from(crate::errors::NETWORK) {
+                            self.chat.on_connection(false);
+                        }
+                        self.chat.say(format!(
+                            "could not list the members: {error}; /join HANDLE opens a conversation, /members tries again"
+                        ));
+                    }
                 }
-                self.chat
-                    .say(format!("could not list the members and groups: {error}"));
             }
             Done::History(kind, Ok(messages)) => self.chat.on_history(kind, messages),
             Done::History(kind, Err(error)) => self.chat.say(format!(
@@ -321,13 +335,10 @@ async fn worker<B: ChatBackend>(
             Request::Refresh => {
                 let members = backend.call("members", json!({})).await;
                 let groups = backend.call("groups", json!({})).await;
-                Done::Directory(match (members, groups) {
-                    (Ok(members), Ok(groups)) => Ok((
-                        backend::parse_members(&members),
-                        backend::parse_groups(&groups),
-                    )),
-                    (Err(error), _) | (_, Err(error)) => Err(error),
-                })
+                Done::Directory(
+                    members.map(|m| backend::parse_members(&m)),
+                    groups.map(|g| backend::parse_groups(&g)),
+                )
             }
             Request::History(kind) => {
                 let result = match backend::target_params(&kind) {

@@ -417,3 +417,35 @@ async fn missed_notifications_reload_the_open_conversation() {
         1
     );
 }
+
+#[tokio::test]
+async fn with_the_relay_down_groups_still_show_and_the_title_says_offline() {
+    let owner = FakeOwner::new();
+    owner.inner.lock().unwrap().relay_down = true;
+    let mut driver = Driver::start(owner.clone(), Options::default())
+        .await
+        .unwrap();
+    driver.settle().await;
+    let mut terminal = Terminal::new(TestBackend::new(80, 20)).unwrap();
+    let rows = screen(&mut terminal, &driver);
+    assert!(
+        rows[0].contains("offline: messages are queued"),
+        "{}",
+        rows[0]
+    );
+    assert!(shows(&rows, "#ops"), "{}", rows.join("\n"));
+    assert!(!shows(&rows, " bob "), "{}", rows.join("\n"));
+    assert!(
+        shows(&rows, "could not list the members: cannot reach the relay"),
+        "{}",
+        rows.join("\n")
+    );
+    // Once it is back, /members fills the list.
+    owner.inner.lock().unwrap().relay_down = false;
+    type_text(&mut driver, "/members");
+    press(&mut driver, KeyCode::Enter);
+    driver.settle().await;
+    let rows = screen(&mut terminal, &driver);
+    assert!(shows(&rows, " bob "), "{}", rows.join("\n"));
+    assert!(rows[0].contains("· online"), "{}", rows[0]);
+}
