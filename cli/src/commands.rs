@@ -209,10 +209,25 @@ pub(crate) fn uses_profile(command: &Command) -> bool {
     )
 }
 
-/// Runs one command.
+/// Runs one command. A store database locked by a process outside the
+/// owner protocol is reported as such, whatever the command.
 pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
-    let out = Output::std(cli.json);
     let home = cli.home.clone().unwrap_or_else(default_home);
+    run_in(cli, &home).await.map_err(|error| {
+        if crate::errors::is_database_lock(&error) {
+            crate::errors::OwnedError::DatabaseLocked {
+                home: home.display().to_string(),
+            }
+            .into()
+        } else {
+            error
+        }
+    })
+}
+
+async fn run_in(cli: Cli, home: &Path) -> anyhow::Result<()> {
+    let out = Output::std(cli.json);
+    let home = home.to_owned();
     match cli.command {
         Command::Team(TeamCommand::Create {
             bootstrap_code,
@@ -334,8 +349,8 @@ pub(crate) async fn run_captured(
     let cli = match parsed {
         Ok(cli) => cli,
         Err(error) => {
-            let text = error.render().ansi().to_string().into_bytes();
-            let text = String::from_utf8_lossy(&text).into_owned().into_bytes();
+            // Plain text: the asking process's terminal is not known here.
+            let text = error.render().to_string().into_bytes();
             let code = u8::try_from(error.exit_code()).unwrap_or(crate::errors::USAGE);
             let (out, _) = Output::buffered(false);
             let ctx = Ctx::new(out, Input::Given(None));

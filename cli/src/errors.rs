@@ -111,10 +111,15 @@ pub(crate) enum OwnedError {
 /// (sled reports `WouldBlock` when it cannot take its file lock).
 pub(crate) fn is_database_lock(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
-        if let Some(io) = cause.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::WouldBlock
-        {
-            return true;
+        let database = matches!(
+            cause.downcast_ref::<StoreError>(),
+            Some(StoreError::Database { .. })
+        ) || matches!(
+            cause.downcast_ref::<AppError>(),
+            Some(AppError::Store(StoreError::Database { .. }))
+        );
+        if !database {
+            return false;
         }
         let text = cause.to_string();
         text.contains("could not acquire lock") || text.contains("WouldBlock")

@@ -6,6 +6,10 @@
 //! 2 usage, 3 network (relay unreachable, certificate mismatch), 4 refused
 //! (not a member, not admin, invite expired or used, unknown handle), 5 local
 //! (not joined yet, store passphrase wrong), 1 anything else.
+//!
+//! One process owns a profile at a time (`owner`): `sotto daemon` or
+//! `sotto listen` serve `<home>/control.sock`, and every other command on
+//! that home runs inside them (docs/CLIENT_API.md).
 
 mod chat;
 mod commands;
@@ -92,9 +96,11 @@ pub(crate) enum Command {
     },
     /// List the team's members.
     Members,
-    /// Send a message to a member (queued locally first; nothing is lost if
-    /// the relay is down — `sotto sync` retries). The message is read from
-    /// stdin, so it stays out of shell history: `echo hi | sotto send bob`.
+    /// Send a message to a member; the text is read from stdin.
+    ///
+    /// `echo hi | sotto send bob`: from stdin, the text stays out of shell
+    /// history and `ps`. The message is queued locally first; nothing is
+    /// lost if the relay is down — `sotto sync` retries.
     Send {
         /// The recipient's handle.
         handle: String,
@@ -104,14 +110,17 @@ pub(crate) enum Command {
     },
     /// Fetch everything pending, print new messages, and send what is queued.
     Sync,
-    /// Stay connected and print messages as they arrive (reconnects by
-    /// itself). While it runs it owns the profile: other `sotto` commands
-    /// on this home run through it (see `sotto daemon`).
+    /// Stay connected and print messages as they arrive.
+    ///
+    /// Reconnects by itself. While it runs it owns the profile: other
+    /// `sotto` commands on this home run through it (see `sotto daemon`).
     Listen,
-    /// Own the profile headless: stay connected to the relay and serve
-    /// <home>/control.sock, through which every other `sotto` command on
-    /// this home runs, and bots talk JSON-RPC (docs/CLIENT_API.md). Stops
-    /// cleanly on SIGTERM or Ctrl-C.
+    /// Own the profile headless, for bots and always-on machines.
+    ///
+    /// Stays connected to the relay and serves <home>/control.sock, through
+    /// which every other `sotto` command on this home runs and bots talk
+    /// JSON-RPC 2.0 (docs/CLIENT_API.md). Stops cleanly on SIGTERM or
+    /// Ctrl-C. A systemd --user unit: packaging/systemd/user/sotto.service.
     Daemon,
     /// Show the local history with one member.
     History {
@@ -197,8 +206,9 @@ pub(crate) enum GroupCommand {
         /// The group's name (or the start of its ID).
         name: String,
     },
-    /// Send a message to a group (queued locally first, like `send`; the
-    /// message is read from stdin without TEXT).
+    /// Send a message to a group; the text is read from stdin.
+    ///
+    /// Queued locally first, like `send`.
     Send {
         /// The group's name (or the start of its ID).
         name: String,

@@ -305,6 +305,8 @@ fn commands_run_through_a_listening_owner_and_a_killed_owner_is_replaced() {
     // Without an owner, for comparison.
     let whoami_alone = sotto(&bob, &["whoami", "--json"]);
     let unknown_alone = sotto_stdin(&bob, &["send", "zed"], "hello?\n");
+    let sent_alone = sotto_stdin(&bob, &["send", "alice"], "before the owner\n");
+    assert_eq!(ok(&sent_alone), "sent to alice\n");
 
     let mut listen = Running::start(&bob, &["listen", "--json"], &[]);
     // The same output, --json and exit codes, through the owner.
@@ -318,6 +320,9 @@ fn commands_run_through_a_listening_owner_and_a_killed_owner_is_replaced() {
 
     // A send through the owner (the text from stdin), and alice's reply
     // printed by listen.
+    let sent_owned = sotto_stdin(&bob, &["send", "alice"], "with the owner\n");
+    assert_eq!(ok(&sent_owned), ok(&sent_alone));
+    assert_eq!(sent_owned.stderr, sent_alone.stderr);
     let sent: Value = serde_json::from_str(
         ok(&sotto_stdin(
             &bob,
@@ -331,6 +336,7 @@ fn commands_run_through_a_listening_owner_and_a_killed_owner_is_replaced() {
     assert_eq!(sent["status"], "sent");
     let got = ok(&sotto(&alice, &["sync", "--json"]));
     assert!(got.contains("\"hi alice\""), "{got}");
+    assert!(got.contains("\"with the owner\""), "{got}");
     ok(&sotto_stdin(
         &alice,
         &["send", "bob"],
@@ -604,4 +610,76 @@ fn send_reads_the_message_from_stdin() {
         })
         .collect();
     assert_eq!(got, ["from stdin", "two\nlines", "as an argument"]);
+
+    // The same for a group.
+    ok(&sotto(&alice, &["group", "create", "crew", "bob"]));
+    ok(&sotto_stdin(
+        &alice,
+        &["group", "send", "crew"],
+        "to the crew\n",
+    ));
+    let got = ok(&sotto(&bob, &["sync", "--json"]));
+    assert!(got.contains("\"to the crew\""), "{got}");
+}
+
+#[test]
+fn listen_beside_a_daemon_follows_it_and_takes_over_when_it_stops() {
+    let (_relay, _homes, alice, bob) = team_of_two();
+    let mut daemon = Running::start(&bob, &["daemon"], &[]);
+    let listen = Running::start(&bob, &["listen", "--json"], &[]);
+    // listen subscribes to the daemon's notifications shortly after it
+    // starts: send until one arrives.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut n = 0;
+    loop {
+        assert!(Instant::now() < deadline, "listen printed nothing");
+        ok(&sotto_stdin(
+            &alice,
+            &["send", "bob"],
+            &format!("ping {n}\n"),
+        ));
+        n += 1;
+        if let Ok(line) = listen.lines.recv_timeout(Duration::from_secs(2)) {
+            let value: Value = serde_json::from_str(&line).unwrap();
+            assert!(text_of(&value).starts_with("ping "), "{value}");
+            break;
+        }
+    }
+    // The daemon stops; listen owns the profile from then on.
+    assert!(daemon.signal("-TERM").success());
+    ok(&sotto_stdin(&alice, &["send", "bob"], "after the daemon\n"));
+    loop {
+        let value = listen.next_json();
+        if text_of(&value) == "after the daemon" {
+            break;
+        }
+        assert!(text_of(&value).starts_with("ping "), "{value}");
+    }
+    eventually("listen's control socket", || {
+        UnixStream::connect(bob.join("control.sock")).is_ok()
+    });
+    let owner = std::fs::read_to_string(bob.join("owner.lock")).unwrap();
+    assert!(owner.starts_with("sotto listen"), "{owner}");
+    assert_eq!(
+        Rpc::connect(&bob).call("whoami", json!({}))["handle"],
+        "bob"
+    );
+}
+
+#[test]
+fn a_database_held_outside_the_owner_protocol_is_named_not_shown_raw() {
+    let (_relay, _homes, _alice, bob) = team_of_two();
+    let _daemon = Running::start(&bob, &["daemon"], &[]);
+    // Something that holds the store without the owner's lock and socket
+    // (here the daemon, its lock and socket files taken away).
+    std::fs::remove_file(bob.join("control.sock")).unwrap();
+    std::fs::remove_file(bob.join("owner.lock")).unwrap();
+    let output = sotto(&bob, &["whoami"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("open in another program"), "{stderr}");
+    assert!(
+        !stderr.contains("WouldBlock") && !stderr.contains("IO error"),
+        "{stderr}"
+    );
 }

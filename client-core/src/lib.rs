@@ -38,6 +38,7 @@
 //!   passphrase ([`KeySource`]); [`Store::blind`] keeps handles out of keys.
 
 mod app;
+mod app_control;
 mod blind;
 mod canonical;
 mod card;

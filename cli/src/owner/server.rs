@@ -177,20 +177,22 @@ async fn request(line: &[u8], owner: &OwnerHandle, out: &mpsc::Sender<Out>) -> O
         return invalid("\"method\" must be a string");
     };
     let params = value.get("params").cloned().unwrap_or(Value::Null);
-    let result = if method == "subscribe" {
+    if method == "subscribe" {
         // The receiver is made before the answer is queued, so nothing
         // after the answer is missed; the writer sends the answer first.
         let receiver = owner.subscribe();
-        let reply = answer(id.as_ref().unwrap_or(&Value::Null), Ok(json!({})));
-        if out.send(Out::Line(reply)).await.is_err()
-            || out.send(Out::Subscribe(receiver)).await.is_err()
+        if let Some(id) = &id
+            && out
+                .send(Out::Line(answer(id, Ok(json!({})))))
+                .await
+                .is_err()
         {
             return None;
         }
+        let _ = out.send(Out::Subscribe(receiver)).await;
         return None;
-    } else {
-        owner.call(method, params).await
-    };
+    }
+    let result = owner.call(method, params).await;
     id.map(|id| answer(&id, result))
 }
 

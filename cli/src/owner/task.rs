@@ -5,7 +5,7 @@
 //! not close the relay connection: pushes wait in the transport's queue
 //! meanwhile.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -146,26 +146,22 @@ impl Owner {
     }
 
     /// Tells subscribers which followed messages changed status (sent,
-    /// delivered, read) since last told. Reads the histories with the
-    /// recipients concerned, so it runs only when a receipt came in or a
-    /// sync ran.
+    /// delivered, read) since last told: a point read per followed
+    /// message, run when a receipt or a sync came in.
     fn check_statuses(&mut self) {
-        if self.tracked.is_empty() {
-            return;
-        }
-        let peers: BTreeSet<String> = self.tracked.values().map(|(p, _, _)| p.clone()).collect();
         let mut changed = Vec::new();
-        for peer in peers {
-            let Ok(history) = self.app.history(&peer) else {
+        for (id, (peer, told, _)) in &mut self.tracked {
+            let Some(key) = hex::decode(id)
+                .ok()
+                .and_then(|bytes| sotto_core::MessageId::try_from(bytes.as_slice()).ok())
+            else {
                 continue;
             };
-            for message in history.iter().rev().filter(|m| m.from_me) {
-                if let Some((_, told, _)) = self.tracked.get_mut(&message.id)
-                    && *told != message.status
-                {
-                    *told = message.status;
-                    changed.push((message.id.clone(), peer.clone(), message.status));
-                }
+            if let Ok(Some(status)) = self.app.message_status(&key)
+                && status != *told
+            {
+                *told = status;
+                changed.push((id.clone(), peer.clone(), status));
             }
         }
         for (id, peer, status) in changed {
