@@ -435,7 +435,9 @@ async fn run_on_terminal<B: ChatBackend>(backend: B, options: Options) -> anyhow
     }
     let _stop = Stop(stop);
     loop {
-        terminal.draw(|frame| ui::draw(frame, &driver.chat))?;
+        let mut scroll = driver.chat.scroll;
+        terminal.draw(|frame| scroll = ui::draw(frame, &driver.chat))?;
+        driver.chat.scroll = scroll;
         if !driver.alerts.is_empty() {
             let mut stdout = std::io::stdout().lock();
             for alert in driver.alerts.drain(..) {

@@ -26,7 +26,9 @@ async fn chat(options: Options) -> (Driver, FakeOwner, Terminal<TestBackend>) {
 
 fn screen(terminal: &mut Terminal<TestBackend>, driver: &Driver) -> Vec<String> {
     terminal
-        .draw(|frame| ui::draw(frame, &driver.chat))
+        .draw(|frame| {
+            ui::draw(frame, &driver.chat);
+        })
         .unwrap();
     let buffer = terminal.backend().buffer();
     let width = usize::from(buffer.area.width);
@@ -448,4 +450,52 @@ async fn with_the_relay_down_groups_still_show_and_the_title_says_offline() {
     let rows = screen(&mut terminal, &driver);
     assert!(shows(&rows, " bob "), "{}", rows.join("\n"));
     assert!(rows[0].contains("· online"), "{}", rows[0]);
+}
+
+#[tokio::test]
+async fn page_up_shows_older_messages_and_page_down_comes_back() {
+    let (mut driver, owner, mut terminal) = chat(Options::default()).await;
+    let many: Vec<serde_json::Value> = (0..40)
+        .map(|n| json!({"id": format!("old{n}"), "from": "bob", "group": null, "text": format!("message number {n}"), "sent_at": 0, "status": "received"}))
+        .collect();
+    owner
+        .inner
+        .lock()
+        .unwrap()
+        .histories
+        .insert("bob".into(), json!({ "messages": many }));
+    press(&mut driver, KeyCode::Down);
+    press(&mut driver, KeyCode::Enter);
+    driver.settle().await;
+    let rows = screen(&mut terminal, &driver);
+    assert!(shows(&rows, "message number 39"), "{}", rows.join("\n"));
+    assert!(!shows(&rows, "message number 20 "), "{}", rows.join("\n"));
+    press(&mut driver, KeyCode::PageUp);
+    press(&mut driver, KeyCode::PageUp);
+    let rows = screen(&mut terminal, &driver);
+    assert!(!shows(&rows, "message number 39"), "{}", rows.join("\n"));
+    assert!(shows(&rows, "message number 29"), "{}", rows.join("\n"));
+    assert!(shows(&rows, "10 lines below, PgDn"), "{}", rows.join("\n"));
+    press(&mut driver, KeyCode::PageDown);
+    press(&mut driver, KeyCode::PageDown);
+    let rows = screen(&mut terminal, &driver);
+    assert!(shows(&rows, "message number 39"), "{}", rows.join("\n"));
+    assert!(!shows(&rows, "lines below"), "{}", rows.join("\n"));
+    // Far past the top, the view stops at the first message.
+    for _ in 0..30 {
+        press(&mut driver, KeyCode::PageUp);
+    }
+    let rows = screen(&mut terminal, &driver);
+    assert!(shows(&rows, "message number 0 "), "{}", rows.join("\n"));
+    // The driver keeps the scroll the drawing used, so one PgDn moves at
+    // once.
+    let mut used = 0;
+    terminal
+        .draw(|frame| used = ui::draw(frame, &driver.chat))
+        .unwrap();
+    driver.chat.scroll = used;
+    press(&mut driver, KeyCode::PageDown);
+    let rows = screen(&mut terminal, &driver);
+    assert!(!shows(&rows, "message number 0 "), "{}", rows.join("\n"));
+    assert!(shows(&rows, "message number 5 "), "{}", rows.join("\n"));
 }

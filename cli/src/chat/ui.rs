@@ -16,13 +16,15 @@ use super::state::{Chat, ChatMessage, Entry, Focus, Kind};
 /// The most lines the compose box grows to.
 const COMPOSE_ROWS: usize = 5;
 
-/// Draws everything.
-pub(crate) fn draw(frame: &mut Frame, chat: &Chat) {
+/// Draws everything; returns how far the view is scrolled, which is at
+/// most up to the oldest line (the driver keeps that, so PgDn answers at
+/// once after scrolling past the top).
+pub(crate) fn draw(frame: &mut Frame, chat: &Chat) -> usize {
     let area = frame.area();
     if area.width < 20 || area.height < 8 {
         frame.render_widget(Clear, area);
         frame.render_widget(Paragraph::new("sotto: the terminal is too small"), area);
-        return;
+        return chat.scroll;
     }
     let inner_width = usize::from(area.width.saturating_sub(2)).max(1);
     let (compose_lines, cursor) =
@@ -41,9 +43,10 @@ pub(crate) fn draw(frame: &mut Frame, chat: &Chat) {
 
     draw_title(frame, chat, title);
     draw_side(frame, chat, side);
-    draw_view(frame, chat, view);
+    let scroll = draw_view(frame, chat, view);
     draw_compose(frame, chat, compose, &compose_lines, cursor);
     draw_help(frame, chat, help);
+    scroll
 }
 
 fn draw_title(frame: &mut Frame, chat: &Chat, area: Rect) {
@@ -133,7 +136,7 @@ fn border(focused: bool) -> Style {
     }
 }
 
-fn draw_view(frame: &mut Frame, chat: &Chat, area: Rect) {
+fn draw_view(frame: &mut Frame, chat: &Chat, area: Rect) -> usize {
     let conversation = chat.current();
     let title = match &conversation.kind {
         Kind::Console => " sotto: /help lists the commands ".to_owned(),
@@ -143,24 +146,36 @@ fn draw_view(frame: &mut Frame, chat: &Chat, area: Rect) {
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let width = usize::from(inner.width).max(1);
-    let mut lines: Vec<Line> = Vec::new();
-    for entry in &conversation.entries {
+    let height = usize::from(inner.height);
+    // From the newest back, only as far as the screen (and the scrolling)
+    // reaches: a long history costs nothing per key.
+    let wanted = height.saturating_add(chat.scroll);
+    let mut groups: Vec<Vec<Line>> = Vec::new();
+    let mut count = 0;
+    for entry in conversation.entries.iter().rev() {
+        if count >= wanted {
+            break;
+        }
+        let mut group = Vec::new();
         match entry {
-            Entry::Message(message) => message_lines(&mut lines, message, width),
+            Entry::Message(message) => message_lines(&mut group, message, width),
             Entry::Notice(text) => {
                 // "-- " before the first line, the rest indented under it.
                 let body = width.saturating_sub(3).max(1);
                 let wrapped = text.split('\n').flat_map(|p| wrap(&clean(p), body));
                 for (n, line) in wrapped.enumerate() {
                     let lead = if n == 0 { "-- " } else { "   " };
-                    lines.push(Line::styled(
+                    group.push(Line::styled(
                         format!("{lead}{line}"),
                         Style::new().fg(Color::Yellow),
                     ));
                 }
             }
         }
+        count += group.len();
+        groups.push(group);
     }
+    let mut lines: Vec<Line> = groups.into_iter().rev().flatten().collect();
     if lines.is_empty() {
         let hint = match conversation.kind {
             Kind::Console => "Choose a conversation with Up/Down and Enter, or type /help.",
@@ -171,7 +186,6 @@ fn draw_view(frame: &mut Frame, chat: &Chat, area: Rect) {
             Style::new().fg(Color::DarkGray),
         ));
     }
-    let height = usize::from(inner.height);
     let scroll = chat.scroll.min(lines.len().saturating_sub(height));
     let end = lines.len() - scroll;
     let start = end.saturating_sub(height);
@@ -186,6 +200,7 @@ fn draw_view(frame: &mut Frame, chat: &Chat, area: Rect) {
             Rect::new(x, y, area.width.saturating_sub(x - area.x), 1),
         );
     }
+    scroll
 }
 
 /// `HH:MM` UTC, as the command line prints it.
