@@ -52,7 +52,7 @@ pub(crate) fn draw(frame: &mut Frame, chat: &Chat) -> usize {
 fn draw_title(frame: &mut Frame, chat: &Chat, area: Rect) {
     let mut spans = vec![
         Span::styled(" sotto ", Style::new().add_modifier(Modifier::BOLD)),
-        Span::raw(format!("· {} in {} ", chat.me, chat.team)),
+        Span::raw(format!("· {} in {} ", clean(&chat.me), clean(&chat.team))),
     ];
     match chat.online {
         Some(true) => spans.push(Span::styled("· online ", Style::new().fg(Color::Green))),
