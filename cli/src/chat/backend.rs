@@ -144,7 +144,8 @@ pub(crate) fn parse_groups(result: &Value) -> Vec<String> {
     names(result, "groups", "name")
 }
 
-fn names(result: &Value, list: &str, field: &str) -> Vec<String> {
+/// The strings of `result[list]`, or each element's `field`.
+pub(crate) fn names(result: &Value, list: &str, field: &str) -> Vec<String> {
     result
         .get(list)
         .and_then(Value::as_array)
@@ -200,6 +201,7 @@ pub(crate) mod fake {
         pub(crate) histories: HashMap<String, Value>,
         pub(crate) refuse_sends: Option<String>,
         pub(crate) relay_down: bool,
+        pub(crate) notices: Vec<String>,
     }
 
     #[derive(Clone)]
@@ -251,6 +253,7 @@ pub(crate) mod fake {
                     {"handle": "carol", "verified": false},
                 ]})),
                 "groups" => Ok(json!({"groups": [{"name": "ops", "members": ["alice", "bob"]}]})),
+                "sync" => Ok(json!({"messages": [], "notices": inner.notices.clone()})),
                 "history" => {
                     let key = params
                         .get("with")

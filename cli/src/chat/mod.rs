@@ -50,6 +50,8 @@ enum Done {
         Result<Vec<String>, CallError>,
         Result<Vec<String>, CallError>,
     ),
+    /// Notices a sync brought ("bob's key changed ...").
+    Notices(Vec<String>),
     History(Kind, Result<Vec<ChatMessage>, String>),
     Sent {
         to: Kind,
@@ -71,7 +73,13 @@ pub(crate) struct Driver {
     focused: bool,
     /// Bytes for the terminal: bells and notification sequences.
     pub(crate) alerts: Vec<String>,
+    /// When to look at the directory again (new members, changed keys).
+    refresh: tokio::time::Interval,
 }
+
+/// How often the chat re-reads the members and the directory: a changed
+/// key or a new member shows within this.
+const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 impl Driver {
     /// Asks the owner who I am, subscribes, and starts loading the list.
@@ -100,12 +108,16 @@ impl Driver {
             options,
             focused: true,
             alerts: Vec::new(),
+            refresh: tokio::time::interval_at(
+                tokio::time::Instant::now() + REFRESH_EVERY,
+                REFRESH_EVERY,
+            ),
         };
         driver.chat.say(format!(
             "Welcome, {}. Up/Down and Enter open a conversation; type and Enter sends; /help lists the commands.",
             driver.chat.me
         ));
-        driver.run(vec![Request::Refresh]);
+        driver.run(vec![Request::Refresh, Request::Sync]);
         Ok(driver)
     }
 
@@ -171,6 +183,11 @@ impl Driver {
                             "could not list the members: {error}; /join HANDLE opens a conversation, /members tries again"
                         ));
                     }
+                }
+            }
+            Done::Notices(notices) => {
+                for notice in notices {
+                    self.chat.on_notice(&notice);
                 }
             }
             Done::History(kind, Ok(messages)) => self.chat.on_history(kind, messages),
@@ -266,6 +283,7 @@ impl Driver {
                 None => return false,
             },
             Some(done) = self.done.recv() => self.finished(done),
+            _ = self.refresh.tick() => self.run(vec![Request::Refresh, Request::Sync]),
             event = self.events.recv() => match event {
                 Ok(event) => self.notified(event),
                 Err(broadcast::error::RecvError::Lagged(missed)) => self.missed(missed),
@@ -339,6 +357,18 @@ async fn worker<B: ChatBackend>(
                     members.map(|m| backend::parse_members(&m)),
                     groups.map(|g| backend::parse_groups(&g)),
                 )
+            }
+            Request::Sync => {
+                // A sync re-reads every member's directory entry, which is
+                // where a changed key shows; its notices are for the user.
+                // Its messages reach the chat as notifications anyway, and
+                // a failure is the connection's, which the title shows.
+                let notices = backend
+                    .call("sync", json!({}))
+                    .await
+                    .map(|result| backend::names(&result, "notices", "text"))
+                    .unwrap_or_default();
+                Done::Notices(notices)
             }
             Request::History(kind) => {
                 let result = match backend::target_params(&kind) {

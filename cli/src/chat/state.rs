@@ -158,6 +158,8 @@ pub(crate) enum Request {
     Command(Vec<String>),
     /// Refresh the side list (members and groups).
     Refresh,
+    /// Sync through the owner, for the notices it brings (a changed key).
+    Sync,
     /// Leave.
     Quit,
 }
@@ -547,7 +549,7 @@ impl Chat {
                 cli("verify")
             }
             "devices" => cli("devices"),
-            "members" | "refresh" => vec![Request::Refresh],
+            "members" | "refresh" => vec![Request::Refresh, Request::Sync],
             other => {
                 self.say(format!("unknown command /{other}; /help lists them"));
                 Vec::new()

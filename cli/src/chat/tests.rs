@@ -499,3 +499,27 @@ async fn page_up_shows_older_messages_and_page_down_comes_back() {
     assert!(!shows(&rows, "message number 0 "), "{}", rows.join("\n"));
     assert!(shows(&rows, "message number 5 "), "{}", rows.join("\n"));
 }
+
+#[tokio::test]
+async fn a_key_change_found_by_a_sync_shows_in_that_members_conversation() {
+    let owner = FakeOwner::new();
+    owner.inner.lock().unwrap().notices =
+        vec!["carol's key changed (the admin re-invited them): verify them again with `sotto verify carol`".into()];
+    let mut driver = Driver::start(owner.clone(), Options::default())
+        .await
+        .unwrap();
+    driver.settle().await;
+    assert_eq!(owner.calls("sync").len(), 1);
+    let mut terminal = Terminal::new(TestBackend::new(80, 20)).unwrap();
+    assert!(shows(&screen(&mut terminal, &driver), "carol (1)"));
+    driver.key(KeyEvent::new(KeyCode::Char('n'), KeyModifiers::CONTROL));
+    driver.key(KeyEvent::new(KeyCode::Char('n'), KeyModifiers::CONTROL));
+    driver.settle().await;
+    let rows = screen(&mut terminal, &driver);
+    assert!(shows(&rows, "┌ carol ─"), "{}", rows.join("\n"));
+    assert!(
+        shows(&rows, "-- carol's key changed"),
+        "{}",
+        rows.join("\n")
+    );
+}
