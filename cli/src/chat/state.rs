@@ -66,6 +66,8 @@ pub(crate) struct Conversation {
     pub(crate) unread: usize,
     /// Whether its history was asked for.
     pub(crate) loaded: bool,
+    /// What was being written here while another conversation was open.
+    pub(crate) draft: Compose,
 }
 
 impl Conversation {
@@ -75,6 +77,7 @@ impl Conversation {
             entries: Vec::new(),
             unread: 0,
             loaded: false,
+            draft: Compose::default(),
         }
     }
 }
@@ -422,6 +425,12 @@ impl Chat {
     }
 
     fn open_selected(&mut self) -> Vec<Request> {
+        // Each conversation keeps its own draft: text typed for one member
+        // never goes to the next one opened.
+        if self.open != self.selected {
+            let draft = std::mem::take(&mut self.conversations[self.selected].draft);
+            self.conversations[self.open].draft = std::mem::replace(&mut self.compose, draft);
+        }
         self.open = self.selected;
         self.scroll = 0;
         let conversation = &mut self.conversations[self.open];
@@ -649,11 +658,17 @@ impl Chat {
                 conversation
                     .entries
                     .push(Entry::Notice(format!("not sent: {error}")));
-                // Nothing typed is lost: it goes back to the compose line
-                // unless something new is being written.
-                if self.compose.text.is_empty() {
-                    self.compose.text = text;
-                    self.compose.cursor = self.compose.text.len();
+                // Nothing typed is lost: it goes back to that
+                // conversation's compose line (or draft, if another is
+                // open) unless something new is being written there.
+                let compose = if index == self.open {
+                    &mut self.compose
+                } else {
+                    &mut self.conversations[index].draft
+                };
+                if compose.text.is_empty() {
+                    compose.cursor = text.len();
+                    compose.text = text;
                 }
             }
         }
@@ -829,6 +844,38 @@ mod tests {
             panic!("not a message")
         };
         assert_eq!((m.id.as_str(), m.status), ("abcd", Status::Read));
+    }
+
+    #[test]
+    fn each_conversation_keeps_its_own_draft() {
+        let mut chat = chat();
+        chat.apply(Action::Down);
+        chat.apply(Action::Open);
+        for c in "for bob".chars() {
+            chat.apply(Action::Insert(c));
+        }
+        chat.apply(Action::Next);
+        assert_eq!(chat.current().kind, Kind::Contact("carol".into()));
+        assert_eq!(chat.compose.text, "", "bob's draft followed to carol");
+        // Enter here sends nothing to carol.
+        assert!(chat.apply(Action::Submit).is_empty());
+        chat.apply(Action::Prev);
+        assert_eq!(chat.compose.text, "for bob");
+        assert_eq!(chat.compose.cursor, "for bob".len());
+    }
+
+    #[test]
+    fn a_refused_message_goes_back_to_its_own_conversation() {
+        let mut chat = chat();
+        chat.apply(Action::Down);
+        chat.apply(Action::Open);
+        chat.apply(Action::Insert('x'));
+        chat.apply(Action::Submit);
+        chat.apply(Action::Next);
+        chat.on_sent(&Kind::Contact("bob".into()), 1, 0, Err("refused".into()));
+        assert_eq!(chat.compose.text, "");
+        chat.apply(Action::Prev);
+        assert_eq!(chat.compose.text, "x");
     }
 
     #[test]
