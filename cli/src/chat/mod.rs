@@ -148,7 +148,8 @@ impl Driver {
                 // Pasted line breaks stay in the message: only Enter sends.
                 for c in text.chars().filter(|c| *c != '\r' || !text.contains('\n')) {
                     let c = if c == '\r' { '\n' } else { c };
-                    self.chat.apply(state::Action::Insert(c));
+                    let requests = self.chat.apply(state::Action::Insert(c));
+                    self.run(requests);
                 }
             }
             TermEvent::FocusGained => self.focused = true,

@@ -385,8 +385,16 @@ impl Chat {
             }
             Action::FocusList => self.focus = Focus::List,
             Action::Insert(c) => {
+                // Typing in the list writes to the conversation it points
+                // at, as the compose box's title then says.
+                let requests = if self.focus == Focus::List && self.selected != self.open {
+                    self.open_selected()
+                } else {
+                    Vec::new()
+                };
                 self.focus = Focus::Compose;
                 self.compose.insert(c);
+                return requests;
             }
             Action::Newline => self.compose.insert('\n'),
             Action::Submit => return self.submit(),
@@ -844,6 +852,21 @@ mod tests {
             panic!("not a message")
         };
         assert_eq!((m.id.as_str(), m.status), ("abcd", Status::Read));
+    }
+
+    #[test]
+    fn typing_in_the_list_writes_to_the_conversation_selected() {
+        let mut chat = chat();
+        chat.apply(Action::Down);
+        assert_eq!(
+            chat.apply(Action::Insert('h')),
+            vec![Request::History(Kind::Contact("bob".into()))]
+        );
+        assert_eq!(chat.current().kind, Kind::Contact("bob".into()));
+        assert_eq!(
+            (chat.focus, chat.compose.text.as_str()),
+            (Focus::Compose, "h")
+        );
     }
 
     #[test]

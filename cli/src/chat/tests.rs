@@ -523,3 +523,20 @@ async fn a_key_change_found_by_a_sync_shows_in_that_members_conversation() {
         rows.join("\n")
     );
 }
+
+#[tokio::test]
+async fn a_paste_keeps_its_line_breaks_and_does_not_send() {
+    let (mut driver, owner, _terminal) = chat(Options::default()).await;
+    press(&mut driver, KeyCode::Down);
+    driver.terminal(TermEvent::Paste("one\r\ntwo".into()));
+    driver.settle().await;
+    assert!(owner.calls("send").is_empty());
+    assert_eq!(owner.calls("history"), vec![json!({"with": "bob"})]);
+    assert_eq!(driver.chat.compose.text, "one\ntwo");
+    press(&mut driver, KeyCode::Enter);
+    driver.settle().await;
+    assert_eq!(
+        owner.calls("send"),
+        vec![json!({"to": "bob", "text": "one\ntwo"})]
+    );
+}
