@@ -169,11 +169,12 @@ pub(crate) fn target_params(kind: &Kind) -> Option<(&'static str, Value)> {
     }
 }
 
-/// Keeps what a person should read of a command's output: QR codes are
-/// dropped (the code itself is printed beside them).
+/// Keeps what a person should read of a command's output: QR codes (the
+/// code itself is printed beside them) and blank lines are dropped.
 pub(crate) fn readable(output: &str) -> String {
     output
         .lines()
+        .filter(|line| !line.trim().is_empty())
         .filter(|line| !line.chars().any(|c| matches!(c, '█' | '▀' | '▄')))
         .collect::<Vec<_>>()
         .join("\n")
@@ -349,7 +350,7 @@ mod tests {
     #[test]
     fn qr_codes_are_dropped_from_command_output() {
         assert_eq!(
-            readable("sotto-invite:abc\n█▀▀█\n▀▀▀▀\nGive this code"),
+            readable("sotto-invite:abc\n\n█▀▀█\n▀▀▀▀\n   \nGive this code"),
             "sotto-invite:abc\nGive this code"
         );
     }

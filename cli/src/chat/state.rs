@@ -289,17 +289,14 @@ pub(crate) struct Chat {
 
 /// The `/help` text, also the source of the help bar's words.
 pub(crate) const HELP: &str = "\
-Keys: Tab switches between the list and the compose line; Up/Down (or Ctrl+P/Ctrl+N) move between conversations, Enter opens one; \
-typing and Enter sends, Alt+Enter starts a new line; PgUp/PgDn scroll; Esc goes back to the list; Ctrl+C quits.
-Commands:
-  /join NAME                       open the conversation with a member or #group
-  /invite HANDLE [--device|--replace] [--expires 7d]   admin: invite a member (prints the code)
-  /group create NAME HANDLE...     create a group (also: add, remove, leave, list)
-  /verify HANDLE                   show the safety number to compare with HANDLE
-  /devices [--pending]             list your devices
-  /members                         refresh the list of members and groups
-  /help                            this text
-  /quit                            leave (Ctrl+C too)";
+Keys: Up/Down and Enter open a conversation, Ctrl+N/Ctrl+P the next or previous one; Tab or Esc switch between the list and the compose line; Enter sends, Alt+Enter starts a new line; PgUp/PgDn scroll; Ctrl+C quits.
+/join NAME: open the conversation with a member or #group
+/invite HANDLE [--device|--replace] [--expires 7d]: (admin) invite a member; shows the code
+/group create|add|remove NAME HANDLE..., /group leave NAME, /group list: groups
+/verify HANDLE: the safety number to compare with HANDLE
+/devices [--pending]: your devices
+/members: reload the members and groups
+/quit: leave (Ctrl+C too). //text sends a message that starts with /";
 
 impl Chat {
     /// A chat for `me` in `team`, showing only the console.
