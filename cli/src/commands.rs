@@ -198,6 +198,7 @@ pub(crate) fn uses_profile(command: &Command) -> bool {
             | Command::Completions { .. }
             | Command::Listen
             | Command::Daemon
+            | Command::Chat { .. }
     )
 }
 
@@ -256,6 +257,9 @@ async fn run_in(cli: Cli, home: &Path) -> anyhow::Result<()> {
         }
         Command::Listen => crate::owner::listen(&home, &out).await?,
         Command::Daemon => crate::owner::daemon(&home, &out).await?,
+        Command::Chat { bell, notify } => {
+            crate::chat::run(&home, crate::chat::Options { bell, notify }).await?;
+        }
         Command::Demo => crate::demo::run(&out).await?,
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
@@ -527,6 +531,7 @@ pub(crate) async fn exec(app: &mut App, command: Command, ctx: &mut Ctx) -> anyh
         | Command::Join { .. }
         | Command::Listen
         | Command::Daemon
+        | Command::Chat { .. }
         | Command::Demo
         | Command::Completions { .. } => {
             return Err(UsageError("this command does not work on an open profile".into()).into());

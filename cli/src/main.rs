@@ -11,6 +11,7 @@
 //! `sotto listen` serve `<home>/control.sock`, and every other command on
 //! that home runs inside them (docs/CLIENT_API.md).
 
+mod chat;
 mod commands;
 mod demo;
 mod errors;
@@ -142,6 +143,19 @@ pub(crate) enum Command {
     /// size; membership changes rotate every key.
     #[command(subcommand)]
     Group(GroupCommand),
+    /// A terminal chat client: conversations and groups with unread
+    /// counts, live updates, `/` commands (`/help`). Other `sotto` commands
+    /// go through it while it runs.
+    Chat {
+        /// Ring the terminal bell when a message arrives in a conversation
+        /// that is not open (or while the terminal is in the background).
+        #[arg(long)]
+        bell: bool,
+        /// Also ask the terminal for a desktop notification (OSC 777 / OSC 9;
+        /// the sender's name only, never the text).
+        #[arg(long)]
+        notify: bool,
+    },
     /// Who am I: handle, team, relay.
     Whoami,
     /// A whole team on an embedded relay in a temp dir: no setup, no arguments.

@@ -154,8 +154,15 @@ impl RelayConnection {
     /// Connects, pins the certificate, and says hello (with an anonymous
     /// access token once the relay requires one).
     pub async fn connect(relay: &RelayAddr, access_token: Option<Bytes>) -> Result<Self, NetError> {
-        let connection = Self::connect_without_hello(relay).await?;
+        let connection = Self::open(relay).await?;
         connection.hello(access_token).await
+    }
+
+    /// Opens the connection and its stream but sends nothing: for tests of
+    /// what a relay does with clients that skip the handshake.
+    #[cfg(feature = "test-support")]
+    pub async fn connect_without_hello(relay: &RelayAddr) -> Result<Self, NetError> {
+        Self::open(relay).await
     }
 
     async fn hello(mut self, access_token: Option<Bytes>) -> Result<Self, NetError> {
@@ -174,10 +181,8 @@ impl RelayConnection {
         }
     }
 
-    /// Opens the connection and its stream but sends nothing: for tests of
-    /// what a relay does with clients that skip the handshake.
-    #[doc(hidden)]
-    pub async fn connect_without_hello(relay: &RelayAddr) -> Result<Self, NetError> {
+    /// Opens the connection and its stream; sends nothing yet.
+    async fn open(relay: &RelayAddr) -> Result<Self, NetError> {
         let addr = relay.addr;
         let (tls, mismatch) =
             tls::client_config(relay.fingerprint).map_err(|e| NetError::Setup(e.to_string()))?;

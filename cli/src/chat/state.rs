@@ -1,0 +1,1043 @@
+//! The chat's state: conversations, their messages and unread counts, the
+//! compose buffer, focus and scrolling. No I/O and no clock: the driver
+//! feeds it actions (from keys) and events (from the owner of the
+//! profile) and carries out the [`Request`]s it returns, so every
+//! behaviour is testable without a terminal or a relay.
+
+use sotto_core::Status;
+
+/// Who a conversation is with.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum Kind {
+    /// The console: command output and notices about no one in particular.
+    Console,
+    /// A 1:1 conversation with a member.
+    Contact(String),
+    /// A group conversation.
+    Group(String),
+}
+
+impl Kind {
+    /// The name shown in the side list and the view's title.
+    pub(crate) fn label(&self) -> String {
+        match self {
+            Kind::Console => "sotto".into(),
+            Kind::Contact(handle) => handle.clone(),
+            Kind::Group(name) => format!("#{name}"),
+        }
+    }
+}
+
+/// A message as the chat shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ChatMessage {
+    /// Hex message ID; empty while a message of mine waits for its ID.
+    pub(crate) id: String,
+    /// Who wrote it.
+    pub(crate) from: String,
+    /// Whether I wrote it.
+    pub(crate) outgoing: bool,
+    /// The text.
+    pub(crate) text: String,
+    /// Sender clock, unix milliseconds.
+    pub(crate) sent_at: u64,
+    /// Delivery state.
+    pub(crate) status: Status,
+}
+
+/// One line of a conversation's log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Entry {
+    /// A message.
+    Message(ChatMessage),
+    /// Something the user should know: a key changed, a command's output,
+    /// an error.
+    Notice(String),
+}
+
+/// A conversation in the side list.
+#[derive(Clone, Debug)]
+pub(crate) struct Conversation {
+    /// Who it is with.
+    pub(crate) kind: Kind,
+    /// Its log, oldest first.
+    pub(crate) entries: Vec<Entry>,
+    /// Messages from others that arrived while it was not open.
+    pub(crate) unread: usize,
+    /// Whether its history was asked for.
+    pub(crate) loaded: bool,
+    /// What was being written here while another conversation was open.
+    pub(crate) draft: Compose,
+}
+
+impl Conversation {
+    fn new(kind: Kind) -> Self {
+        Self {
+            kind,
+            entries: Vec::new(),
+            unread: 0,
+            loaded: false,
+            draft: Compose::default(),
+        }
+    }
+}
+
+/// Which part of the screen keys go to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Focus {
+    /// The side list: arrows move, Enter opens.
+    List,
+    /// The compose line: typing, Enter sends.
+    Compose,
+}
+
+/// What a key asks for, whatever key it was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// Select the conversation above.
+    Up,
+    /// Select the conversation below.
+    Down,
+    /// Open the selected conversation and start typing in it.
+    Open,
+    /// Open the next conversation in the list.
+    Next,
+    /// Open the previous conversation in the list.
+    Prev,
+    /// Switch focus between the list and the compose line.
+    ToggleFocus,
+    /// Focus the side list.
+    FocusList,
+    /// Type a character.
+    Insert(char),
+    /// A line break in the message.
+    Newline,
+    /// Send the message or run the `/` command.
+    Submit,
+    /// Delete the character before the cursor.
+    Backspace,
+    /// Delete the character under the cursor.
+    Delete,
+    /// Cursor left.
+    Left,
+    /// Cursor right.
+    Right,
+    /// Cursor one line up in a multi-line message.
+    LineUp,
+    /// Cursor one line down in a multi-line message.
+    LineDown,
+    /// Cursor to the start of the line.
+    Home,
+    /// Cursor to the end of the line.
+    End,
+    /// Clear the compose buffer.
+    Clear,
+    /// Delete the word before the cursor.
+    DeleteWord,
+    /// Scroll the view towards older messages.
+    ScrollUp,
+    /// Scroll the view towards newer messages.
+    ScrollDown,
+    /// Leave the chat.
+    Quit,
+}
+
+/// Something only the driver can do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Request {
+    /// Send `text` to a member or group.
+    Send {
+        /// The conversation.
+        to: Kind,
+        /// The text.
+        text: String,
+        /// The local number of the placeholder shown until the ID comes.
+        local: u64,
+    },
+    /// Load a conversation's history.
+    History(Kind),
+    /// Run a `sotto` command (arguments after `sotto`) and show its
+    /// output.
+    Command(Vec<String>),
+    /// Refresh the side list (members and groups).
+    Refresh,
+    /// Sync through the owner, for the notices it brings (a changed key).
+    Sync,
+    /// Leave.
+    Quit,
+}
+
+/// The text being written, with a cursor (a byte index on a char
+/// boundary).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Compose {
+    pub(crate) text: String,
+    pub(crate) cursor: usize,
+}
+
+impl Compose {
+    fn insert(&mut self, c: char) {
+        self.text.insert(self.cursor, c);
+        self.cursor += c.len_utf8();
+    }
+
+    fn prev_boundary(&self) -> Option<usize> {
+        self.text[..self.cursor]
+            .char_indices()
+            .last()
+            .map(|(i, _)| i)
+    }
+
+    fn next_boundary(&self) -> Option<usize> {
+        self.text[self.cursor..]
+            .chars()
+            .next()
+            .map(|c| self.cursor + c.len_utf8())
+    }
+
+    fn backspace(&mut self) {
+        if let Some(prev) = self.prev_boundary() {
+            self.text.replace_range(prev..self.cursor, "");
+            self.cursor = prev;
+        }
+    }
+
+    fn delete(&mut self) {
+        if let Some(next) = self.next_boundary() {
+            self.text.replace_range(self.cursor..next, "");
+        }
+    }
+
+    fn line_start(&self) -> usize {
+        self.text[..self.cursor].rfind('\n').map_or(0, |i| i + 1)
+    }
+
+    fn line_end(&self) -> usize {
+        self.text[self.cursor..]
+            .find('\n')
+            .map_or(self.text.len(), |i| self.cursor + i)
+    }
+
+    fn delete_word(&mut self) {
+        let before = &self.text[..self.cursor];
+        let trimmed = before.trim_end_matches(' ');
+        let start = trimmed
+            .rfind(|c: char| c.is_whitespace())
+            .map_or(0, |i| i + 1);
+        self.text.replace_range(start..self.cursor, "");
+        self.cursor = start;
+    }
+
+    /// Moves the cursor to the same column of the line above (`up`) or
+    /// below; false when there is no such line.
+    fn vertical(&mut self, up: bool) -> bool {
+        let start = self.line_start();
+        let column = self.text[start..self.cursor].chars().count();
+        let target_start = if up {
+            if start == 0 {
+                return false;
+            }
+            self.text[..start - 1].rfind('\n').map_or(0, |i| i + 1)
+        } else {
+            let end = self.line_end();
+            if end == self.text.len() {
+                return false;
+            }
+            end + 1
+        };
+        let line = &self.text[target_start..];
+        let line = &line[..line.find('\n').unwrap_or(line.len())];
+        let offset = line
+            .char_indices()
+            .nth(column)
+            .map_or(line.len(), |(i, _)| i);
+        self.cursor = target_start + offset;
+        true
+    }
+
+    fn take(&mut self) -> String {
+        self.cursor = 0;
+        std::mem::take(&mut self.text)
+    }
+}
+
+/// The whole chat.
+#[derive(Debug)]
+pub(crate) struct Chat {
+    /// My handle.
+    pub(crate) me: String,
+    /// The team's name.
+    pub(crate) team: String,
+    /// The console first, then members, then groups, each by name.
+    pub(crate) conversations: Vec<Conversation>,
+    /// The conversation highlighted in the side list.
+    pub(crate) selected: usize,
+    /// The conversation shown in the view.
+    pub(crate) open: usize,
+    /// Where keys go.
+    pub(crate) focus: Focus,
+    /// The message being written.
+    pub(crate) compose: Compose,
+    /// Lines scrolled up from the newest (0: follow new messages).
+    pub(crate) scroll: usize,
+    /// Whether the relay is reachable, once known.
+    pub(crate) online: Option<bool>,
+    /// Set once the user asked to leave.
+    pub(crate) quit: bool,
+    next_local: u64,
+}
+
+/// The `/help` text, also the source of the help bar's words.
+pub(crate) const HELP: &str = "\
+Keys: Up/Down and Enter open a conversation, Ctrl+N/Ctrl+P the next or previous one; Tab or Esc switch between the list and the compose line; Enter sends, Alt+Enter starts a new line; PgUp/PgDn scroll; Ctrl+C quits.
+/join NAME: open the conversation with a member or #group
+/invite HANDLE [--device|--replace] [--expires 7d]: (admin) invite a member; shows the code
+/group create|add|remove NAME HANDLE..., /group leave NAME, /group list: groups
+/verify HANDLE: the safety number to compare with HANDLE
+/devices [--pending]: your devices
+/members: reload the members and groups
+/quit: leave (Ctrl+C too). //text sends a message that starts with /";
+
+impl Chat {
+    /// A chat for `me` in `team`, showing only the console.
+    pub(crate) fn new(me: &str, team: &str) -> Self {
+        Self {
+            me: me.to_owned(),
+            team: team.to_owned(),
+            conversations: vec![Conversation::new(Kind::Console)],
+            selected: 0,
+            open: 0,
+            focus: Focus::List,
+            compose: Compose::default(),
+            scroll: 0,
+            online: None,
+            quit: false,
+            next_local: 0,
+        }
+    }
+
+    /// The conversation shown in the view.
+    pub(crate) fn current(&self) -> &Conversation {
+        &self.conversations[self.open]
+    }
+
+    /// The index of the conversation with `kind`, added in its place if
+    /// new (the selection and the open conversation stay where they are).
+    pub(crate) fn conversation(&mut self, kind: &Kind) -> usize {
+        if let Some(index) = self.conversations.iter().position(|c| &c.kind == kind) {
+            return index;
+        }
+        let selected = self.conversations[self.selected].kind.clone();
+        let open = self.conversations[self.open].kind.clone();
+        self.conversations.push(Conversation::new(kind.clone()));
+        self.conversations.sort_by(|a, b| a.kind.cmp(&b.kind));
+        let find = |k: &Kind| {
+            self.conversations
+                .iter()
+                .position(|c| &c.kind == k)
+                .unwrap_or(0)
+        };
+        self.selected = find(&selected);
+        self.open = find(&open);
+        find(kind)
+    }
+
+    /// Members (my own handle is skipped) and groups known to the owner.
+    pub(crate) fn set_directory(&mut self, members: &[String], groups: &[String]) {
+        for handle in members {
+            if *handle != self.me {
+                self.conversation(&Kind::Contact(handle.clone()));
+            }
+        }
+        for group in groups {
+            self.conversation(&Kind::Group(group.clone()));
+        }
+    }
+
+    /// Applies one user action; returns what the driver must do.
+    pub(crate) fn apply(&mut self, action: Action) -> Vec<Request> {
+        let last = self.conversations.len() - 1;
+        match action {
+            Action::Up => self.selected = self.selected.saturating_sub(1),
+            Action::Down => self.selected = (self.selected + 1).min(last),
+            Action::Open => {
+                self.focus = Focus::Compose;
+                return self.open_selected();
+            }
+            Action::Next | Action::Prev => {
+                self.selected = if action == Action::Next {
+                    if self.open == last { 0 } else { self.open + 1 }
+                } else if self.open == 0 {
+                    last
+                } else {
+                    self.open - 1
+                };
+                return self.open_selected();
+            }
+            Action::ToggleFocus => {
+                self.focus = match self.focus {
+                    Focus::List => Focus::Compose,
+                    Focus::Compose => Focus::List,
+                };
+            }
+            Action::FocusList => self.focus = Focus::List,
+            Action::Insert(c) => {
+                // Typing in the list writes to the conversation it points
+                // at, as the compose box's title then says.
+                let requests = if self.focus == Focus::List && self.selected != self.open {
+                    self.open_selected()
+                } else {
+                    Vec::new()
+                };
+                self.focus = Focus::Compose;
+                self.compose.insert(c);
+                return requests;
+            }
+            Action::Newline => self.compose.insert('\n'),
+            Action::Submit => return self.submit(),
+            Action::Backspace => self.compose.backspace(),
+            Action::Delete => self.compose.delete(),
+            Action::Left => {
+                if let Some(prev) = self.compose.prev_boundary() {
+                    self.compose.cursor = prev;
+                }
+            }
+            Action::Right => {
+                if let Some(next) = self.compose.next_boundary() {
+                    self.compose.cursor = next;
+                }
+            }
+            Action::LineUp => {
+                self.compose.vertical(true);
+            }
+            Action::LineDown => {
+                self.compose.vertical(false);
+            }
+            Action::Home => self.compose.cursor = self.compose.line_start(),
+            Action::End => self.compose.cursor = self.compose.line_end(),
+            Action::Clear => {
+                self.compose.take();
+            }
+            Action::DeleteWord => self.compose.delete_word(),
+            Action::ScrollUp => self.scroll = self.scroll.saturating_add(5),
+            Action::ScrollDown => self.scroll = self.scroll.saturating_sub(5),
+            Action::Quit => {
+                self.quit = true;
+                return vec![Request::Quit];
+            }
+        }
+        Vec::new()
+    }
+
+    fn open_selected(&mut self) -> Vec<Request> {
+        // Each conversation keeps its own draft: text typed for one member
+        // never goes to the next one opened.
+        if self.open != self.selected {
+            let draft = std::mem::take(&mut self.conversations[self.selected].draft);
+            self.conversations[self.open].draft = std::mem::replace(&mut self.compose, draft);
+        }
+        self.open = self.selected;
+        self.scroll = 0;
+        let conversation = &mut self.conversations[self.open];
+        conversation.unread = 0;
+        if conversation.loaded || conversation.kind == Kind::Console {
+            return Vec::new();
+        }
+        conversation.loaded = true;
+        vec![Request::History(conversation.kind.clone())]
+    }
+
+    /// A notice in the open conversation.
+    pub(crate) fn say(&mut self, text: impl Into<String>) {
+        let open = self.open;
+        self.conversations[open]
+            .entries
+            .push(Entry::Notice(text.into()));
+        self.scroll = 0;
+    }
+
+    fn submit(&mut self) -> Vec<Request> {
+        if self.compose.text.trim().is_empty() {
+            return Vec::new();
+        }
+        let text = self.compose.take();
+        if let Some(command) = text.trim_start().strip_prefix('/') {
+            // `//text` sends "/text".
+            if !command.starts_with('/') {
+                return self.command(command);
+            }
+        }
+        let text = match text.trim_start().strip_prefix("//") {
+            Some(rest) => format!("/{rest}"),
+            None => text,
+        };
+        let to = self.current().kind.clone();
+        if to == Kind::Console {
+            self.say("This is the console: open a conversation first (Up/Down and Enter, or /join NAME).");
+            // Nothing typed is lost.
+            self.compose.text = text;
+            self.compose.cursor = self.compose.text.len();
+            return Vec::new();
+        }
+        self.next_local += 1;
+        let local = self.next_local;
+        let placeholder = ChatMessage {
+            id: format!("local:{local}"),
+            from: self.me.clone(),
+            outgoing: true,
+            text: text.clone(),
+            sent_at: 0,
+            status: Status::Queued,
+        };
+        let open = self.open;
+        self.conversations[open]
+            .entries
+            .push(Entry::Message(placeholder));
+        self.scroll = 0;
+        vec![Request::Send { to, text, local }]
+    }
+
+    fn command(&mut self, line: &str) -> Vec<Request> {
+        let words: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+        let Some((name, args)) = words.split_first() else {
+            return Vec::new();
+        };
+        let cli = |first: &str| {
+            let mut all = vec![first.to_owned()];
+            all.extend(args.iter().cloned());
+            vec![Request::Command(all)]
+        };
+        match name.as_str() {
+            "quit" | "q" | "exit" => self.apply(Action::Quit),
+            "help" | "h" | "?" => {
+                self.say(HELP);
+                Vec::new()
+            }
+            "join" | "j" | "open" | "msg" => {
+                let Some(target) = args.first() else {
+                    self.say("usage: /join NAME (a member's handle, or #group)");
+                    return Vec::new();
+                };
+                let kind = match target.strip_prefix('#') {
+                    Some(group) => Kind::Group(group.to_owned()),
+                    None if self
+                        .conversations
+                        .iter()
+                        .any(|c| c.kind == Kind::Group(target.clone())) =>
+                    {
+                        Kind::Group(target.clone())
+                    }
+                    None if *target == self.me => {
+                        self.say("that is you");
+                        return Vec::new();
+                    }
+                    None => Kind::Contact(target.clone()),
+                };
+                self.selected = self.conversation(&kind);
+                self.focus = Focus::Compose;
+                self.open_selected()
+            }
+            "invite" => {
+                if args.is_empty() {
+                    self.say("usage: /invite HANDLE [--device|--replace] [--expires 7d]");
+                    return Vec::new();
+                }
+                cli("invite")
+            }
+            "group" | "g" => {
+                if args.is_empty() {
+                    self.say("usage: /group create|add|remove NAME HANDLE..., /group leave NAME, /group list");
+                    return Vec::new();
+                }
+                cli("group")
+            }
+            "verify" => {
+                if args.is_empty() {
+                    self.say("usage: /verify HANDLE");
+                    return Vec::new();
+                }
+                if args.iter().any(|a| a == "--sas") {
+                    self.say("The emoji comparison asks questions as it goes, which cannot run through the profile's owner: /quit, then run `sotto verify HANDLE --sas` (both of you at the same time).");
+                    return Vec::new();
+                }
+                cli("verify")
+            }
+            "devices" => cli("devices"),
+            "members" | "refresh" => vec![Request::Refresh, Request::Sync],
+            other => {
+                self.say(format!("unknown command /{other}; /help lists them"));
+                Vec::new()
+            }
+        }
+    }
+
+    /// A message arrived (or was sent from another of my devices). Returns
+    /// whether it is new and from someone else in a conversation that is
+    /// not open — what rings the bell.
+    pub(crate) fn on_message(&mut self, kind: Kind, message: ChatMessage) -> bool {
+        let index = self.conversation(&kind);
+        let conversation = &mut self.conversations[index];
+        let known = conversation.entries.iter_mut().find_map(|e| match e {
+            Entry::Message(m) if m.id == message.id => Some(m),
+            _ => None,
+        });
+        if let Some(existing) = known {
+            *existing = message;
+            return false;
+        }
+        let incoming = !message.outgoing;
+        conversation.entries.push(Entry::Message(message));
+        if index == self.open {
+            self.scroll = 0;
+            return false;
+        }
+        if incoming {
+            conversation.unread += 1;
+        }
+        incoming
+    }
+
+    /// A conversation's history: replaces what was shown, keeping
+    /// messages not (yet) in it and the notices.
+    pub(crate) fn on_history(&mut self, kind: Kind, messages: Vec<ChatMessage>) {
+        let index = self.conversation(&kind);
+        let conversation = &mut self.conversations[index];
+        let known: std::collections::HashSet<&str> =
+            messages.iter().map(|m| m.id.as_str()).collect();
+        let kept: Vec<Entry> = conversation
+            .entries
+            .iter()
+            .filter(|e| match e {
+                Entry::Message(m) => !known.contains(m.id.as_str()),
+                Entry::Notice(_) => true,
+            })
+            .cloned()
+            .collect();
+        conversation.entries = messages.into_iter().map(Entry::Message).collect();
+        conversation.entries.extend(kept);
+        conversation.loaded = true;
+    }
+
+    /// The owner took message `local` at `now` (unix milliseconds) and
+    /// gave it `id` (or failed).
+    pub(crate) fn on_sent(
+        &mut self,
+        kind: &Kind,
+        local: u64,
+        now: u64,
+        result: Result<(String, bool), String>,
+    ) {
+        let index = self.conversation(kind);
+        let placeholder = format!("local:{local}");
+        let conversation = &mut self.conversations[index];
+        let Some(position) = conversation
+            .entries
+            .iter()
+            .position(|e| matches!(e, Entry::Message(m) if m.id == placeholder))
+        else {
+            return;
+        };
+        match result {
+            Ok((id, delivered)) => {
+                let already = conversation
+                    .entries
+                    .iter()
+                    .any(|e| matches!(e, Entry::Message(m) if m.id == id));
+                if already {
+                    conversation.entries.remove(position);
+                } else if let Entry::Message(m) = &mut conversation.entries[position] {
+                    m.id = id;
+                    m.sent_at = now;
+                    m.status = if delivered {
+                        Status::Sent
+                    } else {
+                        Status::Queued
+                    };
+                }
+            }
+            Err(error) => {
+                let text = match conversation.entries.remove(position) {
+                    Entry::Message(m) => m.text,
+                    Entry::Notice(text) => text,
+                };
+                conversation
+                    .entries
+                    .push(Entry::Notice(format!("not sent: {error}")));
+                // Nothing typed is lost: it goes back to that
+                // conversation's compose line (or draft, if another is
+                // open) unless something new is being written there.
+                let compose = if index == self.open {
+                    &mut self.compose
+                } else {
+                    &mut self.conversations[index].draft
+                };
+                if compose.text.is_empty() {
+                    compose.cursor = text.len();
+                    compose.text = text;
+                }
+            }
+        }
+    }
+
+    /// A message of mine changed status (delivered, read).
+    pub(crate) fn on_status(&mut self, id: &str, status: Status) {
+        for conversation in &mut self.conversations {
+            for entry in &mut conversation.entries {
+                if let Entry::Message(m) = entry
+                    && m.id == id
+                {
+                    // Statuses only move forward: a late "delivered" does
+                    // not undo "read".
+                    if !(m.status == Status::Read && status == Status::Delivered) {
+                        m.status = status;
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A notice from the owner: shown in the conversation it names
+    /// ("bob's key changed ...") or else in the console.
+    pub(crate) fn on_notice(&mut self, text: &str) {
+        let index = self
+            .conversations
+            .iter()
+            .position(|c| match &c.kind {
+                Kind::Contact(handle) => text.starts_with(&format!("{handle}'s ")),
+                _ => false,
+            })
+            .unwrap_or(0);
+        self.conversations[index]
+            .entries
+            .push(Entry::Notice(text.to_owned()));
+        if index != self.open {
+            self.conversations[index].unread += 1;
+        }
+    }
+
+    /// The relay went away or came back.
+    pub(crate) fn on_connection(&mut self, online: bool) {
+        if self.online != Some(online) {
+            self.online = Some(online);
+        }
+    }
+
+    /// Total unread messages outside the open conversation.
+    pub(crate) fn unread_total(&self) -> usize {
+        self.conversations.iter().map(|c| c.unread).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chat() -> Chat {
+        let mut chat = Chat::new("alice", "acme");
+        chat.set_directory(
+            &["alice".into(), "carol".into(), "bob".into()],
+            &["ops".into()],
+        );
+        chat
+    }
+
+    fn incoming(id: &str, from: &str, text: &str) -> ChatMessage {
+        ChatMessage {
+            id: id.into(),
+            from: from.into(),
+            outgoing: false,
+            text: text.into(),
+            sent_at: 0,
+            status: Status::Received,
+        }
+    }
+
+    fn kinds(chat: &Chat) -> Vec<Kind> {
+        chat.conversations.iter().map(|c| c.kind.clone()).collect()
+    }
+
+    #[test]
+    fn the_list_holds_the_console_members_without_me_then_groups() {
+        let chat = chat();
+        assert_eq!(
+            kinds(&chat),
+            vec![
+                Kind::Console,
+                Kind::Contact("bob".into()),
+                Kind::Contact("carol".into()),
+                Kind::Group("ops".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn arrows_and_enter_open_a_conversation_and_ask_for_its_history_once() {
+        let mut chat = chat();
+        assert!(chat.apply(Action::Down).is_empty());
+        assert_eq!(
+            chat.apply(Action::Open),
+            vec![Request::History(Kind::Contact("bob".into()))]
+        );
+        assert_eq!(chat.open, 1);
+        assert_eq!(chat.focus, Focus::Compose);
+        chat.apply(Action::FocusList);
+        assert!(chat.apply(Action::Open).is_empty(), "history asked twice");
+    }
+
+    #[test]
+    fn unread_counts_grow_outside_the_open_conversation_and_reset_on_open() {
+        let mut chat = chat();
+        chat.apply(Action::Down);
+        chat.apply(Action::Open);
+        assert!(!chat.on_message(Kind::Contact("bob".into()), incoming("1", "bob", "hi")));
+        assert!(chat.on_message(Kind::Contact("carol".into()), incoming("2", "carol", "yo")));
+        assert!(chat.on_message(Kind::Group("ops".into()), incoming("3", "carol", "all")));
+        assert!(chat.on_message(Kind::Group("ops".into()), incoming("4", "bob", "ok")));
+        // The same message twice (live, then in a sync) counts once.
+        assert!(!chat.on_message(Kind::Group("ops".into()), incoming("4", "bob", "ok")));
+        let unread: Vec<usize> = chat.conversations.iter().map(|c| c.unread).collect();
+        assert_eq!(unread, vec![0, 0, 1, 2]);
+        chat.apply(Action::Next);
+        assert_eq!(chat.current().kind, Kind::Contact("carol".into()));
+        assert_eq!(chat.conversations[2].unread, 0);
+        assert_eq!(chat.unread_total(), 2);
+    }
+
+    #[test]
+    fn a_message_from_someone_new_adds_their_conversation_in_order() {
+        let mut chat = chat();
+        chat.apply(Action::Down);
+        chat.apply(Action::Open);
+        chat.on_message(Kind::Contact("aaron".into()), incoming("1", "aaron", "hi"));
+        assert_eq!(chat.conversations[1].kind, Kind::Contact("aaron".into()));
+        assert_eq!(chat.current().kind, Kind::Contact("bob".into()));
+        assert_eq!(
+            chat.conversations[chat.selected].kind,
+            Kind::Contact("bob".into())
+        );
+    }
+
+    #[test]
+    fn enter_sends_the_text_and_a_placeholder_takes_the_id_that_comes_back() {
+        let mut chat = chat();
+        chat.apply(Action::Down);
+        chat.apply(Action::Open);
+        for c in "hi bob".chars() {
+            chat.apply(Action::Insert(c));
+        }
+        let requests = chat.apply(Action::Submit);
+        assert_eq!(
+            requests,
+            vec![Request::Send {
+                to: Kind::Contact("bob".into()),
+                text: "hi bob".into(),
+                local: 1
+            }]
+        );
+        assert!(chat.compose.text.is_empty());
+        chat.on_sent(
+            &Kind::Contact("bob".into()),
+            1,
+            60_000,
+            Ok(("abcd".into(), true)),
+        );
+        chat.on_status("abcd", Status::Delivered);
+        chat.on_status("abcd", Status::Read);
+        chat.on_status("abcd", Status::Delivered);
+        let Entry::Message(m) = &chat.current().entries[0] else {
+            panic!("not a message")
+        };
+        assert_eq!((m.id.as_str(), m.status), ("abcd", Status::Read));
+    }
+
+    #[test]
+    fn typing_in_the_list_writes_to_the_conversation_selected() {
+        let mut chat = chat();
+        chat.apply(Action::Down);
+        assert_eq!(
+            chat.apply(Action::Insert('h')),
+            vec![Request::History(Kind::Contact("bob".into()))]
+        );
+        assert_eq!(chat.current().kind, Kind::Contact("bob".into()));
+        assert_eq!(
+            (chat.focus, chat.compose.text.as_str()),
+            (Focus::Compose, "h")
+        );
+    }
+
+    #[test]
+    fn each_conversation_keeps_its_own_draft() {
+        let mut chat = chat();
+        chat.apply(Action::Down);
+        chat.apply(Action::Open);
+        for c in "for bob".chars() {
+            chat.apply(Action::Insert(c));
+        }
+        chat.apply(Action::Next);
+        assert_eq!(chat.current().kind, Kind::Contact("carol".into()));
+        assert_eq!(chat.compose.text, "", "bob's draft followed to carol");
+        // Enter here sends nothing to carol.
+        assert!(chat.apply(Action::Submit).is_empty());
+        chat.apply(Action::Prev);
+        assert_eq!(chat.compose.text, "for bob");
+        assert_eq!(chat.compose.cursor, "for bob".len());
+    }
+
+    #[test]
+    fn a_refused_message_goes_back_to_its_own_conversation() {
+        let mut chat = chat();
+        chat.apply(Action::Down);
+        chat.apply(Action::Open);
+        chat.apply(Action::Insert('x'));
+        chat.apply(Action::Submit);
+        chat.apply(Action::Next);
+        chat.on_sent(&Kind::Contact("bob".into()), 1, 0, Err("refused".into()));
+        assert_eq!(chat.compose.text, "");
+        chat.apply(Action::Prev);
+        assert_eq!(chat.compose.text, "x");
+    }
+
+    #[test]
+    fn a_failed_send_says_why_and_puts_the_text_back() {
+        let mut chat = chat();
+        chat.apply(Action::Down);
+        chat.apply(Action::Open);
+        chat.apply(Action::Insert('x'));
+        chat.apply(Action::Submit);
+        chat.on_sent(
+            &Kind::Contact("bob".into()),
+            1,
+            0,
+            Err("bob is not a member".into()),
+        );
+        assert_eq!(chat.compose.text, "x");
+        assert_eq!(
+            chat.current().entries,
+            vec![Entry::Notice("not sent: bob is not a member".into())]
+        );
+    }
+
+    #[test]
+    fn alt_enter_makes_multi_line_messages_and_the_cursor_moves_between_lines() {
+        let mut chat = chat();
+        for c in "abc".chars() {
+            chat.apply(Action::Insert(c));
+        }
+        chat.apply(Action::Newline);
+        chat.apply(Action::Insert('d'));
+        assert_eq!(chat.compose.text, "abc\nd");
+        chat.apply(Action::LineUp);
+        assert_eq!(chat.compose.cursor, 1);
+        chat.apply(Action::End);
+        chat.apply(Action::LineDown);
+        assert_eq!(chat.compose.cursor, 5);
+        chat.apply(Action::Backspace);
+        chat.apply(Action::Backspace);
+        assert_eq!(chat.compose.text, "abc");
+        chat.apply(Action::Insert(' '));
+        chat.apply(Action::Insert('é'));
+        chat.apply(Action::Left);
+        chat.apply(Action::Delete);
+        assert_eq!(chat.compose.text, "abc ");
+        chat.apply(Action::DeleteWord);
+        assert_eq!(chat.compose.text, "");
+    }
+
+    #[test]
+    fn slash_commands_map_to_cli_commands_or_act_here() {
+        let mut chat = chat();
+        let mut run = |line: &str| {
+            for c in line.chars() {
+                chat.apply(Action::Insert(c));
+            }
+            chat.apply(Action::Submit)
+        };
+        assert_eq!(
+            run("/invite dave --expires 1d"),
+            vec![Request::Command(vec![
+                "invite".into(),
+                "dave".into(),
+                "--expires".into(),
+                "1d".into()
+            ])]
+        );
+        assert_eq!(
+            run("/group create ops2 bob carol"),
+            vec![Request::Command(vec![
+                "group".into(),
+                "create".into(),
+                "ops2".into(),
+                "bob".into(),
+                "carol".into()
+            ])]
+        );
+        assert_eq!(
+            run("/verify bob"),
+            vec![Request::Command(vec!["verify".into(), "bob".into()])]
+        );
+        assert_eq!(
+            run("/devices"),
+            vec![Request::Command(vec!["devices".into()])]
+        );
+        assert_eq!(
+            run("/join #ops"),
+            vec![Request::History(Kind::Group("ops".into()))]
+        );
+        assert_eq!(chat.current().kind, Kind::Group("ops".into()));
+        assert_eq!(
+            chat.apply(Action::Insert('/')).len() + {
+                for c in "bogus".chars() {
+                    chat.apply(Action::Insert(c));
+                }
+                chat.apply(Action::Submit).len()
+            },
+            0
+        );
+        assert!(
+            matches!(chat.current().entries.last(), Some(Entry::Notice(n)) if n.contains("unknown command /bogus"))
+        );
+        for c in "//etc".chars() {
+            chat.apply(Action::Insert(c));
+        }
+        assert!(
+            matches!(&chat.apply(Action::Submit)[..], [Request::Send { text, .. }] if text == "/etc")
+        );
+        for c in "/quit".chars() {
+            chat.apply(Action::Insert(c));
+        }
+        assert_eq!(chat.apply(Action::Submit), vec![Request::Quit]);
+        assert!(chat.quit);
+    }
+
+    #[test]
+    fn a_key_change_notice_lands_in_that_members_conversation() {
+        let mut chat = chat();
+        chat.on_notice("bob's key changed (the admin re-invited them): verify them again with `sotto verify bob`");
+        assert!(
+            matches!(&chat.conversations[1].entries[..], [Entry::Notice(n)] if n.contains("key changed"))
+        );
+        assert_eq!(chat.conversations[1].unread, 1);
+        chat.on_notice("something else");
+        assert_eq!(chat.conversations[0].entries.len(), 1);
+    }
+
+    #[test]
+    fn history_merges_with_live_messages_without_doubles() {
+        let mut chat = chat();
+        chat.on_message(Kind::Contact("bob".into()), incoming("2", "bob", "live"));
+        chat.on_history(
+            Kind::Contact("bob".into()),
+            vec![incoming("1", "bob", "old"), incoming("2", "bob", "live")],
+        );
+        let ids: Vec<String> = chat.conversations[1]
+            .entries
+            .iter()
+            .filter_map(|e| match e {
+                Entry::Message(m) => Some(m.id.clone()),
+                Entry::Notice(_) => None,
+            })
+            .collect();
+        assert_eq!(ids, vec!["1", "2"]);
+    }
+}

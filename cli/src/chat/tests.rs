@@ -1,0 +1,542 @@
+//! The chat as a user sees it: keys in, the fake owner's calls and the
+//! rendered screen (ratatui's `TestBackend`) out.
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use serde_json::json;
+
+use super::backend::fake::FakeOwner;
+use super::*;
+
+async fn chat(options: Options) -> (Driver, FakeOwner, Terminal<TestBackend>) {
+    let owner = FakeOwner::new();
+    owner.inner.lock().unwrap().histories.insert(
+        "bob".into(),
+        json!({"messages": [
+            {"id": "h1", "from": "bob", "to": null, "group": null, "text": "hello from history", "sent_at": 3_600_000, "status": "received"},
+            {"id": "h2", "from": "alice", "to": "bob", "group": null, "text": "my old reply", "sent_at": 3_660_000, "status": "delivered"},
+        ]}),
+    );
+    let mut driver = Driver::start(owner.clone(), options).await.unwrap();
+    driver.settle().await;
+    let terminal = Terminal::new(TestBackend::new(80, 20)).unwrap();
+    (driver, owner, terminal)
+}
+
+fn screen(terminal: &mut Terminal<TestBackend>, driver: &Driver) -> Vec<String> {
+    terminal
+        .draw(|frame| {
+            ui::draw(frame, &driver.chat);
+        })
+        .unwrap();
+    let buffer = terminal.backend().buffer();
+    let width = usize::from(buffer.area.width);
+    buffer
+        .content()
+        .chunks(width)
+        .map(|row| row.iter().map(|cell| cell.symbol()).collect::<String>())
+        .collect()
+}
+
+fn shows(screen: &[String], needle: &str) -> bool {
+    screen.iter().any(|row| row.contains(needle))
+}
+
+fn press(driver: &mut Driver, code: KeyCode) {
+    driver.key(KeyEvent::new(code, KeyModifiers::NONE));
+}
+
+fn type_text(driver: &mut Driver, text: &str) {
+    for c in text.chars() {
+        press(driver, KeyCode::Char(c));
+    }
+}
+
+fn message(id: &str, from: &str, group: Option<&str>, text: &str) -> serde_json::Value {
+    json!({"id": id, "from": from, "to": null, "group": group, "text": text, "sent_at": 7_200_000, "status": "received"})
+}
+
+#[tokio::test]
+async fn the_side_list_shows_members_groups_and_unread_counts() {
+    let (mut driver, owner, mut terminal) = chat(Options::default()).await;
+    let before = screen(&mut terminal, &driver);
+    assert!(shows(&before, "Conversations"));
+    for name in ["sotto", "bob", "carol", "#ops"] {
+        assert!(
+            shows(&before, &format!(" {name} ")),
+            "{name} missing:\n{}",
+            before.join("\n")
+        );
+    }
+    // My own handle is not a conversation.
+    assert!(
+        !before.iter().any(|row| row.starts_with("│alice")),
+        "{}",
+        before.join("\n")
+    );
+    owner.notify("message", message("m1", "carol", None, "ping"));
+    owner.notify("message", message("m2", "bob", Some("ops"), "one"));
+    owner.notify("message", message("m3", "carol", Some("ops"), "two"));
+    driver.settle().await;
+    let after = screen(&mut terminal, &driver);
+    assert!(shows(&after, "carol (1)"), "{}", after.join("\n"));
+    assert!(shows(&after, "#ops (2)"), "{}", after.join("\n"));
+    assert!(shows(&after, "3 unread"), "{}", after.join("\n"));
+}
+
+#[tokio::test]
+async fn arrows_and_enter_open_a_conversation_with_its_history_times_and_statuses() {
+    let (mut driver, owner, mut terminal) = chat(Options::default()).await;
+    press(&mut driver, KeyCode::Down);
+    press(&mut driver, KeyCode::Enter);
+    driver.settle().await;
+    assert_eq!(owner.calls("history"), vec![json!({"with": "bob"})]);
+    let rows = screen(&mut terminal, &driver);
+    assert!(shows(&rows, "┌ bob ─"), "{}", rows.join("\n"));
+    assert!(
+        shows(&rows, "01:00 bob: hello from history"),
+        "{}",
+        rows.join("\n")
+    );
+    assert!(
+        shows(&rows, "01:01 me: my old reply  delivered"),
+        "{}",
+        rows.join("\n")
+    );
+    assert!(shows(&rows, "message to bob"), "{}", rows.join("\n"));
+    // Down twice more and Enter: the group.
+    press(&mut driver, KeyCode::Esc);
+    press(&mut driver, KeyCode::Down);
+    press(&mut driver, KeyCode::Down);
+    press(&mut driver, KeyCode::Enter);
+    driver.settle().await;
+    assert!(shows(&screen(&mut terminal, &driver), "┌ #ops ─"));
+    assert_eq!(
+        owner.calls("history").last(),
+        Some(&json!({"group": "ops"}))
+    );
+}
+
+#[tokio::test]
+async fn typing_and_enter_sends_through_the_owner_and_shows_the_message_and_its_status() {
+    let (mut driver, owner, mut terminal) = chat(Options::default()).await;
+    press(&mut driver, KeyCode::Down);
+    press(&mut driver, KeyCode::Enter);
+    type_text(&mut driver, "hi bob");
+    assert!(shows(&screen(&mut terminal, &driver), "│hi bob"));
+    press(&mut driver, KeyCode::Enter);
+    driver.settle().await;
+    assert_eq!(
+        owner.calls("send"),
+        vec![json!({"to": "bob", "text": "hi bob"})]
+    );
+    assert!(driver.chat.compose.text.is_empty());
+    let rows = screen(&mut terminal, &driver);
+    assert!(
+        rows.iter().any(|r| r.contains("me: hi bob  sent")),
+        "{}",
+        rows.join("\n")
+    );
+    // The id the owner gave is the one status notifications name.
+    let id = owner.calls("send").len();
+    assert!(id > 0);
+    let sent_id = match driver.chat.current().entries.last() {
+        Some(state::Entry::Message(m)) => m.id.clone(),
+        other => panic!("{other:?}"),
+    };
+    owner.notify("status", json!({"id": sent_id, "status": "read"}));
+    driver.settle().await;
+    assert!(shows(&screen(&mut terminal, &driver), "me: hi bob  read"));
+    // In a group, `group.send`.
+    driver.key(KeyEvent::new(KeyCode::Char('n'), KeyModifiers::CONTROL));
+    assert_eq!(driver.chat.current().kind, Kind::Contact("carol".into()));
+    driver.key(KeyEvent::new(KeyCode::Char('n'), KeyModifiers::CONTROL));
+    assert_eq!(driver.chat.current().kind, Kind::Group("ops".into()));
+    type_text(&mut driver, "all hands");
+    press(&mut driver, KeyCode::Enter);
+    driver.settle().await;
+    assert_eq!(
+        owner.calls("group.send"),
+        vec![json!({"group": "ops", "text": "all hands"})]
+    );
+}
+
+#[tokio::test]
+async fn a_refused_send_is_shown_and_the_text_comes_back() {
+    let (mut driver, owner, mut terminal) = chat(Options::default()).await;
+    owner.inner.lock().unwrap().refuse_sends = Some("bob is no longer a member of the team".into());
+    press(&mut driver, KeyCode::Down);
+    press(&mut driver, KeyCode::Enter);
+    type_text(&mut driver, "still there?");
+    press(&mut driver, KeyCode::Enter);
+    driver.settle().await;
+    let rows = screen(&mut terminal, &driver);
+    assert!(
+        shows(&rows, "not sent: bob is no longer a member"),
+        "{}",
+        rows.join("\n")
+    );
+    assert!(shows(&rows, "│still there?"), "{}", rows.join("\n"));
+}
+
+#[tokio::test]
+async fn alt_enter_inserts_a_line_break_and_enter_sends_both_lines() {
+    let (mut driver, owner, mut terminal) = chat(Options::default()).await;
+    press(&mut driver, KeyCode::Down);
+    press(&mut driver, KeyCode::Enter);
+    type_text(&mut driver, "first");
+    driver.key(KeyEvent::new(KeyCode::Enter, KeyModifiers::ALT));
+    type_text(&mut driver, "second");
+    driver.settle().await;
+    assert!(owner.calls("send").is_empty());
+    let rows = screen(&mut terminal, &driver);
+    let first = rows
+        .iter()
+        .position(|r| r.starts_with("│first"))
+        .expect("first line");
+    assert!(
+        rows[first + 1].starts_with("│second"),
+        "{}",
+        rows.join("\n")
+    );
+    // The cursor sits after "second".
+    terminal
+        .backend_mut()
+        .assert_cursor_position((7, first as u16 + 1));
+    press(&mut driver, KeyCode::Enter);
+    driver.settle().await;
+    assert_eq!(
+        owner.calls("send"),
+        vec![json!({"to": "bob", "text": "first\nsecond"})]
+    );
+    let rows = screen(&mut terminal, &driver);
+    let sent = rows
+        .iter()
+        .position(|r| r.contains("me: first"))
+        .expect("sent");
+    assert!(rows[sent + 1].contains("second"), "{}", rows.join("\n"));
+}
+
+#[tokio::test]
+async fn a_resize_redraws_the_whole_layout_at_the_new_size() {
+    let (mut driver, _owner, mut terminal) = chat(Options::default()).await;
+    press(&mut driver, KeyCode::Down);
+    press(&mut driver, KeyCode::Enter);
+    driver.settle().await;
+    let wide = screen(&mut terminal, &driver);
+    assert_eq!((wide.len(), wide[0].chars().count()), (20, 80));
+    terminal.backend_mut().resize(50, 12);
+    driver.terminal(TermEvent::Resize(50, 12));
+    let narrow = screen(&mut terminal, &driver);
+    assert_eq!((narrow.len(), narrow[0].chars().count()), (12, 50));
+    // Everything is still there: title, list, view, compose box, help bar.
+    assert!(narrow[0].contains("alice in acme"), "{}", narrow.join("\n"));
+    assert!(shows(&narrow, "bob"), "{}", narrow.join("\n"));
+    assert!(shows(&narrow, "hello from"), "{}", narrow.join("\n"));
+    assert!(shows(&narrow, "message to bob"), "{}", narrow.join("\n"));
+    assert!(narrow[11].contains("Enter send"), "{}", narrow.join("\n"));
+    // Long lines wrap inside the narrower view instead of being cut.
+    let rows_of_history = narrow
+        .iter()
+        .filter(|r| r.contains("history") || r.contains("hello from"))
+        .count();
+    assert!(rows_of_history >= 1);
+    // Too small to be useful: a sentence, no panic.
+    terminal.backend_mut().resize(10, 4);
+    let tiny = screen(&mut terminal, &driver);
+    assert!(tiny.join("").contains("sotto"));
+}
+
+#[tokio::test]
+async fn the_help_bar_shows_the_keys_for_where_the_focus_is() {
+    let (mut driver, _owner, mut terminal) = chat(Options::default()).await;
+    let rows = screen(&mut terminal, &driver);
+    let help = rows.last().unwrap();
+    for words in [
+        "↑↓ move",
+        "Enter open",
+        "Tab write",
+        "^C quit",
+        "/help commands",
+    ] {
+        assert!(help.contains(words), "{words:?} not in {help:?}");
+    }
+    press(&mut driver, KeyCode::Tab);
+    let rows = screen(&mut terminal, &driver);
+    let help = rows.last().unwrap();
+    for words in ["Enter send", "Alt+Enter new line", "Tab/Esc list"] {
+        assert!(help.contains(words), "{words:?} not in {help:?}");
+    }
+    type_text(&mut driver, "/help");
+    press(&mut driver, KeyCode::Enter);
+    let rows = screen(&mut terminal, &driver);
+    assert!(shows(&rows, "/invite HANDLE"), "{}", rows.join("\n"));
+}
+
+#[tokio::test]
+async fn slash_quit_and_ctrl_c_end_the_chat() {
+    let (mut driver, _owner, _terminal) = chat(Options::default()).await;
+    type_text(&mut driver, "/quit");
+    assert!(!driver.chat.quit);
+    press(&mut driver, KeyCode::Enter);
+    assert!(driver.chat.quit);
+    let (mut driver, _owner, _terminal) = chat(Options::default()).await;
+    driver.key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL));
+    assert!(driver.chat.quit);
+}
+
+#[tokio::test]
+async fn slash_commands_run_the_cli_command_and_show_its_output() {
+    let (mut driver, owner, mut terminal) = chat(Options::default()).await;
+    press(&mut driver, KeyCode::Tab);
+    type_text(&mut driver, "/invite dave --expires 1d");
+    press(&mut driver, KeyCode::Enter);
+    driver.settle().await;
+    assert_eq!(
+        owner.inner.lock().unwrap().commands,
+        vec![vec![
+            "invite".to_owned(),
+            "dave".into(),
+            "--expires".into(),
+            "1d".into()
+        ]]
+    );
+    let rows = screen(&mut terminal, &driver);
+    assert!(
+        shows(&rows, "$ sotto invite dave --expires 1d"),
+        "{}",
+        rows.join("\n")
+    );
+    assert!(shows(&rows, "ran sotto invite dave"), "{}", rows.join("\n"));
+    assert!(shows(&rows, "Give this code"), "{}", rows.join("\n"));
+    assert!(!shows(&rows, "QR code"), "{}", rows.join("\n"));
+    // /join opens a conversation with someone not in the list yet.
+    type_text(&mut driver, "/join erin");
+    press(&mut driver, KeyCode::Enter);
+    driver.settle().await;
+    assert!(shows(&screen(&mut terminal, &driver), "┌ erin ─"));
+    assert_eq!(
+        owner.calls("history").last(),
+        Some(&json!({"with": "erin"}))
+    );
+}
+
+#[tokio::test]
+async fn live_messages_and_key_change_notices_appear_in_the_open_conversation() {
+    let (mut driver, owner, mut terminal) = chat(Options::default()).await;
+    press(&mut driver, KeyCode::Down);
+    press(&mut driver, KeyCode::Enter);
+    driver.settle().await;
+    owner.notify("message", message("m9", "bob", None, "are you there?"));
+    owner.notify("notice", json!({"text": "bob's key changed (the admin re-invited them): verify them again with `sotto verify bob`"}));
+    owner.notify("connection", json!({"online": false}));
+    driver.settle().await;
+    let rows = screen(&mut terminal, &driver);
+    assert!(
+        shows(&rows, "02:00 bob: are you there?"),
+        "{}",
+        rows.join("\n")
+    );
+    assert!(shows(&rows, "-- bob's key changed"), "{}", rows.join("\n"));
+    assert!(rows[0].contains("offline"), "{}", rows[0]);
+    // Read in the open conversation: no unread count.
+    assert_eq!(driver.chat.unread_total(), 0);
+}
+
+#[tokio::test]
+async fn control_characters_from_a_peer_never_reach_the_terminal() {
+    let (mut driver, owner, mut terminal) = chat(Options::default()).await;
+    press(&mut driver, KeyCode::Down);
+    press(&mut driver, KeyCode::Enter);
+    owner.notify(
+        "message",
+        message("evil", "bob", None, "a\x1b]0;pwned\x07b\x1b[2Jc\rd"),
+    );
+    driver.settle().await;
+    let rows = screen(&mut terminal, &driver);
+    let all = rows.join("");
+    assert!(!all.chars().any(|c| c.is_control()), "{all:?}");
+    assert!(shows(&rows, "bob: a"), "{}", rows.join("\n"));
+}
+
+#[tokio::test]
+async fn bell_rings_for_other_conversations_and_notifications_name_only_the_sender() {
+    let options = Options {
+        bell: true,
+        notify: false,
+    };
+    let (mut driver, owner, _terminal) = chat(options).await;
+    press(&mut driver, KeyCode::Down);
+    press(&mut driver, KeyCode::Enter);
+    driver.settle().await;
+    owner.notify("message", message("a", "bob", None, "in the open one"));
+    driver.settle().await;
+    assert!(driver.alerts.is_empty());
+    owner.notify("message", message("b", "carol", None, "elsewhere"));
+    driver.settle().await;
+    assert_eq!(driver.alerts, vec!["\x07".to_owned()]);
+    // In the background, the open conversation rings too.
+    driver.terminal(TermEvent::FocusLost);
+    owner.notify("message", message("c", "bob", None, "while away"));
+    driver.settle().await;
+    assert_eq!(driver.alerts.len(), 2);
+
+    // Without --bell: silence.
+    let (mut quiet, owner, _terminal) = chat(Options::default()).await;
+    owner.notify("message", message("d", "carol", None, "psst"));
+    quiet.settle().await;
+    assert!(quiet.alerts.is_empty());
+
+    let both = Options {
+        bell: true,
+        notify: true,
+    };
+    let sequence = alert_sequence(both, "carol", &Kind::Group("ops".into())).unwrap();
+    assert!(sequence.starts_with('\x07'));
+    assert!(sequence.contains("\x1b]777;notify;sotto;New message from carol in #ops\x1b\\"));
+    assert!(sequence.contains("\x1b]9;New message from carol in #ops\x1b\\"));
+    assert!(alert_sequence(Options::default(), "carol", &Kind::Console).is_none());
+}
+
+#[tokio::test]
+async fn missed_notifications_reload_the_open_conversation() {
+    let (mut driver, owner, mut terminal) = chat(Options::default()).await;
+    press(&mut driver, KeyCode::Down);
+    press(&mut driver, KeyCode::Enter);
+    driver.settle().await;
+    assert_eq!(owner.calls("history").len(), 1);
+    owner.notify("lagged", json!({"missed": 3}));
+    driver.settle().await;
+    assert_eq!(owner.calls("history"), vec![json!({"with": "bob"}); 2]);
+    let rows = screen(&mut terminal, &driver);
+    assert!(shows(&rows, "3 updates were missed"), "{}", rows.join("\n"));
+    // Reloading shows each message once.
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r.contains("hello from history"))
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn with_the_relay_down_groups_still_show_and_the_title_says_offline() {
+    let owner = FakeOwner::new();
+    owner.inner.lock().unwrap().relay_down = true;
+    let mut driver = Driver::start(owner.clone(), Options::default())
+        .await
+        .unwrap();
+    driver.settle().await;
+    let mut terminal = Terminal::new(TestBackend::new(80, 20)).unwrap();
+    let rows = screen(&mut terminal, &driver);
+    assert!(
+        rows[0].contains("offline: messages are queued"),
+        "{}",
+        rows[0]
+    );
+    assert!(shows(&rows, "#ops"), "{}", rows.join("\n"));
+    assert!(!shows(&rows, " bob "), "{}", rows.join("\n"));
+    assert!(
+        shows(&rows, "could not list the members: cannot reach the relay"),
+        "{}",
+        rows.join("\n")
+    );
+    // Once it is back, /members fills the list.
+    owner.inner.lock().unwrap().relay_down = false;
+    type_text(&mut driver, "/members");
+    press(&mut driver, KeyCode::Enter);
+    driver.settle().await;
+    let rows = screen(&mut terminal, &driver);
+    assert!(shows(&rows, " bob "), "{}", rows.join("\n"));
+    assert!(rows[0].contains("· online"), "{}", rows[0]);
+}
+
+#[tokio::test]
+async fn page_up_shows_older_messages_and_page_down_comes_back() {
+    let (mut driver, owner, mut terminal) = chat(Options::default()).await;
+    let many: Vec<serde_json::Value> = (0..40)
+        .map(|n| json!({"id": format!("old{n}"), "from": "bob", "group": null, "text": format!("message number {n}"), "sent_at": 0, "status": "received"}))
+        .collect();
+    owner
+        .inner
+        .lock()
+        .unwrap()
+        .histories
+        .insert("bob".into(), json!({ "messages": many }));
+    press(&mut driver, KeyCode::Down);
+    press(&mut driver, KeyCode::Enter);
+    driver.settle().await;
+    let rows = screen(&mut terminal, &driver);
+    assert!(shows(&rows, "message number 39"), "{}", rows.join("\n"));
+    assert!(!shows(&rows, "message number 20 "), "{}", rows.join("\n"));
+    press(&mut driver, KeyCode::PageUp);
+    press(&mut driver, KeyCode::PageUp);
+    let rows = screen(&mut terminal, &driver);
+    assert!(!shows(&rows, "message number 39"), "{}", rows.join("\n"));
+    assert!(shows(&rows, "message number 29"), "{}", rows.join("\n"));
+    assert!(shows(&rows, "10 lines below, PgDn"), "{}", rows.join("\n"));
+    press(&mut driver, KeyCode::PageDown);
+    press(&mut driver, KeyCode::PageDown);
+    let rows = screen(&mut terminal, &driver);
+    assert!(shows(&rows, "message number 39"), "{}", rows.join("\n"));
+    assert!(!shows(&rows, "lines below"), "{}", rows.join("\n"));
+    // Far past the top, the view stops at the first message.
+    for _ in 0..30 {
+        press(&mut driver, KeyCode::PageUp);
+    }
+    let rows = screen(&mut terminal, &driver);
+    assert!(shows(&rows, "message number 0 "), "{}", rows.join("\n"));
+    // The driver keeps the scroll the drawing used, so one PgDn moves at
+    // once.
+    let mut used = 0;
+    terminal
+        .draw(|frame| used = ui::draw(frame, &driver.chat))
+        .unwrap();
+    driver.chat.scroll = used;
+    press(&mut driver, KeyCode::PageDown);
+    let rows = screen(&mut terminal, &driver);
+    assert!(!shows(&rows, "message number 0 "), "{}", rows.join("\n"));
+    assert!(shows(&rows, "message number 5 "), "{}", rows.join("\n"));
+}
+
+#[tokio::test]
+async fn a_key_change_found_by_a_sync_shows_in_that_members_conversation() {
+    let owner = FakeOwner::new();
+    owner.inner.lock().unwrap().notices =
+        vec!["carol's key changed (the admin re-invited them): verify them again with `sotto verify carol`".into()];
+    let mut driver = Driver::start(owner.clone(), Options::default())
+        .await
+        .unwrap();
+    driver.settle().await;
+    assert_eq!(owner.calls("sync").len(), 1);
+    let mut terminal = Terminal::new(TestBackend::new(80, 20)).unwrap();
+    assert!(shows(&screen(&mut terminal, &driver), "carol (1)"));
+    driver.key(KeyEvent::new(KeyCode::Char('n'), KeyModifiers::CONTROL));
+    driver.key(KeyEvent::new(KeyCode::Char('n'), KeyModifiers::CONTROL));
+    driver.settle().await;
+    let rows = screen(&mut terminal, &driver);
+    assert!(shows(&rows, "┌ carol ─"), "{}", rows.join("\n"));
+    assert!(
+        shows(&rows, "-- carol's key changed"),
+        "{}",
+        rows.join("\n")
+    );
+}
+
+#[tokio::test]
+async fn a_paste_keeps_its_line_breaks_and_does_not_send() {
+    let (mut driver, owner, _terminal) = chat(Options::default()).await;
+    press(&mut driver, KeyCode::Down);
+    driver.terminal(TermEvent::Paste("one\r\ntwo".into()));
+    driver.settle().await;
+    assert!(owner.calls("send").is_empty());
+    assert_eq!(owner.calls("history"), vec![json!({"with": "bob"})]);
+    assert_eq!(driver.chat.compose.text, "one\ntwo");
+    press(&mut driver, KeyCode::Enter);
+    driver.settle().await;
+    assert_eq!(
+        owner.calls("send"),
+        vec![json!({"to": "bob", "text": "one\ntwo"})]
+    );
+}

@@ -1,0 +1,279 @@
+//! `sotto chat` end to end: the real binary in a pseudo-terminal, its
+//! screen read back through a terminal emulator, against a real relay and
+//! a second member using the command line.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use portable_pty::{CommandBuilder, PtySize, native_pty_system};
+
+struct Relay {
+    child: Child,
+    addr: String,
+    fingerprint: String,
+    bootstrap: String,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_relay() -> Relay {
+    let relay = Path::new(env!("CARGO_BIN_EXE_sotto")).with_file_name("sotto-relay");
+    assert!(
+        relay.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` (or build sotto-relay first)",
+        relay.display()
+    );
+    let data = tempfile::tempdir().unwrap();
+    let mut child = Command::new(relay)
+        .args(["--listen", "127.0.0.1:0", "--data"])
+        .arg(data.path())
+        .env("SOTTO_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut addr, mut fingerprint, mut bootstrap) = (None, None, None);
+    for line in lines {
+        let line = line.unwrap();
+        if let Some(v) = line.strip_prefix("listen: ") {
+            addr = Some(v.to_owned());
+        } else if let Some(v) = line.strip_prefix("fingerprint: ") {
+            fingerprint = Some(v.to_owned());
+        } else if let Some(v) = line.strip_prefix("bootstrap code: ") {
+            bootstrap = Some(v.to_owned());
+            break;
+        }
+    }
+    Relay {
+        child,
+        addr: addr.unwrap(),
+        fingerprint: fingerprint.unwrap(),
+        bootstrap: bootstrap.unwrap(),
+        _data: data,
+    }
+}
+
+fn sotto(home: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sotto"))
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .env_remove("SOTTO_PASSPHRASE")
+        .env("SOTTO_LOG", "error")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn ok(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+/// A relay, alice (admin) and bob (joined), in temp homes.
+fn team_of_two() -> (Relay, tempfile::TempDir, PathBuf, PathBuf) {
+    let relay = start_relay();
+    let homes = tempfile::tempdir().unwrap();
+    let (alice, bob) = (homes.path().join("alice"), homes.path().join("bob"));
+    ok(&sotto(
+        &alice,
+        &[
+            "team",
+            "create",
+            &relay.bootstrap,
+            "--handle",
+            "alice",
+            "--name",
+            "acme",
+            "--relay",
+            &relay.addr,
+            "--fingerprint",
+            &relay.fingerprint,
+        ],
+    ));
+    let code = ok(&sotto(&alice, &["invite", "bob"])).trim().to_owned();
+    ok(&sotto(&bob, &["join", &code]));
+    (relay, homes, alice, bob)
+}
+
+/// Counts the bells the program rings.
+#[derive(Default)]
+struct Bells(usize);
+
+impl vt100::Callbacks for Bells {
+    fn audible_bell(&mut self, _: &mut vt100::Screen) {
+        self.0 += 1;
+    }
+}
+
+/// `sotto chat` running in a pseudo-terminal of 100 x 30.
+struct Chat {
+    child: Box<dyn portable_pty::Child + Send + Sync>,
+    keys: Box<dyn Write + Send>,
+    _master: Box<dyn portable_pty::MasterPty + Send>,
+    terminal: Arc<Mutex<vt100::Parser<Bells>>>,
+}
+
+impl Chat {
+    fn start(home: &Path, args: &[&str]) -> Chat {
+        let pty = native_pty_system()
+            .openpty(PtySize {
+                rows: 30,
+                cols: 100,
+                pixel_width: 0,
+                pixel_height: 0,
+            })
+            .unwrap();
+        let mut command = CommandBuilder::new(env!("CARGO_BIN_EXE_sotto"));
+        command.arg("--home");
+        command.arg(home);
+        command.arg("chat");
+        command.args(args);
+        command.env("SOTTO_LOG", "error");
+        command.env("TERM", "xterm-256color");
+        command.env_remove("SOTTO_PASSPHRASE");
+        let child = pty.slave.spawn_command(command).unwrap();
+        drop(pty.slave);
+        let terminal = Arc::new(Mutex::new(vt100::Parser::new_with_callbacks(
+            std::num::NonZeroU16::new(30).unwrap(),
+            std::num::NonZeroU16::new(100).unwrap(),
+            0,
+            Bells::default(),
+        )));
+        let mut output = pty.master.try_clone_reader().unwrap();
+        let screen = terminal.clone();
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(n) = output.read(&mut buffer) {
+                if n == 0 {
+                    break;
+                }
+                screen.lock().unwrap().process(&buffer[..n]);
+            }
+        });
+        let keys = pty.master.take_writer().unwrap();
+        Chat {
+            child,
+            keys,
+            _master: pty.master,
+            terminal,
+        }
+    }
+
+    fn screen(&self) -> String {
+        self.terminal.lock().unwrap().screen().contents()
+    }
+
+    fn bells(&self) -> usize {
+        self.terminal.lock().unwrap().callbacks().0
+    }
+
+    fn type_keys(&mut self, keys: &str) {
+        self.keys.write_all(keys.as_bytes()).unwrap();
+        self.keys.flush().unwrap();
+    }
+
+    /// Waits until the screen shows `text`.
+    fn wait_for(&self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let screen = self.screen();
+            if screen.contains(text) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{text:?} never appeared; the screen:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Chat {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+    }
+}
+
+const DOWN: &str = "\x1b[B";
+const CTRL_N: &str = "\x0e";
+const CTRL_P: &str = "\x10";
+
+#[test]
+fn a_message_typed_in_chat_reaches_the_other_member_and_their_reply_appears_on_screen() {
+    let (_relay, _homes, alice, bob) = team_of_two();
+    let mut chat = Chat::start(&alice, &["--bell"]);
+    chat.wait_for("alice in acme");
+    chat.wait_for("online");
+    chat.wait_for("│  bob");
+
+    // Arrow down to bob, Enter opens; typing and Enter sends.
+    chat.type_keys(DOWN);
+    chat.type_keys("\r");
+    chat.wait_for("message to bob");
+    chat.type_keys("hello from alice's chat\r");
+    chat.wait_for("me: hello from alice's chat  sent");
+
+    // The chat owns alice's profile: another command runs through it.
+    let whoami = ok(&sotto(&alice, &["whoami"]));
+    assert!(whoami.contains("alice in team \"acme\""), "{whoami}");
+
+    // bob receives it.
+    let synced = ok(&sotto(&bob, &["sync", "--json"]));
+    assert!(synced.contains("hello from alice's chat"), "{synced}");
+    // bob's device acknowledged it: alice sees it delivered.
+    chat.wait_for("me: hello from alice's chat  delivered");
+
+    // alice looks at the console; bob's reply rings the bell and counts
+    // as unread beside his name.
+    chat.type_keys(CTRL_P);
+    chat.wait_for("command (/help)");
+    let bells = chat.bells();
+    ok(&sotto(&bob, &["send", "alice", "hi alice, bob here"]));
+    chat.wait_for("bob (1)");
+    assert_eq!(chat.bells(), bells + 1, "{}", chat.screen());
+    chat.type_keys(CTRL_N);
+    chat.wait_for("bob: hi alice, bob here");
+    assert!(!chat.screen().contains("bob (1)"), "{}", chat.screen());
+
+    // Alt+Enter breaks the line; Enter sends both lines as one message.
+    chat.type_keys("two\x1b\rlines\r");
+    chat.wait_for("me: two");
+    let synced = ok(&sotto(&bob, &["sync", "--json"]));
+    assert!(synced.contains("two\\nlines"), "{synced}");
+
+    // /quit leaves, puts the terminal back and hands the profile back.
+    chat.type_keys("/quit\r");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = chat.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the chat did not quit");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(!chat.terminal.lock().unwrap().screen().alternate_screen());
+    let history = ok(&sotto(&alice, &["history", "bob"]));
+    assert!(history.contains("hi alice, bob here"), "{history}");
+}
