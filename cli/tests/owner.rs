@@ -153,6 +153,8 @@ fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 struct Running {
     child: Child,
     lines: std::sync::mpsc::Receiver<String>,
+    /// Where its stderr goes, to show when a test fails.
+    stderr: tempfile::NamedTempFile,
 }
 
 impl Running {
@@ -161,9 +163,10 @@ impl Running {
         for (key, value) in env {
             command.env(key, value);
         }
+        let stderr = tempfile::NamedTempFile::new().unwrap();
         let mut child = command
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr.reopen().unwrap())
             .spawn()
             .unwrap();
         let (tx, lines) = std::sync::mpsc::channel();
@@ -179,14 +182,23 @@ impl Running {
         eventually("the owner's control socket", || {
             UnixStream::connect(home.join("control.sock")).is_ok()
         });
-        Running { child, lines }
+        Running {
+            child,
+            lines,
+            stderr,
+        }
     }
 
     fn next_json(&self) -> Value {
         let line = self
             .lines
             .recv_timeout(Duration::from_secs(30))
-            .expect("a line from the owner");
+            .unwrap_or_else(|error| {
+                panic!(
+                    "a line from the owner: {error}; its stderr:\n{}",
+                    std::fs::read_to_string(self.stderr.path()).unwrap_or_default()
+                )
+            });
         serde_json::from_str(&line).unwrap()
     }
 

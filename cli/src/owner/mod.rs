@@ -338,7 +338,9 @@ pub(crate) async fn listen(home: &Path, out: &Output) -> anyhow::Result<()> {
             if remote::listen(remote, out).await? {
                 return Ok(());
             }
-            // The owner stopped: own the profile from here.
+            // The owner stopped: own the profile from here (once it has
+            // let go of it; a stopping owner may still answer briefly).
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             continue;
         }
         let (_handle, mut owner, mut notes) = match own(home, "listen").await {

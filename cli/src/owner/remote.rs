@@ -58,6 +58,17 @@ impl Remote {
             let line = match self.lines.next_line().await {
                 Ok(Some(line)) => line,
                 Ok(None) => return Ok(None),
+                // An owner that exits with our last request unread resets
+                // the connection instead of closing it: it went away all
+                // the same.
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                    ) =>
+                {
+                    return Ok(None);
+                }
                 Err(error) => return Err(self.broken(error)),
             };
             if line.trim().is_empty() {
@@ -184,9 +195,12 @@ pub(crate) async fn forward(
 /// owner's `message` notifications as they arrive. Returns when the owner
 /// goes away (`Ok(false)`) or on Ctrl-C (`Ok(true)`).
 pub(crate) async fn listen(mut remote: Remote, out: &Output) -> anyhow::Result<bool> {
-    match remote.call("subscribe", json!({})).await? {
-        Ok(_) => {}
-        Err(error) => return Err(remote.broken(error.message).into()),
+    match remote.call("subscribe", json!({})).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => return Err(remote.broken(error.message).into()),
+        // The owner went away before it answered (it was stopping): the
+        // caller follows or becomes the next owner.
+        Err(_) => return Ok(false),
     }
     loop {
         let next = tokio::select! {
