@@ -3,115 +3,15 @@
 //! a second member using the command line.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+mod support;
+use support::*;
+
+use std::io::{Read, Write};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use portable_pty::{CommandBuilder, PtySize, native_pty_system};
-
-struct Relay {
-    child: Child,
-    addr: String,
-    fingerprint: String,
-    bootstrap: String,
-    _data: tempfile::TempDir,
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_relay() -> Relay {
-    let relay = Path::new(env!("CARGO_BIN_EXE_sotto")).with_file_name("sotto-relay");
-    assert!(
-        relay.exists(),
-        "{} is missing: run the tests with `cargo test --workspace` (or build sotto-relay first)",
-        relay.display()
-    );
-    let data = tempfile::tempdir().unwrap();
-    let mut child = Command::new(relay)
-        .args(["--listen", "127.0.0.1:0", "--data"])
-        .arg(data.path())
-        .env("SOTTO_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut addr, mut fingerprint, mut bootstrap) = (None, None, None);
-    for line in lines {
-        let line = line.unwrap();
-        if let Some(v) = line.strip_prefix("listen: ") {
-            addr = Some(v.to_owned());
-        } else if let Some(v) = line.strip_prefix("fingerprint: ") {
-            fingerprint = Some(v.to_owned());
-        } else if let Some(v) = line.strip_prefix("bootstrap code: ") {
-            bootstrap = Some(v.to_owned());
-            break;
-        }
-    }
-    Relay {
-        child,
-        addr: addr.unwrap(),
-        fingerprint: fingerprint.unwrap(),
-        bootstrap: bootstrap.unwrap(),
-        _data: data,
-    }
-}
-
-fn sotto(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sotto"))
-        .arg("--home")
-        .arg(home)
-        .args(args)
-        .env_remove("SOTTO_PASSPHRASE")
-        .env("SOTTO_LOG", "error")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn ok(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout.clone()).unwrap()
-}
-
-/// A relay, alice (admin) and bob (joined), in temp homes.
-fn team_of_two() -> (Relay, tempfile::TempDir, PathBuf, PathBuf) {
-    let relay = start_relay();
-    let homes = tempfile::tempdir().unwrap();
-    let (alice, bob) = (homes.path().join("alice"), homes.path().join("bob"));
-    ok(&sotto(
-        &alice,
-        &[
-            "team",
-            "create",
-            &relay.bootstrap,
-            "--handle",
-            "alice",
-            "--name",
-            "acme",
-            "--relay",
-            &relay.addr,
-            "--fingerprint",
-            &relay.fingerprint,
-        ],
-    ));
-    let code = ok(&sotto(&alice, &["invite", "bob"])).trim().to_owned();
-    ok(&sotto(&bob, &["join", &code]));
-    (relay, homes, alice, bob)
-}
 
 /// Counts the bells the program rings.
 #[derive(Default)]

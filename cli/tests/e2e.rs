@@ -2,168 +2,12 @@
 //! commands in temp homes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+use support::*;
+
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-
-/// The relay binary, built beside `sotto` by `cargo test --workspace`.
-fn relay_bin() -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_sotto")).with_file_name("sotto-relay");
-    assert!(
-        path.exists(),
-        "{} is missing: run the tests with `cargo test --workspace` (or build sotto-relay first)",
-        path.display()
-    );
-    path
-}
-
-struct Relay {
-    child: Child,
-    addr: String,
-    fingerprint: String,
-    bootstrap: String,
-    _data: tempfile::TempDir,
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_relay() -> Relay {
-    start_relay_at(tempfile::tempdir().unwrap(), "127.0.0.1:0")
-}
-
-impl Relay {
-    /// Stops the relay gracefully (SIGTERM) and starts it again on the same
-    /// address and data directory.
-    fn restart(self) -> Relay {
-        let pid = self.child.id().to_string();
-        let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(status.success());
-        let mut this = self;
-        this.child.wait().unwrap();
-        let data = std::mem::replace(&mut this._data, tempfile::tempdir().unwrap());
-        let addr = this.addr.clone();
-        drop(this);
-        start_relay_at(data, &addr)
-    }
-}
-
-fn start_relay_at(data: tempfile::TempDir, listen: &str) -> Relay {
-    let mut child = Command::new(relay_bin())
-        .args(["--listen", listen, "--data"])
-        .arg(data.path())
-        .env("SOTTO_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut addr, mut fingerprint, mut bootstrap, mut done) = (None, None, None, false);
-    // A restarted relay prints no bootstrap code (it was used); "data:" is
-    // printed every time, after the address and fingerprint.
-    let first_start = !data.path().join("relay-cert.der").exists();
-    while !done || (first_start && bootstrap.is_none()) {
-        let line = lines
-            .next()
-            .expect("the relay prints its identity")
-            .unwrap();
-        if let Some(v) = line.strip_prefix("listen: ") {
-            addr = Some(v.to_owned());
-        } else if let Some(v) = line.strip_prefix("fingerprint: ") {
-            fingerprint = Some(v.to_owned());
-        } else if let Some(v) = line.strip_prefix("bootstrap code: ") {
-            bootstrap = Some(v.to_owned());
-        } else if line.starts_with("data: ") {
-            done = true;
-        }
-    }
-    Relay {
-        child,
-        addr: addr.unwrap(),
-        fingerprint: fingerprint.unwrap(),
-        bootstrap: bootstrap.unwrap_or_default(),
-        _data: data,
-    }
-}
-
-fn sotto(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sotto"))
-        .arg("--home")
-        .arg(home)
-        .args(args)
-        .env_remove("SOTTO_PASSPHRASE")
-        .env("SOTTO_LOG", "error")
-        .output()
-        .unwrap()
-}
-
-fn ok(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout.clone()).unwrap()
-}
-
-/// Asserts a failure with `code` whose stderr mentions `needle`.
-fn fails(output: &Output, code: i32, needle: &str) {
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(code), "stderr: {stderr}");
-    assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
-    assert!(
-        !stderr.contains("panicked") && !stderr.contains("Error: "),
-        "{stderr}"
-    );
-}
-
-fn create_team(relay: &Relay, admin: &Path) {
-    ok(&sotto(
-        admin,
-        &[
-            "team",
-            "create",
-            &relay.bootstrap,
-            "--handle",
-            "alice",
-            "--name",
-            "acme",
-            "--relay",
-            &relay.addr,
-            "--fingerprint",
-            &relay.fingerprint,
-        ],
-    ));
-}
-
-fn invite(admin: &Path, handle: &str, expires: &str) -> String {
-    let output = sotto(admin, &["invite", handle, "--expires", expires]);
-    let code = ok(&output).trim().to_owned();
-    // The code on stdout, a scannable QR code of it on stderr.
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains('█') || stderr.contains('▀'),
-        "no QR code: {stderr}"
-    );
-    code
-}
-
-/// A relay, alice (admin) and bob (joined), in temp homes.
-fn team_of_two() -> (Relay, tempfile::TempDir, PathBuf, PathBuf) {
-    let relay = start_relay();
-    let homes = tempfile::tempdir().unwrap();
-    let (alice, bob) = (homes.path().join("alice"), homes.path().join("bob"));
-    create_team(&relay, &alice);
-    let code = invite(&alice, "bob", "7d");
-    ok(&sotto(&bob, &["join", &code]));
-    (relay, homes, alice, bob)
-}
+use std::path::Path;
+use std::process::{Command, Stdio};
 
 fn messages(output: &str) -> Vec<serde_json::Value> {
     output
@@ -617,16 +461,8 @@ fn a_message_typed_while_the_relay_is_down_is_queued_and_delivered_later() {
     ok(&sotto(&alice, &["send", "bob", "before"]));
 
     // The relay stops; alice keeps typing.
-    let pid = relay.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
     let mut relay = relay;
-    relay.child.wait().unwrap();
+    relay.stop();
     let queued = ok(&sotto(
         &alice,
         &["send", "bob", "while the relay was down", "--json"],
@@ -635,10 +471,7 @@ fn a_message_typed_while_the_relay_is_down_is_queued_and_delivered_later() {
     assert_eq!(queued["status"], "queued");
 
     // The relay is back: the next sync sends what was queued.
-    let data = std::mem::replace(&mut relay._data, tempfile::tempdir().unwrap());
-    let addr = relay.addr.clone();
-    drop(relay);
-    let _relay = start_relay_at(data, &addr);
+    let _relay = relay.start_again();
     ok(&sotto(&alice, &["sync"]));
     let texts: Vec<String> = messages(&ok(&sotto(&bob, &["sync", "--json"])))
         .iter()

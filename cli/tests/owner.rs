@@ -3,150 +3,16 @@
 //! and the control socket speaks JSON-RPC 2.0 (docs/CLIENT_API.md).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+use support::*;
+
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-
-fn relay_bin() -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_sotto")).with_file_name("sotto-relay");
-    assert!(
-        path.exists(),
-        "{} is missing: run the tests with `cargo test --workspace` (or build sotto-relay first)",
-        path.display()
-    );
-    path
-}
-
-struct Relay {
-    child: Child,
-    addr: String,
-    fingerprint: String,
-    bootstrap: String,
-    _data: tempfile::TempDir,
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_relay() -> Relay {
-    let data = tempfile::tempdir().unwrap();
-    let mut child = Command::new(relay_bin())
-        .args(["--listen", "127.0.0.1:0", "--data"])
-        .arg(data.path())
-        .env("SOTTO_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut addr, mut fingerprint, mut bootstrap, mut done) = (None, None, None, false);
-    while !done || bootstrap.is_none() {
-        let line = lines
-            .next()
-            .expect("the relay prints its identity")
-            .unwrap();
-        if let Some(v) = line.strip_prefix("listen: ") {
-            addr = Some(v.to_owned());
-        } else if let Some(v) = line.strip_prefix("fingerprint: ") {
-            fingerprint = Some(v.to_owned());
-        } else if let Some(v) = line.strip_prefix("bootstrap code: ") {
-            bootstrap = Some(v.to_owned());
-        } else if line.starts_with("data: ") {
-            done = true;
-        }
-    }
-    Relay {
-        child,
-        addr: addr.unwrap(),
-        fingerprint: fingerprint.unwrap(),
-        bootstrap: bootstrap.unwrap(),
-        _data: data,
-    }
-}
-
-fn command(home: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sotto"));
-    command
-        .arg("--home")
-        .arg(home)
-        .args(args)
-        .env_remove("SOTTO_PASSPHRASE")
-        .env("SOTTO_LOG", "error");
-    command
-}
-
-fn sotto(home: &Path, args: &[&str]) -> Output {
-    command(home, args).output().unwrap()
-}
-
-/// `sotto ARGS` with `input` on its stdin.
-fn sotto_stdin(home: &Path, args: &[&str], input: &str) -> Output {
-    let mut child = command(home, args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn ok(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout.clone()).unwrap()
-}
-
-/// A relay, alice (admin) and bob (joined), in temp homes.
-fn team_of_two() -> (Relay, tempfile::TempDir, PathBuf, PathBuf) {
-    let relay = start_relay();
-    let homes = tempfile::tempdir().unwrap();
-    let (alice, bob) = (homes.path().join("alice"), homes.path().join("bob"));
-    ok(&sotto(
-        &alice,
-        &[
-            "team",
-            "create",
-            &relay.bootstrap,
-            "--handle",
-            "alice",
-            "--relay",
-            &relay.addr,
-            "--fingerprint",
-            &relay.fingerprint,
-        ],
-    ));
-    let code = ok(&sotto(&alice, &["invite", "bob"])).trim().to_owned();
-    ok(&sotto(&bob, &["join", &code]));
-    (relay, homes, alice, bob)
-}
-
-/// Polls `check` until it holds, for at most 30 s.
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// A long-running `sotto` (listen or daemon) whose stdout lines are
 /// collected as they come.
@@ -391,7 +257,7 @@ fn the_control_protocol_answers_each_method_and_survives_bad_input() {
 
     let me = rpc.call("whoami", json!({}));
     assert_eq!(me["handle"], "bob");
-    assert_eq!(me["team"], "team");
+    assert_eq!(me["team"], "acme");
     assert_eq!(me["admin"], false);
     assert!(me["device"].is_string(), "{me}");
 
