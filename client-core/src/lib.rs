@@ -63,6 +63,8 @@
 //! sealing, store-value fuzzing) exist only with the `test-support`
 //! feature, which the fuzz targets and the test crates enable.
 
+#![warn(missing_docs)]
+
 mod app;
 mod app_control;
 mod blind;
