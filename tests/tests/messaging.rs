@@ -482,6 +482,66 @@ async fn listen_keeps_up_with_a_burst_larger_than_its_push_queue() {
     relay.stop().await;
 }
 
+/// DESIGN §2.8: what pushes call for (acks, delivered receipts) waits a
+/// random 1 to 5 s and goes out in one batch, so its timing does not pair
+/// a sender's put with its recipient. Before, each push was acked at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_answers_pushes_together_after_a_random_wait_of_one_to_five_seconds() {
+    const BLOBS: usize = 20;
+    let relay = TestRelay::start().await;
+    let mut alice = Member::new("alice", &relay);
+    let mut bob = Member::new("bob", &relay);
+    introduce(&mut alice, &mut bob);
+    let mailbox = request_inbox(&bob, &relay);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let listener = tokio::spawn(async move {
+        bob.client
+            .listen(
+                |message| {
+                    let _ = tx.send(message.text.clone());
+                },
+                async {
+                    let _ = stopped.await;
+                },
+            )
+            .await
+    });
+    until_subscribed(&relay).await;
+
+    put_unsealed(&relay, &mailbox, BLOBS).await;
+    let put = std::time::Instant::now();
+    // Pushed at once, but not acked before the shortest wait.
+    tokio::time::sleep(sotto_core::ANSWER_DELAY_MIN / 2).await;
+    assert_eq!(blobs_held(&relay, &mailbox), BLOBS as u64, "acked too soon");
+    let deadline = put + sotto_core::ANSWER_DELAY_MAX + std::time::Duration::from_secs(5);
+    while blobs_held(&relay, &mailbox) > 0 {
+        assert!(std::time::Instant::now() < deadline, "never acked");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(put.elapsed() >= sotto_core::ANSWER_DELAY_MIN);
+
+    // A message's delivered receipt waits the same way.
+    alice.client.send_text("bob", "hello").await.unwrap();
+    let sent = std::time::Instant::now();
+    assert_eq!(next_text(&mut rx).await, "hello");
+    let status = |alice: &Member| alice.client.engine().history("bob").unwrap()[0].status;
+    alice.client.sync().await.unwrap();
+    if sent.elapsed() < sotto_core::ANSWER_DELAY_MIN {
+        assert_eq!(status(&alice), Status::Sent, "receipt sent too soon");
+    }
+    let deadline = sent + sotto_core::ANSWER_DELAY_MAX + std::time::Duration::from_secs(5);
+    while status(&alice) != Status::Delivered {
+        assert!(std::time::Instant::now() < deadline, "never delivered");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        alice.client.sync().await.unwrap();
+    }
+    assert!(sent.elapsed() >= sotto_core::ANSWER_DELAY_MIN);
+    stop.send(()).unwrap();
+    listener.await.unwrap().unwrap();
+    relay.stop().await;
+}
+
 /// An inbox holding more blobs than one ack may name is acked in several
 /// requests. sync used to name them all in one ack, the relay refused it,
 /// and every later sync failed the same way.

@@ -211,7 +211,11 @@ impl Owner {
                 }
                 push = subscription.next() => match push {
                     Err(error) => break Err(AppError::from(error)),
-                    Ok(None) => {}
+                    Ok(None) => {
+                        if let Err(error) = self.app.client().answer_due(&mut subscription).await {
+                            break Err(AppError::from(error));
+                        }
+                    }
                     Ok(Some(push)) => {
                         match self.app.client().take_push(&mut subscription, push).await {
                             Err(error) => break Err(AppError::from(error)),
@@ -232,7 +236,7 @@ impl Owner {
                 break Ok(Ended::Again);
             }
         };
-        let settled = subscription.close().await;
+        let settled = self.app.client().end_subscription(subscription).await;
         let ended = ended?;
         settled?;
         Ok(ended)

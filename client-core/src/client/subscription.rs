@@ -5,9 +5,15 @@
 //! which cursor each inbox subscribes from, that a blob is stored and
 //! flushed before it is acked, that acks are never awaited in line (one in
 //! flight per inbox, later seqs batched into the next), that group
-//! mailboxes are never acked, that delivered receipts and key answers go
-//! out at once, and when to subscribe again (the epoch turned, a group
-//! changed).
+//! mailboxes are never acked, and when to subscribe again (the epoch
+//! turned, a group changed).
+//!
+//! **What a push answers waits a random while** (DESIGN §2.8): the acks,
+//! delivered receipts, key requests and answers that pushed blobs call for
+//! go out together, 1 to 5 s (uniformly random) after the first push that
+//! called for them. Sent at once, their timing would pair a sender's put
+//! with its recipient for a relay that watches connections; batched, a
+//! burst of pushes costs one round of answers.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,6 +25,11 @@ use futures::stream::FuturesUnordered;
 use tokio::sync::mpsc;
 
 use super::{ACK_DRAIN, Client, ClientError, SyncReport};
+
+/// The shortest wait before answering pushes.
+pub const ANSWER_DELAY_MIN: Duration = Duration::from_secs(1);
+/// The longest wait before answering pushes.
+pub const ANSWER_DELAY_MAX: Duration = Duration::from_secs(5);
 use crate::engine::Message;
 use crate::{BlindedInbox, Epoch, NetError, Pushed, RelayConnection};
 
@@ -39,6 +50,11 @@ pub struct Subscription {
     owed: Vec<Vec<u64>>,
     /// Whether an ack of the inbox is in flight.
     acking: Vec<bool>,
+    /// When the acks and outgoing answers owed go out.
+    answer_at: Option<tokio::time::Instant>,
+    /// Pushes since the last answer may have queued outgoing blobs
+    /// (receipts, key requests and answers).
+    deliver_owed: bool,
     tick: tokio::time::Interval,
 }
 
@@ -83,14 +99,18 @@ impl Client {
             inboxes: Arc::new(inboxes),
             epoch,
             acks: FuturesUnordered::new(),
+            answer_at: None,
+            deliver_owed: false,
             tick,
         })
     }
 
     /// Stores one pushed blob, flushes, owes its ack (device inboxes) or
-    /// moves the group cursor past it, and sends what it calls for at once:
-    /// a delivered receipt for a new 1:1 message (when receipts are on),
-    /// key requests and answers.
+    /// moves the group cursor past it, and queues what it calls for: a
+    /// delivered receipt for a new 1:1 message (when receipts are on), key
+    /// requests and answers. What is owed goes out at a random moment a few
+    /// seconds later ([`Client::answer_due`]), together with whatever other
+    /// pushes called for meanwhile.
     pub async fn take_push(
         &mut self,
         subscription: &mut Subscription,
@@ -128,12 +148,51 @@ impl Client {
                     .queue_receipt(&peer, &ids, false, self.now_ms())?;
             }
         }
-        // Receipts, key requests and answers go out at once.
-        report.sent = self.deliver().await?;
+        subscription.deliver_owed = true;
+        subscription.schedule_answer();
         Ok(PushTaken {
             report,
             resubscribe,
         })
+    }
+
+    /// Sends what pushes called for (acks, then the outbox: receipts, key
+    /// requests and answers) once its random moment has come; call it
+    /// whenever [`Subscription::next`] returns `None`. Returns how many
+    /// outgoing blobs the relay accepted.
+    pub async fn answer_due(
+        &mut self,
+        subscription: &mut Subscription,
+    ) -> Result<usize, ClientError> {
+        match subscription.answer_at {
+            Some(at) if at <= tokio::time::Instant::now() => self.answer_now(subscription).await,
+            _ => Ok(0),
+        }
+    }
+
+    /// Sends what pushes called for now, whatever the moment (before a
+    /// subscription closes).
+    async fn answer_now(&mut self, subscription: &mut Subscription) -> Result<usize, ClientError> {
+        subscription.answer_at = None;
+        for index in 0..subscription.owed.len() {
+            subscription.ack_owed(index);
+        }
+        if !std::mem::take(&mut subscription.deliver_owed) {
+            return Ok(0);
+        }
+        self.deliver().await
+    }
+
+    /// Answers what is owed at once and ends `subscription`
+    /// ([`Subscription::close`]).
+    pub async fn end_subscription(
+        &mut self,
+        mut subscription: Subscription,
+    ) -> Result<(), ClientError> {
+        let answered = self.answer_now(&mut subscription).await;
+        let closed = subscription.close().await;
+        answered?;
+        closed
     }
 
     /// Whether the epoch `subscription` is for has passed: time to drain
@@ -167,7 +226,11 @@ impl Client {
                     _ = &mut stop => break Ok(true),
                     push = subscription.next() => match push {
                         Err(error) => break Err(error),
-                        Ok(None) => {}
+                        Ok(None) => {
+                            if let Err(error) = self.answer_due(&mut subscription).await {
+                                break Err(error);
+                            }
+                        }
                         Ok(Some(push)) => match self.take_push(&mut subscription, push).await {
                             Err(error) => break Err(error),
                             Ok(taken) => {
@@ -183,7 +246,7 @@ impl Client {
                     break Ok(false);
                 }
             };
-            let settled = subscription.close().await;
+            let settled = self.end_subscription(subscription).await;
             if stopped? {
                 settled?;
                 return Ok(());
@@ -194,19 +257,26 @@ impl Client {
 }
 
 impl Subscription {
-    /// The next pushed blob, or `None` once a second (look at the clock).
-    /// Ack replies are taken meanwhile. Cancel-safe: nothing is lost if the
-    /// future is dropped (use it in `select!`).
+    /// The next pushed blob, or `None` once a second and when answers are
+    /// due (look at the clock, call [`Client::answer_due`]). Ack replies are
+    /// taken meanwhile. Cancel-safe: nothing is lost if the future is
+    /// dropped (use it in `select!`).
     pub async fn next(&mut self) -> Result<Option<Pushed>, ClientError> {
         loop {
+            let answer_at = self.answer_at;
             tokio::select! {
                 _ = self.tick.tick() => return Ok(None),
+                () = sleep_until(answer_at), if answer_at.is_some() => return Ok(None),
                 Some((index, acked)) = self.acks.next(), if !self.acks.is_empty() => {
                     acked?;
                     // (`select!` patterns cannot name the type.)
                     let index: usize = index;
                     self.acking[index] = false;
-                    self.ack_owed(index);
+                    // Seqs taken while it was in flight wait for the next
+                    // answer.
+                    if !self.owed[index].is_empty() {
+                        self.schedule_answer();
+                    }
                 }
                 push = self.pushes.recv() => {
                     return match push {
@@ -226,12 +296,19 @@ impl Subscription {
         self.epoch
     }
 
-    /// Notes `seq` of inbox `index` as stored: acked at once if no ack of
-    /// that inbox is in flight, else in the next one.
+    /// Notes `seq` of inbox `index` as stored: acked with the next answer.
     fn owe(&mut self, index: usize, seq: u64) {
         if let Some(owed) = self.owed.get_mut(index) {
             owed.push(seq);
-            self.ack_owed(index);
+            self.schedule_answer();
+        }
+    }
+
+    /// Sets the moment of the next answer, 1 to 5 s from now, unless one is
+    /// set.
+    fn schedule_answer(&mut self) {
+        if self.answer_at.is_none() {
+            self.answer_at = Some(tokio::time::Instant::now() + answer_delay());
         }
     }
 
@@ -280,5 +357,23 @@ impl Subscription {
             Ok(result) => Ok(result?),
             Err(_) => Ok(()),
         }
+    }
+}
+
+/// A uniformly random wait between [`ANSWER_DELAY_MIN`] and
+/// [`ANSWER_DELAY_MAX`], to the millisecond.
+fn answer_delay() -> Duration {
+    let mut bytes = [0u8; 4];
+    getrandom::fill(&mut bytes).expect("invariant: the OS random number generator works");
+    let span = (ANSWER_DELAY_MAX - ANSWER_DELAY_MIN).as_millis() as u32;
+    ANSWER_DELAY_MIN + Duration::from_millis(u64::from(u32::from_le_bytes(bytes) % (span + 1)))
+}
+
+/// Sleeps until `at`; never returns for `None` (its `select!` branch is
+/// disabled then).
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
