@@ -9,103 +9,10 @@ use std::time::{Duration, Instant};
 
 use sotto_core::{RelayAddr, RelayConnection};
 
-/// The relay binary, built beside `sotto-load` by `cargo test --workspace`.
-fn relay_bin() -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_sotto-load")).with_file_name("sotto-relay");
-    assert!(
-        path.exists(),
-        "{} is missing: run the tests with `cargo test --workspace` (or build sotto-relay first)",
-        path.display()
-    );
-    path
-}
+#[path = "relay_support/mod.rs"]
+mod support;
 
-/// What these tests need of a client, kept here so the file stands alone
-/// (the relay binary is found beside this crate's own, as `cargo test
-/// --workspace` builds it).
-mod support {
-    use bytes::Bytes;
-    use ed25519_dalek::{Signer, SigningKey};
-    use sotto_core::{MailboxSigner, RelayAddr, RelayConnection};
-    use sotto_proto::{Blob, MailboxId};
-
-    pub use sotto_relay::testing::{T0, TestRelay};
-
-    pub const DAY: u64 = 24 * 3600;
-
-    /// A mailbox owner: any ed25519 key is a valid blinded key to the relay.
-    pub struct Owner(pub SigningKey);
-
-    impl Owner {
-        pub fn new(seed: u8) -> Self {
-            Self(SigningKey::from_bytes(&[seed; 32]))
-        }
-
-        pub fn mailbox(&self) -> MailboxId {
-            MailboxId::for_key_bytes(self.0.verifying_key().as_bytes())
-        }
-    }
-
-    impl MailboxSigner for Owner {
-        fn mailbox_id(&self) -> MailboxId {
-            self.mailbox()
-        }
-        fn blinded_key(&self) -> [u8; 32] {
-            *self.0.verifying_key().as_bytes()
-        }
-        fn sign(&self, message: &[u8]) -> [u8; 64] {
-            self.0.sign(message).to_bytes()
-        }
-    }
-
-    /// A 1 KiB blob starting with `tag`.
-    pub fn blob(tag: u64) -> Blob {
-        let mut bytes = vec![(tag % 251) as u8; 1024];
-        bytes[..8].copy_from_slice(&tag.to_be_bytes());
-        Blob::new(Bytes::from(bytes)).unwrap()
-    }
-
-    fn addr(relay: &TestRelay) -> RelayAddr {
-        RelayAddr {
-            addr: relay.addr,
-            fingerprint: relay.fingerprint,
-        }
-    }
-
-    pub async fn connect(relay: &TestRelay) -> RelayConnection {
-        RelayConnection::connect(&addr(relay), None).await.unwrap()
-    }
-
-    pub async fn with_token(
-        relay: &TestRelay,
-        token: &sotto_core::AccessToken,
-    ) -> Result<RelayConnection, sotto_core::NetError> {
-        RelayConnection::connect(&addr(relay), Some(token.encode())).await
-    }
-
-    pub fn admin_key() -> SigningKey {
-        SigningKey::from_bytes(&[42; 32])
-    }
-
-    /// Bootstraps `relay`: its issuer key and the admin's connection.
-    pub async fn bootstrapped(relay: &TestRelay) -> (ed25519_dalek::VerifyingKey, RelayConnection) {
-        let conn = connect(relay).await;
-        let code = relay.bootstrap_code().unwrap();
-        let issuer = sotto_core::bootstrap(&conn, &code, &admin_key())
-            .await
-            .unwrap();
-        (issuer, conn)
-    }
-
-    /// The relay's error code of a refused result.
-    pub fn code_of<T>(result: Result<T, sotto_core::NetError>) -> sotto_proto::wire::ErrorCode {
-        match result {
-            Err(e) => e.code().expect("a typed refusal"),
-            Ok(_) => panic!("expected a refusal"),
-        }
-    }
-}
-
+use support::relay_bin;
 use support::{Owner, blob};
 
 /// A `sotto-relay` process whose stderr goes to a file.
