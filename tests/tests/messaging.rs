@@ -383,22 +383,7 @@ async fn listen_gets_pushes_rotates_its_connection_each_epoch_and_read_receipts_
     let mut alice = Member::new("alice", &relay);
     let mut bob = Member::new("bob", &relay);
     introduce(&mut alice, &mut bob);
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let listener = tokio::spawn(async move {
-        bob.client
-            .listen(
-                |message| {
-                    let _ = tx.send(message.text.clone());
-                },
-                async {
-                    let _ = stopped.await;
-                },
-            )
-            .await
-            .unwrap();
-        bob
-    });
+    let (listener, mut rx, stop) = spawn_listen(bob);
     alice.client.send_text("bob", "one").await.unwrap();
     assert_eq!(next_text(&mut rx).await, "one");
     // Wait until the first cycle holds its live subscription (its opening
@@ -410,7 +395,8 @@ async fn listen_gets_pushes_rotates_its_connection_each_epoch_and_read_receipts_
     alice.client.send_text("bob", "two").await.unwrap();
     assert_eq!(next_text(&mut rx).await, "two");
     stop.send(()).unwrap();
-    let mut bob = listener.await.unwrap();
+    let (mut bob, listened) = listener.await.unwrap();
+    listened.unwrap();
     assert!(
         bob.client.epochs_listened() >= 2,
         "a new cycle, with a fresh receive connection, per epoch"
@@ -444,16 +430,9 @@ async fn listen_gets_pushes_rotates_its_connection_each_epoch_and_read_receipts_
 async fn listen_keeps_up_with_a_burst_larger_than_its_push_queue() {
     const BURST: usize = 4_000;
     let relay = TestRelay::start().await;
-    let mut bob = Member::new("bob", &relay);
+    let bob = Member::new("bob", &relay);
     let mailbox = request_inbox(&bob, &relay);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let listener = tokio::spawn(async move {
-        bob.client
-            .listen(|_| {}, async {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let (listener, _texts, stop) = spawn_listen(bob);
     until_subscribed(&relay).await;
 
     // Blobs nobody sealed: the listener drops each and acks it.
@@ -478,7 +457,7 @@ async fn listen_keeps_up_with_a_burst_larger_than_its_push_queue() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     stop.send(()).unwrap();
-    listener.await.unwrap().unwrap();
+    listener.await.unwrap().1.unwrap();
     relay.stop().await;
 }
 
@@ -493,20 +472,7 @@ async fn listen_answers_pushes_together_after_a_random_wait_of_one_to_five_secon
     let mut bob = Member::new("bob", &relay);
     introduce(&mut alice, &mut bob);
     let mailbox = request_inbox(&bob, &relay);
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let listener = tokio::spawn(async move {
-        bob.client
-            .listen(
-                |message| {
-                    let _ = tx.send(message.text.clone());
-                },
-                async {
-                    let _ = stopped.await;
-                },
-            )
-            .await
-    });
+    let (listener, mut rx, stop) = spawn_listen(bob);
     until_subscribed(&relay).await;
 
     put_unsealed(&relay, &mailbox, BLOBS).await;
@@ -538,7 +504,7 @@ async fn listen_answers_pushes_together_after_a_random_wait_of_one_to_five_secon
     }
     assert!(sent.elapsed() >= sotto_core::ANSWER_DELAY_MIN);
     stop.send(()).unwrap();
-    listener.await.unwrap().unwrap();
+    listener.await.unwrap().1.unwrap();
     relay.stop().await;
 }
 
@@ -557,6 +523,36 @@ async fn sync_acks_more_blobs_than_one_ack_may_name() {
     assert_eq!(blobs_held(&relay, &mailbox), 0, "every blob acked");
     bob.client.sync().await.unwrap();
     relay.stop().await;
+}
+
+/// Runs `member`'s `listen` on a task until `stop` is sent. The texts of
+/// the messages it hands over come on the receiver; the task gives the
+/// member back with what `listen` returned.
+#[allow(clippy::type_complexity)]
+fn spawn_listen(
+    mut member: Member,
+) -> (
+    tokio::task::JoinHandle<(Member, Result<(), sotto_core::ClientError>)>,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let listener = tokio::spawn(async move {
+        let listened = member
+            .client
+            .listen(
+                |message| {
+                    let _ = tx.send(message.text.clone());
+                },
+                async {
+                    let _ = stopped.await;
+                },
+            )
+            .await;
+        (member, listened)
+    });
+    (listener, rx, stop)
 }
 
 /// Waits (up to 15 s) until some connection holds a subscription.
