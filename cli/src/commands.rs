@@ -117,6 +117,9 @@ pub(crate) struct Ctx {
     pub(crate) synced: bool,
     /// Messages a sync brought in.
     pub(crate) received: Vec<sotto_core::Message>,
+    /// Members whose messages were shown and marked read: a live owner
+    /// sends the receipts with its next answer.
+    pub(crate) read: Vec<String>,
 }
 
 impl Ctx {
@@ -127,6 +130,7 @@ impl Ctx {
             sent: Vec::new(),
             synced: false,
             received: Vec::new(),
+            read: Vec::new(),
         }
     }
 
@@ -494,6 +498,19 @@ pub(crate) async fn exec(app: &mut App, command: Command, ctx: &mut Ctx) -> anyh
             for message in app.history(&handle)? {
                 out.message(&message);
             }
+            // Shown: read. The receipt waits for the next delivery.
+            app.mark_read(&handle)?;
+            ctx.read.push(handle);
+        }
+        Command::Settings { read_receipts } => {
+            if let Some(on) = read_receipts {
+                app.set_read_receipts(on)?;
+            }
+            let on = app.read_receipts()?;
+            out.result(
+                format!("read receipts: {}", if on { "on" } else { "off" }),
+                json!({"read_receipts": on}),
+            );
         }
         Command::Verify {
             handle,

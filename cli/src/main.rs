@@ -122,10 +122,23 @@ pub(crate) enum Command {
     /// JSON-RPC 2.0 (docs/CLIENT_API.md). Stops cleanly on SIGTERM or
     /// Ctrl-C. A systemd --user unit: packaging/systemd/user/sotto.service.
     Daemon,
-    /// Show the local history with one member.
+    /// Show the local history with one member, and mark what they sent
+    /// read.
+    ///
+    /// With read receipts on (`sotto settings`), the member learns it with
+    /// your next sync, or within seconds while a chat, daemon or listen
+    /// runs: receipts go out with other traffic, never the moment you look.
     History {
         /// The member's handle.
         handle: String,
+    },
+    /// This profile's settings: shown without options, changed with them.
+    Settings {
+        /// Tell members when you have read their messages (on by default).
+        /// Off: you still see when yours were read by members who have it
+        /// on.
+        #[arg(long, value_name = "on|off", value_parser = on_off)]
+        read_receipts: Option<bool>,
     },
     /// Verify a member: show the safety number to compare in person, or
     /// with --sas compare emoji interactively (both run it at the same time).
@@ -165,6 +178,15 @@ pub(crate) enum Command {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
+}
+
+/// `on` or `off`, for a setting.
+fn on_off(value: &str) -> Result<bool, String> {
+    match value {
+        "on" | "yes" | "true" => Ok(true),
+        "off" | "no" | "false" => Ok(false),
+        _ => Err(format!("\"{value}\" is neither on nor off")),
+    }
 }
 
 #[derive(Subcommand, Debug)]

@@ -561,3 +561,66 @@ fn a_database_held_outside_the_owner_protocol_is_named_not_shown_raw() {
         "{stderr}"
     );
 }
+
+/// The statuses of alice's messages to bob, oldest first, after a sync.
+fn statuses_after_sync(alice: &Path) -> Vec<String> {
+    ok(&sotto(alice, &["sync"]));
+    ok(&sotto(alice, &["history", "bob", "--json"]))
+        .lines()
+        .map(|line| {
+            let message: Value = serde_json::from_str(line).unwrap();
+            message["status"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn shown_messages_are_read_the_receipt_waits_for_the_next_delivery_and_can_be_turned_off() {
+    let (_relay, _homes, alice, bob) = team_of_two();
+    ok(&sotto_stdin(&alice, &["send", "bob"], "one\n"));
+    ok(&sotto(&bob, &["sync"]));
+    assert_eq!(statuses_after_sync(&alice), ["delivered"]);
+
+    // `history` shows it: read, but the receipt waits in bob's outbox
+    // for his next delivery rather than timing the moment he looked.
+    ok(&sotto(&bob, &["history", "alice"]));
+    assert_eq!(statuses_after_sync(&alice), ["delivered"]);
+    ok(&sotto(&bob, &["sync"]));
+    assert_eq!(statuses_after_sync(&alice), ["read"]);
+
+    // Read receipts off: the setting is the profile's and stays.
+    let off = ok(&sotto(&bob, &["settings", "--read-receipts", "off"]));
+    assert!(off.contains("read receipts: off"), "{off}");
+    let shown: Value =
+        serde_json::from_str(ok(&sotto(&bob, &["settings", "--json"])).trim()).unwrap();
+    assert_eq!(shown, json!({"read_receipts": false}));
+    fails(
+        &sotto(&bob, &["settings", "--read-receipts", "maybe"]),
+        2,
+        "neither on nor off",
+    );
+    ok(&sotto_stdin(&alice, &["send", "bob"], "two\n"));
+    ok(&sotto(&bob, &["sync"]));
+    ok(&sotto(&bob, &["history", "alice"]));
+    ok(&sotto(&bob, &["sync"]));
+    assert_eq!(statuses_after_sync(&alice), ["read", "delivered"]);
+
+    // On again, through a running owner: the `read` method marks what
+    // was shown, and the receipt goes with the owner's next answer.
+    ok(&sotto(&bob, &["settings", "--read-receipts", "on"]));
+    let _daemon = Running::start(&bob, &["daemon"], &[]);
+    let mut rpc = Rpc::connect(&bob);
+    rpc.call("subscribe", json!({}));
+    ok(&sotto_stdin(&alice, &["send", "bob"], "three\n"));
+    rpc.notification("message", |p| text_of(p) == "three");
+    assert_eq!(
+        rpc.call("read", json!({"with": "alice"})),
+        json!({"with": "alice"})
+    );
+    assert_eq!(rpc.error("read", json!({})), -32602);
+    assert_eq!(rpc.error("read", json!({"with": "bob"})), -32602);
+    // ("two" was read while receipts were off: alice never learns it.)
+    eventually("the read receipt from the owner", || {
+        statuses_after_sync(&alice) == ["read", "delivered", "read"]
+    });
+}

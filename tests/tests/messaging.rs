@@ -402,19 +402,25 @@ async fn listen_gets_pushes_rotates_its_connection_each_epoch_and_read_receipts_
         "a new cycle, with a fresh receive connection, per epoch"
     );
 
-    assert_eq!(bob.client.mark_read("alice").await.unwrap(), 2);
+    assert_eq!(bob.client.mark_read("alice").unwrap(), 2);
+    let statuses = |alice: &Member| -> Vec<Status> {
+        alice
+            .client
+            .engine()
+            .history("bob")
+            .unwrap()
+            .iter()
+            .map(|m| m.status)
+            .collect()
+    };
+    // The receipt waits in bob's outbox for his next delivery.
     alice.client.sync().await.unwrap();
-    let statuses: Vec<Status> = alice
-        .client
-        .engine()
-        .history("bob")
-        .unwrap()
-        .iter()
-        .map(|m| m.status)
-        .collect();
-    assert_eq!(statuses, vec![Status::Read, Status::Read]);
+    assert_eq!(statuses(&alice), vec![Status::Delivered, Status::Delivered]);
+    bob.client.sync().await.unwrap();
+    alice.client.sync().await.unwrap();
+    assert_eq!(statuses(&alice), vec![Status::Read, Status::Read]);
     assert_eq!(
-        bob.client.mark_read("alice").await.unwrap(),
+        bob.client.mark_read("alice").unwrap(),
         0,
         "nothing new to mark"
     );
@@ -505,6 +511,104 @@ async fn listen_answers_pushes_together_after_a_random_wait_of_one_to_five_secon
     assert!(sent.elapsed() >= sotto_core::ANSWER_DELAY_MIN);
     stop.send(()).unwrap();
     listener.await.unwrap().1.unwrap();
+    relay.stop().await;
+}
+
+/// With read receipts off, reading marks messages read on this device only:
+/// the sender's copy stays "delivered".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_receipts_off_marks_read_here_and_tells_no_one() {
+    let relay = TestRelay::start().await;
+    let mut alice = Member::new("alice", &relay);
+    let mut bob = Member::new("bob", &relay);
+    introduce(&mut alice, &mut bob);
+    assert!(
+        bob.client.engine().read_receipts().unwrap(),
+        "on by default"
+    );
+    bob.client.engine_mut().set_read_receipts(false).unwrap();
+    assert!(!bob.client.engine().read_receipts().unwrap());
+    alice.client.send_text("bob", "secret").await.unwrap();
+    bob.client.sync().await.unwrap();
+    assert_eq!(bob.client.mark_read("alice").unwrap(), 1);
+    bob.client.sync().await.unwrap();
+    alice.client.sync().await.unwrap();
+    assert_eq!(
+        alice.client.engine().history("bob").unwrap()[0].status,
+        Status::Delivered
+    );
+    assert_eq!(bob.client.mark_read("alice").unwrap(), 0, "marked here");
+    relay.stop().await;
+}
+
+/// A live client marks what was shown read with its next answer, 1 to 5 s
+/// after the push that opened it, never at once; a message that arrives
+/// after it was shown stays unread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_client_sends_read_marks_with_its_next_answer_and_only_for_what_was_shown() {
+    let relay = TestRelay::start().await;
+    let mut alice = Member::new("alice", &relay);
+    let mut bob = Member::new("bob", &relay);
+    introduce(&mut alice, &mut bob);
+    let mut subscription = bob.client.subscribe().await.unwrap();
+    until_subscribed(&relay).await;
+    let status = |alice: &Member| -> Vec<Status> {
+        alice
+            .client
+            .engine()
+            .history("bob")
+            .unwrap()
+            .iter()
+            .map(|m| m.status)
+            .collect()
+    };
+    // Takes pushes until `texts` messages came in; answers whatever falls
+    // due meanwhile.
+    async fn take(bob: &mut Member, subscription: &mut sotto_core::Subscription, texts: usize) {
+        let mut got = 0;
+        while got < texts {
+            match subscription.next().await.unwrap() {
+                Some(push) => {
+                    let taken = bob.client.take_push(subscription, push).await.unwrap();
+                    got += taken.report.messages.len();
+                }
+                None => {
+                    bob.client.answer_due(subscription).await.unwrap();
+                }
+            }
+        }
+    }
+    alice.client.send_text("bob", "one").await.unwrap();
+    take(&mut bob, &mut subscription, 1).await;
+    let pushed = std::time::Instant::now();
+    bob.client
+        .mark_read_later(&mut subscription, "alice")
+        .unwrap();
+    alice.client.send_text("bob", "two").await.unwrap();
+    take(&mut bob, &mut subscription, 1).await;
+    alice.client.sync().await.unwrap();
+    if pushed.elapsed() < sotto_core::ANSWER_DELAY_MIN {
+        assert_ne!(status(&alice)[0], Status::Read, "read receipt sent at once");
+    }
+    let deadline = pushed + sotto_core::ANSWER_DELAY_MAX + std::time::Duration::from_secs(5);
+    loop {
+        if subscription.next().await.unwrap().is_none() {
+            bob.client.answer_due(&mut subscription).await.unwrap();
+        }
+        alice.client.sync().await.unwrap();
+        if status(&alice)[0] == Status::Read {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never read");
+    }
+    assert!(pushed.elapsed() >= sotto_core::ANSWER_DELAY_MIN);
+    bob.client.end_subscription(subscription).await.unwrap();
+    alice.client.sync().await.unwrap();
+    assert_eq!(
+        status(&alice),
+        vec![Status::Read, Status::Delivered],
+        "\"two\" came after the conversation was shown"
+    );
     relay.stop().await;
 }
 

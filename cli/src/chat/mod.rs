@@ -59,6 +59,8 @@ enum Done {
         result: Result<(String, bool), String>,
     },
     Output(String),
+    /// Nothing to show (a read mark).
+    Quiet,
 }
 
 /// The chat and the channels around it.
@@ -71,6 +73,9 @@ pub(crate) struct Driver {
     options: Options,
     /// Whether the terminal has the user's focus (as far as it reports).
     focused: bool,
+    /// A message arrived in the open conversation while the terminal was
+    /// not focused: it is read once the focus comes back.
+    unseen: bool,
     /// Bytes for the terminal: bells and notification sequences.
     pub(crate) alerts: Vec<String>,
     /// When to look at the directory again (new members, changed keys).
@@ -107,6 +112,7 @@ impl Driver {
             in_flight: 0,
             options,
             focused: true,
+            unseen: false,
             alerts: Vec::new(),
             refresh: tokio::time::interval_at(
                 tokio::time::Instant::now() + REFRESH_EVERY,
@@ -152,7 +158,12 @@ impl Driver {
                     self.run(requests);
                 }
             }
-            TermEvent::FocusGained => self.focused = true,
+            TermEvent::FocusGained => {
+                self.focused = true;
+                if std::mem::take(&mut self.unseen) {
+                    self.shown();
+                }
+            }
             TermEvent::FocusLost => self.focused = false,
             // The next draw takes the new size.
             TermEvent::Resize(..) | TermEvent::Mouse(_) => {}
@@ -191,7 +202,13 @@ impl Driver {
                     self.chat.on_notice(&notice);
                 }
             }
-            Done::History(kind, Ok(messages)) => self.chat.on_history(kind, messages),
+            Done::History(kind, Ok(messages)) => {
+                let open = self.chat.current().kind == kind;
+                self.chat.on_history(kind, messages);
+                if open {
+                    self.shown();
+                }
+            }
             Done::History(kind, Err(error)) => self.chat.say(format!(
                 "could not load the history with {}: {error}",
                 kind.label()
@@ -203,6 +220,20 @@ impl Driver {
                 self.chat.on_sent(&to, local, now, result);
             }
             Done::Output(text) => self.chat.say(text),
+            Done::Quiet => {}
+        }
+    }
+
+    /// The open conversation is on screen: a member's messages in it are
+    /// read (while the terminal has the focus; else once it comes back).
+    fn shown(&mut self) {
+        if !self.focused {
+            self.unseen = true;
+            return;
+        }
+        if let Kind::Contact(handle) = &self.chat.current().kind {
+            let read = Request::Read(handle.clone());
+            self.run(vec![read]);
         }
     }
 
@@ -218,6 +249,9 @@ impl Driver {
                 let elsewhere = self.chat.on_message(kind.clone(), message);
                 if incoming && (elsewhere || !self.focused) {
                     self.alert(&from, &kind);
+                }
+                if incoming && self.chat.current().kind == kind {
+                    self.shown();
                 }
             }
             "status" => {
@@ -417,6 +451,12 @@ async fn worker<B: ChatBackend>(
                     (true, false) => format!("{shown}\n{output}"),
                     (false, _) => format!("{shown}\nfailed: {output}"),
                 })
+            }
+            Request::Read(handle) => {
+                // A failed read mark costs nothing visible: the next one
+                // covers it.
+                let _ = backend.call("read", json!({ "with": handle })).await;
+                Done::Quiet
             }
             Request::Quit => continue,
         };

@@ -156,6 +156,9 @@ pub(crate) enum Request {
     },
     /// Load a conversation's history.
     History(Kind),
+    /// Mark what a member sent read: it was shown (their conversation is
+    /// open in a focused terminal).
+    Read(String),
     /// Run a `sotto` command (arguments after `sotto`) and show its
     /// output.
     Command(Vec<String>),
@@ -295,6 +298,7 @@ Keys: Up/Down and Enter open a conversation, Ctrl+N/Ctrl+P the next or previous 
 /group create|add|remove NAME HANDLE..., /group leave NAME, /group list: groups
 /verify HANDLE: the safety number to compare with HANDLE
 /devices [--pending]: your devices
+/settings [--read-receipts on|off]: this profile's settings (read receipts: what you open here is marked read)
 /members: reload the members and groups
 /quit: leave (Ctrl+C too). //text sends a message that starts with /";
 
@@ -439,9 +443,14 @@ impl Chat {
         self.open = self.selected;
         self.scroll = 0;
         let conversation = &mut self.conversations[self.open];
-        conversation.unread = 0;
+        let unread = std::mem::take(&mut conversation.unread);
         if conversation.loaded || conversation.kind == Kind::Console {
-            return Vec::new();
+            // Loaded: what came meanwhile is on screen now. (Not loaded:
+            // the driver marks it read once the history is shown.)
+            return match &conversation.kind {
+                Kind::Contact(handle) if unread > 0 => vec![Request::Read(handle.clone())],
+                _ => Vec::new(),
+            };
         }
         conversation.loaded = true;
         vec![Request::History(conversation.kind.clone())]
@@ -563,6 +572,7 @@ impl Chat {
                 cli("verify")
             }
             "devices" => cli("devices"),
+            "settings" => cli("settings"),
             "members" | "refresh" => vec![Request::Refresh, Request::Sync],
             other => {
                 self.say(format!("unknown command /{other}; /help lists them"));

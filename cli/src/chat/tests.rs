@@ -540,3 +540,76 @@ async fn a_paste_keeps_its_line_breaks_and_does_not_send() {
         vec![json!({"to": "bob", "text": "one\ntwo"})]
     );
 }
+
+#[tokio::test]
+async fn what_is_shown_in_a_focused_terminal_is_marked_read_and_nothing_else() {
+    let (mut driver, owner, _terminal) = chat(Options::default()).await;
+    // Messages in a closed conversation are not read.
+    owner.notify("message", message("m1", "bob", None, "are you there?"));
+    driver.settle().await;
+    assert!(owner.calls("read").is_empty(), "read before it was shown");
+    // Opening bob's conversation shows its history: read.
+    press(&mut driver, KeyCode::Down);
+    press(&mut driver, KeyCode::Enter);
+    driver.settle().await;
+    assert_eq!(owner.calls("read"), vec![json!({"with": "bob"})]);
+    // A message arriving in the open conversation is on screen: read.
+    owner.notify("message", message("m2", "bob", None, "hello?"));
+    driver.settle().await;
+    assert_eq!(owner.calls("read").len(), 2);
+    // My own message is not something to mark.
+    let mut mine = message("m3", "alice", None, "yes");
+    mine["to"] = json!("bob");
+    owner.notify("message", mine);
+    driver.settle().await;
+    assert_eq!(owner.calls("read").len(), 2);
+    // Groups get no read receipts.
+    owner.notify("message", message("m4", "carol", Some("ops"), "standup"));
+    driver.settle().await;
+    assert_eq!(owner.calls("read").len(), 2);
+}
+
+#[tokio::test]
+async fn a_message_that_arrives_while_the_terminal_is_in_the_background_is_read_when_it_comes_back()
+{
+    let (mut driver, owner, _terminal) = chat(Options::default()).await;
+    press(&mut driver, KeyCode::Down);
+    press(&mut driver, KeyCode::Enter);
+    driver.settle().await;
+    let opened = owner.calls("read").len();
+    driver.terminal(TermEvent::FocusLost);
+    owner.notify("message", message("m1", "bob", None, "ping"));
+    driver.settle().await;
+    assert_eq!(
+        owner.calls("read").len(),
+        opened,
+        "read while not looked at"
+    );
+    driver.terminal(TermEvent::FocusGained);
+    driver.settle().await;
+    assert_eq!(owner.calls("read").len(), opened + 1);
+    assert_eq!(owner.calls("read").last(), Some(&json!({"with": "bob"})));
+}
+
+#[tokio::test]
+async fn going_back_to_a_loaded_conversation_with_new_messages_marks_them_read() {
+    let (mut driver, owner, _terminal) = chat(Options::default()).await;
+    press(&mut driver, KeyCode::Down);
+    press(&mut driver, KeyCode::Enter);
+    driver.settle().await;
+    // To carol, then bob writes: unread in bob's (loaded) conversation.
+    press(&mut driver, KeyCode::Esc);
+    press(&mut driver, KeyCode::Down);
+    press(&mut driver, KeyCode::Enter);
+    driver.settle().await;
+    let before = owner.calls("read").len();
+    owner.notify("message", message("m1", "bob", None, "back?"));
+    driver.settle().await;
+    assert_eq!(owner.calls("read").len(), before);
+    press(&mut driver, KeyCode::Esc);
+    press(&mut driver, KeyCode::Up);
+    press(&mut driver, KeyCode::Enter);
+    driver.settle().await;
+    assert_eq!(owner.calls("read").len(), before + 1);
+    assert_eq!(owner.calls("read").last(), Some(&json!({"with": "bob"})));
+}

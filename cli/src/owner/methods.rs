@@ -17,6 +17,9 @@ pub(super) struct Effects {
     pub(super) synced: bool,
     /// New messages a sync brought in, for subscribers.
     pub(super) received: Vec<sotto_core::Message>,
+    /// Members whose messages were shown: the owner marks them read, and
+    /// the receipts go out with its next answer.
+    pub(super) read: Vec<String>,
 }
 
 fn invalid(message: impl Into<String>) -> RpcError {
@@ -60,6 +63,7 @@ pub(crate) const METHODS: &[&str] = &[
     "group.send",
     "sync",
     "history",
+    "read",
     "members",
     "groups",
     "whoami",
@@ -141,6 +145,16 @@ pub(super) async fn call(
             let messages: Vec<Value> = messages[skip..].iter().map(message_json).collect();
             Ok(json!({ "messages": messages }))
         }
+        "read" => {
+            let with = text(&params, "with")?;
+            if with == app.handle() {
+                return Err(invalid(
+                    "\"with\" names you; read marks are for what others sent",
+                ));
+            }
+            effects.read.push(with.clone());
+            Ok(json!({ "with": with }))
+        }
         "members" => {
             let handles = app.members().await.map_err(failed)?;
             let me = app.handle().to_owned();
@@ -208,6 +222,7 @@ pub(super) async fn call(
             effects.synced = ctx.synced;
             effects.sent.extend(ctx.sent);
             effects.received.extend(ctx.received);
+            effects.read.extend(ctx.read);
             Ok(json!({
                 "stdout": String::from_utf8_lossy(&stdout),
                 "stderr": String::from_utf8_lossy(&stderr),

@@ -74,7 +74,15 @@ pub(super) async fn run(
                         () = &mut wait => break,
                         _ = owner.stop.changed() => return Ok(()),
                         request = owner.requests.recv() => match request {
-                            Some(request) => owner.handle(request).await,
+                            Some(request) => {
+                                // Offline: marked now, the receipts wait
+                                // in the outbox for the connection.
+                                for peer in owner.handle(request).await {
+                                    if let Err(error) = owner.app.mark_read(&peer) {
+                                        tracing::warn!("could not mark a conversation read: {error}");
+                                    }
+                                }
+                            }
                             None => return Ok(()),
                         },
                     }
@@ -161,7 +169,9 @@ impl Owner {
         }
     }
 
-    async fn handle(&mut self, request: Request) {
+    /// Runs one request; returns the members whose messages it showed, to
+    /// be marked read.
+    async fn handle(&mut self, request: Request) -> Vec<String> {
         let mut effects = methods::Effects::default();
         let result =
             methods::call(&mut self.app, &request.method, request.params, &mut effects).await;
@@ -174,6 +184,7 @@ impl Owner {
         if effects.synced {
             self.check_statuses();
         }
+        effects.read
     }
 
     /// Syncs, subscribes, and serves until the epoch turns, the groups
@@ -204,7 +215,16 @@ impl Owner {
                 () = &mut stopped => break Ok(Ended::Stop),
                 request = self.requests.recv() => {
                     let Some(request) = request else { break Ok(Ended::Stop) };
-                    self.handle(request).await;
+                    let read = self.handle(request).await;
+                    let mut marked = Ok(());
+                    for peer in read {
+                        marked = marked.and_then(|()| {
+                            self.app.client().mark_read_later(&mut subscription, &peer)
+                        });
+                    }
+                    if let Err(error) = marked {
+                        break Err(AppError::from(error));
+                    }
                     if self.app.client().engine_mut().take_groups_changed() {
                         break Ok(Ended::Again);
                     }

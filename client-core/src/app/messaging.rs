@@ -189,6 +189,22 @@ impl App {
         Ok(self.client.engine().history(handle)?)
     }
 
+    /// Marks what `handle` sent read; the read receipt (if read receipts
+    /// are on) goes with the next delivery ([`crate::Client::mark_read`]).
+    pub fn mark_read(&mut self, handle: &str) -> Result<usize, AppError> {
+        Ok(self.client.mark_read(handle)?)
+    }
+
+    /// Whether this profile sends read receipts (default on).
+    pub fn read_receipts(&self) -> Result<bool, AppError> {
+        Ok(self.client.engine().read_receipts()?)
+    }
+
+    /// Turns this profile's read receipts on or off.
+    pub fn set_read_receipts(&mut self, on: bool) -> Result<(), AppError> {
+        Ok(self.client.engine_mut().set_read_receipts(on)?)
+    }
+
     /// Delivers the outbox; a network failure leaves it queued (false).
     pub(crate) async fn deliver_or_queue(&mut self) -> Result<bool, AppError> {
         match self.client.deliver().await {

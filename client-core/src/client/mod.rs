@@ -449,12 +449,14 @@ impl Client {
 }
 
 impl Client {
-    /// Marks every message from `peer` read, telling `peer` with a read
-    /// receipt.
-    pub async fn mark_read(&mut self, peer: &str) -> Result<usize, ClientError> {
-        let marked = self.engine.mark_read(peer, self.now_ms())?;
-        self.deliver().await?;
-        Ok(marked)
+    /// Marks every message from `peer` read. The read receipt (when read
+    /// receipts are on, [`Engine::read_receipts`]) waits in the outbox and
+    /// goes out with the next delivery (a sync, a send, or a subscription's
+    /// answer), not at once: its timing would tell the relay when this
+    /// member read whose message. A live client uses
+    /// [`Client::mark_read_later`] instead.
+    pub fn mark_read(&mut self, peer: &str) -> Result<usize, ClientError> {
+        Ok(self.engine.mark_read(peer, self.now_ms())?)
     }
 
     /// How many epoch cycles `listen` has started; each drains on its own

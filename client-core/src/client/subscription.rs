@@ -13,7 +13,8 @@
 //! go out together, 1 to 5 s (uniformly random) after the first push that
 //! called for them. Sent at once, their timing would pair a sender's put
 //! with its recipient for a relay that watches connections; batched, a
-//! burst of pushes costs one round of answers.
+//! burst of pushes costs one round of answers. Read receipts for what the
+//! user was shown ([`Client::mark_read_later`]) go out with them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -55,6 +56,10 @@ pub struct Subscription {
     /// Pushes since the last answer may have queued outgoing blobs
     /// (receipts, key requests and answers).
     deliver_owed: bool,
+    /// Conversations shown to the user since the last answer, with where
+    /// their history ended when shown: marked read (one read receipt
+    /// each) when the answer goes out.
+    reads: BTreeMap<String, u64>,
     tick: tokio::time::Interval,
 }
 
@@ -101,6 +106,7 @@ impl Client {
             acks: FuturesUnordered::new(),
             answer_at: None,
             deliver_owed: false,
+            reads: BTreeMap::new(),
             tick,
         })
     }
@@ -170,12 +176,35 @@ impl Client {
         }
     }
 
+    /// Marks what `peer` sent read once `subscription` next answers
+    /// (with the acks and receipts pushes called for, 1 to 5 s after the
+    /// first of them): read receipts ride with the other answers instead
+    /// of timing the moment a member looked. Everything from `peer` in the
+    /// history now is marked, nothing that arrives later; several calls
+    /// before the answer make one receipt per conversation.
+    pub fn mark_read_later(
+        &mut self,
+        subscription: &mut Subscription,
+        peer: &str,
+    ) -> Result<(), ClientError> {
+        let upto = self.engine.history_head(peer)?;
+        let slot = subscription.reads.entry(peer.to_owned()).or_default();
+        *slot = (*slot).max(upto);
+        subscription.deliver_owed = true;
+        subscription.schedule_answer();
+        Ok(())
+    }
+
     /// Sends what pushes called for now, whatever the moment (before a
     /// subscription closes).
     async fn answer_now(&mut self, subscription: &mut Subscription) -> Result<usize, ClientError> {
         subscription.answer_at = None;
         for index in 0..subscription.owed.len() {
             subscription.ack_owed(index);
+        }
+        let now_ms = self.now_ms();
+        for (peer, upto) in std::mem::take(&mut subscription.reads) {
+            self.engine.mark_read_upto(&peer, upto, now_ms)?;
         }
         if !std::mem::take(&mut subscription.deliver_owed) {
             return Ok(0);

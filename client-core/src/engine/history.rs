@@ -7,6 +7,11 @@ use super::{
 };
 use crate::{Batch, Tree, records};
 
+/// Meta key prefix: how far a conversation was marked read (`be64`).
+const READ_UPTO_PREFIX: &[u8] = b"read-upto/";
+/// Meta key, present while read receipts are off.
+const READ_RECEIPTS_OFF: &[u8] = b"settings/read-receipts-off";
+
 impl Engine {
     /// Adds `message` to `conversation`'s history in `batch`; for one of
     /// mine, also the status record that receipts move (see
@@ -63,21 +68,52 @@ impl Engine {
         [self.outbox_seq.to_be_bytes().as_slice(), message_id].concat()
     }
 
-    /// Queues a read receipt for every message from `peer` not yet marked
-    /// read; returns how many.
+    /// Marks every message from `peer` read: see [`Engine::mark_read_upto`],
+    /// up to the newest message in the history now.
     pub fn mark_read(&mut self, peer: &str, now_ms: u64) -> Result<usize, EngineError> {
+        let newest = self.history_head(peer)?;
+        self.mark_read_upto(peer, newest, now_ms)
+    }
+
+    /// Where the history with `peer` ends now: pass it to
+    /// [`Engine::mark_read_upto`] to mark read what was shown, and nothing
+    /// that arrives after.
+    pub fn history_head(&self, peer: &str) -> Result<u64, EngineError> {
+        let prefix = self.store.blind(peer.as_bytes());
+        Ok(self
+            .store
+            .last_key(Tree::History, prefix.as_bytes())?
+            .as_deref()
+            .and_then(seq_of_key)
+            .unwrap_or(0))
+    }
+
+    /// Marks the messages from `peer` up to history position `upto` (from
+    /// [`Engine::history_head`]) read, and when read receipts are on
+    /// ([`Engine::read_receipts`]) queues one read receipt naming them all
+    /// in the outbox: it goes out with the next delivery. Returns how many
+    /// messages were newly marked; marking again is a no-op.
+    pub fn mark_read_upto(
+        &mut self,
+        peer: &str,
+        upto: u64,
+        now_ms: u64,
+    ) -> Result<usize, EngineError> {
         let read_key = [
-            b"read-upto/".as_slice(),
+            READ_UPTO_PREFIX,
             self.store.blind(peer.as_bytes()).as_bytes(),
         ]
         .concat();
-        let upto = be64_or_zero(self.store.get(Tree::Meta, &read_key)?);
+        let marked = be64_or_zero(self.store.get(Tree::Meta, &read_key)?);
+        if upto <= marked {
+            return Ok(0);
+        }
         let prefix = self.store.blind(peer.as_bytes());
         let mut ids = Vec::new();
-        let mut newest = upto;
+        let mut newest = marked;
         for (key, value) in self.store.scan_prefix(Tree::History, prefix.as_bytes())? {
             let seq = seq_of_key(&key).unwrap_or(0);
-            if seq <= upto {
+            if seq <= marked || seq > upto {
                 continue;
             }
             newest = newest.max(seq);
@@ -89,11 +125,31 @@ impl Engine {
                 ids.push(id);
             }
         }
-        self.queue_receipt(peer, &ids, true, now_ms)?;
+        if self.read_receipts()? {
+            self.queue_receipt(peer, &ids, true, now_ms)?;
+        }
         self.store
             .put(Tree::Meta, &read_key, &newest.to_be_bytes())?;
         self.store.flush()?;
         Ok(ids.len())
+    }
+
+    /// Whether marking messages read tells their sender (default on). The
+    /// setting is the profile's, kept in the store; delivered receipts are
+    /// another matter ([`crate::Client::set_receipts`]).
+    pub fn read_receipts(&self) -> Result<bool, EngineError> {
+        Ok(self.store.get(Tree::Meta, READ_RECEIPTS_OFF)?.is_none())
+    }
+
+    /// Turns read receipts on or off for this profile.
+    pub fn set_read_receipts(&mut self, on: bool) -> Result<(), EngineError> {
+        if on {
+            self.store.delete(Tree::Meta, READ_RECEIPTS_OFF)?;
+        } else {
+            self.store.put(Tree::Meta, READ_RECEIPTS_OFF, &[])?;
+        }
+        self.store.flush()?;
+        Ok(())
     }
 
     pub(crate) fn update_status(
