@@ -781,24 +781,46 @@ async fn group(app: &mut App, command: GroupCommand, ctx: &mut Ctx) -> anyhow::R
 /// `sotto verify HANDLE --sas`: shows the emoji and numbers, asks the
 /// person whether they match the other device, and reports the outcome.
 async fn verify_sas(app: &mut App, handle: &str, timeout: u64, out: &Output) -> anyhow::Result<()> {
-    use sotto_core::SasOutcome;
-    out.err(format_args!(
-        "Waiting for {handle} (they run `sotto verify {} --sas` now)...",
-        app.handle()
-    ));
+    sas_waiting(out, handle, app.handle());
     let outcome = app
         .verify_sas(handle, std::time::Duration::from_secs(timeout), |code| {
-            if out.json {
-                let emoji: Vec<&str> = code.emoji.iter().map(|(_, name)| *name).collect();
-                out.line(json!({"handle": handle, "sas_emoji": emoji, "sas_decimals": [code.decimals.0, code.decimals.1, code.decimals.2]}));
-            } else {
-                out.line(format_args!("Compare with {handle}'s screen:\n{code}"));
-            }
-            out.err_raw("Do they match exactly? [y/N] ");
-            let mut answer = String::new();
-            std::io::stdin().read_line(&mut answer).is_ok() && answer.trim().eq_ignore_ascii_case("y")
+            let emoji: Vec<&str> = code.emoji.iter().map(|(_, name)| *name).collect();
+            let decimals = [code.decimals.0, code.decimals.1, code.decimals.2];
+            sas_ask(out, handle, &emoji, decimals, &code.to_string())
         })
         .await?;
+    sas_outcome(out, handle, outcome);
+    Ok(())
+}
+
+/// The first line of a SAS verification.
+pub(crate) fn sas_waiting(out: &Output, handle: &str, me: &str) {
+    out.err(format_args!(
+        "Waiting for {handle} (they run `sotto verify {me} --sas` now)..."
+    ));
+}
+
+/// Shows the code and asks on stdin whether it matches the other screen.
+pub(crate) fn sas_ask(
+    out: &Output,
+    handle: &str,
+    emoji: &[&str],
+    decimals: [u16; 3],
+    text: &str,
+) -> bool {
+    if out.json {
+        out.line(json!({"handle": handle, "sas_emoji": emoji, "sas_decimals": decimals}));
+    } else {
+        out.line(format_args!("Compare with {handle}'s screen:\n{text}"));
+    }
+    out.err_raw("Do they match exactly? [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer).is_ok() && answer.trim().eq_ignore_ascii_case("y")
+}
+
+/// How a SAS verification ended, as the user reads it.
+pub(crate) fn sas_outcome(out: &Output, handle: &str, outcome: sotto_core::SasOutcome) {
+    use sotto_core::SasOutcome;
     match outcome {
         SasOutcome::Verified => out.result(
             format!("{handle} is verified."),
@@ -817,7 +839,6 @@ async fn verify_sas(app: &mut App, handle: &str, timeout: u64, out: &Output) -> 
             );
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]

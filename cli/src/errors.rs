@@ -102,7 +102,7 @@ pub(crate) enum OwnedError {
     Socket { holder: String, reason: String },
     /// `verify --sas` needs this terminal.
     #[error(
-        "`verify --sas` is interactive and cannot run through the profile's owner; stop the owner (`sotto daemon` or `sotto listen`) and run it again"
+        "`verify --sas` asks its question on a terminal: in `cli.run` it cannot; run `sotto verify HANDLE --sas` in a terminal (it goes through the owner by the verify.sas methods)"
     )]
     Interactive,
 }

@@ -624,3 +624,56 @@ fn shown_messages_are_read_the_receipt_waits_for_the_next_delivery_and_can_be_tu
         statuses_after_sync(&alice) == ["read", "delivered", "read"]
     });
 }
+
+#[test]
+fn verify_sas_runs_through_a_running_owner_as_it_does_without_one() {
+    let (_relay, _homes, alice, bob) = team_of_two();
+    ok(&sotto_stdin(&alice, &["send", "bob"], "hi\n"));
+    ok(&sotto(&bob, &["sync"]));
+    // alice's profile is owned by a daemon; bob runs on his own.
+    let _daemon = Running::start(&alice, &["daemon"], &[]);
+    let mut rpc = Rpc::connect(&alice);
+    assert_eq!(rpc.error("verify.sas.code", json!({"with": "bob"})), -32602);
+    assert_eq!(
+        rpc.error("verify.sas.result", json!({"with": "bob"})),
+        -32602
+    );
+    assert_eq!(rpc.error("verify.sas.start", json!({"with": "zed"})), 4);
+
+    let start = |home: &Path, peer: &str| {
+        let mut child = command(
+            home,
+            &["verify", peer, "--sas", "--json", "--timeout", "60"],
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+        // Both people see matching emoji and say so.
+        child.stdin.take().unwrap().write_all(b"y\n").unwrap();
+        child
+    };
+    let (a, b) = (start(&alice, "bob"), start(&bob, "alice"));
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let lines = |out: &str| -> Vec<Value> {
+        out.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let (a, b) = (lines(&ok(&a)), lines(&ok(&b)));
+    assert_eq!(a[0]["sas_decimals"], b[0]["sas_decimals"], "the same code");
+    assert_eq!(a[0]["sas_emoji"], b[0]["sas_emoji"]);
+    assert_eq!(a[0]["sas_emoji"].as_array().unwrap().len(), 7);
+    assert_eq!(a.last().unwrap()["verified"], true);
+    assert_eq!(b.last().unwrap()["verified"], true);
+    let members = rpc.call("members", json!({}));
+    let bob_entry = members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["handle"] == "bob")
+        .unwrap()
+        .clone();
+    assert_eq!(bob_entry["verified"], true, "{members}");
+}

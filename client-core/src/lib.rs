@@ -84,7 +84,9 @@ mod store;
 pub mod team;
 mod tokens;
 
-pub use app::{App, AppError, RelayTarget, SAFETY_NUMBER_TAG, SasOutcome, Sent, safety_number};
+pub use app::{
+    App, AppError, RelayTarget, SAFETY_NUMBER_TAG, SasOutcome, SasSession, Sent, safety_number,
+};
 pub use blind::{BLIND_PREFIX_TAG, BLIND_TAG, BlindedInbox, InboxKey, InboxPublic};
 #[cfg(feature = "test-support")]
 #[doc(hidden)]

@@ -566,7 +566,7 @@ impl Chat {
                     return Vec::new();
                 }
                 if args.iter().any(|a| a == "--sas") {
-                    self.say("The emoji comparison asks questions as it goes, which cannot run through the profile's owner: /quit, then run `sotto verify HANDLE --sas` (both of you at the same time).");
+                    self.say("The emoji comparison asks its question on a terminal of its own: run `sotto verify HANDLE --sas` in another terminal (it goes through this chat), both of you at the same time.");
                     return Vec::new();
                 }
                 cli("verify")

@@ -69,11 +69,32 @@ pub(crate) const METHODS: &[&str] = &[
     "whoami",
     "subscribe",
     "cli.run",
+    "verify.sas.start",
+    "verify.sas.code",
+    "verify.sas.confirm",
+    "verify.sas.result",
 ];
+
+/// Interactive verifications in progress, by handle (at most one each; a
+/// new start replaces the old one).
+pub(super) type SasSessions = std::collections::BTreeMap<String, sotto_core::SasSession>;
+
+/// The verification with `with` that `verify.sas.start` began.
+fn sas_session<'a>(
+    sessions: &'a mut SasSessions,
+    with: &str,
+) -> Result<&'a mut sotto_core::SasSession, RpcError> {
+    sessions.get_mut(with).ok_or_else(|| {
+        invalid(format!(
+            "no verification with {with} in progress; call verify.sas.start first"
+        ))
+    })
+}
 
 /// Runs `method`.
 pub(super) async fn call(
     app: &mut App,
+    sas: &mut SasSessions,
     method: &str,
     params: Value,
     effects: &mut Effects,
@@ -202,6 +223,47 @@ pub(super) async fn call(
             }))
         }
         "subscribe" => Ok(json!({})),
+        "verify.sas.start" => {
+            let with = text(&params, "with")?;
+            let session = app.sas_start(&with).await.map_err(failed)?;
+            sas.insert(with.clone(), session);
+            Ok(json!({ "with": with }))
+        }
+        "verify.sas.code" => {
+            let with = text(&params, "with")?;
+            let session = sas_session(sas, &with)?;
+            match app.sas_code(session).map_err(failed)? {
+                None => Ok(json!({ "code": null })),
+                Some(code) => Ok(json!({ "code": {
+                    "emoji": code.emoji.iter().map(|(_, name)| *name).collect::<Vec<_>>(),
+                    "decimals": [code.decimals.0, code.decimals.1, code.decimals.2],
+                    "text": code.to_string(),
+                }})),
+            }
+        }
+        "verify.sas.confirm" => {
+            let with = text(&params, "with")?;
+            let matches = match params.get("matches") {
+                Some(Value::Bool(matches)) => *matches,
+                _ => return Err(invalid("\"matches\" must be true or false")),
+            };
+            if !matches {
+                sas.remove(&with);
+                return Ok(json!({ "with": with, "verified": false }));
+            }
+            let session = sas_session(sas, &with)?;
+            app.sas_confirm(session).await.map_err(failed)?;
+            Ok(json!({ "with": with }))
+        }
+        "verify.sas.result" => {
+            let with = text(&params, "with")?;
+            let session = sas_session(sas, &with)?;
+            let verified = app.sas_verified(session).map_err(failed)?;
+            if verified {
+                sas.remove(&with);
+            }
+            Ok(json!({ "with": with, "verified": verified }))
+        }
         "cli.run" => {
             let argv = match params.get("argv") {
                 Some(Value::Array(items)) => items

@@ -139,8 +139,13 @@ pub(crate) async fn forward(
     command: &Command,
     out: &Output,
 ) -> anyhow::Result<()> {
-    if matches!(command, Command::Verify { sas: true, .. }) {
-        return Err(OwnedError::Interactive.into());
+    if let Command::Verify {
+        handle,
+        sas: true,
+        timeout,
+    } = command
+    {
+        return verify_sas(remote, handle, *timeout, out).await;
     }
     let stdin = if reads_stdin(command) {
         Some(read_stdin()?)
@@ -189,6 +194,99 @@ pub(crate) async fn forward(
         return Err(Exited(code).into());
     }
     Ok(())
+}
+
+/// One call whose error ends the command as the owner's failure would:
+/// its message on stderr, its code (the CLI's exit codes) as exit code.
+async fn step(
+    remote: &mut Remote,
+    out: &Output,
+    method: &str,
+    params: Value,
+) -> anyhow::Result<Value> {
+    match remote.call(method, params).await? {
+        Ok(result) => Ok(result),
+        Err(error) => {
+            out.err(format_args!("sotto: {}", error.message));
+            let code = u8::try_from(error.code).unwrap_or(1);
+            Err(Exited(code).into())
+        }
+    }
+}
+
+/// `sotto verify HANDLE --sas` while another process owns the profile:
+/// the same conversation with the person as without an owner, the steps
+/// run by the owner (`verify.sas.*`), which receives the other side's key
+/// and confirmation as pushes.
+async fn verify_sas(
+    mut remote: Remote,
+    handle: &str,
+    timeout: u64,
+    out: &Output,
+) -> anyhow::Result<()> {
+    use crate::commands::{sas_ask, sas_outcome, sas_waiting};
+    const POLL: std::time::Duration = std::time::Duration::from_millis(300);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(timeout);
+    let me = step(&mut remote, out, "whoami", json!({})).await?;
+    sas_waiting(
+        out,
+        handle,
+        me.get("handle").and_then(Value::as_str).unwrap_or("me"),
+    );
+    let with = json!({ "with": handle });
+    step(&mut remote, out, "verify.sas.start", with.clone()).await?;
+    let code = loop {
+        let result = step(&mut remote, out, "verify.sas.code", with.clone()).await?;
+        if let Some(code) = result.get("code").filter(|c| !c.is_null()) {
+            break code.clone();
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(sotto_core::AppError::VerificationTimedOut(handle.to_owned()).into());
+        }
+        tokio::time::sleep(POLL).await;
+    };
+    let emoji: Vec<&str> = code
+        .get("emoji")
+        .and_then(Value::as_array)
+        .map(|e| e.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let mut decimals = [0u16; 3];
+    for (slot, value) in decimals.iter_mut().zip(
+        code.get("decimals")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten(),
+    ) {
+        *slot = value
+            .as_u64()
+            .and_then(|d| u16::try_from(d).ok())
+            .unwrap_or_default();
+    }
+    let text = code.get("text").and_then(Value::as_str).unwrap_or_default();
+    let matches = sas_ask(out, handle, &emoji, decimals, text);
+    step(
+        &mut remote,
+        out,
+        "verify.sas.confirm",
+        json!({ "with": handle, "matches": matches }),
+    )
+    .await?;
+    if !matches {
+        sas_outcome(out, handle, sotto_core::SasOutcome::Rejected);
+        return Ok(());
+    }
+    loop {
+        let result = step(&mut remote, out, "verify.sas.result", with.clone()).await?;
+        if result.get("verified").and_then(Value::as_bool) == Some(true) {
+            sas_outcome(out, handle, sotto_core::SasOutcome::Verified);
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            sas_outcome(out, handle, sotto_core::SasOutcome::Mismatch);
+            return Ok(());
+        }
+        tokio::time::sleep(POLL).await;
+    }
 }
 
 /// `sotto listen` while another process owns the profile: prints the

@@ -30,6 +30,8 @@ struct Owner {
     /// hex ID -> (recipient, last status told, since when).
     tracked: BTreeMap<String, (String, Status, Instant)>,
     online: Option<bool>,
+    /// Interactive verifications that socket clients are running.
+    sas: methods::SasSessions,
 }
 
 /// How one connected stretch ended.
@@ -55,6 +57,7 @@ pub(super) async fn run(
         stop,
         tracked: BTreeMap::new(),
         online: None,
+        sas: methods::SasSessions::new(),
     };
     let mut backoff = 1u64;
     loop {
@@ -173,8 +176,14 @@ impl Owner {
     /// be marked read.
     async fn handle(&mut self, request: Request) -> Vec<String> {
         let mut effects = methods::Effects::default();
-        let result =
-            methods::call(&mut self.app, &request.method, request.params, &mut effects).await;
+        let result = methods::call(
+            &mut self.app,
+            &mut self.sas,
+            &request.method,
+            request.params,
+            &mut effects,
+        )
+        .await;
         // The caller may have gone; the work is done all the same.
         let _ = request.reply.send(result);
         self.publish_messages(&effects.received);

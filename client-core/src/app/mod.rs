@@ -25,7 +25,7 @@ mod messaging;
 mod team;
 mod verify;
 
-pub use verify::{SAFETY_NUMBER_TAG, safety_number};
+pub use verify::{SAFETY_NUMBER_TAG, SasSession, safety_number};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
