@@ -764,6 +764,8 @@ async fn group(app: &mut App, command: GroupCommand, ctx: &mut Ctx) -> anyhow::R
             for message in app.group_history(&name)? {
                 out.message(&message);
             }
+            // Shown: read (here only; groups get no read receipts).
+            app.mark_group_read(&name)?;
         }
         GroupCommand::List => {
             let groups = app.groups();

@@ -613,6 +613,19 @@ fn shown_messages_are_read_the_receipt_waits_for_the_next_delivery_and_can_be_tu
     rpc.call("subscribe", json!({}));
     ok(&sotto_stdin(&alice, &["send", "bob"], "three\n"));
     rpc.notification("message", |p| text_of(p) == "three");
+    let unread = |rpc: &mut Rpc| {
+        let list = rpc.call("conversations", json!({}));
+        let alice = list["conversations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["with"] == "alice")
+            .unwrap()
+            .clone();
+        assert_eq!(text_of(&alice["last"]), "three", "{alice}");
+        alice["unread"].as_u64().unwrap()
+    };
+    assert_eq!(unread(&mut rpc), 1);
     assert_eq!(
         rpc.call("read", json!({"with": "alice"})),
         json!({"with": "alice"})
@@ -623,6 +636,11 @@ fn shown_messages_are_read_the_receipt_waits_for_the_next_delivery_and_can_be_tu
     eventually("the read receipt from the owner", || {
         statuses_after_sync(&alice) == ["read", "delivered", "read"]
     });
+    assert_eq!(
+        unread(&mut rpc),
+        0,
+        "read marks are what unread counts start from"
+    );
 }
 
 #[test]

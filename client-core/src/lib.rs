@@ -85,7 +85,8 @@ pub mod team;
 mod tokens;
 
 pub use app::{
-    App, AppError, RelayTarget, SAFETY_NUMBER_TAG, SasOutcome, SasSession, Sent, safety_number,
+    App, AppError, Conversation, RelayTarget, SAFETY_NUMBER_TAG, SasOutcome, SasSession, Sent,
+    safety_number,
 };
 pub use blind::{BLIND_PREFIX_TAG, BLIND_TAG, BlindedInbox, InboxKey, InboxPublic};
 #[cfg(feature = "test-support")]

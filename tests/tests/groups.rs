@@ -616,3 +616,44 @@ async fn a_member_who_leaves_is_removed_by_the_admin_and_reads_nothing_after() {
         alice.client.engine().group_mailbox("team", epoch).unwrap()
     );
 }
+
+/// A group's read mark is local: what I was shown stops counting as
+/// unread, nothing goes to the relay, and pages read back from the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_unread_counts_follow_the_local_read_mark_and_history_reads_in_pages() {
+    let relay = TestRelay::start().await;
+    let mut members = acquainted(&relay, &["alice", "bob"]);
+    let (alice, rest) = members.split_first_mut().unwrap();
+    let bob = &mut rest[0];
+    let now = now_ms(&relay);
+    make_group(alice, [&mut *bob], "crew", now).await;
+    for n in 1..=5 {
+        group_send(alice, "crew", &format!("m{n}"), now + n).await;
+    }
+    bob.client.sync().await.unwrap();
+    let engine = bob.client.engine();
+    assert_eq!(engine.group_unread("crew").unwrap(), 5);
+    let last_two = engine.group_history_page("crew", None, 2).unwrap();
+    let texts: Vec<&str> = last_two.iter().map(|(_, m)| m.text.as_str()).collect();
+    assert_eq!(texts, ["m4", "m5"]);
+    let above = engine
+        .group_history_page("crew", Some(last_two[0].0), 10)
+        .unwrap();
+    let texts: Vec<&str> = above.iter().map(|(_, m)| m.text.as_str()).collect();
+    assert_eq!(texts, ["m1", "m2", "m3"], "the page above, oldest first");
+    let outbox = bob.client.engine().outgoing(now / 1000).unwrap().len();
+    assert_eq!(bob.client.engine_mut().mark_group_read("crew").unwrap(), 5);
+    assert_eq!(bob.client.engine().group_unread("crew").unwrap(), 0);
+    assert_eq!(
+        bob.client.engine().outgoing(now / 1000).unwrap().len(),
+        outbox,
+        "no receipt for a group"
+    );
+    group_send(alice, "crew", "m6", now + 6).await;
+    bob.client.sync().await.unwrap();
+    assert_eq!(bob.client.engine().group_unread("crew").unwrap(), 1);
+    // My own messages never count.
+    group_send(bob, "crew", "mine", now + 7).await;
+    assert_eq!(bob.client.engine().group_unread("crew").unwrap(), 1);
+    relay.stop().await;
+}

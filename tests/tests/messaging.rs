@@ -612,6 +612,50 @@ async fn a_live_client_sends_read_marks_with_its_next_answer_and_only_for_what_w
     relay.stop().await;
 }
 
+/// Unread counts start at the read mark, and a conversation reads back
+/// from its end in pages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unread_counts_follow_the_read_mark_and_history_reads_in_pages() {
+    let relay = TestRelay::start().await;
+    let mut alice = Member::new("alice", &relay);
+    let mut bob = Member::new("bob", &relay);
+    introduce(&mut alice, &mut bob);
+    for n in 1..=5 {
+        alice
+            .client
+            .send_text("bob", &format!("m{n}"))
+            .await
+            .unwrap();
+    }
+    bob.client.sync().await.unwrap();
+    bob.client.send_text("alice", "mine").await.unwrap();
+    assert_eq!(
+        bob.client.engine().unread("alice").unwrap(),
+        5,
+        "mine not counted"
+    );
+    let page = bob.client.engine().history_page("alice", None, 3).unwrap();
+    let texts: Vec<&str> = page.iter().map(|(_, m)| m.text.as_str()).collect();
+    assert_eq!(texts, ["m4", "m5", "mine"]);
+    let above = bob
+        .client
+        .engine()
+        .history_page("alice", Some(page[0].0), 2)
+        .unwrap();
+    let texts: Vec<&str> = above.iter().map(|(_, m)| m.text.as_str()).collect();
+    assert_eq!(texts, ["m2", "m3"]);
+    assert!(matches!(
+        bob.client.engine().history_page("zed", None, 3),
+        Err(sotto_core::EngineError::UnknownContact(_))
+    ));
+    assert_eq!(bob.client.mark_read("alice").unwrap(), 5);
+    assert_eq!(bob.client.engine().unread("alice").unwrap(), 0);
+    alice.client.send_text("bob", "m6").await.unwrap();
+    bob.client.sync().await.unwrap();
+    assert_eq!(bob.client.engine().unread("alice").unwrap(), 1);
+    relay.stop().await;
+}
+
 /// An inbox holding more blobs than one ack may name is acked in several
 /// requests. sync used to name them all in one ack, the relay refused it,
 /// and every later sync failed the same way.

@@ -49,6 +49,7 @@ enum Done {
     Directory(
         Result<Vec<String>, CallError>,
         Result<Vec<String>, CallError>,
+        Vec<(Kind, usize)>,
     ),
     /// Notices a sync brought ("bob's key changed ...").
     Notices(Vec<String>),
@@ -173,7 +174,8 @@ impl Driver {
     fn finished(&mut self, done: Done) {
         self.in_flight = self.in_flight.saturating_sub(1);
         match done {
-            Done::Directory(members, groups) => {
+            Done::Directory(members, groups, unread) => {
+                self.chat.set_unread(&unread);
                 // Groups are local: they show even when the relay is not
                 // reachable to list the members.
                 match groups {
@@ -231,9 +233,9 @@ impl Driver {
             self.unseen = true;
             return;
         }
-        if let Kind::Contact(handle) = &self.chat.current().kind {
-            let read = Request::Read(handle.clone());
-            self.run(vec![read]);
+        let kind = self.chat.current().kind.clone();
+        if kind != Kind::Console {
+            self.run(vec![Request::Read(kind)]);
         }
     }
 
@@ -388,9 +390,17 @@ async fn worker<B: ChatBackend>(
             Request::Refresh => {
                 let members = backend.call("members", json!({})).await;
                 let groups = backend.call("groups", json!({})).await;
+                // Unread counts are the owner's (they outlive this chat); an
+                // owner that cannot tell leaves them as they are.
+                let unread = backend
+                    .call("conversations", json!({}))
+                    .await
+                    .map(|c| backend::parse_unread(&c))
+                    .unwrap_or_default();
                 Done::Directory(
                     members.map(|m| backend::parse_members(&m)),
                     groups.map(|g| backend::parse_groups(&g)),
+                    unread,
                 )
             }
             Request::Sync => {
@@ -452,10 +462,12 @@ async fn worker<B: ChatBackend>(
                     (false, _) => format!("{shown}\nfailed: {output}"),
                 })
             }
-            Request::Read(handle) => {
+            Request::Read(kind) => {
                 // A failed read mark costs nothing visible: the next one
                 // covers it.
-                let _ = backend.call("read", json!({ "with": handle })).await;
+                if let Some((field, name)) = backend::target_params(&kind) {
+                    let _ = backend.call("read", json!({ field: name })).await;
+                }
                 Done::Quiet
             }
             Request::Quit => continue,

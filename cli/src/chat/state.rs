@@ -156,9 +156,9 @@ pub(crate) enum Request {
     },
     /// Load a conversation's history.
     History(Kind),
-    /// Mark what a member sent read: it was shown (their conversation is
-    /// open in a focused terminal).
-    Read(String),
+    /// Mark a conversation read: it was shown (open in a focused
+    /// terminal).
+    Read(Kind),
     /// Run a `sotto` command (arguments after `sotto`) and show its
     /// output.
     Command(Vec<String>),
@@ -346,6 +346,17 @@ impl Chat {
         find(kind)
     }
 
+    /// Unread counts the owner keeps (across restarts), for conversations
+    /// not open; new ones are added.
+    pub(crate) fn set_unread(&mut self, counts: &[(Kind, usize)]) {
+        for (kind, unread) in counts {
+            let index = self.conversation(kind);
+            if index != self.open {
+                self.conversations[index].unread = *unread;
+            }
+        }
+    }
+
     /// Members (my own handle is skipped) and groups known to the owner.
     pub(crate) fn set_directory(&mut self, members: &[String], groups: &[String]) {
         for handle in members {
@@ -448,7 +459,9 @@ impl Chat {
             // Loaded: what came meanwhile is on screen now. (Not loaded:
             // the driver marks it read once the history is shown.)
             return match &conversation.kind {
-                Kind::Contact(handle) if unread > 0 => vec![Request::Read(handle.clone())],
+                Kind::Contact(_) | Kind::Group(_) if unread > 0 => {
+                    vec![Request::Read(conversation.kind.clone())]
+                }
                 _ => Vec::new(),
             };
         }

@@ -613,3 +613,30 @@ async fn going_back_to_a_loaded_conversation_with_new_messages_marks_them_read()
     assert_eq!(owner.calls("read").len(), before + 1);
     assert_eq!(owner.calls("read").last(), Some(&json!({"with": "bob"})));
 }
+
+#[tokio::test]
+async fn unread_counts_come_from_the_owner_so_they_outlive_the_chat() {
+    let owner = FakeOwner::new();
+    owner.inner.lock().unwrap().conversations = Some(json!({"conversations": [
+        {"with": "bob", "unread": 0, "last": null},
+        {"with": "carol", "unread": 3, "last": null},
+        {"group": "ops", "group_id": "ab", "unread": 2, "last": null},
+    ]}));
+    let mut driver = Driver::start(owner.clone(), Options::default())
+        .await
+        .unwrap();
+    driver.settle().await;
+    let mut terminal = Terminal::new(TestBackend::new(80, 20)).unwrap();
+    let rows = screen(&mut terminal, &driver);
+    assert!(shows(&rows, "carol (3)"), "{}", rows.join("\n"));
+    assert!(shows(&rows, "#ops (2)"), "{}", rows.join("\n"));
+    assert!(!shows(&rows, "bob ("), "{}", rows.join("\n"));
+    // Opening the group shows it: read there too (a local mark, no receipt).
+    press(&mut driver, KeyCode::Down);
+    press(&mut driver, KeyCode::Down);
+    press(&mut driver, KeyCode::Down);
+    press(&mut driver, KeyCode::Enter);
+    driver.settle().await;
+    assert_eq!(owner.calls("read"), vec![json!({"group": "ops"})]);
+    assert!(!shows(&screen(&mut terminal, &driver), "#ops (2)"));
+}

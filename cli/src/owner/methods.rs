@@ -64,6 +64,7 @@ pub(crate) const METHODS: &[&str] = &[
     "sync",
     "history",
     "read",
+    "conversations",
     "members",
     "groups",
     "whoami",
@@ -89,6 +90,13 @@ fn sas_session<'a>(
             "no verification with {with} in progress; call verify.sas.start first"
         ))
     })
+}
+
+/// The messages of a history page.
+fn page(
+    page: Result<Vec<(u64, sotto_core::Message)>, sotto_core::AppError>,
+) -> Result<Vec<sotto_core::Message>, RpcError> {
+    Ok(page.map_err(failed)?.into_iter().map(|(_, m)| m).collect())
 }
 
 /// Runs `method`.
@@ -153,28 +161,55 @@ pub(super) async fn call(
             };
             let with = optional_text(&params, "with")?;
             let group = optional_text(&params, "group")?;
-            let messages = match (with, group) {
-                (Some(handle), None) => app.history(&handle).map_err(failed)?,
-                (None, Some(group)) => app.group_history(&group).map_err(failed)?,
+            // With a limit, only the last page is read from the store.
+            let limit = limit.map(|l| usize::try_from(l).unwrap_or(usize::MAX));
+            let messages = match (with, group, limit) {
+                (Some(handle), None, None) => app.history(&handle).map_err(failed)?,
+                (None, Some(group), None) => app.group_history(&group).map_err(failed)?,
+                (Some(handle), None, Some(limit)) => page(app.history_page(&handle, None, limit))?,
+                (None, Some(group), Some(limit)) => {
+                    page(app.group_history_page(&group, None, limit))?
+                }
                 _ => return Err(invalid("give exactly one of \"with\" and \"group\"")),
             };
-            let skip = limit.map_or(0, |limit| {
-                messages
-                    .len()
-                    .saturating_sub(usize::try_from(limit).unwrap_or(usize::MAX))
-            });
-            let messages: Vec<Value> = messages[skip..].iter().map(message_json).collect();
+            let messages: Vec<Value> = messages.iter().map(message_json).collect();
             Ok(json!({ "messages": messages }))
         }
-        "read" => {
-            let with = text(&params, "with")?;
-            if with == app.handle() {
-                return Err(invalid(
-                    "\"with\" names you; read marks are for what others sent",
-                ));
+        "read" => match (
+            optional_text(&params, "with")?,
+            optional_text(&params, "group")?,
+        ) {
+            (Some(with), None) => {
+                if with == app.handle() {
+                    return Err(invalid(
+                        "\"with\" names you; read marks are for what others sent",
+                    ));
+                }
+                effects.read.push(with.clone());
+                Ok(json!({ "with": with }))
             }
-            effects.read.push(with.clone());
-            Ok(json!({ "with": with }))
+            (None, Some(group)) => {
+                let marked = app.mark_group_read(&group).map_err(failed)?;
+                Ok(json!({ "group": group, "marked": marked }))
+            }
+            _ => Err(invalid("give exactly one of \"with\" and \"group\"")),
+        },
+        "conversations" => {
+            let list: Vec<Value> = app
+                .conversations()
+                .map_err(failed)?
+                .iter()
+                .map(|c| {
+                    let mut entry = match &c.group {
+                        Some(id) => json!({"group": c.name, "group_id": id}),
+                        None => json!({"with": c.name}),
+                    };
+                    entry["unread"] = json!(c.unread);
+                    entry["last"] = c.last.as_ref().map_or(Value::Null, message_json);
+                    entry
+                })
+                .collect();
+            Ok(json!({ "conversations": list }))
         }
         "members" => {
             let handles = app.members().await.map_err(failed)?;

@@ -195,6 +195,66 @@ impl App {
         Ok(self.client.mark_read(handle)?)
     }
 
+    /// The last `limit` messages with `handle` before history position
+    /// `before` (`None`: the newest), oldest first, with their positions:
+    /// reads only the page.
+    pub fn history_page(
+        &self,
+        handle: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, Message)>, AppError> {
+        Ok(self.client.engine().history_page(handle, before, limit)?)
+    }
+
+    /// A page of a group's history, as [`App::history_page`].
+    pub fn group_history_page(
+        &self,
+        group: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, Message)>, AppError> {
+        Ok(self
+            .client
+            .engine()
+            .group_history_page(group, before, limit)?)
+    }
+
+    /// Marks everything in `group` read (here only: groups get no read
+    /// receipts).
+    pub fn mark_group_read(&mut self, group: &str) -> Result<usize, AppError> {
+        Ok(self.client.engine_mut().mark_group_read(group)?)
+    }
+
+    /// My conversations for a side list: every contact, then every group,
+    /// each with how many messages I have not been shown (kept across
+    /// restarts: the read marks are in the store) and its newest message.
+    /// Reads only past each read mark and one message per conversation.
+    pub fn conversations(&self) -> Result<Vec<Conversation>, AppError> {
+        let engine = self.client.engine();
+        let mut list = Vec::new();
+        for handle in engine.contacts() {
+            list.push(Conversation {
+                unread: engine.unread(&handle)?,
+                last: engine.history_page(&handle, None, 1)?.pop().map(|(_, m)| m),
+                name: handle,
+                group: None,
+            });
+        }
+        for group in engine.groups() {
+            list.push(Conversation {
+                unread: engine.group_unread(&group.id)?,
+                last: engine
+                    .group_history_page(&group.id, None, 1)?
+                    .pop()
+                    .map(|(_, m)| m),
+                name: group.name,
+                group: Some(group.id),
+            });
+        }
+        Ok(list)
+    }
+
     /// Whether this profile sends read receipts (default on).
     pub fn read_receipts(&self) -> Result<bool, AppError> {
         Ok(self.client.engine().read_receipts()?)
@@ -219,4 +279,17 @@ impl App {
             }
         }
     }
+}
+
+/// One conversation of [`App::conversations`].
+#[derive(Clone, Debug)]
+pub struct Conversation {
+    /// The member's handle, or the group's name.
+    pub name: String,
+    /// For a group, its hex ID.
+    pub group: Option<String>,
+    /// Messages from others not shown yet.
+    pub unread: usize,
+    /// The newest message, if any.
+    pub last: Option<Message>,
 }

@@ -25,6 +25,7 @@ mod messaging;
 mod team;
 mod verify;
 
+pub use messaging::Conversation;
 pub use verify::{SAFETY_NUMBER_TAG, SasSession, safety_number};
 
 use std::path::{Path, PathBuf};

@@ -99,22 +99,37 @@ impl Engine {
         upto: u64,
         now_ms: u64,
     ) -> Result<usize, EngineError> {
-        let read_key = [
-            READ_UPTO_PREFIX,
-            self.store.blind(peer.as_bytes()).as_bytes(),
-        ]
-        .concat();
+        let ids = self.advance_read_mark(peer, upto)?;
+        if self.read_receipts()? {
+            self.queue_receipt(peer, &ids, true, now_ms)?;
+        }
+        Ok(ids.len())
+    }
+
+    /// Moves `conversation`'s read mark up to history position `upto`;
+    /// returns the IDs of the messages from others it passed. Reads only
+    /// what lies after the old mark.
+    pub(crate) fn advance_read_mark(
+        &mut self,
+        conversation: &str,
+        upto: u64,
+    ) -> Result<Vec<MessageId>, EngineError> {
+        let prefix = self.store.blind(conversation.as_bytes());
+        let read_key = [READ_UPTO_PREFIX, prefix.as_bytes()].concat();
         let marked = be64_or_zero(self.store.get(Tree::Meta, &read_key)?);
         if upto <= marked {
-            return Ok(0);
+            return Ok(Vec::new());
         }
-        let prefix = self.store.blind(peer.as_bytes());
         let mut ids = Vec::new();
         let mut newest = marked;
-        for (key, value) in self.store.scan_prefix(Tree::History, prefix.as_bytes())? {
+        let from = [prefix.as_bytes().as_slice(), &marked.to_be_bytes()].concat();
+        for (key, value) in
+            self.store
+                .scan_after(Tree::History, prefix.as_bytes(), &from, usize::MAX)?
+        {
             let seq = seq_of_key(&key).unwrap_or(0);
-            if seq <= marked || seq > upto {
-                continue;
+            if seq > upto {
+                break;
             }
             newest = newest.max(seq);
             let message = records::decode_message(&value).map_err(corrupt)?;
@@ -125,13 +140,35 @@ impl Engine {
                 ids.push(id);
             }
         }
-        if self.read_receipts()? {
-            self.queue_receipt(peer, &ids, true, now_ms)?;
-        }
         self.store
             .put(Tree::Meta, &read_key, &newest.to_be_bytes())?;
         self.store.flush()?;
-        Ok(ids.len())
+        Ok(ids)
+    }
+
+    /// How many messages from others `conversation` holds past its read
+    /// mark. Reads only what lies after the mark.
+    pub(crate) fn unread_in(&self, conversation: &str) -> Result<usize, EngineError> {
+        let prefix = self.store.blind(conversation.as_bytes());
+        let read_key = [READ_UPTO_PREFIX, prefix.as_bytes()].concat();
+        let marked = be64_or_zero(self.store.get(Tree::Meta, &read_key)?);
+        let from = [prefix.as_bytes().as_slice(), &marked.to_be_bytes()].concat();
+        let mut unread = 0;
+        for (_, value) in
+            self.store
+                .scan_after(Tree::History, prefix.as_bytes(), &from, usize::MAX)?
+        {
+            if !records::decode_message(&value).map_err(corrupt)?.from_me {
+                unread += 1;
+            }
+        }
+        Ok(unread)
+    }
+
+    /// How many messages from `peer` I have not been shown yet (past the
+    /// read mark [`Engine::mark_read`] moves).
+    pub fn unread(&self, peer: &str) -> Result<usize, EngineError> {
+        self.unread_in(peer)
     }
 
     /// Whether marking messages read tells their sender (default on). The
@@ -208,19 +245,55 @@ impl Engine {
                 self.store.blind(conversation.as_bytes()).as_bytes(),
             )?
             .into_iter()
-            .map(|(_, value)| {
-                let mut message = records::decode_message(&value).map_err(corrupt)?;
-                if message.from_me
-                    && let Ok(id) = hex::decode(&message.id)
-                    && let Some(record) = self
-                        .store
-                        .get(Tree::Seen, &[b"out".as_slice(), &id].concat())?
-                    && let (_, Some(status)) = split_status_record(&record).map_err(corrupt)?
-                {
-                    message.status = status;
-                }
-                Ok(message)
-            })
+            .map(|(_, value)| self.open_message(&value))
             .collect()
+    }
+
+    /// The last `limit` entries of a conversation before history position
+    /// `before` (`None`: the newest), oldest first, each with its position
+    /// (pass the first one's as `before` for the page above). Reads only
+    /// the page.
+    pub(crate) fn history_page_of(
+        &self,
+        conversation: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, Message)>, EngineError> {
+        let prefix = self.store.blind(conversation.as_bytes());
+        let before = before.map(|seq| [prefix.as_bytes().as_slice(), &seq.to_be_bytes()].concat());
+        self.store
+            .scan_last(Tree::History, prefix.as_bytes(), before.as_deref(), limit)?
+            .into_iter()
+            .map(|(key, value)| Ok((seq_of_key(&key).unwrap_or(0), self.open_message(&value)?)))
+            .collect()
+    }
+
+    /// A page of my history with `peer`: see [`Engine::history`] and
+    /// `history_page_of`.
+    pub fn history_page(
+        &self,
+        peer: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, Message)>, EngineError> {
+        if !self.contacts.contains_key(peer) && self.history_head(peer)? == 0 {
+            return Err(EngineError::UnknownContact(peer.to_owned()));
+        }
+        self.history_page_of(peer, before, limit)
+    }
+
+    /// One history entry, with the current status of my own messages.
+    fn open_message(&self, value: &[u8]) -> Result<Message, EngineError> {
+        let mut message = records::decode_message(value).map_err(corrupt)?;
+        if message.from_me
+            && let Ok(id) = hex::decode(&message.id)
+            && let Some(record) = self
+                .store
+                .get(Tree::Seen, &[b"out".as_slice(), &id].concat())?
+            && let (_, Some(status)) = split_status_record(&record).map_err(corrupt)?
+        {
+            message.status = status;
+        }
+        Ok(message)
     }
 }

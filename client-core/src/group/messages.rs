@@ -312,8 +312,37 @@ impl Engine {
 
     /// A group's local history, oldest first.
     pub fn group_history(&self, group: &str) -> Result<Vec<Message>, EngineError> {
+        self.history_of(&self.group_conversation(group)?)
+    }
+
+    /// A page of a group's history: see [`Engine::history_page`].
+    pub fn group_history_page(
+        &self,
+        group: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, Message)>, EngineError> {
+        self.history_page_of(&self.group_conversation(group)?, before, limit)
+    }
+
+    /// How many messages from others in `group` I have not been shown.
+    pub fn group_unread(&self, group: &str) -> Result<usize, EngineError> {
+        self.unread_in(&self.group_conversation(group)?)
+    }
+
+    /// Marks everything in `group` read, here only: groups get no read
+    /// receipts (one per member would be a put per member). Returns how
+    /// many messages it marked.
+    pub fn mark_group_read(&mut self, group: &str) -> Result<usize, EngineError> {
+        let conversation = self.group_conversation(group)?;
+        let head = self.history_head(&conversation)?;
+        Ok(self.advance_read_mark(&conversation, head)?.len())
+    }
+
+    /// The history conversation of the group named `group` (or the start
+    /// of its ID).
+    fn group_conversation(&self, group: &str) -> Result<String, EngineError> {
         let info = self.find_group(group)?;
-        let id = self.group_by_hex(&info.id)?.id;
-        self.history_of(&conversation(&id))
+        Ok(conversation(&self.group_by_hex(&info.id)?.id))
     }
 }

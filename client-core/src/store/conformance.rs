@@ -168,6 +168,57 @@ pub(crate) fn last_key_is_the_greatest_under_the_prefix<H: Harness>() {
     );
 }
 
+pub(crate) fn pages_read_on_from_a_mark_and_back_from_the_end<H: Harness>() {
+    let h = H::fresh();
+    let s = h.store();
+    let key = |prefix: &[u8], seq: u64| [prefix, &seq.to_be_bytes()].concat();
+    let seqs = |entries: Vec<super::Entry>| -> Vec<u64> {
+        entries
+            .iter()
+            .map(|(k, _)| u64::from_be_bytes(k[k.len() - 8..].try_into().unwrap()))
+            .collect()
+    };
+    // Prefixes that end in 0xff have no simple successor; a neighbour
+    // prefix on each side must never leak in.
+    for prefix in [b"a".as_slice(), b"b\xff", b"\xff\xff"] {
+        for seq in 1..=10u64 {
+            s.put(Tree::History, &key(prefix, seq), &seq.to_be_bytes())
+                .unwrap();
+        }
+    }
+    s.put(Tree::History, b"`", b"before").unwrap();
+    s.put(Tree::History, b"c", b"after").unwrap();
+    s.put(Tree::Outbox, &key(b"a", 11), b"other tree").unwrap();
+    for prefix in [b"a".as_slice(), b"b\xff", b"\xff\xff"] {
+        let after = |seq: u64, limit| {
+            seqs(
+                s.scan_after(Tree::History, prefix, &key(prefix, seq), limit)
+                    .unwrap(),
+            )
+        };
+        assert_eq!(after(0, 100), (1..=10).collect::<Vec<_>>());
+        assert_eq!(after(3, 4), [4, 5, 6, 7]);
+        assert_eq!(after(9, 100), [10]);
+        assert!(after(10, 100).is_empty());
+        assert!(after(3, 0).is_empty());
+        let last = |before: Option<u64>, limit| {
+            let before = before.map(|seq| key(prefix, seq));
+            seqs(
+                s.scan_last(Tree::History, prefix, before.as_deref(), limit)
+                    .unwrap(),
+            )
+        };
+        assert_eq!(last(None, 3), [8, 9, 10]);
+        assert_eq!(last(Some(8), 3), [5, 6, 7]);
+        assert_eq!(last(Some(3), 5), [1, 2]);
+        assert_eq!(last(None, 100), (1..=10).collect::<Vec<_>>());
+        assert!(last(Some(1), 5).is_empty());
+        // Values come back opened.
+        let page = s.scan_last(Tree::History, prefix, None, 1).unwrap();
+        assert_eq!(page[0].1.as_slice(), &10u64.to_be_bytes());
+    }
+}
+
 pub(crate) fn batch_applies_across_trees<H: Harness>() {
     let h = H::fresh();
     let s = h.store();
@@ -337,6 +388,7 @@ macro_rules! all_checks {
                 trees_are_separate,
                 prefix_scan_is_ordered_and_bounded,
                 last_key_is_the_greatest_under_the_prefix,
+                pages_read_on_from_a_mark_and_back_from_the_end,
                 batch_applies_across_trees,
                 failing_batch_writes_nothing,
                 swapped_values_fail_to_decrypt,

@@ -12,7 +12,7 @@ use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use zeroize::Zeroizing;
 
 use super::crypt::{Crypt, MasterKey};
-use super::{Batch, BlindId, Entry, RawOp, Store, StoreError, Tree, raw_key};
+use super::{Batch, BlindId, Entry, RawOp, Store, StoreError, Tree, prefix_successor, raw_key};
 
 /// An encrypted store held in memory.
 pub struct MemoryStore {
@@ -39,6 +39,21 @@ impl MemoryStore {
         self.map.write().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Opens sealed entries (keys without the tree tag).
+    fn open_all(
+        &self,
+        tree: Tree,
+        sealed: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<Vec<Entry>, StoreError> {
+        sealed
+            .into_iter()
+            .map(|(key, sealed)| {
+                let value = self.crypt.open(tree, &key, &sealed)?;
+                Ok((key, value))
+            })
+            .collect()
+    }
+
     /// Test hook: the stored ciphertext of a key.
     #[cfg(test)]
     pub(crate) fn get_raw(&self, tree: Tree, key: &[u8]) -> Vec<u8> {
@@ -51,19 +66,6 @@ impl MemoryStore {
         self.write()
             .insert(raw_key(tree, key).unwrap(), sealed.to_vec());
     }
-}
-
-/// The smallest key greater than every key starting with `prefix`, if
-/// there is one (there is none for an all-0xff prefix).
-fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return Some(end);
-        }
-    }
-    None
 }
 
 impl Store for MemoryStore {
@@ -102,6 +104,51 @@ impl Store for MemoryStore {
                 Ok((key, value))
             })
             .collect()
+    }
+
+    fn scan_after(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        after: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        use std::ops::Bound;
+        let raw_prefix = raw_key(tree, prefix)?;
+        let raw_after = raw_key(tree, after)?;
+        let sealed: Vec<(Vec<u8>, Vec<u8>)> = self
+            .read()
+            .range::<Vec<u8>, _>((Bound::Excluded(raw_after), Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(&raw_prefix))
+            .take(limit)
+            .map(|(k, v)| (k[1..].to_vec(), v.clone()))
+            .collect();
+        self.open_all(tree, sealed)
+    }
+
+    fn scan_last(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        before: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        use std::ops::Bound;
+        let raw_prefix = raw_key(tree, prefix)?;
+        let end = match before {
+            Some(before) => Bound::Excluded(raw_key(tree, before)?),
+            None => prefix_successor(&raw_prefix).map_or(Bound::Unbounded, Bound::Excluded),
+        };
+        let mut sealed: Vec<(Vec<u8>, Vec<u8>)> = self
+            .read()
+            .range::<Vec<u8>, _>((Bound::Included(raw_prefix.clone()), end))
+            .rev()
+            .take_while(|(k, _)| k.starts_with(&raw_prefix))
+            .take(limit)
+            .map(|(k, v)| (k[1..].to_vec(), v.clone()))
+            .collect();
+        sealed.reverse();
+        self.open_all(tree, sealed)
     }
 
     fn last_key(&self, tree: Tree, prefix: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {

@@ -279,6 +279,19 @@ fn check_value(tree: Tree, value: &[u8]) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The smallest key greater than every key starting with `prefix`, if
+/// there is one (there is none for an all-0xff prefix).
+pub(crate) fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
 /// One entry of a prefix scan: the key (without tree tag) and the value.
 pub type Entry = (Vec<u8>, Zeroizing<Vec<u8>>);
 
@@ -298,6 +311,28 @@ pub trait Store: Send + Sync {
     /// Every entry of `tree` whose key starts with `prefix`, in ascending
     /// byte order of the keys. Fails as a whole if any value fails to open.
     fn scan_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<Entry>, StoreError>;
+
+    /// At most `limit` entries of `tree` under `prefix` whose keys come
+    /// after `after` (exclusive), ascending: reading on from a mark without
+    /// opening what lies before it.
+    fn scan_after(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        after: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError>;
+
+    /// The last `limit` entries of `tree` under `prefix` whose keys come
+    /// before `before` (exclusive; `None`: the end), ascending: a page of
+    /// a conversation, newest last.
+    fn scan_last(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        before: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError>;
 
     /// The greatest key of `tree` that starts with `prefix`, without
     /// reading its value: where a counter resumes after a restart (the

@@ -34,6 +34,13 @@ pub struct SledStore {
 }
 
 impl SledStore {
+    /// Opens one raw entry: its key without the tree tag, its value.
+    fn open_entry(&self, tree: Tree, raw: &[u8], sealed: &[u8]) -> Result<Entry, StoreError> {
+        let key = raw.get(1..).unwrap_or_default().to_vec();
+        let value = self.crypt.open(tree, &key, sealed)?;
+        Ok((key, value))
+    }
+
     /// Opens the store in `dir`, creating it (and, for a key file source
     /// whose file does not exist, a new key file) if `dir` holds no store.
     ///
@@ -125,6 +132,59 @@ impl Store for SledStore {
                 Ok((key, value))
             })
             .collect()
+    }
+
+    fn scan_after(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        after: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        use std::ops::Bound;
+        let raw_prefix = raw_key(tree, prefix)?;
+        let raw_after = raw_key(tree, after)?;
+        let mut out = Vec::new();
+        for item in self
+            .tree
+            .range::<Vec<u8>, _>((Bound::Excluded(raw_after), Bound::Unbounded))
+        {
+            let (raw, sealed) = item.map_err(|e| self.db_err(e))?;
+            if out.len() >= limit || !raw.starts_with(&raw_prefix) {
+                break;
+            }
+            out.push(self.open_entry(tree, &raw, &sealed)?);
+        }
+        Ok(out)
+    }
+
+    fn scan_last(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        before: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        use std::ops::Bound;
+        let raw_prefix = raw_key(tree, prefix)?;
+        let end = match before {
+            Some(before) => Bound::Excluded(raw_key(tree, before)?),
+            None => super::prefix_successor(&raw_prefix).map_or(Bound::Unbounded, Bound::Excluded),
+        };
+        let mut out = Vec::new();
+        for item in self
+            .tree
+            .range::<Vec<u8>, _>((Bound::Included(raw_prefix.clone()), end))
+            .rev()
+        {
+            let (raw, sealed) = item.map_err(|e| self.db_err(e))?;
+            if out.len() >= limit || !raw.starts_with(&raw_prefix) {
+                break;
+            }
+            out.push(self.open_entry(tree, &raw, &sealed)?);
+        }
+        out.reverse();
+        Ok(out)
     }
 
     fn last_key(&self, tree: Tree, prefix: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
