@@ -607,7 +607,11 @@ pub fn verify_data_dir(data_dir: &Path) -> Result<VerifyReport, crate::AuditErro
     let mut report = VerifyReport::default();
     match schema::check(data_dir) {
         Ok(version) => report.schema = version,
-        Err(error) => report.problems.push(error.to_string()),
+        Err(error) => {
+            // Nothing else can be read safely (or at all).
+            report.problems.push(error.to_string());
+            return Ok(report);
+        }
     }
     let cert = fs::read(data_dir.join("relay-cert.der"));
     let key = fs::read(data_dir.join("relay-key.der"));
@@ -693,6 +697,7 @@ pub fn backup_to_file(
     to: &Path,
     now: u64,
 ) -> Result<(BackupSummary, BackupSource), BackupError> {
+    schema::check(data_dir)?;
     if to.exists() {
         return Err(BackupError::TargetExists(to.to_owned()));
     }
