@@ -81,7 +81,7 @@ async fn a_backup_under_load_restores_every_acknowledged_message() {
     let data = dir.path().join("data");
     std::fs::create_dir(&data).unwrap();
     let relay = spawn_relay(&data, NO_TOKENS);
-    let addr = relay.addr.clone();
+    let addr = relay.addr;
     let owners: Vec<Owner> = (1..=4).map(Owner::new).collect();
     let conn = RelayConnection::connect(&addr, None).await.unwrap();
     let acked = put_some(&conn, &owners, 25).await;
@@ -93,7 +93,6 @@ async fn a_backup_under_load_restores_every_acknowledged_message() {
     let stop_load = Arc::new(AtomicBool::new(false));
     let load = {
         let stop_load = stop_load.clone();
-        let addr = addr.clone();
         tokio::spawn(async move {
             let conn = RelayConnection::connect(&addr, None).await.unwrap();
             let mailbox = Owner::new(9).mailbox();
