@@ -10,9 +10,11 @@
 //! too short to look one up).
 //!
 //! The database is opened, read and closed; nothing is inserted, removed or
-//! flushed. sled has no read-only mode and locks its directory, so a running
-//! relay makes the audit fail with [`AuditError::Locked`]: stop the relay or
-//! audit a copy.
+//! flushed. sled has no read-only mode and locks its directory, so opening
+//! a running relay's database fails with [`AuditError::Locked`]; the
+//! command line then asks the running relay over its admin socket
+//! (`crate::control`), which runs the same scan on its own open database
+//! ([`audit_open`]) and sends the report.
 
 use std::fmt;
 use std::fs;

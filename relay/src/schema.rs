@@ -13,9 +13,9 @@
 //! The migration 1 → 2 writes the marker only: the record formats of
 //! version 1 data directories (one-blob values and unsealed chunks from
 //! before at-rest sealing, 33-byte accounts from before device
-//! registrations) are still read as they are, and rewritten in the current
-//! format when a write touches them. A later version that changes records
-//! adds its step to [`migrate`].
+//! registrations) are still read as they are; nothing needs rewriting to
+//! be served. A later version that changes records adds its step to
+//! [`migrate`].
 
 use std::fs;
 use std::io::Write;
