@@ -116,6 +116,9 @@ pub(crate) async fn serve(
             });
         });
     }
+    // A stopped relay leaves no socket behind (a killed one does; the
+    // next start replaces it, and clients get "not running" meanwhile).
+    let _ = std::fs::remove_file(socket_path(&data_dir));
 }
 
 fn handle(request: &str, mut stream: UnixStream, relay: &Relay<SledStorage>, data_dir: &Path) {

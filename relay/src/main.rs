@@ -389,9 +389,14 @@ fn print_audit(cli: &Cli, json: bool, verbose: bool) -> anyhow::Result<()> {
     sotto_relay::schema::check(&config.data_dir)?;
     let report = match sotto_relay::audit(&config.data_dir, verbose) {
         #[cfg(unix)]
-        Err(sotto_relay::AuditError::Locked { .. }) => {
+        Err(locked @ sotto_relay::AuditError::Locked { .. }) => {
             // The relay runs: it audits its own database (reads only).
-            sotto_relay::control::audit_running(&config.data_dir, verbose)?
+            match sotto_relay::control::audit_running(&config.data_dir, verbose) {
+                Ok(report) => report,
+                // Another process holds the database (not a relay).
+                Err(sotto_relay::control::ControlError::NotRunning(_)) => return Err(locked.into()),
+                Err(error) => return Err(error.into()),
+            }
         }
         other => other?,
     };
