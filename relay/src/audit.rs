@@ -258,7 +258,9 @@ pub(crate) fn open_existing(data_dir: &Path) -> Result<(SledStorage, PathBuf), A
     // sled creates a database where there is none; an audit must not.
     if !db_file.is_file() {
         // An unreadable data dir says so rather than "no database".
-        if let Err(source) = fs::read_dir(data_dir) {
+        if let Err(source) = fs::read_dir(data_dir)
+            && source.kind() != std::io::ErrorKind::NotFound
+        {
             return Err(AuditError::Io {
                 path: data_dir.to_owned(),
                 source,
