@@ -235,12 +235,28 @@ pub(crate) fn write_backup<W: Write>(
         out.record(TAG_FILE, &[&[name.len() as u8], name.as_bytes(), &bytes])?;
         summary.files += 1;
     }
+    // Read into memory under the lock (these trees are team-sized), and
+    // written after it is released: a slow reader of the backup must not
+    // hold up token operations.
+    let mut cut = Vec::new();
     {
-        let _cut = tokens.map(|t| t.hold());
+        let _lock = tokens.map(|t| t.hold());
         for tree in LOCKED_TREES {
-            summary.records += copy_tree(&mut out, storage, tree)?;
+            for entry in storage
+                .record_tree(tree)
+                .ok_or_else(|| BackupError::Damaged(format!("no tree {tree}")))?
+                .iter()
+            {
+                let (key, value) = entry.map_err(StoreError::from)?;
+                cut.push((tree, key.to_vec(), Zeroizing::new(value.to_vec())));
+            }
         }
     }
+    for (tree, key, value) in &cut {
+        write_record(&mut out, tree, key, value)?;
+        summary.records += 1;
+    }
+    drop(cut);
     for tree in SledStorage::RECORD_TREES {
         if !LOCKED_TREES.contains(&tree) {
             summary.records += copy_tree(&mut out, storage, tree)?;
@@ -286,20 +302,30 @@ fn copy_tree<W: Write>(
     let mut count = 0;
     for entry in tree.iter() {
         let (key, value) = entry.map_err(StoreError::from)?;
-        let value = Zeroizing::new(value.to_vec());
-        out.record(
-            TAG_RECORD,
-            &[
-                &[name.len() as u8],
-                name.as_bytes(),
-                &(key.len() as u16).to_be_bytes(),
-                &key,
-                &value,
-            ],
-        )?;
+        write_record(out, name, &key, &Zeroizing::new(value.to_vec()))?;
         count += 1;
     }
     Ok(count)
+}
+
+fn write_record<W: Write>(
+    out: &mut Hashing<W>,
+    tree: &str,
+    key: &[u8],
+    value: &[u8],
+) -> Result<(), BackupError> {
+    let key_len = u16::try_from(key.len())
+        .map_err(|_| BackupError::Damaged(format!("a key of {} bytes in {tree}", key.len())))?;
+    out.record(
+        TAG_RECORD,
+        &[
+            &[tree.len() as u8],
+            tree.as_bytes(),
+            &key_len.to_be_bytes(),
+            key,
+            value,
+        ],
+    )
 }
 
 /// One record of a backup, as read.

@@ -203,15 +203,31 @@ pub fn request(data_dir: &Path, request: &str) -> Result<BufReader<UnixStream>, 
             source,
         },
     })?;
-    stream.write_all(format!("{request}\n").as_bytes())?;
+    let closed = || {
+        ControlError::Refused(
+            "nothing: it closed the connection (the admin socket serves only the relay's own user and root)"
+                .into(),
+        )
+    };
+    let hung_up = |e: &std::io::Error| {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+        )
+    };
+    match stream.write_all(format!("{request}\n").as_bytes()) {
+        Err(e) if hung_up(&e) => return Err(closed()),
+        other => other?,
+    }
     let mut reader = BufReader::new(stream);
     let mut status = String::new();
-    reader.read_line(&mut status)?;
+    match reader.read_line(&mut status) {
+        Err(e) if hung_up(&e) => return Err(closed()),
+        other => other?,
+    };
     match status.trim_end() {
         "ok" => Ok(reader),
-        "" => Err(ControlError::Refused(
-            "nothing (it closed the connection)".into(),
-        )),
+        "" => Err(closed()),
         other => Err(ControlError::Refused(
             other.strip_prefix("error: ").unwrap_or(other).to_owned(),
         )),

@@ -91,19 +91,26 @@ async fn a_backup_under_load_restores_every_acknowledged_message() {
 
     // Load while the backup runs: another client keeps putting.
     let stop_load = Arc::new(AtomicBool::new(false));
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
     let load = {
         let stop_load = stop_load.clone();
         tokio::spawn(async move {
             let conn = RelayConnection::connect(&addr, None).await.unwrap();
             let mailbox = Owner::new(9).mailbox();
             let mut puts = 0u64;
-            while !stop_load.load(Ordering::Relaxed) {
+            let mut started = Some(started_tx);
+            while !stop_load.load(Ordering::Relaxed) && puts < 5_000 {
                 conn.put(&mailbox, &blob(90_000 + puts), 0).await.unwrap();
                 puts += 1;
+                if let Some(started) = started.take() {
+                    let _ = started.send(());
+                }
             }
             puts
         })
     };
+    // The backup starts while the load is putting.
+    started_rx.await.unwrap();
     let file = dir.path().join("relay.backup");
     let out = {
         let (data, file) = (data.clone(), file.clone());
@@ -121,7 +128,7 @@ async fn a_backup_under_load_restores_every_acknowledged_message() {
         "{}",
         text(&out)
     );
-    assert!(during > 0, "the load ran");
+    assert!(during > 1, "the load ran through the backup");
     assert!(!dir.path().join("relay.backup.partial").exists());
     #[cfg(unix)]
     {
@@ -376,4 +383,111 @@ fn an_unusable_data_dir_is_a_clear_error() {
         }
         std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o700)).unwrap();
     }
+}
+
+/// Bad input for backup and restore, through the binary: a backup never
+/// overwrites a file; a cut-off backup is refused by `verify` and
+/// `restore` (which then creates nothing); a restore never writes into a
+/// directory that holds something.
+#[tokio::test]
+async fn backup_and_restore_refuse_what_would_lose_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let relay = spawn_relay(&data, NO_TOKENS);
+    let conn = RelayConnection::connect(&relay.addr, None).await.unwrap();
+    put_some(&conn, &[Owner::new(8)], 5).await;
+    conn.close().await;
+    stop(relay);
+
+    // A stopped relay is backed up from its files.
+    let file = dir.path().join("b");
+    let out = relay_cmd(&data, &["backup", "--to", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("from the stopped data directory"),
+        "{}",
+        text(&out)
+    );
+    let whole = std::fs::read(&file).unwrap();
+    let out = relay_cmd(&data, &["backup", "--to", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exists"));
+    assert_eq!(std::fs::read(&file).unwrap(), whole, "not overwritten");
+
+    let cut = dir.path().join("cut");
+    std::fs::write(&cut, &whole[..whole.len() - 10]).unwrap();
+    let out = relay_cmd(&data, &["verify", "--backup", cut.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("truncated"),
+        "{}",
+        text(&out)
+    );
+    let target = dir.path().join("target");
+    let out = relay_cmd(&target, &["restore", "--from", cut.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(!target.exists(), "a refused restore creates nothing");
+
+    std::fs::create_dir(&target).unwrap();
+    std::fs::write(target.join("keep"), b"mine").unwrap();
+    let out = relay_cmd(&target, &["restore", "--from", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"));
+    assert_eq!(std::fs::read(target.join("keep")).unwrap(), b"mine");
+    assert_eq!(std::fs::read_dir(&target).unwrap().count(), 1);
+}
+
+/// The admin socket serves only the relay's own user and root: its peer
+/// check refuses another user even when the socket file is opened up to
+/// everyone. Needs root (to run the client as `nobody`) and setpriv.
+#[tokio::test]
+async fn the_admin_socket_refuses_another_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let setpriv = Command::new("setpriv").arg("--version").output();
+    let uid = Command::new("id").arg("-u").output().unwrap();
+    if setpriv.is_err() || String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        eprintln!("SKIPPED: needs root and setpriv to act as another user");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let relay = spawn_relay(&data, NO_TOKENS);
+    // Open the way to the socket for everyone: only the peer check is left.
+    for path in [dir.path(), &data] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let socket = data.join("admin.sock");
+    assert_eq!(
+        std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777,
+        0o600,
+        "the relay makes its socket owner-only"
+    );
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let file = dir.path().join("stolen");
+    let (bin, data2, file2) = (relay_bin(), data.clone(), file.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(bin)
+            .args(["backup", "--to", file2.to_str().unwrap(), "--data"])
+            .arg(data2)
+            .env("SOTTO_LOG", "warn")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("closed the connection"),
+        "{}",
+        text(&out)
+    );
+    assert!(!file.exists());
+    // The relay's own user (root here) still gets its backup.
+    let out = relay_cmd(&data, &["backup", "--to", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    stop(relay);
 }
