@@ -30,6 +30,8 @@ use crate::storage::SledStorage;
 pub const SOCKET: &str = "admin.sock";
 /// How long a client may take to send its request line.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a write to a client that does not read may block.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The admin socket's path for `data_dir`.
 pub fn socket_path(data_dir: &Path) -> PathBuf {
@@ -104,7 +106,11 @@ pub(crate) async fn serve(
             };
             let permit = busy.try_acquire_owned();
             tokio::task::spawn_blocking(move || {
-                if stream.set_nonblocking(false).is_err() {
+                // A reader that stops reading for a minute ends its backup,
+                // so it cannot hold a thread (and the shutdown) forever.
+                if stream.set_nonblocking(false).is_err()
+                    || stream.set_write_timeout(Some(WRITE_TIMEOUT)).is_err()
+                {
                     return;
                 }
                 let mut stream = stream;
