@@ -16,6 +16,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::io::AsyncBufReadExt;
@@ -23,6 +24,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::audit::{AuditReport, audit_open, list_data_dir};
 use crate::backup::{BackupError, write_backup};
+use crate::metrics::Metrics;
 use crate::relay::Relay;
 use crate::storage::SledStorage;
 
@@ -142,15 +144,23 @@ fn handle(request: &str, mut stream: UnixStream, relay: &Relay<SledStorage>, dat
                 Some(&relay.tokens),
                 now,
             ) {
-                Ok(summary) => tracing::info!(
-                    blobs = summary.blobs,
-                    records = summary.records,
-                    "admin socket: backup sent"
-                ),
+                Ok(summary) => {
+                    Metrics::bump(&relay.metrics.backups, 1);
+                    relay.metrics.last_backup.store(now, Ordering::Relaxed);
+                    tracing::info!(
+                        blobs = summary.blobs,
+                        records = summary.records,
+                        "admin socket: backup sent"
+                    );
+                }
                 Err(BackupError::Write(error)) => {
+                    Metrics::bump(&relay.metrics.backup_failures, 1);
                     tracing::warn!(%error, "admin socket: the backup's reader went away; backup abandoned")
                 }
-                Err(error) => tracing::error!(%error, "admin socket: backup failed"),
+                Err(error) => {
+                    Metrics::bump(&relay.metrics.backup_failures, 1);
+                    tracing::error!(%error, "admin socket: backup failed")
+                }
             }
         }
         "audit" | "audit verbose" => {
@@ -247,4 +257,60 @@ pub fn audit_running(data_dir: &Path, verbose: bool) -> Result<AuditReport, Cont
     std::io::Read::read_to_end(&mut reader, &mut json)?;
     serde_json::from_slice(&json)
         .map_err(|e| ControlError::Refused(format!("an unreadable audit report: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Config, Server};
+
+    /// A backup through the socket of a running relay is a whole backup,
+    /// and the relay counts it; the socket is owner-only and goes away
+    /// with the relay.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_backup_through_the_socket_is_whole_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.path().to_owned(),
+            ..Config::default()
+        };
+        let server = Server::start(config).await.unwrap();
+        let socket = socket_path(dir.path());
+        assert_eq!(
+            std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let data_dir = dir.path().to_owned();
+        let file = dir.path().join("b");
+        let (data, target) = (data_dir.clone(), file.clone());
+        let bytes = tokio::task::spawn_blocking(move || {
+            let mut reader = request(&data, "backup").unwrap();
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut reader, &mut bytes).unwrap();
+            std::fs::write(&target, &bytes).unwrap();
+            bytes
+        })
+        .await
+        .unwrap();
+        assert!(bytes.starts_with(b"sottoBK1"));
+        let summary = crate::backup::verify_backup(&file).unwrap();
+        assert_eq!(
+            summary.files, 4,
+            "certificate, its key, the issuer key, the unused bootstrap code"
+        );
+        let metrics = &server.relay().metrics;
+        assert_eq!(metrics.backups.load(Ordering::Relaxed), 1);
+        assert_eq!(metrics.backup_failures.load(Ordering::Relaxed), 0);
+        assert!(metrics.last_backup.load(Ordering::Relaxed) > 0);
+        let text = crate::metrics::render_openmetrics(server.relay());
+        assert!(text.contains("sotto_backups_total 1"), "{text}");
+
+        let unknown = tokio::task::spawn_blocking(move || request(&data_dir, "drop tables"))
+            .await
+            .unwrap();
+        assert!(matches!(unknown, Err(ControlError::Refused(m)) if m.contains("unknown request")));
+        server.shutdown().await;
+        assert!(!socket.exists(), "removed at shutdown");
+    }
 }
