@@ -4,9 +4,10 @@
 # (--version, --help, a real start on 127.0.0.1:0 and a health check), and
 # the systemd unit with `systemd-analyze verify` where it is installed.
 #
-# Builds release binaries, so it takes minutes: .ci/run runs it only with
-# SOTTO_CI_PACKAGES=1 (see docs/OPERATIONS.md). Extra cargo-deb flags can
-# be given in CARGO_DEB_ARGS (e.g. "--profile dev" for a quick local try).
+# By default it builds release binaries, which takes minutes. Extra
+# cargo-deb flags go in CARGO_DEB_ARGS: .ci/run packages the debug binaries
+# the tests already built with "--profile dev --no-build --fast" (about
+# 15 s), and builds release ones only with SOTTO_CI_PACKAGES=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -10,15 +10,17 @@
 //! too short to look one up).
 //!
 //! The database is opened, read and closed; nothing is inserted, removed or
-//! flushed. sled has no read-only mode and locks its directory, so a running
-//! relay makes the audit fail with [`AuditError::Locked`]: stop the relay or
-//! audit a copy.
+//! flushed. sled has no read-only mode and locks its directory, so opening
+//! a running relay's database fails with [`AuditError::Locked`]; the
+//! command line then asks the running relay over its admin socket
+//! (`crate::control`), which runs the same scan on its own open database
+//! ([`audit_open`]) and sends the report.
 
 use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::bootstrap;
 use crate::cert::fingerprint;
@@ -71,7 +73,7 @@ pub enum AuditError {
 }
 
 /// One blob or slot-value size and how many records have it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SizeCount {
     /// Size in bytes.
     pub size: u64,
@@ -81,7 +83,7 @@ pub struct SizeCount {
 
 /// Record sizes and their counts, smallest first. For blobs and slots every
 /// size should be a bucket size (1, 4, 16 or 64 KiB).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct SizeHistogram(pub Vec<SizeCount>);
 
@@ -144,7 +146,7 @@ pub struct AuditCounts {
 }
 
 /// A file in the data directory.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileEntry {
     /// Path relative to the data directory.
     pub path: String,
@@ -153,7 +155,7 @@ pub struct FileEntry {
 }
 
 /// Blob totals.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlobSummary {
     /// Blobs stored.
     pub count: u64,
@@ -166,7 +168,7 @@ pub struct BlobSummary {
 }
 
 /// Expiry times, as stored (rounded up to the minute at put).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExpirySummary {
     /// Earliest expiry, unix seconds.
     pub oldest: Option<u64>,
@@ -185,7 +187,7 @@ pub struct ExpirySummary {
 }
 
 /// Directory slot totals.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SlotSummary {
     /// Slots stored.
     pub count: u64,
@@ -196,7 +198,7 @@ pub struct SlotSummary {
 }
 
 /// A mailbox in `--verbose` output: a 4-byte prefix, never the full ID.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MailboxPrefix {
     /// First 4 bytes of the ID, hex.
     pub prefix: String,
@@ -207,7 +209,7 @@ pub struct MailboxPrefix {
 }
 
 /// Everything the relay stores, as counts and sizes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditReport {
     /// The audited data directory.
     pub data_dir: String,
@@ -240,40 +242,86 @@ pub struct AuditReport {
     pub mailbox_prefixes: Option<Vec<MailboxPrefix>>,
 }
 
-/// Audits the relay data directory `data_dir` (the relay must be stopped).
+/// Audits the relay data directory `data_dir` of a stopped relay (a
+/// running one is audited through its admin socket: [`audit_open`]).
 /// With `verbose`, the report lists each mailbox by a 4-byte ID prefix.
 pub fn audit(data_dir: &Path, verbose: bool) -> Result<AuditReport, AuditError> {
+    let (storage, files) = open_listed(data_dir)?;
+    audit_open(&storage, data_dir, files, verbose)
+}
+
+/// Opens the database of an existing data directory (never creating one),
+/// for the audit, `verify` and an offline backup.
+pub(crate) fn open_existing(data_dir: &Path) -> Result<(SledStorage, PathBuf), AuditError> {
     let db_dir = data_dir.join(DB_DIR);
     let db_file = db_dir.join(SLED_DATA_FILE);
     // sled creates a database where there is none; an audit must not.
     if !db_file.is_file() {
+        // An unreadable data dir says so rather than "no database".
+        if let Err(source) = fs::read_dir(data_dir)
+            && source.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(AuditError::Io {
+                path: data_dir.to_owned(),
+                source,
+            });
+        }
         return Err(AuditError::NoDatabase {
             dir: data_dir.to_owned(),
             db: db_file,
         });
     }
-    // Listed before sled opens, so the report shows the directory as found.
-    let mut files = Vec::new();
-    list_files(data_dir, data_dir, &mut files)?;
-    files.sort_by(|a, b| a.path.cmp(&b.path));
-
-    let store_error = |source| AuditError::Store {
-        dir: db_dir.clone(),
-        source,
-    };
     let storage = SledStorage::open(&db_dir).map_err(|source| {
         if is_lock_error(&source) {
             AuditError::Locked {
                 dir: db_dir.clone(),
             }
         } else {
-            store_error(source)
+            AuditError::Store {
+                dir: db_dir.clone(),
+                source,
+            }
         }
     })?;
+    Ok((storage, db_dir))
+}
+
+fn open_listed(data_dir: &Path) -> Result<(SledStorage, Vec<FileEntry>), AuditError> {
+    // Listed before sled opens, so the report shows the directory as found.
+    let db_file = data_dir.join(DB_DIR).join(SLED_DATA_FILE);
+    let files = if db_file.is_file() {
+        list_data_dir(data_dir)?
+    } else {
+        Vec::new()
+    };
+    let (storage, _) = open_existing(data_dir)?;
+    Ok((storage, files))
+}
+
+/// Every file in `data_dir` with its size, sorted by path.
+pub(crate) fn list_data_dir(data_dir: &Path) -> Result<Vec<FileEntry>, AuditError> {
+    let mut files = Vec::new();
+    list_files(data_dir, data_dir, &mut files)?;
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(files)
+}
+
+/// The audit of an open database (a stopped relay's, or the running
+/// relay's own through its admin socket: reads only).
+pub(crate) fn audit_open(
+    storage: &SledStorage,
+    data_dir: &Path,
+    files: Vec<FileEntry>,
+    verbose: bool,
+) -> Result<AuditReport, AuditError> {
+    let db_dir = data_dir.join(DB_DIR);
+    let store_error = |source| AuditError::Store {
+        dir: db_dir.clone(),
+        source,
+    };
     let counts = storage.audit_scan().map_err(store_error)?;
     let db_size_on_disk = storage.size_on_disk().map_err(store_error)?;
     let stored_bytes = storage.total_bytes();
-    drop(storage);
 
     let cert_path = data_dir.join(CERT_FILE);
     let certificate_fingerprint = match fs::read(&cert_path) {

@@ -32,12 +32,15 @@
 //! fuzz targets share) are public too. They are not part of the API.
 
 mod audit;
+pub mod backup;
 mod bootstrap;
 mod cert;
 mod clock;
 mod commit;
 mod config;
 mod connection;
+#[cfg(unix)]
+pub mod control;
 #[cfg(feature = "test-support")]
 pub mod fuzzing;
 pub mod health;
@@ -49,6 +52,7 @@ mod ops;
 mod rate;
 mod refusal;
 mod relay;
+pub mod schema;
 mod server;
 mod session;
 pub mod storage;
@@ -60,6 +64,7 @@ pub use audit::{
     AuditCounts, AuditError, AuditMailbox, AuditReport, BlobSummary, ExpirySummary, FileEntry,
     MailboxPrefix, SizeCount, SizeHistogram, SlotSummary, audit,
 };
+pub use backup::{BackupError, BackupSource, BackupSummary, VerifyReport};
 pub use bootstrap::{PREFIX as BOOTSTRAP_PREFIX, read as read_bootstrap_code};
 pub use cert::{RELAY_SERVER_NAME, RelayCert, fingerprint};
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -69,6 +74,7 @@ pub use logging::{LogFormat, LogOptions};
 pub use metrics::{Metrics, RefusalReason};
 pub use refusal::Refusal;
 pub use relay::{Relay, Stats};
+pub use schema::{SCHEMA_VERSION, SchemaError};
 pub use server::{Server, StartError};
 pub use storage::{MemoryStorage, SledStorage, Storage};
 pub use tokens::Tokens;

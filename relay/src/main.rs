@@ -61,8 +61,8 @@ enum Command {
     /// Print the admin bootstrap code again, until `sotto team create` uses it.
     BootstrapCode,
     /// Print everything the relay stores, as counts and sizes (no content,
-    /// no full mailbox IDs). Stop the relay first, or audit a copy of the
-    /// data directory.
+    /// no full mailbox IDs). A running relay is audited through its admin
+    /// socket (as its user or root); a stopped one directly.
     Audit {
         /// One JSON object instead of text.
         #[arg(long)]
@@ -70,6 +70,31 @@ enum Command {
         /// Also list each mailbox by a 4-byte ID prefix.
         #[arg(long)]
         verbose: bool,
+    },
+    /// Back up the relay's data directory into one new file, while the
+    /// relay runs (through its admin socket, as its user or root) or not.
+    /// Exit codes: 0 done, 1 failed, 3 the target file system is full (or
+    /// the file too large for it). On failure no file is left and the relay
+    /// and its data are untouched.
+    Backup {
+        /// The backup file to create (it must not exist; it is created
+        /// 0600 and holds the relay's private keys: keep it encrypted).
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Restore a backup into a new (or empty) data directory given with
+    /// --data, after checking the whole file. Then start the relay on it.
+    Restore {
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+    },
+    /// Check a stopped relay's data directory (--data), or with --backup a
+    /// backup file, without changing it. Exits 0 when sound, 1 when not.
+    Verify {
+        /// Check this backup file instead of the data directory.
+        #[arg(long)]
+        backup: Option<PathBuf>,
     },
     /// Check a running relay like a client would: a QUIC handshake against
     /// the pinned certificate, Hello and Ping. Prints one line; exits 0
@@ -155,8 +180,14 @@ fn main() -> ExitCode {
     {
         return health(&cli, addr.as_deref(), fingerprint.as_deref(), *timeout);
     }
+    if let Some(Command::Backup { to }) = &cli.command {
+        return backup(&cli, to);
+    }
     let result = match cli.command {
         Some(Command::BootstrapCode) => print_bootstrap_code(&cli),
+        Some(Command::Restore { ref from }) => restore(&cli, from),
+        Some(Command::Verify { ref backup }) => verify(&cli, backup.as_deref()),
+        Some(Command::Backup { .. }) => Ok(()),
         Some(Command::Audit { json, verbose }) => print_audit(&cli, json, verbose),
         Some(Command::Run) | None => run(&cli),
         Some(Command::Health { .. }) => Ok(()),
@@ -264,9 +295,111 @@ fn check_health(
     ))
 }
 
+/// Exit code of `backup` when the target file system is full.
+const EXIT_NO_SPACE: u8 = 3;
+
+fn backup(cli: &Cli, to: &std::path::Path) -> ExitCode {
+    let result = config(cli).and_then(|config| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        sotto_relay::backup::backup_to_file(&config.data_dir, to, now).map_err(anyhow::Error::from)
+    });
+    match result {
+        Ok((summary, source)) => {
+            let from = match source {
+                sotto_relay::BackupSource::Running => "the running relay",
+                sotto_relay::BackupSource::Stopped => "the stopped data directory",
+            };
+            say(format_args!(
+                "backup: {} ({} blobs, {} bytes of blobs, {} token and slot records, {} files) from {from}",
+                to.display(),
+                summary.blobs,
+                summary.blob_bytes,
+                summary.records,
+                summary.files
+            ));
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("sotto-relay: backup failed, no file written: {error:#}");
+            let no_space = error
+                .downcast_ref::<sotto_relay::BackupError>()
+                .is_some_and(|e| e.is_no_space());
+            if no_space {
+                eprintln!(
+                    "sotto-relay: the target file system is full (or the file too large for it); the relay and its data are untouched"
+                );
+                ExitCode::from(EXIT_NO_SPACE)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn restore(cli: &Cli, from: &std::path::Path) -> anyhow::Result<()> {
+    let config = config(cli)?;
+    let summary = sotto_relay::backup::restore(from, &config.data_dir)?;
+    say(format_args!(
+        "restored: {} blobs, {} token and slot records, {} files into {} (backup of schema {}, taken at unix time {})",
+        summary.blobs,
+        summary.records,
+        summary.files,
+        config.data_dir.display(),
+        summary.schema,
+        summary.created_at
+    ));
+    Ok(())
+}
+
+fn verify(cli: &Cli, backup: Option<&std::path::Path>) -> anyhow::Result<()> {
+    if let Some(file) = backup {
+        let summary = sotto_relay::backup::verify_backup(file)?;
+        say(format_args!(
+            "backup OK: {} blobs, {} token and slot records, {} files, schema {}",
+            summary.blobs, summary.records, summary.files, summary.schema
+        ));
+        return Ok(());
+    }
+    let config = config(cli)?;
+    let report = sotto_relay::backup::verify_data_dir(&config.data_dir)?;
+    if report.problems.is_empty() {
+        say(format_args!(
+            "data directory OK: schema {}, {} blobs, {} slots",
+            report.schema.unwrap_or(sotto_relay::SCHEMA_VERSION),
+            report.blobs,
+            report.slots
+        ));
+        return Ok(());
+    }
+    for problem in &report.problems {
+        eprintln!("problem: {problem}");
+    }
+    anyhow::bail!(
+        "{} problem(s) in {}",
+        report.problems.len(),
+        config.data_dir.display()
+    )
+}
+
 fn print_audit(cli: &Cli, json: bool, verbose: bool) -> anyhow::Result<()> {
     let config = config(cli)?;
-    let report = sotto_relay::audit(&config.data_dir, verbose)?;
+    sotto_relay::schema::check(&config.data_dir)?;
+    let report = match sotto_relay::audit(&config.data_dir, verbose) {
+        #[cfg(unix)]
+        Err(locked @ sotto_relay::AuditError::Locked { .. }) => {
+            // The relay runs: it audits its own database (reads only).
+            match sotto_relay::control::audit_running(&config.data_dir, verbose) {
+                Ok(report) => report,
+                // Another process holds the database (not a relay).
+                Err(sotto_relay::control::ControlError::NotRunning(_)) => return Err(locked.into()),
+                Err(error) => return Err(error.into()),
+            }
+        }
+        other => other?,
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -132,6 +132,13 @@ pub struct Metrics {
     pub(crate) purge_failures: AtomicU64,
     /// Configuration reloads applied (SIGHUP).
     pub(crate) reloads: AtomicU64,
+    /// Backups sent whole through the admin socket.
+    pub(crate) backups: AtomicU64,
+    /// Backups through the admin socket that failed or were abandoned.
+    pub(crate) backup_failures: AtomicU64,
+    /// Unix time the last backup through the admin socket began (0: none
+    /// since the relay started).
+    pub(crate) last_backup: AtomicU64,
 }
 
 impl Metrics {
@@ -346,6 +353,21 @@ fn registry<S: Storage>(relay: &Relay<S>) -> Registry {
         "config_reloads",
         "Configuration reloads applied (SIGHUP)",
         load(&m.reloads),
+    );
+    r.register(
+        "backups",
+        "Backups sent whole through the admin socket (sotto-relay backup of the running relay)",
+        load(&m.backups),
+    );
+    r.register(
+        "backup_failures",
+        "Backups through the admin socket that failed or whose reader gave up",
+        load(&m.backup_failures),
+    );
+    r.register(
+        "last_backup_timestamp_seconds",
+        "Unix time the last whole backup through the admin socket began; 0 if none since the relay started",
+        gauge(m.last_backup.load(Relaxed)),
     );
     r
 }

@@ -35,6 +35,10 @@ pub enum StartError {
     /// The certificate could not be loaded or created.
     #[error(transparent)]
     Cert(#[from] CertError),
+    /// The data directory's schema is newer than this relay, or cannot be
+    /// read or migrated.
+    #[error(transparent)]
+    Schema(#[from] crate::schema::SchemaError),
     /// The database could not be opened.
     #[error(
         "cannot open the relay database in {dir}: {source} (is another sotto-relay using this data directory?)"
@@ -103,6 +107,8 @@ impl Server<SledStorage> {
             dir: dir.clone(),
             source,
         })?;
+        // Before anything else is read or created in it.
+        crate::schema::prepare(&dir)?;
         let (cert, first_start) = RelayCert::load_or_create(&dir)?;
         let new_code = bootstrap::create_if_first_start(&dir, first_start).map_err(|source| {
             StartError::DataDir {
@@ -124,6 +130,19 @@ impl Server<SledStorage> {
         let mut server =
             Self::start_with(&config, Arc::new(storage), Arc::new(SystemClock), &cert)?;
         server.new_bootstrap_code = new_code;
+        #[cfg(unix)]
+        match crate::control::bind(&dir) {
+            Ok(listener) => server.background.push(tokio::spawn(crate::control::serve(
+                listener,
+                server.relay.clone(),
+                dir.clone(),
+                server.shutdown.subscribe(),
+            ))),
+            Err(error) => tracing::warn!(
+                %error,
+                "cannot bind the admin socket in the data directory: `sotto-relay backup` and `audit` cannot reach this running relay"
+            ),
+        }
         Ok(server)
     }
 }

@@ -143,6 +143,13 @@ impl Tokens {
             .saturating_add(self.config.token_grace_secs)
     }
 
+    /// Holds the lock every token operation's check-then-write runs under
+    /// ([`Self::with_state`]), so a backup copies the token trees as one
+    /// consistent cut.
+    pub(crate) fn hold(&self) -> std::sync::MutexGuard<'_, impl Sized> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Runs `f` on the issuer state under the lock, loading it first (and
     /// creating the seed on the very first use), then dropping spent sets
     /// and issuance counts that can no longer matter at `now`.

@@ -10,10 +10,16 @@ use crate::refusal::Refusal;
 /// anonymous tokens exist (teams issue); then it will be checked here.
 pub(crate) fn parse(hello: &wire::Hello) -> Result<(), Refusal> {
     if hello.version != PROTOCOL_VERSION {
+        // Say which side is behind: the one to upgrade.
+        let upgrade = if hello.version > PROTOCOL_VERSION {
+            "the relay is older: its operator must upgrade it"
+        } else {
+            "update the client"
+        };
         return Err(Refusal::new(
             ErrorCode::UnsupportedVersion,
             format!(
-                "this relay speaks protocol version {PROTOCOL_VERSION}, the client version {}; update the client",
+                "this relay speaks protocol version {PROTOCOL_VERSION}, the client version {}; {upgrade}",
                 hello.version
             ),
         ));
@@ -33,5 +39,25 @@ pub(crate) fn welcome(challenge: &Challenge, limits: &Limits, now_secs: u64) -> 
             max_fetch: limits.max_fetch_blobs,
         }),
         now: now_secs,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_mismatch_names_the_side_to_upgrade() {
+        let hello = |version| wire::Hello {
+            version,
+            access_token: Default::default(),
+        };
+        assert!(parse(&hello(PROTOCOL_VERSION)).is_ok());
+        let older = parse(&hello(PROTOCOL_VERSION - 1)).unwrap_err();
+        assert_eq!(older.code, ErrorCode::UnsupportedVersion);
+        assert!(older.message.contains("update the client"));
+        let newer = parse(&hello(PROTOCOL_VERSION + 1)).unwrap_err();
+        assert_eq!(newer.code, ErrorCode::UnsupportedVersion);
+        assert!(newer.message.contains("the relay is older"));
     }
 }

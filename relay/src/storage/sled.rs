@@ -1004,6 +1004,71 @@ impl SledStorage {
         Ok(counts)
     }
 
+    // Backup and restore (`crate::backup`). A backup holds the blobs
+    // opened (the relay's at-rest keys stay out of it) and every other
+    // tree's records as they are; a restore re-inserts them, sealing the
+    // blobs under the new data dir's own day keys.
+
+    /// The trees a backup copies record by record (everything but the
+    /// blobs, which it copies opened, and the expiry index, which a
+    /// restore rebuilds from the blobs).
+    pub(crate) const RECORD_TREES: [&'static str; 7] = [
+        "issuer",
+        "registrations",
+        "accounts",
+        "revocations",
+        "slots",
+        "issued",
+        "spent",
+    ];
+
+    /// One of [`Self::RECORD_TREES`] by name.
+    pub(crate) fn record_tree(&self, name: &str) -> Option<&sled::Tree> {
+        match name {
+            "issuer" => Some(&self.tokens.issuer),
+            "registrations" => Some(&self.tokens.registrations),
+            "accounts" => Some(&self.tokens.accounts),
+            "revocations" => Some(&self.tokens.revocations),
+            "slots" => Some(&self.slots),
+            "issued" => Some(&self.tokens.issued),
+            "spent" => Some(&self.tokens.spent),
+            _ => None,
+        }
+    }
+
+    /// Calls `f` with every stored blob (mailbox, ID, expiry, blob), in
+    /// key order, opening sealed chunks. Only inserted blobs are seen:
+    /// appends still queued were not acknowledged. Each chunk is read
+    /// whole at one moment, so a blob is never seen in part.
+    pub(crate) fn for_each_blob<E: From<StoreError>>(
+        &self,
+        mut f: impl FnMut(&MailboxId, Seq, u64, &Blob) -> Result<(), E>,
+    ) -> Result<(), E> {
+        for entry in self.blobs.iter() {
+            let (key, value) = entry.map_err(StoreError::from)?;
+            let (mailbox, key_seq) = parse_blob_key(&key)?;
+            let chunk = self.decode(&mailbox, key_seq, &value)?;
+            for stored in &chunk.blobs {
+                f(&mailbox, stored.seq, chunk.expires_at, &stored.blob)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues a blob under its original ID (a restore); the next
+    /// [`Storage::flush`] inserts it into its chunk, sealed under the key
+    /// of its day, with its expiry entry.
+    pub(crate) fn import_blob(&self, mailbox: &MailboxId, seq: Seq, expires_at: u64, blob: &Blob) {
+        self.ids.seen(mailbox, seq);
+        self.accounting.added(mailbox, blob.len());
+        lock(&self.queue.queued).push(Queued {
+            mailbox: *mailbox,
+            seq,
+            expires_at,
+            blob: blob.clone(),
+        });
+    }
+
     /// Index entries in the `expiry` tree, dangling ones included.
     #[cfg(test)]
     pub(super) fn synced_node_files_upto(&self) -> u64 {
