@@ -52,6 +52,7 @@ mod history;
 mod olm;
 mod outbox;
 mod receive;
+mod reports;
 mod team_keys;
 mod verify;
 

@@ -253,6 +253,15 @@ impl Engine {
             Some(payload::Body::GroupLeave(leave)) => {
                 self.on_group_leave(&peer, leave, payload.sent_at)?
             }
+            Some(payload::Body::AccountReport(report)) => {
+                // Filed under the authenticated sender; the team layer
+                // keeps it only on the admin's devices.
+                if report.registration_token_hash.len() != 32 || peer.is_empty() {
+                    return Ok(self.drop_blob(Dropped::Mismatch));
+                }
+                self.record_account_report(&peer, &report.registration_token_hash, &mut batch);
+                Received::Team
+            }
             Some(payload::Body::DirKey(dir_key)) => {
                 // The newest one wins; the team layer verifies T's signature.
                 let newer = self

@@ -197,9 +197,18 @@ impl Membership {
                 .map(|s| s.to_vec())
                 .unwrap_or_default()
                 .into(),
+            // The first invite of each member first (that is the one a
+            // receiving device files as its invite), then every other
+            // registration recorded for it.
             invites: self
                 .invites
                 .iter()
+                .map(|(handle, hash)| (handle, hash))
+                .chain(
+                    self.registrations
+                        .iter()
+                        .flat_map(|(handle, hashes)| hashes.iter().map(move |h| (handle, h))),
+                )
                 .map(|(handle, hash)| AdminInvite {
                     handle: handle.clone(),
                     registration_token_hash: hash.to_vec().into(),
@@ -315,7 +324,11 @@ impl Membership {
         }
         for invite in &state.invites {
             if let Ok(hash) = <[u8; 32]>::try_from(invite.registration_token_hash.as_ref()) {
-                self.invites.insert(invite.handle.clone(), hash);
+                if self.invites.get(&invite.handle).is_some_and(|h| *h != hash) {
+                    self.record_registration(&invite.handle, hash);
+                } else {
+                    self.invites.insert(invite.handle.clone(), hash);
+                }
             }
         }
         for named in &state.names {

@@ -159,6 +159,14 @@ pub struct Membership {
     /// The directory entry last applied per member: `hex(slot)/version`.
     #[serde(default)]
     applied: std::collections::BTreeMap<String, String>,
+    /// Admin: every relay registration of each member beyond its first
+    /// invite (device invites, accounts its devices reported): SHA-256 of
+    /// the registration token, which names the account for revocation.
+    #[serde(default)]
+    registrations: std::collections::BTreeMap<String, Vec<[u8; 32]>>,
+    /// The team admin's handle, as the last roster read named it.
+    #[serde(default)]
+    team_admin: Option<String>,
 }
 
 /// The team and relay a new membership starts from.
@@ -281,6 +289,8 @@ impl Membership {
             awaiting_approval: None,
             device_names: Default::default(),
             applied: Default::default(),
+            registrations: Default::default(),
+            team_admin: None,
         }
     }
 
@@ -309,6 +319,38 @@ impl Membership {
     /// Admin: the registration token hash of `handle`'s invite.
     pub fn invite_token_hash(&self, handle: &str) -> Option<[u8; 32]> {
         self.invites.get(handle).copied()
+    }
+
+    /// Admin: remembers one more relay registration of `handle` (a device
+    /// invite, or an account one of their devices reported).
+    pub fn record_registration(&mut self, handle: &str, registration_token_hash: [u8; 32]) {
+        let known = self.registrations.entry(handle.to_owned()).or_default();
+        if !known.contains(&registration_token_hash) {
+            known.push(registration_token_hash);
+        }
+    }
+
+    /// Admin: every registration token hash recorded for `handle`: its
+    /// invite's first, then its devices'.
+    pub fn registrations_of(&self, handle: &str) -> Vec<[u8; 32]> {
+        let mut all: Vec<[u8; 32]> = self.invites.get(handle).copied().into_iter().collect();
+        for hash in self.registrations.get(handle).into_iter().flatten() {
+            if !all.contains(hash) {
+                all.push(*hash);
+            }
+        }
+        all
+    }
+
+    /// Admin: forgets `handle`'s registrations (all revoked).
+    pub fn forget_registrations(&mut self, handle: &str) {
+        self.invites.remove(handle);
+        self.registrations.remove(handle);
+    }
+
+    /// The team admin's handle, if a roster named one.
+    pub fn team_admin(&self) -> Option<&str> {
+        self.team_admin.as_deref()
     }
 
     /// Saves to the store.
