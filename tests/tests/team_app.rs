@@ -365,19 +365,19 @@ async fn an_invite_outstanding_at_a_directory_key_rotation_is_withdrawn() {
     let [mut alice, _carol] = <[App; 2]>::try_from(joined).ok().unwrap();
     let old_code = admin.invite("dave", 3600).await.unwrap();
     admin.revoke("carol").await.unwrap();
-    let notices = admin.take_notices().unwrap();
-    assert!(
-        notices
-            .iter()
-            .any(|n| n.contains("dave") && n.contains("sotto invite dave")),
-        "{notices:?}"
-    );
     let home = homes.path().join("dave-old");
     let refused = App::join(&home, key(&home), &old_code, clock_of(&relay.clock)).await;
     assert!(
         matches!(refused, Err(AppError::Token(_))),
         "the old invite still joins: {:?}",
         refused.map(|d| d.directory_version())
+    );
+    let notices = admin.take_notices().unwrap();
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.contains("dave") && n.contains("sotto invite dave")),
+        "{notices:?}"
     );
     let mut dave = join(&mut admin, homes.path(), "dave", &relay).await;
     assert_eq!(
