@@ -390,3 +390,64 @@ async fn an_invite_outstanding_at_a_directory_key_rotation_is_withdrawn() {
     let report = alice.sync().await.unwrap();
     assert!(report.messages.iter().any(|m| m.text == "hi"));
 }
+
+/// Issue 18 item 3 (DESIGN §4): request inboxes rotate when a member is
+/// revoked (the revoked member read every card in the old directory) and
+/// on a schedule; the directory then lists the new card, and a first
+/// message sent with it arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_inboxes_rotate_on_revocation_and_on_a_schedule() {
+    let relay = tokens_relay().await;
+    let homes = tempfile::tempdir().unwrap();
+    let (mut admin, joined) = team(&relay, homes.path(), &["alice", "bob", "carol"]).await;
+    let [mut alice, mut bob, _carol] = <[App; 3]>::try_from(joined).ok().unwrap();
+    let inbox = |app: &mut App| *app.client().engine().own_card().inbox_key.as_bytes();
+    let admin_before = inbox(&mut admin);
+    let bob_before = inbox(&mut bob);
+
+    admin.revoke("carol").await.unwrap();
+    bob.sync().await.unwrap();
+    assert_ne!(inbox(&mut admin), admin_before, "the admin's moved");
+    let bob_now = inbox(&mut bob);
+    assert_ne!(bob_now, bob_before, "bob's moved with the directory key");
+    // A member who looks Bob up now finds the new card, and a first
+    // message put into the new request inbox arrives.
+    let mut dave = join(&mut admin, homes.path(), "dave", &relay).await;
+    dave.send("bob", "first contact").await.unwrap();
+    assert_eq!(
+        *dave
+            .client()
+            .engine()
+            .contact_card("bob")
+            .unwrap()
+            .inbox_key
+            .as_bytes(),
+        bob_now
+    );
+    let report = bob.sync().await.unwrap();
+    assert!(report.messages.iter().any(|m| m.text == "first contact"));
+
+    // On a schedule: a week later, Alice's next sync moves hers.
+    alice.sync().await.unwrap();
+    let alice_before = inbox(&mut alice);
+    relay
+        .clock
+        .advance_secs(sotto_core::REQUEST_INBOX_ROTATE_SECS);
+    alice.sync().await.unwrap();
+    let alice_now = inbox(&mut alice);
+    assert_ne!(alice_now, alice_before, "alice's moved on schedule");
+    let mut erin = join(&mut admin, homes.path(), "erin", &relay).await;
+    erin.send("alice", "hello").await.unwrap();
+    assert_eq!(
+        *erin
+            .client()
+            .engine()
+            .contact_card("alice")
+            .unwrap()
+            .inbox_key
+            .as_bytes(),
+        alice_now
+    );
+    let report = alice.sync().await.unwrap();
+    assert!(report.messages.iter().any(|m| m.text == "hello"));
+}

@@ -163,6 +163,9 @@ impl App {
         let applied = self.apply_member_state()?;
         self.file_account_reports()?;
         self.apply_dir_key().await?;
+        if !awaiting {
+            self.rotate_request_inbox_if_due().await?;
+        }
         if applied && awaiting {
             // Just approved: find the team's members now, so this device
             // can write to them at once.

@@ -352,6 +352,8 @@ impl App {
             }
         }
         self.withdraw_invites(&unjoined).await?;
+        let now = Self::now_secs(&self.clock);
+        self.client.engine_mut().rotate_request_inbox(now)?;
         let (dir_key, version, signature) = self.membership.rotate_dir_key()?;
         self.publish_under_new_key(Some(remaining)).await?;
         let now = (self.clock)();
@@ -451,7 +453,11 @@ impl App {
             &pending.signature,
         )?;
         if taken {
-            // On failure the key stays pending for the next sync.
+            // A revocation: my request inbox moves too (the revoked member
+            // read my card in the old directory). On failure the key stays
+            // pending for the next sync; the new inbox is published then.
+            let now = Self::now_secs(&self.clock);
+            self.client.engine_mut().rotate_request_inbox(now)?;
             self.publish_under_new_key(None).await?;
         }
         self.client.engine().clear_dir_key()?;

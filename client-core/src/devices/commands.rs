@@ -431,6 +431,22 @@ impl App {
         Ok(info)
     }
 
+    /// Rotates my request inbox when its schedule says so, and publishes
+    /// my entry when the directory lists an older card of this device (a
+    /// rotation whose publication failed, or that another device of mine
+    /// overwrote). Other members pick the new card up at their next sync.
+    pub(crate) async fn rotate_request_inbox_if_due(&mut self) -> Result<(), AppError> {
+        let now = Self::now_secs(&self.clock);
+        let due = self.client.engine().request_inbox_due(now);
+        if due {
+            self.client.engine_mut().rotate_request_inbox(now)?;
+        }
+        if due || self.membership.own_card_stale(self.client.engine()) {
+            self.publish_under_new_key(None).await?;
+        }
+        Ok(())
+    }
+
     /// Admin: relay access (no trust) for one more device of `handle`.
     pub async fn invite_device(
         &mut self,

@@ -22,10 +22,34 @@ impl Membership {
         if self.devices.is_empty() {
             return Ok(vec![engine.signed_card()]);
         }
+        // This device's card as it is now (its request inbox key rotates),
+        // whatever the list last published said.
+        let me = engine.own_card().identity_key;
         self.devices
             .iter()
-            .map(|bytes| SignedCard::decode(bytes.as_slice()).map_err(corrupt))
+            .map(|bytes| {
+                let signed = SignedCard::decode(bytes.as_slice()).map_err(corrupt)?;
+                match Card::verify(&signed) {
+                    Ok(card) if card.identity_key == me => Ok(engine.signed_card()),
+                    _ => Ok(signed),
+                }
+            })
             .collect()
+    }
+
+    /// Whether the device list last read or published names an older card
+    /// of this device (its request inbox rotated since): my entry is due
+    /// for publication.
+    pub fn own_card_stale(&self, engine: &Engine) -> bool {
+        let me = engine.own_card().identity_key;
+        let current = engine.signed_card().encode_to_vec();
+        self.devices.iter().any(|bytes| {
+            SignedCard::decode(bytes.as_slice())
+                .ok()
+                .and_then(|signed| Card::verify(&signed).ok())
+                .is_some_and(|card| card.identity_key == me)
+                && *bytes != current
+        })
     }
 
     /// My approved devices, verified.

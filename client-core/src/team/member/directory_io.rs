@@ -111,6 +111,9 @@ impl Membership {
             conn.slot_put(&slot, version, value, &owner).await?;
         }
         self.entry_version = version;
+        if !self.devices.is_empty() {
+            self.devices = devices.iter().map(|d| d.encode_to_vec()).collect();
+        }
         Ok(())
     }
 
