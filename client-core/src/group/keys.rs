@@ -17,6 +17,11 @@ use super::{
 use crate::engine::{Dropped, Engine, EngineError, Message, Received, Status, corrupt};
 use crate::{Batch, Tree, records};
 
+/// For tests: my current outbound session ID in a group, and each of my
+/// sessions in it with whom it names as entitled to its key.
+#[cfg(feature = "test-support")]
+pub(crate) type OwnSessions = (Option<String>, Vec<(String, Vec<String>)>);
+
 impl Engine {
     /// A session key from `peer`'s device `sender_key`.
     pub(crate) fn on_group_key(
@@ -280,10 +285,7 @@ impl Engine {
     /// for each of my sessions in it, whom it names as entitled to its key.
     #[cfg(feature = "test-support")]
     #[doc(hidden)]
-    pub fn own_sessions(
-        &self,
-        group: &str,
-    ) -> Result<(Option<String>, Vec<(String, Vec<String>)>), EngineError> {
+    pub fn own_sessions(&self, group: &str) -> Result<OwnSessions, EngineError> {
         let info = self.find_group(group)?;
         let group = self.group_by_hex(&info.id)?;
         let current = self

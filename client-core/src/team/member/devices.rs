@@ -227,7 +227,6 @@ impl Membership {
             invites: self
                 .invites
                 .iter()
-                .map(|(handle, hash)| (handle, hash))
                 .chain(
                     self.registrations
                         .iter()
