@@ -88,6 +88,7 @@ impl App {
         let registration_token = match minted {
             Ok(token) => {
                 roster?;
+                self.membership.save(self.store.as_ref())?;
                 self.report_account(token.hash()).await?;
                 Some(*token.as_bytes())
             }

@@ -148,7 +148,17 @@ impl Engine {
             let Some(group) = self.groups.get(&id) else {
                 continue;
             };
-            if group.admins.contains(&me) {
+            // A new generation goes to every remaining member over Olm:
+            // if one of them is not a contact (their entry did not verify),
+            // it cannot be sent, and the group is treated as one I do not
+            // administer until they are back.
+            let reachable = group
+                .current
+                .members
+                .iter()
+                .filter(|m| !gone(m) && **m != me)
+                .all(|m| self.contacts.get(m).is_some_and(|d| !d.is_empty()));
+            if group.admins.contains(&me) && reachable {
                 let mut next = self.next_generation(&hex::encode(id), now_ms)?;
                 next.current.members.retain(|m| !gone(m));
                 next.admins.retain(|m| !gone(m));
