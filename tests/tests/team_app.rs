@@ -451,3 +451,31 @@ async fn request_inboxes_rotate_on_revocation_and_on_a_schedule() {
     let report = alice.sync().await.unwrap();
     assert!(report.messages.iter().any(|m| m.text == "hello"));
 }
+
+/// Issue 18 item 3: a contact who wrote first and has no reply inbox yet
+/// keeps writing to the request inbox; when that inbox rotates, the
+/// contact follows the new card at its next sync, so its messages still
+/// arrive once the old inbox's grace period is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_still_on_the_request_inbox_follows_its_rotation() {
+    let relay = tokens_relay().await;
+    let homes = tempfile::tempdir().unwrap();
+    let (mut admin, joined) = team(&relay, homes.path(), &["alice", "bob", "carol"]).await;
+    let [mut alice, mut bob, _carol] = <[App; 3]>::try_from(joined).ok().unwrap();
+    // Bob sends nothing back, so Alice never learns a reply inbox of his.
+    bob.client().set_receipts(false);
+    alice.send("bob", "early").await.unwrap();
+    admin.revoke("carol").await.unwrap();
+    let report = bob.sync().await.unwrap();
+    assert!(report.messages.iter().any(|m| m.text == "early"));
+    alice.sync().await.unwrap();
+    relay
+        .clock
+        .advance_secs(sotto_core::REQUEST_INBOX_GRACE_SECS);
+    alice.send("bob", "late").await.unwrap();
+    let report = bob.sync().await.unwrap();
+    assert!(
+        report.messages.iter().any(|m| m.text == "late"),
+        "alice wrote to bob's retired request inbox"
+    );
+}
