@@ -531,7 +531,7 @@ async fn forged_device_lists_are_refused_by_other_clients_with_a_clear_error() {
 /// device they registered — one linked by self-service (the device that
 /// minted its registration token reported it to the admin over Olm) and
 /// one linked with the admin's device invite — not only their first
-/// invite's.
+/// invite's, and from any device of the admin's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoking_a_member_ends_the_relay_access_of_every_device_they_registered() {
     let relay = tokens_relay().await;
@@ -557,8 +557,12 @@ async fn revoking_a_member_ends_the_relay_access_of_every_device_they_registered
     // The admin files the accounts Alice's device reported.
     admin.sync().await.unwrap();
     phone.sync().await.unwrap();
+    // A device of the admin's linked afterwards learns them with the
+    // member state, and revokes from there.
+    let mut admin_laptop = link(&mut admin, homes.path(), "admin-laptop", &relay, None).await;
+    assert!(admin_laptop.is_admin());
 
-    admin.revoke("alice").await.unwrap();
+    admin_laptop.revoke("alice").await.unwrap();
     for (name, device) in [
         ("first device", &mut alice),
         ("self-service device", &mut phone),
