@@ -286,7 +286,18 @@ impl App {
             return Ok(());
         }
         for (handle, hash) in reports {
-            self.membership.record_registration(&handle, hash);
+            // A member reporting a token recorded for someone else (an
+            // invite code they saw) would have that account revoked with
+            // their own: refused, with a notice.
+            match self.membership.registration_holder(&hash) {
+                Some(holder) if holder != handle => {
+                    let notice = format!(
+                        "{handle}'s device reported a relay registration that belongs to {holder}; it was ignored"
+                    );
+                    self.membership.push_notice(notice);
+                }
+                _ => self.membership.record_registration(&handle, hash),
+            }
         }
         self.membership.save(self.store.as_ref())?;
         Ok(())

@@ -342,6 +342,20 @@ impl Membership {
         all
     }
 
+    /// Admin: the member a registration token hash is recorded for.
+    pub fn registration_holder(&self, registration_token_hash: &[u8; 32]) -> Option<&str> {
+        self.invites
+            .iter()
+            .find(|(_, hash)| *hash == registration_token_hash)
+            .map(|(handle, _)| handle.as_str())
+            .or_else(|| {
+                self.registrations
+                    .iter()
+                    .find(|(_, hashes)| hashes.contains(registration_token_hash))
+                    .map(|(handle, _)| handle.as_str())
+            })
+    }
+
     /// Admin: forgets `handle`'s registrations (all revoked).
     pub fn forget_registrations(&mut self, handle: &str) {
         self.invites.remove(handle);
@@ -493,5 +507,44 @@ impl Membership {
         membership.dir_version = link.dir_version;
         membership.awaiting_approval = Some(code);
         membership
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::team::{TeamSecrets, issue_invite, parse_invite};
+
+    #[test]
+    fn every_registration_of_a_member_is_kept_once_and_found_by_hash() {
+        let team = TeamSecrets::generate();
+        let issued = issue_invite(
+            &team,
+            &crate::team::InviteParams {
+                team_name: "acme",
+                handle: "admin",
+                expires_at: u64::MAX,
+                relay_addr: "127.0.0.1:1",
+                relay_fingerprint: [0; 32],
+                registration_token: &[1; 32],
+                issuer_key: [2; 32],
+                device: false,
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let parsed = parse_invite(&issued.code, 0).unwrap_or_else(|e| panic!("{e}"));
+        let mut admin = Membership::for_admin(&team, &parsed, &SigningKey::from_bytes(&[3; 32]));
+        admin.record_invite("ann", [10; 32]);
+        admin.record_registration("ann", [11; 32]);
+        admin.record_registration("ann", [11; 32]);
+        admin.record_registration("ann", [10; 32]);
+        admin.record_registration("bob", [20; 32]);
+        assert_eq!(admin.registrations_of("ann"), [[10; 32], [11; 32]]);
+        assert_eq!(admin.registration_holder(&[11; 32]), Some("ann"));
+        assert_eq!(admin.registration_holder(&[20; 32]), Some("bob"));
+        assert_eq!(admin.registration_holder(&[99; 32]), None);
+        admin.forget_registrations("ann");
+        assert!(admin.registrations_of("ann").is_empty());
+        assert_eq!(admin.registrations_of("bob"), [[20; 32]]);
     }
 }
