@@ -1,6 +1,9 @@
 //! This device's long-term keys (DESIGN §3): a vodozemac Olm `Account`, the
 //! x25519 envelope key, and the request-inbox key. Created once, persisted
-//! in the encrypted store, never logged.
+//! in the encrypted store, never logged. The request-inbox key alone
+//! rotates (DESIGN §4): on a schedule and whenever the team directory key
+//! does (a revocation); the one it replaced is still read for a grace
+//! period, for first messages sent with the old card.
 
 use serde::{Deserialize, Serialize};
 use sotto_proto::client::SignedCard;
@@ -19,6 +22,14 @@ struct DeviceRecord {
     account: AccountPickle,
     envelope_secret: [u8; 32],
     request_inbox_seed: [u8; 32],
+    /// When the request-inbox key was made (unix seconds; 0 in records
+    /// from before rotation: due at once).
+    #[serde(default)]
+    request_inbox_since: u64,
+    /// The request-inbox key before the last rotation, and until when
+    /// (unix seconds) it is still read.
+    #[serde(default)]
+    previous_request_inbox: Option<([u8; 32], u64)>,
 }
 
 /// A device's secrets. No `Debug`: nothing here may reach a log.
@@ -27,6 +38,8 @@ pub struct Device {
     pub(crate) account: Account,
     pub(crate) envelope: EnvelopeSecret,
     pub(crate) request_inbox: InboxKey,
+    pub(crate) request_inbox_since: u64,
+    pub(crate) previous_request_inbox: Option<(InboxKey, u64)>,
 }
 
 /// Loading or saving the device failed.
@@ -52,7 +65,29 @@ impl Device {
             account,
             envelope: EnvelopeSecret::generate(),
             request_inbox: InboxKey::generate(),
+            request_inbox_since: 0,
+            previous_request_inbox: None,
         }
+    }
+
+    /// Replaces the request-inbox key with a fresh one made at `now_secs`;
+    /// the old one is still read until `now_secs + grace_secs`.
+    pub(crate) fn rotate_request_inbox(&mut self, now_secs: u64, grace_secs: u64) {
+        let old = std::mem::replace(&mut self.request_inbox, InboxKey::generate());
+        self.previous_request_inbox = Some((old, now_secs.saturating_add(grace_secs)));
+        self.request_inbox_since = now_secs;
+    }
+
+    /// The request-inbox keys to read at `now_secs`: the current one, and
+    /// the one before it while its grace period lasts.
+    pub(crate) fn request_inboxes(&self, now_secs: u64) -> Vec<&InboxKey> {
+        let mut keys = vec![&self.request_inbox];
+        if let Some((previous, until)) = &self.previous_request_inbox
+            && now_secs < *until
+        {
+            keys.push(previous);
+        }
+        keys
     }
 
     /// The handle this device belongs to.
@@ -67,6 +102,11 @@ impl Device {
             account: self.account.pickle(),
             envelope_secret: *self.envelope.to_bytes(),
             request_inbox_seed: *self.request_inbox.seed_bytes(),
+            request_inbox_since: self.request_inbox_since,
+            previous_request_inbox: self
+                .previous_request_inbox
+                .as_ref()
+                .map(|(key, until)| (*key.seed_bytes(), *until)),
         };
         serde_json::to_vec(&record)
             .map(Zeroizing::new)
@@ -96,9 +136,16 @@ impl Device {
             account: Account::from_pickle(record.account),
             envelope: EnvelopeSecret::from_bytes(record.envelope_secret),
             request_inbox: InboxKey::from_seed(record.request_inbox_seed),
+            request_inbox_since: record.request_inbox_since,
+            previous_request_inbox: record
+                .previous_request_inbox
+                .map(|(seed, until)| (InboxKey::from_seed(seed), until)),
         };
         zeroize::Zeroize::zeroize(&mut record.envelope_secret);
         zeroize::Zeroize::zeroize(&mut record.request_inbox_seed);
+        if let Some((seed, _)) = &mut record.previous_request_inbox {
+            zeroize::Zeroize::zeroize(seed);
+        }
         Ok(Some(device))
     }
 

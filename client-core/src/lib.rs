@@ -100,7 +100,8 @@ pub use client::{
 pub use device::{Device, DeviceError};
 pub use devices::{
     Approved, DeviceInfo, DeviceLinkCode, LINK_CONFIRM_INFO, LINK_REQUEST_TAG,
-    LINK_REQUEST_TTL_SECS, LINK_VALID_SECS, PendingDevice, confirmation_code, normalize_code,
+    LINK_REQUEST_TTL_SECS, LINK_VALID_SECS, PendingDevice, REQUEST_INBOX_GRACE_SECS,
+    REQUEST_INBOX_ROTATE_SECS, confirmation_code, normalize_code,
 };
 pub use engine::{
     DeviceChange, DropCounts, Dropped, Engine, EngineError, Message, MessageId, Outgoing, Received,

@@ -526,3 +526,56 @@ async fn forged_device_lists_are_refused_by_other_clients_with_a_clear_error() {
         "bob still encrypts only to alice's remaining device"
     );
 }
+
+/// Issue 18 item 1: revoking a member ends the relay account of every
+/// device they registered — one linked by self-service (the device that
+/// minted its registration token reported it to the admin over Olm) and
+/// one linked with the admin's device invite — not only their first
+/// invite's, and from any device of the admin's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_member_ends_the_relay_access_of_every_device_they_registered() {
+    let relay = tokens_relay().await;
+    let homes = tempfile::tempdir().unwrap();
+    let (mut admin, mut members) = team(&relay, homes.path(), &["alice", "bob"]).await;
+    let mut bob = members.pop().unwrap();
+    let mut alice = members.pop().unwrap();
+    let mut phone = link(&mut alice, homes.path(), "phone", &relay, None).await;
+    let device_invite = admin.invite_device("alice", 3600).await.unwrap();
+    let code = alice.device_add().await.unwrap();
+    let (mut tablet, confirm) = request_link(
+        homes.path(),
+        "tablet",
+        &code.code,
+        Some(&device_invite),
+        Some("tablet"),
+        &relay,
+    )
+    .await;
+    alice.device_approve(&confirm, None).await.unwrap();
+    tablet.sync().await.unwrap();
+    assert_eq!(tablet.awaiting_approval(), None);
+    // The admin files the accounts Alice's device reported.
+    admin.sync().await.unwrap();
+    phone.sync().await.unwrap();
+    // A device of the admin's linked afterwards learns them with the
+    // member state, and revokes from there.
+    let mut admin_laptop = link(&mut admin, homes.path(), "admin-laptop", &relay, None).await;
+    assert!(admin_laptop.is_admin());
+
+    admin_laptop.revoke("alice").await.unwrap();
+    for (name, device) in [
+        ("first device", &mut alice),
+        ("self-service device", &mut phone),
+        ("device-invite device", &mut tablet),
+    ] {
+        let after = device.sync().await;
+        assert!(
+            matches!(after, Err(AppError::Token(sotto_core::TokenError::Revoked))),
+            "alice's {name} kept its relay access: {:?}",
+            after.map(|r| r.messages.len())
+        );
+    }
+    // The rest of the team carries on.
+    bob.sync().await.unwrap();
+    bob.send("admin", "still here").await.unwrap();
+}

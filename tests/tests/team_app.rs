@@ -286,3 +286,196 @@ async fn sending_to_a_known_contact_costs_one_connection_and_one_token() {
         .collect();
     assert_eq!(texts, ["first", "second"]);
 }
+
+/// Issue 18 item 2: a revoked member's groups move on without them. The
+/// group's admin makes a new generation whose secret they never get, every
+/// member's outbound Megolm session rotates, and no session names them as
+/// entitled to its key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_member_moves_their_groups_on_and_rotates_every_session() {
+    let relay = tokens_relay().await;
+    let homes = tempfile::tempdir().unwrap();
+    let (mut admin, joined) = team(&relay, homes.path(), &["alice", "bob", "carol"]).await;
+    let [mut alice, mut bob, mut carol] = <[App; 3]>::try_from(joined).ok().unwrap();
+    alice
+        .group_create(
+            "ops",
+            &["bob".to_owned(), "carol".to_owned()],
+            sotto_core::Rotation::default(),
+        )
+        .await
+        .unwrap();
+    bob.sync().await.unwrap();
+    carol.sync().await.unwrap();
+    bob.group_send("ops", "before").await.unwrap();
+    let report = carol.sync().await.unwrap();
+    assert!(report.messages.iter().any(|m| m.text == "before"));
+    let (Some(old_session), sessions) = bob.client().engine().own_sessions("ops").unwrap() else {
+        panic!("bob has an outbound session");
+    };
+    let names_carol = |sessions: &[(String, Vec<String>)]| {
+        sessions
+            .iter()
+            .any(|(_, shared)| shared.iter().any(|h| h == "carol"))
+    };
+    assert!(names_carol(&sessions));
+
+    admin.revoke("carol").await.unwrap();
+    // Alice administers the group: her sync moves it on; Bob's follows.
+    alice.sync().await.unwrap();
+    bob.sync().await.unwrap();
+    for member in [&alice, &bob] {
+        let ops = member
+            .groups()
+            .into_iter()
+            .find(|g| g.name == "ops")
+            .unwrap();
+        assert_eq!(ops.generation, 2, "{}: a new generation", member.handle());
+        assert_eq!(ops.members, ["alice", "bob"], "{}", member.handle());
+    }
+    let (current, sessions) = bob.client().engine().own_sessions("ops").unwrap();
+    assert_ne!(
+        current.as_ref(),
+        Some(&old_session),
+        "bob's session rotated"
+    );
+    assert!(
+        !names_carol(&sessions),
+        "no session names carol: {sessions:?}"
+    );
+    bob.group_send("ops", "after").await.unwrap();
+    let (Some(new_session), sessions) = bob.client().engine().own_sessions("ops").unwrap() else {
+        panic!("bob has a new outbound session");
+    };
+    assert_ne!(new_session, old_session);
+    assert!(!names_carol(&sessions));
+    let report = alice.sync().await.unwrap();
+    assert!(report.messages.iter().any(|m| m.text == "after"));
+}
+
+/// Issue 18 item 5: an invite still outstanding when the directory key
+/// rotates carries the old key; it is withdrawn (its registration token
+/// expires at the relay, the admin is told), and a new invite carries the
+/// new key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invite_outstanding_at_a_directory_key_rotation_is_withdrawn() {
+    let relay = tokens_relay().await;
+    let homes = tempfile::tempdir().unwrap();
+    let (mut admin, joined) = team(&relay, homes.path(), &["alice", "carol"]).await;
+    let [mut alice, _carol] = <[App; 2]>::try_from(joined).ok().unwrap();
+    let old_code = admin.invite("dave", 3600).await.unwrap();
+    admin.revoke("carol").await.unwrap();
+    let home = homes.path().join("dave-old");
+    let refused = App::join(&home, key(&home), &old_code, clock_of(&relay.clock)).await;
+    assert!(
+        matches!(refused, Err(AppError::Token(_))),
+        "the old invite still joins: {:?}",
+        refused.map(|d| d.directory_version())
+    );
+    let notices = admin.take_notices().unwrap();
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.contains("dave") && n.contains("sotto invite dave")),
+        "{notices:?}"
+    );
+    let mut dave = join(&mut admin, homes.path(), "dave", &relay).await;
+    assert_eq!(
+        dave.roster_slot().unwrap(),
+        admin.roster_slot().unwrap(),
+        "the new invite has the new key"
+    );
+    alice.sync().await.unwrap();
+    dave.send("alice", "hi").await.unwrap();
+    let report = alice.sync().await.unwrap();
+    assert!(report.messages.iter().any(|m| m.text == "hi"));
+}
+
+/// Issue 18 item 3 (DESIGN §4): request inboxes rotate when a member is
+/// revoked (the revoked member read every card in the old directory) and
+/// on a schedule; the directory then lists the new card, and a first
+/// message sent with it arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_inboxes_rotate_on_revocation_and_on_a_schedule() {
+    let relay = tokens_relay().await;
+    let homes = tempfile::tempdir().unwrap();
+    let (mut admin, joined) = team(&relay, homes.path(), &["alice", "bob", "carol"]).await;
+    let [mut alice, mut bob, _carol] = <[App; 3]>::try_from(joined).ok().unwrap();
+    let inbox = |app: &mut App| *app.client().engine().own_card().inbox_key.as_bytes();
+    let admin_before = inbox(&mut admin);
+    let bob_before = inbox(&mut bob);
+
+    admin.revoke("carol").await.unwrap();
+    bob.sync().await.unwrap();
+    assert_ne!(inbox(&mut admin), admin_before, "the admin's moved");
+    let bob_now = inbox(&mut bob);
+    assert_ne!(bob_now, bob_before, "bob's moved with the directory key");
+    // A member who looks Bob up now finds the new card, and a first
+    // message put into the new request inbox arrives.
+    let mut dave = join(&mut admin, homes.path(), "dave", &relay).await;
+    dave.send("bob", "first contact").await.unwrap();
+    assert_eq!(
+        *dave
+            .client()
+            .engine()
+            .contact_card("bob")
+            .unwrap()
+            .inbox_key
+            .as_bytes(),
+        bob_now
+    );
+    let report = bob.sync().await.unwrap();
+    assert!(report.messages.iter().any(|m| m.text == "first contact"));
+
+    // On a schedule: a week later, Alice's next sync moves hers.
+    alice.sync().await.unwrap();
+    let alice_before = inbox(&mut alice);
+    relay
+        .clock
+        .advance_secs(sotto_core::REQUEST_INBOX_ROTATE_SECS);
+    alice.sync().await.unwrap();
+    let alice_now = inbox(&mut alice);
+    assert_ne!(alice_now, alice_before, "alice's moved on schedule");
+    let mut erin = join(&mut admin, homes.path(), "erin", &relay).await;
+    erin.send("alice", "hello").await.unwrap();
+    assert_eq!(
+        *erin
+            .client()
+            .engine()
+            .contact_card("alice")
+            .unwrap()
+            .inbox_key
+            .as_bytes(),
+        alice_now
+    );
+    let report = alice.sync().await.unwrap();
+    assert!(report.messages.iter().any(|m| m.text == "hello"));
+}
+
+/// Issue 18 item 3: a contact who wrote first and has no reply inbox yet
+/// keeps writing to the request inbox; when that inbox rotates, the
+/// contact follows the new card at its next sync, so its messages still
+/// arrive once the old inbox's grace period is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_still_on_the_request_inbox_follows_its_rotation() {
+    let relay = tokens_relay().await;
+    let homes = tempfile::tempdir().unwrap();
+    let (mut admin, joined) = team(&relay, homes.path(), &["alice", "bob", "carol"]).await;
+    let [mut alice, mut bob, _carol] = <[App; 3]>::try_from(joined).ok().unwrap();
+    // Bob sends nothing back, so Alice never learns a reply inbox of his.
+    bob.client().set_receipts(false);
+    alice.send("bob", "early").await.unwrap();
+    admin.revoke("carol").await.unwrap();
+    let report = bob.sync().await.unwrap();
+    assert!(report.messages.iter().any(|m| m.text == "early"));
+    alice.sync().await.unwrap();
+    relay
+        .clock
+        .advance_secs(sotto_core::REQUEST_INBOX_GRACE_SECS);
+    alice.send("bob", "late").await.unwrap();
+    let report = bob.sync().await.unwrap();
+    assert!(
+        report.messages.iter().any(|m| m.text == "late"),
+        "alice wrote to bob's retired request inbox"
+    );
+}

@@ -120,6 +120,12 @@ impl App {
             return Err(TeamError::Revoked.into());
         }
         if !roster.handles.iter().any(|h| h == handle) {
+            if roster.version > 0 && self.client.engine().contact_card(handle).is_some() {
+                let departed = [handle.to_owned()];
+                self.client
+                    .engine_mut()
+                    .members_revoked(&departed, (self.clock)())?;
+            }
             self.client.engine_mut().remove_contact(handle)?;
             return Err(TeamError::NotAMember(handle.to_owned()).into());
         }
@@ -155,7 +161,11 @@ impl App {
             .engine()
             .prune_link_secrets(Self::now_secs(&self.clock))?;
         let applied = self.apply_member_state()?;
+        self.file_account_reports()?;
         self.apply_dir_key().await?;
+        if !awaiting {
+            self.rotate_request_inbox_if_due().await?;
+        }
         if applied && awaiting {
             // Just approved: find the team's members now, so this device
             // can write to them at once.

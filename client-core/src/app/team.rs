@@ -120,6 +120,11 @@ impl App {
         let conn = self.client.connect().await?;
         let mut roster = self.membership.roster(&conn).await?.handles;
         let issued = self.mint_invite(&conn, handle, valid_secs, false).await?;
+        if let Some(previous) = self.membership.invite_token_hash(handle) {
+            // A second invite for one handle: the earlier one still names
+            // an account (or a token) to revoke with the member.
+            self.membership.record_registration(handle, previous);
+        }
         self.membership
             .record_invite(handle, issued.registration_token_hash);
         self.membership.preclaim(&conn, &issued).await?;
@@ -231,16 +236,97 @@ impl App {
             return Err(TeamError::NotAMember(handle.to_owned()).into());
         }
         let remaining: Vec<String> = roster.into_iter().filter(|h| h != handle).collect();
-        self.membership.publish_roster(&conn, &remaining).await?;
-        // The relay stops issuing tokens to the member's account and moves
-        // to a new token key, so tokens hoarded before now stop working.
-        if let Some(hash) = self.membership.invite_token_hash(handle) {
-            crate::revoke(&conn, &self.membership.relay_admin()?, &hash).await?;
+        // The relay stops issuing tokens to every account of the member
+        // (their first invite's, device invites', the ones their devices
+        // reported) and moves to a new token key, so tokens hoarded before
+        // now stop working. Before the roster changes, so a failure here
+        // can be retried with the same command.
+        let revoked = self.revoke_accounts(&conn, handle).await;
+        if let Err(error) = revoked {
+            conn.close().await;
+            return Err(error);
         }
+        let published = self.membership.publish_roster(&conn, &remaining).await;
         conn.close().await;
+        published?;
+        self.membership.forget_registrations(handle);
         self.membership.save(self.store.as_ref())?;
+        // Every group of mine they were in moves on without them.
+        let departed = [handle.to_owned()];
+        self.client
+            .engine_mut()
+            .members_revoked(&departed, (self.clock)())?;
         self.client.engine_mut().remove_contact(handle)?;
         self.rotate_directory(&remaining).await
+    }
+
+    /// Admin: ends every relay account recorded for `handle`. A token
+    /// the relay no longer knows (it expired unused long ago) is skipped.
+    pub(crate) async fn revoke_accounts(
+        &mut self,
+        conn: &RelayConnection,
+        handle: &str,
+    ) -> Result<(), AppError> {
+        let relay_admin = self.membership.relay_admin()?;
+        for hash in self.membership.registrations_of(handle) {
+            match crate::revoke(conn, &relay_admin, &hash).await {
+                Ok(()) | Err(crate::TokenError::InviteInvalid) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Admin: files the relay accounts members' devices reported (a
+    /// device that minted a registration token for another device of its
+    /// member); on any other device they are dropped.
+    pub(crate) fn file_account_reports(&mut self) -> Result<(), AppError> {
+        let reports = self.client.engine().take_account_reports()?;
+        if reports.is_empty() || !self.membership.is_admin() {
+            return Ok(());
+        }
+        for (handle, hash) in reports {
+            // A member reporting a token recorded for someone else (an
+            // invite code they saw) would have that account revoked with
+            // their own: refused, with a notice.
+            match self.membership.registration_holder(&hash) {
+                Some(holder) if holder != handle => {
+                    let notice = format!(
+                        "{handle}'s device reported a relay registration that belongs to {holder}; it was ignored"
+                    );
+                    self.membership.push_notice(notice);
+                }
+                _ => self.membership.record_registration(&handle, hash),
+            }
+        }
+        self.membership.save(self.store.as_ref())?;
+        Ok(())
+    }
+
+    /// A registration token I minted for a new device of mine: the admin
+    /// records it (on the admin's own devices, at once; elsewhere it is
+    /// reported to the admin over Olm), so revoking me ends that device's
+    /// relay account too.
+    pub(crate) async fn report_account(&mut self, hash: [u8; 32]) -> Result<(), AppError> {
+        let me = self.membership.handle.clone();
+        if self.membership.is_admin() {
+            self.membership.record_registration(&me, hash);
+            self.membership.save(self.store.as_ref())?;
+            return Ok(());
+        }
+        let Some(admin) = self.membership.team_admin().map(str::to_owned) else {
+            // A roster from before rosters named the admin.
+            return Ok(());
+        };
+        if admin == me {
+            return Ok(());
+        }
+        self.ensure_contact(&admin).await?;
+        self.client
+            .engine_mut()
+            .queue_account_report(&admin, hash, (self.clock)())?;
+        self.deliver_or_queue().await?;
+        Ok(())
     }
 
     /// Admin, after a revocation (DESIGN §6): a new `K_dir`. The roster and
@@ -262,18 +348,23 @@ impl App {
         excluded: &str,
     ) -> Result<(), AppError> {
         // Resolve everyone in the old directory first: they must be
-        // contacts to receive the key. A member invited but not joined (or
-        // whose entry does not verify) is skipped; their invite carries
-        // the old key.
+        // contacts to receive the key. A member whose entry does not
+        // verify is skipped. A member invited but not joined holds an
+        // invite that carries the old key: it is withdrawn below.
         let mut recipients = Vec::new();
+        let mut unjoined = Vec::new();
         let me = self.membership.handle.clone();
         for handle in remaining.iter().filter(|h| **h != me && *h != excluded) {
             match self.ensure_contact(handle).await {
                 Ok(()) => recipients.push(handle.clone()),
                 Err(error) if error.is_network() => return Err(error),
+                Err(AppError::Team(TeamError::NotJoined(_))) => unjoined.push(handle.clone()),
                 Err(_) => {}
             }
         }
+        self.withdraw_invites(&unjoined).await?;
+        let now = Self::now_secs(&self.clock);
+        self.client.engine_mut().rotate_request_inbox(now)?;
         let (dir_key, version, signature) = self.membership.rotate_dir_key()?;
         self.publish_under_new_key(Some(remaining)).await?;
         let now = (self.clock)();
@@ -296,6 +387,41 @@ impl App {
         self.client.engine().flush()?;
         self.deliver_or_queue().await?;
         Ok(())
+    }
+
+    /// Admin, before the directory key rotates: the outstanding invites of
+    /// `handles` (invited, not joined) carry the old key, so their
+    /// registration tokens are expired at the relay and the admin is told
+    /// to invite them again (`sotto invite HANDLE` mints a code with the
+    /// new key). (The relay expires a token that was never used; one used
+    /// by a member whose entry is not published yet loses its account,
+    /// and that member needs the new invite too.)
+    async fn withdraw_invites(&mut self, handles: &[String]) -> Result<(), AppError> {
+        let pending: Vec<(String, [u8; 32])> = handles
+            .iter()
+            .filter_map(|h| Some((h.clone(), self.membership.invite_token_hash(h)?)))
+            .collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let relay_admin = self.membership.relay_admin()?;
+        let conn = self.client.connect().await?;
+        let mut outcome = Ok(());
+        for (handle, hash) in pending {
+            match crate::revoke(&conn, &relay_admin, &hash).await {
+                Ok(()) | Err(crate::TokenError::InviteInvalid) => {}
+                Err(error) => {
+                    outcome = Err(error.into());
+                    break;
+                }
+            }
+            self.membership.push_notice(format!(
+                "the invite for {handle} carried the old team directory key and was withdrawn; run `sotto invite {handle}` for a new one"
+            ));
+        }
+        conn.close().await;
+        self.membership.save(self.store.as_ref())?;
+        outcome
     }
 
     /// Publishes my entry (and, for the admin, `roster`) under the
@@ -338,7 +464,11 @@ impl App {
             &pending.signature,
         )?;
         if taken {
-            // On failure the key stays pending for the next sync.
+            // A revocation: my request inbox moves too (the revoked member
+            // read my card in the old directory). On failure the key stays
+            // pending for the next sync; the new inbox is published then.
+            let now = Self::now_secs(&self.clock);
+            self.client.engine_mut().rotate_request_inbox(now)?;
             self.publish_under_new_key(None).await?;
         }
         self.client.engine().clear_dir_key()?;
@@ -366,10 +496,22 @@ impl App {
                 return Err(error.into());
             }
         };
-        for contact in self.client.engine().contacts() {
-            if !roster.handles.contains(&contact) {
-                self.client.engine_mut().remove_contact(&contact)?;
-            }
+        let departed: Vec<String> = self
+            .client
+            .engine()
+            .contacts()
+            .into_iter()
+            .filter(|contact| !roster.handles.contains(contact))
+            .collect();
+        if !departed.is_empty() && roster.version > 0 {
+            // Revoked: every group of mine they were in moves on without
+            // them (the states go out with this sync's outbox).
+            self.client
+                .engine_mut()
+                .members_revoked(&departed, (self.clock)())?;
+        }
+        for contact in departed {
+            self.client.engine_mut().remove_contact(&contact)?;
         }
         // Every member's entry, mine included, each sync: a device added
         // or removed anywhere is picked up here. An entry that does not

@@ -79,9 +79,19 @@ impl App {
         let conn = self.client.connect().await?;
         let account = crate::IssuanceAccount::load_or_create(self.store.as_ref())?;
         let minted = crate::mint_device_registration(&conn, &account, expires_at).await;
+        // The roster names the admin, who must hear of the new account.
+        let roster = match minted {
+            Ok(_) => self.membership.roster(&conn).await.map(|_| ()),
+            Err(_) => Ok(()),
+        };
         conn.close().await;
         let registration_token = match minted {
-            Ok(token) => Some(*token.as_bytes()),
+            Ok(token) => {
+                roster?;
+                self.membership.save(self.store.as_ref())?;
+                self.report_account(token.hash()).await?;
+                Some(*token.as_bytes())
+            }
             Err(crate::TokenError::SelfServiceDisabled) => None,
             Err(error) => return Err(error.into()),
         };
@@ -422,6 +432,22 @@ impl App {
         Ok(info)
     }
 
+    /// Rotates my request inbox when its schedule says so, and publishes
+    /// my entry when the directory lists an older card of this device (a
+    /// rotation whose publication failed, or that another device of mine
+    /// overwrote). Other members pick the new card up at their next sync.
+    pub(crate) async fn rotate_request_inbox_if_due(&mut self) -> Result<(), AppError> {
+        let now = Self::now_secs(&self.clock);
+        let due = self.client.engine().request_inbox_due(now);
+        if due {
+            self.client.engine_mut().rotate_request_inbox(now)?;
+        }
+        if due || self.membership.own_card_stale(self.client.engine()) {
+            self.publish_under_new_key(None).await?;
+        }
+        Ok(())
+    }
+
     /// Admin: relay access (no trust) for one more device of `handle`.
     pub async fn invite_device(
         &mut self,
@@ -440,6 +466,10 @@ impl App {
         .await;
         conn.close().await;
         let issued = issued?;
+        // The account the new device makes with it is revoked with the
+        // member.
+        self.membership
+            .record_registration(handle, issued.registration_token_hash);
         self.membership.save(self.store.as_ref())?;
         Ok(issued.code)
     }
@@ -470,14 +500,12 @@ impl App {
             conn.close().await;
             return Err(TeamError::NotAMember(handle.to_owned()).into());
         }
-        if let Some(hash) = self.membership.invite_token_hash(handle) {
-            let revoked = crate::revoke(&conn, &self.membership.relay_admin()?, &hash).await;
-            if let Err(error) = revoked {
-                conn.close().await;
-                return Err(error.into());
-            }
-        }
+        // Every relay account of the lost devices ends.
+        let revoked = self.revoke_accounts(&conn, handle).await;
         conn.close().await;
+        revoked?;
+        self.membership.forget_registrations(handle);
+        self.membership.save(self.store.as_ref())?;
         self.client.engine_mut().remove_contact(handle)?;
         self.rotate_directory_except(&roster, handle).await?;
         self.invite(handle, valid_secs).await

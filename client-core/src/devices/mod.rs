@@ -22,6 +22,8 @@
 //!   [`PendingDevice`] waiting for approval.
 //! - `linking`: the engine's side (no I/O): link secrets and requests,
 //!   history handed to a new device, member state between my devices.
+//! - `inbox`: rotating this device's request inbox (on a schedule and
+//!   with every directory key).
 //! - `commands`: the [`App`](crate::App)'s side: `sotto device add`,
 //!   `join`, `approve`, `list`, `remove`, and the relay and directory
 //!   calls they make.
@@ -30,9 +32,11 @@
 //! kept by `crate::engine` (contacts).
 
 mod commands;
+mod inbox;
 mod linking;
 
 pub use commands::{Approved, DeviceInfo, DeviceLinkCode, LINK_VALID_SECS};
+pub use inbox::{REQUEST_INBOX_GRACE_SECS, REQUEST_INBOX_ROTATE_SECS};
 
 use hkdf::Hkdf;
 use hmac::{KeyInit, Mac};

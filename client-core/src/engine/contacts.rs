@@ -159,9 +159,17 @@ impl Engine {
                         kept.push(known);
                         continue;
                     }
+                    // Their request inbox rotated: if I still write to it
+                    // (no reply inbox from them yet), follow it.
+                    let their_inbox = if known.their_inbox == known.card.inbox_key {
+                        card.inbox_key
+                    } else {
+                        known.their_inbox
+                    };
                     Contact {
                         card,
                         signed_card: signed_bytes,
+                        their_inbox,
                         ..known
                     }
                 }

@@ -52,6 +52,7 @@ mod history;
 mod olm;
 mod outbox;
 mod receive;
+mod reports;
 mod team_keys;
 mod verify;
 
@@ -161,7 +162,8 @@ impl Engine {
     /// Nothing can await it in inboxes older than its creation, so its
     /// first sync starts at the current epoch.
     pub fn create(store: Arc<dyn Store>, handle: &str, now_secs: u64) -> Result<Self, EngineError> {
-        let device = Device::generate(handle);
+        let mut device = Device::generate(handle);
+        device.request_inbox_since = now_secs;
         device.save(store.as_ref())?;
         let engine = Self::with_device(store, device)?;
         engine.synced_until(now_secs)?;

@@ -27,7 +27,7 @@ impl Engine {
         let last = be64_or_zero(self.store.get(Tree::Meta, LAST_EPOCH)?);
         let oldest = current.get().saturating_sub(max_epochs.saturating_sub(1));
         let from = Epoch::new(last.saturating_sub(1).clamp(oldest, current.get()));
-        let mut keys: Vec<&InboxKey> = vec![&self.device.request_inbox];
+        let mut keys: Vec<&InboxKey> = self.request_inbox_keys(now_secs);
         keys.extend(self.contacts.values().flatten().map(|c| &c.my_inbox));
         let mut inboxes: Vec<BlindedInbox> = Epoch::range(from, current)
             .flat_map(|epoch| keys.iter().map(move |key| key.blind(epoch)))
@@ -252,6 +252,15 @@ impl Engine {
             }
             Some(payload::Body::GroupLeave(leave)) => {
                 self.on_group_leave(&peer, leave, payload.sent_at)?
+            }
+            Some(payload::Body::AccountReport(report)) => {
+                // Filed under the authenticated sender; the team layer
+                // keeps it only on the admin's devices.
+                if report.registration_token_hash.len() != 32 || peer.is_empty() {
+                    return Ok(self.drop_blob(Dropped::Mismatch));
+                }
+                self.record_account_report(&peer, &report.registration_token_hash, &mut batch);
+                Received::Team
             }
             Some(payload::Body::DirKey(dir_key)) => {
                 // The newest one wins; the team layer verifies T's signature.

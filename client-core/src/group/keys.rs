@@ -17,6 +17,11 @@ use super::{
 use crate::engine::{Dropped, Engine, EngineError, Message, Received, Status, corrupt};
 use crate::{Batch, Tree, records};
 
+/// For tests: my current outbound session ID in a group, and each of my
+/// sessions in it with whom it names as entitled to its key.
+#[cfg(feature = "test-support")]
+pub(crate) type OwnSessions = (Option<String>, Vec<(String, Vec<String>)>);
+
 impl Engine {
     /// A session key from `peer`'s device `sender_key`.
     pub(crate) fn on_group_key(
@@ -255,6 +260,49 @@ impl Engine {
             )?
             .map(|bytes| serde_json::from_slice(&bytes).map_err(corrupt))
             .transpose()
+    }
+
+    /// Takes `handles` off the `shared_with` list of every session of mine,
+    /// so a key request from them is answered "withheld".
+    pub(super) fn forget_entitlements(&self, handles: &[String]) -> Result<(), EngineError> {
+        let mut batch = Batch::new();
+        for (stored, value) in self.store.scan_prefix(Tree::Sessions, INBOUND_PREFIX)? {
+            let mut record: InboundRecord = serde_json::from_slice(&value).map_err(corrupt)?;
+            let Some(shared) = record.shared_with.as_mut() else {
+                continue;
+            };
+            let before = shared.len();
+            shared.retain(|m| !handles.contains(m));
+            if shared.len() != before {
+                batch.put(Tree::Sessions, stored, &json(&record)?);
+            }
+        }
+        self.store.apply(batch)?;
+        Ok(())
+    }
+
+    /// For tests: my current outbound session in `group` (its ID), and
+    /// for each of my sessions in it, whom it names as entitled to its key.
+    #[cfg(feature = "test-support")]
+    #[doc(hidden)]
+    pub fn own_sessions(&self, group: &str) -> Result<OwnSessions, EngineError> {
+        let info = self.find_group(group)?;
+        let group = self.group_by_hex(&info.id)?;
+        let current = self
+            .outbound_record(&group.id)?
+            .map(|record| GroupSession::from_pickle(record.pickle).session_id());
+        let mut own = Vec::new();
+        for (_, value) in self
+            .store
+            .scan_prefix(Tree::Sessions, &key(INBOUND_PREFIX, &[&group.id]))?
+        {
+            let record: InboundRecord = serde_json::from_slice(&value).map_err(corrupt)?;
+            if record.sender_key == self.me {
+                let session = InboundGroupSession::from_pickle(record.pickle);
+                own.push((session.session_id(), record.shared_with.unwrap_or_default()));
+            }
+        }
+        Ok((current, own))
     }
 
     /// My outbound session in `group`, or a new one (shared with every

@@ -123,6 +123,63 @@ impl Engine {
         Ok(info)
     }
 
+    /// `handles` left the team (revoked, DESIGN §6). In every group of
+    /// mine they are in: where I am an admin, a new generation without
+    /// them (its secret never goes to them, and they are told nothing);
+    /// elsewhere they leave my local member list until the group's admin
+    /// moves it on. My outbound session in each such group rotates, and no
+    /// session of mine names them as entitled to its key any more.
+    /// Returns the groups that moved to a new generation.
+    pub(crate) fn members_revoked(
+        &mut self,
+        handles: &[String],
+        now_ms: u64,
+    ) -> Result<Vec<GroupInfo>, EngineError> {
+        let me = self.device.handle.clone();
+        let gone = |m: &String| handles.contains(m) && *m != me;
+        let affected: Vec<GroupId> = self
+            .groups
+            .values()
+            .filter(|g| !g.left && g.current.members.iter().any(gone))
+            .map(|g| g.id)
+            .collect();
+        let mut moved = Vec::new();
+        for id in affected {
+            let Some(group) = self.groups.get(&id) else {
+                continue;
+            };
+            // A new generation goes to every remaining member over Olm:
+            // if one of them is not a contact (their entry did not verify),
+            // it cannot be sent, and the group is treated as one I do not
+            // administer until they are back.
+            let reachable = group
+                .current
+                .members
+                .iter()
+                .filter(|m| !gone(m) && **m != me)
+                .all(|m| self.contacts.get(m).is_some_and(|d| !d.is_empty()));
+            if group.admins.contains(&me) && reachable {
+                let mut next = self.next_generation(&hex::encode(id), now_ms)?;
+                next.current.members.retain(|m| !gone(m));
+                next.admins.retain(|m| !gone(m));
+                moved.push(next.info());
+                self.publish_group(next, &[], now_ms)?;
+            } else {
+                let mut local = group.clone();
+                local.current.members.retain(|m| !gone(m));
+                local.admins.retain(|m| !gone(m));
+                let mut batch = Batch::new();
+                batch.delete(Tree::Sessions, key(OUTBOUND_PREFIX, &[&id]));
+                batch.put(Tree::Meta, key(GROUP_PREFIX, &[&id]), &json(&local)?);
+                self.store.apply(batch)?;
+                self.groups.insert(id, local);
+            }
+        }
+        self.forget_entitlements(handles)?;
+        self.store.flush()?;
+        Ok(moved)
+    }
+
     /// The group's next generation, with a fresh secret; checks that I may
     /// make it.
     fn next_generation(&self, group: &str, now_ms: u64) -> Result<Group, EngineError> {

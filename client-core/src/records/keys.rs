@@ -10,3 +10,6 @@ pub(crate) const SUCCESSION_PREFIX: &[u8] = b"succession/";
 
 /// When a device of mine was last heard from.
 pub(crate) const LAST_SEEN_PREFIX: &[u8] = b"device-seen/";
+/// Relay accounts members' devices reported to the admin (by
+/// registration token hash), until the team layer files them.
+pub(crate) const ACCOUNT_REPORT_PREFIX: &[u8] = b"team/account-report/";

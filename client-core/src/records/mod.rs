@@ -28,7 +28,7 @@ pub use group::{
 pub(crate) use group::{
     GROUP_PREFIX, Generation, Group, MailboxMap, conversation, conversation_of, load_groups,
 };
-pub(crate) use keys::{LAST_SEEN_PREFIX, MEMBER_STATE, SUCCESSION_PREFIX};
+pub(crate) use keys::{ACCOUNT_REPORT_PREFIX, LAST_SEEN_PREFIX, MEMBER_STATE, SUCCESSION_PREFIX};
 pub(crate) use message::{
     ContactRecord, OutboxRecord, corrupt, random_id, split_status_record, status_record,
 };

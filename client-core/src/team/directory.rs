@@ -87,11 +87,18 @@ impl TeamSecrets {
             .to_vec()
     }
 
-    /// Signs a roster of `handles` at `version`.
+    /// Signs a roster of `handles` at `version` that names no admin.
     pub fn sign_roster(&self, version: u64, handles: &[String]) -> Vec<u8> {
+        self.sign_roster_by(version, handles, "")
+    }
+
+    /// Signs a roster of `handles` at `version` naming `admin` as the team
+    /// admin (where members report their devices' relay accounts).
+    pub fn sign_roster_by(&self, version: u64, handles: &[String], admin: &str) -> Vec<u8> {
         let roster = Roster {
             version,
             handles: handles.to_vec(),
+            admin: admin.to_owned(),
         }
         .encode_to_vec();
         let signature = self.team.sign(&[tags::ROSTER, &roster].concat());
@@ -157,6 +164,8 @@ pub struct VerifiedRoster {
     pub version: u64,
     /// Member handles.
     pub handles: Vec<String>,
+    /// The team admin's handle, if the roster names one.
+    pub admin: Option<String>,
 }
 
 fn verify(key: &VerifyingKey, tag: &[u8], message: &[u8], signature: &[u8]) -> bool {
@@ -443,6 +452,7 @@ impl Directory {
         Ok(VerifiedRoster {
             version: roster.version,
             handles: roster.handles,
+            admin: (!roster.admin.is_empty()).then_some(roster.admin),
         })
     }
 }

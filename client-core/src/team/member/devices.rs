@@ -22,10 +22,34 @@ impl Membership {
         if self.devices.is_empty() {
             return Ok(vec![engine.signed_card()]);
         }
+        // This device's card as it is now (its request inbox key rotates),
+        // whatever the list last published said.
+        let me = engine.own_card().identity_key;
         self.devices
             .iter()
-            .map(|bytes| SignedCard::decode(bytes.as_slice()).map_err(corrupt))
+            .map(|bytes| {
+                let signed = SignedCard::decode(bytes.as_slice()).map_err(corrupt)?;
+                match Card::verify(&signed) {
+                    Ok(card) if card.identity_key == me => Ok(engine.signed_card()),
+                    _ => Ok(signed),
+                }
+            })
             .collect()
+    }
+
+    /// Whether the device list last read or published names an older card
+    /// of this device (its request inbox rotated since): my entry is due
+    /// for publication.
+    pub fn own_card_stale(&self, engine: &Engine) -> bool {
+        let me = engine.own_card().identity_key;
+        let current = engine.signed_card().encode_to_vec();
+        self.devices.iter().any(|bytes| {
+            SignedCard::decode(bytes.as_slice())
+                .ok()
+                .and_then(|signed| Card::verify(&signed).ok())
+                .is_some_and(|card| card.identity_key == me)
+                && *bytes != current
+        })
     }
 
     /// My approved devices, verified.
@@ -197,9 +221,17 @@ impl Membership {
                 .map(|s| s.to_vec())
                 .unwrap_or_default()
                 .into(),
+            // The first invite of each member first (that is the one a
+            // receiving device files as its invite), then every other
+            // registration recorded for it.
             invites: self
                 .invites
                 .iter()
+                .chain(
+                    self.registrations
+                        .iter()
+                        .flat_map(|(handle, hashes)| hashes.iter().map(move |h| (handle, h))),
+                )
                 .map(|(handle, hash)| AdminInvite {
                     handle: handle.clone(),
                     registration_token_hash: hash.to_vec().into(),
@@ -315,7 +347,11 @@ impl Membership {
         }
         for invite in &state.invites {
             if let Ok(hash) = <[u8; 32]>::try_from(invite.registration_token_hash.as_ref()) {
-                self.invites.insert(invite.handle.clone(), hash);
+                if self.invites.get(&invite.handle).is_some_and(|h| *h != hash) {
+                    self.record_registration(&invite.handle, hash);
+                } else {
+                    self.invites.insert(invite.handle.clone(), hash);
+                }
             }
         }
         for named in &state.names {

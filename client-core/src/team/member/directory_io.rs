@@ -111,6 +111,9 @@ impl Membership {
             conn.slot_put(&slot, version, value, &owner).await?;
         }
         self.entry_version = version;
+        if !self.devices.is_empty() {
+            self.devices = devices.iter().map(|d| d.encode_to_vec()).collect();
+        }
         Ok(())
     }
 
@@ -122,11 +125,15 @@ impl Membership {
             return Ok(VerifiedRoster {
                 version: 0,
                 handles: Vec::new(),
+                admin: None,
             });
         };
         let signed = directory.open_value(&slot, &value)?;
         let roster = directory.verify_roster(&signed, self.roster_version)?;
         self.roster_version = roster.version;
+        if let Some(admin) = &roster.admin {
+            self.team_admin = Some(admin.clone());
+        }
         Ok(roster)
     }
 
@@ -187,7 +194,8 @@ impl Membership {
         let directory = team.directory();
         let slot: SlotId = directory.roster_slot();
         let version = self.roster_version + 1;
-        let value = directory.seal_value(&slot, &team.sign_roster(version, handles))?;
+        let signed = team.sign_roster_by(version, handles, &self.handle);
+        let value = directory.seal_value(&slot, &signed)?;
         conn.slot_put(&slot, version, value.into_bytes(), &team.roster_owner())
             .await?;
         self.roster_version = version;

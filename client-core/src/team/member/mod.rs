@@ -159,6 +159,14 @@ pub struct Membership {
     /// The directory entry last applied per member: `hex(slot)/version`.
     #[serde(default)]
     applied: std::collections::BTreeMap<String, String>,
+    /// Admin: every relay registration of each member beyond its first
+    /// invite (device invites, accounts its devices reported): SHA-256 of
+    /// the registration token, which names the account for revocation.
+    #[serde(default)]
+    registrations: std::collections::BTreeMap<String, Vec<[u8; 32]>>,
+    /// The team admin's handle, as the last roster read named it.
+    #[serde(default)]
+    team_admin: Option<String>,
 }
 
 /// The team and relay a new membership starts from.
@@ -281,6 +289,8 @@ impl Membership {
             awaiting_approval: None,
             device_names: Default::default(),
             applied: Default::default(),
+            registrations: Default::default(),
+            team_admin: None,
         }
     }
 
@@ -309,6 +319,52 @@ impl Membership {
     /// Admin: the registration token hash of `handle`'s invite.
     pub fn invite_token_hash(&self, handle: &str) -> Option<[u8; 32]> {
         self.invites.get(handle).copied()
+    }
+
+    /// Admin: remembers one more relay registration of `handle` (a device
+    /// invite, or an account one of their devices reported).
+    pub fn record_registration(&mut self, handle: &str, registration_token_hash: [u8; 32]) {
+        let known = self.registrations.entry(handle.to_owned()).or_default();
+        if !known.contains(&registration_token_hash) {
+            known.push(registration_token_hash);
+        }
+    }
+
+    /// Admin: every registration token hash recorded for `handle`: its
+    /// invite's first, then its devices'.
+    pub fn registrations_of(&self, handle: &str) -> Vec<[u8; 32]> {
+        let mut all: Vec<[u8; 32]> = self.invites.get(handle).copied().into_iter().collect();
+        for hash in self.registrations.get(handle).into_iter().flatten() {
+            if !all.contains(hash) {
+                all.push(*hash);
+            }
+        }
+        all
+    }
+
+    /// Admin: the member a registration token hash is recorded for.
+    pub fn registration_holder(&self, registration_token_hash: &[u8; 32]) -> Option<&str> {
+        self.invites
+            .iter()
+            .find(|(_, hash)| *hash == registration_token_hash)
+            .map(|(handle, _)| handle.as_str())
+            .or_else(|| {
+                self.registrations
+                    .iter()
+                    .find(|(_, hashes)| hashes.contains(registration_token_hash))
+                    .map(|(handle, _)| handle.as_str())
+            })
+    }
+
+    /// Admin: forgets `handle`'s registrations (all revoked).
+    pub fn forget_registrations(&mut self, handle: &str) {
+        self.invites.remove(handle);
+        self.registrations.remove(handle);
+    }
+
+    /// The team admin's handle, if a roster named one.
+    pub fn team_admin(&self) -> Option<&str> {
+        self.team_admin.as_deref()
     }
 
     /// Saves to the store.
@@ -451,5 +507,44 @@ impl Membership {
         membership.dir_version = link.dir_version;
         membership.awaiting_approval = Some(code);
         membership
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::team::{TeamSecrets, issue_invite, parse_invite};
+
+    #[test]
+    fn every_registration_of_a_member_is_kept_once_and_found_by_hash() {
+        let team = TeamSecrets::generate();
+        let issued = issue_invite(
+            &team,
+            &crate::team::InviteParams {
+                team_name: "acme",
+                handle: "admin",
+                expires_at: u64::MAX,
+                relay_addr: "127.0.0.1:1",
+                relay_fingerprint: [0; 32],
+                registration_token: &[1; 32],
+                issuer_key: [2; 32],
+                device: false,
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let parsed = parse_invite(&issued.code, 0).unwrap_or_else(|e| panic!("{e}"));
+        let mut admin = Membership::for_admin(&team, &parsed, &SigningKey::from_bytes(&[3; 32]));
+        admin.record_invite("ann", [10; 32]);
+        admin.record_registration("ann", [11; 32]);
+        admin.record_registration("ann", [11; 32]);
+        admin.record_registration("ann", [10; 32]);
+        admin.record_registration("bob", [20; 32]);
+        assert_eq!(admin.registrations_of("ann"), [[10; 32], [11; 32]]);
+        assert_eq!(admin.registration_holder(&[11; 32]), Some("ann"));
+        assert_eq!(admin.registration_holder(&[20; 32]), Some("bob"));
+        assert_eq!(admin.registration_holder(&[99; 32]), None);
+        admin.forget_registrations("ann");
+        assert!(admin.registrations_of("ann").is_empty());
+        assert_eq!(admin.registrations_of("bob"), [[20; 32]]);
     }
 }
