@@ -94,8 +94,8 @@ pub use blind::{BLIND_PREFIX_TAG, BLIND_TAG, BlindedInbox, InboxKey, InboxPublic
 pub use blind::{BlindingInternals, blinding_internals};
 pub use card::{CARD_PREFIX, CARD_TAG, Card, CardError};
 pub use client::{
-    ANSWER_DELAY_MAX, ANSWER_DELAY_MIN, Access, Client, ClientError, Clock, MAX_CATCH_UP_EPOCHS,
-    PushTaken, Subscription, SyncReport, system_clock,
+    ANSWER_DELAY_MAX, ANSWER_DELAY_MIN, Access, Client, ClientError, Clock, Cycle,
+    MAX_CATCH_UP_EPOCHS, PushTaken, Subscription, SyncReport, system_clock,
 };
 pub use device::{Device, DeviceError};
 pub use devices::{

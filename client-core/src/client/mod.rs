@@ -14,7 +14,7 @@ use futures::future::join_all;
 
 mod subscription;
 
-pub use subscription::{ANSWER_DELAY_MAX, ANSWER_DELAY_MIN, PushTaken, Subscription};
+pub use subscription::{ANSWER_DELAY_MAX, ANSWER_DELAY_MIN, Cycle, PushTaken, Subscription};
 
 use crate::engine::{Engine, EngineError, Message, MessageId, Received};
 use crate::{BlindedInbox, NetError, RelayAddr, RelayConnection};

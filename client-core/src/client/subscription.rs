@@ -78,6 +78,11 @@ pub struct PushTaken {
     /// A group was joined or moved to a new generation: its mailbox is not
     /// among this subscription's, so subscribe again.
     pub resubscribe: bool,
+    /// A team message came (a directory key, a member's key succession, my
+    /// own member state): the team changed, so re-read the roster, the
+    /// directory key and the device lists before going on (a revoked
+    /// member's messages are refused from then on).
+    pub team: bool,
 }
 
 impl Client {
@@ -176,6 +181,7 @@ impl Client {
             return Ok(PushTaken {
                 report,
                 resubscribe: false,
+                team: false,
             });
         };
         let epoch = subscription.inboxes[index].epoch();
@@ -189,6 +195,7 @@ impl Client {
         if !group {
             subscription.owe(index, push.seq);
         }
+        let team = matches!(received, crate::engine::Received::Team);
         let mut delivered = BTreeMap::new();
         report.count(received, Some(&mut delivered));
         let resubscribe = self.engine.take_groups_changed();
@@ -203,6 +210,7 @@ impl Client {
         Ok(PushTaken {
             report,
             resubscribe,
+            team,
         })
     }
 
@@ -278,11 +286,12 @@ impl Client {
     /// arrives, until `stop` resolves.
     ///
     /// Per epoch: first a sync on a short connection of its own (draining
-    /// the previous epoch's inboxes and the outbox), then a fresh receive
-    /// connection subscribed to the current epoch's inboxes (DESIGN §2.2).
-    /// At the epoch rollover that connection is dropped and the cycle
-    /// repeats; the relay pushes, nothing polls. Network errors end the
-    /// call; callers reconnect with backoff.
+    /// the previous epoch's inboxes and the outbox), then fresh receive
+    /// connections subscribed to the current epoch's inboxes (DESIGN §2.2).
+    /// At the epoch rollover they are dropped and the cycle repeats; the
+    /// relay pushes, nothing polls. Network errors end the call; callers
+    /// reconnect with backoff. (`App::listen` runs the same cycles and
+    /// re-reads the team between them.)
     pub async fn listen(
         &mut self,
         mut on_message: impl FnMut(&Message),
@@ -290,43 +299,70 @@ impl Client {
     ) -> Result<(), ClientError> {
         tokio::pin!(stop);
         loop {
-            self.rollovers += 1;
-            let report = self.sync().await?;
-            report.messages.iter().for_each(&mut on_message);
-            let mut subscription = self.subscribe().await?;
-            let stopped = loop {
-                tokio::select! {
-                    _ = &mut stop => break Ok(true),
-                    push = subscription.next() => match push {
-                        Err(error) => break Err(error),
-                        Ok(None) => {
-                            if let Err(error) = self.answer_due(&mut subscription).await {
-                                break Err(error);
-                            }
-                        }
-                        Ok(Some(push)) => match self.take_push(&mut subscription, push).await {
-                            Err(error) => break Err(error),
-                            Ok(taken) => {
-                                taken.report.messages.iter().for_each(&mut on_message);
-                                if taken.resubscribe {
-                                    break Ok(false);
-                                }
-                            }
-                        },
-                    },
-                }
-                if self.epoch_turned(&subscription) {
-                    break Ok(false);
-                }
-            };
-            let settled = self.end_subscription(subscription).await;
-            if stopped? {
-                settled?;
+            if self.listen_cycle(&mut on_message, stop.as_mut()).await? == Cycle::Stopped {
                 return Ok(());
             }
-            settled?;
         }
     }
+
+    /// One cycle of [`Client::listen`]: a sync, then a subscription to this
+    /// epoch's inboxes served until the epoch turns, a group changes, a
+    /// team message arrives, or `stop` resolves (then `stop` must not be
+    /// polled again).
+    pub async fn listen_cycle(
+        &mut self,
+        on_message: &mut impl FnMut(&Message),
+        mut stop: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+    ) -> Result<Cycle, ClientError> {
+        self.rollovers += 1;
+        let report = self.sync().await?;
+        report.messages.iter().for_each(&mut *on_message);
+        let mut subscription = self.subscribe().await?;
+        let ended = loop {
+            tokio::select! {
+                _ = &mut stop => break Ok(Cycle::Stopped),
+                push = subscription.next() => match push {
+                    Err(error) => break Err(error),
+                    Ok(None) => {
+                        if let Err(error) = self.answer_due(&mut subscription).await {
+                            break Err(error);
+                        }
+                    }
+                    Ok(Some(push)) => match self.take_push(&mut subscription, push).await {
+                        Err(error) => break Err(error),
+                        Ok(taken) => {
+                            taken.report.messages.iter().for_each(&mut *on_message);
+                            if taken.team {
+                                break Ok(Cycle::TeamChanged);
+                            }
+                            if taken.resubscribe {
+                                break Ok(Cycle::Again);
+                            }
+                        }
+                    },
+                },
+            }
+            if self.epoch_turned(&subscription) {
+                break Ok(Cycle::Again);
+            }
+        };
+        let settled = self.end_subscription(subscription).await;
+        let ended = ended?;
+        settled?;
+        Ok(ended)
+    }
+}
+
+/// How one cycle of [`Client::listen_cycle`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cycle {
+    /// `stop` resolved.
+    Stopped,
+    /// The epoch turned or a group changed: subscribe again.
+    Again,
+    /// A team message came (a directory key, a member's key succession, my
+    /// own member state): re-read the team, then subscribe again.
+    TeamChanged,
 }
 
 impl Subscription {
