@@ -28,6 +28,7 @@ mod tests {
         let roster = Roster {
             version: 3,
             handles: vec!["ann".into(), "bob".into()],
+            ..Roster::default()
         };
         let bytes = roster.encode_to_vec();
         assert_eq!(decode::<Roster>(&bytes), Some(roster));
@@ -49,7 +50,7 @@ mod tests {
             decode::<Roster>(&[0x08, 0x03]),
             Some(Roster {
                 version: 3,
-                handles: vec![]
+                ..Roster::default()
             })
         );
     }

@@ -135,6 +135,6 @@ pub use store::{fuzz_open_value, fuzz_seal_value};
 pub use tokens::{
     ACCOUNT_TAG, AccessToken, IssuanceAccount, REVOCATION_TAG, RegistrationToken, RevocationSecret,
     TOKEN_KEY_ID_TAG, TokenError, TokenRequest, TokenWallet, VerifiedTokenKey, bootstrap,
-    mint_device_registration, mint_registrations, refill, register, register_device, revoke,
-    revoke_device, token_key, token_key_fingerprint, verify_token_key,
+    bootstrap_issuer, mint_device_registration, mint_registrations, refill, register,
+    register_device, revoke, revoke_device, token_key, token_key_fingerprint, verify_token_key,
 };

@@ -299,6 +299,7 @@ fn directory_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let roster = Roster {
         version: 3,
         handles: vec!["ann".into(), HANDLE.into()],
+        ..Roster::default()
     };
     vec![
         ("entry", with_mode(0, &entry)),

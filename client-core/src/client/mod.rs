@@ -57,11 +57,14 @@ pub struct Access {
 impl Access {
     /// Refills the wallet on a connection that needs no token (issuance is
     /// unlinkable to redemption, so it may happen anywhere, any time).
-    pub async fn refill(&self, relay: &RelayAddr) -> Result<usize, ClientError> {
+    /// A key outside the current period (by `now_secs`) is refused
+    /// ([`TokenWallet::check_period`](crate::TokenWallet::check_period)).
+    pub async fn refill(&self, relay: &RelayAddr, now_secs: u64) -> Result<usize, ClientError> {
         let conn = RelayConnection::connect(relay, None).await?;
         let issued = crate::refill(&conn, &self.account, &self.issuer, REFILL).await;
         conn.close().await;
         let tokens = issued?;
+        self.wallet.check_period(&tokens, now_secs)?;
         self.wallet.add(&tokens)?;
         Ok(tokens.len())
     }
@@ -73,13 +76,13 @@ impl Access {
         now_secs: u64,
     ) -> Result<RelayConnection, ClientError> {
         if self.wallet.len(now_secs)? < LOW_WATER {
-            self.refill(relay).await?;
+            self.refill(relay, now_secs).await?;
         }
         match self.wallet.connect(relay, now_secs).await {
             Err(crate::TokenError::WalletEmpty) => {
                 // Every token was refused (the relay moved to a new key):
                 // fetch fresh ones once.
-                self.refill(relay).await?;
+                self.refill(relay, now_secs).await?;
                 Ok(self.wallet.connect(relay, now_secs).await?)
             }
             other => Ok(other?),
@@ -297,6 +300,16 @@ impl Client {
         self.engine.flush()?;
         result?;
         Ok(sent)
+    }
+
+    /// Fetches access tokens now (otherwise fetched when few are left), on
+    /// a connection that presents none; the relay's key is checked as on
+    /// every refill ([`Access::refill`]).
+    pub async fn refill_tokens(&self) -> Result<usize, ClientError> {
+        match &self.access {
+            Some(access) => access.refill(&self.relay, self.now_ms() / 1000).await,
+            None => Ok(0),
+        }
     }
 
     /// Unspent access tokens in the wallet (`None` when the team uses

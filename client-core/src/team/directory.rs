@@ -89,9 +89,24 @@ impl TeamSecrets {
 
     /// Signs a roster of `handles` at `version`.
     pub fn sign_roster(&self, version: u64, handles: &[String]) -> Vec<u8> {
+        self.sign_roster_with(version, handles, None)
+    }
+
+    /// Signs a roster of `handles` at `version` that names the relay's
+    /// token issuer as the team pins it (DESIGN §7).
+    pub fn sign_roster_with(
+        &self,
+        version: u64,
+        handles: &[String],
+        issuer: Option<&TokenIssuer>,
+    ) -> Vec<u8> {
         let roster = Roster {
             version,
             handles: handles.to_vec(),
+            issuer_key: issuer
+                .map(|i| i.issuer_key.to_vec().into())
+                .unwrap_or_default(),
+            token_period_secs: issuer.map_or(0, |i| i.period_secs),
         }
         .encode_to_vec();
         let signature = self.team.sign(&[tags::ROSTER, &roster].concat());
@@ -157,6 +172,20 @@ pub struct VerifiedRoster {
     pub version: u64,
     /// Member handles.
     pub handles: Vec<String>,
+    /// The token issuer the roster names (`None` in rosters from before it
+    /// was recorded).
+    pub issuer: Option<TokenIssuer>,
+}
+
+/// The relay's token issuer as the team record (the `T`-signed roster)
+/// names it: a modified relay that gives one member a token key of its own
+/// must then break a check some member makes (DESIGN §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TokenIssuer {
+    /// The relay's long-term issuer key, which signs every period key.
+    pub issuer_key: [u8; 32],
+    /// The relay's token period, seconds (0: unknown).
+    pub period_secs: u64,
 }
 
 fn verify(key: &VerifyingKey, tag: &[u8], message: &[u8], signature: &[u8]) -> bool {
@@ -440,9 +469,22 @@ impl Directory {
                 "it is older than one already seen (a rollback)",
             ));
         }
+        let issuer = if roster.issuer_key.is_empty() {
+            None
+        } else {
+            Some(TokenIssuer {
+                issuer_key: roster
+                    .issuer_key
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| DirectoryError::BadRoster("its issuer key is not 32 bytes"))?,
+                period_secs: roster.token_period_secs,
+            })
+        };
         Ok(VerifiedRoster {
             version: roster.version,
             handles: roster.handles,
+            issuer,
         })
     }
 }

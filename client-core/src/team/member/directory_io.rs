@@ -122,10 +122,19 @@ impl Membership {
             return Ok(VerifiedRoster {
                 version: 0,
                 handles: Vec::new(),
+                issuer: None,
             });
         };
         let signed = directory.open_value(&slot, &value)?;
         let roster = directory.verify_roster(&signed, self.roster_version)?;
+        // T vouches for the issuer key: a relay that shows this device
+        // another one (to tag its tokens) is refused here.
+        if let Some(issuer) = roster.issuer {
+            if issuer.issuer_key != self.issuer_key {
+                return Err(TeamError::IssuerKeyMismatch);
+            }
+            self.token_issuer = Some(issuer);
+        }
         self.roster_version = roster.version;
         Ok(roster)
     }
@@ -187,7 +196,8 @@ impl Membership {
         let directory = team.directory();
         let slot: SlotId = directory.roster_slot();
         let version = self.roster_version + 1;
-        let value = directory.seal_value(&slot, &team.sign_roster(version, handles))?;
+        let signed = team.sign_roster_with(version, handles, self.token_issuer.as_ref());
+        let value = directory.seal_value(&slot, &signed)?;
         conn.slot_put(&slot, version, value.into_bytes(), &team.roster_owner())
             .await?;
         self.roster_version = version;

@@ -87,6 +87,12 @@ pub enum TeamError {
     /// This device was removed from the member's devices.
     #[error("this device was removed from your devices; it can no longer send or read")]
     DeviceRemoved,
+    /// The team record names another token issuer key than this device
+    /// pinned.
+    #[error(
+        "the team's roster names another relay issuer key than the one this device pinned: the relay or your invite may have been tampered with; tell your admin"
+    )]
+    IssuerKeyMismatch,
 }
 
 /// What a device stores about its team (inside the encrypted store).
@@ -159,6 +165,10 @@ pub struct Membership {
     /// The directory entry last applied per member: `hex(slot)/version`.
     #[serde(default)]
     applied: std::collections::BTreeMap<String, String>,
+    /// The token issuer as the newest roster names it (on the admin's
+    /// devices: as the relay told the admin), DESIGN §7.
+    #[serde(default)]
+    token_issuer: Option<super::directory::TokenIssuer>,
 }
 
 /// The team and relay a new membership starts from.
@@ -281,6 +291,7 @@ impl Membership {
             awaiting_approval: None,
             device_names: Default::default(),
             applied: Default::default(),
+            token_issuer: None,
         }
     }
 
@@ -291,6 +302,18 @@ impl Membership {
         membership.team_seed = Some(team.team.to_bytes());
         membership.relay_admin_seed = Some(relay_admin.to_bytes());
         membership
+    }
+
+    /// The token issuer the team record names (`None` until a roster that
+    /// names one was read).
+    pub fn token_issuer(&self) -> Option<super::directory::TokenIssuer> {
+        self.token_issuer
+    }
+
+    /// Admin: records the token issuer the relay reported at bootstrap,
+    /// for the rosters to come.
+    pub fn set_token_issuer(&mut self, issuer: super::directory::TokenIssuer) {
+        self.token_issuer = Some(issuer);
     }
 
     /// The admin's relay credential.
