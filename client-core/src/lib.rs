@@ -94,8 +94,8 @@ pub use blind::{BLIND_PREFIX_TAG, BLIND_TAG, BlindedInbox, InboxKey, InboxPublic
 pub use blind::{BlindingInternals, blinding_internals};
 pub use card::{CARD_PREFIX, CARD_TAG, Card, CardError};
 pub use client::{
-    ANSWER_DELAY_MAX, ANSWER_DELAY_MIN, Access, Client, ClientError, Clock, MAX_CATCH_UP_EPOCHS,
-    PushTaken, Subscription, SyncReport, system_clock,
+    ANSWER_DELAY_MAX, ANSWER_DELAY_MIN, Access, Client, ClientError, Clock, Cycle,
+    MAX_CATCH_UP_EPOCHS, PushTaken, Subscription, SyncReport, system_clock,
 };
 pub use device::{Device, DeviceError};
 pub use devices::{
@@ -136,6 +136,6 @@ pub use store::{fuzz_open_value, fuzz_seal_value};
 pub use tokens::{
     ACCOUNT_TAG, AccessToken, IssuanceAccount, REVOCATION_TAG, RegistrationToken, RevocationSecret,
     TOKEN_KEY_ID_TAG, TokenError, TokenRequest, TokenWallet, VerifiedTokenKey, bootstrap,
-    mint_device_registration, mint_registrations, refill, register, register_device, revoke,
-    revoke_device, token_key, token_key_fingerprint, verify_token_key,
+    bootstrap_issuer, mint_device_registration, mint_registrations, refill, register,
+    register_device, revoke, revoke_device, token_key, token_key_fingerprint, verify_token_key,
 };

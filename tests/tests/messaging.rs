@@ -673,6 +673,77 @@ async fn sync_acks_more_blobs_than_one_ack_may_name() {
     relay.stop().await;
 }
 
+/// Issue 18 item 7: the request inbox is read on a connection of its own,
+/// by sync and by a live subscription. Its public key is in the member's
+/// directory entry, so an admin who runs the relay could label a connection
+/// that reads it and map the member's pairwise inboxes read alongside.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_inbox_is_read_on_a_connection_of_its_own() {
+    let relay = TestRelay::start().await;
+    let mut alice = Member::new("alice", &relay);
+    let mut bob = Member::new("bob", &relay);
+    introduce(&mut alice, &mut bob);
+    let request = request_inbox(&bob, &relay);
+    let alone = |connections: &[Vec<MailboxId>]| {
+        for connection in connections {
+            assert!(
+                !connection.contains(&request) || connection.len() == 1,
+                "the request inbox shares a connection with {} other mailboxes",
+                connection.len() - 1
+            );
+        }
+        assert!(
+            connections
+                .iter()
+                .any(|c| c == std::slice::from_ref(&request)),
+            "the request inbox is read"
+        );
+        assert!(
+            connections.iter().any(|c| !c.contains(&request)),
+            "the pairwise inbox is read"
+        );
+    };
+
+    alone(&bob.client.read_plan().unwrap());
+    alice.client.send_text("bob", "one").await.unwrap();
+    let report = bob.client.sync().await.unwrap();
+    assert_eq!(report.messages.len(), 1);
+    // Bob's reply names his pairwise inbox, where alice writes from now on.
+    bob.client.send_text("alice", "hi").await.unwrap();
+    alice.client.sync().await.unwrap();
+
+    let mut subscription = bob.client.subscribe().await.unwrap();
+    alone(&subscription.connections());
+    assert_eq!(
+        relay
+            .server()
+            .relay()
+            .stats()
+            .open_connections
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2,
+        "two receive connections are open"
+    );
+    // A message (after alice's delivered receipt for "hi") still arrives,
+    // on the pairwise inbox's connection.
+    alice.client.send_text("bob", "two").await.unwrap();
+    let message = loop {
+        let next = tokio::time::timeout(std::time::Duration::from_secs(15), subscription.next())
+            .await
+            .expect("a push within 15 s")
+            .unwrap();
+        let Some(push) = next else { continue };
+        assert_ne!(push.mailbox, request);
+        let taken = bob.client.take_push(&mut subscription, push).await.unwrap();
+        if let Some(message) = taken.report.messages.into_iter().next() {
+            break message;
+        }
+    };
+    assert_eq!(message.text, "two");
+    bob.client.end_subscription(subscription).await.unwrap();
+    relay.stop().await;
+}
+
 /// Runs `member`'s `listen` on a task until `stop` is sent. The texts of
 /// the messages it hands over come on the receiver; the task gives the
 /// member back with what `listen` returned.

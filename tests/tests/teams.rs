@@ -285,3 +285,41 @@ async fn after_joining_a_copy_of_the_invite_code_cannot_rewrite_the_members_entr
     );
     relay.stop().await;
 }
+
+/// Issue 18 item 6: the roster, signed by `T`, names the relay's token
+/// issuer key and period. A member takes the period from it, and refuses a
+/// roster naming another issuer key than its invite pinned (a relay that
+/// shows it a key of its own to tag its tokens).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_takes_the_token_issuer_from_the_roster_and_refuses_another_key() {
+    use sotto_core::team::TokenIssuer;
+    let (relay, conn, mut admin, mut roster) = team().await;
+    let (mut bob, _device) = invite_and_join(&relay, &conn, &mut admin, "bob", &mut roster).await;
+    let pinned = TokenIssuer {
+        issuer_key: [0; 32],
+        period_secs: 86_400,
+    };
+    admin.membership.set_token_issuer(pinned);
+    admin
+        .membership
+        .publish_roster(&conn, &roster)
+        .await
+        .unwrap();
+    bob.roster(&conn).await.unwrap();
+    assert_eq!(bob.token_issuer(), Some(pinned));
+
+    admin.membership.set_token_issuer(TokenIssuer {
+        issuer_key: [9; 32],
+        period_secs: 86_400,
+    });
+    admin
+        .membership
+        .publish_roster(&conn, &roster)
+        .await
+        .unwrap();
+    assert!(matches!(
+        bob.roster(&conn).await,
+        Err(TeamError::IssuerKeyMismatch)
+    ));
+    relay.stop().await;
+}

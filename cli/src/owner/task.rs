@@ -38,7 +38,8 @@ struct Owner {
 enum Ended {
     /// Shut down.
     Stop,
-    /// The epoch turned or the groups changed: subscribe again.
+    /// The epoch turned, the groups or the team changed: sync and
+    /// subscribe again.
     Again,
 }
 
@@ -196,11 +197,12 @@ impl Owner {
         effects.read
     }
 
-    /// Syncs, subscribes, and serves until the epoch turns, the groups
-    /// change, the connection fails or `stop`. The receiving policy (acks,
-    /// receipts, when to subscribe again) is the client's own
-    /// ([`sotto_core::Subscription`]); the owner only runs requests
-    /// between pushes and tells subscribers.
+    /// Syncs (re-reading the roster, the directory key and every member's
+    /// device list: `App::sync`), subscribes, and serves until the epoch
+    /// turns, the groups or the team change, the connection fails or
+    /// `stop`. The receiving policy (acks, receipts, when to subscribe
+    /// again) is the client's own ([`sotto_core::Subscription`]); the
+    /// owner only runs requests between pushes and tells subscribers.
     async fn connected(&mut self) -> Result<Ended, AppError> {
         let stop = self.stop.clone();
         let stopped = async move {
@@ -253,7 +255,10 @@ impl Owner {
                                 if taken.report.receipts > 0 {
                                     self.check_statuses();
                                 }
-                                if taken.resubscribe {
+                                // A team message (a new directory key, a
+                                // key succession): the next stretch's sync
+                                // re-reads the roster and device lists.
+                                if taken.resubscribe || taken.team {
                                     break Ok(Ended::Again);
                                 }
                             }

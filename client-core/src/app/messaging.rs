@@ -2,7 +2,7 @@
 //! read the history.
 
 use super::{App, AppError, Sent};
-use crate::client::SyncReport;
+use crate::client::{Cycle, SyncReport};
 use crate::engine::Message;
 use crate::net::RelayConnection;
 use crate::team::TeamError;
@@ -157,6 +157,14 @@ impl App {
             self.refresh_contacts().await?;
         }
         let report = self.client.sync().await?;
+        self.apply_team(awaiting).await?;
+        Ok(report)
+    }
+
+    /// Applies what the messages just taken brought for the team: my own
+    /// member state, a new directory key (`awaiting`: this device waited
+    /// for approval before them).
+    async fn apply_team(&mut self, awaiting: bool) -> Result<(), AppError> {
         self.client
             .engine()
             .prune_link_secrets(Self::now_secs(&self.clock))?;
@@ -171,7 +179,7 @@ impl App {
             // can write to them at once.
             self.refresh_contacts().await?;
         }
-        Ok(report)
+        Ok(())
     }
 
     /// Notices for the user since the last call: a member's key changed, a
@@ -185,13 +193,38 @@ impl App {
     }
 
     /// Stays connected and hands each message to `on_message` until `stop`.
+    ///
+    /// The team is re-read before every cycle of the client's listen (at
+    /// every epoch rollover, and whenever a team message — a directory
+    /// key, a member's key succession, my own member state — arrives): the
+    /// roster, the directory key and every member's device list. A member
+    /// revoked meanwhile is dropped from the contacts, so their messages
+    /// are refused (unknown sender) and their key requests go unanswered,
+    /// without a restart.
     pub async fn listen(
         &mut self,
-        on_message: impl FnMut(&Message),
+        mut on_message: impl FnMut(&Message),
         stop: impl std::future::Future<Output = ()>,
     ) -> Result<(), AppError> {
-        self.refresh_contacts().await?;
-        Ok(self.client.listen(on_message, stop).await?)
+        tokio::pin!(stop);
+        loop {
+            let awaiting = self.membership.awaiting_approval().is_some();
+            if !awaiting {
+                self.refresh_contacts().await?;
+            }
+            let cycle = self
+                .client
+                .listen_cycle(&mut on_message, stop.as_mut())
+                .await;
+            // What the cycle took is stored: apply its team part even if
+            // the connection failed.
+            let applied = self.apply_team(awaiting).await;
+            let cycle = cycle?;
+            applied?;
+            if cycle == Cycle::Stopped {
+                return Ok(());
+            }
+        }
     }
 
     /// Local history with `handle`.

@@ -8,7 +8,8 @@ use super::{App, AppError, RelayTarget, resolve};
 use crate::client::{Client, Clock};
 use crate::engine::Engine;
 use crate::team::{
-    InviteError, InviteParams, Membership, TeamError, TeamSecrets, issue_invite, parse_invite,
+    InviteError, InviteParams, Membership, TeamError, TeamSecrets, TokenIssuer, issue_invite,
+    parse_invite,
 };
 use crate::{KeySource, RelayConnection, Store};
 
@@ -37,7 +38,8 @@ impl App {
         };
         // Bootstrap and the admin's own registration need no token.
         let setup = RelayConnection::connect(&relay_addr, None).await?;
-        let issuer = crate::bootstrap(&setup, bootstrap_code, &relay_admin).await?;
+        let (issuer, token_period_secs) =
+            crate::bootstrap_issuer(&setup, bootstrap_code, &relay_admin).await?;
         let registration = crate::mint_registrations(&setup, &relay_admin, 1, now + 3600)
             .await?
             .into_iter()
@@ -65,7 +67,13 @@ impl App {
         let parsed = parse_invite(&own.code, now)?;
         let mut membership = Membership::for_admin(&team, &parsed, &relay_admin);
         membership.record_invite(handle, own.registration_token_hash);
+        // The team record (the roster) names the issuer, signed by T.
+        membership.set_token_issuer(TokenIssuer {
+            issuer_key: issuer.to_bytes(),
+            period_secs: token_period_secs,
+        });
         let engine = Engine::create(store.clone(), handle, now)?;
+        engine.set_token_issuer(token_period_secs)?;
         let identity = engine.own_card().identity_key.to_bytes();
         membership.set_revocation_secret(&identity, *revocation.as_bytes());
         membership.name_device(&identity, "first device", now);
@@ -487,6 +495,15 @@ impl App {
         Ok(self.membership.directory()?.roster_slot())
     }
 
+    /// Hands the engine the token period the newest roster named (refills
+    /// refuse a key of another period).
+    pub(crate) fn note_token_issuer(&self) -> Result<(), AppError> {
+        if let Some(issuer) = self.membership.token_issuer() {
+            self.client.engine().set_token_issuer(issuer.period_secs)?;
+        }
+        Ok(())
+    }
+
     pub(crate) async fn refresh_contacts(&mut self) -> Result<(), AppError> {
         let conn = self.client.connect().await?;
         let roster = match self.membership.roster(&conn).await {
@@ -496,6 +513,7 @@ impl App {
                 return Err(error.into());
             }
         };
+        self.note_token_issuer()?;
         let departed: Vec<String> = self
             .client
             .engine()

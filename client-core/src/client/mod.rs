@@ -14,7 +14,7 @@ use futures::future::join_all;
 
 mod subscription;
 
-pub use subscription::{ANSWER_DELAY_MAX, ANSWER_DELAY_MIN, PushTaken, Subscription};
+pub use subscription::{ANSWER_DELAY_MAX, ANSWER_DELAY_MIN, Cycle, PushTaken, Subscription};
 
 use crate::engine::{Engine, EngineError, Message, MessageId, Received};
 use crate::{BlindedInbox, NetError, RelayAddr, RelayConnection};
@@ -57,11 +57,14 @@ pub struct Access {
 impl Access {
     /// Refills the wallet on a connection that needs no token (issuance is
     /// unlinkable to redemption, so it may happen anywhere, any time).
-    pub async fn refill(&self, relay: &RelayAddr) -> Result<usize, ClientError> {
+    /// A key outside the current period (by `now_secs`) is refused
+    /// ([`TokenWallet::check_period`](crate::TokenWallet::check_period)).
+    pub async fn refill(&self, relay: &RelayAddr, now_secs: u64) -> Result<usize, ClientError> {
         let conn = RelayConnection::connect(relay, None).await?;
         let issued = crate::refill(&conn, &self.account, &self.issuer, REFILL).await;
         conn.close().await;
         let tokens = issued?;
+        self.wallet.check_period(&tokens, now_secs)?;
         self.wallet.add(&tokens)?;
         Ok(tokens.len())
     }
@@ -73,13 +76,13 @@ impl Access {
         now_secs: u64,
     ) -> Result<RelayConnection, ClientError> {
         if self.wallet.len(now_secs)? < LOW_WATER {
-            self.refill(relay).await?;
+            self.refill(relay, now_secs).await?;
         }
         match self.wallet.connect(relay, now_secs).await {
             Err(crate::TokenError::WalletEmpty) => {
                 // Every token was refused (the relay moved to a new key):
                 // fetch fresh ones once.
-                self.refill(relay).await?;
+                self.refill(relay, now_secs).await?;
                 Ok(self.wallet.connect(relay, now_secs).await?)
             }
             other => Ok(other?),
@@ -299,6 +302,16 @@ impl Client {
         Ok(sent)
     }
 
+    /// Fetches access tokens now (otherwise fetched when few are left), on
+    /// a connection that presents none; the relay's key is checked as on
+    /// every refill ([`Access::refill`]).
+    pub async fn refill_tokens(&self) -> Result<usize, ClientError> {
+        match &self.access {
+            Some(access) => access.refill(&self.relay, self.now_ms() / 1000).await,
+            None => Ok(0),
+        }
+    }
+
     /// Unspent access tokens in the wallet (`None` when the team uses
     /// none): what `sotto whoami` reports, and what tests count.
     pub fn tokens_left(&self) -> Result<Option<usize>, ClientError> {
@@ -312,44 +325,39 @@ impl Client {
     /// epoch since the last sync), stores it, acks it, sends receipts and
     /// the outbox.
     ///
-    /// Each epoch's inboxes are read on a fresh connection of their own
+    /// Each epoch's inboxes are read on fresh connections of their own
     /// (DESIGN §2.2), oldest epoch first, so no connection links one
-    /// epoch's mailboxes to another's.
+    /// epoch's mailboxes to another's; within an epoch the request inbox
+    /// has a connection of its own ([`Client::read_plan`]).
     pub async fn sync(&mut self) -> Result<SyncReport, ClientError> {
         let mut report = SyncReport::default();
         let now_ms = self.now_ms();
-        let inboxes = self.engine.inboxes(now_ms / 1000, MAX_CATCH_UP_EPOCHS)?;
-        let mut by_epoch: BTreeMap<u64, Vec<&BlindedInbox>> = BTreeMap::new();
-        for inbox in &inboxes {
-            by_epoch.entry(inbox.epoch().get()).or_default().push(inbox);
-        }
+        let (request, other) = self.engine.inbox_sets(now_ms / 1000, MAX_CATCH_UP_EPOCHS)?;
         let mut delivered: BTreeMap<String, Vec<MessageId>> = BTreeMap::new();
         self.engine.take_groups_changed();
-        for epoch_inboxes in by_epoch.values() {
-            self.sync_epoch(epoch_inboxes, &mut report, &mut delivered)
+        for connection in plan(&request, &other) {
+            self.sync_epoch(&connection, &mut report, &mut delivered)
                 .await?;
         }
         // A group joined or re-keyed during this sync has mailboxes not read
         // yet: read them now rather than at the next sync (bounded: each
         // round needs a new group state from an admin).
-        let mut read: std::collections::HashSet<sotto_proto::MailboxId> =
-            inboxes.iter().map(BlindedInbox::mailbox_id).collect();
+        let mut read: std::collections::HashSet<sotto_proto::MailboxId> = request
+            .iter()
+            .chain(&other)
+            .map(BlindedInbox::mailbox_id)
+            .collect();
         for _ in 0..3 {
             if !self.engine.take_groups_changed() {
                 break;
             }
-            let fresh: Vec<BlindedInbox> = self
-                .engine
-                .inboxes(now_ms / 1000, MAX_CATCH_UP_EPOCHS)?
+            let (_, other) = self.engine.inbox_sets(now_ms / 1000, MAX_CATCH_UP_EPOCHS)?;
+            let fresh: Vec<BlindedInbox> = other
                 .into_iter()
                 .filter(|inbox| read.insert(inbox.mailbox_id()))
                 .collect();
-            let mut by_epoch: BTreeMap<u64, Vec<&BlindedInbox>> = BTreeMap::new();
-            for inbox in &fresh {
-                by_epoch.entry(inbox.epoch().get()).or_default().push(inbox);
-            }
-            for epoch_inboxes in by_epoch.values() {
-                self.sync_epoch(epoch_inboxes, &mut report, &mut delivered)
+            for connection in plan(&[], &fresh) {
+                self.sync_epoch(&connection, &mut report, &mut delivered)
                     .await?;
             }
         }
@@ -365,6 +373,22 @@ impl Client {
         Ok(report)
     }
 
+    /// The mailboxes a sync now would read, one list per receive
+    /// connection, in the order the connections are opened: per epoch
+    /// (oldest first) the request inbox alone, then the pairwise inboxes
+    /// and group mailboxes together. What [`Client::sync`] follows; tests
+    /// check that no connection mixes the request inbox with another
+    /// mailbox.
+    pub fn read_plan(&self) -> Result<Vec<Vec<sotto_proto::MailboxId>>, ClientError> {
+        let (request, other) = self
+            .engine
+            .inbox_sets(self.now_ms() / 1000, MAX_CATCH_UP_EPOCHS)?;
+        Ok(plan(&request, &other)
+            .into_iter()
+            .map(|connection| connection.iter().map(|i| i.mailbox_id()).collect())
+            .collect())
+    }
+
     /// Reads one epoch's inboxes on one connection, processes their blobs
     /// in relay order, flushes locally, then acks.
     async fn sync_epoch(
@@ -373,6 +397,9 @@ impl Client {
         report: &mut SyncReport,
         delivered: &mut BTreeMap<String, Vec<MessageId>>,
     ) -> Result<(), ClientError> {
+        if inboxes.is_empty() {
+            return Ok(());
+        }
         let conn = self.connect().await?;
         // Group mailboxes are never acked (DESIGN §4): read past my cursor.
         let mut afters = Vec::with_capacity(inboxes.len());
@@ -464,6 +491,32 @@ impl Client {
     pub fn epochs_listened(&self) -> u64 {
         self.rollovers
     }
+}
+
+/// The receive connections a sync opens, in order: per epoch, oldest
+/// first, `request`'s mailboxes of that epoch on one connection and
+/// `other`'s on the next (none for an empty set).
+fn plan<'a>(request: &'a [BlindedInbox], other: &'a [BlindedInbox]) -> Vec<Vec<&'a BlindedInbox>> {
+    let mut by_epoch: BTreeMap<u64, (Vec<&BlindedInbox>, Vec<&BlindedInbox>)> = BTreeMap::new();
+    for inbox in request {
+        by_epoch
+            .entry(inbox.epoch().get())
+            .or_default()
+            .0
+            .push(inbox);
+    }
+    for inbox in other {
+        by_epoch
+            .entry(inbox.epoch().get())
+            .or_default()
+            .1
+            .push(inbox);
+    }
+    by_epoch
+        .into_values()
+        .flat_map(|(request, other)| [request, other])
+        .filter(|connection| !connection.is_empty())
+        .collect()
 }
 
 async fn fetch_all(

@@ -1,4 +1,5 @@
-//! Live delivery: a receive connection subscribed to one epoch's inboxes.
+//! Live delivery: receive connections subscribed to one epoch's inboxes
+//! (the request inbox on a connection of its own, DESIGN §2.2).
 //!
 //! The receiving policy lives here once, for every driver that stays
 //! connected (`Client::listen`, and the command line's profile owner):
@@ -37,14 +38,20 @@ use crate::{BlindedInbox, Epoch, NetError, Pushed, RelayConnection};
 /// An ack in flight: the inbox's index and the relay's answer.
 type AckFuture = BoxFuture<'static, (usize, Result<u32, NetError>)>;
 
-/// A receive connection subscribed to this epoch's inboxes, with the acks
-/// it owes. Made by [`Client::subscribe`]; pushes come from
-/// [`Subscription::next`] and go to [`Client::take_push`]; end it with
-/// [`Subscription::close`].
+/// Receive connections subscribed to this epoch's inboxes, with the acks
+/// they owe: the request inbox on one, the pairwise inboxes and group
+/// mailboxes on another, so no connection names the request inbox (which
+/// `K_dir` ties to a member) next to a pairwise one. Made by
+/// [`Client::subscribe`]; pushes come from [`Subscription::next`] and go to
+/// [`Client::take_push`]; end it with [`Subscription::close`].
 pub struct Subscription {
-    conn: Arc<RelayConnection>,
-    pushes: mpsc::Receiver<Pushed>,
+    /// One per set of inboxes (request inbox first).
+    conns: Vec<Arc<RelayConnection>>,
+    /// The push channel of each connection, in the same order.
+    pushes: Vec<mpsc::Receiver<Pushed>>,
     inboxes: Arc<Vec<BlindedInbox>>,
+    /// The connection (index into `conns`) each inbox is subscribed on.
+    conn_of: Vec<usize>,
     epoch: Epoch,
     acks: FuturesUnordered<AckFuture>,
     /// Seqs processed per inbox and not yet in an ack.
@@ -71,34 +78,59 @@ pub struct PushTaken {
     /// A group was joined or moved to a new generation: its mailbox is not
     /// among this subscription's, so subscribe again.
     pub resubscribe: bool,
+    /// A team message came (a directory key, a member's key succession, my
+    /// own member state): the team changed, so re-read the roster, the
+    /// directory key and the device lists before going on (a revoked
+    /// member's messages are refused from then on).
+    pub team: bool,
 }
 
 impl Client {
-    /// Opens a fresh receive connection (DESIGN §2.2) and subscribes to
-    /// every inbox of the current epoch: device inboxes from their start
-    /// (acked blobs are gone), group mailboxes after this device's cursor.
+    /// Opens fresh receive connections (DESIGN §2.2), one for the request
+    /// inbox and one for the rest, and subscribes to every inbox of the
+    /// current epoch: device inboxes from their start (acked blobs are
+    /// gone), group mailboxes after this device's cursor.
     pub async fn subscribe(&self) -> Result<Subscription, ClientError> {
         let now_secs = self.now_ms() / 1000;
         let epoch = Epoch::from_unix_secs(now_secs, crate::EPOCH_SECS);
-        let inboxes = self.engine.inboxes(now_secs, 1)?;
-        let conn = self.connect().await?;
-        let pushes = conn
-            .take_pushes()
-            .ok_or_else(|| NetError::Protocol("push channel already taken".into()))?;
-        for inbox in &inboxes {
-            let after = if self.engine.is_group_mailbox(&inbox.mailbox_id()) {
-                self.engine.group_cursor(&inbox.mailbox_id())?
-            } else {
-                0
+        let (request, other) = self.engine.inbox_sets(now_secs, 1)?;
+        let mut conns: Vec<Arc<RelayConnection>> = Vec::with_capacity(2);
+        let mut pushes = Vec::with_capacity(2);
+        let mut conn_of = Vec::with_capacity(request.len() + other.len());
+        let mut inboxes = Vec::with_capacity(request.len() + other.len());
+        for set in [request, other] {
+            if set.is_empty() {
+                continue;
+            }
+            let conn = self.connect().await?;
+            let subscribed = self.subscribe_on(&conn, &set).await.and_then(|()| {
+                conn.take_pushes()
+                    .ok_or_else(|| NetError::Protocol("push channel already taken".into()).into())
+            });
+            let taken = match subscribed {
+                Ok(taken) => taken,
+                Err(error) => {
+                    conn.close().await;
+                    for conn in conns.drain(..) {
+                        if let Ok(conn) = Arc::try_unwrap(conn) {
+                            conn.close().await;
+                        }
+                    }
+                    return Err(error);
+                }
             };
-            conn.subscribe(inbox, after).await?;
+            conn_of.extend(std::iter::repeat_n(conns.len(), set.len()));
+            inboxes.extend(set);
+            conns.push(Arc::new(conn));
+            pushes.push(taken);
         }
         // The clock is looked at on every push and every second, so an
         // injected clock crossing the boundary is noticed promptly.
         let tick = tokio::time::interval(Duration::from_secs(1));
         Ok(Subscription {
-            conn: Arc::new(conn),
+            conns,
             pushes,
+            conn_of,
             owed: vec![Vec::new(); inboxes.len()],
             acking: vec![false; inboxes.len()],
             inboxes: Arc::new(inboxes),
@@ -109,6 +141,23 @@ impl Client {
             reads: BTreeMap::new(),
             tick,
         })
+    }
+
+    /// Subscribes to each of `inboxes` on `conn`.
+    async fn subscribe_on(
+        &self,
+        conn: &RelayConnection,
+        inboxes: &[BlindedInbox],
+    ) -> Result<(), ClientError> {
+        for inbox in inboxes {
+            let after = if self.engine.is_group_mailbox(&inbox.mailbox_id()) {
+                self.engine.group_cursor(&inbox.mailbox_id())?
+            } else {
+                0
+            };
+            conn.subscribe(inbox, after).await?;
+        }
+        Ok(())
     }
 
     /// Stores one pushed blob, flushes, owes its ack (device inboxes) or
@@ -132,6 +181,7 @@ impl Client {
             return Ok(PushTaken {
                 report,
                 resubscribe: false,
+                team: false,
             });
         };
         let epoch = subscription.inboxes[index].epoch();
@@ -145,6 +195,7 @@ impl Client {
         if !group {
             subscription.owe(index, push.seq);
         }
+        let team = matches!(received, crate::engine::Received::Team);
         let mut delivered = BTreeMap::new();
         report.count(received, Some(&mut delivered));
         let resubscribe = self.engine.take_groups_changed();
@@ -159,6 +210,7 @@ impl Client {
         Ok(PushTaken {
             report,
             resubscribe,
+            team,
         })
     }
 
@@ -234,11 +286,12 @@ impl Client {
     /// arrives, until `stop` resolves.
     ///
     /// Per epoch: first a sync on a short connection of its own (draining
-    /// the previous epoch's inboxes and the outbox), then a fresh receive
-    /// connection subscribed to the current epoch's inboxes (DESIGN §2.2).
-    /// At the epoch rollover that connection is dropped and the cycle
-    /// repeats; the relay pushes, nothing polls. Network errors end the
-    /// call; callers reconnect with backoff.
+    /// the previous epoch's inboxes and the outbox), then fresh receive
+    /// connections subscribed to the current epoch's inboxes (DESIGN §2.2).
+    /// At the epoch rollover they are dropped and the cycle repeats; the
+    /// relay pushes, nothing polls. Network errors end the call; callers
+    /// reconnect with backoff. (`App::listen` runs the same cycles and
+    /// re-reads the team between them.)
     pub async fn listen(
         &mut self,
         mut on_message: impl FnMut(&Message),
@@ -246,43 +299,70 @@ impl Client {
     ) -> Result<(), ClientError> {
         tokio::pin!(stop);
         loop {
-            self.rollovers += 1;
-            let report = self.sync().await?;
-            report.messages.iter().for_each(&mut on_message);
-            let mut subscription = self.subscribe().await?;
-            let stopped = loop {
-                tokio::select! {
-                    _ = &mut stop => break Ok(true),
-                    push = subscription.next() => match push {
-                        Err(error) => break Err(error),
-                        Ok(None) => {
-                            if let Err(error) = self.answer_due(&mut subscription).await {
-                                break Err(error);
-                            }
-                        }
-                        Ok(Some(push)) => match self.take_push(&mut subscription, push).await {
-                            Err(error) => break Err(error),
-                            Ok(taken) => {
-                                taken.report.messages.iter().for_each(&mut on_message);
-                                if taken.resubscribe {
-                                    break Ok(false);
-                                }
-                            }
-                        },
-                    },
-                }
-                if self.epoch_turned(&subscription) {
-                    break Ok(false);
-                }
-            };
-            let settled = self.end_subscription(subscription).await;
-            if stopped? {
-                settled?;
+            if self.listen_cycle(&mut on_message, stop.as_mut()).await? == Cycle::Stopped {
                 return Ok(());
             }
-            settled?;
         }
     }
+
+    /// One cycle of [`Client::listen`]: a sync, then a subscription to this
+    /// epoch's inboxes served until the epoch turns, a group changes, a
+    /// team message arrives, or `stop` resolves (then `stop` must not be
+    /// polled again).
+    pub async fn listen_cycle(
+        &mut self,
+        on_message: &mut impl FnMut(&Message),
+        mut stop: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+    ) -> Result<Cycle, ClientError> {
+        self.rollovers += 1;
+        let report = self.sync().await?;
+        report.messages.iter().for_each(&mut *on_message);
+        let mut subscription = self.subscribe().await?;
+        let ended = loop {
+            tokio::select! {
+                _ = &mut stop => break Ok(Cycle::Stopped),
+                push = subscription.next() => match push {
+                    Err(error) => break Err(error),
+                    Ok(None) => {
+                        if let Err(error) = self.answer_due(&mut subscription).await {
+                            break Err(error);
+                        }
+                    }
+                    Ok(Some(push)) => match self.take_push(&mut subscription, push).await {
+                        Err(error) => break Err(error),
+                        Ok(taken) => {
+                            taken.report.messages.iter().for_each(&mut *on_message);
+                            if taken.team {
+                                break Ok(Cycle::TeamChanged);
+                            }
+                            if taken.resubscribe {
+                                break Ok(Cycle::Again);
+                            }
+                        }
+                    },
+                },
+            }
+            if self.epoch_turned(&subscription) {
+                break Ok(Cycle::Again);
+            }
+        };
+        let settled = self.end_subscription(subscription).await;
+        let ended = ended?;
+        settled?;
+        Ok(ended)
+    }
+}
+
+/// How one cycle of [`Client::listen_cycle`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cycle {
+    /// `stop` resolved.
+    Stopped,
+    /// The epoch turned or a group changed: subscribe again.
+    Again,
+    /// A team message came (a directory key, a member's key succession, my
+    /// own member state): re-read the team, then subscribe again.
+    TeamChanged,
 }
 
 impl Subscription {
@@ -307,11 +387,14 @@ impl Subscription {
                         self.schedule_answer();
                     }
                 }
-                push = self.pushes.recv() => {
+                (conn, push) = next_push(&mut self.pushes) => {
                     return match push {
                         Some(push) => Ok(Some(push)),
                         None => Err(NetError::ConnectionLost(
-                            self.conn.close_reason().unwrap_or_default(),
+                            self.conns
+                                .get(conn)
+                                .and_then(|conn| conn.close_reason())
+                                .unwrap_or_default(),
                         )
                         .into()),
                     };
@@ -323,6 +406,19 @@ impl Subscription {
     /// The epoch whose inboxes this subscription holds.
     pub fn epoch(&self) -> Epoch {
         self.epoch
+    }
+
+    /// The mailboxes subscribed, one list per connection (the request
+    /// inbox's first): tests check that no connection mixes the request
+    /// inbox with another mailbox.
+    pub fn connections(&self) -> Vec<Vec<sotto_proto::MailboxId>> {
+        let mut connections = vec![Vec::new(); self.conns.len()];
+        for (inbox, conn) in self.inboxes.iter().zip(&self.conn_of) {
+            if let Some(connection) = connections.get_mut(*conn) {
+                connection.push(inbox.mailbox_id());
+            }
+        }
+        connections
     }
 
     /// Notes `seq` of inbox `index` as stored: acked with the next answer.
@@ -348,7 +444,10 @@ impl Subscription {
         }
         self.acking[index] = true;
         let seqs = std::mem::take(&mut self.owed[index]);
-        let (conn, inboxes) = (Arc::clone(&self.conn), Arc::clone(&self.inboxes));
+        let (conn, inboxes) = (
+            Arc::clone(&self.conns[self.conn_of[index]]),
+            Arc::clone(&self.inboxes),
+        );
         self.acks.push(Box::pin(async move {
             (index, conn.ack(&inboxes[index], seqs).await)
         }));
@@ -362,14 +461,14 @@ impl Subscription {
         drop(self.pushes);
         let acks = &mut self.acks;
         let (owed, acking) = (&mut self.owed, &mut self.acking);
-        let (conn, inboxes) = (&self.conn, &self.inboxes);
+        let (conns, conn_of, inboxes) = (&self.conns, &self.conn_of, &self.inboxes);
         let settle = async {
             while let Some((index, acked)) = acks.next().await {
                 acked?;
                 acking[index] = false;
                 if !owed[index].is_empty() {
                     let seqs = std::mem::take(&mut owed[index]);
-                    let (conn, inboxes) = (Arc::clone(conn), Arc::clone(inboxes));
+                    let (conn, inboxes) = (Arc::clone(&conns[conn_of[index]]), Arc::clone(inboxes));
                     acks.push(Box::pin(async move {
                         (index, conn.ack(&inboxes[index], seqs).await)
                     }));
@@ -379,8 +478,10 @@ impl Subscription {
         };
         let settled = tokio::time::timeout(ACK_DRAIN, settle).await;
         drop(self.acks);
-        if let Ok(conn) = Arc::try_unwrap(self.conn) {
-            conn.close().await;
+        for conn in self.conns {
+            if let Ok(conn) = Arc::try_unwrap(conn) {
+                conn.close().await;
+            }
         }
         match settled {
             Ok(result) => Ok(result?),
@@ -396,6 +497,18 @@ fn answer_delay() -> Duration {
     getrandom::fill(&mut bytes).expect("invariant: the OS random number generator works");
     let span = (ANSWER_DELAY_MAX - ANSWER_DELAY_MIN).as_millis() as u32;
     ANSWER_DELAY_MIN + Duration::from_millis(u64::from(u32::from_le_bytes(bytes) % (span + 1)))
+}
+
+/// The next push on any of `pushes`, with the index of its connection
+/// (`None`: that connection's channel closed). Cancel-safe, as each
+/// channel's `recv` is.
+async fn next_push(pushes: &mut [mpsc::Receiver<Pushed>]) -> (usize, Option<Pushed>) {
+    if pushes.is_empty() {
+        return std::future::pending().await;
+    }
+    let receiving = pushes.iter_mut().map(|pushes| Box::pin(pushes.recv()));
+    let (push, index, _) = futures::future::select_all(receiving).await;
+    (index, push)
 }
 
 /// Sleeps until `at`; never returns for `None` (its `select!` branch is

@@ -23,17 +23,43 @@ impl Engine {
         now_secs: u64,
         max_epochs: u64,
     ) -> Result<Vec<BlindedInbox>, EngineError> {
+        let (mut request, other) = self.inbox_sets(now_secs, max_epochs)?;
+        request.extend(other);
+        Ok(request)
+    }
+
+    /// [`Engine::inboxes`] in two sets: my request inbox's mailboxes, and
+    /// the rest (pairwise inboxes and group mailboxes). They are read on
+    /// separate connections (DESIGN §2.2): the request inbox's public key
+    /// is in my directory entry, so whoever holds `K_dir` and watches the
+    /// relay could label a connection that reads it and learn every other
+    /// mailbox read on that connection.
+    pub fn inbox_sets(
+        &self,
+        now_secs: u64,
+        max_epochs: u64,
+    ) -> Result<(Vec<BlindedInbox>, Vec<BlindedInbox>), EngineError> {
         let current = Epoch::from_unix_secs(now_secs, EPOCH_SECS);
         let last = be64_or_zero(self.store.get(Tree::Meta, LAST_EPOCH)?);
         let oldest = current.get().saturating_sub(max_epochs.saturating_sub(1));
         let from = Epoch::new(last.saturating_sub(1).clamp(oldest, current.get()));
-        let mut keys: Vec<&InboxKey> = self.request_inbox_keys(now_secs);
-        keys.extend(self.contacts.values().flatten().map(|c| &c.my_inbox));
-        let mut inboxes: Vec<BlindedInbox> = Epoch::range(from, current)
+        // Every request inbox still read (the current one, and a rotated
+        // one for its grace period): on the request connection.
+        let request_keys: Vec<&InboxKey> = self.request_inbox_keys(now_secs);
+        let request: Vec<BlindedInbox> = Epoch::range(from, current)
+            .flat_map(|epoch| request_keys.iter().map(move |key| key.blind(epoch)))
+            .collect();
+        let keys: Vec<&InboxKey> = self
+            .contacts
+            .values()
+            .flatten()
+            .map(|c| &c.my_inbox)
+            .collect();
+        let mut other: Vec<BlindedInbox> = Epoch::range(from, current)
             .flat_map(|epoch| keys.iter().map(move |key| key.blind(epoch)))
             .collect();
-        inboxes.extend(self.group_inboxes(from, current));
-        Ok(inboxes)
+        other.extend(self.group_inboxes(from, current));
+        Ok((request, other))
     }
 
     /// Records that every inbox up to `now`'s epoch was drained.

@@ -53,15 +53,41 @@ impl Engine {
         let Some(named) = named else {
             return Ok(());
         };
-        let key = [
-            crate::tokens::PERIOD_KEY_PREFIX,
-            &named.key_id.to_be_bytes(),
-        ]
-        .concat();
-        if let Some(mine) = self.store.get(Tree::Meta, &key)?
-            && crate::token_key_fingerprint(named.key_id, &mine).as_slice()
-                != named.fingerprint.as_ref()
+        use crate::tokens::{
+            NAMED_KEY_PREFIX, PERIOD_KEY_PREFIX, by_key_id, key_generation, key_period,
+        };
+        // Per period, not only per key ID: a relay that gave each member a
+        // generation of its own would show every member a key ID no other
+        // holds. Generations rise relay-wide and never go back, so a
+        // member naming an older one has not refilled since a revocation;
+        // one naming a newer one is noted, and my next refill must reach
+        // it (`TokenWallet::add` warns otherwise).
+        let period = key_period(named.key_id);
+        let mine: Vec<(u64, Vec<u8>)> = by_key_id(self.store.as_ref(), PERIOD_KEY_PREFIX)?
+            .into_iter()
+            .filter(|(id, _)| key_period(*id) == period)
+            .collect();
+        let named_before = by_key_id(self.store.as_ref(), NAMED_KEY_PREFIX)?
+            .into_iter()
+            .find(|(id, _)| *id == named.key_id);
+        let differs = mine.iter().any(|(id, public)| {
+            *id == named.key_id
+                && crate::token_key_fingerprint(*id, public).as_slice()
+                    != named.fingerprint.as_ref()
+        }) || named_before
+            .as_ref()
+            .is_some_and(|(_, fingerprint)| fingerprint.as_slice() != named.fingerprint.as_ref());
+        let newest_mine = mine.iter().map(|(id, _)| key_generation(*id)).max();
+        if named_before.is_none()
+            && newest_mine.is_none_or(|newest| key_generation(named.key_id) > newest)
         {
+            batch.put(
+                Tree::Meta,
+                [NAMED_KEY_PREFIX, &named.key_id.to_be_bytes()].concat(),
+                &named.fingerprint,
+            );
+        }
+        if differs {
             batch.put(
                 Tree::Meta,
                 [
@@ -103,6 +129,14 @@ impl Engine {
             public,
         )?;
         self.refresh_token_key()
+    }
+
+    /// Records the token period the team's roster names (the team layer
+    /// calls it after each roster it read): refills refuse a key of
+    /// another period.
+    pub fn set_token_issuer(&self, period_secs: u64) -> Result<(), EngineError> {
+        crate::tokens::set_team_token_issuer(self.store.as_ref(), period_secs)?;
+        Ok(())
     }
 
     /// A directory key received and not yet applied by the team layer.

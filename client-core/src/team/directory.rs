@@ -89,16 +89,27 @@ impl TeamSecrets {
 
     /// Signs a roster of `handles` at `version` that names no admin.
     pub fn sign_roster(&self, version: u64, handles: &[String]) -> Vec<u8> {
-        self.sign_roster_by(version, handles, "")
+        self.sign_roster_with(version, handles, "", None)
     }
 
     /// Signs a roster of `handles` at `version` naming `admin` as the team
-    /// admin (where members report their devices' relay accounts).
-    pub fn sign_roster_by(&self, version: u64, handles: &[String], admin: &str) -> Vec<u8> {
+    /// admin (where members report their devices' relay accounts; empty:
+    /// none) and the relay's token issuer as the team pins it (DESIGN §7).
+    pub fn sign_roster_with(
+        &self,
+        version: u64,
+        handles: &[String],
+        admin: &str,
+        issuer: Option<&TokenIssuer>,
+    ) -> Vec<u8> {
         let roster = Roster {
             version,
             handles: handles.to_vec(),
             admin: admin.to_owned(),
+            issuer_key: issuer
+                .map(|i| i.issuer_key.to_vec().into())
+                .unwrap_or_default(),
+            token_period_secs: issuer.map_or(0, |i| i.period_secs),
         }
         .encode_to_vec();
         let signature = self.team.sign(&[tags::ROSTER, &roster].concat());
@@ -166,6 +177,20 @@ pub struct VerifiedRoster {
     pub handles: Vec<String>,
     /// The team admin's handle, if the roster names one.
     pub admin: Option<String>,
+    /// The token issuer the roster names (`None` in rosters from before it
+    /// was recorded).
+    pub issuer: Option<TokenIssuer>,
+}
+
+/// The relay's token issuer as the team record (the `T`-signed roster)
+/// names it: a modified relay that gives one member a token key of its own
+/// must then break a check some member makes (DESIGN §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TokenIssuer {
+    /// The relay's long-term issuer key, which signs every period key.
+    pub issuer_key: [u8; 32],
+    /// The relay's token period, seconds (0: unknown).
+    pub period_secs: u64,
 }
 
 fn verify(key: &VerifyingKey, tag: &[u8], message: &[u8], signature: &[u8]) -> bool {
@@ -449,10 +474,23 @@ impl Directory {
                 "it is older than one already seen (a rollback)",
             ));
         }
+        let issuer = if roster.issuer_key.is_empty() {
+            None
+        } else {
+            Some(TokenIssuer {
+                issuer_key: roster
+                    .issuer_key
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| DirectoryError::BadRoster("its issuer key is not 32 bytes"))?,
+                period_secs: roster.token_period_secs,
+            })
+        };
         Ok(VerifiedRoster {
             version: roster.version,
             handles: roster.handles,
             admin: (!roster.admin.is_empty()).then_some(roster.admin),
+            issuer,
         })
     }
 }

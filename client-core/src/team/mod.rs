@@ -27,8 +27,9 @@ mod link;
 mod member;
 
 pub use directory::{
-    Directory, DirectoryError, MAX_SUCCESSIONS, TeamSecrets, VerifiedEntry, VerifiedRoster,
-    build_entry, build_entry_with, sign_succession, verify_dir_key, verify_succession,
+    Directory, DirectoryError, MAX_SUCCESSIONS, TeamSecrets, TokenIssuer, VerifiedEntry,
+    VerifiedRoster, build_entry, build_entry_with, sign_succession, verify_dir_key,
+    verify_succession,
 };
 pub use invite::{
     INVITE_PREFIX, InviteError, InviteParams, IssuedInvite, ParsedInvite, issue_invite,

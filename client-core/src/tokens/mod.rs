@@ -40,11 +40,14 @@ mod relay;
 mod wallet;
 
 pub use relay::{
-    bootstrap, mint_device_registration, mint_registrations, refill, register, register_device,
-    revoke, revoke_device, token_key,
+    bootstrap, bootstrap_issuer, mint_device_registration, mint_registrations, refill, register,
+    register_device, revoke, revoke_device, token_key,
 };
 pub use wallet::TokenWallet;
-pub(crate) use wallet::{KEY_WARNING_PREFIX, PERIOD_KEY_PREFIX};
+pub(crate) use wallet::{
+    KEY_WARNING_PREFIX, NAMED_KEY_PREFIX, PERIOD_KEY_PREFIX, by_key_id, key_generation, key_period,
+    set_team_token_issuer,
+};
 
 use bytes::Bytes;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
@@ -124,6 +127,16 @@ pub enum TokenError {
         "the relay's token key is not signed by the issuer key your team pinned; it may be trying to track you: do not use it and tell your admin"
     )]
     BadIssuerSignature,
+    /// The relay's token key is of another period than the current one.
+    #[error(
+        "the relay's token key is for period {period}, not the current period {current}: it may be trying to track you (or this device's clock is wrong); do not use it, check the clock and tell your admin"
+    )]
+    KeyOutsidePeriod {
+        /// The period the key names.
+        period: u64,
+        /// The current period by this device's clock.
+        current: u64,
+    },
     /// The DLEQ proof does not verify.
     #[error(
         "the relay's tokens do not prove they were made with its published key; it may be trying to track you: do not use it and tell your admin"

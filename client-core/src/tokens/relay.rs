@@ -21,6 +21,17 @@ pub async fn bootstrap(
     code: &str,
     admin_key: &SigningKey,
 ) -> Result<VerifyingKey, TokenError> {
+    Ok(bootstrap_issuer(conn, code, admin_key).await?.0)
+}
+
+/// [`bootstrap`], also returning the relay's token period in seconds (0
+/// from a relay that does not say), which the admin writes into the
+/// team's roster.
+pub async fn bootstrap_issuer(
+    conn: &RelayConnection,
+    code: &str,
+    admin_key: &SigningKey,
+) -> Result<(VerifyingKey, u64), TokenError> {
     let request = Request::Bootstrap(wire::Bootstrap {
         code: code.to_owned(),
         admin_key: admin_key.verifying_key().to_bytes().to_vec().into(),
@@ -32,8 +43,9 @@ pub async fn bootstrap(
                 .as_ref()
                 .try_into()
                 .map_err(|_| TokenError::Protocol("issuer key of the wrong length".into()))?;
-            VerifyingKey::from_bytes(&bytes)
-                .map_err(|_| TokenError::Protocol("issuer key is not an ed25519 key".into()))
+            let key = VerifyingKey::from_bytes(&bytes)
+                .map_err(|_| TokenError::Protocol("issuer key is not an ed25519 key".into()))?;
+            Ok((key, ok.token_period_secs))
         }
         other => Err(unexpected(&other)),
     }

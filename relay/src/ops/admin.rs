@@ -100,6 +100,7 @@ impl<S: Storage> Relay<S> {
         tracing::info!("relay bootstrapped: admin credential stored");
         Ok(wire::BootstrapOk {
             issuer_key: self.tokens.issuer_key().to_vec().into(),
+            token_period_secs: self.tokens.config.token_period_secs,
         })
     }
 

@@ -126,10 +126,19 @@ impl Membership {
                 version: 0,
                 handles: Vec::new(),
                 admin: None,
+                issuer: None,
             });
         };
         let signed = directory.open_value(&slot, &value)?;
         let roster = directory.verify_roster(&signed, self.roster_version)?;
+        // T vouches for the issuer key: a relay that shows this device
+        // another one (to tag its tokens) is refused here.
+        if let Some(issuer) = roster.issuer {
+            if issuer.issuer_key != self.issuer_key {
+                return Err(TeamError::IssuerKeyMismatch);
+            }
+            self.token_issuer = Some(issuer);
+        }
         self.roster_version = roster.version;
         if let Some(admin) = &roster.admin {
             self.team_admin = Some(admin.clone());
@@ -194,7 +203,8 @@ impl Membership {
         let directory = team.directory();
         let slot: SlotId = directory.roster_slot();
         let version = self.roster_version + 1;
-        let signed = team.sign_roster_by(version, handles, &self.handle);
+        let signed =
+            team.sign_roster_with(version, handles, &self.handle, self.token_issuer.as_ref());
         let value = directory.seal_value(&slot, &signed)?;
         conn.slot_put(&slot, version, value.into_bytes(), &team.roster_owner())
             .await?;

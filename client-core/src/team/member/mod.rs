@@ -87,6 +87,12 @@ pub enum TeamError {
     /// This device was removed from the member's devices.
     #[error("this device was removed from your devices; it can no longer send or read")]
     DeviceRemoved,
+    /// The team record names another token issuer key than this device
+    /// pinned.
+    #[error(
+        "the team's roster names another relay issuer key than the one this device pinned: the relay or your invite may have been tampered with; tell your admin"
+    )]
+    IssuerKeyMismatch,
 }
 
 /// What a device stores about its team (inside the encrypted store).
@@ -167,6 +173,10 @@ pub struct Membership {
     /// The team admin's handle, as the last roster read named it.
     #[serde(default)]
     team_admin: Option<String>,
+    /// The token issuer as the newest roster names it (on the admin's
+    /// devices: as the relay told the admin), DESIGN §7.
+    #[serde(default)]
+    token_issuer: Option<super::directory::TokenIssuer>,
 }
 
 /// The team and relay a new membership starts from.
@@ -291,6 +301,7 @@ impl Membership {
             applied: Default::default(),
             registrations: Default::default(),
             team_admin: None,
+            token_issuer: None,
         }
     }
 
@@ -301,6 +312,18 @@ impl Membership {
         membership.team_seed = Some(team.team.to_bytes());
         membership.relay_admin_seed = Some(relay_admin.to_bytes());
         membership
+    }
+
+    /// The token issuer the team record names (`None` until a roster that
+    /// names one was read).
+    pub fn token_issuer(&self) -> Option<super::directory::TokenIssuer> {
+        self.token_issuer
+    }
+
+    /// Admin: records the token issuer the relay reported at bootstrap,
+    /// for the rosters to come.
+    pub fn set_token_issuer(&mut self, issuer: super::directory::TokenIssuer) {
+        self.token_issuer = Some(issuer);
     }
 
     /// The admin's relay credential.
