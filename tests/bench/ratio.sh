@@ -131,8 +131,10 @@ def ratio(a, b):
     return f"{a / b:.2f}" if b else "n/a"
 others = s.get("cpu", {}).get("other_processes")
 relay_cores = s.get("cpu", {}).get("external_relay_process")
+gen_cores = s.get("cpu", {}).get("by_thread_group", {}).get("load generator")
 state = (f"load avg {la_floor} / {la_sotto}; relay cores floor {f.get('relay_cpu_pct', 0) / 100:.2f}"
-         f" sotto {relay_cores}; others during sotto {others}")
+         f" sotto {relay_cores}; generator cores floor {f.get('generator_cpu_pct', 0) / 100:.2f}"
+         f" sotto {gen_cores}; others during sotto {others}")
 if kind == "saturated":
     fv, sv = f["delivered_per_s"], s["delivered_per_sec"]
     print(f"{round_:>5}  delivered msg/s      floor {fv:>9.0f}  sotto {sv:>9.0f}  ratio {ratio(sv, fv):>5}   {state}")
