@@ -9,8 +9,10 @@
 //!   memory per connection.
 //! - `catchup`: an offline mailbox with K blobs is drained.
 //!
-//! Support: `target` (embedded or remote relay), `stamp` (timestamped load
-//! blobs, histograms), `procstat` (`/proc` memory and CPU), `report`.
+//! Support: `target` (embedded or remote relay), `tokens` (real access
+//! tokens, so that connection setup includes their redemption), `stamp`
+//! (timestamped load blobs, histograms), `procstat` (`/proc` memory and
+//! CPU), `report`.
 //! `docs/BENCHMARKS.md` has the figures and how to reproduce them.
 
 #[path = "../load/catchup.rs"]

@@ -1,6 +1,8 @@
 //! `connections`: opens N subscribed connections (one fresh mailbox each,
 //! as N idle devices would), holds them, and reports how many succeeded,
-//! the handshake rate, and the relay's resident memory per connection.
+//! the handshake rate, the relay's CPU per connection setup (with token
+//! redemption when the run has tokens), and the relay's resident memory
+//! per connection.
 //!
 //! Each client connection has its own UDP socket (DESIGN §2.3), so N is
 //! capped by this process's open-file limit. Memory is the relay process's
