@@ -64,7 +64,7 @@ stop_relay() {
 }
 cleanup() {
     stop_relay
-    rm -rf "$SOTTO_DIR"
+    rm -rf "$SOTTO_DIR" "$BENCH_DIR/quic-floor"
 }
 trap cleanup EXIT
 
@@ -91,14 +91,18 @@ sotto_run() {
         [ -n "$addr" ] && [ -n "$fingerprint" ] && [ -n "$code" ] && break
         sleep 0.1
     done
+    # This runs in a command substitution, where the EXIT trap does not
+    # apply: stop the relay on every path out.
     if [ -z "$code" ]; then
         echo "ratio.sh: sotto-relay did not start; its stderr:" >&2
         cat "$SOTTO_DIR/relay.err" >&2
-        exit 1
+        stop_relay
+        return 1
     fi
     "$LOAD_BIN" --relay "$addr" --fingerprint "$fingerprint" --relay-pid "$RELAY_PID" \
         --bootstrap-code "$code" --json \
-        throughput "${WORKLOAD[@]}" --size 1024 --duration "$DURATION" --warmup "$WARMUP" "$@"
+        throughput "${WORKLOAD[@]}" --size 1024 --duration "$DURATION" --warmup "$WARMUP" "$@" \
+        || { stop_relay; return 1; }
     stop_relay
 }
 
