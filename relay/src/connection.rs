@@ -79,16 +79,20 @@ impl<S: Storage> Clone for Outbox<S> {
 /// A frame and its share of the byte budget, counted in
 /// [`Stats::queued_bytes`] until it is dropped.
 ///
-/// The frame is boxed: the outgoing channel allocates its slots in blocks
-/// of 32 up front, and an inline `ServerFrame` made that block 5.4 KiB on
-/// every connection, idle or not (a heap profile of idle connections).
-struct Queued<S: Storage> {
-    frame: Box<wire::ServerFrame>,
+/// One box holds all of it: the outgoing channel allocates its slots in
+/// blocks of 32 up front, on every connection, idle or not. An inline
+/// `ServerFrame` made that block 5.4 KiB (a heap profile of idle
+/// connections); a boxed frame beside its permit and relay handle, 32-byte
+/// slots, 1 KiB; a pointer, 8-byte slots, 256 bytes.
+struct Queued<S: Storage>(Box<QueuedFrame<S>>);
+
+struct QueuedFrame<S: Storage> {
+    frame: wire::ServerFrame,
     permit: OwnedSemaphorePermit,
     relay: Arc<Relay<S>>,
 }
 
-impl<S: Storage> Drop for Queued<S> {
+impl<S: Storage> Drop for QueuedFrame<S> {
     fn drop(&mut self) {
         let bytes = self.permit.num_permits() as u64;
         self.relay
@@ -125,7 +129,6 @@ impl<S: Storage> Outbox<S> {
         frame: wire::ServerFrame,
     ) -> std::pin::Pin<Box<impl std::future::Future<Output = Result<(), WriterGone>> + Send + '_>>
     {
-        let frame = Box::new(frame);
         Box::pin(async move {
             // A frame larger than the whole budget takes all of it.
             let cost = frame.encoded_len().clamp(1, OUT_BYTES) as u32;
@@ -136,11 +139,11 @@ impl<S: Storage> Outbox<S> {
                 .await
                 .map_err(|_| WriterGone)?;
             Stats::bump(&self.relay.stats.queued_bytes, u64::from(cost));
-            let queued = Queued {
+            let queued = Queued(Box::new(QueuedFrame {
                 frame,
                 permit,
                 relay: self.relay.clone(),
-            };
+            }));
             self.frames.send(queued).await.map_err(|_| WriterGone)
         })
     }
@@ -314,6 +317,12 @@ pub(crate) async fn serve<S: Storage>(
                         }
                     }
                 }
+                // Every frame read: let the buffer go (frames already handed
+                // on keep their own slice of it), so an idle connection keeps
+                // none.
+                if decoder.finish().is_ok() {
+                    decoder = FrameDecoder::new(relay.limits.max_frame as usize);
+                }
             }
         }
     }
@@ -331,18 +340,19 @@ pub(crate) async fn serve<S: Storage>(
 
 /// Sends queued frames, gathering whatever is ready into one write.
 async fn write_loop<S: Storage>(mut send: quinn::SendStream, mut queue: mpsc::Receiver<Queued<S>>) {
-    // Grown on demand and let go when large: an idle connection holds no
-    // write buffer worth speaking of.
+    // Grown on demand and let go whenever the queue runs dry: an idle
+    // connection holds no write buffer at all, and a busy one reuses its
+    // buffer for as long as frames keep coming.
     let mut buf = BytesMut::new();
     // The budget of the frames in `buf` returns once quinn has taken them.
     let mut written = Vec::new();
     while let Some(queued) = queue.recv().await {
-        encode_frame(&queued.frame, &mut buf);
+        encode_frame(&queued.0.frame, &mut buf);
         written.push(queued);
         while buf.len() < WRITE_BATCH {
             match queue.try_recv() {
                 Ok(queued) => {
-                    encode_frame(&queued.frame, &mut buf);
+                    encode_frame(&queued.0.frame, &mut buf);
                     written.push(queued);
                 }
                 Err(_) => break,
@@ -351,13 +361,13 @@ async fn write_loop<S: Storage>(mut send: quinn::SendStream, mut queue: mpsc::Re
         if send.write_all(&buf).await.is_err() {
             return;
         }
-        if buf.capacity() > IDLE_WRITE_BUFFER {
+        if queue.is_empty() || buf.capacity() > IDLE_WRITE_BUFFER {
             buf = BytesMut::new();
         } else {
             buf.clear();
         }
         written.clear();
-        if written.capacity() > 64 {
+        if queue.is_empty() || written.capacity() > 64 {
             written = Vec::new();
         }
     }

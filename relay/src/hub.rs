@@ -32,6 +32,10 @@ use crate::storage::Seq;
 const QUEUE_BLOBS: usize = 64;
 /// Most blob bytes a subscription queues (one blob is always accepted).
 const QUEUE_BYTES: usize = 128 * 1024;
+/// Queue slots an empty queue may keep allocated. A queue that once held a
+/// burst would otherwise keep room for [`QUEUE_BLOBS`] entries (48 bytes
+/// each, 3 KiB) for as long as its connection stays idle.
+const IDLE_QUEUE_SLOTS: usize = 8;
 
 /// Appends a pusher has not taken yet.
 #[derive(Default)]
@@ -40,6 +44,15 @@ struct Queue {
     floor: Stamp,
     blobs: VecDeque<(Stamp, Seq, Bytes)>,
     bytes: usize,
+}
+
+impl Queue {
+    /// An empty queue gives back the room a burst made it grow to.
+    fn let_go_if_idle(&mut self) {
+        if self.blobs.is_empty() && self.blobs.capacity() > IDLE_QUEUE_SLOTS {
+            self.blobs = VecDeque::new();
+        }
+    }
 }
 
 /// One subscription's wake-up signal and queue.
@@ -106,6 +119,7 @@ impl Subscription {
                 taken.push((seq, blob));
             }
         }
+        queue.let_go_if_idle();
         Some(taken)
     }
 }
@@ -177,6 +191,7 @@ impl Hub {
             {
                 // The pusher is behind: it resumes from storage up to here.
                 queue.blobs.clear();
+                queue.let_go_if_idle();
                 queue.bytes = 0;
                 queue.floor = stamp;
                 continue;
@@ -243,6 +258,34 @@ mod tests {
         // A storage read at watermark 0 pushed up to ID 100 (durable by
         // then); the queue must not push it again.
         assert_eq!(seqs(sub.take(0, 100, 2)), Some(vec![101]));
+    }
+
+    #[test]
+    fn a_drained_queue_lets_go_of_the_room_a_burst_made() {
+        let hub = Arc::new(Hub::default());
+        let mailbox = MailboxId::from_bytes([1; 32]);
+        let sub = hub.subscribe(mailbox);
+        let burst = QUEUE_BLOBS as Stamp;
+        for stamp in 1..=burst {
+            hub.appended(&mailbox, stamp, stamp, &blob(0));
+        }
+        assert!(lock(&sub.live.queue).blobs.capacity() >= QUEUE_BLOBS);
+        let taken = seqs(sub.take(0, 0, burst)).unwrap();
+        assert_eq!(taken.len(), QUEUE_BLOBS);
+        assert!(lock(&sub.live.queue).blobs.capacity() <= IDLE_QUEUE_SLOTS);
+        // An overflow empties the queue, and lets go the same way.
+        let overflow = 2 * burst + 1;
+        for stamp in burst + 1..=overflow {
+            hub.appended(&mailbox, stamp, stamp, &blob(0));
+        }
+        assert!(lock(&sub.live.queue).blobs.is_empty());
+        assert!(lock(&sub.live.queue).blobs.capacity() <= IDLE_QUEUE_SLOTS);
+        // Still a working queue afterwards.
+        hub.appended(&mailbox, overflow + 1, overflow + 1, &blob(0));
+        assert_eq!(
+            seqs(sub.take(overflow, overflow, overflow + 1)),
+            Some(vec![overflow + 1])
+        );
     }
 
     #[test]

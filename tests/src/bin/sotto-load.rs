@@ -9,8 +9,10 @@
 //!   memory per connection.
 //! - `catchup`: an offline mailbox with K blobs is drained.
 //!
-//! Support: `target` (embedded or remote relay), `stamp` (timestamped load
-//! blobs, histograms), `procstat` (`/proc` memory and CPU), `report`.
+//! Support: `target` (embedded or remote relay), `tokens` (real access
+//! tokens, so that connection setup includes their redemption), `stamp`
+//! (timestamped load blobs, histograms), `procstat` (`/proc` memory and
+//! CPU), `report`.
 //! `docs/BENCHMARKS.md` has the figures and how to reproduce them.
 
 #[path = "../load/catchup.rs"]
@@ -27,6 +29,8 @@ mod stamp;
 mod target;
 #[path = "../load/throughput.rs"]
 mod throughput;
+#[path = "../load/tokens.rs"]
+mod tokens;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -84,6 +88,17 @@ struct Cli {
     /// [default: the relay's `udp_buffer_bytes`].
     #[arg(long, global = true)]
     relay_udp_buffer: Option<u32>,
+    /// Open every load connection with a real access token, as devices do:
+    /// the load generator bootstraps the relay, registers issuance
+    /// accounts and obtains the tokens before the run (not measured); each
+    /// connection's hello then redeems one. With `--embedded` the relay
+    /// requires tokens; with `--relay`, pass `--bootstrap-code`.
+    #[arg(long, global = true)]
+    tokens: bool,
+    /// A fresh relay's unused admin bootstrap code (it prints it on first
+    /// start); implies `--tokens`.
+    #[arg(long, global = true, requires = "relay")]
+    bootstrap_code: Option<String>,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -106,7 +121,26 @@ enum Report {
     Catchup(catchup::Report),
 }
 
+impl Scenario {
+    /// Load connections the scenario opens (one token each).
+    fn connections(&self) -> usize {
+        match self {
+            Scenario::Throughput(args) => args.senders + args.receivers,
+            Scenario::Connections(args) => args.count,
+            Scenario::Catchup(args) => args.fill_senders.clamp(1, args.messages.max(1)) + 1,
+        }
+    }
+}
+
 impl Report {
+    fn set_tokens(&mut self, issuance: Option<tokens::Issuance>) {
+        match self {
+            Report::Throughput(r) => r.tokens = issuance,
+            Report::Connections(r) => r.tokens = issuance,
+            Report::Catchup(r) => r.tokens = issuance,
+        }
+    }
+
     fn set_target(&mut self, target: String) {
         match self {
             Report::Throughput(r) => r.target = target,
@@ -138,7 +172,8 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
-    let target = match (&cli.relay, &cli.fingerprint) {
+    let with_tokens = cli.tokens || cli.bootstrap_code.is_some();
+    let mut target = match (&cli.relay, &cli.fingerprint) {
         (Some(addr), Some(fingerprint)) => Target::remote(*addr, fingerprint, cli.relay_pid)?,
         _ if cli.embedded => Target::embedded(
             cli.relay_threads,
@@ -146,6 +181,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             cli.default_limits,
             cli.storage,
             cli.relay_udp_buffer,
+            with_tokens,
         )?,
         _ => {
             anyhow::bail!("say which relay to load: --embedded, or --relay ADDR --fingerprint HEX")
@@ -166,13 +202,31 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         .build()
         .context("cannot start the load generator's runtime")?;
     let result = runtime.block_on(async {
-        anyhow::Ok(match &cli.scenario {
-            Scenario::Throughput(args) => Report::Throughput(throughput::run(&target, args).await?),
+        let issuance = if with_tokens {
+            let code = cli
+                .bootstrap_code
+                .clone()
+                .or_else(|| target.bootstrap_code())
+                .context("--tokens against a running relay needs its --bootstrap-code")?;
+            Some(
+                target
+                    .obtain_tokens(&code, cli.scenario.connections())
+                    .await
+                    .context("cannot obtain access tokens")?,
+            )
+        } else {
+            None
+        };
+        let target = &target;
+        let mut report = match &cli.scenario {
+            Scenario::Throughput(args) => Report::Throughput(throughput::run(target, args).await?),
             Scenario::Connections(args) => {
-                Report::Connections(connections::run(&target, args).await?)
+                Report::Connections(connections::run(target, args).await?)
             }
-            Scenario::Catchup(args) => Report::Catchup(catchup::run(&target, args).await?),
-        })
+            Scenario::Catchup(args) => Report::Catchup(catchup::run(target, args).await?),
+        };
+        report.set_tokens(issuance);
+        anyhow::Ok(report)
     });
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     target.shutdown();

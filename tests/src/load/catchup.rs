@@ -18,6 +18,7 @@ use crate::report::per_sec;
 use crate::stamp::{self, Stamp};
 use crate::target::Target;
 use crate::throughput::new_inbox;
+use crate::tokens::Issuance;
 
 /// How the offline device catches up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -57,6 +58,8 @@ pub(crate) struct Args {
 pub(crate) struct Report {
     pub(crate) scenario: &'static str,
     pub(crate) target: String,
+    /// Access tokens presented (one per connection), if the run has them.
+    pub(crate) tokens: Option<Issuance>,
     pub(crate) via: Via,
     pub(crate) messages: usize,
     pub(crate) size: usize,
@@ -104,7 +107,8 @@ pub(crate) async fn run(target: &Target, args: &Args) -> anyhow::Result<Report> 
     let fill_secs = fill(target, &inbox, args).await?;
 
     let started = Instant::now();
-    let conn = RelayConnection::connect(&target.addr, None)
+    let conn = target
+        .connect()
         .await
         .context("the catching-up receiver cannot connect")?;
     let connect = started.elapsed();
@@ -123,6 +127,7 @@ pub(crate) async fn run(target: &Target, args: &Args) -> anyhow::Result<Report> 
     Ok(Report {
         scenario: "catchup",
         target: String::new(),
+        tokens: None,
         via: args.via,
         messages: args.messages,
         size: args.size,
@@ -142,11 +147,9 @@ pub(crate) async fn run(target: &Target, args: &Args) -> anyhow::Result<Report> 
 async fn fill(target: &Target, inbox: &BlindedInbox, args: &Args) -> anyhow::Result<f64> {
     let mailbox = inbox.mailbox_id();
     let senders = args.fill_senders.clamp(1, args.messages);
-    let conns = futures::future::try_join_all(
-        (0..senders).map(|_| RelayConnection::connect(&target.addr, None)),
-    )
-    .await
-    .context("a filling sender cannot connect")?;
+    let conns = futures::future::try_join_all((0..senders).map(|_| target.connect()))
+        .await
+        .context("a filling sender cannot connect")?;
     let started = Instant::now();
     let origin = started;
     futures::future::try_join_all(conns.iter().enumerate().map(|(id, conn)| async move {

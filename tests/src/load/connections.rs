@@ -1,6 +1,8 @@
 //! `connections`: opens N subscribed connections (one fresh mailbox each,
 //! as N idle devices would), holds them, and reports how many succeeded,
-//! the handshake rate, and the relay's resident memory per connection.
+//! the handshake rate, the relay's CPU per connection setup (with token
+//! redemption when the run has tokens), and the relay's resident memory
+//! per connection.
 //!
 //! Each client connection has its own UDP socket (DESIGN §2.3), so N is
 //! capped by this process's open-file limit. Memory is the relay process's
@@ -15,11 +17,12 @@ use futures::stream::{self, StreamExt};
 use serde::Serialize;
 use sotto_core::{BlindedInbox, RelayConnection};
 
-use crate::procstat;
+use crate::procstat::{self, CpuSnapshot, CpuUse};
 use crate::report::{Latency, per_sec};
 use crate::stamp;
 use crate::target::Target;
 use crate::throughput::new_inbox;
+use crate::tokens::Issuance;
 
 /// Files kept free for everything that is not a load connection.
 const SPARE_FILES: u64 = 256;
@@ -36,6 +39,9 @@ pub(crate) struct Args {
     /// Handshakes in progress at once.
     #[arg(long, default_value_t = 64)]
     pub(crate) parallel: usize,
+    /// Seconds to let the relay's memory settle before each RSS reading.
+    #[arg(long, default_value_t = 1.0)]
+    pub(crate) settle: f64,
 }
 
 /// The result of a `connections` run.
@@ -55,6 +61,16 @@ pub(crate) struct Report {
     pub(crate) handshakes_per_sec: f64,
     /// Connect + hello + subscribe time per connection.
     pub(crate) handshake_latency: Latency,
+    /// Relay CPU (user + system) while the connections were opened, per
+    /// connection that succeeded: QUIC and TLS handshake, hello (with
+    /// token redemption when the run has tokens), subscribe (blinded-key
+    /// signature check). Granularity: the kernel's 10 ms CPU tick over the
+    /// whole opening phase.
+    pub(crate) relay_cpu_ms_per_connection: Option<f64>,
+    /// Relay and other processes' cores while the connections were opened.
+    pub(crate) cpu_while_opening: CpuUse,
+    /// Access tokens presented (one per connection), if the run has them.
+    pub(crate) tokens: Option<Issuance>,
     pub(crate) hold_secs: f64,
     /// Which process the memory figures are for.
     pub(crate) memory_of: String,
@@ -86,6 +102,24 @@ impl std::fmt::Display for Report {
             "  opened in {:.2} s: {:.0} handshakes/s; handshake {}",
             self.open_secs, self.handshakes_per_sec, self.handshake_latency
         )?;
+        let tokens = match &self.tokens {
+            Some(issuance) => format!(
+                "with token redemption ({} tokens from {} accounts, issued in {:.2} s before)",
+                issuance.tokens, issuance.accounts, issuance.secs
+            ),
+            None => "without tokens".into(),
+        };
+        match self.relay_cpu_ms_per_connection {
+            Some(ms) => writeln!(
+                f,
+                "  relay CPU per connection setup {tokens}: {ms:.3} ms; while opening: {}",
+                self.cpu_while_opening
+            )?,
+            None => writeln!(
+                f,
+                "  relay CPU per connection setup: n/a (pass --relay-pid)"
+            )?,
+        }
         match (
             self.rss_before_kib,
             self.rss_after_kib,
@@ -132,11 +166,17 @@ pub(crate) async fn run(target: &Target, args: &Args) -> anyhow::Result<Report> 
     let relay_pid = target.relay_pid;
     let own_pid = std::process::id();
     let separate_relay = relay_pid.is_some_and(|pid| pid != own_pid);
-    let settle = || tokio::time::sleep(Duration::from_secs(1));
+    let settle = || tokio::time::sleep(Duration::from_secs_f64(args.settle.max(0.0)));
     settle().await;
     let rss_before = relay_pid.and_then(procstat::rss_kib);
     let client_before = procstat::rss_kib(own_pid);
 
+    let external = if target.is_embedded() {
+        None
+    } else {
+        relay_pid
+    };
+    let cpu_before = CpuSnapshot::take(external);
     let started = Instant::now();
     let results: Vec<_> = stream::iter(0..args.count)
         .map(|_| open_one(target))
@@ -144,6 +184,7 @@ pub(crate) async fn run(target: &Target, args: &Args) -> anyhow::Result<Report> 
         .collect()
         .await;
     let open_secs = started.elapsed().as_secs_f64();
+    let cpu_while_opening = cpu_before.cores_until(&CpuSnapshot::take(external), open_secs);
 
     let mut hist = stamp::histogram();
     let mut held: Vec<(RelayConnection, BlindedInbox)> = Vec::with_capacity(args.count);
@@ -160,6 +201,14 @@ pub(crate) async fn run(target: &Target, args: &Args) -> anyhow::Result<Report> 
         }
     }
     let succeeded = held.len();
+    let relay_cores = if target.is_embedded() {
+        cpu_while_opening.by_thread_group.get("relay").copied()
+    } else {
+        cpu_while_opening.external_relay_process
+    };
+    let relay_cpu_ms_per_connection = relay_cores
+        .filter(|_| succeeded > 0)
+        .map(|cores| (cores * open_secs * 1000.0 / succeeded as f64 * 1000.0).round() / 1000.0);
     // Let allocations from the handshake burst settle before measuring.
     settle().await;
     let rss_after = relay_pid.and_then(procstat::rss_kib);
@@ -193,6 +242,9 @@ pub(crate) async fn run(target: &Target, args: &Args) -> anyhow::Result<Report> 
         open_secs: (open_secs * 1000.0).round() / 1000.0,
         handshakes_per_sec: per_sec(succeeded as u64, open_secs),
         handshake_latency: Latency::of(&hist),
+        relay_cpu_ms_per_connection,
+        cpu_while_opening,
+        tokens: None,
         hold_secs: args.hold,
         memory_of: if separate_relay {
             format!("relay process {}", relay_pid.unwrap_or_default())
@@ -216,9 +268,7 @@ pub(crate) async fn run(target: &Target, args: &Args) -> anyhow::Result<Report> 
 async fn open_one(target: &Target) -> anyhow::Result<(RelayConnection, BlindedInbox, Duration)> {
     let started = Instant::now();
     let inbox = new_inbox();
-    let conn = RelayConnection::connect(&target.addr, None)
-        .await
-        .context("connect")?;
+    let conn = target.connect().await.context("connect")?;
     conn.subscribe(&inbox, 0).await.context("subscribe")?;
     Ok((conn, inbox, started.elapsed()))
 }

@@ -13,10 +13,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use serde::Serialize;
-use sotto_core::RelayAddr;
+use sotto_core::{NetError, RelayAddr, RelayConnection};
 use sotto_relay::{
     Config, Limits, MemoryStorage, RelayCert, Server, SledStorage, Storage, SystemClock,
 };
+
+use crate::tokens::{Issuance, Tokens};
 
 /// The embedded relay's storage backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -72,12 +74,16 @@ pub(crate) struct Target {
     /// The process whose memory and CPU are the relay's, if known.
     pub(crate) relay_pid: Option<u32>,
     embedded: Option<Embedded>,
+    /// One access token per load connection, when the relay requires them.
+    tokens: Option<Tokens>,
 }
 
 struct Embedded {
     runtime: tokio::runtime::Runtime,
     server: Option<Running>,
     limit_changes: Option<LimitChanges>,
+    /// The fresh relay's admin bootstrap code, for `--tokens`.
+    bootstrap_code: Option<String>,
     // Deleted when the target is dropped, after the relay stopped.
     _dir: tempfile::TempDir,
 }
@@ -98,6 +104,7 @@ impl Target {
             addr: RelayAddr { addr, fingerprint },
             relay_pid: pid,
             embedded: None,
+            tokens: None,
         })
     }
 
@@ -109,6 +116,7 @@ impl Target {
         default_limits: bool,
         backend: Backend,
         udp_buffer: Option<u32>,
+        require_tokens: bool,
     ) -> anyhow::Result<Self> {
         let dir = match parent {
             Some(parent) => tempfile::tempdir_in(parent),
@@ -138,9 +146,10 @@ impl Target {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: dir.path().join("relay"),
             limits,
-            // The load tool measures the relay's data path; it holds no tokens.
+            // Without `--tokens` the load tool measures the relay's data
+            // path alone and holds no tokens.
             tokens: sotto_relay::TokenConfig {
-                require_tokens: false,
+                require_tokens,
                 ..Default::default()
             },
             ..Config::default()
@@ -173,10 +182,11 @@ impl Target {
                 )
             }
         };
-        let (addr, fingerprint) = match &server {
-            Running::Sled(s) => (s.local_addr(), s.fingerprint()),
-            Running::Memory(s) => (s.local_addr(), s.fingerprint()),
+        let (addr, fingerprint, bootstrap_code) = match &server {
+            Running::Sled(s) => (s.local_addr(), s.fingerprint(), s.new_bootstrap_code()),
+            Running::Memory(s) => (s.local_addr(), s.fingerprint(), s.new_bootstrap_code()),
         };
+        let bootstrap_code = bootstrap_code.map(str::to_owned);
         Ok(Self {
             addr: RelayAddr { addr, fingerprint },
             relay_pid: Some(std::process::id()),
@@ -184,14 +194,46 @@ impl Target {
                 runtime,
                 server: Some(server),
                 limit_changes,
+                bootstrap_code,
                 _dir: dir,
             }),
+            tokens: None,
         })
+    }
+
+    /// Bootstraps the relay with its unused bootstrap `code` and obtains
+    /// `count` access tokens; from then on every [`Target::connect`]
+    /// presents one.
+    pub(crate) async fn obtain_tokens(
+        &mut self,
+        code: &str,
+        count: usize,
+    ) -> anyhow::Result<Issuance> {
+        let (tokens, issuance) = Tokens::obtain(&self.addr, code, count).await?;
+        self.tokens = Some(tokens);
+        Ok(issuance)
+    }
+
+    /// Opens a load connection: QUIC and TLS handshake, then hello with an
+    /// access token if the run has them (the relay redeems it).
+    pub(crate) async fn connect(&self) -> anyhow::Result<RelayConnection> {
+        let token = match &self.tokens {
+            Some(tokens) => Some(tokens.take()?),
+            None => None,
+        };
+        RelayConnection::connect(&self.addr, token)
+            .await
+            .map_err(|error: NetError| anyhow::Error::new(error))
     }
 
     /// Whether the relay runs in this process.
     pub(crate) fn is_embedded(&self) -> bool {
         self.embedded.is_some()
+    }
+
+    /// The embedded relay's unused bootstrap code.
+    pub(crate) fn bootstrap_code(&self) -> Option<String> {
+        self.embedded.as_ref()?.bootstrap_code.clone()
     }
 
     /// Limits changed from the defaults (embedded only).

@@ -27,6 +27,7 @@ use crate::procstat::{self, CpuSnapshot, CpuUse};
 use crate::report::{Latency, merge, per_sec};
 use crate::stamp::{self, Stamp};
 use crate::target::{LimitChanges, Target};
+use crate::tokens::Issuance;
 
 /// Offered load.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -159,6 +160,8 @@ pub(crate) struct Report {
     pub(crate) udp_receive_drops: Option<u64>,
     pub(crate) totals: Totals,
     pub(crate) relay_limits_changed: Option<LimitChanges>,
+    /// Access tokens presented (one per connection), if the run has them.
+    pub(crate) tokens: Option<Issuance>,
 }
 
 impl std::fmt::Display for Report {
@@ -287,9 +290,7 @@ pub(crate) async fn run(target: &Target, args: &Args) -> anyhow::Result<Report> 
     // Receivers subscribe before any put, so every blob is pushed live.
     let receivers = futures::future::try_join_all((0..args.receivers).map(|_| async {
         let inbox = new_inbox();
-        let conn = RelayConnection::connect(&target.addr, None)
-            .await
-            .context("receiver cannot connect")?;
+        let conn = target.connect().await.context("receiver cannot connect")?;
         conn.subscribe(&inbox, 0)
             .await
             .context("receiver cannot subscribe")?;
@@ -300,11 +301,10 @@ pub(crate) async fn run(target: &Target, args: &Args) -> anyhow::Result<Report> 
         .iter()
         .map(|(_, inbox)| inbox.mailbox_id())
         .collect();
-    let senders = futures::future::try_join_all((0..args.senders).map(|_| async {
-        RelayConnection::connect(&target.addr, None)
-            .await
-            .context("sender cannot connect")
-    }))
+    let senders = futures::future::try_join_all(
+        (0..args.senders)
+            .map(|_| async { target.connect().await.context("sender cannot connect") }),
+    )
     .await?;
 
     let counters = Arc::new(Counters::default());
@@ -427,6 +427,7 @@ pub(crate) async fn run(target: &Target, args: &Args) -> anyhow::Result<Report> 
             first_error,
         },
         relay_limits_changed: target.limit_changes(),
+        tokens: None,
     })
 }
 
