@@ -463,6 +463,11 @@ pub(crate) async fn exec(app: &mut App, command: Command, ctx: &mut Ctx) -> anyh
                 format!("{handle} was removed from the team."),
                 json!({"revoked": handle}),
             );
+            // What the revocation did besides (invites withdrawn because
+            // they carry the old directory key): now, not at the next sync.
+            for notice in app.take_notices()? {
+                out.err(format_args!("sotto: notice: {notice}"));
+            }
         }
         Command::Members => {
             for member in app.members().await? {

@@ -316,35 +316,8 @@ fn the_errors_people_hit_are_clear_with_distinct_exit_codes() {
 
 #[test]
 fn interactive_sas_verification_through_the_relay() {
-    use std::io::Write;
     let (_relay, _homes, alice, bob) = team_of_two();
-
-    let start = |home: &Path, peer: &str| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sotto"))
-            .arg("--home")
-            .arg(home)
-            .args(["verify", peer, "--sas", "--json", "--timeout", "60"])
-            .env("SOTTO_LOG", "error")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // Both people see matching emoji and say so.
-        child.stdin.take().unwrap().write_all(b"y\n").unwrap();
-        child
-    };
-    let (a, b) = (start(&alice, "bob"), start(&bob, "alice"));
-    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
-    let (a, b) = (messages(&ok(&a)), messages(&ok(&b)));
-    assert_eq!(
-        a[0]["sas_decimals"], b[0]["sas_decimals"],
-        "both devices show the same code"
-    );
-    assert_eq!(a[0]["sas_emoji"], b[0]["sas_emoji"]);
-    assert_eq!(a[0]["sas_emoji"].as_array().unwrap().len(), 7);
-    assert_eq!(a.last().unwrap()["verified"], true);
-    assert_eq!(b.last().unwrap()["verified"], true);
+    verify_both_by_sas(&alice, &bob);
     let status = |home: &Path, peer: &str| {
         let out = ok(&sotto(home, &["verify", peer, "--json"]));
         serde_json::from_str::<serde_json::Value>(out.trim()).unwrap()["verified"].clone()
@@ -642,4 +615,18 @@ fn a_second_device_linked_approved_and_removed_through_the_cli() {
     let removed = sotto(&laptop, &["--json", "sync"]);
     let shown = String::from_utf8_lossy(&removed.stdout);
     assert!(!shown.contains("after removal"), "{shown}");
+}
+
+#[test]
+fn revoke_says_at_once_which_outstanding_invites_it_withdrew() {
+    let (_relay, _homes, alice, _bob) = team_of_two();
+    let _code = invite(&alice, "carol", "7d");
+    let out = sotto(&alice, &["revoke", "bob"]);
+    let stdout = ok(&out);
+    assert!(stdout.contains("bob was removed"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the invite for carol") && stderr.contains("withdrawn"),
+        "{stderr}"
+    );
 }

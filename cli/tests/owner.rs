@@ -658,33 +658,7 @@ fn verify_sas_runs_through_a_running_owner_as_it_does_without_one() {
     );
     assert_eq!(rpc.error("verify.sas.start", json!({"with": "zed"})), 4);
 
-    let start = |home: &Path, peer: &str| {
-        let mut child = command(
-            home,
-            &["verify", peer, "--sas", "--json", "--timeout", "60"],
-        )
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-        // Both people see matching emoji and say so.
-        child.stdin.take().unwrap().write_all(b"y\n").unwrap();
-        child
-    };
-    let (a, b) = (start(&alice, "bob"), start(&bob, "alice"));
-    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
-    let lines = |out: &str| -> Vec<Value> {
-        out.lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    };
-    let (a, b) = (lines(&ok(&a)), lines(&ok(&b)));
-    assert_eq!(a[0]["sas_decimals"], b[0]["sas_decimals"], "the same code");
-    assert_eq!(a[0]["sas_emoji"], b[0]["sas_emoji"]);
-    assert_eq!(a[0]["sas_emoji"].as_array().unwrap().len(), 7);
-    assert_eq!(a.last().unwrap()["verified"], true);
-    assert_eq!(b.last().unwrap()["verified"], true);
+    verify_both_by_sas(&alice, &bob);
     let members = rpc.call("members", json!({}));
     let bob_entry = members["members"]
         .as_array()

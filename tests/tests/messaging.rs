@@ -403,22 +403,15 @@ async fn listen_gets_pushes_rotates_its_connection_each_epoch_and_read_receipts_
     );
 
     assert_eq!(bob.client.mark_read("alice").unwrap(), 2);
-    let statuses = |alice: &Member| -> Vec<Status> {
-        alice
-            .client
-            .engine()
-            .history("bob")
-            .unwrap()
-            .iter()
-            .map(|m| m.status)
-            .collect()
-    };
     // The receipt waits in bob's outbox for his next delivery.
     alice.client.sync().await.unwrap();
-    assert_eq!(statuses(&alice), vec![Status::Delivered, Status::Delivered]);
+    assert_eq!(
+        statuses(&alice, "bob"),
+        vec![Status::Delivered, Status::Delivered]
+    );
     bob.client.sync().await.unwrap();
     alice.client.sync().await.unwrap();
-    assert_eq!(statuses(&alice), vec![Status::Read, Status::Read]);
+    assert_eq!(statuses(&alice, "bob"), vec![Status::Read, Status::Read]);
     assert_eq!(
         bob.client.mark_read("alice").unwrap(),
         0,
@@ -519,9 +512,7 @@ async fn listen_answers_pushes_together_after_a_random_wait_of_one_to_five_secon
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_receipts_off_marks_read_here_and_tells_no_one() {
     let relay = TestRelay::start().await;
-    let mut alice = Member::new("alice", &relay);
-    let mut bob = Member::new("bob", &relay);
-    introduce(&mut alice, &mut bob);
+    let (mut alice, mut bob) = alice_and_bob(&relay);
     assert!(
         bob.client.engine().read_receipts().unwrap(),
         "on by default"
@@ -547,21 +538,9 @@ async fn read_receipts_off_marks_read_here_and_tells_no_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_client_sends_read_marks_with_its_next_answer_and_only_for_what_was_shown() {
     let relay = TestRelay::start().await;
-    let mut alice = Member::new("alice", &relay);
-    let mut bob = Member::new("bob", &relay);
-    introduce(&mut alice, &mut bob);
+    let (mut alice, mut bob) = alice_and_bob(&relay);
     let mut subscription = bob.client.subscribe().await.unwrap();
     until_subscribed(&relay).await;
-    let status = |alice: &Member| -> Vec<Status> {
-        alice
-            .client
-            .engine()
-            .history("bob")
-            .unwrap()
-            .iter()
-            .map(|m| m.status)
-            .collect()
-    };
     // Takes pushes until `texts` messages came in; answers whatever falls
     // due meanwhile.
     async fn take(bob: &mut Member, subscription: &mut sotto_core::Subscription, texts: usize) {
@@ -588,7 +567,11 @@ async fn a_live_client_sends_read_marks_with_its_next_answer_and_only_for_what_w
     take(&mut bob, &mut subscription, 1).await;
     alice.client.sync().await.unwrap();
     if pushed.elapsed() < sotto_core::ANSWER_DELAY_MIN {
-        assert_ne!(status(&alice)[0], Status::Read, "read receipt sent at once");
+        assert_ne!(
+            statuses(&alice, "bob")[0],
+            Status::Read,
+            "read receipt sent at once"
+        );
     }
     let deadline = pushed + sotto_core::ANSWER_DELAY_MAX + std::time::Duration::from_secs(5);
     loop {
@@ -596,7 +579,7 @@ async fn a_live_client_sends_read_marks_with_its_next_answer_and_only_for_what_w
             bob.client.answer_due(&mut subscription).await.unwrap();
         }
         alice.client.sync().await.unwrap();
-        if status(&alice)[0] == Status::Read {
+        if statuses(&alice, "bob")[0] == Status::Read {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "never read");
@@ -605,7 +588,7 @@ async fn a_live_client_sends_read_marks_with_its_next_answer_and_only_for_what_w
     bob.client.end_subscription(subscription).await.unwrap();
     alice.client.sync().await.unwrap();
     assert_eq!(
-        status(&alice),
+        statuses(&alice, "bob"),
         vec![Status::Read, Status::Delivered],
         "\"two\" came after the conversation was shown"
     );
@@ -617,9 +600,7 @@ async fn a_live_client_sends_read_marks_with_its_next_answer_and_only_for_what_w
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unread_counts_follow_the_read_mark_and_history_reads_in_pages() {
     let relay = TestRelay::start().await;
-    let mut alice = Member::new("alice", &relay);
-    let mut bob = Member::new("bob", &relay);
-    introduce(&mut alice, &mut bob);
+    let (mut alice, mut bob) = alice_and_bob(&relay);
     for n in 1..=5 {
         alice
             .client
@@ -742,6 +723,26 @@ async fn the_request_inbox_is_read_on_a_connection_of_its_own() {
     assert_eq!(message.text, "two");
     bob.client.end_subscription(subscription).await.unwrap();
     relay.stop().await;
+}
+
+/// The statuses of `member`'s history with `peer`, oldest first.
+fn statuses(member: &Member, peer: &str) -> Vec<Status> {
+    member
+        .client
+        .engine()
+        .history(peer)
+        .unwrap()
+        .iter()
+        .map(|m| m.status)
+        .collect()
+}
+
+/// alice and bob on `relay`, each with the other's card.
+fn alice_and_bob(relay: &TestRelay) -> (Member, Member) {
+    let mut alice = Member::new("alice", relay);
+    let mut bob = Member::new("bob", relay);
+    introduce(&mut alice, &mut bob);
+    (alice, bob)
 }
 
 /// Runs `member`'s `listen` on a task until `stop` is sent. The texts of

@@ -213,3 +213,40 @@ pub(crate) fn eventually(what: &str, mut check: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// alice (in `alice`) and bob (in `bob`) verify each other by SAS at the
+/// same time (`verify --sas --json`), both answering "y": each side's
+/// `--json` lines, after checking that both showed the same code and both
+/// ended verified.
+pub(crate) fn verify_both_by_sas(alice: &Path, bob: &Path) {
+    let start = |home: &Path, peer: &str| {
+        let mut child = command(
+            home,
+            &["verify", peer, "--sas", "--json", "--timeout", "60"],
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+        // Both people see matching emoji and say so.
+        child.stdin.take().unwrap().write_all(b"y\n").unwrap();
+        child
+    };
+    let (a, b) = (start(alice, "bob"), start(bob, "alice"));
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let lines = |out: &str| -> Vec<serde_json::Value> {
+        out.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let (a, b) = (lines(&ok(&a)), lines(&ok(&b)));
+    assert_eq!(
+        a[0]["sas_decimals"], b[0]["sas_decimals"],
+        "both devices show the same code"
+    );
+    assert_eq!(a[0]["sas_emoji"], b[0]["sas_emoji"]);
+    assert_eq!(a[0]["sas_emoji"].as_array().unwrap().len(), 7);
+    assert_eq!(a.last().unwrap()["verified"], true);
+    assert_eq!(b.last().unwrap()["verified"], true);
+}
