@@ -314,7 +314,8 @@ pub trait Store: Send + Sync {
 
     /// At most `limit` entries of `tree` under `prefix` whose keys come
     /// after `after` (exclusive), ascending: reading on from a mark without
-    /// opening what lies before it.
+    /// opening what lies before it. `after` starts with `prefix` (a key
+    /// below the prefix yields nothing).
     fn scan_after(
         &self,
         tree: Tree,
