@@ -312,7 +312,12 @@ pub(crate) fn check_directory(data: &[u8]) {
             // Signatures are deterministic: the admin's own encoder
             // reproduces the roster byte for byte.
             assert_eq!(
-                team().sign_roster(roster.version, &roster.handles),
+                team().sign_roster_with(
+                    roster.version,
+                    &roster.handles,
+                    roster.admin.as_deref().unwrap_or_default(),
+                    roster.issuer.as_ref(),
+                ),
                 signed,
                 "a verified roster does not re-encode to itself"
             );

@@ -475,6 +475,13 @@ impl Directory {
             ));
         }
         let issuer = if roster.issuer_key.is_empty() {
+            // A period means nothing without the key it is the period of:
+            // a roster that names one alone would lose it here.
+            if roster.token_period_secs != 0 {
+                return Err(DirectoryError::BadRoster(
+                    "it names a token period but no issuer key",
+                ));
+            }
             None
         } else {
             Some(TokenIssuer {
