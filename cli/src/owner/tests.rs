@@ -25,12 +25,19 @@ async fn message(notes: &mut broadcast::Receiver<Notification>, text: &str) -> N
     .expect("the message in time")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn handles_in_process_and_through_the_socket_answer_alike() {
-    let dir = tempfile::tempdir().unwrap();
+/// An embedded relay in `dir` with `tokens`, a team "acme" whose admin is
+/// `admin`, and the members `handles` joined from its invites; each home
+/// is `dir/HANDLE`.
+async fn team(
+    dir: &std::path::Path,
+    tokens: sotto_relay::TokenConfig,
+    admin: &str,
+    handles: &[&str],
+) -> (sotto_relay::Server, App, Vec<App>) {
     let server = sotto_relay::Server::start(sotto_relay::Config {
         listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().join("relay"),
+        data_dir: dir.join("relay"),
+        tokens,
         ..sotto_relay::Config::default()
     })
     .await
@@ -40,27 +47,46 @@ async fn handles_in_process_and_through_the_socket_answer_alike() {
         fingerprint: server.fingerprint(),
     };
     let bootstrap = server.new_bootstrap_code().unwrap().to_owned();
-    let home = |name: &str| dir.path().join(name);
-    let mut alice = App::create_team(
-        &home("alice"),
-        KeySource::key_file_in(&home("alice")),
+    let mut admin_app = App::create_team(
+        &dir.join(admin),
+        KeySource::key_file_in(&dir.join(admin)),
         relay,
         &bootstrap,
         "acme",
+        admin,
+        system_clock(),
+    )
+    .await
+    .unwrap();
+    let mut members = Vec::new();
+    for handle in handles {
+        let code = admin_app.invite(handle, 3600).await.unwrap();
+        members.push(
+            App::join(
+                &dir.join(handle),
+                KeySource::key_file_in(&dir.join(handle)),
+                &code,
+                system_clock(),
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    (server, admin_app, members)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handles_in_process_and_through_the_socket_answer_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, mut alice, mut members) = team(
+        dir.path(),
+        sotto_relay::TokenConfig::default(),
         "alice",
-        system_clock(),
+        &["bob"],
     )
-    .await
-    .unwrap();
-    let code = alice.invite("bob", 3600).await.unwrap();
-    let bob = App::join(
-        &home("bob"),
-        KeySource::key_file_in(&home("bob")),
-        &code,
-        system_clock(),
-    )
-    .await
-    .unwrap();
+    .await;
+    let bob = members.pop().unwrap();
+    let home = |name: &str| dir.path().join(name);
 
     let (handle, owner) = start(&home("bob"), bob).await.unwrap();
     let mut notes = handle.subscribe();
@@ -126,48 +152,13 @@ async fn handles_in_process_and_through_the_socket_answer_alike() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_owner_refuses_a_revoked_members_messages_without_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let server = sotto_relay::Server::start(sotto_relay::Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().join("relay"),
-        tokens: sotto_relay::TokenConfig {
-            require_tokens: false,
-            ..sotto_relay::TokenConfig::default()
-        },
-        ..sotto_relay::Config::default()
-    })
-    .await
-    .unwrap();
-    let relay = RelayTarget {
-        addr: server.local_addr().to_string(),
-        fingerprint: server.fingerprint(),
+    let tokens = sotto_relay::TokenConfig {
+        require_tokens: false,
+        ..sotto_relay::TokenConfig::default()
     };
-    let bootstrap = server.new_bootstrap_code().unwrap().to_owned();
+    let (server, mut admin, mut members) =
+        team(dir.path(), tokens, "admin", &["bob", "carol"]).await;
     let home = |name: &str| dir.path().join(name);
-    let mut admin = App::create_team(
-        &home("admin"),
-        KeySource::key_file_in(&home("admin")),
-        relay,
-        &bootstrap,
-        "acme",
-        "admin",
-        system_clock(),
-    )
-    .await
-    .unwrap();
-    let mut members = Vec::new();
-    for handle in ["bob", "carol"] {
-        let code = admin.invite(handle, 3600).await.unwrap();
-        members.push(
-            App::join(
-                &home(handle),
-                KeySource::key_file_in(&home(handle)),
-                &code,
-                system_clock(),
-            )
-            .await
-            .unwrap(),
-        );
-    }
     let mut carol = members.pop().unwrap();
     let bob = members.pop().unwrap();
     carol.send("bob", "before").await.unwrap();
