@@ -15,7 +15,8 @@ use crate::{Cli, Command, DeviceCommand, GroupCommand, TeamCommand};
 /// `$XDG_DATA_HOME/sotto` (an absolute `XDG_DATA_HOME` only, as the XDG
 /// spec says), else `~/.local/share/sotto`; `./sotto-home` with no home
 /// directory at all. `--home` and `$SOTTO_HOME` come first (clap).
-fn default_home() -> PathBuf {
+#[must_use]
+pub fn default_home() -> PathBuf {
     directories::BaseDirs::new()
         .map(|dirs| dirs.data_dir().join("sotto"))
         .unwrap_or_else(|| PathBuf::from("sotto-home"))

@@ -18,6 +18,10 @@ mod errors;
 mod output;
 mod owner;
 
+pub use chat::session::{Arrival, Line, Row, Session};
+pub use commands::default_home;
+pub use sotto_core::Status;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -14,6 +14,7 @@
 
 mod backend;
 mod input;
+pub(crate) mod session;
 mod state;
 mod ui;
 
@@ -81,6 +82,12 @@ pub(crate) struct Driver {
     pub(crate) alerts: Vec<String>,
     /// When to look at the directory again (new members, changed keys).
     refresh: tokio::time::Interval,
+    /// Whether to keep [`Driver::arrivals`] (a window's notifications).
+    pub(crate) record_arrivals: bool,
+    /// New messages from others that the user was not looking at.
+    pub(crate) arrivals: Vec<session::Arrival>,
+    /// The owner's notifications ended (it stopped); said once.
+    closed: bool,
 }
 
 /// How often the chat re-reads the members and the directory: a changed
@@ -119,6 +126,9 @@ impl Driver {
                 tokio::time::Instant::now() + REFRESH_EVERY,
                 REFRESH_EVERY,
             ),
+            record_arrivals: false,
+            arrivals: Vec::new(),
+            closed: false,
         };
         driver.chat.say(format!(
             "Welcome, {}. Up/Down and Enter open a conversation; type and Enter sends; /help lists the commands.",
@@ -142,9 +152,55 @@ impl Driver {
     /// A key from the terminal.
     pub(crate) fn key(&mut self, key: KeyEvent) {
         if let Some(action) = input::action(key, self.chat.focus) {
-            let requests = self.chat.apply(action);
-            self.run(requests);
+            self.act(action);
         }
+    }
+
+    /// What a key or a click asks for.
+    pub(crate) fn act(&mut self, action: state::Action) {
+        let requests = self.chat.apply(action);
+        self.run(requests);
+    }
+
+    /// The terminal or window gained or lost the user's focus.
+    pub(crate) fn set_focused(&mut self, focused: bool) {
+        self.focused = focused;
+        if focused && std::mem::take(&mut self.unseen) {
+            self.shown();
+        }
+    }
+
+    /// Applies every result and notification already here, without
+    /// waiting (a window calls it once per frame, in the runtime's
+    /// context); true when anything changed.
+    pub(crate) fn poll(&mut self) -> bool {
+        use tokio::sync::broadcast::error::TryRecvError;
+        let mut changed = false;
+        while let Ok(done) = self.done.try_recv() {
+            self.finished(done);
+            changed = true;
+        }
+        loop {
+            match self.events.try_recv() {
+                Ok(event) => self.notified(event),
+                Err(TryRecvError::Lagged(missed)) => self.missed(missed),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Closed) => {
+                    if !std::mem::replace(&mut self.closed, true) {
+                        self.chat.say("the owner of this profile stopped");
+                        self.chat.on_connection(false);
+                        changed = true;
+                    }
+                    break;
+                }
+            }
+            changed = true;
+        }
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        if self.refresh.poll_tick(&mut context).is_ready() {
+            self.run(vec![Request::Refresh, Request::Sync]);
+        }
+        changed
     }
 
     /// Any terminal event.
@@ -159,13 +215,8 @@ impl Driver {
                     self.run(requests);
                 }
             }
-            TermEvent::FocusGained => {
-                self.focused = true;
-                if std::mem::take(&mut self.unseen) {
-                    self.shown();
-                }
-            }
-            TermEvent::FocusLost => self.focused = false,
+            TermEvent::FocusGained => self.set_focused(true),
+            TermEvent::FocusLost => self.set_focused(false),
             // The next draw takes the new size.
             TermEvent::Resize(..) | TermEvent::Mouse(_) => {}
         }
@@ -306,6 +357,15 @@ impl Driver {
     }
 
     fn alert(&mut self, from: &str, kind: &Kind) {
+        if self.record_arrivals {
+            self.arrivals.push(session::Arrival {
+                from: from.to_owned(),
+                group: match kind {
+                    Kind::Group(name) => Some(name.clone()),
+                    Kind::Contact(_) | Kind::Console => None,
+                },
+            });
+        }
         if let Some(sequence) = alert_sequence(self.options, from, kind) {
             self.alerts.push(sequence);
         }

@@ -1,0 +1,259 @@
+//! The chat without a terminal: what a graphical client (`sotto-desktop`)
+//! drives. The same [`Driver`], state and owner as `sotto chat`; the
+//! window calls [`Session::poll`] once per frame instead of awaiting keys,
+//! and reads what to draw through plain accessors.
+
+use std::path::Path;
+
+use sotto_core::Status;
+
+use super::backend::ChatBackend;
+use super::state::{Action, Entry, Kind};
+use super::{Driver, Options};
+
+/// A profile opened by a graphical client: this process owns it (other
+/// `sotto` commands go through it), or `sotto daemon` does and the
+/// session is one of its clients.
+pub struct Session {
+    driver: Driver,
+    /// Set when this process owns the profile: stopped on [`Session::close`].
+    owner: Option<crate::owner::Owner>,
+    /// New messages from others since the last [`Session::take_arrivals`].
+    arrivals: Vec<Arrival>,
+}
+
+/// A conversation in the side list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Row {
+    /// The name shown: a handle, `#group`, or `sotto` for the console.
+    pub label: String,
+    /// Messages from others not yet shown.
+    pub unread: usize,
+    /// Whether it is a group.
+    pub group: bool,
+    /// The first line of its last message, if one is loaded.
+    pub last: Option<String>,
+}
+
+/// One line of the open conversation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Line<'a> {
+    /// A message.
+    Message {
+        /// Who wrote it (`me` for my own).
+        from: &'a str,
+        /// Whether I wrote it.
+        outgoing: bool,
+        /// The text.
+        text: &'a str,
+        /// The sender's clock, unix milliseconds.
+        sent_at_ms: u64,
+        /// For my own messages: queued, sent, delivered or read.
+        status: Status,
+    },
+    /// A notice: a key changed, a command's output, an error.
+    Notice(&'a str),
+}
+
+/// A message from someone else, for a desktop notification: who and
+/// where, never the text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Arrival {
+    /// The sender's handle.
+    pub from: String,
+    /// The group it was sent to, if any.
+    pub group: Option<String>,
+}
+
+impl Session {
+    /// Opens the profile at `home`: owns it, or attaches to the
+    /// `sotto daemon` that does. `wake` is called from another thread
+    /// whenever something arrives that [`Session::poll`] should apply
+    /// (the window repaints).
+    ///
+    /// # Errors
+    /// The profile cannot be opened (not joined yet, wrong passphrase, its
+    /// store is locked by a one-shot command that does not finish), or
+    /// the owner does not answer.
+    pub async fn open(
+        home: &Path,
+        wake: impl Fn() + Send + Sync + 'static,
+    ) -> anyhow::Result<Self> {
+        let (backend, owner) = match crate::owner::attach(home, "desktop").await? {
+            crate::owner::Attached::Owned(handle, owner) => (handle, Some(owner)),
+            crate::owner::Attached::Remote(handle) => (handle, None),
+        };
+        let mut events = backend.subscribe();
+        tokio::spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                match events.recv().await {
+                    Ok(_) | Err(RecvError::Lagged(_)) => wake(),
+                    Err(RecvError::Closed) => {
+                        wake();
+                        return;
+                    }
+                }
+            }
+        });
+        Self::start(backend, owner).await
+    }
+
+    async fn start<B: ChatBackend>(
+        backend: B,
+        owner: Option<crate::owner::Owner>,
+    ) -> anyhow::Result<Self> {
+        let mut driver = Driver::start(backend, Options::default())
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+        driver.record_arrivals = true;
+        Ok(Self {
+            driver,
+            owner,
+            arrivals: Vec::new(),
+        })
+    }
+
+    /// Stops owning the profile (when this process owned it): what is
+    /// unsent stays in the outbox for next time. The session shows
+    /// nothing new afterwards.
+    ///
+    /// # Errors
+    /// The owner ended with an error (this device was removed, the store
+    /// broke).
+    pub async fn close(&mut self) -> anyhow::Result<()> {
+        match self.owner.take() {
+            Some(owner) => owner.shutdown().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Applies every result and notification that arrived; true when
+    /// anything changed (the window redraws). Call it within the tokio
+    /// runtime's context (`Runtime::enter`).
+    pub fn poll(&mut self) -> bool {
+        let changed = self.driver.poll();
+        self.arrivals.append(&mut self.driver.arrivals);
+        changed
+    }
+
+    /// Whether requests are still running (the window keeps polling).
+    #[must_use]
+    pub fn busy(&self) -> bool {
+        self.driver.in_flight > 0
+    }
+
+    /// Whether the window has the user's focus: messages in the open
+    /// conversation are marked read only while it has.
+    pub fn set_focused(&mut self, focused: bool) {
+        self.driver.set_focused(focused);
+    }
+
+    /// My handle.
+    #[must_use]
+    pub fn me(&self) -> &str {
+        &self.driver.chat.me
+    }
+
+    /// The team's name.
+    #[must_use]
+    pub fn team(&self) -> &str {
+        &self.driver.chat.team
+    }
+
+    /// Whether the relay is reachable (`None` until known).
+    #[must_use]
+    pub fn online(&self) -> Option<bool> {
+        self.driver.chat.online
+    }
+
+    /// Unread messages in every conversation.
+    #[must_use]
+    pub fn unread_total(&self) -> usize {
+        self.driver.chat.unread_total()
+    }
+
+    /// The side list: the console first, then members, then groups.
+    #[must_use]
+    pub fn conversations(&self) -> Vec<Row> {
+        self.driver
+            .chat
+            .conversations
+            .iter()
+            .map(|c| Row {
+                label: c.kind.label(),
+                unread: c.unread,
+                group: matches!(c.kind, Kind::Group(_)),
+                last: c.entries.iter().rev().find_map(|e| match e {
+                    Entry::Message(m) => Some(m.text.lines().next().unwrap_or("").to_owned()),
+                    Entry::Notice(_) => None,
+                }),
+            })
+            .collect()
+    }
+
+    /// The index of the open conversation in [`Session::conversations`].
+    #[must_use]
+    pub fn current(&self) -> usize {
+        self.driver.chat.open
+    }
+
+    /// Opens conversation `index` (loading its history the first time).
+    pub fn open_conversation(&mut self, index: usize) {
+        if index < self.driver.chat.conversations.len() {
+            self.driver.chat.selected = index;
+            self.driver.act(Action::Open);
+        }
+    }
+
+    /// Opens the conversation with a member, or the group `#name`, adding
+    /// it to the list if it is not there yet; false for an unknown name
+    /// shape.
+    pub fn open_named(&mut self, name: &str) -> bool {
+        let kind = match name.strip_prefix('#') {
+            Some(group) if !group.is_empty() => Kind::Group(group.to_owned()),
+            Some(_) => return false,
+            None if !name.is_empty() => Kind::Contact(name.to_owned()),
+            None => return false,
+        };
+        let index = self.driver.chat.conversation(&kind);
+        self.open_conversation(index);
+        true
+    }
+
+    /// How many lines the open conversation has.
+    #[must_use]
+    pub fn lines(&self) -> usize {
+        self.driver.chat.current().entries.len()
+    }
+
+    /// Line `index` of the open conversation, oldest first.
+    #[must_use]
+    pub fn line(&self, index: usize) -> Option<Line<'_>> {
+        Some(match self.driver.chat.current().entries.get(index)? {
+            Entry::Message(m) => Line::Message {
+                from: &m.from,
+                outgoing: m.outgoing,
+                text: &m.text,
+                sent_at_ms: m.sent_at,
+                status: m.status,
+            },
+            Entry::Notice(text) => Line::Notice(text),
+        })
+    }
+
+    /// Sends `text` to the open conversation, or runs it as a `/` command
+    /// (`/help` lists them), exactly as typed into `sotto chat`.
+    pub fn submit(&mut self, text: &str) {
+        self.driver.chat.compose.text = text.to_owned();
+        self.driver.chat.compose.cursor = text.len();
+        self.driver.chat.focus = super::state::Focus::Compose;
+        self.driver.act(Action::Submit);
+    }
+
+    /// The messages from others that arrived since the last call, for
+    /// notifications.
+    pub fn take_arrivals(&mut self) -> Vec<Arrival> {
+        std::mem::take(&mut self.arrivals)
+    }
+}

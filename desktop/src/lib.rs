@@ -1,0 +1,438 @@
+//! `sotto-desktop`: the desktop client. While its window is open it owns
+//! the profile, exactly like `sotto chat` (other `sotto` commands in a
+//! terminal go through it), or it is a client of the `sotto daemon` that
+//! owns it. The state, the requests and the owner are the CLI library's
+//! ([`sotto_cli::Session`]); this crate only draws them with egui and turns
+//! clicks and keys into calls.
+//!
+//! - [`Desktop`]: the window's state and its `ui` function, driven the
+//!   same way by eframe (the real window) and by egui_kittest (tests,
+//!   `--screenshot`).
+//! - `main.rs`: arguments, the tokio runtime, the window.
+
+use std::sync::Arc;
+
+use eframe::egui;
+use sotto_cli::{Line, Session, Status};
+
+/// How many lines of a conversation are drawn at first; "Show earlier"
+/// adds this many more. Only what is drawn costs a frame, so a
+/// conversation of any length opens at once.
+pub const PAGE: usize = 200;
+
+/// The window's state.
+pub struct Desktop {
+    session: Session,
+    /// Keeps the owner's tasks running and gives `poll` its context.
+    runtime: Arc<tokio::runtime::Runtime>,
+    /// What is being written in the open conversation.
+    compose: String,
+    /// How many lines of the open conversation are drawn.
+    shown: usize,
+    /// The conversation `shown` counts for.
+    shown_for: usize,
+    /// Ctrl+K: the jump-to-conversation box, while open.
+    jump: Option<String>,
+    /// Whether the window had the focus at the last frame.
+    focused: bool,
+    /// New messages to tell the desktop about (sender only).
+    pub notifications: Vec<String>,
+}
+
+impl Desktop {
+    /// A window on `session`; `runtime` runs its owner.
+    #[must_use]
+    pub fn new(session: Session, runtime: Arc<tokio::runtime::Runtime>) -> Self {
+        Self {
+            session,
+            runtime,
+            compose: String::new(),
+            shown: PAGE,
+            shown_for: usize::MAX,
+            jump: None,
+            focused: true,
+            notifications: Vec::new(),
+        }
+    }
+
+    /// The session, for tests and shutdown.
+    #[must_use]
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// Mutable access to the session (tests drive it directly too).
+    pub fn session_mut(&mut self) -> &mut Session {
+        &mut self.session
+    }
+
+    /// Applies what arrives until no request is running, or `max` passed
+    /// (a relay that does not answer): for `--screenshot` and tests.
+    pub fn settle(&mut self, max: std::time::Duration) {
+        let until = std::time::Instant::now() + max;
+        loop {
+            self.poll();
+            if !self.session.busy() || std::time::Instant::now() >= until {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// Opens a member's conversation or `#group` by name.
+    pub fn open_named(&mut self, name: &str) -> bool {
+        let opened = self.session.open_named(name);
+        if opened {
+            self.shown = PAGE;
+            self.shown_for = self.session.current();
+        }
+        opened
+    }
+
+    /// Renders the window at `size` (points) with a software renderer,
+    /// without a display.
+    ///
+    /// # Errors
+    /// No renderer could be set up (no GPU and no software Vulkan or GL).
+    pub fn render(&mut self, size: (f32, f32)) -> anyhow::Result<image::RgbaImage> {
+        let mut harness = egui_kittest::Harness::builder()
+            .with_size(egui::vec2(size.0, size.1))
+            .wgpu()
+            .build_ui(|ui| self.ui(ui));
+        // Layout settles within a few frames (panel sizes, fonts).
+        harness.run_steps(4);
+        harness
+            .render()
+            .map_err(|e| anyhow::anyhow!("cannot render the window: {e}"))
+    }
+
+    /// Closes the profile (stops owning it), waiting for the owner.
+    ///
+    /// # Errors
+    /// The owner ended with an error (this device was removed, the store
+    /// broke).
+    pub fn close_blocking(&mut self) -> anyhow::Result<()> {
+        let runtime = self.runtime.clone();
+        runtime.block_on(self.session.close())
+    }
+
+    /// Applies what arrived from the owner; true when something changed.
+    pub fn poll(&mut self) -> bool {
+        let _context = self.runtime.enter();
+        let changed = self.session.poll();
+        for arrival in self.session.take_arrivals() {
+            self.notifications.push(match arrival.group {
+                Some(group) => format!("{} in #{group}: new message", arrival.from),
+                None => format!("{}: new message", arrival.from),
+            });
+        }
+        changed
+    }
+
+    /// Draws the whole window into `ui` and handles its input.
+    pub fn ui(&mut self, ui: &mut egui::Ui) {
+        self.poll();
+        let focused = ui.ctx().input(|i| i.viewport().focused.unwrap_or(true));
+        if focused != self.focused {
+            self.focused = focused;
+            self.session.set_focused(focused);
+        }
+        if ui
+            .ctx()
+            .input_mut(|i| i.consume_key(egui::Modifiers::COMMAND, egui::Key::K))
+        {
+            self.jump = Some(String::new());
+        }
+        self.header(ui);
+        self.side_list(ui);
+        self.compose_box(ui);
+        self.messages(ui);
+        self.jump_box(ui);
+        // Results still running: look again soon. Otherwise the owner's
+        // notifications wake the window (see main.rs); a slow tick keeps
+        // the times and the connection state fresh.
+        let again = if self.session.busy() { 50 } else { 1000 };
+        ui.ctx()
+            .request_repaint_after(std::time::Duration::from_millis(again));
+    }
+
+    fn header(&self, ui: &mut egui::Ui) {
+        egui::Panel::top("header").show(ui, |ui| {
+            ui.horizontal(|ui| {
+                ui.strong("sotto");
+                ui.label(format!("{} in {}", self.session.me(), self.session.team()));
+                match self.session.online() {
+                    Some(true) => ui.label("online"),
+                    Some(false) => ui.colored_label(ui.visuals().warn_fg_color, "offline"),
+                    None => ui.label("connecting…"),
+                };
+                let unread = self.session.unread_total();
+                if unread > 0 {
+                    ui.label(format!("{unread} unread"));
+                }
+            });
+            if self.session.online() == Some(false) {
+                ui.colored_label(
+                    ui.visuals().warn_fg_color,
+                    "The relay cannot be reached. What you send waits in the outbox and goes out when it is back.",
+                );
+            }
+        });
+    }
+
+    fn side_list(&mut self, ui: &mut egui::Ui) {
+        let rows = self.session.conversations();
+        let current = self.session.current();
+        let mut open = None;
+        egui::Panel::left("conversations")
+            .resizable(true)
+            .default_size(200.0)
+            .show(ui, |ui| {
+                ui.heading("Conversations");
+                egui::ScrollArea::vertical().show(ui, |ui| {
+                    for (index, row) in rows.iter().enumerate() {
+                        let mut title = row.label.clone();
+                        if row.unread > 0 {
+                            title.push_str(&format!("  ({})", row.unread));
+                        }
+                        let text = if row.unread > 0 {
+                            egui::RichText::new(title).strong()
+                        } else {
+                            egui::RichText::new(title)
+                        };
+                        let response = ui.selectable_label(index == current, text);
+                        if let Some(last) = &row.last {
+                            ui.small(elide(last, 40));
+                        }
+                        if response.clicked() {
+                            open = Some(index);
+                        }
+                    }
+                });
+            });
+        if let Some(index) = open {
+            self.open(index);
+        }
+    }
+
+    fn open(&mut self, index: usize) {
+        self.session.open_conversation(index);
+        self.shown = PAGE;
+        self.shown_for = index;
+    }
+
+    fn compose_box(&mut self, ui: &mut egui::Ui) {
+        egui::Panel::bottom("compose").show(ui, |ui| {
+            let label = ui.label("Message (Enter sends, Shift+Enter a new line, / for commands)");
+            let edit = egui::TextEdit::multiline(&mut self.compose)
+                .desired_rows(2)
+                .desired_width(f32::INFINITY)
+                .return_key(Some(egui::KeyboardShortcut::new(
+                    egui::Modifiers::SHIFT,
+                    egui::Key::Enter,
+                )));
+            let response = ui.add(edit).labelled_by(label.id);
+            let enter = response.has_focus()
+                && ui.input(|i| i.key_pressed(egui::Key::Enter) && !i.modifiers.shift);
+            let button = ui.button("Send");
+            if enter || button.clicked() {
+                self.send();
+                response.request_focus();
+            }
+        });
+    }
+
+    fn send(&mut self) {
+        let text = self.compose.trim_end_matches('\n').to_owned();
+        if !text.trim().is_empty() {
+            self.session.submit(&text);
+            self.compose.clear();
+        }
+    }
+
+    fn messages(&mut self, ui: &mut egui::Ui) {
+        if self.shown_for != self.session.current() {
+            self.shown_for = self.session.current();
+            self.shown = PAGE;
+        }
+        let rows = self.session.conversations();
+        let title = rows
+            .get(self.session.current())
+            .map_or_else(String::new, |r| r.label.clone());
+        egui::CentralPanel::default().show(ui, |ui| {
+            ui.heading(title);
+            let total = self.session.lines();
+            let first = total.saturating_sub(self.shown);
+            egui::ScrollArea::vertical()
+                .stick_to_bottom(true)
+                .auto_shrink([false, false])
+                .show(ui, |ui| {
+                    if first > 0 && ui.button(format!("Show earlier ({first} more)")).clicked() {
+                        self.shown = self.shown.saturating_add(PAGE);
+                    }
+                    let mut day = None;
+                    for index in first..total {
+                        let Some(line) = self.session.line(index) else {
+                            continue;
+                        };
+                        match line {
+                            Line::Message {
+                                from,
+                                outgoing,
+                                text,
+                                sent_at_ms,
+                                status,
+                            } => {
+                                let this_day = sent_at_ms / 86_400_000;
+                                if day != Some(this_day) {
+                                    day = Some(this_day);
+                                    ui.separator();
+                                    ui.weak(day_label(sent_at_ms));
+                                }
+                                message_row(ui, from, outgoing, text, sent_at_ms, status);
+                            }
+                            Line::Notice(text) => {
+                                ui.label(egui::RichText::new(text).italics().weak());
+                            }
+                        }
+                    }
+                });
+        });
+    }
+
+    fn jump_box(&mut self, ui: &mut egui::Ui) {
+        let Some(mut query) = self.jump.take() else {
+            return;
+        };
+        let mut keep = true;
+        let mut chosen = None;
+        let rows = self.session.conversations();
+        egui::Window::new("Jump to conversation")
+            .collapsible(false)
+            .resizable(false)
+            .anchor(egui::Align2::CENTER_TOP, [0.0, 40.0])
+            .show(ui.ctx(), |ui| {
+                let label = ui.label("Name");
+                let response = ui
+                    .add(egui::TextEdit::singleline(&mut query))
+                    .labelled_by(label.id);
+                response.request_focus();
+                let needle = query.trim().trim_start_matches('#').to_lowercase();
+                let matches: Vec<usize> = rows
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.label.to_lowercase().contains(&needle))
+                    .map(|(i, _)| i)
+                    .collect();
+                for &index in &matches {
+                    if ui.button(&rows[index].label).clicked() {
+                        chosen = Some(index);
+                    }
+                }
+                if ui.input(|i| i.key_pressed(egui::Key::Escape)) {
+                    keep = false;
+                }
+                if ui.input(|i| i.key_pressed(egui::Key::Enter)) {
+                    chosen = matches.first().copied();
+                    if chosen.is_none() && !query.trim().is_empty() {
+                        // A member or #group not in the list yet.
+                        if self.session.open_named(query.trim()) {
+                            let index = self.session.current();
+                            self.shown = PAGE;
+                            self.shown_for = index;
+                        }
+                        keep = false;
+                    }
+                }
+            });
+        if let Some(index) = chosen {
+            self.open(index);
+            keep = false;
+        }
+        if keep {
+            self.jump = Some(query);
+        }
+    }
+}
+
+impl eframe::App for Desktop {
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        Desktop::ui(self, ui);
+    }
+}
+
+/// One message: time, sender, text, and for mine its delivery state.
+fn message_row(
+    ui: &mut egui::Ui,
+    from: &str,
+    outgoing: bool,
+    text: &str,
+    sent_at_ms: u64,
+    status: Status,
+) {
+    ui.horizontal_wrapped(|ui| {
+        ui.weak(time_label(sent_at_ms));
+        let who = if outgoing { "me" } else { from };
+        ui.strong(format!("{who}:"));
+        match status {
+            Status::Waiting => {
+                ui.label(egui::RichText::new("waiting for this message's key…").italics());
+            }
+            Status::Withheld => {
+                ui.label(
+                    egui::RichText::new("sent before you joined; not shared with you").italics(),
+                );
+            }
+            _ => {
+                ui.label(text);
+            }
+        }
+        if outgoing {
+            ui.weak(status_label(status));
+        }
+    });
+}
+
+/// `queued`, `sent`, `delivered`, `read`, or `not sent` for my messages.
+#[must_use]
+pub fn status_label(status: Status) -> &'static str {
+    match status {
+        Status::Queued => "queued",
+        Status::Sent => "sent",
+        Status::Unsent => "not sent",
+        Status::Delivered => "delivered",
+        Status::Read => "read",
+        Status::Received | Status::Waiting | Status::Withheld => "",
+    }
+}
+
+/// `HH:MM` (UTC, as the CLI shows times) of a unix-milliseconds time.
+#[must_use]
+pub fn time_label(ms: u64) -> String {
+    let minutes = ms / 60_000;
+    format!("{:02}:{:02}", (minutes / 60) % 24, minutes % 60)
+}
+
+/// The calendar day (UTC) of a unix-milliseconds time, for the separator
+/// between days: `2026-12-03`.
+#[must_use]
+pub fn day_label(ms: u64) -> String {
+    let secs = i64::try_from(ms / 1000).unwrap_or(i64::MAX);
+    time::OffsetDateTime::from_unix_timestamp(secs).map_or_else(
+        |_| "—".to_owned(),
+        |t| {
+            t.format(time::macros::format_description!(
+                "[weekday repr:long], [year]-[month]-[day]"
+            ))
+            .unwrap_or_default()
+        },
+    )
+}
+
+/// At most `max` characters of `text`, with `…` when cut.
+fn elide(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}

@@ -1,0 +1,152 @@
+//! `sotto-desktop`: opens the desktop window on a profile, or with
+//! `--screenshot FILE` renders the main window to a PNG and exits.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, OnceLock};
+
+use clap::Parser;
+use eframe::egui;
+use sotto_desktop::Desktop;
+
+/// The sotto desktop client. While its window is open it owns the
+/// profile: other `sotto` commands on the same home go through it.
+#[derive(Parser, Debug)]
+#[command(name = "sotto-desktop", version, about, long_about)]
+struct Args {
+    /// Directory holding this identity, as for `sotto --home`
+    /// [default: $XDG_DATA_HOME/sotto].
+    #[arg(long, env = "SOTTO_HOME")]
+    home: Option<PathBuf>,
+    /// Render the main window to this PNG file and exit (no display
+    /// needed: a software renderer draws it).
+    #[arg(long, value_name = "FILE")]
+    screenshot: Option<PathBuf>,
+    /// With --screenshot: open this conversation first (a member's handle
+    /// or #group); what it shows is then marked read, as on screen.
+    #[arg(long, value_name = "NAME", requires = "screenshot")]
+    open: Option<String>,
+    /// The window's size for --screenshot, WIDTHxHEIGHT in points.
+    #[arg(long, default_value = "1000x680", value_parser = parse_size)]
+    size: (f32, f32),
+}
+
+fn parse_size(text: &str) -> Result<(f32, f32), String> {
+    let (w, h) = text
+        .split_once('x')
+        .ok_or_else(|| format!("\"{text}\" is not WIDTHxHEIGHT, e.g. 1000x680"))?;
+    let number = |s: &str| {
+        s.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|n| (200..=8000).contains(n))
+            .map(f32::from)
+            .ok_or_else(|| format!("\"{s}\" is not a size between 200 and 8000"))
+    };
+    Ok((number(w)?, number(h)?))
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("sotto-desktop: {error:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let home = args.home.clone().unwrap_or_else(sotto_cli::default_home);
+    let runtime = Arc::new(
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?,
+    );
+    let window: Arc<OnceLock<egui::Context>> = Arc::new(OnceLock::new());
+    let wake = {
+        let window = window.clone();
+        move || {
+            if let Some(ctx) = window.get() {
+                ctx.request_repaint();
+            }
+        }
+    };
+    let session = runtime.block_on(sotto_cli::Session::open(&home, wake))?;
+    let mut desktop = Desktop::new(session, runtime.clone());
+    match &args.screenshot {
+        Some(path) => screenshot(&mut desktop, path, args.size, args.open.as_deref()),
+        None => {
+            let options = eframe::NativeOptions {
+                viewport: egui::ViewportBuilder::default()
+                    .with_title("sotto")
+                    .with_inner_size([args.size.0, args.size.1]),
+                ..Default::default()
+            };
+            let shared = Arc::new(std::sync::Mutex::new(None));
+            let slot = shared.clone();
+            let outcome = eframe::run_native(
+                "sotto",
+                options,
+                Box::new(move |cc| {
+                    let _ = window.set(cc.egui_ctx.clone());
+                    Ok(Box::new(Window {
+                        desktop: Some(desktop),
+                        slot,
+                    }))
+                }),
+            );
+            // The window closed: the profile's owner stops in order.
+            if let Some(mut desktop) = shared.lock().ok().and_then(|mut d| d.take()) {
+                desktop.close_blocking()?;
+            }
+            outcome.map_err(|e| anyhow::anyhow!("cannot open the window: {e}"))
+        }
+    }
+}
+
+/// The eframe app: the desktop, handed back when the window closes.
+struct Window {
+    desktop: Option<Desktop>,
+    slot: Arc<std::sync::Mutex<Option<Desktop>>>,
+}
+
+impl eframe::App for Window {
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        if let Some(desktop) = &mut self.desktop {
+            desktop.ui(ui);
+        }
+    }
+
+    fn on_exit(&mut self) {
+        if let (Some(desktop), Ok(mut slot)) = (self.desktop.take(), self.slot.lock()) {
+            *slot = Some(desktop);
+        }
+    }
+}
+
+/// Renders the main window once everything the profile holds is loaded,
+/// writes it to `path`, and closes the profile.
+fn screenshot(
+    desktop: &mut Desktop,
+    path: &std::path::Path,
+    size: (f32, f32),
+    open: Option<&str>,
+) -> anyhow::Result<()> {
+    let wait = std::time::Duration::from_secs(20);
+    desktop.settle(wait);
+    if let Some(name) = open {
+        if !desktop.open_named(name) {
+            anyhow::bail!("\"{name}\" is not a member's handle or a #group");
+        }
+        desktop.settle(wait);
+    }
+    let rendered = desktop.render(size);
+    let closed = desktop.close_blocking();
+    let image = rendered?;
+    image
+        .save(path)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    closed
+}

@@ -1,0 +1,186 @@
+//! The desktop window driven headless (egui_kittest, through AccessKit
+//! labels, as a screen reader sees it) against a real relay on loopback
+//! and real profiles in temp dirs: the window owns bob's profile while
+//! alice uses the library directly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use eframe::egui;
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+use sotto_core::{App, KeySource, RelayTarget, system_clock};
+use sotto_desktop::Desktop;
+
+/// A relay, alice (admin, an open App) and bob's home (joined, closed:
+/// the window opens it).
+struct Team {
+    runtime: Arc<tokio::runtime::Runtime>,
+    server: Option<sotto_relay::Server>,
+    alice: App,
+    bob_home: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn team() -> Team {
+    let runtime = Arc::new(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (server, alice) = runtime.block_on(async {
+        let server = sotto_relay::Server::start(sotto_relay::Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.path().join("relay"),
+            ..sotto_relay::Config::default()
+        })
+        .await
+        .unwrap();
+        let relay = RelayTarget {
+            addr: server.local_addr().to_string(),
+            fingerprint: server.fingerprint(),
+        };
+        let bootstrap = server.new_bootstrap_code().unwrap().to_owned();
+        let home = dir.path().join("alice");
+        let mut alice = App::create_team(
+            &home,
+            KeySource::key_file_in(&home),
+            relay,
+            &bootstrap,
+            "acme",
+            "alice",
+            system_clock(),
+        )
+        .await
+        .unwrap();
+        let code = alice.invite("bob", 3600).await.unwrap();
+        let home = dir.path().join("bob");
+        let bob = App::join(&home, KeySource::key_file_in(&home), &code, system_clock())
+            .await
+            .unwrap();
+        drop(bob);
+        (server, alice)
+    });
+    Team {
+        runtime,
+        server: Some(server),
+        alice,
+        bob_home: dir.path().join("bob"),
+        _dir: dir,
+    }
+}
+
+/// Bob's window, loaded (members, groups, the first sync).
+fn window(team: &Team) -> Harness<'static, Desktop> {
+    let session = team
+        .runtime
+        .block_on(sotto_cli::Session::open(&team.bob_home, || {}))
+        .unwrap();
+    let mut desktop = Desktop::new(session, team.runtime.clone());
+    desktop.settle(Duration::from_secs(30));
+    let mut harness = Harness::builder()
+        .with_size(egui::vec2(900.0, 600.0))
+        .build_ui_state(|ui, desktop: &mut Desktop| desktop.ui(ui), desktop);
+    harness.run_steps(2);
+    harness
+}
+
+/// Steps the window until `done` holds, applying what the owner sends.
+fn until(
+    harness: &mut Harness<'static, Desktop>,
+    what: &str,
+    done: impl Fn(&Harness<'static, Desktop>) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done(harness) {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        harness.state_mut().settle(Duration::from_millis(50));
+        harness.run_steps(1);
+    }
+}
+
+fn shows(harness: &Harness<'static, Desktop>, text: &str) -> bool {
+    harness.query_all_by_label_contains(text).next().is_some()
+}
+
+#[test]
+fn a_message_arrives_shows_unread_opens_and_the_reply_reaches_the_sender() {
+    let mut team = team();
+    let mut harness = window(&team);
+    // alice writes while the window is open: it arrives live.
+    let alice = &mut team.alice;
+    team.runtime
+        .block_on(alice.send("bob", "hello bob"))
+        .unwrap();
+    until(&mut harness, "alice's unread count", |h| {
+        shows(h, "alice  (1)")
+    });
+
+    harness.get_by_label_contains("alice  (1)").click();
+    harness.run_steps(2);
+    until(&mut harness, "alice's message in the view", |h| {
+        shows(h, "hello bob")
+    });
+    // Opened: nothing unread is left.
+    assert!(!shows(&harness, "alice  (1)"));
+
+    let compose =
+        harness.get_by_label("Message (Enter sends, Shift+Enter a new line, / for commands)");
+    compose.focus();
+    compose.type_text("hi alice");
+    harness.run_steps(1);
+    harness.key_press(egui::Key::Enter);
+    harness.run_steps(2);
+    until(&mut harness, "my reply marked sent", |h| {
+        shows(h, "hi alice")
+    });
+
+    let received = team
+        .runtime
+        .block_on(async {
+            for _ in 0..100 {
+                let report = team.alice.sync().await.unwrap();
+                if let Some(m) = report.messages.into_iter().find(|m| m.text == "hi alice") {
+                    return Some(m);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            None
+        })
+        .expect("alice receives the reply typed in the window");
+    assert_eq!(received.text, "hi alice");
+    let mut desktop = harness.into_state();
+    desktop.close_blocking().unwrap();
+}
+
+#[test]
+fn the_relay_going_away_shows_a_banner_and_the_message_waits_in_the_outbox() {
+    let mut team = team();
+    let mut harness = window(&team);
+    assert!(!shows(&harness, "The relay cannot be reached"));
+    let server = team.server.take().unwrap();
+    team.runtime.block_on(server.shutdown());
+    until(&mut harness, "the offline banner", |h| {
+        shows(h, "The relay cannot be reached")
+    });
+    assert!(harness.state().session().online() == Some(false));
+
+    // Typed while offline: shown as queued, not lost.
+    harness.state_mut().open_named("alice");
+    harness.run_steps(2);
+    let compose =
+        harness.get_by_label("Message (Enter sends, Shift+Enter a new line, / for commands)");
+    compose.focus();
+    compose.type_text("are you there");
+    harness.run_steps(1);
+    harness.key_press(egui::Key::Enter);
+    until(&mut harness, "the message queued", |h| {
+        shows(h, "are you there") && shows(h, "queued")
+    });
+    let mut desktop = harness.into_state();
+    desktop.close_blocking().unwrap();
+}
