@@ -94,7 +94,8 @@ sotto_run() {
         >"$SOTTO_DIR/relay.out" 2>"$SOTTO_DIR/relay.err" &
     RELAY_PID=$!
     local addr="" fingerprint="" code=""
-    for _ in $(seq 100); do
+    # Up to 30 s: on a busy disk a fresh database's first fsyncs are slow.
+    for _ in $(seq 300); do
         addr=$(sed -n 's/^listen: //p' "$SOTTO_DIR/relay.out")
         fingerprint=$(sed -n 's/^fingerprint: //p' "$SOTTO_DIR/relay.out")
         code=$(sed -n 's/^bootstrap code: //p' "$SOTTO_DIR/relay.out")
