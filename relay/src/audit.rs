@@ -46,6 +46,15 @@ pub enum AuditError {
         /// The database file that was expected.
         db: PathBuf,
     },
+    /// The data directory runs on the fjall engine, which the audit,
+    /// `verify` and backup do not read yet.
+    #[error(
+        "{dir} holds a fjall database (storage.engine = \"fjall\"): audit, verify and backup read the sled engine only so far; nothing was read"
+    )]
+    FjallEngine {
+        /// The data directory.
+        dir: PathBuf,
+    },
     /// A running relay holds sled's lock on the database.
     #[error(
         "the relay database in {dir} is in use (sled's lock is held): stop the relay first or copy the data dir and audit the copy"
@@ -264,6 +273,11 @@ pub(crate) fn open_existing(data_dir: &Path) -> Result<(SledStorage, PathBuf), A
             return Err(AuditError::Io {
                 path: data_dir.to_owned(),
                 source,
+            });
+        }
+        if data_dir.join(crate::storage::FJALL_DIR).is_dir() {
+            return Err(AuditError::FjallEngine {
+                dir: data_dir.to_owned(),
             });
         }
         return Err(AuditError::NoDatabase {

@@ -204,6 +204,49 @@ pub struct Config {
     pub limits: Limits,
     /// Anonymous access tokens.
     pub tokens: TokenConfig,
+    /// The storage engine.
+    pub storage: StorageConfig,
+}
+
+/// The storage engine (`[storage]`), chosen at start.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `"sled"` (the default: `DATA_DIR/db`) or `"fjall"` (`DATA_DIR/fjall`,
+    /// an LSM tree with a journal). A data directory holds one engine's
+    /// database; the relay refuses to start with the other engine
+    /// configured rather than serve an empty store.
+    pub engine: Engine,
+}
+
+/// The storage engines the relay can run on (issue 23 item 4).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// sled 0.34: a B-tree; blobs in per-mailbox chunks.
+    #[default]
+    Sled,
+    /// fjall 3: an LSM tree with a journal; one record per blob, an ack is
+    /// a tombstone.
+    Fjall,
+}
+
+impl Engine {
+    /// The database directory of this engine in a data directory.
+    pub fn db_dir(self) -> &'static str {
+        match self {
+            Engine::Sled => "db",
+            Engine::Fjall => crate::storage::FJALL_DIR,
+        }
+    }
+
+    /// The engine's name as the config spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Sled => "sled",
+            Engine::Fjall => "fjall",
+        }
+    }
 }
 
 /// Anonymous access tokens (DESIGN §7): who must present one, how often the
@@ -268,6 +311,7 @@ impl Default for Config {
             metrics_listen: None,
             limits: Limits::default(),
             tokens: TokenConfig::default(),
+            storage: StorageConfig::default(),
         }
     }
 }

@@ -68,7 +68,9 @@ pub use backup::{BackupError, BackupSource, BackupSummary, VerifyReport};
 pub use bootstrap::{PREFIX as BOOTSTRAP_PREFIX, read as read_bootstrap_code};
 pub use cert::{RELAY_SERVER_NAME, RelayCert, fingerprint};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{Config, ConfigError, DEFAULT_PORT, Limits, TokenConfig, default_data_dir};
+pub use config::{
+    Config, ConfigError, DEFAULT_PORT, Engine, Limits, StorageConfig, TokenConfig, default_data_dir,
+};
 pub use connection::OUT_BYTES;
 pub use logging::{LogFormat, LogOptions};
 pub use metrics::{Metrics, RefusalReason};
@@ -76,5 +78,5 @@ pub use refusal::Refusal;
 pub use relay::{Relay, Stats};
 pub use schema::{SCHEMA_VERSION, SchemaError};
 pub use server::{Server, StartError};
-pub use storage::{MemoryStorage, SledStorage, Storage};
+pub use storage::{FjallStorage, MemoryStorage, SledStorage, Storage};
 pub use tokens::Tokens;

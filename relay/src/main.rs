@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use sotto_relay::{Config, LogFormat, LogOptions, Server, default_data_dir, read_bootstrap_code};
+use sotto_relay::{
+    Config, Engine, LogFormat, LogOptions, Server, Storage, default_data_dir, read_bootstrap_code,
+};
 
 /// The sotto relay: stores and forwards fixed-size ciphertext blobs under
 /// rotating mailbox IDs. It learns no content, no lengths, no names, and
@@ -415,55 +417,80 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let mut signals = Signals::install();
-        let server = Server::start(config.clone()).await?;
-        let public = config
-            .public_addr
-            .clone()
-            .unwrap_or_else(|| server.local_addr().to_string());
-        // Stable "key: value" lines on stdout: scripts and tests read them.
-        // A closed stdout must never stop the relay, so write errors are
-        // ignored rather than panicking like println!.
-        say(format_args!("sotto relay running"));
-        say(format_args!("listen: {}", server.local_addr()));
-        say(format_args!("public address: {public}"));
-        if let Some(metrics) = server.metrics_addr() {
-            say(format_args!("metrics: {metrics}"));
-        }
-        say(format_args!("fingerprint: {}", hex::encode(server.fingerprint())));
-        say(format_args!("data: {}", config.data_dir.display()));
-        if let Some(code) = server.new_bootstrap_code() {
-            say(format_args!("bootstrap code: {code}"));
-        }
-        if server.new_bootstrap_code().is_some() && config.log_format == LogFormat::Json {
-            // Never the code itself: a shipped log must not carry it.
-            tracing::info!(
-                "first start: `sotto-relay bootstrap-code` prints the admin's bootstrap code"
-            );
-        } else if let Some(code) = server.new_bootstrap_code() {
-            eprintln!(
-                "\nFirst start. The admin creates the team with:\n    sotto team create {code} --handle NAME --name TEAM \\\n        --relay {public} --fingerprint {}\n(`sotto-relay bootstrap-code` prints the code again until it is used.)\nOpen UDP port {} in the firewall.\n",
-                hex::encode(server.fingerprint()),
-                server.local_addr().port()
-            );
-        }
-
-        loop {
-            match signals.next().await {
-                Signal::Stop => break,
-                Signal::Reload => reload(cli, &server),
+        let signals = Signals::install();
+        match config.storage.engine {
+            Engine::Sled => {
+                serve(cli, &config, Server::start(config.clone()).await?, signals).await
+            }
+            Engine::Fjall => {
+                serve(
+                    cli,
+                    &config,
+                    Server::start_fjall(config.clone()).await?,
+                    signals,
+                )
+                .await
             }
         }
-        tracing::info!("shutting down: finishing in-flight requests");
-        server.shutdown().await;
-        anyhow::Ok(())
     })
+}
+
+/// Runs a started relay until a stop signal.
+async fn serve<S: Storage>(
+    cli: &Cli,
+    config: &Config,
+    server: Server<S>,
+    mut signals: Signals,
+) -> anyhow::Result<()> {
+    let public = config
+        .public_addr
+        .clone()
+        .unwrap_or_else(|| server.local_addr().to_string());
+    // Stable "key: value" lines on stdout: scripts and tests read them.
+    // A closed stdout must never stop the relay, so write errors are
+    // ignored rather than panicking like println!.
+    say(format_args!("sotto relay running"));
+    say(format_args!("listen: {}", server.local_addr()));
+    say(format_args!("public address: {public}"));
+    if let Some(metrics) = server.metrics_addr() {
+        say(format_args!("metrics: {metrics}"));
+    }
+    say(format_args!(
+        "fingerprint: {}",
+        hex::encode(server.fingerprint())
+    ));
+    say(format_args!("data: {}", config.data_dir.display()));
+    if let Some(code) = server.new_bootstrap_code() {
+        say(format_args!("bootstrap code: {code}"));
+    }
+    if server.new_bootstrap_code().is_some() && config.log_format == LogFormat::Json {
+        // Never the code itself: a shipped log must not carry it.
+        tracing::info!(
+            "first start: `sotto-relay bootstrap-code` prints the admin's bootstrap code"
+        );
+    } else if let Some(code) = server.new_bootstrap_code() {
+        eprintln!(
+            "\nFirst start. The admin creates the team with:\n    sotto team create {code} --handle NAME --name TEAM \\\n        --relay {public} --fingerprint {}\n(`sotto-relay bootstrap-code` prints the code again until it is used.)\nOpen UDP port {} in the firewall.\n",
+            hex::encode(server.fingerprint()),
+            server.local_addr().port()
+        );
+    }
+
+    loop {
+        match signals.next().await {
+            Signal::Stop => break,
+            Signal::Reload => reload(cli, &server),
+        }
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+    server.shutdown().await;
+    anyhow::Ok(())
 }
 
 /// SIGHUP: reads the config file again and applies what can change while
 /// connections run; the rest is logged as needing a restart. A config that
 /// does not load changes nothing.
-fn reload(cli: &Cli, server: &Server) {
+fn reload<S: Storage>(cli: &Cli, server: &Server<S>) {
     if cli.config.is_none() {
         tracing::warn!("SIGHUP: no --config file to reload; nothing changed");
         return;

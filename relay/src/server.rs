@@ -6,7 +6,7 @@
 //! writes and send their replies, flush storage a last time, close.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,11 +17,11 @@ use tokio::task::{JoinHandle, JoinSet};
 use crate::bootstrap;
 use crate::cert::{CertError, RelayCert};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Engine};
 use crate::connection::{self, close};
 use crate::metrics::Metrics;
 use crate::relay::{Relay, Stats};
-use crate::storage::{SledStorage, Storage, StoreError};
+use crate::storage::{FjallStorage, SledStorage, Storage, StoreError};
 
 /// How long shutdown waits for connections to finish their in-flight work.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -48,6 +48,18 @@ pub enum StartError {
         dir: PathBuf,
         /// Why.
         source: StoreError,
+    },
+    /// The data directory holds the other storage engine's database.
+    #[error(
+        "{dir} holds a {found} database, but the config says storage.engine = \"{configured}\": set the engine the data directory was made with (nothing was changed)"
+    )]
+    OtherEngine {
+        /// The data directory.
+        dir: PathBuf,
+        /// The engine whose database is there.
+        found: &'static str,
+        /// The engine configured.
+        configured: &'static str,
     },
     /// File system error on the data directory.
     #[error("cannot prepare data directory {dir}: {source}")]
@@ -96,11 +108,16 @@ pub struct Server<S: Storage = SledStorage> {
     background: Vec<JoinHandle<()>>,
 }
 
-impl Server<SledStorage> {
-    /// Starts a relay with sled storage in `config.data_dir`, creating the
-    /// directory, certificate and bootstrap code on first start. Must be
-    /// called inside a tokio runtime.
-    pub async fn start(config: Config) -> Result<Self, StartError> {
+/// What starting needs before the storage opens: the data directory
+/// prepared, migrated and checked against the configured engine.
+struct Prepared {
+    dir: PathBuf,
+    cert: RelayCert,
+    new_code: Option<String>,
+}
+
+impl Prepared {
+    fn new(config: &Config) -> Result<Self, StartError> {
         config.validate()?;
         let dir = config.data_dir.clone();
         create_private_dir(&dir).map_err(|source| StartError::DataDir {
@@ -109,6 +126,18 @@ impl Server<SledStorage> {
         })?;
         // Before anything else is read or created in it.
         crate::schema::prepare(&dir)?;
+        // One engine's database per data directory: starting the other
+        // engine would serve an empty store and hide the queued blobs.
+        let engine = config.storage.engine;
+        for other in [Engine::Sled, Engine::Fjall] {
+            if other != engine && dir.join(other.db_dir()).exists() {
+                return Err(StartError::OtherEngine {
+                    dir: dir.clone(),
+                    found: other.name(),
+                    configured: engine.name(),
+                });
+            }
+        }
         let (cert, first_start) = RelayCert::load_or_create(&dir)?;
         let new_code = bootstrap::create_if_first_start(&dir, first_start).map_err(|source| {
             StartError::DataDir {
@@ -116,20 +145,49 @@ impl Server<SledStorage> {
                 source,
             }
         })?;
-        let db_dir = dir.join("db");
-        let storage = {
-            let db_dir = db_dir.clone();
-            tokio::task::spawn_blocking(move || SledStorage::open(&db_dir))
-                .await
-                .map_err(|e| StartError::Tls(format!("storage open task failed: {e}")))?
-        }
-        .map_err(|source| StartError::Storage {
-            dir: db_dir,
-            source,
-        })?;
-        let mut server =
-            Self::start_with(&config, Arc::new(storage), Arc::new(SystemClock), &cert)?;
-        server.new_bootstrap_code = new_code;
+        Ok(Self {
+            dir,
+            cert,
+            new_code,
+        })
+    }
+
+    /// Opens the storage with `open` on a blocking thread.
+    async fn open<S: Storage>(
+        &self,
+        engine: Engine,
+        open: fn(&Path) -> Result<S, StoreError>,
+    ) -> Result<S, StartError> {
+        let db_dir = self.dir.join(engine.db_dir());
+        let opening = db_dir.clone();
+        tokio::task::spawn_blocking(move || open(&opening))
+            .await
+            .map_err(|e| StartError::Tls(format!("storage open task failed: {e}")))?
+            .map_err(|source| StartError::Storage {
+                dir: db_dir,
+                source,
+            })
+    }
+}
+
+impl Server<SledStorage> {
+    /// Starts a relay with sled storage in `config.data_dir`, creating the
+    /// directory, certificate and bootstrap code on first start. Must be
+    /// called inside a tokio runtime. (`config.storage.engine` must be
+    /// sled; [`Server::start_fjall`] starts the other engine.)
+    pub async fn start(config: Config) -> Result<Self, StartError> {
+        let mut config = config;
+        config.storage.engine = Engine::Sled;
+        let prepared = Prepared::new(&config)?;
+        let storage = prepared.open(Engine::Sled, SledStorage::open).await?;
+        let mut server = Self::start_with(
+            &config,
+            Arc::new(storage),
+            Arc::new(SystemClock),
+            &prepared.cert,
+        )?;
+        server.new_bootstrap_code = prepared.new_code;
+        let dir = prepared.dir;
         #[cfg(unix)]
         match crate::control::bind(&dir) {
             Ok(listener) => server.background.push(tokio::spawn(crate::control::serve(
@@ -143,6 +201,30 @@ impl Server<SledStorage> {
                 "cannot bind the admin socket in the data directory: `sotto-relay backup` and `audit` cannot reach this running relay"
             ),
         }
+        Ok(server)
+    }
+}
+
+impl Server<FjallStorage> {
+    /// Starts a relay with fjall storage in `config.data_dir/fjall`
+    /// (`storage.engine = "fjall"`), as [`Server::start`] does for sled.
+    /// The admin socket (online backup and audit) is not served: those
+    /// read sled's records and do not support this engine yet.
+    pub async fn start_fjall(config: Config) -> Result<Self, StartError> {
+        let mut config = config;
+        config.storage.engine = Engine::Fjall;
+        let prepared = Prepared::new(&config)?;
+        let storage = prepared.open(Engine::Fjall, FjallStorage::open).await?;
+        let mut server = Self::start_with(
+            &config,
+            Arc::new(storage),
+            Arc::new(SystemClock),
+            &prepared.cert,
+        )?;
+        server.new_bootstrap_code = prepared.new_code;
+        tracing::warn!(
+            "storage engine fjall: `sotto-relay backup`, `audit` and `verify` support the sled engine only"
+        );
         Ok(server)
     }
 }
@@ -298,6 +380,7 @@ impl<S: Storage> Server<S> {
             "metrics_listen",
         );
         check(new.tokens != running.tokens, "tokens");
+        check(new.storage != running.storage, "storage.engine");
         check(
             new.limits.max_connections != running.limits.max_connections,
             "limits.max_connections",

@@ -14,9 +14,14 @@ use std::time::Duration;
 use sotto_core::{RelayAddr, RelayConnection};
 use support::{Owner, RelayProcess, blob, fetch_all};
 
-fn spawn_relay(data: &Path) -> RelayProcess {
-    // This test is about durability, not access: run the relay open.
-    support::spawn_relay(data, "[tokens]\nrequire_tokens = false\n")
+/// This test is about durability, not access: the relay runs open, on
+/// the storage engine named.
+fn relay_config(engine: &str) -> String {
+    format!("[tokens]\nrequire_tokens = false\n[storage]\nengine = \"{engine}\"\n")
+}
+
+fn spawn_relay(data: &Path, engine: &str) -> RelayProcess {
+    support::spawn_relay(data, &relay_config(engine))
 }
 
 /// Acknowledged puts: mailbox owner seed → (seq → tag).
@@ -85,14 +90,34 @@ async fn assert_nothing_acknowledged_is_lost(addr: RelayAddr, acked: &Acked) -> 
 /// the crash-consistency suite): three kill -9 cycles under load.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_concurrent_puts_loses_no_acknowledged_put() {
+    kill_9_soak("sled").await;
+}
+
+/// The same soak on the LSM engine (issue 23 item 4): a put is
+/// acknowledged only after fjall's journal was synced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fjall_kill_9_under_concurrent_puts_loses_no_acknowledged_put() {
     let dir = tempfile::tempdir().unwrap();
+    kill_9_soak_in(dir.path(), "fjall").await;
+    assert!(
+        dir.path().join("fjall").is_dir() && !dir.path().join("db").exists(),
+        "the relay ran on fjall"
+    );
+}
+
+async fn kill_9_soak(engine: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    kill_9_soak_in(dir.path(), engine).await;
+}
+
+async fn kill_9_soak_in(dir: &Path, engine: &str) {
     let acked: Acked = Arc::default();
     let cycles: u8 = std::env::var("SOTTO_CRASH_CYCLES")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
     for cycle in 0..cycles {
-        let mut relay = spawn_relay(dir.path());
+        let mut relay = spawn_relay(dir, engine);
         let mut putters = Vec::new();
         for writer in 0..6u8 {
             let seed = cycle.wrapping_mul(6).wrapping_add(writer);
@@ -112,7 +137,7 @@ async fn kill_9_under_concurrent_puts_loses_no_acknowledged_put() {
             putter.abort();
             let _ = putter.await;
         }
-        let mut restarted = spawn_relay(dir.path());
+        let mut restarted = spawn_relay(dir, engine);
         let checked = assert_nothing_acknowledged_is_lost(restarted.addr, &acked).await;
         assert!(
             checked > 0,

@@ -4,8 +4,8 @@ use bytes::Bytes;
 use sotto_proto::{Blob, Bucket, MailboxId, SlotId};
 
 use super::{
-    Account, FetchRange, IssuerState, MemoryStorage, Registration, Seq, SledStorage, SlotRecord,
-    Storage,
+    Account, FetchRange, FjallStorage, IssuerState, MemoryStorage, Registration, Seq, SledStorage,
+    SlotRecord, Storage,
 };
 
 fn mailbox(n: u8) -> MailboxId {
@@ -374,6 +374,12 @@ macro_rules! conformance {
             $(#[test] fn $case() {
                 let dir = tempfile::tempdir().unwrap();
                 super::$case(&super::SledStorage::open(dir.path()).unwrap());
+            })*
+        }
+        mod fjall {
+            $(#[test] fn $case() {
+                let dir = tempfile::tempdir().unwrap();
+                super::$case(&super::FjallStorage::open(dir.path()).unwrap());
             })*
         }
     };
@@ -923,12 +929,13 @@ fn sled_opens_past_a_damaged_blobs_value_and_the_audit_counts_it() {
     assert_eq!(store.audit_scan().unwrap().corrupt, 1);
 }
 
-#[test]
-fn sled_reopen_keeps_blobs_slots_accounting_and_seq_order() {
+fn reopen_keeps_blobs_slots_accounting_and_seq_order<S: Storage>(
+    open: impl Fn(&std::path::Path) -> S,
+) {
     let dir = tempfile::tempdir().unwrap();
     let before;
     {
-        let store = SledStorage::open(dir.path()).unwrap();
+        let store = open(dir.path());
         before = store
             .append(&mailbox(1), &blob(Bucket::K4, 9), 0, 1_000)
             .unwrap();
@@ -944,7 +951,7 @@ fn sled_reopen_keeps_blobs_slots_accounting_and_seq_order() {
             .unwrap();
         store.flush().unwrap();
     }
-    let store = SledStorage::open(dir.path()).unwrap();
+    let store = open(dir.path());
     let page = store.fetch(&mailbox(1), all(0)).unwrap();
     assert_eq!(page.blobs.len(), 1);
     assert_eq!(page.blobs[0].seq, before);
@@ -962,10 +969,19 @@ fn sled_reopen_keeps_blobs_slots_accounting_and_seq_order() {
 }
 
 #[test]
-fn sled_reopen_keeps_token_state() {
+fn sled_reopen_keeps_blobs_slots_accounting_and_seq_order() {
+    reopen_keeps_blobs_slots_accounting_and_seq_order(|dir| SledStorage::open(dir).unwrap());
+}
+
+#[test]
+fn fjall_reopen_keeps_blobs_slots_accounting_and_seq_order() {
+    reopen_keeps_blobs_slots_accounting_and_seq_order(|dir| FjallStorage::open(dir).unwrap());
+}
+
+fn reopen_keeps_token_state<S: Storage>(open: impl Fn(&std::path::Path) -> S) {
     let dir = tempfile::tempdir().unwrap();
     {
-        let store = SledStorage::open(dir.path()).unwrap();
+        let store = open(dir.path());
         store
             .set_issuer_state(&IssuerState {
                 seed: [1; 32],
@@ -981,7 +997,7 @@ fn sled_reopen_keeps_token_state() {
         assert!(store.spend_token(6, &[7; 32]).unwrap());
         store.flush().unwrap();
     }
-    let store = SledStorage::open(dir.path()).unwrap();
+    let store = open(dir.path());
     assert_eq!(store.issuer_state().unwrap().unwrap().generation, 2);
     assert_eq!(
         store
@@ -996,6 +1012,16 @@ fn sled_reopen_keeps_token_state() {
         Some([5; 32])
     );
     assert!(!store.spend_token(6, &[7; 32]).unwrap(), "still spent");
+}
+
+#[test]
+fn sled_reopen_keeps_token_state() {
+    reopen_keeps_token_state(|dir| SledStorage::open(dir).unwrap());
+}
+
+#[test]
+fn fjall_reopen_keeps_token_state() {
+    reopen_keeps_token_state(|dir| FjallStorage::open(dir).unwrap());
 }
 
 /// Accounts written before device registrations existed (33 bytes: token
@@ -1054,4 +1080,190 @@ fn sled_flush_syncs_the_node_files_sled_writes_outside_its_log() {
         .max()
         .expect("a rewritten leaf of 64 KiB blobs is written to a node file");
     assert_eq!(store.synced_node_files_upto(), newest);
+}
+
+/// Issue 23 item 3: in the fjall layout every blob is its own record, so
+/// an ack removes exactly its blobs and their expiry entries (issue 18 item
+/// 9), in one batch, and nothing else is rewritten; after a reopen the
+/// entries are still gone.
+#[test]
+fn fjall_acks_remove_each_blob_and_its_expiry_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FjallStorage::open(dir.path()).unwrap();
+    let mine: Vec<Seq> = (0..3u8)
+        .map(|i| {
+            store
+                .append(
+                    &mailbox(1),
+                    &blob(Bucket::K1, i),
+                    0,
+                    100 + 60 * u64::from(i),
+                )
+                .unwrap()
+        })
+        .collect();
+    let theirs: Vec<Seq> = (0..2)
+        .map(|i| {
+            store
+                .append(&mailbox(2), &blob(Bucket::K1, i), 0, 100)
+                .unwrap()
+        })
+        .collect();
+    store.flush().unwrap();
+    assert_eq!(store.expiry_keys().len(), 5, "one entry per blob");
+    let records_before = store.blob_records();
+
+    assert_eq!(store.delete(&mailbox(1), &mine[..2]).unwrap(), 2);
+    assert_eq!(store.delete(&mailbox(2), &theirs[..1]).unwrap(), 1);
+    store.flush().unwrap();
+    let indexed = |store: &FjallStorage| -> Vec<(MailboxId, Seq)> {
+        let mut got: Vec<(MailboxId, Seq)> = store
+            .expiry_keys()
+            .iter()
+            .map(|key| {
+                assert_eq!(key.len(), 48, "expires_at(8) ‖ mailbox(32) ‖ seq(8)");
+                let mailbox = MailboxId::from_slice(&key[8..40]).unwrap();
+                (mailbox, u64::from_be_bytes(key[40..].try_into().unwrap()))
+            })
+            .collect();
+        got.sort();
+        got
+    };
+    let mut want = vec![(mailbox(1), mine[2]), (mailbox(2), theirs[1])];
+    want.sort();
+    assert_eq!(indexed(&store), want, "the acked blobs' entries are gone");
+    // The blobs left are the very records written before: not rewritten.
+    let left = store.blob_records();
+    assert_eq!(left.len(), 2);
+    for record in &left {
+        assert!(records_before.contains(record));
+    }
+    drop(store);
+    let store = FjallStorage::open(dir.path()).unwrap();
+    assert_eq!(indexed(&store), want, "gone after a reopen too");
+    assert_eq!(store.mailbox_usage(&mailbox(1)).count, 1);
+    assert_eq!(store.purge_expired(220, 100).unwrap(), 2);
+    assert!(store.expiry_keys().is_empty());
+    assert_eq!(store.mailbox_count(), 0);
+}
+
+/// Issue 18 item 10 for the fjall layout: the same puts per mailbox, made
+/// once interleaved across mailboxes at different seconds with flushes in
+/// between and once mailbox after mailbox at another second of the same
+/// minute with one flush, leave the same keys and value lengths.
+#[test]
+fn fjall_stored_keys_show_no_order_across_mailboxes_and_no_time_below_the_minute() {
+    const MINUTE: u64 = 1_800_000_000;
+    const EXPIRES: u64 = MINUTE + 3_660;
+    let counts = [(1u8, 3usize), (2, 2), (3, 4)];
+    let scan = |store: &FjallStorage| {
+        let mut blobs = store.blob_records();
+        blobs.sort();
+        let mut expiry = store.expiry_keys();
+        expiry.sort();
+        (blobs, expiry)
+    };
+    let interleaved = tempfile::tempdir().unwrap();
+    let seized = {
+        let store = FjallStorage::open(interleaved.path()).unwrap();
+        let mut second = 1;
+        for round in 0..4 {
+            for (m, count) in counts {
+                if round < count {
+                    store
+                        .append(
+                            &mailbox(m),
+                            &blob(Bucket::K1, round as u8),
+                            MINUTE + second,
+                            EXPIRES,
+                        )
+                        .unwrap();
+                    second += 5;
+                    if (round + m as usize).is_multiple_of(2) {
+                        store.flush().unwrap();
+                    }
+                }
+            }
+        }
+        store.flush().unwrap();
+        scan(&store)
+    };
+    let apart = tempfile::tempdir().unwrap();
+    let other = {
+        let store = FjallStorage::open(apart.path()).unwrap();
+        for (m, count) in counts.into_iter().rev() {
+            for round in 0..count {
+                store
+                    .append(
+                        &mailbox(m),
+                        &blob(Bucket::K1, round as u8),
+                        MINUTE + 59,
+                        EXPIRES,
+                    )
+                    .unwrap();
+            }
+        }
+        store.flush().unwrap();
+        scan(&store)
+    };
+    assert_eq!(seized, other);
+    let firsts: std::collections::BTreeSet<&[u8]> =
+        seized.0.iter().map(|(key, _)| &key[32..]).collect();
+    assert_eq!(
+        firsts.len(),
+        4,
+        "IDs 1..=4 of the minute, the same in every mailbox"
+    );
+}
+
+/// Issue 18 item 12 for the fjall layout: an LSM tree keeps deleted
+/// records in its journal and tables, so blobs are sealed under day keys.
+/// After acks and a key rotation, no 64-byte run of an acked blob, and no
+/// byte run of the retired key, is anywhere in the directory; a blob of
+/// the new day still reads after a reopen.
+#[test]
+fn fjall_acked_blobs_leave_nothing_readable_once_their_day_key_is_destroyed() {
+    let t0 = 20_000 * DAY + 600;
+    let dir = tempfile::tempdir().unwrap();
+    let store = FjallStorage::open(dir.path()).unwrap();
+    let mut acked = Vec::new();
+    let mut runs = Vec::new();
+    for i in 0..5 {
+        let (blob, run) = marked_blob();
+        acked.push(store.append(&mailbox(1), &blob, t0 + i, t0 + DAY).unwrap());
+        runs.push(run);
+        store.flush().unwrap();
+    }
+    let first_day = store.at_rest_key_bytes();
+    assert_eq!(first_day.len(), 1, "one key for the day");
+    assert_eq!(store.delete(&mailbox(1), &acked).unwrap(), 5);
+    store.flush().unwrap();
+    let (kept, kept_run) = marked_blob();
+    let kept_seq = store
+        .append(&mailbox(2), &kept, t0 + DAY, t0 + 8 * DAY)
+        .unwrap();
+    store.flush().unwrap();
+    assert_eq!(store.purge_expired(t0 + DAY, 100).unwrap(), 0);
+    let keys = store.at_rest_key_bytes();
+    assert_eq!(keys.len(), 1);
+    assert_ne!(keys[0], first_day[0], "the first day's key is gone");
+    drop(store);
+
+    let files = every_file(dir.path());
+    assert!(files.iter().any(|(path, _)| path.ends_with("at-rest-keys")));
+    for (path, bytes) in &files {
+        for run in &runs {
+            assert!(!holds(bytes, run), "an acked blob's bytes in {path:?}");
+        }
+        assert!(!holds(bytes, &kept_run), "a live blob unsealed in {path:?}");
+        assert!(
+            !holds(bytes, &first_day[0].1),
+            "the retired key in {path:?}"
+        );
+    }
+    let store = FjallStorage::open(dir.path()).unwrap();
+    let page = store.fetch(&mailbox(2), all(0)).unwrap();
+    assert_eq!(page.blobs.len(), 1);
+    assert_eq!(page.blobs[0].seq, kept_seq);
+    assert_eq!(page.blobs[0].blob, kept);
 }

@@ -19,6 +19,7 @@
 
 mod accounting;
 mod at_rest;
+mod fjall;
 mod ids;
 mod memory;
 mod sled;
@@ -26,6 +27,7 @@ mod sled;
 #[cfg(test)]
 mod conformance;
 
+pub use self::fjall::{FJALL_DIR, FjallStorage};
 pub use self::memory::MemoryStorage;
 pub use self::sled::SledStorage;
 pub use accounting::Usage;
@@ -142,6 +144,9 @@ pub enum StoreError {
     /// The embedded database reported an error.
     #[error("database error: {0}")]
     Db(#[from] ::sled::Error),
+    /// The LSM engine (`storage.engine = "fjall"`) reported an error.
+    #[error("database error: {0}")]
+    Fjall(#[from] ::fjall::Error),
     /// Syncing the database files to disk failed.
     #[error("cannot sync the data directory to disk: {0}")]
     Sync(#[from] std::io::Error),

@@ -226,7 +226,7 @@ fn key32(bytes: &[u8], tree: &'static str) -> Result<[u8; 32], StoreError> {
         .ok_or_else(|| corrupt(tree, "short 32-byte field"))
 }
 
-fn parse_issuer(value: &[u8]) -> Result<IssuerState, StoreError> {
+pub(super) fn parse_issuer(value: &[u8]) -> Result<IssuerState, StoreError> {
     let seed = key32(value, "issuer")?;
     let generation = value
         .get(32..36)
@@ -245,7 +245,7 @@ fn parse_issuer(value: &[u8]) -> Result<IssuerState, StoreError> {
     })
 }
 
-fn parse_registration(value: &[u8]) -> Result<Registration, StoreError> {
+pub(super) fn parse_registration(value: &[u8]) -> Result<Registration, StoreError> {
     let expires_at = be64(value).ok_or_else(|| corrupt("registrations", "short value"))?;
     let account = match value.len() {
         8 => None,
@@ -258,7 +258,7 @@ fn parse_registration(value: &[u8]) -> Result<Registration, StoreError> {
     })
 }
 
-fn registration_value(registration: &Registration) -> Vec<u8> {
+pub(super) fn registration_value(registration: &Registration) -> Vec<u8> {
     let mut value = registration.expires_at.to_be_bytes().to_vec();
     if let Some(account) = &registration.account {
         value.extend_from_slice(account);
@@ -271,7 +271,7 @@ const OLD_ACCOUNT_LEN: usize = 33;
 /// Bytes of an account without a revocation hash.
 const ACCOUNT_LEN: usize = OLD_ACCOUNT_LEN + 4;
 
-fn parse_account(value: &[u8]) -> Result<Account, StoreError> {
+pub(super) fn parse_account(value: &[u8]) -> Result<Account, StoreError> {
     let wrong = || corrupt("accounts", format!("value of {} bytes", value.len()));
     if value.len() != OLD_ACCOUNT_LEN
         && value.len() != ACCOUNT_LEN
@@ -295,7 +295,7 @@ fn parse_account(value: &[u8]) -> Result<Account, StoreError> {
     })
 }
 
-fn account_value(account: &Account) -> Vec<u8> {
+pub(super) fn account_value(account: &Account) -> Vec<u8> {
     let mut value = Vec::with_capacity(ACCOUNT_LEN + 32);
     value.extend_from_slice(&account.registration);
     value.push(u8::from(account.revoked));
@@ -494,7 +494,7 @@ fn chunk_value<'a>(expires_at: u64, blobs: impl IntoIterator<Item = (Seq, &'a Bl
     value
 }
 
-fn parse_slot(value: &[u8]) -> Result<SlotRecord, StoreError> {
+pub(super) fn parse_slot(value: &[u8]) -> Result<SlotRecord, StoreError> {
     if value.len() < 40 {
         return Err(corrupt("slots", "value shorter than its header"));
     }
