@@ -312,10 +312,11 @@ pub(crate) fn check_directory(data: &[u8]) {
             // Signatures are deterministic: the admin's own encoder
             // reproduces the roster byte for byte.
             assert_eq!(
-                team().sign_roster_with(
+                team().sign_roster_fields(
                     roster.version,
                     &roster.handles,
                     roster.admin.as_deref().unwrap_or_default(),
+                    &roster.admins_listed,
                     roster.issuer.as_ref(),
                 ),
                 signed,

@@ -9,6 +9,8 @@
 //!   with the chain `T` → invite cert → user key `U` → device list → device
 //!   cards, and the `T`-signed roster. Verification refuses anything that
 //!   does not chain, naming the handle.
+//! - `admin_log`: the admin-only log of admin actions, in slots whose IDs
+//!   and keys derive from `T`, each entry signed by the acting admin.
 //! - `link`: the `sotto-link:` code a new device of a member pastes.
 //! - `member/`: a device's [`Membership`] in its team — how it is made and
 //!   stored, its own devices, what it trusts of other members' entries,
@@ -21,11 +23,13 @@
 //! cannot rewrite it later); the roster slot is owned by a key derived from
 //! `T`'s secret. The relay stores no key it could recognise elsewhere.
 
+mod admin_log;
 mod directory;
 mod invite;
 mod link;
 mod member;
 
+pub use admin_log::{AdminAction, AdminLog, AdminLogError, AdminLogLine, sign_log_entry};
 pub use directory::{
     Directory, DirectoryError, MAX_SUCCESSIONS, TeamSecrets, TokenIssuer, VerifiedEntry,
     VerifiedRoster, build_entry, build_entry_with, sign_succession, verify_dir_key,
