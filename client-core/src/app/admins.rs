@@ -102,8 +102,11 @@ impl App {
         let conn = self.client.connect().await?;
         let outcome = async {
             // The admins' user keys as their entries stand now, so an
-            // entry signed after a key succession verifies.
+            // entry signed after a key succession verifies. (A device
+            // whose member is no longer admin steps down here: it reads
+            // nothing.)
             let roster = self.membership.roster(&conn).await?;
+            self.membership.team_secrets()?;
             for admin in roster.admins() {
                 if admin != self.membership.handle {
                     let _ = self
