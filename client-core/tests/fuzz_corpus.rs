@@ -332,6 +332,30 @@ fn directory_seeds() -> Vec<(&'static str, Vec<u8>)> {
                 .encode_to_vec(),
             ),
         ),
+        (
+            "roster-admins",
+            with_mode(
+                2,
+                &Roster {
+                    admin: "ann".into(),
+                    admins: vec!["ann".into(), HANDLE.into()],
+                    ..roster.clone()
+                }
+                .encode_to_vec(),
+            ),
+        ),
+        (
+            "roster-admin-not-a-member",
+            with_mode(
+                2,
+                &Roster {
+                    admin: "zed".into(),
+                    admins: vec!["zed".into()],
+                    ..roster.clone()
+                }
+                .encode_to_vec(),
+            ),
+        ),
     ]
 }
 

@@ -253,3 +253,33 @@ async fn a_tampered_or_unsigned_admin_log_entry_is_refused_not_shown() {
         .collect();
     assert_eq!(valid, ["team-created admin", "invite bob", "invite carol"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_is_taken_only_when_the_roster_names_sender_and_receiver_admin() {
+    let relay = tokens_relay().await;
+    let homes = tempfile::tempdir().unwrap();
+    let (mut admin, joined) = team(&relay, homes.path(), &["bob", "carol"]).await;
+    let [mut bob, mut carol] = <[App; 2]>::try_from(joined).ok().unwrap();
+    let grant = admin.membership().admin_grant().unwrap();
+    let now = sotto_relay::Clock::now_millis(&relay.clock);
+
+    // The real T, sent by an admin, to a member the roster does not name.
+    admin.ensure_contact("carol").await.unwrap();
+    admin
+        .client()
+        .engine_mut()
+        .queue_admin_grant("carol", grant.clone(), now)
+        .unwrap();
+    admin.sync().await.unwrap();
+    // The real T again, sent by a member who is no admin (who got hold of
+    // it), to a member later named admin.
+    bob.ensure_contact("carol").await.unwrap();
+    bob.client()
+        .engine_mut()
+        .queue_admin_grant("carol", grant, now)
+        .unwrap();
+    bob.sync().await.unwrap();
+    carol.sync().await.unwrap();
+    assert!(!carol.is_admin(), "a grant without the roster was taken");
+    assert!(is_not_admin(carol.admin_log().await));
+}

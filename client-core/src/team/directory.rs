@@ -728,6 +728,39 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_roster_lists_its_admins_only_among_its_members_once_each() {
+        let team = TeamSecrets::generate();
+        let dir = team.directory();
+        let handles = vec!["alice".to_owned(), "bob".to_owned()];
+        let admins = |a: &[&str]| a.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>();
+        let roster = dir
+            .verify_roster(
+                &team.sign_roster_with(1, &handles, &admins(&["bob", "alice"]), None),
+                0,
+            )
+            .unwrap();
+        assert_eq!(roster.admins(), ["bob", "alice"]);
+        assert_eq!(roster.admin.as_deref(), Some("bob"));
+        // A roster from before several admins: its one admin.
+        let legacy = team.sign_roster_fields(1, &handles, "alice", &[], None);
+        assert_eq!(dir.verify_roster(&legacy, 0).unwrap().admins(), ["alice"]);
+        for (admin, listed) in [
+            ("carol", admins(&["carol"])),
+            ("alice", admins(&["alice", "alice"])),
+            ("alice", admins(&["bob", "alice"])),
+        ] {
+            let signed = team.sign_roster_fields(1, &handles, admin, &listed, None);
+            assert!(
+                matches!(
+                    dir.verify_roster(&signed, 0),
+                    Err(DirectoryError::BadRoster(_))
+                ),
+                "{admin} {listed:?}"
+            );
+        }
+    }
+
+    #[test]
     fn slot_values_are_bucket_sized_and_bound_to_their_slot() {
         let team = TeamSecrets::generate();
         let dir = team.directory();
