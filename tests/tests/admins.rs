@@ -283,3 +283,26 @@ async fn a_grant_is_taken_only_when_the_roster_names_sender_and_receiver_admin()
     assert!(!carol.is_admin(), "a grant without the roster was taken");
     assert!(is_not_admin(carol.admin_log().await));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_who_missed_another_admins_revocation_catches_up_before_revoking() {
+    let relay = tokens_relay().await;
+    let homes = tempfile::tempdir().unwrap();
+    let (mut admin, joined) = team(&relay, homes.path(), &["bob", "carol", "dave", "erin"]).await;
+    let [mut bob, mut carol, mut dave, mut erin] = <[App; 4]>::try_from(joined).ok().unwrap();
+    admin.admin_add("bob").await.unwrap();
+    bob.sync().await.unwrap();
+    // The first admin revokes carol (directory key version 1); bob's
+    // device has not synced since.
+    admin.revoke("carol").await.unwrap();
+    assert_eq!(bob.directory_version(), 0);
+    bob.revoke("dave").await.unwrap();
+    assert_eq!(bob.directory_version(), 2, "bob took version 1 first");
+    for member in [&mut admin, &mut erin] {
+        member.sync().await.unwrap();
+        assert_eq!(member.directory_version(), 2, "{}", member.handle());
+        assert_eq!(member.members().await.unwrap(), ["admin", "bob", "erin"]);
+    }
+    assert!(carol.sync().await.is_err());
+    assert!(dave.sync().await.is_err());
+}

@@ -23,6 +23,7 @@ impl App {
     /// over Olm (applied at their next sync).
     pub async fn admin_add(&mut self, handle: &str) -> Result<(), AppError> {
         self.membership.team_secrets()?;
+        self.catch_up_with_admins().await?;
         if handle == self.membership.handle {
             return Err(TeamError::AlreadyAdmin(handle.to_owned()).into());
         }
@@ -64,6 +65,7 @@ impl App {
     /// the new roster. The last admin cannot be removed.
     pub async fn admin_remove(&mut self, handle: &str) -> Result<(), AppError> {
         self.membership.team_secrets()?;
+        self.catch_up_with_admins().await?;
         let conn = self.client.connect().await?;
         let outcome = async {
             let roster = self.membership.roster(&conn).await?;
@@ -123,6 +125,20 @@ impl App {
         self.membership.save(self.store.as_ref())?;
         lines.reverse();
         Ok(lines)
+    }
+
+    /// Admin, before changing the team, when there are other admins: a
+    /// sync first, so a directory key another admin's revocation rotated
+    /// (and the roster under it) is taken before this device publishes a
+    /// roster or rotates the key again. Without it, a device still on the
+    /// old key would publish into the abandoned roster slot and hand out a
+    /// second key of the same version. (Messages the sync brings are in
+    /// the history, as after any sync.)
+    pub(crate) async fn catch_up_with_admins(&mut self) -> Result<(), AppError> {
+        if self.membership.is_admin() && self.membership.admins().len() > 1 {
+            self.sync().await?;
+        }
+        Ok(())
     }
 
     /// Appends an admin action to the admin log on `conn`. The action was

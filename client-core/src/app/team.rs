@@ -134,6 +134,7 @@ impl App {
 
     /// Admin: invites `handle`; returns the invite code.
     pub async fn invite(&mut self, handle: &str, valid_secs: u64) -> Result<String, AppError> {
+        self.catch_up_with_admins().await?;
         let conn = self.client.connect().await?;
         let mut roster = self.membership.roster(&conn).await?.handles;
         let issued = self.mint_invite(&conn, handle, valid_secs, false).await?;
@@ -253,6 +254,7 @@ impl App {
             return Err(AppError::Myself);
         }
         self.membership.team_secrets()?;
+        self.catch_up_with_admins().await?;
         let conn = self.client.connect().await?;
         let roster = self.membership.roster(&conn).await?.handles;
         if !roster.iter().any(|h| h == handle) {

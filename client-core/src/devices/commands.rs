@@ -455,6 +455,7 @@ impl App {
         valid_secs: u64,
     ) -> Result<String, AppError> {
         self.membership.team_secrets()?;
+        self.catch_up_with_admins().await?;
         let conn = self.client.connect().await?;
         let issued = async {
             let roster = self.membership.roster(&conn).await?;
@@ -493,6 +494,7 @@ impl App {
             return Err(AppError::Myself);
         }
         self.membership.team_secrets()?;
+        self.catch_up_with_admins().await?;
         let conn = self.client.connect().await?;
         let roster = self.membership.roster(&conn).await;
         let roster = match roster {
