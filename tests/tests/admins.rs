@@ -252,6 +252,16 @@ async fn a_tampered_or_unsigned_admin_log_entry_is_refused_not_shown() {
         })
         .collect();
     assert_eq!(valid, ["team-created admin", "invite bob", "invite carol"]);
+
+    // A log longer than one read batch (32 slots) is read to its end.
+    let before = lines.len() as u64;
+    admin.write_raw_admin_log_n(&garbage, 70).await.unwrap();
+    admin.invite("dave", 3600).await.unwrap();
+    let lines = admin.admin_log().await.unwrap();
+    assert_eq!(lines.len() as u64, before + 71);
+    assert!(
+        matches!(&lines[0], AdminLogLine::Valid(a) if a.subject == "dave" && a.index == before + 70)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -228,10 +228,33 @@ impl App {
     #[cfg(feature = "test-support")]
     #[doc(hidden)]
     pub async fn write_raw_admin_log(&mut self, value: &[u8]) -> Result<u64, AppError> {
+        self.write_raw_admin_log_n(value, 1).await
+    }
+
+    /// As [`App::write_raw_admin_log`], `copies` times on one connection;
+    /// returns the first index.
+    #[cfg(feature = "test-support")]
+    #[doc(hidden)]
+    pub async fn write_raw_admin_log_n(
+        &mut self,
+        value: &[u8],
+        copies: u32,
+    ) -> Result<u64, AppError> {
         let conn = self.client.connect().await?;
-        let written = self.membership.write_raw_log_entry(&conn, value).await;
+        let mut first = None;
+        for _ in 0..copies {
+            match self.membership.write_raw_log_entry(&conn, value).await {
+                Ok(index) => {
+                    first.get_or_insert(index);
+                }
+                Err(error) => {
+                    conn.close().await;
+                    return Err(error.into());
+                }
+            }
+        }
         conn.close().await;
-        Ok(written?)
+        first.ok_or_else(|| TeamError::Corrupt("no copies written".into()).into())
     }
 
     /// This device's team membership, for tests that check what its keys

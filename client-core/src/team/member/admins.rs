@@ -15,6 +15,9 @@ use crate::team::{AdminLog, AdminLogLine, sign_log_entry};
 /// ones only; at one entry per admin action that is years of a team).
 const MAX_LOG_ENTRIES: u64 = 100_000;
 
+/// Log slots read per round trip.
+const LOG_READ_BATCH: u64 = 32;
+
 impl Membership {
     /// The team's admins as the newest roster named them. On an admin's
     /// device of a team whose roster predates several admins: this member.
@@ -191,12 +194,19 @@ impl Membership {
         let log = AdminLog::new(&self.team_secrets()?);
         let mut lines = Vec::new();
         let mut index = 0;
-        while index < MAX_LOG_ENTRIES {
-            let Some((_, value)) = conn.slot_get(&log.slot(index)).await? else {
-                break;
-            };
-            lines.push(log.open(index, &value, |actor, key| self.is_user_key_of(actor, key)));
-            index += 1;
+        // Pipelined batches: one round trip per batch, not per entry.
+        'read: while index < MAX_LOG_ENTRIES {
+            let batch: Vec<u64> = (index..(index + LOG_READ_BATCH).min(MAX_LOG_ENTRIES)).collect();
+            let slots: Vec<_> = batch.iter().map(|i| log.slot(*i)).collect();
+            let values =
+                futures::future::join_all(slots.iter().map(|slot| conn.slot_get(slot))).await;
+            for (i, value) in batch.into_iter().zip(values) {
+                let Some((_, value)) = value? else {
+                    break 'read;
+                };
+                lines.push(log.open(i, &value, |actor, key| self.is_user_key_of(actor, key)));
+                index = i + 1;
+            }
         }
         self.log_next = self.log_next.max(index);
         Ok(lines)
