@@ -33,8 +33,7 @@ const LOG_SLOT: &[u8] = b"sotto/admin-log-slot/v1";
 const LOG_VALUE: &[u8] = b"sotto/admin-log-value/v1";
 /// HKDF info of the slots' owner key, from the log key.
 const LOG_OWNER: &[u8] = b"sotto/admin-log-owner/v1";
-/// The acting admin's user key signs entries with this prefix.
-const LOG_ENTRY: &[u8] = b"sotto/admin-log-entry/v1";
+use super::tags::ADMIN_LOG_ENTRY as LOG_ENTRY;
 
 /// Why one log entry was refused (it is never shown as an action).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -175,6 +174,15 @@ impl AdminLog {
             .map_err(|_| AdminLogError::BadSignature)?;
         let entry =
             canonical::decode::<AdminLogEntry>(&signed.entry).ok_or(AdminLogError::Malformed)?;
+        // A hash is 32 bytes or absent: anything else would be dropped
+        // here, and the entry shown as something it does not say.
+        let registration_token_hash = match entry.registration_token_hash.len() {
+            0 => None,
+            _ => Some(
+                <[u8; 32]>::try_from(entry.registration_token_hash.as_ref())
+                    .map_err(|_| AdminLogError::Malformed)?,
+            ),
+        };
         if entry.index != index {
             return Err(AdminLogError::Moved {
                 named: entry.index,
@@ -190,8 +198,7 @@ impl AdminLog {
             actor: entry.actor,
             action: entry.action,
             subject: entry.subject,
-            registration_token_hash: <[u8; 32]>::try_from(entry.registration_token_hash.as_ref())
-                .ok(),
+            registration_token_hash,
         })
     }
 }

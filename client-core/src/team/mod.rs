@@ -56,6 +56,9 @@ pub mod tags {
     pub const DIR_KEY: &[u8] = b"sotto/dir-key/v1";
     /// `T` signs rosters.
     pub const ROSTER: &[u8] = b"sotto/roster/v1";
+    /// The acting admin's user key signs admin log entries with this
+    /// prefix.
+    pub const ADMIN_LOG_ENTRY: &[u8] = b"sotto/admin-log-entry/v1";
     /// Slot IDs of member entries: `HMAC(K_dir, "user/" || handle)`.
     pub const USER_SLOT: &[u8] = b"user/";
     /// The roster's slot ID: `HMAC(K_dir, "roster")`.
