@@ -354,7 +354,10 @@ impl App {
         if self.membership.is_admin() {
             self.membership.record_registration(&me, hash);
             self.membership.save(self.store.as_ref())?;
-            return Ok(());
+            // The other admins find it in the log.
+            return self
+                .log_action_now("account-recorded", &me, Some(hash))
+                .await;
         }
         let Some(admin) = self.membership.team_admin().map(str::to_owned) else {
             // A roster from before rosters named the admin.
