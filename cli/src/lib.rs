@@ -317,7 +317,10 @@ pub(crate) enum TeamCommand {
     },
 }
 
-fn main() -> ExitCode {
+/// The `sotto` command line: parses the arguments, runs the command and
+/// returns its exit code (`src/bin/sotto.rs` is only this call).
+#[must_use]
+pub fn run() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
