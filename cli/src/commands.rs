@@ -9,7 +9,7 @@ use sotto_core::{App, KeySource, RelayTarget, system_clock};
 
 use crate::errors::UsageError;
 use crate::output::{Output, qr};
-use crate::{Cli, Command, DeviceCommand, GroupCommand, TeamCommand};
+use crate::{AdminCommand, Cli, Command, DeviceCommand, GroupCommand, TeamCommand};
 
 /// The platform's data directory joined with `sotto`: on Linux
 /// `$XDG_DATA_HOME/sotto` (an absolute `XDG_DATA_HOME` only, as the XDG
@@ -470,6 +470,12 @@ pub(crate) async fn exec(app: &mut App, command: Command, ctx: &mut Ctx) -> anyh
                 out.err(format_args!("sotto: notice: {notice}"));
             }
         }
+        Command::Admin(command) => {
+            admin(app, command, &out).await?;
+            for notice in app.take_notices()? {
+                out.err(format_args!("sotto: notice: {notice}"));
+            }
+        }
         Command::Members => {
             for member in app.members().await? {
                 out.result(&member, json!({"handle": member}));
@@ -636,6 +642,91 @@ fn day(secs: u64) -> String {
                 .ok()
         })
         .unwrap_or_else(|| format!("{secs} (unix seconds)"))
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` of a unix-seconds time.
+fn moment(secs: u64) -> String {
+    i64::try_from(secs)
+        .ok()
+        .and_then(|secs| time::OffsetDateTime::from_unix_timestamp(secs).ok())
+        .and_then(|time| {
+            time.format(time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute]:[second] UTC"
+            ))
+            .ok()
+        })
+        .unwrap_or_else(|| format!("{secs} (unix seconds)"))
+}
+
+/// `sotto admin ...`.
+async fn admin(app: &mut App, command: AdminCommand, out: &Output) -> anyhow::Result<()> {
+    use sotto_core::team::AdminLogLine;
+    match command {
+        AdminCommand::Add { handle } => {
+            app.admin_add(&handle).await?;
+            out.result(
+                format!("{handle} is now a team admin; their devices take the team key at their next sync."),
+                json!({"admin_added": handle}),
+            );
+        }
+        AdminCommand::Remove { handle } => {
+            app.admin_remove(&handle).await?;
+            out.result(
+                format!("{handle} is no longer a team admin."),
+                json!({"admin_removed": handle}),
+            );
+        }
+        AdminCommand::List => {
+            for admin in app.admins().await? {
+                out.result(&admin, json!({"admin": admin}));
+            }
+        }
+        AdminCommand::Log => {
+            let lines = app.admin_log().await?;
+            let refused = lines
+                .iter()
+                .filter(|line| matches!(line, AdminLogLine::Refused { .. }))
+                .count();
+            for line in lines {
+                match line {
+                    AdminLogLine::Valid(action) => out.result(
+                        format!(
+                            "#{}  {}  {}  {}{}",
+                            action.index,
+                            moment(action.at),
+                            action.actor,
+                            action.action,
+                            if action.subject.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" {}", action.subject)
+                            }
+                        ),
+                        json!({
+                            "index": action.index,
+                            "at": action.at,
+                            "actor": action.actor,
+                            "action": action.action,
+                            "subject": action.subject,
+                            "valid": true,
+                        }),
+                    ),
+                    AdminLogLine::Refused { index, reason } => out.result(
+                        format!("#{index}  REFUSED: {reason}"),
+                        json!({"index": index, "valid": false, "refused": reason.to_string()}),
+                    ),
+                }
+            }
+            if refused > 0 {
+                out.err(format_args!(
+                    "sotto: warning: {refused} admin log entr{} did not verify and {} not shown as actions; the relay or someone holding the team key altered the log",
+                    if refused == 1 { "y" } else { "ies" },
+                    if refused == 1 { "is" } else { "are" },
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn device(app: &mut App, command: DeviceCommand, out: &Output) -> anyhow::Result<()> {

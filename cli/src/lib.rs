@@ -100,6 +100,10 @@ pub(crate) enum Command {
     },
     /// List the team's members.
     Members,
+    /// Team admins: name another admin, remove one, list them, read the
+    /// admin log.
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Send a message to a member; the text is read from stdin.
     ///
     /// `echo hi | sotto send bob`: from stdin, the text stays out of shell
@@ -248,6 +252,28 @@ pub(crate) enum GroupCommand {
     },
     /// List your groups and their members.
     List,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum AdminCommand {
+    /// Admin: name a joined member admin; their devices get the team key
+    /// at their next sync, and they can invite and revoke.
+    Add {
+        /// The member's handle.
+        handle: String,
+    },
+    /// Admin: a member is no longer admin (they stay a member). The last
+    /// admin cannot be removed.
+    Remove {
+        /// The admin's handle.
+        handle: String,
+    },
+    /// List the team's admins.
+    List,
+    /// Admin: every admin action, newest first, each checked against the
+    /// admin who signed it; an entry that does not check is shown as
+    /// refused, never as an action.
+    Log,
 }
 
 #[derive(Subcommand, Debug)]

@@ -94,7 +94,7 @@ fn a_team_from_relay_start_to_revocation() {
     assert_eq!(from_alice.len(), 12 * 5 + 11);
 
     // Bob may not invite; the admin revokes bob; bob can no longer send.
-    fails(&sotto(&bob, &["invite", "dave"]), 4, "only the team admin");
+    fails(&sotto(&bob, &["invite", "dave"]), 4, "only a team admin");
     ok(&sotto(&alice, &["revoke", "bob"]));
     assert_eq!(
         ok(&sotto(&carol, &["members"])).lines().collect::<Vec<_>>(),

@@ -16,9 +16,9 @@ mod core_checks;
 use corpus::{corpus, replay};
 
 use core_checks::{
-    CARD_SEED, ENVELOPE_SECRET, GROUP_KEY, HANDLE, NOW_SECS, STORE_KEY, check_contact_card,
-    check_directory, check_invite_code, check_sealed_envelope, check_store_record,
-    invite_oracle_input, signed_invite_from_oracle, store_record_input, team,
+    CARD_SEED, ENVELOPE_SECRET, GROUP_KEY, HANDLE, LOG_USER_SEED, NOW_SECS, STORE_KEY,
+    check_admin_log, check_contact_card, check_directory, check_invite_code, check_sealed_envelope,
+    check_store_record, invite_oracle_input, signed_invite_from_oracle, store_record_input, team,
 };
 use ed25519_dalek::SigningKey;
 use sotto_core::team::{InviteParams, IssuedInvite, build_entry, issue_invite, parse_invite};
@@ -48,6 +48,56 @@ fn invite_code_corpus_passes() {
 #[test]
 fn directory_corpus_passes() {
     replay("directory", check_directory);
+}
+
+#[test]
+fn admin_log_corpus_passes() {
+    replay("admin_log", check_admin_log);
+}
+
+/// The admin log seeds reach what their names say: a valid entry, one
+/// moved to another index, one with a hash of the wrong length.
+#[test]
+fn admin_log_seeds_reach_what_their_names_say() {
+    use sotto_core::team::{AdminLog, AdminLogError, AdminLogLine};
+    let log = AdminLog::new(&team());
+    let user = SigningKey::from_bytes(&LOG_USER_SEED);
+    let known =
+        |actor: &str, key: &[u8; 32]| actor == HANDLE && key == user.verifying_key().as_bytes();
+    let seeds = admin_log_seeds();
+    assert!(matches!(
+        log.open(0, &seeds[0].1[1..], known),
+        AdminLogLine::Valid(a) if a.subject == "ann" && a.registration_token_hash == Some([7; 32])
+    ));
+    let sealed = |entry: &[u8]| {
+        let signed = sotto_proto::client::SignedAdminLogEntry {
+            entry: entry.to_vec().into(),
+            user_key: user.verifying_key().as_bytes().to_vec().into(),
+            signature: ed25519_dalek::Signer::sign(
+                &user,
+                &[sotto_core::team::tags::ADMIN_LOG_ENTRY, entry].concat(),
+            )
+            .to_bytes()
+            .to_vec()
+            .into(),
+        }
+        .encode_to_vec();
+        log.seal(&log.slot(0), &signed).unwrap().into_bytes()
+    };
+    assert_eq!(
+        log.open(0, &sealed(&seeds[3].1[1..]), known),
+        AdminLogLine::Refused {
+            index: 0,
+            reason: AdminLogError::Moved { named: 3, found: 0 }
+        }
+    );
+    assert_eq!(
+        log.open(0, &sealed(&seeds[4].1[1..]), known),
+        AdminLogLine::Refused {
+            index: 0,
+            reason: AdminLogError::Malformed
+        }
+    );
 }
 
 #[test]
@@ -332,6 +382,74 @@ fn directory_seeds() -> Vec<(&'static str, Vec<u8>)> {
                 .encode_to_vec(),
             ),
         ),
+        (
+            "roster-admins",
+            with_mode(
+                2,
+                &Roster {
+                    admin: "ann".into(),
+                    admins: vec!["ann".into(), HANDLE.into()],
+                    ..roster.clone()
+                }
+                .encode_to_vec(),
+            ),
+        ),
+        (
+            "roster-admin-not-a-member",
+            with_mode(
+                2,
+                &Roster {
+                    admin: "zed".into(),
+                    admins: vec!["zed".into()],
+                    ..roster.clone()
+                }
+                .encode_to_vec(),
+            ),
+        ),
+    ]
+}
+
+fn admin_log_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use sotto_core::team::{AdminLog, sign_log_entry};
+    use sotto_proto::client::AdminLogEntry;
+    let entry = AdminLogEntry {
+        at: NOW_SECS,
+        actor: HANDLE.into(),
+        action: "invite".into(),
+        subject: "ann".into(),
+        registration_token_hash: vec![7; 32].into(),
+        index: 0,
+    };
+    let user = SigningKey::from_bytes(&LOG_USER_SEED);
+    let signed = sign_log_entry(&user, &entry);
+    let log = AdminLog::new(&team());
+    let sealed = log.seal(&log.slot(0), &signed).unwrap();
+    vec![
+        ("sealed", with_mode(0, sealed.as_bytes())),
+        ("signed", with_mode(1, &signed)),
+        ("entry", with_mode(2, &entry.encode_to_vec())),
+        (
+            "entry-moved",
+            with_mode(
+                2,
+                &AdminLogEntry {
+                    index: 3,
+                    ..entry.clone()
+                }
+                .encode_to_vec(),
+            ),
+        ),
+        (
+            "entry-short-hash",
+            with_mode(
+                2,
+                &AdminLogEntry {
+                    registration_token_hash: vec![7; 5].into(),
+                    ..entry
+                }
+                .encode_to_vec(),
+            ),
+        ),
     ]
 }
 
@@ -469,6 +587,7 @@ fn regenerate_seed_corpus() {
         ("store_record", store_seeds()),
         ("invite_code", invite_seeds()),
         ("directory", directory_seeds()),
+        ("admin_log", admin_log_seeds()),
         ("contact_card", card_seeds()),
         ("group_message", group_seeds()),
     ] {

@@ -1,6 +1,6 @@
 //! Checks for the client-core fuzz targets (`sealed_envelope`,
 //! `store_record`, `invite_code`, `directory`, `contact_card`,
-//! `group_message`). One source, compiled twice: by the fuzz targets and by
+//! `group_message`, `admin_log`). One source, compiled twice: by the fuzz targets and by
 //! `client-core/tests/fuzz_corpus.rs`, which replays the committed corpus
 //! under `cargo test` (both include this file with `#[path]`). It uses only
 //! sotto-core's public API and its `#[doc(hidden)]` fuzzing hooks, and
@@ -9,7 +9,9 @@
 
 use ed25519_dalek::{Signer, SigningKey};
 use sotto_core::Card;
-use sotto_core::team::{Directory, INVITE_PREFIX, TeamSecrets, build_entry, parse_invite, tags};
+use sotto_core::team::{
+    AdminLog, AdminLogLine, Directory, INVITE_PREFIX, TeamSecrets, build_entry, parse_invite, tags,
+};
 use sotto_core::{
     EnvelopeSecret, Tree, fuzz_open_value, fuzz_seal_value, max_plaintext_len, open,
     open_symmetric, pad, padded_len, seal_symmetric_with_salt, unpad,
@@ -17,7 +19,8 @@ use sotto_core::{
 use sotto_proto::Bucket;
 use sotto_proto::Message as _;
 use sotto_proto::client::{
-    DeviceList, DirectoryEntry, InviteCert, SignedCard, SignedInviteCert, SignedRoster,
+    AdminLogEntry, DeviceList, DirectoryEntry, InviteCert, SignedAdminLogEntry, SignedCard,
+    SignedInviteCert, SignedRoster,
 };
 
 /// The recipient secret of `sealed_envelope` inputs.
@@ -312,10 +315,11 @@ pub(crate) fn check_directory(data: &[u8]) {
             // Signatures are deterministic: the admin's own encoder
             // reproduces the roster byte for byte.
             assert_eq!(
-                team().sign_roster_with(
+                team().sign_roster_fields(
                     roster.version,
                     &roster.handles,
                     roster.admin.as_deref().unwrap_or_default(),
+                    &roster.admins_listed,
                     roster.issuer.as_ref(),
                 ),
                 signed,
@@ -428,4 +432,73 @@ pub(crate) fn check_group_message(data: &[u8]) {
         }
         group.bob_history().unwrap();
     });
+}
+
+/// The user key of the admin (`HANDLE`) whose entries `admin_log`'s
+/// oracle modes sign.
+pub(crate) const LOG_USER_SEED: [u8; 32] = [0x31; 32];
+
+/// `admin_log`: mode 0, a sealed value read from the log's slot 0; 1, a
+/// `SignedAdminLogEntry` the check seals into slot 0 (the AEAD cannot be
+/// forged); 2, an `AdminLogEntry` the check signs with the admin's user
+/// key and seals. `AdminLog::open` never panics; what it accepts names
+/// index 0 and the admin, and (mode 2) re-encodes to exactly its bytes.
+pub(crate) fn check_admin_log(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let log = AdminLog::new(&team());
+    let user = SigningKey::from_bytes(&LOG_USER_SEED);
+    let slot = log.slot(0);
+    let signed = match mode % 3 {
+        0 => None,
+        1 => Some(rest.to_vec()),
+        _ => Some(
+            SignedAdminLogEntry {
+                entry: rest.to_vec().into(),
+                user_key: user.verifying_key().as_bytes().to_vec().into(),
+                signature: user
+                    .sign(&[tags::ADMIN_LOG_ENTRY, rest].concat())
+                    .to_bytes()
+                    .to_vec()
+                    .into(),
+            }
+            .encode_to_vec(),
+        ),
+    };
+    let value = match signed {
+        None => rest.to_vec(),
+        Some(signed) => match log.seal(&slot, &signed) {
+            Ok(blob) => blob.into_bytes().to_vec(),
+            // Larger than the largest bucket.
+            Err(_) => return,
+        },
+    };
+    let known =
+        |actor: &str, key: &[u8; 32]| actor == HANDLE && key == user.verifying_key().as_bytes();
+    match log.open(0, &value, known) {
+        AdminLogLine::Valid(action) => {
+            assert_eq!((action.index, action.actor.as_str()), (0, HANDLE));
+            if mode % 3 == 2 {
+                let again = AdminLogEntry {
+                    at: action.at,
+                    actor: action.actor,
+                    action: action.action,
+                    subject: action.subject,
+                    registration_token_hash: action
+                        .registration_token_hash
+                        .map(|h| h.to_vec())
+                        .unwrap_or_default()
+                        .into(),
+                    index: action.index,
+                }
+                .encode_to_vec();
+                assert_eq!(
+                    again, rest,
+                    "an accepted log entry does not re-encode to itself"
+                );
+            }
+        }
+        AdminLogLine::Refused { index, .. } => assert_eq!(index, 0),
+    }
 }

@@ -578,4 +578,27 @@ async fn revoking_a_member_ends_the_relay_access_of_every_device_they_registered
     // The rest of the team carries on.
     bob.sync().await.unwrap();
     bob.send("admin", "still here").await.unwrap();
+    // Every one of those accounts is in the admin log, where any admin
+    // finds it: the device invite, the one alice's device reported, the
+    // one the admin's own device minted for its laptop.
+    let log: Vec<(String, String)> = admin
+        .admin_log()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|line| match line {
+            sotto_core::team::AdminLogLine::Valid(a) => Some((a.action, a.subject)),
+            sotto_core::team::AdminLogLine::Refused { .. } => None,
+        })
+        .collect();
+    for (action, subject) in [
+        ("invite-device", "alice"),
+        ("account-recorded", "alice"),
+        ("account-recorded", "admin"),
+    ] {
+        assert!(
+            log.contains(&(action.into(), subject.into())),
+            "{action} {subject} not in {log:?}"
+        );
+    }
 }

@@ -169,8 +169,9 @@ impl App {
             .engine()
             .prune_link_secrets(Self::now_secs(&self.clock))?;
         let applied = self.apply_member_state()?;
-        self.file_account_reports()?;
+        self.file_account_reports().await?;
         self.apply_dir_key().await?;
+        self.apply_admin_grants().await?;
         if !awaiting {
             self.rotate_request_inbox_if_due().await?;
         }

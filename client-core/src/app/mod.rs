@@ -20,6 +20,7 @@
 //! The device commands (`device add`, `approve`, `remove`…) are in
 //! `crate::devices`, next to the engine's side of linking.
 
+mod admins;
 mod groups;
 mod messaging;
 mod team;

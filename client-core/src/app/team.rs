@@ -85,6 +85,15 @@ impl App {
         membership
             .publish_roster(&conn, &[handle.to_owned()])
             .await?;
+        membership
+            .append_log(
+                &conn,
+                now,
+                "team-created",
+                handle,
+                Some(own.registration_token_hash),
+            )
+            .await?;
         conn.close().await;
         Self::joined(home, store, client, membership, clock)
     }
@@ -125,6 +134,7 @@ impl App {
 
     /// Admin: invites `handle`; returns the invite code.
     pub async fn invite(&mut self, handle: &str, valid_secs: u64) -> Result<String, AppError> {
+        self.catch_up_with_admins().await?;
         let conn = self.client.connect().await?;
         let mut roster = self.membership.roster(&conn).await?.handles;
         let issued = self.mint_invite(&conn, handle, valid_secs, false).await?;
@@ -140,6 +150,13 @@ impl App {
             roster.push(handle.to_owned());
             self.membership.publish_roster(&conn, &roster).await?;
         }
+        self.log_action(
+            &conn,
+            "invite",
+            handle,
+            Some(issued.registration_token_hash),
+        )
+        .await;
         self.membership.save(self.store.as_ref())?;
         conn.close().await;
         Ok(issued.code)
@@ -237,6 +254,7 @@ impl App {
             return Err(AppError::Myself);
         }
         self.membership.team_secrets()?;
+        self.catch_up_with_admins().await?;
         let conn = self.client.connect().await?;
         let roster = self.membership.roster(&conn).await?.handles;
         if !roster.iter().any(|h| h == handle) {
@@ -244,6 +262,12 @@ impl App {
             return Err(TeamError::NotAMember(handle.to_owned()).into());
         }
         let remaining: Vec<String> = roster.into_iter().filter(|h| h != handle).collect();
+        // Accounts other admins recorded (their invites, reports filed
+        // with them) are in the admin log.
+        if let Err(error) = self.registrations_from_log(&conn, handle).await {
+            conn.close().await;
+            return Err(error);
+        }
         // The relay stops issuing tokens to every account of the member
         // (their first invite's, device invites', the ones their devices
         // reported) and moves to a new token key, so tokens hoarded before
@@ -254,7 +278,12 @@ impl App {
             conn.close().await;
             return Err(error);
         }
+        // An admin revoked loses the role with the membership (the roster
+        // lists only members as admins).
         let published = self.membership.publish_roster(&conn, &remaining).await;
+        if published.is_ok() {
+            self.log_action(&conn, "revoke", handle, None).await;
+        }
         conn.close().await;
         published?;
         self.membership.forget_registrations(handle);
@@ -288,7 +317,7 @@ impl App {
     /// Admin: files the relay accounts members' devices reported (a
     /// device that minted a registration token for another device of its
     /// member); on any other device they are dropped.
-    pub(crate) fn file_account_reports(&mut self) -> Result<(), AppError> {
+    pub(crate) async fn file_account_reports(&mut self) -> Result<(), AppError> {
         let reports = self.client.engine().take_account_reports()?;
         if reports.is_empty() || !self.membership.is_admin() {
             return Ok(());
@@ -304,7 +333,12 @@ impl App {
                     );
                     self.membership.push_notice(notice);
                 }
-                _ => self.membership.record_registration(&handle, hash),
+                _ => {
+                    self.membership.record_registration(&handle, hash);
+                    // Every admin finds it in the log when revoking.
+                    self.log_action_now("account-recorded", &handle, Some(hash))
+                        .await?;
+                }
             }
         }
         self.membership.save(self.store.as_ref())?;
@@ -320,7 +354,10 @@ impl App {
         if self.membership.is_admin() {
             self.membership.record_registration(&me, hash);
             self.membership.save(self.store.as_ref())?;
-            return Ok(());
+            // The other admins find it in the log.
+            return self
+                .log_action_now("account-recorded", &me, Some(hash))
+                .await;
         }
         let Some(admin) = self.membership.team_admin().map(str::to_owned) else {
             // A roster from before rosters named the admin.
@@ -375,6 +412,8 @@ impl App {
         self.client.engine_mut().rotate_request_inbox(now)?;
         let (dir_key, version, signature) = self.membership.rotate_dir_key()?;
         self.publish_under_new_key(Some(remaining)).await?;
+        self.log_action_now("dir-key-rotated", &format!("version {version}"), None)
+            .await?;
         let now = (self.clock)();
         // My other devices need the key too.
         recipients.push(me);
@@ -405,24 +444,36 @@ impl App {
     /// by a member whose entry is not published yet loses its account,
     /// and that member needs the new invite too.)
     async fn withdraw_invites(&mut self, handles: &[String]) -> Result<(), AppError> {
-        let pending: Vec<(String, [u8; 32])> = handles
-            .iter()
-            .filter_map(|h| Some((h.clone(), self.membership.invite_token_hash(h)?)))
-            .collect();
-        if pending.is_empty() {
+        if handles.is_empty() {
             return Ok(());
         }
         let relay_admin = self.membership.relay_admin()?;
         let conn = self.client.connect().await?;
+        // Invites other admins minted are in the admin log.
+        for handle in handles {
+            if let Err(error) = self.registrations_from_log(&conn, handle).await {
+                conn.close().await;
+                return Err(error);
+            }
+        }
+        let pending: Vec<(String, Vec<[u8; 32]>)> = handles
+            .iter()
+            .map(|h| (h.clone(), self.membership.registrations_of(h)))
+            .filter(|(_, hashes)| !hashes.is_empty())
+            .collect();
         let mut outcome = Ok(());
-        for (handle, hash) in pending {
-            match crate::revoke(&conn, &relay_admin, &hash).await {
-                Ok(()) | Err(crate::TokenError::InviteInvalid) => {}
-                Err(error) => {
-                    outcome = Err(error.into());
-                    break;
+        'members: for (handle, hashes) in pending {
+            for hash in hashes {
+                match crate::revoke(&conn, &relay_admin, &hash).await {
+                    Ok(()) | Err(crate::TokenError::InviteInvalid) => {}
+                    Err(error) => {
+                        outcome = Err(error.into());
+                        break 'members;
+                    }
                 }
             }
+            self.log_action(&conn, "invite-withdrawn", &handle, None)
+                .await;
             self.membership.push_notice(format!(
                 "the invite for {handle} carried the old team directory key and was withdrawn; run `sotto invite {handle}` for a new one"
             ));

@@ -455,6 +455,7 @@ impl App {
         valid_secs: u64,
     ) -> Result<String, AppError> {
         self.membership.team_secrets()?;
+        self.catch_up_with_admins().await?;
         let conn = self.client.connect().await?;
         let issued = async {
             let roster = self.membership.roster(&conn).await?;
@@ -471,6 +472,12 @@ impl App {
         self.membership
             .record_registration(handle, issued.registration_token_hash);
         self.membership.save(self.store.as_ref())?;
+        self.log_action_now(
+            "invite-device",
+            handle,
+            Some(issued.registration_token_hash),
+        )
+        .await?;
         Ok(issued.code)
     }
 
@@ -487,6 +494,7 @@ impl App {
             return Err(AppError::Myself);
         }
         self.membership.team_secrets()?;
+        self.catch_up_with_admins().await?;
         let conn = self.client.connect().await?;
         let roster = self.membership.roster(&conn).await;
         let roster = match roster {
@@ -500,12 +508,18 @@ impl App {
             conn.close().await;
             return Err(TeamError::NotAMember(handle.to_owned()).into());
         }
-        // Every relay account of the lost devices ends.
+        // Every relay account of the lost devices ends (those other
+        // admins recorded too, from the admin log).
+        if let Err(error) = self.registrations_from_log(&conn, handle).await {
+            conn.close().await;
+            return Err(error);
+        }
         let revoked = self.revoke_accounts(&conn, handle).await;
         conn.close().await;
         revoked?;
         self.membership.forget_registrations(handle);
         self.membership.save(self.store.as_ref())?;
+        self.log_action_now("invite-replace", handle, None).await?;
         self.client.engine_mut().remove_contact(handle)?;
         self.rotate_directory_except(&roster, handle).await?;
         self.invite(handle, valid_secs).await

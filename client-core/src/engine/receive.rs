@@ -288,6 +288,15 @@ impl Engine {
                 self.record_account_report(&peer, &report.registration_token_hash, &mut batch);
                 Received::Team
             }
+            Some(payload::Body::AdminGrant(grant)) => {
+                // Filed under the authenticated sender; the team layer
+                // takes it only if the roster names sender and me admin.
+                if peer.is_empty() {
+                    return Ok(self.drop_blob(Dropped::Mismatch));
+                }
+                self.record_admin_grant(&peer, &grant, &mut batch);
+                Received::Team
+            }
             Some(payload::Body::DirKey(dir_key)) => {
                 // The newest one wins; the team layer verifies T's signature.
                 let newer = self

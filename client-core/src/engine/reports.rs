@@ -2,11 +2,16 @@
 //! that mints a registration token for another device of its member tells
 //! the admin its hash, so `revoke` ends every account of the member.
 
-use sotto_proto::client::{AccountReport, Payload, payload};
+use sotto_proto::Message as _;
+use sotto_proto::client::{AccountReport, AdminGrant, Payload, payload};
 
 use super::{Engine, EngineError};
 use crate::records::ACCOUNT_REPORT_PREFIX;
 use crate::{Batch, Tree};
+
+/// Admin grants received, by sender, until the team layer takes them (it
+/// checks the sender against the roster).
+const ADMIN_GRANT_PREFIX: &[u8] = b"team/admin-grant/";
 
 impl Engine {
     /// Files a report from `peer` (authenticated by Olm) until the team
@@ -57,6 +62,48 @@ impl Engine {
             ..Payload::default()
         };
         self.queue(admin, payload, None)?;
+        self.flush()
+    }
+
+    /// Files an admin grant from `peer` (authenticated by Olm) until the
+    /// team layer checks and takes it.
+    pub(super) fn record_admin_grant(&self, peer: &str, grant: &AdminGrant, batch: &mut Batch) {
+        let key = [ADMIN_GRANT_PREFIX, peer.as_bytes()].concat();
+        batch.put(Tree::Meta, key, &grant.encode_to_vec());
+    }
+
+    /// The admin grants received since the last call, as (sender, grant),
+    /// and forgets them.
+    pub fn take_admin_grants(&self) -> Result<Vec<(String, AdminGrant)>, EngineError> {
+        let mut grants = Vec::new();
+        let mut batch = Batch::new();
+        for (key, value) in self.store.scan_prefix(Tree::Meta, ADMIN_GRANT_PREFIX)? {
+            let peer = String::from_utf8(key[ADMIN_GRANT_PREFIX.len()..].to_vec()).ok();
+            if let (Some(peer), Ok(grant)) = (peer, AdminGrant::decode(value.as_slice())) {
+                grants.push((peer, grant));
+            }
+            batch.delete(Tree::Meta, key);
+        }
+        if !batch.is_empty() {
+            self.store.apply(batch)?;
+            self.store.flush()?;
+        }
+        Ok(grants)
+    }
+
+    /// Queues `grant` to every device of `member` (a new admin).
+    pub fn queue_admin_grant(
+        &mut self,
+        member: &str,
+        grant: AdminGrant,
+        now_ms: u64,
+    ) -> Result<(), EngineError> {
+        let payload = Payload {
+            sent_at: now_ms,
+            body: Some(payload::Body::AdminGrant(grant)),
+            ..Payload::default()
+        };
+        self.queue(member, payload, None)?;
         self.flush()
     }
 }

@@ -89,23 +89,45 @@ impl TeamSecrets {
 
     /// Signs a roster of `handles` at `version` that names no admin.
     pub fn sign_roster(&self, version: u64, handles: &[String]) -> Vec<u8> {
-        self.sign_roster_with(version, handles, "", None)
+        self.sign_roster_with(version, handles, &[], None)
     }
 
-    /// Signs a roster of `handles` at `version` naming `admin` as the team
-    /// admin (where members report their devices' relay accounts; empty:
-    /// none) and the relay's token issuer as the team pins it (DESIGN §7).
+    /// Signs a roster of `handles` at `version` naming `admins` as the
+    /// team's admins (the first is where members report their devices'
+    /// relay accounts; empty: none) and the relay's token issuer as the
+    /// team pins it (DESIGN §7).
     pub fn sign_roster_with(
         &self,
         version: u64,
         handles: &[String],
+        admins: &[String],
+        issuer: Option<&TokenIssuer>,
+    ) -> Vec<u8> {
+        self.sign_roster_fields(
+            version,
+            handles,
+            admins.first().map_or("", |a| a),
+            admins,
+            issuer,
+        )
+    }
+
+    /// Signs a roster field by field: `admin` (field 3) and `admins`
+    /// (field 6) as given, for rosters of teams from before several admins
+    /// (`admins` empty) and for the fuzz check that re-encodes any roster.
+    pub fn sign_roster_fields(
+        &self,
+        version: u64,
+        handles: &[String],
         admin: &str,
+        admins: &[String],
         issuer: Option<&TokenIssuer>,
     ) -> Vec<u8> {
         let roster = Roster {
             version,
             handles: handles.to_vec(),
             admin: admin.to_owned(),
+            admins: admins.to_vec(),
             issuer_key: issuer
                 .map(|i| i.issuer_key.to_vec().into())
                 .unwrap_or_default(),
@@ -175,11 +197,28 @@ pub struct VerifiedRoster {
     pub version: u64,
     /// Member handles.
     pub handles: Vec<String>,
-    /// The team admin's handle, if the roster names one.
+    /// The team admin's handle, if the roster names one (the first admin:
+    /// members report their devices' relay accounts to it).
     pub admin: Option<String>,
+    /// Every admin's handle as the roster lists them (empty in rosters
+    /// from before several admins: then `admin` is the only one). See
+    /// [`VerifiedRoster::admins`].
+    pub admins_listed: Vec<String>,
     /// The token issuer the roster names (`None` in rosters from before it
     /// was recorded).
     pub issuer: Option<TokenIssuer>,
+}
+
+impl VerifiedRoster {
+    /// The team's admins: the listed ones, or the one `admin` of a roster
+    /// from before there could be several.
+    pub fn admins(&self) -> Vec<String> {
+        if self.admins_listed.is_empty() {
+            self.admin.iter().cloned().collect()
+        } else {
+            self.admins_listed.clone()
+        }
+    }
 }
 
 /// The relay's token issuer as the team record (the `T`-signed roster)
@@ -493,10 +532,26 @@ impl Directory {
                 period_secs: roster.token_period_secs,
             })
         };
+        if !roster.admins.is_empty() {
+            // `admin` is the first admin; each admin a member, once.
+            if roster.admins.first() != Some(&roster.admin) {
+                return Err(DirectoryError::BadRoster(
+                    "its first admin is not the admin it names",
+                ));
+            }
+            for (i, admin) in roster.admins.iter().enumerate() {
+                if !roster.handles.contains(admin) || roster.admins[..i].contains(admin) {
+                    return Err(DirectoryError::BadRoster(
+                        "it lists an admin who is not a member, or one twice",
+                    ));
+                }
+            }
+        }
         Ok(VerifiedRoster {
             version: roster.version,
             handles: roster.handles,
             admin: (!roster.admin.is_empty()).then_some(roster.admin),
+            admins_listed: roster.admins,
             issuer,
         })
     }
@@ -670,6 +725,39 @@ pub(crate) mod tests {
             dir.verify_roster(&forged, 0),
             Err(DirectoryError::BadRoster(_))
         ));
+    }
+
+    #[test]
+    fn a_roster_lists_its_admins_only_among_its_members_once_each() {
+        let team = TeamSecrets::generate();
+        let dir = team.directory();
+        let handles = vec!["alice".to_owned(), "bob".to_owned()];
+        let admins = |a: &[&str]| a.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>();
+        let roster = dir
+            .verify_roster(
+                &team.sign_roster_with(1, &handles, &admins(&["bob", "alice"]), None),
+                0,
+            )
+            .unwrap();
+        assert_eq!(roster.admins(), ["bob", "alice"]);
+        assert_eq!(roster.admin.as_deref(), Some("bob"));
+        // A roster from before several admins: its one admin.
+        let legacy = team.sign_roster_fields(1, &handles, "alice", &[], None);
+        assert_eq!(dir.verify_roster(&legacy, 0).unwrap().admins(), ["alice"]);
+        for (admin, listed) in [
+            ("carol", admins(&["carol"])),
+            ("alice", admins(&["alice", "alice"])),
+            ("alice", admins(&["bob", "alice"])),
+        ] {
+            let signed = team.sign_roster_fields(1, &handles, admin, &listed, None);
+            assert!(
+                matches!(
+                    dir.verify_roster(&signed, 0),
+                    Err(DirectoryError::BadRoster(_))
+                ),
+                "{admin} {listed:?}"
+            );
+        }
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //!   with the chain `T` → invite cert → user key `U` → device list → device
 //!   cards, and the `T`-signed roster. Verification refuses anything that
 //!   does not chain, naming the handle.
+//! - `admin_log`: the admin-only log of admin actions, in slots whose IDs
+//!   and keys derive from `T`, each entry signed by the acting admin.
 //! - `link`: the `sotto-link:` code a new device of a member pastes.
 //! - `member/`: a device's [`Membership`] in its team — how it is made and
 //!   stored, its own devices, what it trusts of other members' entries,
@@ -21,11 +23,13 @@
 //! cannot rewrite it later); the roster slot is owned by a key derived from
 //! `T`'s secret. The relay stores no key it could recognise elsewhere.
 
+mod admin_log;
 mod directory;
 mod invite;
 mod link;
 mod member;
 
+pub use admin_log::{AdminAction, AdminLog, AdminLogError, AdminLogLine, sign_log_entry};
 pub use directory::{
     Directory, DirectoryError, MAX_SUCCESSIONS, TeamSecrets, TokenIssuer, VerifiedEntry,
     VerifiedRoster, build_entry, build_entry_with, sign_succession, verify_dir_key,
@@ -52,6 +56,9 @@ pub mod tags {
     pub const DIR_KEY: &[u8] = b"sotto/dir-key/v1";
     /// `T` signs rosters.
     pub const ROSTER: &[u8] = b"sotto/roster/v1";
+    /// The acting admin's user key signs admin log entries with this
+    /// prefix.
+    pub const ADMIN_LOG_ENTRY: &[u8] = b"sotto/admin-log-entry/v1";
     /// Slot IDs of member entries: `HMAC(K_dir, "user/" || handle)`.
     pub const USER_SLOT: &[u8] = b"user/";
     /// The roster's slot ID: `HMAC(K_dir, "roster")`.

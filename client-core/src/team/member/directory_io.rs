@@ -126,6 +126,7 @@ impl Membership {
                 version: 0,
                 handles: Vec::new(),
                 admin: None,
+                admins_listed: Vec::new(),
                 issuer: None,
             });
         };
@@ -143,6 +144,7 @@ impl Membership {
         if let Some(admin) = &roster.admin {
             self.team_admin = Some(admin.clone());
         }
+        self.follow_admins(&roster);
         Ok(roster)
     }
 
@@ -193,22 +195,44 @@ impl Membership {
         Ok(())
     }
 
-    /// Admin: publishes the roster with `handles`.
+    /// Admin: publishes the roster with `handles` and the admins as they
+    /// stand (less any who is no longer a member).
     pub async fn publish_roster(
         &mut self,
         conn: &RelayConnection,
         handles: &[String],
     ) -> Result<(), TeamError> {
+        let admins = self.admins();
+        self.publish_roster_with(conn, handles, &admins).await
+    }
+
+    /// Admin: publishes the roster with `handles` and `admins` (each of
+    /// them a member; at least one).
+    pub async fn publish_roster_with(
+        &mut self,
+        conn: &RelayConnection,
+        handles: &[String],
+        admins: &[String],
+    ) -> Result<(), TeamError> {
         let team = self.team_secrets()?;
+        let admins: Vec<String> = admins
+            .iter()
+            .filter(|a| handles.contains(a))
+            .cloned()
+            .collect();
+        if admins.is_empty() {
+            return Err(TeamError::LastAdmin(self.admins().join(", ")));
+        }
         let directory = team.directory();
         let slot: SlotId = directory.roster_slot();
         let version = self.roster_version + 1;
-        let signed =
-            team.sign_roster_with(version, handles, &self.handle, self.token_issuer.as_ref());
+        let signed = team.sign_roster_with(version, handles, &admins, self.token_issuer.as_ref());
         let value = directory.seal_value(&slot, &signed)?;
         conn.slot_put(&slot, version, value.into_bytes(), &team.roster_owner())
             .await?;
         self.roster_version = version;
+        self.team_admin = admins.first().cloned();
+        self.team_admins = admins;
         Ok(())
     }
 }

@@ -13,10 +13,14 @@
 //! - `trust`: what I accept of another member's entry ([`Trust`]): the
 //!   chain of user keys, never going back, compromise on forked
 //!   successions.
+//! - `admins`: the team's admins as the roster names them, the grant that
+//!   makes a member's devices admin devices, and the admin log's reads and
+//!   appends.
 //! - `directory_io`: the operations that read or write directory slots
 //!   through a relay connection (publish my entry, resolve a handle, the
 //!   roster, pre-claim).
 
+mod admins;
 mod devices;
 mod directory_io;
 mod trust;
@@ -57,9 +61,18 @@ pub enum TeamError {
     /// The invite's slot already holds a member's entry.
     #[error("this invite was already used; ask your admin for a new one")]
     InviteUsed,
-    /// Only the admin may do this.
-    #[error("only the team admin can do that")]
+    /// Only an admin may do this.
+    #[error("only a team admin can do that")]
     NotAdmin,
+    /// The last admin cannot step down or be removed.
+    #[error("{0} is the team's last admin: name another admin first (`sotto admin add HANDLE`)")]
+    LastAdmin(String),
+    /// `admin add` for someone who is already an admin.
+    #[error("{0} is already an admin")]
+    AlreadyAdmin(String),
+    /// `admin remove` for someone who is not an admin.
+    #[error("{0} is not an admin")]
+    NotAnAdmin(String),
     /// Stored state is damaged.
     #[error("the stored team membership is damaged: {0}")]
     Corrupt(String),
@@ -177,6 +190,12 @@ pub struct Membership {
     /// devices: as the relay told the admin), DESIGN §7.
     #[serde(default)]
     token_issuer: Option<super::directory::TokenIssuer>,
+    /// The team's admins as the newest roster names them.
+    #[serde(default)]
+    team_admins: Vec<String>,
+    /// Admin: where the admin log's next free slot was last seen.
+    #[serde(default)]
+    log_next: u64,
 }
 
 /// The team and relay a new membership starts from.
@@ -302,6 +321,8 @@ impl Membership {
             registrations: Default::default(),
             team_admin: None,
             token_issuer: None,
+            team_admins: Vec::new(),
+            log_next: 0,
         }
     }
 
