@@ -112,10 +112,14 @@ pub use epoch::{EPOCH_SECS, Epoch};
 #[doc(hidden)]
 pub use group::FuzzGroup;
 pub use group::{
-    DEFAULT_ROTATE_MESSAGES, DEFAULT_ROTATE_SECS, GROUP_ENVELOPE_INFO, GROUP_INBOX_INFO, GroupId,
+    Change, DEFAULT_ROTATE_MESSAGES, DEFAULT_ROTATE_SECS, GROUP_ENVELOPE_INFO, GROUP_INBOX_INFO, GroupId,
     GroupInfo, Rotation,
 };
 pub use net::{MailboxSigner, NetError, Pushed, RELAY_SERVER_NAME, RelayAddr, RelayConnection};
+pub use records::{
+    ActionError, CONTENT_VERSION, Content, ContentError, DELETED_TEXT, MAX_REACTION_LEN,
+    MAX_REACTIONS, UNSUPPORTED_TEXT, check_reaction, mentions, parse_message_id,
+};
 pub use sas::{SAS_EMOJI, SAS_INFO, SAS_MAC_INFO, SasCode, SasFlow};
 pub use seal::{
     EnvelopePublic, EnvelopeSecret, GROUP_SEAL_INFO, GROUP_SEAL_VERSION, OpenError, PadError,

@@ -3,7 +3,7 @@
 
 use super::{App, AppError, Sent};
 use crate::client::{Cycle, SyncReport};
-use crate::engine::Message;
+use crate::engine::{Message, MessageId};
 use crate::net::RelayConnection;
 use crate::team::TeamError;
 
@@ -37,6 +37,17 @@ impl App {
     /// The whole command uses one connection (one access token): the
     /// roster, the member's device list and the put all travel on it.
     pub async fn send(&mut self, handle: &str, text: &str) -> Result<Sent, AppError> {
+        self.send_reply(handle, text, None).await
+    }
+
+    /// [`App::send`], as a reply to the message `reply_to` of this
+    /// conversation when set.
+    pub async fn send_reply(
+        &mut self,
+        handle: &str,
+        text: &str,
+        reply_to: Option<&MessageId>,
+    ) -> Result<Sent, AppError> {
         self.require_approved()?;
         if handle == self.membership.handle {
             return Err(AppError::Myself);
@@ -48,7 +59,9 @@ impl App {
             Err(error) if known && error.is_network() => None,
             Err(error) => return Err(error),
         };
-        let outcome = self.send_on(conn.as_ref(), known, handle, text).await;
+        let outcome = self
+            .send_on(conn.as_ref(), known, handle, text, reply_to)
+            .await;
         if let Some(conn) = conn {
             conn.close().await;
         }
@@ -62,6 +75,7 @@ impl App {
         known: bool,
         handle: &str,
         text: &str,
+        reply_to: Option<&MessageId>,
     ) -> Result<Sent, AppError> {
         if let (Some(conn), false) = (conn, known) {
             let added = self
@@ -85,10 +99,14 @@ impl App {
                 }
             },
         };
-        let id = self
-            .client
-            .engine_mut()
-            .queue_text(handle, text, (self.clock)())?;
+        let now = (self.clock)();
+        let id = match reply_to {
+            Some(reply_to) => self
+                .client
+                .engine_mut()
+                .queue_reply(handle, text, reply_to, now)?,
+            None => self.client.engine_mut().queue_text(handle, text, now)?,
+        };
         let delivered = match conn {
             Some(conn) if reachable => match self.client.deliver_on(conn).await {
                 Ok(_) => true,
@@ -306,6 +324,28 @@ impl App {
     /// Turns this profile's read receipts on or off.
     pub fn set_read_receipts(&mut self, on: bool) -> Result<(), AppError> {
         Ok(self.client.engine_mut().set_read_receipts(on)?)
+    }
+
+    /// Reacts to, edits or deletes the message with hex ID `id` (from
+    /// the history), 1:1 or in a group, here and on every device of its
+    /// conversation's members, mine too. Returns the message as it is now,
+    /// and whether the change reached the relay (else it stays queued).
+    pub async fn change_message(
+        &mut self,
+        id: &str,
+        change: crate::Change,
+    ) -> Result<(Message, bool), AppError> {
+        self.require_approved()?;
+        let id = crate::parse_message_id(id).map_err(crate::EngineError::from)?;
+        if let Some(Some(group)) = self.client.engine().message_group(&id)? {
+            self.resolve_group_members(&group).await?;
+        }
+        let message = self
+            .client
+            .engine_mut()
+            .change_message(&id, change, (self.clock)())?;
+        let delivered = self.deliver_or_queue().await?;
+        Ok((message, delivered))
     }
 
     /// Delivers the outbox; a network failure leaves it queued (false).

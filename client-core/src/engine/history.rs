@@ -29,6 +29,7 @@ impl Engine {
             key.clone(),
             &records::encode_message(message),
         );
+        self.index_message(message_id, &key, conversation, batch);
         if message.from_me {
             batch.put(
                 Tree::Seen,

@@ -37,6 +37,8 @@
 //! - `receive`: the inboxes to read and [`Engine::receive`], the
 //!   acceptance rule above; dispatches group, device and team payloads to
 //!   `crate::group` and `crate::devices`.
+//! - `actions`: replies, reactions, edits and deletes for everyone — the
+//!   message index by ID and the rule for who may change what.
 //! - `history`: the local history, statuses (receipts, read marks) and
 //!   the per-conversation sequence numbers.
 //! - `verify`: the engine's side of SAS verification and verified keys.
@@ -47,6 +49,7 @@
 //! `impl Engine` blocks on top of this module; this module never imports
 //! them.
 
+mod actions;
 mod contacts;
 mod history;
 mod olm;

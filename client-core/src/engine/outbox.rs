@@ -70,7 +70,10 @@ impl Engine {
                 targets.push((peer.to_owned(), index));
             }
         }
-        let copy = history.is_some() && peer != me;
+        // My other devices get my messages, and my changes to messages
+        // (reactions, edits, deletes), to file them as I did.
+        let change = matches!(payload.body, Some(payload::Body::Content(_)));
+        let copy = (history.is_some() || change) && peer != me;
         if copy {
             targets.extend((0..count(&me)).map(|index| (me.clone(), index)));
         }
@@ -160,16 +163,16 @@ impl Engine {
             })),
             ..Payload::default()
         };
-        let message = Message {
-            id: String::new(),
-            peer: peer.to_owned(),
-            from: self.device.handle.clone(),
-            from_me: true,
-            text: text.to_owned(),
-            sent_at: now_ms,
-            status: Status::Queued,
-            group: None,
-        };
+        let message = Message::plain(
+            String::new(),
+            peer.to_owned(),
+            self.device.handle.clone(),
+            true,
+            text.to_owned(),
+            now_ms,
+            Status::Queued,
+            None,
+        );
         let id = self.queue(peer, payload, Some(&message))?;
         self.store.flush()?;
         Ok(id)

@@ -12,6 +12,7 @@ use super::{
     be64_or_zero, corrupt,
 };
 use crate::device::Device;
+use crate::records::Content;
 use crate::{Batch, BlindedInbox, EPOCH_SECS, Epoch, InboxKey, InboxPublic, Tree, open};
 
 impl Engine {
@@ -171,39 +172,51 @@ impl Engine {
             batch.put(Tree::Contacts, contact.store_key.clone(), &contact.record());
         }
         let received = match payload.body {
-            // A message I sent from another device: into that
-            // conversation's history, as mine.
-            Some(payload::Body::Text(text)) if from_my_device => {
-                let conversation = payload.sent_to;
-                if conversation.is_empty() || conversation == peer {
-                    return Ok(self.drop_blob(Dropped::Mismatch));
-                }
-                let message = Message {
-                    id: hex::encode(&envelope.message_id),
-                    peer: conversation.clone(),
-                    from: peer.clone(),
-                    from_me: true,
-                    text: text.body,
-                    sent_at: payload.sent_at,
-                    status: Status::Sent,
-                    group: None,
+            // A message, or a change to one: in its conversation's
+            // history. From another device of mine, it is mine, in the
+            // conversation it names.
+            Some(body @ (payload::Body::Text(_) | payload::Body::Content(_))) => {
+                let content = match body {
+                    payload::Body::Text(text) => Content::from_text(text),
+                    payload::Body::Content(content) => match Content::from_proto(content) {
+                        Ok(content) => content,
+                        Err(_) => {
+                            self.store.apply(batch)?;
+                            return Ok(self.drop_blob(Dropped::Mismatch));
+                        }
+                    },
+                    _ => return Ok(self.drop_blob(Dropped::Mismatch)),
                 };
-                self.file_message(&conversation, &message, &envelope.message_id, &mut batch)?;
-                Received::Message(message)
-            }
-            Some(payload::Body::Text(text)) => {
-                let message = Message {
-                    id: hex::encode(&envelope.message_id),
-                    peer: peer.clone(),
-                    from: peer.clone(),
-                    from_me: false,
-                    text: text.body,
-                    sent_at: payload.sent_at,
-                    status: Status::Received,
-                    group: None,
+                let conversation = if from_my_device {
+                    let conversation = payload.sent_to;
+                    if conversation.is_empty() || conversation == peer {
+                        return Ok(self.drop_blob(Dropped::Mismatch));
+                    }
+                    conversation
+                } else {
+                    peer.clone()
                 };
-                self.file_message(&peer, &message, &envelope.message_id, &mut batch)?;
-                Received::Message(message)
+                let template = Message::plain(
+                    hex::encode(&envelope.message_id),
+                    conversation.clone(),
+                    peer.clone(),
+                    from_my_device,
+                    String::new(),
+                    payload.sent_at,
+                    if from_my_device {
+                        Status::Sent
+                    } else {
+                        Status::Received
+                    },
+                    None,
+                );
+                self.receive_content(
+                    &conversation,
+                    content,
+                    template,
+                    &envelope.message_id,
+                    &mut batch,
+                )?
             }
             Some(payload::Body::SasKey(key)) => {
                 let record = [payload.sent_at.to_be_bytes().as_slice(), &key.public_key].concat();

@@ -178,8 +178,18 @@ impl Status {
 
 const FROM_ME: u8 = 1;
 const IN_GROUP: u8 = 2;
+/// Deleted for everyone by its author.
+const DELETED: u8 = 4;
+/// Mentions me.
+const MENTIONS_ME: u8 = 8;
+/// A reply, edit or reactions follow the group name (see
+/// [`encode_message`]).
+const EXTRA: u8 = 16;
 
-/// A history entry: `status, flags, sent_at, id, peer, from, text[, group]`.
+/// A history entry: `status, flags, sent_at, id, peer, from, text[, group]
+/// [, reply_to, edited, edited_at, reaction count, (emoji, handle count,
+/// handles)*]`; the last part only with the `EXTRA` flag, so entries
+/// without replies, edits or reactions keep their first encoding.
 pub(crate) fn encode_message(message: &Message) -> Zeroizing<Vec<u8>> {
     let mut flags = 0;
     if message.from_me {
@@ -187,6 +197,18 @@ pub(crate) fn encode_message(message: &Message) -> Zeroizing<Vec<u8>> {
     }
     if message.group.is_some() {
         flags |= IN_GROUP;
+    }
+    if message.deleted {
+        flags |= DELETED;
+    }
+    if message.mentions_me {
+        flags |= MENTIONS_ME;
+    }
+    let extra = message.reply_to.is_some()
+        || message.edited_at.is_some()
+        || !message.reactions.is_empty();
+    if extra {
+        flags |= EXTRA;
     }
     let group = message.group.as_deref().unwrap_or_default();
     let mut w = Writer::new(
@@ -206,6 +228,19 @@ pub(crate) fn encode_message(message: &Message) -> Zeroizing<Vec<u8>> {
     if message.group.is_some() {
         w.str(group);
     }
+    if extra {
+        w.u8(u8::from(message.reply_to.is_some()))
+            .str(message.reply_to.as_deref().unwrap_or_default())
+            .u8(u8::from(message.edited_at.is_some()))
+            .u64(message.edited_at.unwrap_or_default())
+            .u64(message.reactions.len() as u64);
+        for (emoji, by) in &message.reactions {
+            w.str(emoji).u64(by.len() as u64);
+            for handle in by {
+                w.str(handle);
+            }
+        }
+    }
     w.finish()
 }
 
@@ -216,26 +251,51 @@ pub(crate) fn decode_message(record: &[u8]) -> Result<Message, RecordError> {
     };
     let status = Status::from_byte(r.u8()?)?;
     let flags = r.u8()?;
-    if flags & !(FROM_ME | IN_GROUP) != 0 {
+    if flags & !(FROM_ME | IN_GROUP | DELETED | MENTIONS_ME | EXTRA) != 0 {
         return Err(RecordError::Unknown("message flag"));
     }
     let sent_at = r.u64()?;
-    let message = Message {
-        id: r.string()?,
-        peer: r.string()?,
-        from: r.string()?,
-        text: r.string()?,
-        group: if flags & IN_GROUP != 0 {
-            Some(r.string()?)
-        } else {
-            None
-        },
-        from_me: flags & FROM_ME != 0,
+    let mut message = Message::plain(
+        r.string()?,
+        r.string()?,
+        r.string()?,
+        flags & FROM_ME != 0,
+        r.string()?,
         sent_at,
         status,
-    };
+        None,
+    );
+    if flags & IN_GROUP != 0 {
+        message.group = Some(r.string()?);
+    }
+    message.deleted = flags & DELETED != 0;
+    message.mentions_me = flags & MENTIONS_ME != 0;
+    if flags & EXTRA != 0 {
+        let has_reply = flag(r.u8()?)?;
+        let reply_to = r.string()?;
+        message.reply_to = has_reply.then_some(reply_to);
+        let has_edit = flag(r.u8()?)?;
+        let edited_at = r.u64()?;
+        message.edited_at = has_edit.then_some(edited_at);
+        let count = r.u64()?;
+        for _ in 0..count {
+            let emoji = r.string()?;
+            let by = message.reactions.entry(emoji).or_default();
+            for _ in 0..r.u64()? {
+                by.insert(r.string()?);
+            }
+        }
+    }
     r.finish()?;
     Ok(message)
+}
+
+fn flag(byte: u8) -> Result<bool, RecordError> {
+    match byte {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(RecordError::Unknown("flag byte")),
+    }
 }
 
 /// An outbox entry: `flags, peer, envelope, message_id[, group]`.
@@ -316,8 +376,16 @@ mod tests {
             id in ".*", peer in ".*", from in ".*", text in ".*",
             from_me: bool, sent_at: u64, status in status(),
             group in proptest::option::of(".*"),
+            reply_to in proptest::option::of("[0-9a-f]{32}"),
+            edited_at in proptest::option::of(any::<u64>()),
+            deleted: bool, mentions_me: bool,
+            reactions in proptest::collection::btree_map(
+                ".{1,4}", proptest::collection::btree_set("[a-z]{1,8}", 1..4), 0..4),
         ) -> Message {
-            Message { id, peer, from, from_me, text, sent_at, status, group }
+            Message {
+                id, peer, from, from_me, text, sent_at, status, group,
+                reply_to, edited_at, deleted, mentions_me, reactions,
+            }
         }
     }
 
@@ -359,16 +427,16 @@ mod tests {
 
     #[test]
     fn trailing_bytes_are_refused() {
-        let message = Message {
-            id: "id".into(),
-            peer: "bob".into(),
-            from: "alice".into(),
-            from_me: true,
-            text: "hi".into(),
-            sent_at: 1,
-            status: Status::Queued,
-            group: None,
-        };
+        let message = Message::plain(
+            "id".into(),
+            "bob".into(),
+            "alice".into(),
+            true,
+            "hi".into(),
+            1,
+            Status::Queued,
+            None,
+        );
         let mut bytes = encode_message(&message).to_vec();
         bytes.push(0);
         assert!(matches!(decode_message(&bytes), Err(RecordError::Trailing)));

@@ -2,7 +2,7 @@
 //! turned out to be, the engine's error, and the contact and outbox
 //! records as stored.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 use sotto_proto::{Blob, MailboxId};
@@ -58,6 +58,65 @@ pub struct Message {
     /// The group's name, for a group message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// The hex ID of the message it replies to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+    /// Who reacted with what: emoji → the handles of those who did.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reactions: BTreeMap<String, BTreeSet<String>>,
+    /// When its author last edited it (author's clock, unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<u64>,
+    /// Its author deleted it for everyone: the text is gone, a stub stays.
+    #[serde(default)]
+    pub deleted: bool,
+    /// A group message whose text mentions me (`@my-handle`).
+    #[serde(default)]
+    pub mentions_me: bool,
+}
+
+impl Message {
+    /// A message with no reply, reaction, edit or mention.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn plain(
+        id: String,
+        peer: String,
+        from: String,
+        from_me: bool,
+        text: String,
+        sent_at: u64,
+        status: Status,
+        group: Option<String>,
+    ) -> Self {
+        Self {
+            id,
+            peer,
+            from,
+            from_me,
+            text,
+            sent_at,
+            status,
+            group,
+            reply_to: None,
+            reactions: BTreeMap::new(),
+            edited_at: None,
+            deleted: false,
+            mentions_me: false,
+        }
+    }
+
+    /// Whether its author edited it.
+    pub fn edited(&self) -> bool {
+        self.edited_at.is_some()
+    }
+
+    /// How many reacted with each emoji.
+    pub fn reaction_counts(&self) -> BTreeMap<&str, usize> {
+        self.reactions
+            .iter()
+            .map(|(emoji, by)| (emoji.as_str(), by.len()))
+            .collect()
+    }
 }
 
 /// Something that needs to reach the relay.
@@ -76,6 +135,9 @@ pub struct Outgoing {
 pub enum Received {
     /// A new message, now in the history.
     Message(Message),
+    /// A message in the history changed: a reaction, an edit or a delete
+    /// for everyone was applied to it (the message as it is now).
+    Updated(Message),
     /// A receipt; the listed messages of mine changed status.
     Receipt,
     /// A step of an interactive verification, kept in the store for the
@@ -123,6 +185,9 @@ pub enum Dropped {
     Mismatch,
     /// About a group I am not in, or from someone who may not say it.
     Group,
+    /// A reaction, edit or delete that names an unknown message, one in
+    /// another conversation, or (edit, delete) one by another author.
+    Refused,
 }
 
 /// An engine operation failed.
@@ -178,6 +243,9 @@ pub enum EngineError {
     /// A group change that changes nothing or is not allowed.
     #[error("{0}")]
     GroupChange(String),
+    /// A reply, reaction, edit or delete that cannot be made.
+    #[error(transparent)]
+    Action(#[from] super::ActionError),
 }
 
 /// A contact as stored (binary, see `records.rs`; JSON in old homes).

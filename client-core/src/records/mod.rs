@@ -5,6 +5,8 @@
 //!   [`EngineError`], and the contact and outbox records as stored.
 //! - `group`: a group's state ([`GroupInfo`], generations, secrets).
 //! - `keys`: store keys written by one layer and read by another.
+//! - `content`: the versioned message content ([`Content`]: text or
+//!   reply, reaction, edit, delete) as typed values, and its checks.
 //! - `codec`: the compact binary encoding of the hot records (history,
 //!   outbox, contacts), reading old JSON ones too.
 //!
@@ -13,6 +15,7 @@
 //! on each other.
 
 mod codec;
+mod content;
 mod group;
 mod keys;
 mod message;
@@ -20,6 +23,10 @@ mod message;
 pub(crate) use codec::{
     RecordError, decode_contact, decode_message, decode_outbox, encode_contact, encode_message,
     encode_outbox,
+};
+pub use content::{
+    ActionError, CONTENT_VERSION, Content, ContentError, DELETED_TEXT, MAX_REACTION_LEN,
+    MAX_REACTIONS, UNSUPPORTED_TEXT, check_reaction, mentions, parse_message_id,
 };
 pub use group::{
     DEFAULT_ROTATE_MESSAGES, DEFAULT_ROTATE_SECS, GROUP_ENVELOPE_INFO, GROUP_INBOX_INFO, GroupId,
