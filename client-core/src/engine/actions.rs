@@ -298,3 +298,222 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::group::Change;
+    use crate::{EPOCH_SECS, Epoch, MemoryStore, Store};
+
+    const NOW: u64 = 1_800_000_000;
+    const NOW_MS: u64 = NOW * 1000;
+
+    fn engine(handle: &str) -> Engine {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new().expect("memory store"));
+        Engine::create(store, handle, NOW).expect("engine")
+    }
+
+    fn pair(a: &mut Engine, b: &mut Engine) {
+        a.import_card(&b.export_card()).expect("card");
+        b.import_card(&a.export_card()).expect("card");
+    }
+
+    fn deliver(from: &mut Engine, to: &mut Engine) -> Vec<Received> {
+        let epoch = Epoch::from_unix_secs(NOW, EPOCH_SECS);
+        let mut received = Vec::new();
+        for out in from.outgoing(NOW).expect("outgoing") {
+            received.push(to.receive(out.blob.as_bytes(), epoch).expect("receive"));
+            from.sent(&out.key).expect("sent");
+        }
+        received
+    }
+
+    /// Queues `content` from `from` to `peer` as is, without the sender's
+    /// own checks: what a modified client could send.
+    fn forge(from: &mut Engine, peer: &str, content: &Content) {
+        let payload = Payload {
+            sent_at: NOW_MS + 5,
+            body: content.to_proto().map(payload::Body::Content),
+            ..Payload::default()
+        };
+        from.queue(peer, payload, None).expect("queued");
+    }
+
+    fn id_of(hex_id: &str) -> MessageId {
+        crate::records::parse_message_id(hex_id).expect("an ID")
+    }
+
+    #[test]
+    fn reply_react_edit_delete_apply_on_both_sides() {
+        let mut alice = engine("alice");
+        let mut bob = engine("bob");
+        pair(&mut alice, &mut bob);
+        let first = alice.queue_text("bob", "hello", NOW_MS).expect("queued");
+        deliver(&mut alice, &mut bob);
+        bob.queue_reply("alice", "hi back", &first, NOW_MS + 1)
+            .expect("reply");
+        let got = deliver(&mut bob, &mut alice);
+        assert!(
+            matches!(&got[..], [Received::Message(m)]
+                if m.reply_to.as_deref() == Some(hex::encode(first).as_str()) && m.text == "hi back"),
+            "{got:?}"
+        );
+        // React, then react again: taken back.
+        bob.change_message(&first, Change::React("👍".into()), NOW_MS + 2)
+            .expect("react");
+        deliver(&mut bob, &mut alice);
+        let counts = |e: &Engine| e.history("alice").or_else(|_| e.history("bob"));
+        assert_eq!(
+            counts(&alice).expect("history")[0].reaction_counts(),
+            [("👍", 1)].into()
+        );
+        bob.change_message(&first, Change::React("👍".into()), NOW_MS + 3)
+            .expect("unreact");
+        deliver(&mut bob, &mut alice);
+        assert!(counts(&alice).expect("history")[0].reactions.is_empty());
+        assert!(counts(&bob).expect("history")[0].reactions.is_empty());
+        // The author edits, then deletes.
+        alice
+            .change_message(&first, Change::Edit("hello!".into()), NOW_MS + 4)
+            .expect("edit");
+        deliver(&mut alice, &mut bob);
+        let at_bob = &bob.history("alice").expect("history")[0];
+        assert_eq!(at_bob.text, "hello!");
+        assert!(at_bob.edited());
+        alice
+            .change_message(&first, Change::Delete, NOW_MS + 5)
+            .expect("delete");
+        deliver(&mut alice, &mut bob);
+        for history in [alice.history("bob"), bob.history("alice")] {
+            let message = &history.expect("history")[0];
+            assert!(message.deleted);
+            assert_eq!(message.text, "");
+            assert_eq!(Engine::shown_text(message), DELETED_TEXT);
+        }
+    }
+
+    #[test]
+    fn only_the_author_edits_or_deletes() {
+        let mut alice = engine("alice");
+        let mut bob = engine("bob");
+        pair(&mut alice, &mut bob);
+        let first = alice.queue_text("bob", "mine", NOW_MS).expect("queued");
+        deliver(&mut alice, &mut bob);
+        // Refused before anything is sent.
+        assert!(matches!(
+            bob.change_message(&first, Change::Edit("yours now".into()), NOW_MS + 1),
+            Err(EngineError::Action(ActionError::NotAuthor))
+        ));
+        assert!(matches!(
+            bob.change_message(&first, Change::Delete, NOW_MS + 1),
+            Err(EngineError::Action(ActionError::NotAuthor))
+        ));
+        assert!(bob.outgoing(NOW).expect("outgoing").is_empty());
+        // Forged past the sender's checks: refused by the receiver.
+        forge(
+            &mut bob,
+            "alice",
+            &Content::Edit {
+                target: first,
+                body: "yours now".into(),
+            },
+        );
+        forge(&mut bob, "alice", &Content::Delete { target: first });
+        let got = deliver(&mut bob, &mut alice);
+        assert!(
+            got.iter()
+                .all(|r| matches!(r, Received::Dropped(Dropped::Refused))),
+            "{got:?}"
+        );
+        let message = &alice.history("bob").expect("history")[0];
+        assert_eq!(message.text, "mine");
+        assert!(!message.deleted && !message.edited());
+        assert_eq!(alice.drops().by_reason.get("Refused"), Some(&2));
+    }
+
+    #[test]
+    fn unknown_ids_and_other_conversations_are_refused() {
+        let mut alice = engine("alice");
+        let mut bob = engine("bob");
+        let mut carol = engine("carol");
+        pair(&mut alice, &mut bob);
+        pair(&mut alice, &mut carol);
+        pair(&mut bob, &mut carol);
+        // Alice and Bob talk; Carol learns the ID (say Bob forwarded it).
+        let with_bob = bob.queue_text("alice", "private", NOW_MS).expect("queued");
+        deliver(&mut bob, &mut alice);
+        // Carol reacts to, and (as if she wrote it) deletes, a message of
+        // another conversation.
+        forge(
+            &mut carol,
+            "alice",
+            &Content::React {
+                target: with_bob,
+                emoji: "👎".into(),
+                remove: false,
+            },
+        );
+        forge(&mut carol, "alice", &Content::Delete { target: with_bob });
+        // And changes one that does not exist.
+        forge(
+            &mut carol,
+            "alice",
+            &Content::Edit {
+                target: [7; 16],
+                body: "ghost".into(),
+            },
+        );
+        let got = deliver(&mut carol, &mut alice);
+        assert_eq!(got.len(), 3);
+        assert!(
+            got.iter()
+                .all(|r| matches!(r, Received::Dropped(Dropped::Refused))),
+            "{got:?}"
+        );
+        let message = &alice.history("bob").expect("history")[0];
+        assert_eq!(message.text, "private");
+        assert!(message.reactions.is_empty() && !message.deleted);
+        // Locally: an unknown ID, a reply across conversations, a bad emoji.
+        assert!(matches!(
+            alice.change_message(&[9; 16], Change::Delete, NOW_MS),
+            Err(EngineError::Action(ActionError::UnknownMessage(_)))
+        ));
+        assert!(matches!(
+            alice.queue_reply("carol", "re", &with_bob, NOW_MS),
+            Err(EngineError::Action(ActionError::OtherConversation))
+        ));
+        for bad in ["👍👍", "", &"x".repeat(1000)] {
+            assert!(matches!(
+                alice.change_message(&with_bob, Change::React(bad.into()), NOW_MS),
+                Err(EngineError::Action(ActionError::Content(
+                    crate::records::ContentError::BadReaction
+                )))
+            ));
+        }
+        assert_eq!(id_of(&hex::encode(with_bob)), with_bob);
+    }
+
+    #[test]
+    fn an_unknown_content_kind_shows_as_unsupported() {
+        let mut alice = engine("alice");
+        let mut bob = engine("bob");
+        pair(&mut alice, &mut bob);
+        // A newer sender's kind: this version finds no kind it knows.
+        let payload = Payload {
+            sent_at: NOW_MS,
+            body: Some(payload::Body::Content(sotto_proto::client::Content {
+                version: 2,
+                kind: None,
+            })),
+            ..Payload::default()
+        };
+        alice.queue("bob", payload, None).expect("queued");
+        let got = deliver(&mut alice, &mut bob);
+        assert!(
+            matches!(&got[..], [Received::Message(m)] if m.text == UNSUPPORTED_TEXT),
+            "{got:?}"
+        );
+    }
+}
