@@ -137,7 +137,7 @@ impl Ctx {
     /// The message text: `text` itself, or stdin when it is absent or `-`
     /// (so that it stays out of shell history and `ps`). One trailing
     /// newline (from `echo` or a heredoc) is not part of the message.
-    fn message_text(&mut self, text: Option<String>) -> anyhow::Result<String> {
+    pub(crate) fn message_text(&mut self, text: Option<String>) -> anyhow::Result<String> {
         if let Some(text) = text.filter(|t| t != "-") {
             return Ok(text);
         }
@@ -185,7 +185,7 @@ impl Ctx {
 pub(crate) fn reads_stdin(command: &Command) -> bool {
     let absent = |text: &Option<String>| text.as_deref().is_none_or(|t| t == "-");
     match command {
-        Command::Send { text, .. } => absent(text),
+        Command::Send { text, .. } | Command::Edit { text, .. } => absent(text),
         Command::Group(GroupCommand::Send { text, .. }) => absent(text),
         _ => false,
     }
@@ -474,9 +474,17 @@ pub(crate) async fn exec(app: &mut App, command: Command, ctx: &mut Ctx) -> anyh
                 out.result(&member, json!({"handle": member}));
             }
         }
-        Command::Send { handle, text } => {
+        Command::Send {
+            handle,
+            text,
+            reply_to,
+        } => {
             let text = ctx.message_text(text)?;
-            let sent = app.send(&handle, &text).await?;
+            let reply_to = match reply_to {
+                Some(id) => Some(app.resolve_message_id(&id)?),
+                None => None,
+            };
+            let sent = app.send_reply(&handle, &text, reply_to.as_ref()).await?;
             ctx.sent.push((
                 hex::encode(sent.id),
                 handle.clone(),
@@ -538,6 +546,11 @@ pub(crate) async fn exec(app: &mut App, command: Command, ctx: &mut Ctx) -> anyh
             }
         }
         Command::Group(command) => group(app, command, ctx).await?,
+        command @ (Command::React { .. }
+        | Command::Edit { .. }
+        | Command::Delete { .. }
+        | Command::Search { .. }
+        | Command::Export { .. }) => crate::messages::run(app, command, ctx).await?,
         Command::Whoami => {
             out.result(
                 format!(
@@ -596,6 +609,14 @@ async fn sync(app: &mut App, ctx: &mut Ctx) -> anyhow::Result<()> {
     for message in &report.messages {
         out.message(message);
     }
+    // Messages a reaction, edit or delete changed, as they are now.
+    for message in &report.updated {
+        if out.json {
+            out.line(json!({ "updated": crate::output::message_json(message) }));
+        } else {
+            out.message(message);
+        }
+    }
     if let Some((index, total)) = report.history_parts {
         out.err(format_args!(
             "history from your other device: part {index} of {total} ({} messages) — `sotto history HANDLE` shows it",
@@ -615,7 +636,7 @@ async fn sync(app: &mut App, ctx: &mut Ctx) -> anyhow::Result<()> {
             "this device waits for approval: on one of your devices run `sotto device approve {code}`"
         ));
     }
-    if !out.json && report.messages.is_empty() {
+    if !out.json && report.messages.is_empty() && report.updated.is_empty() {
         out.err("no new messages");
     }
     ctx.synced = true;
@@ -750,9 +771,19 @@ async fn group(app: &mut App, command: GroupCommand, ctx: &mut Ctx) -> anyhow::R
             let info = app.group_leave(&name).await?;
             show(&info, "left");
         }
-        GroupCommand::Send { name, text } => {
+        GroupCommand::Send {
+            name,
+            text,
+            reply_to,
+        } => {
             let text = ctx.message_text(text)?;
-            let sent = app.group_send(&name, &text).await?;
+            let reply_to = match reply_to {
+                Some(id) => Some(app.resolve_message_id(&id)?),
+                None => None,
+            };
+            let sent = app
+                .group_send_reply(&name, &text, reply_to.as_ref())
+                .await?;
             let status = if sent.delivered { "sent" } else { "queued" };
             out.result(
                 if sent.delivered {

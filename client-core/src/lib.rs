@@ -104,8 +104,8 @@ pub use devices::{
     REQUEST_INBOX_ROTATE_SECS, confirmation_code, normalize_code,
 };
 pub use engine::{
-    DeviceChange, DropCounts, Dropped, Engine, EngineError, Message, MessageId, Outgoing, Received,
-    Status,
+    DeviceChange, DropCounts, Dropped, Engine, EngineError, Message, MessageId, Outgoing, Query,
+    Received, Status,
 };
 pub use epoch::{EPOCH_SECS, Epoch};
 #[cfg(feature = "test-support")]

@@ -336,7 +336,7 @@ impl App {
         change: crate::Change,
     ) -> Result<(Message, bool), AppError> {
         self.require_approved()?;
-        let id = crate::parse_message_id(id).map_err(crate::EngineError::from)?;
+        let id = self.client.engine().resolve_message_id(id)?;
         if let Some(Some(group)) = self.client.engine().message_group(&id)? {
             self.resolve_group_members(&group).await?;
         }
@@ -346,6 +346,52 @@ impl App {
             .change_message(&id, change, (self.clock)())?;
         let delivered = self.deliver_or_queue().await?;
         Ok((message, delivered))
+    }
+
+    /// The full ID of the message whose hex ID starts with `id`.
+    pub fn resolve_message_id(&self, id: &str) -> Result<MessageId, AppError> {
+        Ok(self.client.engine().resolve_message_id(id)?)
+    }
+
+    /// The history conversation `with` a member or of a `group` (neither:
+    /// every conversation).
+    fn scope(&self, with: Option<&str>, group: Option<&str>) -> Result<Option<String>, AppError> {
+        Ok(match (with, group) {
+            (Some(handle), _) => Some(handle.to_owned()),
+            (None, Some(group)) => Some(self.client.engine().group_conversation_of(group)?),
+            (None, None) => None,
+        })
+    }
+
+    /// Searches the local history (see [`crate::Query`]): newest first, at
+    /// most `limit` messages.
+    pub fn search(
+        &self,
+        query: &str,
+        with: Option<&str>,
+        group: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Message>, AppError> {
+        let scope = self.scope(with, group)?;
+        Ok(self
+            .client
+            .engine()
+            .search(&crate::Query::new(query), scope.as_deref(), limit)?)
+    }
+
+    /// The local history to export: one conversation, or all, from
+    /// `since_ms` on, oldest first. Messages only; no key material.
+    pub fn export(
+        &self,
+        with: Option<&str>,
+        group: Option<&str>,
+        since_ms: u64,
+    ) -> Result<Vec<Message>, AppError> {
+        let scope = self.scope(with, group)?;
+        Ok(self
+            .client
+            .engine()
+            .messages_since(scope.as_deref(), since_ms)?)
     }
 
     /// Delivers the outbox; a network failure leaves it queued (false).

@@ -84,6 +84,32 @@ impl Engine {
         }))
     }
 
+    /// The message whose hex ID is, or starts with, `hex_id` (at least 8
+    /// hex digits, as `sotto history` shows them).
+    pub fn resolve_message_id(&self, hex_id: &str) -> Result<MessageId, EngineError> {
+        let wanted = hex_id.trim().to_ascii_lowercase();
+        if wanted.len() == 32 {
+            return Ok(crate::records::parse_message_id(&wanted)?);
+        }
+        if wanted.len() < 8 || wanted.len() > 32 || !wanted.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return Err(ActionError::BadId(hex_id.to_owned()).into());
+        }
+        let bytes = hex::decode(&wanted[..wanted.len() & !1])
+            .map_err(|_| ActionError::BadId(hex_id.to_owned()))?;
+        let mut found = self
+            .store
+            .scan_prefix(Tree::Seen, &[INDEX_PREFIX, &bytes].concat())?
+            .into_iter()
+            .filter_map(|(key, _)| MessageId::try_from(key.get(INDEX_PREFIX.len()..)?).ok())
+            .filter(|id| hex::encode(id).starts_with(&wanted));
+        match (found.next(), found.next()) {
+            (Some(id), None) => Ok(id),
+            (None, _) => Err(ActionError::UnknownMessage(hex_id.to_owned()).into()),
+            (Some(_), Some(_)) => Err(ActionError::AmbiguousId(hex_id.to_owned()).into()),
+        }
+    }
+
     /// Applies a reaction, edit or delete `content` that `sender` sent at
     /// `sent_at` in `conversation` to its target, in `batch`. Returns the
     /// message as it is now, or why the change was refused (nothing is

@@ -41,6 +41,7 @@
 //!   message index by ID and the rule for who may change what.
 //! - `history`: the local history, statuses (receipts, read marks) and
 //!   the per-conversation sequence numbers.
+//! - `search`: local search ([`Query`]) and export over the history.
 //! - `verify`: the engine's side of SAS verification and verified keys.
 //! - `team_keys`: the access-token period keys a payload names
 //!   (DESIGN §7) and the pending team directory key.
@@ -56,6 +57,7 @@ mod olm;
 mod outbox;
 mod receive;
 mod reports;
+mod search;
 mod team_keys;
 mod verify;
 
@@ -66,6 +68,7 @@ pub use crate::records::{
     DropCounts, Dropped, EngineError, Message, MessageId, Outgoing, Received, Status,
 };
 pub use contacts::DeviceChange;
+pub use search::Query;
 
 use std::collections::HashMap;
 use std::sync::Arc;

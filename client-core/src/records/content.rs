@@ -82,8 +82,11 @@ pub enum ActionError {
     #[error("no message with ID {0} in your history; `sotto history` shows the IDs")]
     UnknownMessage(String),
     /// An ID that is not 32 hex digits.
-    #[error("\"{0}\" is not a message ID (32 hex digits, from `sotto history`)")]
+    #[error("\"{0}\" is not a message ID (8 to 32 hex digits, from `sotto history`)")]
     BadId(String),
+    /// Several messages have IDs that start so.
+    #[error("several messages have IDs starting with {0}; give more of it")]
+    AmbiguousId(String),
     /// The target is in another conversation than the action.
     #[error("that message is in another conversation")]
     OtherConversation,
