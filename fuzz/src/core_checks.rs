@@ -429,3 +429,35 @@ pub(crate) fn check_group_message(data: &[u8]) {
         group.bob_history().unwrap();
     });
 }
+
+/// `message_content`: the whole input is an encoded `Content` (what a
+/// member puts inside Olm or Megolm). [`sotto_core::Content::decode`]
+/// never panics; a kind it accepts has 16-byte targets and a reaction of
+/// one short grapheme, re-encodes, and decodes again to the same value;
+/// mentions of any handle in its text never panic.
+pub(crate) fn check_message_content(data: &[u8]) {
+    use sotto_core::Content;
+    let Ok(content) = Content::decode(data) else {
+        return;
+    };
+    match &content {
+        Content::Unsupported => {
+            assert!(content.to_proto().is_none());
+            return;
+        }
+        Content::React { emoji, .. } => {
+            assert!(sotto_core::check_reaction(emoji).is_ok());
+            assert!(emoji.len() <= sotto_core::MAX_REACTION_LEN);
+        }
+        Content::Text { body, .. } | Content::Edit { body, .. } => {
+            let _ = sotto_core::mentions(body, "bob");
+            let _ = sotto_core::mentions(body, "");
+        }
+        Content::Delete { .. } => {}
+    }
+    let again = content
+        .to_proto()
+        .expect("a decoded kind encodes")
+        .encode_to_vec();
+    assert_eq!(Content::decode(&again), Ok(content), "round trip");
+}
