@@ -175,9 +175,14 @@ fn group_mentions_reactions_search_and_export() {
         let mode = std::fs::metadata(&file).unwrap().permissions().mode();
         assert_eq!(mode & 0o077, 0, "the export is private");
     }
-    let key_file = std::fs::read(bob.join("store.key")).unwrap_or_default();
-    if key_file.len() >= 16 {
-        assert!(!markdown.as_bytes().windows(16).any(|w| w == &key_file[..16]));
+    // The store key (as bytes or hex) is in neither export.
+    let key_file = std::fs::read(bob.join("store.key")).unwrap();
+    assert!(key_file.len() >= 16);
+    let all_jsonl = ok(&sotto(&bob, &["export", "--format", "jsonl"]));
+    for export in [markdown.as_bytes(), all_jsonl.as_bytes()] {
+        assert!(!export.windows(16).any(|w| w == &key_file[..16]));
+        let hex_key = hex::encode(&key_file[..16]);
+        assert!(!String::from_utf8_lossy(export).contains(&hex_key));
     }
     let future = lines(&ok(&sotto(&bob, &["export", "--since", "9999-01-01"])));
     assert!(future.is_empty());
