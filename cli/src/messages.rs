@@ -171,7 +171,20 @@ fn day_start_ms(date: &str) -> Option<u64> {
     let month: i64 = parts.next()?.parse().ok()?;
     let day: i64 = parts.next()?.parse().ok()?;
     let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-    let days_in_month = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    let days_in_month = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
     let max_day = *days_in_month.get(usize::try_from(month - 1).ok()?)?;
     if !(1970..=9999).contains(&year) || !(1..=max_day).contains(&day) {
         return None;
@@ -210,10 +223,20 @@ mod tests {
         assert_eq!(day_start_ms("1970-01-01"), Some(0));
         assert_eq!(day_start_ms("2026-12-03"), Some(1_796_256_000_000));
         assert_eq!(iso_time(1_796_256_000_000 + 61_000), "2026-12-03 00:01");
-        for bad in ["2026-13-01", "2026-02-30", "yesterday", "", "2026-1", "1969-12-31"] {
+        for bad in [
+            "2026-13-01",
+            "2026-02-30",
+            "yesterday",
+            "",
+            "2026-1",
+            "1969-12-31",
+        ] {
             assert_eq!(day_start_ms(bad), None, "{bad}");
         }
-        assert_eq!(day_start_ms("2024-02-29").map(|ms| ms % 86_400_000), Some(0));
+        assert_eq!(
+            day_start_ms("2024-02-29").map(|ms| ms % 86_400_000),
+            Some(0)
+        );
     }
 
     #[test]

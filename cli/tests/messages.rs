@@ -19,8 +19,12 @@ fn lines(output: &str) -> Vec<serde_json::Value> {
 /// The `--json` sync of `home`: (new messages, updated messages).
 fn sync(home: &Path) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
     let all = lines(&ok(&sotto(home, &["--json", "sync"])));
-    let (updated, new): (Vec<_>, Vec<_>) = all.into_iter().partition(|l| l.get("updated").is_some());
-    (new, updated.into_iter().map(|l| l["updated"].clone()).collect())
+    let (updated, new): (Vec<_>, Vec<_>) =
+        all.into_iter().partition(|l| l.get("updated").is_some());
+    (
+        new,
+        updated.into_iter().map(|l| l["updated"].clone()).collect(),
+    )
 }
 
 /// The message `id` in `home`'s history `args` (`["history", "bob"]`…).
@@ -61,7 +65,10 @@ fn reply_react_edit_delete_reach_both_of_alices_devices_and_bob() {
     // A reply, by the ID's start as `sotto history` shows it.
     let human = ok(&sotto(&bob, &["history", "alice"]));
     assert!(human.contains(&id[..8]), "{human}");
-    ok(&sotto(&bob, &["send", "alice", "--reply-to", &id[..8], "hi back"]));
+    ok(&sotto(
+        &bob,
+        &["send", "alice", "--reply-to", &id[..8], "hi back"],
+    ));
     for home in [&alice, &laptop] {
         let (new, _) = sync(home);
         assert_eq!(new[0]["reply_to"], id.as_str(), "{new:?}");
@@ -97,7 +104,11 @@ fn reply_react_edit_delete_reach_both_of_alices_devices_and_bob() {
         "only its author",
     );
     fails(&sotto(&bob, &["delete", &id]), 4, "only its author");
-    fails(&sotto(&bob, &["delete", "00112233"]), 4, "no message with ID");
+    fails(
+        &sotto(&bob, &["delete", "00112233"]),
+        4,
+        "no message with ID",
+    );
 
     // Deleted for everyone: a stub everywhere, the text gone.
     ok(&sotto(&alice, &["delete", &id]));
@@ -119,12 +130,24 @@ fn group_mentions_reactions_search_and_export() {
     ok(&sotto(&bob, &["sync"]));
     let sent = lines(&ok(&sotto(
         &alice,
-        &["--json", "group", "send", "ops", "@bob please deploy friday"],
+        &[
+            "--json",
+            "group",
+            "send",
+            "ops",
+            "@bob please deploy friday",
+        ],
     )));
     let id = sent[0]["id"].as_str().unwrap().to_owned();
-    ok(&sotto(&alice, &["group", "send", "ops", "lunch? (not for @bobby)"]));
+    ok(&sotto(
+        &alice,
+        &["group", "send", "ops", "lunch? (not for @bobby)"],
+    ));
     let (new, _) = sync(&bob);
-    let texts: Vec<_> = new.iter().map(|m| (m["text"].clone(), m["mentions_me"].clone())).collect();
+    let texts: Vec<_> = new
+        .iter()
+        .map(|m| (m["text"].clone(), m["mentions_me"].clone()))
+        .collect();
     assert_eq!(
         texts,
         [
@@ -132,13 +155,20 @@ fn group_mentions_reactions_search_and_export() {
             ("lunch? (not for @bobby)".into(), false.into())
         ]
     );
-    ok(&sotto(&bob, &["group", "send", "ops", "--reply-to", &id, "on it"]));
+    ok(&sotto(
+        &bob,
+        &["group", "send", "ops", "--reply-to", &id, "on it"],
+    ));
     ok(&sotto(&bob, &["react", &id, "🚀"]));
     let (new, updated) = sync(&alice);
     assert_eq!(new[0]["reply_to"], id.as_str());
     assert_eq!(updated[0]["reactions"]["🚀"], 1);
     // Edits by the author reach the group.
-    ok(&sotto_stdin(&alice, &["edit", &id], "@bob please deploy monday"));
+    ok(&sotto_stdin(
+        &alice,
+        &["edit", &id],
+        "@bob please deploy monday",
+    ));
     sync(&bob);
     assert_eq!(
         in_history(&bob, &["group", "history", "ops"], &id)["text"],
@@ -153,17 +183,35 @@ fn group_mentions_reactions_search_and_export() {
     for odd in ["\"", ".*", "(", "[a-z]+", "💥", "' OR 1=1 --"] {
         ok(&sotto(&bob, &["--json", "search", odd]));
     }
-    let scoped = lines(&ok(&sotto(&bob, &["--json", "search", "on", "--group", "ops"])));
+    let scoped = lines(&ok(&sotto(
+        &bob,
+        &["--json", "search", "on", "--group", "ops"],
+    )));
     assert_eq!(scoped[0]["text"], "on it", "newest first: {scoped:?}");
-    assert!(lines(&ok(&sotto(&bob, &["--json", "search", "deploy", "--with", "alice"]))).is_empty());
+    assert!(
+        lines(&ok(&sotto(
+            &bob,
+            &["--json", "search", "deploy", "--with", "alice"]
+        )))
+        .is_empty()
+    );
 
     // Export: every readable message, no key material.
-    let jsonl = lines(&ok(&sotto(&bob, &["export", "--group", "ops", "--format", "jsonl"])));
+    let jsonl = lines(&ok(&sotto(
+        &bob,
+        &["export", "--group", "ops", "--format", "jsonl"],
+    )));
     assert_eq!(jsonl.len(), 3, "{jsonl:?}");
     let file = homes.path().join("ops.md");
     ok(&sotto(
         &bob,
-        &["export", "--format", "markdown", "--output", file.to_str().unwrap()],
+        &[
+            "export",
+            "--format",
+            "markdown",
+            "--output",
+            file.to_str().unwrap(),
+        ],
     ));
     let markdown = std::fs::read_to_string(&file).unwrap();
     assert!(markdown.contains("## #ops"), "{markdown}");
@@ -186,7 +234,11 @@ fn group_mentions_reactions_search_and_export() {
     }
     let future = lines(&ok(&sotto(&bob, &["export", "--since", "9999-01-01"])));
     assert!(future.is_empty());
-    fails(&sotto(&bob, &["export", "--since", "yesterday"]), 2, "not a date");
+    fails(
+        &sotto(&bob, &["export", "--since", "yesterday"]),
+        2,
+        "not a date",
+    );
 }
 
 #[test]
@@ -205,7 +257,11 @@ fn changes_run_through_the_owner_while_listen_holds_the_profile() {
     });
     // Through the owner: the reaction, and a refused edit.
     ok(&sotto(&bob, &["react", &id, "👀"]));
-    fails(&sotto_stdin(&bob, &["edit", &id], "x"), 4, "only its author");
+    fails(
+        &sotto_stdin(&bob, &["edit", &id], "x"),
+        4,
+        "only its author",
+    );
     let _ = listener.kill();
     let _ = listener.wait();
     let (_, updated) = sync(&alice);

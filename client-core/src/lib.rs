@@ -112,8 +112,8 @@ pub use epoch::{EPOCH_SECS, Epoch};
 #[doc(hidden)]
 pub use group::FuzzGroup;
 pub use group::{
-    Change, DEFAULT_ROTATE_MESSAGES, DEFAULT_ROTATE_SECS, GROUP_ENVELOPE_INFO, GROUP_INBOX_INFO, GroupId,
-    GroupInfo, Rotation,
+    Change, DEFAULT_ROTATE_MESSAGES, DEFAULT_ROTATE_SECS, GROUP_ENVELOPE_INFO, GROUP_INBOX_INFO,
+    GroupId, GroupInfo, Rotation,
 };
 pub use net::{MailboxSigner, NetError, Pushed, RELAY_SERVER_NAME, RelayAddr, RelayConnection};
 pub use records::{

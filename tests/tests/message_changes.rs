@@ -76,7 +76,12 @@ async fn group_changes_reach_both_devices_of_both_members_and_only_authors_edit(
         let history = app.group_history("ops").unwrap();
         let message = find(&history, &id);
         // The same ID everywhere; the mention lights up for bob only.
-        assert_eq!(message.mentions_me, app.handle() == "bob", "{}", app.handle());
+        assert_eq!(
+            message.mentions_me,
+            app.handle() == "bob",
+            "{}",
+            app.handle()
+        );
     }
 
     // Bob's second device reacts and replies; every device sees both.
@@ -107,11 +112,15 @@ async fn group_changes_reach_both_devices_of_both_members_and_only_authors_edit(
     for app in [&mut bob, &mut bob2] {
         assert!(matches!(
             app.change_message(&id, Change::Edit("mine".into())).await,
-            Err(AppError::Engine(EngineError::Action(ActionError::NotAuthor)))
+            Err(AppError::Engine(EngineError::Action(
+                ActionError::NotAuthor
+            )))
         ));
         assert!(matches!(
             app.change_message(&id, Change::Delete).await,
-            Err(AppError::Engine(EngineError::Action(ActionError::NotAuthor)))
+            Err(AppError::Engine(EngineError::Action(
+                ActionError::NotAuthor
+            )))
         ));
     }
 
@@ -143,7 +152,11 @@ async fn a_linked_device_gets_replies_edits_reactions_and_deletes_with_the_histo
     bob.change_message(&hex::encode(one), Change::React("👍".into()))
         .await
         .unwrap();
-    let reply = bob.send_reply("alice", "re two", Some(&two)).await.unwrap().id;
+    let reply = bob
+        .send_reply("alice", "re two", Some(&two))
+        .await
+        .unwrap()
+        .id;
     alice.sync().await.unwrap();
     alice
         .change_message(&hex::encode(one), Change::Edit("one, edited".into()))

@@ -5,7 +5,7 @@
 use hmac::Mac;
 use sotto_proto::Message as _;
 use sotto_proto::client::{
-    Envelope, HistoryChunk, HistoryItem, LinkRequest, ReactionSet, Payload, SignedCard, payload,
+    Envelope, HistoryChunk, HistoryItem, LinkRequest, Payload, ReactionSet, SignedCard, payload,
 };
 use vodozemac::Curve25519PublicKey;
 use vodozemac::olm::{OlmMessage, SessionConfig};
@@ -383,7 +383,11 @@ impl Engine {
             if message.deleted {
                 message.text.clear();
             }
-            for set in item.reactions.into_iter().take(crate::records::MAX_REACTIONS) {
+            for set in item
+                .reactions
+                .into_iter()
+                .take(crate::records::MAX_REACTIONS)
+            {
                 if crate::records::check_reaction(&set.emoji).is_ok() && !set.by.is_empty() {
                     message
                         .reactions

@@ -91,8 +91,7 @@ impl Engine {
         if wanted.len() == 32 {
             return Ok(crate::records::parse_message_id(&wanted)?);
         }
-        if wanted.len() < 8 || wanted.len() > 32 || !wanted.bytes().all(|b| b.is_ascii_hexdigit())
-        {
+        if wanted.len() < 8 || wanted.len() > 32 || !wanted.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(ActionError::BadId(hex_id.to_owned()).into());
         }
         let bytes = hex::decode(&wanted[..wanted.len() & !1])

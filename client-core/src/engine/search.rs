@@ -65,7 +65,7 @@ impl Engine {
                 found.push(message);
             }
         })?;
-        found.sort_by(|a, b| b.sent_at.cmp(&a.sent_at));
+        found.sort_by_key(|m| std::cmp::Reverse(m.sent_at));
         found.truncate(limit);
         Ok(found)
     }
@@ -93,13 +93,53 @@ impl Engine {
         Ok(format!("group/{}", info.id))
     }
 
+    /// Test hook: files `count` messages from `peer` into the history of
+    /// the conversation with `peer`, word `i` of `words` in message `i`,
+    /// without any cryptography but the store's (for the search bench).
+    #[cfg(feature = "test-support")]
+    #[doc(hidden)]
+    pub fn bench_fill_history(
+        &mut self,
+        peer: &str,
+        words: &[&str],
+        count: usize,
+    ) -> Result<(), EngineError> {
+        for chunk in (0..count).collect::<Vec<_>>().chunks(1000) {
+            let mut batch = crate::Batch::new();
+            for &i in chunk {
+                let id: [u8; 16] = (i as u128).to_be_bytes();
+                let text = format!(
+                    "message {i} about {} and the weekly status of everything",
+                    words.get(i % words.len().max(1)).unwrap_or(&"nothing")
+                );
+                let message = Message::plain(
+                    hex::encode(id),
+                    peer.to_owned(),
+                    peer.to_owned(),
+                    false,
+                    text,
+                    1_800_000_000_000 + i as u64,
+                    super::Status::Received,
+                    None,
+                );
+                self.file_message(peer, &message, &id, &mut batch)?;
+            }
+            self.store.apply(batch)?;
+        }
+        Ok(self.store.flush()?)
+    }
+
     fn each_message(
         &self,
         conversation: Option<&str>,
         mut each: impl FnMut(Message),
     ) -> Result<(), EngineError> {
         let prefix = match conversation {
-            Some(conversation) => self.store.blind(conversation.as_bytes()).as_bytes().to_vec(),
+            Some(conversation) => self
+                .store
+                .blind(conversation.as_bytes())
+                .as_bytes()
+                .to_vec(),
             None => Vec::new(),
         };
         for (_, value) in self.store.scan_prefix(Tree::History, &prefix)? {

@@ -223,8 +223,8 @@ impl Engine {
                         Content::Text { body, reply_to } => {
                             message.text = body;
                             message.reply_to = reply_to.map(hex::encode);
-                            message.mentions_me = !message.from_me
-                                && mentions(&message.text, &self.device.handle);
+                            message.mentions_me =
+                                !message.from_me && mentions(&message.text, &self.device.handle);
                             if let Ok(message_id) = hex::decode(&message.id) {
                                 self.index_message(
                                     &message_id,

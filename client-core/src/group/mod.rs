@@ -49,9 +49,9 @@
 //! - `fuzz` (feature `test-support`): [`FuzzGroup`], a fixed group for the
 //!   fuzz targets.
 
+mod changes;
 #[cfg(feature = "test-support")]
 mod fuzz;
-mod changes;
 mod handover;
 mod keys;
 mod mailboxes;

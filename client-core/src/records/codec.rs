@@ -204,9 +204,8 @@ pub(crate) fn encode_message(message: &Message) -> Zeroizing<Vec<u8>> {
     if message.mentions_me {
         flags |= MENTIONS_ME;
     }
-    let extra = message.reply_to.is_some()
-        || message.edited_at.is_some()
-        || !message.reactions.is_empty();
+    let extra =
+        message.reply_to.is_some() || message.edited_at.is_some() || !message.reactions.is_empty();
     if extra {
         flags |= EXTRA;
     }

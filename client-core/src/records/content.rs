@@ -122,9 +122,7 @@ pub fn parse_message_id(hex_id: &str) -> Result<MessageId, ActionError> {
 /// bytes, no control characters or whitespace.
 pub fn check_reaction(emoji: &str) -> Result<(), ContentError> {
     let one = emoji.graphemes(true).count() == 1;
-    let plain = !emoji
-        .chars()
-        .any(|c| c.is_control() || c.is_whitespace());
+    let plain = !emoji.chars().any(|c| c.is_control() || c.is_whitespace());
     if one && plain && emoji.len() <= MAX_REACTION_LEN {
         Ok(())
     } else {
@@ -310,16 +308,16 @@ mod tests {
     fn content() -> impl Strategy<Value = Content> {
         let id = proptest::array::uniform16(any::<u8>());
         prop_oneof![
-            (".*", proptest::option::of(id.clone()))
+            (".*", proptest::option::of(id))
                 .prop_map(|(body, reply_to)| Content::Text { body, reply_to }),
-            (id.clone(), "[a-z]|👍|❤️", any::<bool>()).prop_map(|(target, emoji, remove)| {
+            (id, "[a-z]|👍|❤️", any::<bool>()).prop_map(|(target, emoji, remove)| {
                 Content::React {
                     target,
                     emoji,
                     remove,
                 }
             }),
-            (id.clone(), ".*").prop_map(|(target, body)| Content::Edit { target, body }),
+            (id, ".*").prop_map(|(target, body)| Content::Edit { target, body }),
             id.prop_map(|target| Content::Delete { target }),
         ]
     }
