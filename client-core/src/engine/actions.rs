@@ -30,8 +30,10 @@ pub(crate) struct Target {
     pub(crate) key: Vec<u8>,
     /// Its conversation: a handle, or a group's `group/<hex>`.
     pub(crate) conversation: String,
-    /// The message.
+    /// The message, with the current status of one of mine.
     pub(crate) message: Message,
+    /// The status in the entry itself (mine keep theirs beside it).
+    stored_status: Status,
 }
 
 impl Engine {
@@ -69,6 +71,7 @@ impl Engine {
         if message.id != hex::encode(id) {
             return Ok(None);
         }
+        let stored_status = message.status;
         if let Some(record) = self
             .store
             .get(Tree::Seen, &[b"out".as_slice(), id].concat())?
@@ -81,6 +84,7 @@ impl Engine {
             key: key.to_vec(),
             conversation,
             message,
+            stored_status,
         }))
     }
 
@@ -187,11 +191,10 @@ impl Engine {
                 return Ok(Err(ActionError::UnknownMessage(String::new())));
             }
         }
-        // The status of my own messages lives beside the entry.
+        // The status of my own messages lives beside the entry (or, in
+        // old homes, in it): written back as it was.
         let mut stored = message.clone();
-        if stored.from_me {
-            stored.status = Status::Sent;
-        }
+        stored.status = target.stored_status;
         batch.put(Tree::History, target.key, &records::encode_message(&stored));
         Ok(Ok(message))
     }
