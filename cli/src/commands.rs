@@ -32,7 +32,7 @@ fn key_source(home: &Path) -> KeySource {
 
 /// Parses a duration in whole seconds: plain seconds (`90`), or a number
 /// with a unit (`90s`, `30m`, `12h`, `7d`, `2w`, also combined: `1h 30m`).
-fn parse_duration(text: &str) -> Result<u64, UsageError> {
+pub(crate) fn parse_duration(text: &str) -> Result<u64, UsageError> {
     let text = text.trim();
     if let Ok(secs) = text.parse::<u64>() {
         return Ok(secs);
@@ -508,6 +508,7 @@ pub(crate) async fn exec(app: &mut App, command: Command, ctx: &mut Ctx) -> anyh
         }
         Command::Sync => sync(app, ctx).await?,
         Command::History { handle } => {
+            app.purge_expired()?;
             for message in app.history(&handle)? {
                 out.message(&message);
             }
@@ -550,7 +551,8 @@ pub(crate) async fn exec(app: &mut App, command: Command, ctx: &mut Ctx) -> anyh
         | Command::Edit { .. }
         | Command::Delete { .. }
         | Command::Search { .. }
-        | Command::Export { .. }) => crate::messages::run(app, command, ctx).await?,
+        | Command::Export { .. }
+        | Command::Disappear { .. }) => crate::messages::run(app, command, ctx).await?,
         Command::Whoami => {
             out.result(
                 format!(
@@ -797,6 +799,7 @@ async fn group(app: &mut App, command: GroupCommand, ctx: &mut Ctx) -> anyhow::R
             );
         }
         GroupCommand::History { name } => {
+            app.purge_expired()?;
             for message in app.group_history(&name)? {
                 out.message(&message);
             }

@@ -233,6 +233,17 @@ pub(crate) enum Command {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+    /// Disappearing messages in a conversation: every device deletes a
+    /// message this long after it was sent (5m … 4w), or `off`. Any member
+    /// sets it; everyone sees who did.
+    Disappear {
+        /// The member (without --group), then the duration: 1h, 7d, off.
+        #[arg(required = true, num_args = 1..=2, value_name = "HANDLE DURATION")]
+        args: Vec<String>,
+        /// The group instead of a member.
+        #[arg(long)]
+        group: Option<String>,
+    },
     // ---- end of messages ----
     /// Print shell completions.
     Completions {

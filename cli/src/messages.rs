@@ -50,6 +50,7 @@ pub(crate) async fn run(app: &mut App, command: Command, ctx: &mut Ctx) -> anyho
             group,
             limit,
         } => {
+            app.purge_expired()?;
             let found = app.search(&query, with.as_deref(), group.as_deref(), limit)?;
             if found.is_empty() && !out.json {
                 out.err("no message matches");
@@ -71,6 +72,7 @@ pub(crate) async fn run(app: &mut App, command: Command, ctx: &mut Ctx) -> anyho
                 })?,
                 None => 0,
             };
+            app.purge_expired()?;
             let messages = app.export(with.as_deref(), group.as_deref(), since_ms)?;
             let text = render(&messages, format);
             match output {
@@ -94,6 +96,36 @@ pub(crate) async fn run(app: &mut App, command: Command, ctx: &mut Ctx) -> anyho
                     }
                 }
             }
+        }
+        Command::Disappear { args, group } => {
+            let (with, duration) = match (group.as_deref(), args.as_slice()) {
+                (Some(_), [duration]) => (None, duration),
+                (None, [handle, duration]) => (Some(handle.as_str()), duration),
+                (Some(_), _) => {
+                    return Err(UsageError("with --group, give only the duration".into()).into());
+                }
+                (None, _) => {
+                    return Err(UsageError("give a member's handle and a duration".into()).into());
+                }
+            };
+            let secs = if duration == "off" {
+                0
+            } else {
+                crate::commands::parse_duration(duration)?
+            };
+            let delivered = app.set_timer(with, group.as_deref(), secs).await?;
+            let shown = if secs == 0 {
+                "off".to_owned()
+            } else {
+                sotto_core::describe_secs(secs)
+            };
+            out.result(
+                format!(
+                    "disappearing messages: {shown}{}",
+                    if delivered { "" } else { " (queued)" }
+                ),
+                json!({"with": with, "group": group, "secs": secs, "status": if delivered { "sent" } else { "queued" }}),
+            );
         }
         _ => return Err(UsageError("not a message command".into()).into()),
     }

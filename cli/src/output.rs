@@ -39,7 +39,7 @@ pub(crate) struct Output {
 /// `group` (null for 1:1), `text` (empty once deleted), `sent_at`,
 /// `status`, `outgoing`, `reply_to` (hex ID or null), `reactions` (emoji →
 /// count), `reacted_by` (emoji → handles), `edited`, `deleted`,
-/// `mentions_me`.
+/// `mentions_me`, `expires_at` (unix ms when it disappears, or null).
 pub(crate) fn message_json(message: &Message) -> serde_json::Value {
     json!({
         "id": message.id,
@@ -56,6 +56,7 @@ pub(crate) fn message_json(message: &Message) -> serde_json::Value {
         "edited": message.edited(),
         "deleted": message.deleted,
         "mentions_me": message.mentions_me,
+        "expires_at": message.expires_at,
     })
 }
 
@@ -94,6 +95,7 @@ pub(crate) fn message_from_json(value: &serde_json::Value) -> Option<Message> {
         edited_at: flag("edited").then_some(0),
         deleted: flag("deleted"),
         mentions_me: flag("mentions_me"),
+        expires_at: value.get("expires_at").and_then(|v| v.as_u64()),
     })
 }
 
@@ -166,6 +168,9 @@ impl Output {
             line.push_str(&text);
             if message.edited() && !message.deleted {
                 line.push_str(" (edited)");
+            }
+            if message.expires_at.is_some() {
+                line.push_str(" (disappears)");
             }
             for (emoji, count) in message.reaction_counts() {
                 line.push_str(&format!(" [{emoji} {count}]"));

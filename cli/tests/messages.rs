@@ -267,3 +267,32 @@ fn changes_run_through_the_owner_while_listen_holds_the_profile() {
     let (_, updated) = sync(&alice);
     assert_eq!(updated[0]["reactions"]["👀"], 1, "{updated:?}");
 }
+
+#[test]
+fn disappear_sets_a_timer_both_sides_see_and_messages_carry_their_expiry() {
+    let (_relay, _homes, alice, bob) = team_of_two();
+    ok(&sotto(&alice, &["disappear", "bob", "1h"]));
+    let (new, _) = sync(&bob);
+    assert_eq!(
+        new[0]["text"], "set disappearing messages to 1 hour",
+        "{new:?}"
+    );
+    assert_eq!(new[0]["from"], "alice");
+    let sent = lines(&ok(&sotto(&alice, &["--json", "send", "bob", "brief"])));
+    let id = sent[0]["id"].as_str().unwrap().to_owned();
+    sync(&bob);
+    let message = in_history(&bob, &["history", "alice"], &id);
+    let sent_at = message["sent_at"].as_u64().unwrap();
+    assert_eq!(message["expires_at"].as_u64(), Some(sent_at + 3_600_000));
+    fails(
+        &sotto(&alice, &["disappear", "bob", "10s"]),
+        4,
+        "5 minutes to 4 weeks",
+    );
+    ok(&sotto(&bob, &["disappear", "alice", "off"]));
+    sync(&alice);
+    let sent = lines(&ok(&sotto(&alice, &["--json", "send", "bob", "stays"])));
+    let id = sent[0]["id"].as_str().unwrap().to_owned();
+    sync(&bob);
+    assert!(in_history(&bob, &["history", "alice"], &id)["expires_at"].is_null());
+}

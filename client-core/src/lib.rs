@@ -118,7 +118,8 @@ pub use group::{
 pub use net::{MailboxSigner, NetError, Pushed, RELAY_SERVER_NAME, RelayAddr, RelayConnection};
 pub use records::{
     ActionError, CONTENT_VERSION, Content, ContentError, DELETED_TEXT, MAX_REACTION_LEN,
-    MAX_REACTIONS, UNSUPPORTED_TEXT, check_reaction, mentions, parse_message_id,
+    MAX_REACTIONS, MAX_TIMER_SECS, MIN_TIMER_SECS, UNSUPPORTED_TEXT, check_reaction, check_timer,
+    describe_secs, mentions, parse_message_id,
 };
 pub use sas::{SAS_EMOJI, SAS_INFO, SAS_MAC_INFO, SasCode, SasFlow};
 pub use seal::{

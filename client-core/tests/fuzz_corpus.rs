@@ -71,6 +71,7 @@ fn content_seeds() -> Vec<(&'static str, Vec<u8>)> {
             Content::Text {
                 body: "hi @bob".into(),
                 reply_to: None,
+                expires_in_secs: 0,
             },
         ),
         (
@@ -78,6 +79,7 @@ fn content_seeds() -> Vec<(&'static str, Vec<u8>)> {
             Content::Text {
                 body: "re".into(),
                 reply_to: Some([1; 16]),
+                expires_in_secs: 3600,
             },
         ),
         (
@@ -96,6 +98,7 @@ fn content_seeds() -> Vec<(&'static str, Vec<u8>)> {
             },
         ),
         ("delete", Content::Delete { target: [4; 16] }),
+        ("timer", Content::Timer { secs: 300 }),
     ];
     let mut seeds: Vec<(&'static str, Vec<u8>)> = kinds
         .into_iter()
@@ -116,6 +119,14 @@ fn content_seeds() -> Vec<(&'static str, Vec<u8>)> {
             kind: Some(content::Kind::Delete(proto::Delete {
                 target: vec![5; 15].into(),
             })),
+        }
+        .encode_to_vec(),
+    ));
+    seeds.push((
+        "timer-too-short",
+        proto::Content {
+            version: 1,
+            kind: Some(content::Kind::Timer(proto::Timer { secs: 10 })),
         }
         .encode_to_vec(),
     ));

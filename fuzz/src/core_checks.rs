@@ -433,7 +433,8 @@ pub(crate) fn check_group_message(data: &[u8]) {
 /// `message_content`: the whole input is an encoded `Content` (what a
 /// member puts inside Olm or Megolm). [`sotto_core::Content::decode`]
 /// never panics; a kind it accepts has 16-byte targets and a reaction of
-/// one short grapheme, re-encodes, and decodes again to the same value;
+/// one short grapheme, a timer of 0 or 5 minutes … 4 weeks, re-encodes,
+/// and decodes again to the same value;
 /// mentions of any handle in its text never panic.
 pub(crate) fn check_message_content(data: &[u8]) {
     use sotto_core::Content;
@@ -452,6 +453,9 @@ pub(crate) fn check_message_content(data: &[u8]) {
         Content::Text { body, .. } | Content::Edit { body, .. } => {
             let _ = sotto_core::mentions(body, "bob");
             let _ = sotto_core::mentions(body, "");
+        }
+        Content::Timer { secs } => {
+            assert!(sotto_core::check_timer(*secs).is_ok());
         }
         Content::Delete { .. } => {}
     }

@@ -78,6 +78,7 @@ pub(crate) const METHODS: &[&str] = &[
     "edit",
     "delete",
     "search",
+    "disappear",
 ];
 
 /// Interactive verifications in progress, by handle (at most one each; a
@@ -170,7 +171,27 @@ pub(super) async fn call(
                 "status": if delivered { "sent" } else { "queued" },
             }))
         }
+        "disappear" => {
+            let with = optional_text(&params, "with")?;
+            let group = optional_text(&params, "group")?;
+            let secs = params
+                .get("secs")
+                .and_then(Value::as_u64)
+                .ok_or_else(|| invalid("\"secs\" must be a non-negative integer (0: off)"))?;
+            if with.is_some() == group.is_some() {
+                return Err(invalid("give exactly one of \"with\" and \"group\""));
+            }
+            let delivered = app
+                .set_timer(with.as_deref(), group.as_deref(), secs)
+                .await
+                .map_err(failed)?;
+            Ok(json!({
+                "secs": secs,
+                "status": if delivered { "sent" } else { "queued" },
+            }))
+        }
         "search" => {
+            app.purge_expired().map_err(failed)?;
             let query = text(&params, "query")?;
             let with = optional_text(&params, "with")?;
             let group = optional_text(&params, "group")?;
@@ -216,6 +237,7 @@ pub(super) async fn call(
             };
             let with = optional_text(&params, "with")?;
             let group = optional_text(&params, "group")?;
+            app.purge_expired().map_err(failed)?;
             // With a limit, only the last page is read from the store.
             let limit = limit.map(|l| usize::try_from(l).unwrap_or(usize::MAX));
             let messages = match (with, group, limit) {

@@ -176,6 +176,8 @@ impl App {
         }
         let report = self.client.sync().await?;
         self.apply_team(awaiting).await?;
+        // Disappearing messages whose time ran out go, new ones included.
+        self.purge_expired()?;
         Ok(report)
     }
 
@@ -346,6 +348,42 @@ impl App {
             .change_message(&id, change, (self.clock)())?;
         let delivered = self.deliver_or_queue().await?;
         Ok((message, delivered))
+    }
+
+    /// Sets the disappearing-message timer (seconds, 0: off) with member
+    /// `with` or of `group`, for every device of the conversation.
+    /// Returns whether it reached the relay (else it stays queued).
+    pub async fn set_timer(
+        &mut self,
+        with: Option<&str>,
+        group: Option<&str>,
+        secs: u64,
+    ) -> Result<bool, AppError> {
+        self.require_approved()?;
+        let now = (self.clock)();
+        match (with, group) {
+            (Some(handle), None) => {
+                self.ensure_contact(handle).await?;
+                self.client.engine_mut().set_timer(handle, secs, now)?;
+            }
+            (None, Some(group)) => {
+                self.resolve_group_members(group).await?;
+                self.client.engine_mut().set_group_timer(group, secs, now)?;
+            }
+            _ => {
+                return Err(
+                    crate::EngineError::GroupChange("name one member or one group".into()).into(),
+                );
+            }
+        }
+        self.deliver_or_queue().await
+    }
+
+    /// Deletes every message whose disappearing timer ran out, from the
+    /// store. Returns how many.
+    pub fn purge_expired(&mut self) -> Result<usize, AppError> {
+        let now = (self.clock)();
+        Ok(self.client.engine_mut().purge_expired(now)?)
     }
 
     /// The full ID of the message whose hex ID starts with `id`.

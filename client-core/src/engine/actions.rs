@@ -187,7 +187,7 @@ impl Engine {
                 message.mentions_me = false;
                 message.deleted = true;
             }
-            Content::Text { .. } | Content::Unsupported => {
+            Content::Text { .. } | Content::Timer { .. } | Content::Unsupported => {
                 return Ok(Err(ActionError::UnknownMessage(String::new())));
             }
         }
@@ -232,9 +232,19 @@ impl Engine {
         batch: &mut Batch,
     ) -> Result<Received, EngineError> {
         match content {
-            Content::Text { body, reply_to } => {
+            Content::Text {
+                body,
+                reply_to,
+                expires_in_secs,
+            } => {
                 template.text = body;
                 template.reply_to = reply_to.map(hex::encode);
+                template.expires_at = Self::expiry(template.sent_at, expires_in_secs);
+            }
+            // Any member sets the timer; everyone sees who did.
+            Content::Timer { secs } => {
+                self.put_timer(conversation, secs, batch);
+                template.text = super::timer_notice(secs);
             }
             Content::Unsupported => template.text = UNSUPPORTED_TEXT.to_owned(),
             change => {
@@ -269,9 +279,11 @@ impl Engine {
             Some(_) => return Err(ActionError::OtherConversation.into()),
             None => return Err(ActionError::UnknownMessage(hex::encode(reply_to)).into()),
         }
+        let timer = self.timer_of(peer)?;
         let content = Content::Text {
             body: text.to_owned(),
             reply_to: Some(*reply_to),
+            expires_in_secs: timer,
         };
         let payload = Payload {
             sent_at: now_ms,
@@ -289,6 +301,7 @@ impl Engine {
             None,
         );
         message.reply_to = Some(hex::encode(reply_to));
+        message.expires_at = Self::expiry(now_ms, timer);
         let id = self.queue(peer, payload, Some(&message))?;
         self.store.flush()?;
         Ok(id)

@@ -42,6 +42,8 @@
 //! - `history`: the local history, statuses (receipts, read marks) and
 //!   the per-conversation sequence numbers.
 //! - `search`: local search ([`Query`]) and export over the history.
+//! - `timer`: disappearing messages — a conversation's timer, and
+//!   purging what ran out.
 //! - `verify`: the engine's side of SAS verification and verified keys.
 //! - `team_keys`: the access-token period keys a payload names
 //!   (DESIGN §7) and the pending team directory key.
@@ -59,6 +61,7 @@ mod receive;
 mod reports;
 mod search;
 mod team_keys;
+mod timer;
 mod verify;
 
 pub(crate) use crate::records::{
@@ -69,6 +72,8 @@ pub use crate::records::{
 };
 pub use contacts::DeviceChange;
 pub use search::Query;
+pub(crate) use timer::checked as checked_timer;
+pub(crate) use timer::timer_notice;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -156,14 +156,28 @@ impl Engine {
         text: &str,
         now_ms: u64,
     ) -> Result<MessageId, EngineError> {
+        // With a timer on, the text carries its lifetime (versioned
+        // content); without, it stays a plain text every version reads.
+        let timer = self.timer_of(peer)?;
+        let body = if timer > 0 {
+            crate::records::Content::Text {
+                body: text.to_owned(),
+                reply_to: None,
+                expires_in_secs: timer,
+            }
+            .to_proto()
+            .map(payload::Body::Content)
+        } else {
+            Some(payload::Body::Text(Text {
+                body: text.to_owned(),
+            }))
+        };
         let payload = Payload {
             sent_at: now_ms,
-            body: Some(payload::Body::Text(Text {
-                body: text.to_owned(),
-            })),
+            body,
             ..Payload::default()
         };
-        let message = Message::plain(
+        let mut message = Message::plain(
             String::new(),
             peer.to_owned(),
             self.device.handle.clone(),
@@ -173,6 +187,7 @@ impl Engine {
             Status::Queued,
             None,
         );
+        message.expires_at = Self::expiry(now_ms, timer);
         let id = self.queue(peer, payload, Some(&message))?;
         self.store.flush()?;
         Ok(id)

@@ -220,4 +220,33 @@ mod tests {
             Some(UNSUPPORTED_TEXT)
         );
     }
+
+    #[test]
+    fn a_group_timer_set_by_any_member_makes_every_member_delete() {
+        let (mut alice, mut bob, mut carol, first) = three();
+        carol
+            .set_group_timer("g", 300, NOW_MS + 1)
+            .expect("any member sets it");
+        deliver(&mut carol, &mut [&mut alice, &mut bob]);
+        for engine in [&alice, &bob, &carol] {
+            assert_eq!(engine.group_timer("g").expect("timer"), 300);
+            assert!(
+                engine.group_history("g").expect("history").iter().any(|m| {
+                    m.from == "carol" && m.text == "set disappearing messages to 5 min"
+                })
+            );
+        }
+        let id = alice
+            .queue_group_text("g", "gone in five", NOW_MS + 10)
+            .expect("queued");
+        deliver(&mut alice, &mut [&mut bob, &mut carol]);
+        for engine in [&mut alice, &mut bob, &mut carol] {
+            assert_eq!(engine.purge_expired(NOW_MS + 300_009).expect("purge"), 0);
+            assert_eq!(engine.purge_expired(NOW_MS + 300_010).expect("purge"), 1);
+            let history = engine.group_history("g").expect("history");
+            assert!(history.iter().all(|m| m.id != hex::encode(id)));
+            // Sent before the timer: stays.
+            assert!(history.iter().any(|m| m.id == hex::encode(first)));
+        }
+    }
 }

@@ -220,9 +220,18 @@ impl Engine {
                     message.sent_at = decrypted.sent_at;
                     message.status = Status::Received;
                     match decrypted.content {
-                        Content::Text { body, reply_to } => {
+                        Content::Timer { secs } => {
+                            self.put_timer(&conversation(id), secs, batch);
+                            message.text = crate::engine::timer_notice(secs);
+                        }
+                        Content::Text {
+                            body,
+                            reply_to,
+                            expires_in_secs,
+                        } => {
                             message.text = body;
                             message.reply_to = reply_to.map(hex::encode);
+                            message.expires_at = Self::expiry(message.sent_at, expires_in_secs);
                             message.mentions_me =
                                 !message.from_me && mentions(&message.text, &self.device.handle);
                             if let Ok(message_id) = hex::decode(&message.id) {

@@ -68,10 +68,25 @@ impl Engine {
         text: &str,
         now_ms: u64,
     ) -> Result<MessageId, EngineError> {
-        let body = group_payload::Body::Text(Text {
-            body: text.to_owned(),
-        });
-        self.queue_group_payload(group, body, Some((text, None)), now_ms)
+        let timer = self.timer_of(&self.group_conversation(group)?)?;
+        // With a timer on, the text carries its lifetime (versioned
+        // content); without, it stays a plain text every version reads.
+        let body = if timer > 0 {
+            let content = Content::Text {
+                body: text.to_owned(),
+                reply_to: None,
+                expires_in_secs: timer,
+            };
+            match content.to_proto() {
+                Some(content) => group_payload::Body::Content(content),
+                None => return Err(ActionError::UnknownMessage(String::new()).into()),
+            }
+        } else {
+            group_payload::Body::Text(Text {
+                body: text.to_owned(),
+            })
+        };
+        self.queue_group_payload(group, body, Some((text, None, timer)), now_ms)
     }
 
     /// Queues a text to a group that replies to `reply_to`, a message of
@@ -89,15 +104,17 @@ impl Engine {
             Some(_) => return Err(ActionError::OtherConversation.into()),
             None => return Err(ActionError::UnknownMessage(hex::encode(reply_to)).into()),
         }
+        let timer = self.timer_of(&conversation)?;
         let content = Content::Text {
             body: text.to_owned(),
             reply_to: Some(*reply_to),
+            expires_in_secs: timer,
         };
         let Some(content) = content.to_proto() else {
             return Err(ActionError::UnknownMessage(String::new()).into());
         };
         let body = group_payload::Body::Content(content);
-        self.queue_group_payload(group, body, Some((text, Some(reply_to))), now_ms)
+        self.queue_group_payload(group, body, Some((text, Some(reply_to), timer)), now_ms)
     }
 
     /// Applies my own change (reaction, edit, delete) to a message of
@@ -123,14 +140,46 @@ impl Engine {
         Ok(message)
     }
 
+    /// Sets the disappearing-message timer of `group` for every member,
+    /// shown as a notice in its history.
+    pub fn set_group_timer(
+        &mut self,
+        group: &str,
+        secs: u64,
+        now_ms: u64,
+    ) -> Result<(), EngineError> {
+        let secs = crate::engine::checked_timer(secs)?;
+        let conversation = self.group_conversation(group)?;
+        let Some(content) = (Content::Timer { secs }).to_proto() else {
+            return Err(ActionError::UnknownMessage(String::new()).into());
+        };
+        let notice = crate::engine::timer_notice(secs);
+        self.queue_group_payload(
+            group,
+            group_payload::Body::Content(content),
+            Some((&notice, None, 0)),
+            now_ms,
+        )?;
+        let mut batch = Batch::new();
+        self.put_timer(&conversation, secs, &mut batch);
+        self.store.apply(batch)?;
+        self.store.flush()?;
+        Ok(())
+    }
+
+    /// The disappearing-message timer of `group` (0: off).
+    pub fn group_timer(&self, group: &str) -> Result<u64, EngineError> {
+        self.timer_of(&self.group_conversation(group)?)
+    }
+
     /// Encrypts `body` once with my outbound Megolm session for `group`
-    /// and queues it; `text` (with what it replies to) is filed in the
-    /// history as mine. Returns the payload's message ID.
+    /// and queues it; `text` (with what it replies to and its timer) is
+    /// filed in the history as mine. Returns the payload's message ID.
     pub(super) fn queue_group_payload(
         &mut self,
         group: &str,
         body: group_payload::Body,
-        text: Option<(&str, Option<&MessageId>)>,
+        text: Option<(&str, Option<&MessageId>, u64)>,
         now_ms: u64,
     ) -> Result<MessageId, EngineError> {
         let info = self.find_group(group)?;
@@ -172,7 +221,7 @@ impl Engine {
             message_id: message_id.to_vec(),
         };
         batch.put(Tree::Outbox, outbox_key, &records::encode_outbox(&record));
-        if let Some((text, reply_to)) = text {
+        if let Some((text, reply_to, timer)) = text {
             let mut message = Message::plain(
                 hex::encode(message_id),
                 group.name.clone(),
@@ -184,6 +233,7 @@ impl Engine {
                 Some(group.name.clone()),
             );
             message.reply_to = reply_to.map(hex::encode);
+            message.expires_at = Self::expiry(now_ms, timer);
             let conversation = conversation(&group.id);
             let history_key = self.next_history_key(&conversation)?;
             batch.put(

@@ -188,7 +188,7 @@ const EXTRA: u8 = 16;
 
 /// A history entry: `status, flags, sent_at, id, peer, from, text[, group]
 /// [, reply_to, edited, edited_at, reaction count, (emoji, handle count,
-/// handles)*]`; the last part only with the `EXTRA` flag, so entries
+/// handles)*, expires, expires_at]`; the last part only with the `EXTRA` flag, so entries
 /// without replies, edits or reactions keep their first encoding.
 pub(crate) fn encode_message(message: &Message) -> Zeroizing<Vec<u8>> {
     let mut flags = 0;
@@ -204,8 +204,10 @@ pub(crate) fn encode_message(message: &Message) -> Zeroizing<Vec<u8>> {
     if message.mentions_me {
         flags |= MENTIONS_ME;
     }
-    let extra =
-        message.reply_to.is_some() || message.edited_at.is_some() || !message.reactions.is_empty();
+    let extra = message.reply_to.is_some()
+        || message.edited_at.is_some()
+        || !message.reactions.is_empty()
+        || message.expires_at.is_some();
     if extra {
         flags |= EXTRA;
     }
@@ -239,6 +241,8 @@ pub(crate) fn encode_message(message: &Message) -> Zeroizing<Vec<u8>> {
                 w.str(handle);
             }
         }
+        w.u8(u8::from(message.expires_at.is_some()))
+            .u64(message.expires_at.unwrap_or_default());
     }
     w.finish()
 }
@@ -284,6 +288,9 @@ pub(crate) fn decode_message(record: &[u8]) -> Result<Message, RecordError> {
                 by.insert(r.string()?);
             }
         }
+        let has_expiry = flag(r.u8()?)?;
+        let expires_at = r.u64()?;
+        message.expires_at = has_expiry.then_some(expires_at);
     }
     r.finish()?;
     Ok(message)
@@ -378,12 +385,13 @@ mod tests {
             reply_to in proptest::option::of("[0-9a-f]{32}"),
             edited_at in proptest::option::of(any::<u64>()),
             deleted: bool, mentions_me: bool,
+            expires_at in proptest::option::of(any::<u64>()),
             reactions in proptest::collection::btree_map(
                 ".{1,4}", proptest::collection::btree_set("[a-z]{1,8}", 1..4), 0..4),
         ) -> Message {
             Message {
                 id, peer, from, from_me, text, sent_at, status, group,
-                reply_to, edited_at, deleted, mentions_me, reactions,
+                reply_to, edited_at, deleted, mentions_me, reactions, expires_at,
             }
         }
     }

@@ -22,6 +22,10 @@ pub const MAX_REACTION_LEN: usize = 32;
 pub const MAX_REACTIONS: usize = 32;
 /// What a message of a kind this version does not know shows.
 pub const UNSUPPORTED_TEXT: &str = "unsupported message, update sotto";
+/// The shortest disappearing-message timer: 5 minutes.
+pub const MIN_TIMER_SECS: u64 = 300;
+/// The longest disappearing-message timer: 4 weeks.
+pub const MAX_TIMER_SECS: u64 = 28 * 86_400;
 /// What a message deleted for everyone shows.
 pub const DELETED_TEXT: &str = "message deleted";
 
@@ -34,6 +38,8 @@ pub enum Content {
         body: String,
         /// The message it replies to.
         reply_to: Option<MessageId>,
+        /// Seconds after it was sent at which it disappears (0: never).
+        expires_in_secs: u64,
     },
     /// A reaction added (or taken back, `remove`).
     React {
@@ -56,6 +62,11 @@ pub enum Content {
         /// The message deleted.
         target: MessageId,
     },
+    /// The conversation's disappearing-message timer (0: off).
+    Timer {
+        /// Seconds, [`MIN_TIMER_SECS`] to [`MAX_TIMER_SECS`], or 0.
+        secs: u64,
+    },
     /// A kind this version does not know (a newer sender).
     Unsupported,
 }
@@ -69,6 +80,9 @@ pub enum ContentError {
     /// A message ID is not 16 bytes.
     #[error("a message ID in the content is not 16 bytes")]
     BadId,
+    /// A timer outside 5 minutes … 4 weeks (and not 0).
+    #[error("a disappearing-message timer is 5 minutes to 4 weeks, or off")]
+    BadTimer,
     /// A reaction is empty, longer than one grapheme or too long.
     #[error("a reaction must be one emoji (one grapheme of at most {MAX_REACTION_LEN} bytes)")]
     BadReaction,
@@ -130,6 +144,15 @@ pub fn check_reaction(emoji: &str) -> Result<(), ContentError> {
     }
 }
 
+/// Checks a disappearing-message timer: 0 (off) or 5 minutes … 4 weeks.
+pub fn check_timer(secs: u64) -> Result<u64, ContentError> {
+    if secs == 0 || (MIN_TIMER_SECS..=MAX_TIMER_SECS).contains(&secs) {
+        Ok(secs)
+    } else {
+        Err(ContentError::BadTimer)
+    }
+}
+
 fn id(bytes: &[u8]) -> Result<MessageId, ContentError> {
     MessageId::try_from(bytes).map_err(|_| ContentError::BadId)
 }
@@ -140,6 +163,7 @@ impl Content {
         Self::Text {
             body: text.body,
             reply_to: None,
+            expires_in_secs: 0,
         }
     }
 
@@ -160,6 +184,7 @@ impl Content {
                 } else {
                     Some(id(&post.reply_to)?)
                 },
+                expires_in_secs: check_timer(post.expires_in_secs)?,
             },
             Some(content::Kind::Reaction(reaction)) => {
                 check_reaction(&reaction.emoji)?;
@@ -176,6 +201,9 @@ impl Content {
             Some(content::Kind::Delete(delete)) => Self::Delete {
                 target: id(&delete.target)?,
             },
+            Some(content::Kind::Timer(timer)) => Self::Timer {
+                secs: check_timer(timer.secs)?,
+            },
             None => Self::Unsupported,
         })
     }
@@ -184,9 +212,14 @@ impl Content {
     /// writes.
     pub fn to_proto(&self) -> Option<proto::Content> {
         let kind = match self {
-            Self::Text { body, reply_to } => content::Kind::Post(proto::Post {
+            Self::Text {
+                body,
+                reply_to,
+                expires_in_secs,
+            } => content::Kind::Post(proto::Post {
                 body: body.clone(),
                 reply_to: reply_to.map(|id| id.to_vec()).unwrap_or_default().into(),
+                expires_in_secs: *expires_in_secs,
             }),
             Self::React {
                 target,
@@ -204,6 +237,7 @@ impl Content {
             Self::Delete { target } => content::Kind::Delete(proto::Delete {
                 target: target.to_vec().into(),
             }),
+            Self::Timer { secs } => content::Kind::Timer(proto::Timer { secs: *secs }),
             Self::Unsupported => return None,
         };
         Some(proto::Content {
@@ -218,8 +252,27 @@ impl Content {
             Self::React { target, .. } | Self::Edit { target, .. } | Self::Delete { target } => {
                 Some(target)
             }
-            Self::Text { .. } | Self::Unsupported => None,
+            Self::Text { .. } | Self::Timer { .. } | Self::Unsupported => None,
         }
+    }
+}
+
+/// `secs` as people say it: "5 min", "1 h", "4 weeks".
+pub fn describe_secs(secs: u64) -> String {
+    match secs {
+        s if s % 604_800 == 0 => plural(s / 604_800, "week"),
+        s if s % 86_400 == 0 => plural(s / 86_400, "day"),
+        s if s % 3600 == 0 => plural(s / 3600, "hour"),
+        s if s % 60 == 0 => format!("{} min", s / 60),
+        s => format!("{s} s"),
+    }
+}
+
+fn plural(n: u64, unit: &str) -> String {
+    if n == 1 {
+        format!("1 {unit}")
+    } else {
+        format!("{n} {unit}s")
     }
 }
 
@@ -308,8 +361,17 @@ mod tests {
     fn content() -> impl Strategy<Value = Content> {
         let id = proptest::array::uniform16(any::<u8>());
         prop_oneof![
-            (".*", proptest::option::of(id))
-                .prop_map(|(body, reply_to)| Content::Text { body, reply_to }),
+            (
+                ".*",
+                proptest::option::of(id),
+                prop_oneof![Just(0u64), 300u64..=2_419_200]
+            )
+                .prop_map(|(body, reply_to, expires_in_secs)| Content::Text {
+                    body,
+                    reply_to,
+                    expires_in_secs
+                }),
+            prop_oneof![Just(0u64), 300u64..=2_419_200].prop_map(|secs| Content::Timer { secs }),
             (id, "[a-z]|👍|❤️", any::<bool>()).prop_map(|(target, emoji, remove)| {
                 Content::React {
                     target,

@@ -73,6 +73,10 @@ pub struct Message {
     /// A group message whose text mentions me (`@my-handle`).
     #[serde(default)]
     pub mentions_me: bool,
+    /// When every device deletes it (disappearing messages; sender's
+    /// clock, unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
 }
 
 impl Message {
@@ -102,6 +106,7 @@ impl Message {
             edited_at: None,
             deleted: false,
             mentions_me: false,
+            expires_at: None,
         }
     }
 

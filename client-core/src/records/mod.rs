@@ -26,7 +26,8 @@ pub(crate) use codec::{
 };
 pub use content::{
     ActionError, CONTENT_VERSION, Content, ContentError, DELETED_TEXT, MAX_REACTION_LEN,
-    MAX_REACTIONS, UNSUPPORTED_TEXT, check_reaction, mentions, parse_message_id,
+    MAX_REACTIONS, MAX_TIMER_SECS, MIN_TIMER_SECS, UNSUPPORTED_TEXT, check_reaction, check_timer,
+    describe_secs, mentions, parse_message_id,
 };
 pub use group::{
     DEFAULT_ROTATE_MESSAGES, DEFAULT_ROTATE_SECS, GROUP_ENVELOPE_INFO, GROUP_INBOX_INFO, GroupId,
