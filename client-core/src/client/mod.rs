@@ -290,7 +290,7 @@ impl Client {
         let mut sent = 0;
         let mut result = Ok(());
         for item in outgoing {
-            match conn.put(&item.mailbox, &item.blob, 0).await {
+            match conn.put(&item.mailbox, &item.blob, item.ttl_secs).await {
                 Ok(_) => {
                     self.engine.sent(&item.key)?;
                     sent += 1;

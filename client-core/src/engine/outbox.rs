@@ -77,13 +77,21 @@ impl Engine {
         if copy {
             targets.extend((0..count(&me)).map(|index| (me.clone(), index)));
         }
+        let ttl_secs = crate::records::ttl_for(expires_in_secs(&payload));
         let mut batch = Batch::new();
         for (handle, index) in targets {
             let mut payload = payload.clone();
             if handle == me && peer != me {
                 payload.sent_to = peer.to_owned();
             }
-            self.seal_to_device(&handle, index, &mut payload, &message_id, &mut batch)?;
+            self.seal_to_device(
+                &handle,
+                index,
+                &mut payload,
+                &message_id,
+                ttl_secs,
+                &mut batch,
+            )?;
         }
         if let Some(message) = history {
             let message = Message {
@@ -104,6 +112,7 @@ impl Engine {
         index: usize,
         payload: &mut Payload,
         message_id: &MessageId,
+        ttl_secs: u32,
         batch: &mut Batch,
     ) -> Result<(), EngineError> {
         let contact = &self.contacts[handle][index];
@@ -140,6 +149,7 @@ impl Engine {
             envelope: envelope.encode_to_vec(),
             group: None,
             message_id: message_id.to_vec(),
+            ttl_secs,
         };
         batch.put(Tree::Outbox, outbox_key, &records::encode_outbox(&record));
         // Outbound session creation leaves the account unchanged: only the
@@ -230,7 +240,12 @@ impl Engine {
             let record = records::decode_outbox(&value).map_err(corrupt)?;
             if let Some(group) = &record.group {
                 if let Some((mailbox, blob)) = self.seal_group(group, &record.envelope, epoch)? {
-                    out.push(Outgoing { key, mailbox, blob });
+                    out.push(Outgoing {
+                        key,
+                        mailbox,
+                        blob,
+                        ttl_secs: record.ttl_secs,
+                    });
                 }
                 continue;
             }
@@ -250,6 +265,7 @@ impl Engine {
                 key,
                 mailbox: self.mailbox_of(&contact.their_inbox, epoch),
                 blob,
+                ttl_secs: record.ttl_secs,
             });
         }
         Ok(out)
@@ -282,5 +298,17 @@ impl Engine {
         self.update_status(&message_id, Status::Sent, &mut batch)?;
         self.store.apply(batch)?;
         Ok(())
+    }
+}
+
+/// The lifetime a payload's text carries (0: none).
+fn expires_in_secs(payload: &Payload) -> u64 {
+    use sotto_proto::client::content::Kind;
+    match &payload.body {
+        Some(payload::Body::Content(content)) => match &content.kind {
+            Some(Kind::Post(post)) => post.expires_in_secs,
+            _ => 0,
+        },
+        _ => 0,
     }
 }

@@ -246,6 +246,37 @@ mod tests {
     }
 
     #[test]
+    fn disappearing_messages_ask_the_relay_for_the_nearest_ttl_above_the_timer() {
+        let (mut alice, _) = engine("alice");
+        let (bob, _) = engine("bob");
+        alice.import_card(&bob.export_card()).expect("card");
+        alice.bob_ttls_check(&[
+            (0, 0),
+            (300, 3600),
+            (7200, 86_400),
+            (MAX_TIMER_SECS, 1_209_600),
+        ]);
+    }
+
+    impl Engine {
+        /// For each (timer, TTL): with that timer on, a text to bob asks
+        /// the relay for that TTL.
+        fn bob_ttls_check(&mut self, cases: &[(u64, u32)]) {
+            for &(timer, ttl) in cases {
+                self.set_timer("bob", timer, NOW_MS).expect("timer");
+                for out in self.outgoing(NOW).expect("outgoing") {
+                    self.sent(&out.key).expect("sent");
+                }
+                self.queue_text("bob", "x", NOW_MS).expect("queued");
+                let out = self.outgoing(NOW).expect("outgoing");
+                assert_eq!(out.len(), 1);
+                assert_eq!(out[0].ttl_secs, ttl, "timer {timer}");
+                self.sent(&out[0].key).expect("sent");
+            }
+        }
+    }
+
+    #[test]
     fn timers_outside_five_minutes_to_four_weeks_are_refused() {
         let (mut alice, _) = engine("alice");
         let (bob, _) = engine("bob");

@@ -219,6 +219,13 @@ impl Engine {
             envelope: envelope.encode_to_vec(),
             group: Some(hex::encode(group.id)),
             message_id: message_id.to_vec(),
+            ttl_secs: crate::records::ttl_for(match &payload.body {
+                Some(group_payload::Body::Content(sotto_proto::client::Content {
+                    kind: Some(sotto_proto::client::content::Kind::Post(post)),
+                    ..
+                })) => post.expires_in_secs,
+                _ => 0,
+            }),
         };
         batch.put(Tree::Outbox, outbox_key, &records::encode_outbox(&record));
         if let Some((text, reply_to, timer)) = text {

@@ -304,18 +304,28 @@ fn flag(byte: u8) -> Result<bool, RecordError> {
     }
 }
 
-/// An outbox entry: `flags, peer, envelope, message_id[, group]`.
+/// An outbox entry's flag: a relay TTL follows.
+const HAS_TTL: u8 = 4;
+
+/// An outbox entry: `flags, peer, envelope, message_id[, group][, ttl]`.
 pub(crate) fn encode_outbox(record: &OutboxRecord) -> Zeroizing<Vec<u8>> {
     let group = record.group.as_deref().unwrap_or_default();
     let mut w = Writer::new(
-        14 + record.peer.len() + record.envelope.len() + record.message_id.len() + group.len(),
+        22 + record.peer.len() + record.envelope.len() + record.message_id.len() + group.len(),
     );
-    w.u8(if record.group.is_some() { IN_GROUP } else { 0 })
+    let mut flags = if record.group.is_some() { IN_GROUP } else { 0 };
+    if record.ttl_secs > 0 {
+        flags |= HAS_TTL;
+    }
+    w.u8(flags)
         .str(&record.peer)
         .bytes(&record.envelope)
         .bytes(&record.message_id);
     if record.group.is_some() {
         w.str(group);
+    }
+    if record.ttl_secs > 0 {
+        w.u64(u64::from(record.ttl_secs));
     }
     w.finish()
 }
@@ -326,10 +336,10 @@ pub(crate) fn decode_outbox(record: &[u8]) -> Result<OutboxRecord, RecordError> 
         return Ok(serde_json::from_slice(record)?);
     };
     let flags = r.u8()?;
-    if flags & !IN_GROUP != 0 {
+    if flags & !(IN_GROUP | HAS_TTL) != 0 {
         return Err(RecordError::Unknown("outbox flag"));
     }
-    let record = OutboxRecord {
+    let mut record = OutboxRecord {
         peer: r.string()?,
         envelope: r.bytes()?.to_vec(),
         message_id: r.bytes()?.to_vec(),
@@ -338,7 +348,14 @@ pub(crate) fn decode_outbox(record: &[u8]) -> Result<OutboxRecord, RecordError> 
         } else {
             None
         },
+        ttl_secs: 0,
     };
+    if flags & HAS_TTL != 0 {
+        record.ttl_secs = u32::try_from(r.u64()?)
+            .ok()
+            .filter(|&ttl| ttl > 0)
+            .ok_or(RecordError::Unknown("outbox TTL"))?;
+    }
     r.finish()?;
     Ok(record)
 }
@@ -430,6 +447,30 @@ mod tests {
         assert_eq!(message.status, Status::Delivered);
         assert_eq!(message.text, "hi");
         assert_eq!(message.group, None);
+    }
+
+    #[test]
+    fn outbox_entries_keep_their_ttl_and_old_ones_read_as_default() {
+        for ttl_secs in [0, 3600, 1_209_600] {
+            let record = OutboxRecord {
+                peer: "bob".into(),
+                envelope: vec![1, 2, 3],
+                group: Some("ab".into()),
+                message_id: vec![7; 16],
+                ttl_secs,
+            };
+            let decoded = decode_outbox(&encode_outbox(&record)).expect("decodes");
+            assert_eq!(decoded.ttl_secs, ttl_secs);
+            assert_eq!(decoded.envelope, record.envelope);
+        }
+        // An entry written before TTLs: no flag, the relay's default.
+        let old = [FORMAT_V1, 0, 0, 0, 0, 1, b'b', 0, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(decode_outbox(&old).expect("decodes").ttl_secs, 0);
+        assert_eq!(crate::records::ttl_for(0), 0);
+        assert_eq!(crate::records::ttl_for(300), 3600);
+        assert_eq!(crate::records::ttl_for(3600), 3600);
+        assert_eq!(crate::records::ttl_for(7200), 86_400);
+        assert_eq!(crate::records::ttl_for(28 * 86_400), 1_209_600);
     }
 
     #[test]

@@ -133,6 +133,9 @@ pub struct Outgoing {
     pub mailbox: MailboxId,
     /// The sealed, bucket-sized blob.
     pub blob: Blob,
+    /// The relay TTL to ask for (0: the relay's default); shorter for a
+    /// disappearing message.
+    pub ttl_secs: u32,
 }
 
 /// What a received blob turned out to be.
@@ -277,6 +280,28 @@ pub(crate) struct OutboxRecord {
     /// 1:1 entries of old homes: the envelope has it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) message_id: Vec<u8>,
+    /// The relay TTL to ask for (0: the relay's default).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(crate) ttl_secs: u32,
+}
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
+}
+
+/// The relay TTL for a message that disappears `expires_in_secs` after it
+/// was sent: the shortest TTL the protocol allows that is not shorter
+/// (the longest one for timers beyond it); 0 (the relay's default) for a
+/// message that does not disappear.
+pub(crate) fn ttl_for(expires_in_secs: u64) -> u32 {
+    if expires_in_secs == 0 {
+        return 0;
+    }
+    sotto_proto::Ttl::ALL
+        .into_iter()
+        .find(|ttl| u64::from(ttl.secs()) >= expires_in_secs)
+        .unwrap_or(sotto_proto::Ttl::MAX)
+        .secs()
 }
 
 pub(crate) fn corrupt(e: impl std::fmt::Display) -> EngineError {

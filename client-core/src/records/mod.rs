@@ -38,7 +38,7 @@ pub(crate) use group::{
 };
 pub(crate) use keys::{ACCOUNT_REPORT_PREFIX, LAST_SEEN_PREFIX, MEMBER_STATE, SUCCESSION_PREFIX};
 pub(crate) use message::{
-    ContactRecord, OutboxRecord, corrupt, random_id, split_status_record, status_record,
+    ContactRecord, OutboxRecord, corrupt, random_id, split_status_record, status_record, ttl_for,
 };
 pub use message::{
     DropCounts, Dropped, EngineError, Message, MessageId, Outgoing, Received, Status,
