@@ -33,7 +33,7 @@ fn key_source(home: &Path) -> KeySource {
 
 /// Parses a duration in whole seconds: plain seconds (`90`), or a number
 /// with a unit (`90s`, `30m`, `12h`, `7d`, `2w`, also combined: `1h 30m`).
-fn parse_duration(text: &str) -> Result<u64, UsageError> {
+pub(crate) fn parse_duration(text: &str) -> Result<u64, UsageError> {
     let text = text.trim();
     if let Ok(secs) = text.parse::<u64>() {
         return Ok(secs);
@@ -138,7 +138,7 @@ impl Ctx {
     /// The message text: `text` itself, or stdin when it is absent or `-`
     /// (so that it stays out of shell history and `ps`). One trailing
     /// newline (from `echo` or a heredoc) is not part of the message.
-    fn message_text(&mut self, text: Option<String>) -> anyhow::Result<String> {
+    pub(crate) fn message_text(&mut self, text: Option<String>) -> anyhow::Result<String> {
         if let Some(text) = text.filter(|t| t != "-") {
             return Ok(text);
         }
@@ -186,7 +186,7 @@ impl Ctx {
 pub(crate) fn reads_stdin(command: &Command) -> bool {
     let absent = |text: &Option<String>| text.as_deref().is_none_or(|t| t == "-");
     match command {
-        Command::Send { text, .. } => absent(text),
+        Command::Send { text, .. } | Command::Edit { text, .. } => absent(text),
         Command::Group(GroupCommand::Send { text, .. }) => absent(text),
         _ => false,
     }
@@ -481,9 +481,17 @@ pub(crate) async fn exec(app: &mut App, command: Command, ctx: &mut Ctx) -> anyh
                 out.result(&member, json!({"handle": member}));
             }
         }
-        Command::Send { handle, text } => {
+        Command::Send {
+            handle,
+            text,
+            reply_to,
+        } => {
             let text = ctx.message_text(text)?;
-            let sent = app.send(&handle, &text).await?;
+            let reply_to = match reply_to {
+                Some(id) => Some(app.resolve_message_id(&id)?),
+                None => None,
+            };
+            let sent = app.send_reply(&handle, &text, reply_to.as_ref()).await?;
             ctx.sent.push((
                 hex::encode(sent.id),
                 handle.clone(),
@@ -507,6 +515,7 @@ pub(crate) async fn exec(app: &mut App, command: Command, ctx: &mut Ctx) -> anyh
         }
         Command::Sync => sync(app, ctx).await?,
         Command::History { handle } => {
+            app.purge_expired()?;
             for message in app.history(&handle)? {
                 out.message(&message);
             }
@@ -545,6 +554,12 @@ pub(crate) async fn exec(app: &mut App, command: Command, ctx: &mut Ctx) -> anyh
             }
         }
         Command::Group(command) => group(app, command, ctx).await?,
+        command @ (Command::React { .. }
+        | Command::Edit { .. }
+        | Command::Delete { .. }
+        | Command::Search { .. }
+        | Command::Export { .. }
+        | Command::Disappear { .. }) => crate::messages::run(app, command, ctx).await?,
         Command::Whoami => {
             out.result(
                 format!(
@@ -603,6 +618,14 @@ async fn sync(app: &mut App, ctx: &mut Ctx) -> anyhow::Result<()> {
     for message in &report.messages {
         out.message(message);
     }
+    // Messages a reaction, edit or delete changed, as they are now.
+    for message in &report.updated {
+        if out.json {
+            out.line(json!({ "updated": crate::output::message_json(message) }));
+        } else {
+            out.message(message);
+        }
+    }
     if let Some((index, total)) = report.history_parts {
         out.err(format_args!(
             "history from your other device: part {index} of {total} ({} messages) — `sotto history HANDLE` shows it",
@@ -622,7 +645,7 @@ async fn sync(app: &mut App, ctx: &mut Ctx) -> anyhow::Result<()> {
             "this device waits for approval: on one of your devices run `sotto device approve {code}`"
         ));
     }
-    if !out.json && report.messages.is_empty() {
+    if !out.json && report.messages.is_empty() && report.updated.is_empty() {
         out.err("no new messages");
     }
     ctx.synced = true;
@@ -842,9 +865,19 @@ async fn group(app: &mut App, command: GroupCommand, ctx: &mut Ctx) -> anyhow::R
             let info = app.group_leave(&name).await?;
             show(&info, "left");
         }
-        GroupCommand::Send { name, text } => {
+        GroupCommand::Send {
+            name,
+            text,
+            reply_to,
+        } => {
             let text = ctx.message_text(text)?;
-            let sent = app.group_send(&name, &text).await?;
+            let reply_to = match reply_to {
+                Some(id) => Some(app.resolve_message_id(&id)?),
+                None => None,
+            };
+            let sent = app
+                .group_send_reply(&name, &text, reply_to.as_ref())
+                .await?;
             let status = if sent.delivered { "sent" } else { "queued" };
             out.result(
                 if sent.delivered {
@@ -858,6 +891,7 @@ async fn group(app: &mut App, command: GroupCommand, ctx: &mut Ctx) -> anyhow::R
             );
         }
         GroupCommand::History { name } => {
+            app.purge_expired()?;
             for message in app.group_history(&name)? {
                 out.message(&message);
             }

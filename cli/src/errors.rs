@@ -40,7 +40,8 @@ pub(crate) fn exit_code(error: &anyhow::Error) -> u8 {
                 | EngineError::GroupNameTaken(_)
                 | EngineError::NotGroupAdmin(_)
                 | EngineError::NotInGroup(_)
-                | EngineError::GroupChange(_),
+                | EngineError::GroupChange(_)
+                | EngineError::Action(_),
             ) => REFUSED,
             AppError::Engine(_) | AppError::Store(_) => LOCAL,
             AppError::NotJoined(_) | AppError::AlreadyJoined(_) => LOCAL,

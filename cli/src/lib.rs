@@ -15,6 +15,7 @@ mod chat;
 mod commands;
 mod demo;
 mod errors;
+mod messages;
 mod output;
 mod owner;
 
@@ -115,6 +116,10 @@ pub(crate) enum Command {
         /// The message; without it (or with `-`) it is read from stdin,
         /// which keeps it out of shell history and `ps`.
         text: Option<String>,
+        /// Reply to this message (its ID, or its first 8+ hex digits, from
+        /// `sotto history`).
+        #[arg(long, value_name = "ID")]
+        reply_to: Option<String>,
     },
     /// Fetch everything pending, print new messages, and send what is queued.
     Sync,
@@ -181,11 +186,87 @@ pub(crate) enum Command {
     Whoami,
     /// A whole team on an embedded relay in a temp dir: no setup, no arguments.
     Demo,
+    // ---- messages: react, edit, delete, search, export (issue 22) ----
+    /// React to a message with one emoji; the same emoji again takes it back.
+    React {
+        /// The message's ID (or its first 8+ hex digits) from `sotto history`.
+        id: String,
+        /// One emoji.
+        emoji: String,
+    },
+    /// Edit a message you sent; the new text is read from stdin. Everyone
+    /// sees it marked "edited".
+    Edit {
+        /// The message's ID (or its first 8+ hex digits).
+        id: String,
+        /// The new text; without it (or with `-`) it is read from stdin.
+        text: Option<String>,
+    },
+    /// Delete a message you sent, for everyone: every device removes its
+    /// text and shows "message deleted". The relay's copy expires as usual.
+    Delete {
+        /// The message's ID (or its first 8+ hex digits).
+        id: String,
+    },
+    /// Search the local history: every word of QUERY must start a word of
+    /// the message; newest first.
+    Search {
+        /// What to look for (any text; nothing in it is a pattern).
+        query: String,
+        /// Only the conversation with this member.
+        #[arg(long, conflicts_with = "group")]
+        with: Option<String>,
+        /// Only this group.
+        #[arg(long)]
+        group: Option<String>,
+        /// At most this many results.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Export the local history (what you can read; never a key).
+    Export {
+        /// Only the conversation with this member.
+        #[arg(long, conflicts_with = "group")]
+        with: Option<String>,
+        /// Only this group.
+        #[arg(long)]
+        group: Option<String>,
+        /// jsonl (one message per line) or markdown.
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: ExportFormat,
+        /// Only messages sent on or after this day (YYYY-MM-DD, UTC).
+        #[arg(long, value_name = "DATE")]
+        since: Option<String>,
+        /// Write to this file (created, 0600) instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Disappearing messages in a conversation: every device deletes a
+    /// message this long after it was sent (5m … 4w), or `off`. Any member
+    /// sets it; everyone sees who did.
+    Disappear {
+        /// The member (without --group), then the duration: 1h, 7d, off.
+        #[arg(required = true, num_args = 1..=2, value_name = "HANDLE DURATION")]
+        args: Vec<String>,
+        /// The group instead of a member.
+        #[arg(long)]
+        group: Option<String>,
+    },
+    // ---- end of messages ----
     /// Print shell completions.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
+}
+
+/// How `sotto export` writes the history.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ExportFormat {
+    /// One JSON object per message and line.
+    Jsonl,
+    /// A readable document.
+    Markdown,
 }
 
 /// `on` or `off`, for a setting.
@@ -244,6 +325,9 @@ pub(crate) enum GroupCommand {
         name: String,
         /// The message; without it (or with `-`) it is read from stdin.
         text: Option<String>,
+        /// Reply to this message of the group (its ID or ID start).
+        #[arg(long, value_name = "ID")]
+        reply_to: Option<String>,
     },
     /// Show a group's local history.
     History {

@@ -36,7 +36,10 @@ pub(crate) struct Output {
 
 /// A message as the CLI prints it with `--json`, and as the control
 /// protocol carries it: `id`, `from`, `to` (for my messages, else null),
-/// `group` (null for 1:1), `text`, `sent_at`, `status`, `outgoing`.
+/// `group` (null for 1:1), `text` (empty once deleted), `sent_at`,
+/// `status`, `outgoing`, `reply_to` (hex ID or null), `reactions` (emoji →
+/// count), `reacted_by` (emoji → handles), `edited`, `deleted`,
+/// `mentions_me`, `expires_at` (unix ms when it disappears, or null).
 pub(crate) fn message_json(message: &Message) -> serde_json::Value {
     json!({
         "id": message.id,
@@ -47,13 +50,26 @@ pub(crate) fn message_json(message: &Message) -> serde_json::Value {
         "sent_at": message.sent_at,
         "status": message.status,
         "outgoing": message.from_me,
+        "reply_to": message.reply_to,
+        "reactions": message.reaction_counts(),
+        "reacted_by": message.reactions,
+        "edited": message.edited(),
+        "deleted": message.deleted,
+        "mentions_me": message.mentions_me,
+        "expires_at": message.expires_at,
     })
+}
+
+/// The text a message shows: a deleted one shows the stub.
+pub(crate) fn shown_text(message: &Message) -> &str {
+    sotto_core::Engine::shown_text(message)
 }
 
 /// The message [`message_json`] printed, read back (to print a
 /// notification from the owner as the CLI would).
 pub(crate) fn message_from_json(value: &serde_json::Value) -> Option<Message> {
     let text = |key: &str| value.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+    let flag = |key: &str| value.get(key).and_then(|v| v.as_bool()).unwrap_or(false);
     let from = text("from")?;
     let from_me = value.get("outgoing")?.as_bool()?;
     let peer = if from_me {
@@ -70,6 +86,16 @@ pub(crate) fn message_from_json(value: &serde_json::Value) -> Option<Message> {
         sent_at: value.get("sent_at")?.as_u64()?,
         status: serde_json::from_value(value.get("status")?.clone()).ok()?,
         group: text("group"),
+        reply_to: text("reply_to"),
+        reactions: value
+            .get("reacted_by")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default(),
+        // The time of the edit is not carried; that it was edited is.
+        edited_at: flag("edited").then_some(0),
+        deleted: flag("deleted"),
+        mentions_me: flag("mentions_me"),
+        expires_at: value.get("expires_at").and_then(|v| v.as_u64()),
     })
 }
 
@@ -123,9 +149,33 @@ impl Output {
                     "{} (not sent: you were removed from the group first)",
                     message.text
                 ),
+                _ if message.deleted => format!("({})", shown_text(message)),
                 _ => message.text.clone(),
             };
-            self.line(format_args!("[{}] {arrow}: {text}", clock(message.sent_at)));
+            let mut line = format!("[{}]", clock(message.sent_at));
+            // The ID's start: enough for `sotto react`, `edit`, `delete`
+            // and `send --reply-to`.
+            if let Some(short) = message.id.get(..8) {
+                line.push_str(&format!(" {short}"));
+            }
+            if message.mentions_me {
+                line.push_str(" (@you)");
+            }
+            line.push_str(&format!(" {arrow}: "));
+            if let Some(reply_to) = message.reply_to.as_deref().and_then(|id| id.get(..8)) {
+                line.push_str(&format!("(re {reply_to}) "));
+            }
+            line.push_str(&text);
+            if message.edited() && !message.deleted {
+                line.push_str(" (edited)");
+            }
+            if message.expires_at.is_some() {
+                line.push_str(" (disappears)");
+            }
+            for (emoji, count) in message.reaction_counts() {
+                line.push_str(&format!(" [{emoji} {count}]"));
+            }
+            self.line(line);
         }
     }
 

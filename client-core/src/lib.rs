@@ -104,18 +104,23 @@ pub use devices::{
     REQUEST_INBOX_ROTATE_SECS, confirmation_code, normalize_code,
 };
 pub use engine::{
-    DeviceChange, DropCounts, Dropped, Engine, EngineError, Message, MessageId, Outgoing, Received,
-    Status,
+    DeviceChange, DropCounts, Dropped, Engine, EngineError, Message, MessageId, Outgoing, Query,
+    Received, Status,
 };
 pub use epoch::{EPOCH_SECS, Epoch};
 #[cfg(feature = "test-support")]
 #[doc(hidden)]
 pub use group::FuzzGroup;
 pub use group::{
-    DEFAULT_ROTATE_MESSAGES, DEFAULT_ROTATE_SECS, GROUP_ENVELOPE_INFO, GROUP_INBOX_INFO, GroupId,
-    GroupInfo, Rotation,
+    Change, DEFAULT_ROTATE_MESSAGES, DEFAULT_ROTATE_SECS, GROUP_ENVELOPE_INFO, GROUP_INBOX_INFO,
+    GroupId, GroupInfo, Rotation,
 };
 pub use net::{MailboxSigner, NetError, Pushed, RELAY_SERVER_NAME, RelayAddr, RelayConnection};
+pub use records::{
+    ActionError, CONTENT_VERSION, Content, ContentError, DELETED_TEXT, MAX_REACTION_LEN,
+    MAX_REACTIONS, MAX_TIMER_SECS, MIN_TIMER_SECS, UNSUPPORTED_TEXT, check_reaction, check_timer,
+    describe_secs, mentions, parse_message_id,
+};
 pub use sas::{SAS_EMOJI, SAS_INFO, SAS_MAC_INFO, SasCode, SasFlow};
 pub use seal::{
     EnvelopePublic, EnvelopeSecret, GROUP_SEAL_INFO, GROUP_SEAL_VERSION, OpenError, PadError,

@@ -106,6 +106,96 @@ fn contact_card_corpus_passes() {
 }
 
 #[test]
+fn message_content_corpus_passes() {
+    replay("message_content", core_checks::check_message_content);
+}
+
+/// Seeds for `message_content`: one of each kind, an unknown kind, and
+/// near misses (a 15-byte target, a two-emoji reaction).
+fn content_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use sotto_core::Content;
+    use sotto_proto::client::{self as proto, content};
+    let kinds = [
+        (
+            "post",
+            Content::Text {
+                body: "hi @bob".into(),
+                reply_to: None,
+                expires_in_secs: 0,
+            },
+        ),
+        (
+            "reply",
+            Content::Text {
+                body: "re".into(),
+                reply_to: Some([1; 16]),
+                expires_in_secs: 3600,
+            },
+        ),
+        (
+            "react",
+            Content::React {
+                target: [2; 16],
+                emoji: "👍".into(),
+                remove: false,
+            },
+        ),
+        (
+            "edit",
+            Content::Edit {
+                target: [3; 16],
+                body: "new".into(),
+            },
+        ),
+        ("delete", Content::Delete { target: [4; 16] }),
+        ("timer", Content::Timer { secs: 300 }),
+    ];
+    let mut seeds: Vec<(&'static str, Vec<u8>)> = kinds
+        .into_iter()
+        .map(|(name, c)| (name, c.to_proto().unwrap().encode_to_vec()))
+        .collect();
+    seeds.push((
+        "unknown-kind",
+        proto::Content {
+            version: 2,
+            kind: None,
+        }
+        .encode_to_vec(),
+    ));
+    seeds.push((
+        "short-target",
+        proto::Content {
+            version: 1,
+            kind: Some(content::Kind::Delete(proto::Delete {
+                target: vec![5; 15].into(),
+            })),
+        }
+        .encode_to_vec(),
+    ));
+    seeds.push((
+        "timer-too-short",
+        proto::Content {
+            version: 1,
+            kind: Some(content::Kind::Timer(proto::Timer { secs: 10 })),
+        }
+        .encode_to_vec(),
+    ));
+    seeds.push((
+        "two-emoji",
+        proto::Content {
+            version: 1,
+            kind: Some(content::Kind::Reaction(proto::Reaction {
+                target: vec![6; 16].into(),
+                emoji: "👍👍".into(),
+                remove: true,
+            })),
+        }
+        .encode_to_vec(),
+    ));
+    seeds
+}
+
+#[test]
 fn group_message_corpus_passes() {
     replay("group_message", core_checks::check_group_message);
 }
@@ -590,6 +680,7 @@ fn regenerate_seed_corpus() {
         ("admin_log", admin_log_seeds()),
         ("contact_card", card_seeds()),
         ("group_message", group_seeds()),
+        ("message_content", content_seeds()),
     ] {
         let dir = corpus(target);
         std::fs::create_dir_all(&dir).unwrap();

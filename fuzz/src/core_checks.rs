@@ -502,3 +502,39 @@ pub(crate) fn check_admin_log(data: &[u8]) {
         AdminLogLine::Refused { index, .. } => assert_eq!(index, 0),
     }
 }
+
+/// `message_content`: the whole input is an encoded `Content` (what a
+/// member puts inside Olm or Megolm). [`sotto_core::Content::decode`]
+/// never panics; a kind it accepts has 16-byte targets and a reaction of
+/// one short grapheme, a timer of 0 or 5 minutes … 4 weeks, re-encodes,
+/// and decodes again to the same value;
+/// mentions of any handle in its text never panic.
+pub(crate) fn check_message_content(data: &[u8]) {
+    use sotto_core::Content;
+    let Ok(content) = Content::decode(data) else {
+        return;
+    };
+    match &content {
+        Content::Unsupported => {
+            assert!(content.to_proto().is_none());
+            return;
+        }
+        Content::React { emoji, .. } => {
+            assert!(sotto_core::check_reaction(emoji).is_ok());
+            assert!(emoji.len() <= sotto_core::MAX_REACTION_LEN);
+        }
+        Content::Text { body, .. } | Content::Edit { body, .. } => {
+            let _ = sotto_core::mentions(body, "bob");
+            let _ = sotto_core::mentions(body, "");
+        }
+        Content::Timer { secs } => {
+            assert!(sotto_core::check_timer(*secs).is_ok());
+        }
+        Content::Delete { .. } => {}
+    }
+    let again = content
+        .to_proto()
+        .expect("a decoded kind encodes")
+        .encode_to_vec();
+    assert_eq!(Content::decode(&again), Ok(content), "round trip");
+}

@@ -95,6 +95,38 @@ struct WireMessage {
     status: Status,
     #[serde(default)]
     outgoing: Option<bool>,
+    #[serde(default)]
+    reply_to: Option<String>,
+    #[serde(default)]
+    reactions: std::collections::BTreeMap<String, u64>,
+    #[serde(default)]
+    edited: bool,
+    #[serde(default)]
+    deleted: bool,
+}
+
+impl WireMessage {
+    /// The line the chat shows: the text, or the stub of a deleted
+    /// message, with what it replies to, "edited" and the reactions.
+    /// (Reacting, editing and deleting from the chat is not built yet:
+    /// `sotto react|edit|delete` work beside it, through its owner.)
+    fn shown(&self) -> String {
+        if self.deleted {
+            return format!("({})", sotto_core::DELETED_TEXT);
+        }
+        let mut shown = String::new();
+        if let Some(reply_to) = self.reply_to.as_deref().and_then(|id| id.get(..8)) {
+            shown.push_str(&format!("(re {reply_to}) "));
+        }
+        shown.push_str(&self.text);
+        if self.edited {
+            shown.push_str(" (edited)");
+        }
+        for (emoji, count) in &self.reactions {
+            shown.push_str(&format!(" [{emoji} {count}]"));
+        }
+        shown
+    }
 }
 
 /// The conversation and the message a `message` object stands for, or
@@ -107,13 +139,14 @@ pub(crate) fn parse_message(value: &Value, me: &str) -> Option<(Kind, ChatMessag
         (None, true) => Kind::Contact(wire.to.clone().unwrap_or_else(|| wire.from.clone())),
         (None, false) => Kind::Contact(wire.from.clone()),
     };
+    let text = wire.shown();
     Some((
         kind,
         ChatMessage {
             id: wire.id,
             from: wire.from,
             outgoing,
-            text: wire.text,
+            text,
             sent_at: wire.sent_at,
             status: wire.status,
         },

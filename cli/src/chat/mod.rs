@@ -307,6 +307,11 @@ impl Driver {
                     self.shown();
                 }
             }
+            "message.updated" => {
+                if let Some((_, message)) = backend::parse_message(&event.params, &self.chat.me) {
+                    self.chat.on_update(message);
+                }
+            }
             "status" => {
                 let id = event.params.get("id").and_then(Value::as_str);
                 let status = event

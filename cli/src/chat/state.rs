@@ -620,6 +620,21 @@ impl Chat {
         incoming
     }
 
+    /// A message shown earlier changed (a reaction, an edit, a delete for
+    /// everyone): replaced in place; one not shown stays out.
+    pub(crate) fn on_update(&mut self, message: ChatMessage) {
+        for conversation in &mut self.conversations {
+            for entry in &mut conversation.entries {
+                if let Entry::Message(m) = entry
+                    && m.id == message.id
+                {
+                    *m = message;
+                    return;
+                }
+            }
+        }
+    }
+
     /// A conversation's history: replaces what was shown, keeping
     /// messages not (yet) in it and the notices.
     pub(crate) fn on_history(&mut self, kind: Kind, messages: Vec<ChatMessage>) {

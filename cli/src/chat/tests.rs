@@ -640,3 +640,37 @@ async fn unread_counts_come_from_the_owner_so_they_outlive_the_chat() {
     assert_eq!(owner.calls("read"), vec![json!({"group": "ops"})]);
     assert!(!shows(&screen(&mut terminal, &driver), "#ops (2)"));
 }
+
+#[tokio::test]
+async fn an_updated_message_is_replaced_in_place_with_its_reactions_or_stub() {
+    let (mut driver, owner, mut terminal) = chat(Options::default()).await;
+    press(&mut driver, KeyCode::Down);
+    press(&mut driver, KeyCode::Enter);
+    driver.settle().await;
+    let mut edited = message("h1", "bob", None, "hello, edited");
+    edited["edited"] = json!(true);
+    edited["reactions"] = json!({"👍": 2});
+    owner.notify("message.updated", edited);
+    // An update of a message this chat never showed adds nothing.
+    owner.notify("message.updated", message("zz", "bob", None, "old one"));
+    driver.settle().await;
+    let rows = screen(&mut terminal, &driver);
+    // The emoji is two cells wide: the screen shows it, then a blank cell.
+    assert!(
+        shows(&rows, "bob: hello, edited (edited) [👍") && shows(&rows, " 2]"),
+        "{}",
+        rows.join("\n")
+    );
+    assert!(!shows(&rows, "hello from history"), "{}", rows.join("\n"));
+    assert!(!shows(&rows, "old one"), "{}", rows.join("\n"));
+    let mut deleted = message("h1", "bob", None, "");
+    deleted["deleted"] = json!(true);
+    owner.notify("message.updated", deleted);
+    driver.settle().await;
+    let rows = screen(&mut terminal, &driver);
+    assert!(
+        shows(&rows, "bob: (message deleted)"),
+        "{}",
+        rows.join("\n")
+    );
+}

@@ -74,6 +74,11 @@ pub(crate) const METHODS: &[&str] = &[
     "verify.sas.code",
     "verify.sas.confirm",
     "verify.sas.result",
+    "react",
+    "edit",
+    "delete",
+    "search",
+    "disappear",
 ];
 
 /// Interactive verifications in progress, by handle (at most one each; a
@@ -99,6 +104,14 @@ fn page(
     Ok(page.map_err(failed)?.into_iter().map(|(_, m)| m).collect())
 }
 
+/// The optional `reply_to` param: a message ID (or its first 8+ hex
+/// digits).
+fn reply_to(app: &App, params: &Value) -> Result<Option<sotto_core::MessageId>, RpcError> {
+    optional_text(params, "reply_to")?
+        .map(|id| app.resolve_message_id(&id).map_err(failed))
+        .transpose()
+}
+
 /// Runs `method`.
 pub(super) async fn call(
     app: &mut App,
@@ -116,7 +129,11 @@ pub(super) async fn call(
         "send" => {
             let to = text(&params, "to")?;
             let body = text(&params, "text")?;
-            let sent = app.send(&to, &body).await.map_err(failed)?;
+            let reply_to = reply_to(app, &params)?;
+            let sent = app
+                .send_reply(&to, &body, reply_to.as_ref())
+                .await
+                .map_err(failed)?;
             let id = hex::encode(sent.id);
             effects
                 .sent
@@ -130,21 +147,80 @@ pub(super) async fn call(
         "group.send" => {
             let group = text(&params, "group")?;
             let body = text(&params, "text")?;
-            let sent = app.group_send(&group, &body).await.map_err(failed)?;
+            let reply_to = reply_to(app, &params)?;
+            let sent = app
+                .group_send_reply(&group, &body, reply_to.as_ref())
+                .await
+                .map_err(failed)?;
             Ok(json!({
                 "id": hex::encode(sent.id),
                 "group": group,
                 "status": if sent.delivered { "sent" } else { "queued" },
             }))
         }
+        "react" | "edit" | "delete" => {
+            let id = text(&params, "id")?;
+            let change = match method {
+                "react" => sotto_core::Change::React(text(&params, "emoji")?),
+                "edit" => sotto_core::Change::Edit(text(&params, "text")?),
+                _ => sotto_core::Change::Delete,
+            };
+            let (message, delivered) = app.change_message(&id, change).await.map_err(failed)?;
+            Ok(json!({
+                "message": message_json(&message),
+                "status": if delivered { "sent" } else { "queued" },
+            }))
+        }
+        "disappear" => {
+            let with = optional_text(&params, "with")?;
+            let group = optional_text(&params, "group")?;
+            let secs = params
+                .get("secs")
+                .and_then(Value::as_u64)
+                .ok_or_else(|| invalid("\"secs\" must be a non-negative integer (0: off)"))?;
+            if with.is_some() == group.is_some() {
+                return Err(invalid("give exactly one of \"with\" and \"group\""));
+            }
+            let delivered = app
+                .set_timer(with.as_deref(), group.as_deref(), secs)
+                .await
+                .map_err(failed)?;
+            Ok(json!({
+                "secs": secs,
+                "status": if delivered { "sent" } else { "queued" },
+            }))
+        }
+        "search" => {
+            app.purge_expired().map_err(failed)?;
+            let query = text(&params, "query")?;
+            let with = optional_text(&params, "with")?;
+            let group = optional_text(&params, "group")?;
+            if with.is_some() && group.is_some() {
+                return Err(invalid("give at most one of \"with\" and \"group\""));
+            }
+            let limit = match params.get("limit") {
+                None | Some(Value::Null) => 50,
+                Some(value) => value
+                    .as_u64()
+                    .and_then(|l| usize::try_from(l).ok())
+                    .ok_or_else(|| invalid("\"limit\" must be a non-negative integer"))?,
+            };
+            let found = app
+                .search(&query, with.as_deref(), group.as_deref(), limit)
+                .map_err(failed)?;
+            let messages: Vec<Value> = found.iter().map(message_json).collect();
+            Ok(json!({ "messages": messages }))
+        }
         "sync" => {
             effects.synced = true;
             let report = app.sync().await.map_err(failed)?;
             let notices = app.take_notices().map_err(failed)?;
             let messages: Vec<Value> = report.messages.iter().map(message_json).collect();
+            let updated: Vec<Value> = report.updated.iter().map(message_json).collect();
             effects.received.extend(report.messages);
             Ok(json!({
                 "messages": messages,
+                "updated": updated,
                 "notices": notices,
                 "link_requests": report.link_requests,
                 "awaiting_approval": app.awaiting_approval(),
@@ -161,6 +237,7 @@ pub(super) async fn call(
             };
             let with = optional_text(&params, "with")?;
             let group = optional_text(&params, "group")?;
+            app.purge_expired().map_err(failed)?;
             // With a limit, only the last page is read from the store.
             let limit = limit.map(|l| usize::try_from(l).unwrap_or(usize::MAX));
             let messages = match (with, group, limit) {

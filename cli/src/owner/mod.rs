@@ -386,7 +386,7 @@ pub(crate) async fn listen(home: &Path, out: &Output) -> anyhow::Result<()> {
 
 fn print_notification(out: &Output, note: &Notification) {
     match note.method.as_str() {
-        "message" => {
+        "message" | "message.updated" => {
             if let Some(message) = crate::output::message_from_json(&note.params) {
                 out.message(&message);
             }

@@ -310,7 +310,7 @@ pub(crate) async fn listen(mut remote: Remote, out: &Output) -> anyhow::Result<b
         };
         let params = notification.get("params").cloned().unwrap_or(Value::Null);
         match notification.get("method").and_then(Value::as_str) {
-            Some("message") => {
+            Some("message" | "message.updated") => {
                 if let Some(message) = message_from_json(&params) {
                     out.message(&message);
                 }

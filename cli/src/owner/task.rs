@@ -128,6 +128,13 @@ impl Owner {
         }
     }
 
+    /// Messages a reaction, edit or delete changed, as they are now.
+    fn publish_updates(&mut self, messages: &[Message]) {
+        for message in messages {
+            self.publish("message.updated", message_json(message));
+        }
+    }
+
     /// Follows the status of a message I sent (its status now: sent or
     /// queued).
     fn track(&mut self, id: String, peer: String, status: Status) {
@@ -215,6 +222,7 @@ impl Owner {
             () = &mut stopped => return Ok(Ended::Stop),
         };
         self.publish_messages(&report.messages);
+        self.publish_updates(&report.updated);
         self.check_statuses();
         let mut subscription = tokio::select! {
             subscription = self.app.client().subscribe() => subscription?,
@@ -252,6 +260,7 @@ impl Owner {
                             Err(error) => break Err(AppError::from(error)),
                             Ok(taken) => {
                                 self.publish_messages(&taken.report.messages);
+                                self.publish_updates(&taken.report.updated);
                                 if taken.report.receipts > 0 {
                                     self.check_statuses();
                                 }

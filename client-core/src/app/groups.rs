@@ -74,12 +74,25 @@ impl App {
     /// Sends `text` to a group: one put, whatever the group's size (plus,
     /// when my Megolm session is new, its key to each member over Olm).
     pub async fn group_send(&mut self, group: &str, text: &str) -> Result<Sent, AppError> {
+        self.group_send_reply(group, text, None).await
+    }
+
+    /// [`App::group_send`], as a reply to the message `reply_to` of the
+    /// group when set.
+    pub async fn group_send_reply(
+        &mut self,
+        group: &str,
+        text: &str,
+        reply_to: Option<&crate::MessageId>,
+    ) -> Result<Sent, AppError> {
         self.require_approved()?;
         self.resolve_group_members(group).await?;
-        let id = self
-            .client
-            .engine_mut()
-            .queue_group_text(group, text, (self.clock)())?;
+        let now = (self.clock)();
+        let engine = self.client.engine_mut();
+        let id = match reply_to {
+            Some(reply_to) => engine.queue_group_reply(group, text, reply_to, now)?,
+            None => engine.queue_group_text(group, text, now)?,
+        };
         let delivered = self.deliver_or_queue().await?;
         Ok(Sent { id, delivered })
     }
@@ -97,7 +110,7 @@ impl App {
     /// Makes every member of `group` a contact, as far as the directory
     /// allows (an invited member who has not joined yet is skipped: they
     /// ask for the session key when they see a message).
-    async fn resolve_group_members(&mut self, group: &str) -> Result<(), AppError> {
+    pub(crate) async fn resolve_group_members(&mut self, group: &str) -> Result<(), AppError> {
         let info = self.client.engine().find_group(group)?;
         let missing: Vec<String> = info
             .members

@@ -3,7 +3,7 @@
 
 use super::{App, AppError, Sent};
 use crate::client::{Cycle, SyncReport};
-use crate::engine::Message;
+use crate::engine::{Message, MessageId};
 use crate::net::RelayConnection;
 use crate::team::TeamError;
 
@@ -37,6 +37,17 @@ impl App {
     /// The whole command uses one connection (one access token): the
     /// roster, the member's device list and the put all travel on it.
     pub async fn send(&mut self, handle: &str, text: &str) -> Result<Sent, AppError> {
+        self.send_reply(handle, text, None).await
+    }
+
+    /// [`App::send`], as a reply to the message `reply_to` of this
+    /// conversation when set.
+    pub async fn send_reply(
+        &mut self,
+        handle: &str,
+        text: &str,
+        reply_to: Option<&MessageId>,
+    ) -> Result<Sent, AppError> {
         self.require_approved()?;
         if handle == self.membership.handle {
             return Err(AppError::Myself);
@@ -48,7 +59,9 @@ impl App {
             Err(error) if known && error.is_network() => None,
             Err(error) => return Err(error),
         };
-        let outcome = self.send_on(conn.as_ref(), known, handle, text).await;
+        let outcome = self
+            .send_on(conn.as_ref(), known, handle, text, reply_to)
+            .await;
         if let Some(conn) = conn {
             conn.close().await;
         }
@@ -62,6 +75,7 @@ impl App {
         known: bool,
         handle: &str,
         text: &str,
+        reply_to: Option<&MessageId>,
     ) -> Result<Sent, AppError> {
         if let (Some(conn), false) = (conn, known) {
             let added = self
@@ -85,10 +99,14 @@ impl App {
                 }
             },
         };
-        let id = self
-            .client
-            .engine_mut()
-            .queue_text(handle, text, (self.clock)())?;
+        let now = (self.clock)();
+        let id = match reply_to {
+            Some(reply_to) => self
+                .client
+                .engine_mut()
+                .queue_reply(handle, text, reply_to, now)?,
+            None => self.client.engine_mut().queue_text(handle, text, now)?,
+        };
         let delivered = match conn {
             Some(conn) if reachable => match self.client.deliver_on(conn).await {
                 Ok(_) => true,
@@ -158,6 +176,8 @@ impl App {
         }
         let report = self.client.sync().await?;
         self.apply_team(awaiting).await?;
+        // Disappearing messages whose time ran out go, new ones included.
+        self.purge_expired()?;
         Ok(report)
     }
 
@@ -307,6 +327,110 @@ impl App {
     /// Turns this profile's read receipts on or off.
     pub fn set_read_receipts(&mut self, on: bool) -> Result<(), AppError> {
         Ok(self.client.engine_mut().set_read_receipts(on)?)
+    }
+
+    /// Reacts to, edits or deletes the message with hex ID `id` (from
+    /// the history), 1:1 or in a group, here and on every device of its
+    /// conversation's members, mine too. Returns the message as it is now,
+    /// and whether the change reached the relay (else it stays queued).
+    pub async fn change_message(
+        &mut self,
+        id: &str,
+        change: crate::Change,
+    ) -> Result<(Message, bool), AppError> {
+        self.require_approved()?;
+        let id = self.client.engine().resolve_message_id(id)?;
+        if let Some(Some(group)) = self.client.engine().message_group(&id)? {
+            self.resolve_group_members(&group).await?;
+        }
+        let message = self
+            .client
+            .engine_mut()
+            .change_message(&id, change, (self.clock)())?;
+        let delivered = self.deliver_or_queue().await?;
+        Ok((message, delivered))
+    }
+
+    /// Sets the disappearing-message timer (seconds, 0: off) with member
+    /// `with` or of `group`, for every device of the conversation.
+    /// Returns whether it reached the relay (else it stays queued).
+    pub async fn set_timer(
+        &mut self,
+        with: Option<&str>,
+        group: Option<&str>,
+        secs: u64,
+    ) -> Result<bool, AppError> {
+        self.require_approved()?;
+        let now = (self.clock)();
+        match (with, group) {
+            (Some(handle), None) => {
+                self.ensure_contact(handle).await?;
+                self.client.engine_mut().set_timer(handle, secs, now)?;
+            }
+            (None, Some(group)) => {
+                self.resolve_group_members(group).await?;
+                self.client.engine_mut().set_group_timer(group, secs, now)?;
+            }
+            _ => {
+                return Err(
+                    crate::EngineError::GroupChange("name one member or one group".into()).into(),
+                );
+            }
+        }
+        self.deliver_or_queue().await
+    }
+
+    /// Deletes every message whose disappearing timer ran out, from the
+    /// store. Returns how many.
+    pub fn purge_expired(&mut self) -> Result<usize, AppError> {
+        let now = (self.clock)();
+        Ok(self.client.engine_mut().purge_expired(now)?)
+    }
+
+    /// The full ID of the message whose hex ID starts with `id`.
+    pub fn resolve_message_id(&self, id: &str) -> Result<MessageId, AppError> {
+        Ok(self.client.engine().resolve_message_id(id)?)
+    }
+
+    /// The history conversation `with` a member or of a `group` (neither:
+    /// every conversation).
+    fn scope(&self, with: Option<&str>, group: Option<&str>) -> Result<Option<String>, AppError> {
+        Ok(match (with, group) {
+            (Some(handle), _) => Some(handle.to_owned()),
+            (None, Some(group)) => Some(self.client.engine().group_conversation_of(group)?),
+            (None, None) => None,
+        })
+    }
+
+    /// Searches the local history (see [`crate::Query`]): newest first, at
+    /// most `limit` messages.
+    pub fn search(
+        &self,
+        query: &str,
+        with: Option<&str>,
+        group: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Message>, AppError> {
+        let scope = self.scope(with, group)?;
+        Ok(self
+            .client
+            .engine()
+            .search(&crate::Query::new(query), scope.as_deref(), limit)?)
+    }
+
+    /// The local history to export: one conversation, or all, from
+    /// `since_ms` on, oldest first. Messages only; no key material.
+    pub fn export(
+        &self,
+        with: Option<&str>,
+        group: Option<&str>,
+        since_ms: u64,
+    ) -> Result<Vec<Message>, AppError> {
+        let scope = self.scope(with, group)?;
+        Ok(self
+            .client
+            .engine()
+            .messages_since(scope.as_deref(), since_ms)?)
     }
 
     /// Delivers the outbox; a network failure leaves it queued (false).

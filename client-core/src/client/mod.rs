@@ -109,6 +109,9 @@ pub fn system_clock() -> Clock {
 pub struct SyncReport {
     /// New messages, in the order they were stored at the relay.
     pub messages: Vec<Message>,
+    /// Messages changed by a reaction, an edit or a delete for everyone,
+    /// as they are now.
+    pub updated: Vec<Message>,
     /// Receipts and verification steps processed.
     pub receipts: usize,
     /// Redeliveries recognised and ignored.
@@ -148,6 +151,7 @@ impl SyncReport {
                 self.messages.push(message);
             }
             Received::Unlocked(messages) => self.messages.extend(messages),
+            Received::Updated(message) => self.updated.push(message),
             Received::Receipt | Received::Verification | Received::Group | Received::Team => {
                 self.receipts += 1
             }
@@ -286,7 +290,7 @@ impl Client {
         let mut sent = 0;
         let mut result = Ok(());
         for item in outgoing {
-            match conn.put(&item.mailbox, &item.blob, 0).await {
+            match conn.put(&item.mailbox, &item.blob, item.ttl_secs).await {
                 Ok(_) => {
                     self.engine.sent(&item.key)?;
                     sent += 1;

@@ -5,7 +5,7 @@
 use hmac::Mac;
 use sotto_proto::Message as _;
 use sotto_proto::client::{
-    Envelope, HistoryChunk, HistoryItem, LinkRequest, Payload, SignedCard, payload,
+    Envelope, HistoryChunk, HistoryItem, LinkRequest, Payload, ReactionSet, SignedCard, payload,
 };
 use vodozemac::Curve25519PublicKey;
 use vodozemac::olm::{OlmMessage, SessionConfig};
@@ -297,6 +297,22 @@ impl Engine {
                     status: u32::from(message.status.to_byte()),
                     group: message.group.clone().unwrap_or_default(),
                     peer: message.peer.clone(),
+                    reply_to: message
+                        .reply_to
+                        .as_deref()
+                        .and_then(|id| hex::decode(id).ok())
+                        .unwrap_or_default()
+                        .into(),
+                    edited_at: message.edited_at.unwrap_or_default(),
+                    deleted: message.deleted,
+                    reactions: message
+                        .reactions
+                        .iter()
+                        .map(|(emoji, by)| ReactionSet {
+                            emoji: emoji.clone(),
+                            by: by.iter().cloned().collect(),
+                        })
+                        .collect(),
                 };
                 if !current.items.is_empty()
                     && current.encoded_len() + item.encoded_len() + 8 > budget
@@ -349,16 +365,41 @@ impl Engine {
                 .ok()
                 .and_then(|b| Status::from_byte(b).ok())
                 .unwrap_or(Status::Received);
-            let message = Message {
+            let mut message = Message::plain(
                 id,
-                peer: item.peer,
-                from: item.from,
-                from_me: item.from_me,
-                text: item.text,
-                sent_at: item.sent_at,
+                item.peer,
+                item.from,
+                item.from_me,
+                item.text,
+                item.sent_at,
                 status,
-                group: (!item.group.is_empty()).then_some(item.group),
-            };
+                (!item.group.is_empty()).then_some(item.group),
+            );
+            // What happened to it since: replies, edits, deletes and
+            // reactions travel with it (checked as on the wire).
+            message.reply_to = (item.reply_to.len() == 16).then(|| hex::encode(&item.reply_to));
+            message.edited_at = (item.edited_at > 0).then_some(item.edited_at);
+            message.deleted = item.deleted;
+            if message.deleted {
+                message.text.clear();
+            }
+            for set in item
+                .reactions
+                .into_iter()
+                .take(crate::records::MAX_REACTIONS)
+            {
+                if crate::records::check_reaction(&set.emoji).is_ok() && !set.by.is_empty() {
+                    message
+                        .reactions
+                        .entry(set.emoji)
+                        .or_default()
+                        .extend(set.by);
+                }
+            }
+            message.mentions_me = message.group.is_some()
+                && !message.from_me
+                && !message.deleted
+                && crate::records::mentions(&message.text, &self.device.handle);
             self.file_message(&item.conversation, &message, &item.message_id, batch)?;
             batch.put(Tree::Seen, seen, &[]);
             added += 1;

@@ -29,6 +29,7 @@ impl Engine {
             key.clone(),
             &records::encode_message(message),
         );
+        self.index_message(message_id, &key, conversation, batch);
         if message.from_me {
             batch.put(
                 Tree::Seen,
@@ -283,7 +284,7 @@ impl Engine {
     }
 
     /// One history entry, with the current status of my own messages.
-    fn open_message(&self, value: &[u8]) -> Result<Message, EngineError> {
+    pub(crate) fn open_message(&self, value: &[u8]) -> Result<Message, EngineError> {
         let mut message = records::decode_message(value).map_err(corrupt)?;
         if message.from_me
             && let Ok(id) = hex::decode(&message.id)

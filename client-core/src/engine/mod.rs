@@ -37,8 +37,13 @@
 //! - `receive`: the inboxes to read and [`Engine::receive`], the
 //!   acceptance rule above; dispatches group, device and team payloads to
 //!   `crate::group` and `crate::devices`.
+//! - `actions`: replies, reactions, edits and deletes for everyone — the
+//!   message index by ID and the rule for who may change what.
 //! - `history`: the local history, statuses (receipts, read marks) and
 //!   the per-conversation sequence numbers.
+//! - `search`: local search ([`Query`]) and export over the history.
+//! - `timer`: disappearing messages — a conversation's timer, and
+//!   purging what ran out.
 //! - `verify`: the engine's side of SAS verification and verified keys.
 //! - `team_keys`: the access-token period keys a payload names
 //!   (DESIGN §7) and the pending team directory key.
@@ -47,13 +52,16 @@
 //! `impl Engine` blocks on top of this module; this module never imports
 //! them.
 
+mod actions;
 mod contacts;
 mod history;
 mod olm;
 mod outbox;
 mod receive;
 mod reports;
+mod search;
 mod team_keys;
+mod timer;
 mod verify;
 
 pub(crate) use crate::records::{
@@ -63,6 +71,9 @@ pub use crate::records::{
     DropCounts, Dropped, EngineError, Message, MessageId, Outgoing, Received, Status,
 };
 pub use contacts::DeviceChange;
+pub use search::Query;
+pub(crate) use timer::checked as checked_timer;
+pub(crate) use timer::timer_notice;
 
 use std::collections::HashMap;
 use std::sync::Arc;

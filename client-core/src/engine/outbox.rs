@@ -70,17 +70,28 @@ impl Engine {
                 targets.push((peer.to_owned(), index));
             }
         }
-        let copy = history.is_some() && peer != me;
+        // My other devices get my messages, and my changes to messages
+        // (reactions, edits, deletes), to file them as I did.
+        let change = matches!(payload.body, Some(payload::Body::Content(_)));
+        let copy = (history.is_some() || change) && peer != me;
         if copy {
             targets.extend((0..count(&me)).map(|index| (me.clone(), index)));
         }
+        let ttl_secs = crate::records::ttl_for(expires_in_secs(&payload));
         let mut batch = Batch::new();
         for (handle, index) in targets {
             let mut payload = payload.clone();
             if handle == me && peer != me {
                 payload.sent_to = peer.to_owned();
             }
-            self.seal_to_device(&handle, index, &mut payload, &message_id, &mut batch)?;
+            self.seal_to_device(
+                &handle,
+                index,
+                &mut payload,
+                &message_id,
+                ttl_secs,
+                &mut batch,
+            )?;
         }
         if let Some(message) = history {
             let message = Message {
@@ -101,6 +112,7 @@ impl Engine {
         index: usize,
         payload: &mut Payload,
         message_id: &MessageId,
+        ttl_secs: u32,
         batch: &mut Batch,
     ) -> Result<(), EngineError> {
         let contact = &self.contacts[handle][index];
@@ -137,6 +149,7 @@ impl Engine {
             envelope: envelope.encode_to_vec(),
             group: None,
             message_id: message_id.to_vec(),
+            ttl_secs,
         };
         batch.put(Tree::Outbox, outbox_key, &records::encode_outbox(&record));
         // Outbound session creation leaves the account unchanged: only the
@@ -153,23 +166,38 @@ impl Engine {
         text: &str,
         now_ms: u64,
     ) -> Result<MessageId, EngineError> {
+        // With a timer on, the text carries its lifetime (versioned
+        // content); without, it stays a plain text every version reads.
+        let timer = self.timer_of(peer)?;
+        let body = if timer > 0 {
+            crate::records::Content::Text {
+                body: text.to_owned(),
+                reply_to: None,
+                expires_in_secs: timer,
+            }
+            .to_proto()
+            .map(payload::Body::Content)
+        } else {
+            Some(payload::Body::Text(Text {
+                body: text.to_owned(),
+            }))
+        };
         let payload = Payload {
             sent_at: now_ms,
-            body: Some(payload::Body::Text(Text {
-                body: text.to_owned(),
-            })),
+            body,
             ..Payload::default()
         };
-        let message = Message {
-            id: String::new(),
-            peer: peer.to_owned(),
-            from: self.device.handle.clone(),
-            from_me: true,
-            text: text.to_owned(),
-            sent_at: now_ms,
-            status: Status::Queued,
-            group: None,
-        };
+        let mut message = Message::plain(
+            String::new(),
+            peer.to_owned(),
+            self.device.handle.clone(),
+            true,
+            text.to_owned(),
+            now_ms,
+            Status::Queued,
+            None,
+        );
+        message.expires_at = Self::expiry(now_ms, timer);
         let id = self.queue(peer, payload, Some(&message))?;
         self.store.flush()?;
         Ok(id)
@@ -212,7 +240,12 @@ impl Engine {
             let record = records::decode_outbox(&value).map_err(corrupt)?;
             if let Some(group) = &record.group {
                 if let Some((mailbox, blob)) = self.seal_group(group, &record.envelope, epoch)? {
-                    out.push(Outgoing { key, mailbox, blob });
+                    out.push(Outgoing {
+                        key,
+                        mailbox,
+                        blob,
+                        ttl_secs: record.ttl_secs,
+                    });
                 }
                 continue;
             }
@@ -232,6 +265,7 @@ impl Engine {
                 key,
                 mailbox: self.mailbox_of(&contact.their_inbox, epoch),
                 blob,
+                ttl_secs: record.ttl_secs,
             });
         }
         Ok(out)
@@ -264,5 +298,17 @@ impl Engine {
         self.update_status(&message_id, Status::Sent, &mut batch)?;
         self.store.apply(batch)?;
         Ok(())
+    }
+}
+
+/// The lifetime a payload's text carries (0: none).
+fn expires_in_secs(payload: &Payload) -> u64 {
+    use sotto_proto::client::content::Kind;
+    match &payload.body {
+        Some(payload::Body::Content(content)) => match &content.kind {
+            Some(Kind::Post(post)) => post.expires_in_secs,
+            _ => 0,
+        },
+        _ => 0,
     }
 }

@@ -12,9 +12,49 @@ use super::{
     be64_or_zero, corrupt,
 };
 use crate::device::Device;
+use crate::records::Content;
 use crate::{Batch, BlindedInbox, EPOCH_SECS, Epoch, InboxKey, InboxPublic, Tree, open};
 
 impl Engine {
+    /// A 1:1 message or change from `peer`, filed in its conversation: the
+    /// one with `peer`, or, from another device of mine, the one its
+    /// `sent_to` names (then it is mine).
+    #[allow(clippy::too_many_arguments)]
+    fn receive_1to1(
+        &mut self,
+        content: Content,
+        peer: &str,
+        from_my_device: bool,
+        sent_to: &str,
+        message_id: &[u8],
+        sent_at: u64,
+        batch: &mut Batch,
+    ) -> Result<Received, EngineError> {
+        let conversation = if from_my_device {
+            if sent_to.is_empty() || sent_to == peer {
+                return Ok(self.drop_blob(Dropped::Mismatch));
+            }
+            sent_to
+        } else {
+            peer
+        };
+        let template = Message::plain(
+            hex::encode(message_id),
+            conversation.to_owned(),
+            peer.to_owned(),
+            from_my_device,
+            String::new(),
+            sent_at,
+            if from_my_device {
+                Status::Sent
+            } else {
+                Status::Received
+            },
+            None,
+        );
+        self.receive_content(conversation, content, template, message_id, batch)
+    }
+
     /// The inboxes to read at `now`: my request inbox and every pairwise
     /// inbox, for each epoch from the last fully synced one (minus one, for
     /// senders with skewed clocks) to the current one, bounded by `max_epochs`.
@@ -171,40 +211,29 @@ impl Engine {
             batch.put(Tree::Contacts, contact.store_key.clone(), &contact.record());
         }
         let received = match payload.body {
-            // A message I sent from another device: into that
-            // conversation's history, as mine.
-            Some(payload::Body::Text(text)) if from_my_device => {
-                let conversation = payload.sent_to;
-                if conversation.is_empty() || conversation == peer {
-                    return Ok(self.drop_blob(Dropped::Mismatch));
-                }
-                let message = Message {
-                    id: hex::encode(&envelope.message_id),
-                    peer: conversation.clone(),
-                    from: peer.clone(),
-                    from_me: true,
-                    text: text.body,
-                    sent_at: payload.sent_at,
-                    status: Status::Sent,
-                    group: None,
-                };
-                self.file_message(&conversation, &message, &envelope.message_id, &mut batch)?;
-                Received::Message(message)
-            }
-            Some(payload::Body::Text(text)) => {
-                let message = Message {
-                    id: hex::encode(&envelope.message_id),
-                    peer: peer.clone(),
-                    from: peer.clone(),
-                    from_me: false,
-                    text: text.body,
-                    sent_at: payload.sent_at,
-                    status: Status::Received,
-                    group: None,
-                };
-                self.file_message(&peer, &message, &envelope.message_id, &mut batch)?;
-                Received::Message(message)
-            }
+            // A message, or a change to one (a plain text is the first
+            // content format).
+            Some(payload::Body::Text(text)) => self.receive_1to1(
+                Content::from_text(text),
+                &peer,
+                from_my_device,
+                &payload.sent_to,
+                &envelope.message_id,
+                payload.sent_at,
+                &mut batch,
+            )?,
+            Some(payload::Body::Content(content)) => match Content::from_proto(content) {
+                Ok(content) => self.receive_1to1(
+                    content,
+                    &peer,
+                    from_my_device,
+                    &payload.sent_to,
+                    &envelope.message_id,
+                    payload.sent_at,
+                    &mut batch,
+                )?,
+                Err(_) => self.drop_blob(Dropped::Mismatch),
+            },
             Some(payload::Body::SasKey(key)) => {
                 let record = [payload.sent_at.to_be_bytes().as_slice(), &key.public_key].concat();
                 batch.put(Tree::Meta, self.sas_key_slot(b"sas-key/", &peer), &record);

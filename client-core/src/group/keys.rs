@@ -15,6 +15,7 @@ use super::{
     PendingRecord, json, key, withheld,
 };
 use crate::engine::{Dropped, Engine, EngineError, Message, Received, Status, corrupt};
+use crate::records::{Content, UNSUPPORTED_TEXT, conversation, mentions};
 use crate::{Batch, Tree, records};
 
 /// For tests: my current outbound session ID in a group, and each of my
@@ -216,9 +217,50 @@ impl Engine {
                 Some((decrypted, seen)) => {
                     batch.put(Tree::Seen, seen, &[]);
                     message.id = decrypted.id;
-                    message.text = decrypted.text;
                     message.sent_at = decrypted.sent_at;
                     message.status = Status::Received;
+                    match decrypted.content {
+                        Content::Timer { secs } => {
+                            self.put_timer(&conversation(id), secs, batch);
+                            message.text = crate::engine::timer_notice(secs);
+                        }
+                        Content::Text {
+                            body,
+                            reply_to,
+                            expires_in_secs,
+                        } => {
+                            message.text = body;
+                            message.reply_to = reply_to.map(hex::encode);
+                            message.expires_at = Self::expiry(message.sent_at, expires_in_secs);
+                            message.mentions_me =
+                                !message.from_me && mentions(&message.text, &self.device.handle);
+                            if let Ok(message_id) = hex::decode(&message.id) {
+                                self.index_message(
+                                    &message_id,
+                                    &record.history_key,
+                                    &conversation(id),
+                                    batch,
+                                );
+                            }
+                        }
+                        Content::Unsupported => message.text = UNSUPPORTED_TEXT.to_owned(),
+                        change => {
+                            // A change that waited for its key: applied
+                            // now, and its placeholder goes.
+                            batch.delete(Tree::History, record.history_key.clone());
+                            let sender = message.from.clone();
+                            if let Received::Updated(changed) = self.receive_change(
+                                &conversation(id),
+                                &sender,
+                                &change,
+                                message.sent_at,
+                                batch,
+                            )? {
+                                unlocked.push(changed);
+                            }
+                            continue;
+                        }
+                    }
                 }
                 None => message.status = Status::Withheld,
             }

@@ -16,6 +16,7 @@ use crate::engine::{
     Dropped, Engine, EngineError, Message, MessageId, OutboxRecord, Received, Status, corrupt,
     random_id, status_record,
 };
+use crate::records::{ActionError, Content};
 use crate::{Batch, BlindId, Epoch, Tree, open, records, seal};
 
 impl Engine {
@@ -37,13 +38,21 @@ impl Engine {
         let Ok(payload) = GroupPayload::decode(plaintext.as_slice()) else {
             return Ok(None);
         };
-        let Some(group_payload::Body::Text(Text { body })) = payload.body else {
-            return Ok(None);
+        let content = match payload.body {
+            Some(group_payload::Body::Text(text)) => Content::from_text(text),
+            Some(group_payload::Body::Content(content)) => match Content::from_proto(content) {
+                Ok(content) => content,
+                Err(_) => return Ok(None),
+            },
+            None => return Ok(None),
         };
+        if payload.message_id.len() != 16 {
+            return Ok(None);
+        }
         Ok(Some((
             Decrypted {
                 id: hex::encode(&payload.message_id),
-                text: body,
+                content,
                 sent_at: payload.sent_at,
             },
             seen_key(&envelope.session_id, decrypted.message_index),
@@ -59,6 +68,120 @@ impl Engine {
         text: &str,
         now_ms: u64,
     ) -> Result<MessageId, EngineError> {
+        let timer = self.timer_of(&self.group_conversation(group)?)?;
+        // With a timer on, the text carries its lifetime (versioned
+        // content); without, it stays a plain text every version reads.
+        let body = if timer > 0 {
+            let content = Content::Text {
+                body: text.to_owned(),
+                reply_to: None,
+                expires_in_secs: timer,
+            };
+            match content.to_proto() {
+                Some(content) => group_payload::Body::Content(content),
+                None => return Err(ActionError::UnknownMessage(String::new()).into()),
+            }
+        } else {
+            group_payload::Body::Text(Text {
+                body: text.to_owned(),
+            })
+        };
+        self.queue_group_payload(group, body, Some((text, None, timer)), now_ms)
+    }
+
+    /// Queues a text to a group that replies to `reply_to`, a message of
+    /// that group. Returns its ID.
+    pub fn queue_group_reply(
+        &mut self,
+        group: &str,
+        text: &str,
+        reply_to: &MessageId,
+        now_ms: u64,
+    ) -> Result<MessageId, EngineError> {
+        let conversation = self.group_conversation(group)?;
+        match self.find_message(reply_to)? {
+            Some(target) if target.conversation == conversation => {}
+            Some(_) => return Err(ActionError::OtherConversation.into()),
+            None => return Err(ActionError::UnknownMessage(hex::encode(reply_to)).into()),
+        }
+        let timer = self.timer_of(&conversation)?;
+        let content = Content::Text {
+            body: text.to_owned(),
+            reply_to: Some(*reply_to),
+            expires_in_secs: timer,
+        };
+        let Some(content) = content.to_proto() else {
+            return Err(ActionError::UnknownMessage(String::new()).into());
+        };
+        let body = group_payload::Body::Content(content);
+        self.queue_group_payload(group, body, Some((text, Some(reply_to), timer)), now_ms)
+    }
+
+    /// Applies my own change (reaction, edit, delete) to a message of
+    /// `group` here and queues it to the group. Returns the message as it
+    /// is now.
+    pub(crate) fn queue_group_change(
+        &mut self,
+        group: &str,
+        content: &Content,
+        now_ms: u64,
+    ) -> Result<Message, EngineError> {
+        let conversation = self.group_conversation(group)?;
+        let me = self.device.handle.clone();
+        let mut batch = Batch::new();
+        // Checked first, applied only once it is queued.
+        let message = self.apply_change(&conversation, &me, content, now_ms, &mut batch)??;
+        let Some(proto) = content.to_proto() else {
+            return Err(ActionError::UnknownMessage(String::new()).into());
+        };
+        self.queue_group_payload(group, group_payload::Body::Content(proto), None, now_ms)?;
+        self.store.apply(batch)?;
+        self.store.flush()?;
+        Ok(message)
+    }
+
+    /// Sets the disappearing-message timer of `group` for every member,
+    /// shown as a notice in its history.
+    pub fn set_group_timer(
+        &mut self,
+        group: &str,
+        secs: u64,
+        now_ms: u64,
+    ) -> Result<(), EngineError> {
+        let secs = crate::engine::checked_timer(secs)?;
+        let conversation = self.group_conversation(group)?;
+        let Some(content) = (Content::Timer { secs }).to_proto() else {
+            return Err(ActionError::UnknownMessage(String::new()).into());
+        };
+        let notice = crate::engine::timer_notice(secs);
+        self.queue_group_payload(
+            group,
+            group_payload::Body::Content(content),
+            Some((&notice, None, 0)),
+            now_ms,
+        )?;
+        let mut batch = Batch::new();
+        self.put_timer(&conversation, secs, &mut batch);
+        self.store.apply(batch)?;
+        self.store.flush()?;
+        Ok(())
+    }
+
+    /// The disappearing-message timer of `group` (0: off).
+    pub fn group_timer(&self, group: &str) -> Result<u64, EngineError> {
+        self.timer_of(&self.group_conversation(group)?)
+    }
+
+    /// Encrypts `body` once with my outbound Megolm session for `group`
+    /// and queues it; `text` (with what it replies to and its timer) is
+    /// filed in the history as mine. Returns the payload's message ID.
+    pub(super) fn queue_group_payload(
+        &mut self,
+        group: &str,
+        body: group_payload::Body,
+        text: Option<(&str, Option<&MessageId>, u64)>,
+        now_ms: u64,
+    ) -> Result<MessageId, EngineError> {
         let info = self.find_group(group)?;
         let group = self.group_by_hex(&info.id)?.clone();
         let me = self.device.handle.clone();
@@ -69,14 +192,12 @@ impl Engine {
         let payload = GroupPayload {
             message_id: message_id.to_vec().into(),
             sent_at: now_ms,
-            body: Some(group_payload::Body::Text(Text {
-                body: text.to_owned(),
-            })),
+            body: Some(body),
         };
         let plaintext = Zeroizing::new(payload.encode_to_vec());
         let limit = crate::max_plaintext_len(sotto_proto::Bucket::largest()) - 400;
         if plaintext.len() > limit {
-            return Err(EngineError::TooLong(text.len()));
+            return Err(EngineError::TooLong(plaintext.len()));
         }
         let mut session = self.outbound_session(&group, now_ms)?;
         let megolm = session.encrypt(plaintext.as_slice());
@@ -98,29 +219,42 @@ impl Engine {
             envelope: envelope.encode_to_vec(),
             group: Some(hex::encode(group.id)),
             message_id: message_id.to_vec(),
+            ttl_secs: crate::records::ttl_for(match &payload.body {
+                Some(group_payload::Body::Content(sotto_proto::client::Content {
+                    kind: Some(sotto_proto::client::content::Kind::Post(post)),
+                    ..
+                })) => post.expires_in_secs,
+                _ => 0,
+            }),
         };
         batch.put(Tree::Outbox, outbox_key, &records::encode_outbox(&record));
-        let message = Message {
-            id: hex::encode(message_id),
-            peer: group.name.clone(),
-            from: me,
-            from_me: true,
-            text: text.to_owned(),
-            sent_at: now_ms,
-            status: Status::Queued,
-            group: Some(group.name.clone()),
-        };
-        let history_key = self.next_history_key(&conversation(&group.id))?;
-        batch.put(
-            Tree::History,
-            history_key.clone(),
-            &records::encode_message(&message),
-        );
-        batch.put(
-            Tree::Seen,
-            [b"out".as_slice(), &message_id].concat(),
-            &status_record(&history_key, message.status),
-        );
+        if let Some((text, reply_to, timer)) = text {
+            let mut message = Message::plain(
+                hex::encode(message_id),
+                group.name.clone(),
+                me,
+                true,
+                text.to_owned(),
+                now_ms,
+                Status::Queued,
+                Some(group.name.clone()),
+            );
+            message.reply_to = reply_to.map(hex::encode);
+            message.expires_at = Self::expiry(now_ms, timer);
+            let conversation = conversation(&group.id);
+            let history_key = self.next_history_key(&conversation)?;
+            batch.put(
+                Tree::History,
+                history_key.clone(),
+                &records::encode_message(&message),
+            );
+            self.index_message(&message_id, &history_key, &conversation, &mut batch);
+            batch.put(
+                Tree::Seen,
+                [b"out".as_slice(), &message_id].concat(),
+                &status_record(&history_key, message.status),
+            );
+        }
         // My own blob comes back from the group mailbox: already seen.
         batch.put(
             Tree::Seen,
@@ -232,17 +366,17 @@ impl Engine {
         let record = self.inbound_record(&id, &envelope.session_id)?;
         let mut batch = Batch::new();
         let conversation = conversation(&id);
-        let mut message = Message {
-            id: String::new(),
-            peer: group_name.clone(),
-            from: envelope.sender_user.clone(),
+        let mut message = Message::plain(
+            String::new(),
+            group_name.clone(),
+            envelope.sender_user.clone(),
             // Sent from another device of mine.
-            from_me: envelope.sender_user == self.device.handle,
-            text: String::new(),
-            sent_at: 0,
-            status: Status::Waiting,
-            group: Some(group_name),
-        };
+            envelope.sender_user == self.device.handle,
+            String::new(),
+            0,
+            Status::Waiting,
+            Some(group_name),
+        );
         match record {
             None => {
                 // The key has not arrived: keep the blob, ask its sender once.
@@ -294,18 +428,19 @@ impl Engine {
                     return Ok(self.drop_blob(Dropped::Undecryptable));
                 };
                 message.id = decrypted.id;
-                message.text = decrypted.text;
                 message.sent_at = decrypted.sent_at;
                 message.status = Status::Received;
-                let history_key = self.next_history_key(&conversation)?;
-                batch.put(
-                    Tree::History,
-                    history_key,
-                    &records::encode_message(&message),
-                );
                 batch.put(Tree::Seen, seen, &[]);
+                let message_id = hex::decode(&message.id).unwrap_or_default();
+                let received = self.receive_content(
+                    &conversation,
+                    decrypted.content,
+                    message,
+                    &message_id,
+                    &mut batch,
+                )?;
                 self.store.apply(batch)?;
-                Ok(Received::Message(message))
+                Ok(received)
             }
         }
     }
@@ -341,7 +476,7 @@ impl Engine {
 
     /// The history conversation of the group named `group` (or the start
     /// of its ID).
-    fn group_conversation(&self, group: &str) -> Result<String, EngineError> {
+    pub(crate) fn group_conversation(&self, group: &str) -> Result<String, EngineError> {
         let info = self.find_group(group)?;
         Ok(conversation(&self.group_by_hex(&info.id)?.id))
     }

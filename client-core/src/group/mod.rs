@@ -41,12 +41,15 @@
 //! - `keys`: Megolm session keys — my outbound session, sharing it,
 //!   answering requests, withheld keys, unlocking waiting messages.
 //! - `messages`: encrypt and seal a group message, receive and decrypt one.
+//! - `changes`: react to, edit or delete a message by its ID, 1:1 or in
+//!   a group ([`Change`]).
 //! - `mailboxes`: the group mailboxes to read per epoch and their cursors.
 //! - `handover`: what a newly approved device of mine gets to follow my
 //!   groups.
 //! - `fuzz` (feature `test-support`): [`FuzzGroup`], a fixed group for the
 //!   fuzz targets.
 
+mod changes;
 #[cfg(feature = "test-support")]
 mod fuzz;
 mod handover;
@@ -60,6 +63,7 @@ pub use crate::records::{
     GroupInfo, Rotation,
 };
 pub(crate) use crate::records::{GROUP_PREFIX, Generation, Group, conversation};
+pub use changes::Change;
 #[cfg(feature = "test-support")]
 pub use fuzz::FuzzGroup;
 
@@ -181,6 +185,6 @@ fn withheld(id: &GroupId, session_id: &str, reason: group_key_withheld::Reason) 
 
 struct Decrypted {
     id: String,
-    text: String,
+    content: crate::records::Content,
     sent_at: u64,
 }

@@ -178,8 +178,18 @@ impl Status {
 
 const FROM_ME: u8 = 1;
 const IN_GROUP: u8 = 2;
+/// Deleted for everyone by its author.
+const DELETED: u8 = 4;
+/// Mentions me.
+const MENTIONS_ME: u8 = 8;
+/// A reply, edit or reactions follow the group name (see
+/// [`encode_message`]).
+const EXTRA: u8 = 16;
 
-/// A history entry: `status, flags, sent_at, id, peer, from, text[, group]`.
+/// A history entry: `status, flags, sent_at, id, peer, from, text[, group]
+/// [, reply_to, edited, edited_at, reaction count, (emoji, handle count,
+/// handles)*, expires, expires_at]`; the last part only with the `EXTRA` flag, so entries
+/// without replies, edits or reactions keep their first encoding.
 pub(crate) fn encode_message(message: &Message) -> Zeroizing<Vec<u8>> {
     let mut flags = 0;
     if message.from_me {
@@ -187,6 +197,19 @@ pub(crate) fn encode_message(message: &Message) -> Zeroizing<Vec<u8>> {
     }
     if message.group.is_some() {
         flags |= IN_GROUP;
+    }
+    if message.deleted {
+        flags |= DELETED;
+    }
+    if message.mentions_me {
+        flags |= MENTIONS_ME;
+    }
+    let extra = message.reply_to.is_some()
+        || message.edited_at.is_some()
+        || !message.reactions.is_empty()
+        || message.expires_at.is_some();
+    if extra {
+        flags |= EXTRA;
     }
     let group = message.group.as_deref().unwrap_or_default();
     let mut w = Writer::new(
@@ -206,6 +229,21 @@ pub(crate) fn encode_message(message: &Message) -> Zeroizing<Vec<u8>> {
     if message.group.is_some() {
         w.str(group);
     }
+    if extra {
+        w.u8(u8::from(message.reply_to.is_some()))
+            .str(message.reply_to.as_deref().unwrap_or_default())
+            .u8(u8::from(message.edited_at.is_some()))
+            .u64(message.edited_at.unwrap_or_default())
+            .u64(message.reactions.len() as u64);
+        for (emoji, by) in &message.reactions {
+            w.str(emoji).u64(by.len() as u64);
+            for handle in by {
+                w.str(handle);
+            }
+        }
+        w.u8(u8::from(message.expires_at.is_some()))
+            .u64(message.expires_at.unwrap_or_default());
+    }
     w.finish()
 }
 
@@ -216,40 +254,78 @@ pub(crate) fn decode_message(record: &[u8]) -> Result<Message, RecordError> {
     };
     let status = Status::from_byte(r.u8()?)?;
     let flags = r.u8()?;
-    if flags & !(FROM_ME | IN_GROUP) != 0 {
+    if flags & !(FROM_ME | IN_GROUP | DELETED | MENTIONS_ME | EXTRA) != 0 {
         return Err(RecordError::Unknown("message flag"));
     }
     let sent_at = r.u64()?;
-    let message = Message {
-        id: r.string()?,
-        peer: r.string()?,
-        from: r.string()?,
-        text: r.string()?,
-        group: if flags & IN_GROUP != 0 {
-            Some(r.string()?)
-        } else {
-            None
-        },
-        from_me: flags & FROM_ME != 0,
+    let mut message = Message::plain(
+        r.string()?,
+        r.string()?,
+        r.string()?,
+        flags & FROM_ME != 0,
+        r.string()?,
         sent_at,
         status,
-    };
+        None,
+    );
+    if flags & IN_GROUP != 0 {
+        message.group = Some(r.string()?);
+    }
+    message.deleted = flags & DELETED != 0;
+    message.mentions_me = flags & MENTIONS_ME != 0;
+    if flags & EXTRA != 0 {
+        let has_reply = flag(r.u8()?)?;
+        let reply_to = r.string()?;
+        message.reply_to = has_reply.then_some(reply_to);
+        let has_edit = flag(r.u8()?)?;
+        let edited_at = r.u64()?;
+        message.edited_at = has_edit.then_some(edited_at);
+        let count = r.u64()?;
+        for _ in 0..count {
+            let emoji = r.string()?;
+            let by = message.reactions.entry(emoji).or_default();
+            for _ in 0..r.u64()? {
+                by.insert(r.string()?);
+            }
+        }
+        let has_expiry = flag(r.u8()?)?;
+        let expires_at = r.u64()?;
+        message.expires_at = has_expiry.then_some(expires_at);
+    }
     r.finish()?;
     Ok(message)
 }
 
-/// An outbox entry: `flags, peer, envelope, message_id[, group]`.
+fn flag(byte: u8) -> Result<bool, RecordError> {
+    match byte {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(RecordError::Unknown("flag byte")),
+    }
+}
+
+/// An outbox entry's flag: a relay TTL follows.
+const HAS_TTL: u8 = 4;
+
+/// An outbox entry: `flags, peer, envelope, message_id[, group][, ttl]`.
 pub(crate) fn encode_outbox(record: &OutboxRecord) -> Zeroizing<Vec<u8>> {
     let group = record.group.as_deref().unwrap_or_default();
     let mut w = Writer::new(
-        14 + record.peer.len() + record.envelope.len() + record.message_id.len() + group.len(),
+        22 + record.peer.len() + record.envelope.len() + record.message_id.len() + group.len(),
     );
-    w.u8(if record.group.is_some() { IN_GROUP } else { 0 })
+    let mut flags = if record.group.is_some() { IN_GROUP } else { 0 };
+    if record.ttl_secs > 0 {
+        flags |= HAS_TTL;
+    }
+    w.u8(flags)
         .str(&record.peer)
         .bytes(&record.envelope)
         .bytes(&record.message_id);
     if record.group.is_some() {
         w.str(group);
+    }
+    if record.ttl_secs > 0 {
+        w.u64(u64::from(record.ttl_secs));
     }
     w.finish()
 }
@@ -260,10 +336,10 @@ pub(crate) fn decode_outbox(record: &[u8]) -> Result<OutboxRecord, RecordError> 
         return Ok(serde_json::from_slice(record)?);
     };
     let flags = r.u8()?;
-    if flags & !IN_GROUP != 0 {
+    if flags & !(IN_GROUP | HAS_TTL) != 0 {
         return Err(RecordError::Unknown("outbox flag"));
     }
-    let record = OutboxRecord {
+    let mut record = OutboxRecord {
         peer: r.string()?,
         envelope: r.bytes()?.to_vec(),
         message_id: r.bytes()?.to_vec(),
@@ -272,7 +348,14 @@ pub(crate) fn decode_outbox(record: &[u8]) -> Result<OutboxRecord, RecordError> 
         } else {
             None
         },
+        ttl_secs: 0,
     };
+    if flags & HAS_TTL != 0 {
+        record.ttl_secs = u32::try_from(r.u64()?)
+            .ok()
+            .filter(|&ttl| ttl > 0)
+            .ok_or(RecordError::Unknown("outbox TTL"))?;
+    }
     r.finish()?;
     Ok(record)
 }
@@ -316,8 +399,17 @@ mod tests {
             id in ".*", peer in ".*", from in ".*", text in ".*",
             from_me: bool, sent_at: u64, status in status(),
             group in proptest::option::of(".*"),
+            reply_to in proptest::option::of("[0-9a-f]{32}"),
+            edited_at in proptest::option::of(any::<u64>()),
+            deleted: bool, mentions_me: bool,
+            expires_at in proptest::option::of(any::<u64>()),
+            reactions in proptest::collection::btree_map(
+                ".{1,4}", proptest::collection::btree_set("[a-z]{1,8}", 1..4), 0..4),
         ) -> Message {
-            Message { id, peer, from, from_me, text, sent_at, status, group }
+            Message {
+                id, peer, from, from_me, text, sent_at, status, group,
+                reply_to, edited_at, deleted, mentions_me, reactions, expires_at,
+            }
         }
     }
 
@@ -358,17 +450,41 @@ mod tests {
     }
 
     #[test]
+    fn outbox_entries_keep_their_ttl_and_old_ones_read_as_default() {
+        for ttl_secs in [0, 3600, 1_209_600] {
+            let record = OutboxRecord {
+                peer: "bob".into(),
+                envelope: vec![1, 2, 3],
+                group: Some("ab".into()),
+                message_id: vec![7; 16],
+                ttl_secs,
+            };
+            let decoded = decode_outbox(&encode_outbox(&record)).expect("decodes");
+            assert_eq!(decoded.ttl_secs, ttl_secs);
+            assert_eq!(decoded.envelope, record.envelope);
+        }
+        // An entry written before TTLs: no flag, the relay's default.
+        let old = [FORMAT_V1, 0, 0, 0, 0, 1, b'b', 0, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(decode_outbox(&old).expect("decodes").ttl_secs, 0);
+        assert_eq!(crate::records::ttl_for(0), 0);
+        assert_eq!(crate::records::ttl_for(300), 3600);
+        assert_eq!(crate::records::ttl_for(3600), 3600);
+        assert_eq!(crate::records::ttl_for(7200), 86_400);
+        assert_eq!(crate::records::ttl_for(28 * 86_400), 1_209_600);
+    }
+
+    #[test]
     fn trailing_bytes_are_refused() {
-        let message = Message {
-            id: "id".into(),
-            peer: "bob".into(),
-            from: "alice".into(),
-            from_me: true,
-            text: "hi".into(),
-            sent_at: 1,
-            status: Status::Queued,
-            group: None,
-        };
+        let message = Message::plain(
+            "id".into(),
+            "bob".into(),
+            "alice".into(),
+            true,
+            "hi".into(),
+            1,
+            Status::Queued,
+            None,
+        );
         let mut bytes = encode_message(&message).to_vec();
         bytes.push(0);
         assert!(matches!(decode_message(&bytes), Err(RecordError::Trailing)));

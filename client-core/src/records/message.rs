@@ -2,7 +2,7 @@
 //! turned out to be, the engine's error, and the contact and outbox
 //! records as stored.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 use sotto_proto::{Blob, MailboxId};
@@ -58,6 +58,70 @@ pub struct Message {
     /// The group's name, for a group message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// The hex ID of the message it replies to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+    /// Who reacted with what: emoji → the handles of those who did.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reactions: BTreeMap<String, BTreeSet<String>>,
+    /// When its author last edited it (author's clock, unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<u64>,
+    /// Its author deleted it for everyone: the text is gone, a stub stays.
+    #[serde(default)]
+    pub deleted: bool,
+    /// A group message whose text mentions me (`@my-handle`).
+    #[serde(default)]
+    pub mentions_me: bool,
+    /// When every device deletes it (disappearing messages; sender's
+    /// clock, unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+}
+
+impl Message {
+    /// A message with no reply, reaction, edit or mention.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn plain(
+        id: String,
+        peer: String,
+        from: String,
+        from_me: bool,
+        text: String,
+        sent_at: u64,
+        status: Status,
+        group: Option<String>,
+    ) -> Self {
+        Self {
+            id,
+            peer,
+            from,
+            from_me,
+            text,
+            sent_at,
+            status,
+            group,
+            reply_to: None,
+            reactions: BTreeMap::new(),
+            edited_at: None,
+            deleted: false,
+            mentions_me: false,
+            expires_at: None,
+        }
+    }
+
+    /// Whether its author edited it.
+    pub fn edited(&self) -> bool {
+        self.edited_at.is_some()
+    }
+
+    /// How many reacted with each emoji.
+    pub fn reaction_counts(&self) -> BTreeMap<&str, usize> {
+        self.reactions
+            .iter()
+            .map(|(emoji, by)| (emoji.as_str(), by.len()))
+            .collect()
+    }
 }
 
 /// Something that needs to reach the relay.
@@ -69,6 +133,9 @@ pub struct Outgoing {
     pub mailbox: MailboxId,
     /// The sealed, bucket-sized blob.
     pub blob: Blob,
+    /// The relay TTL to ask for (0: the relay's default); shorter for a
+    /// disappearing message.
+    pub ttl_secs: u32,
 }
 
 /// What a received blob turned out to be.
@@ -76,6 +143,9 @@ pub struct Outgoing {
 pub enum Received {
     /// A new message, now in the history.
     Message(Message),
+    /// A message in the history changed: a reaction, an edit or a delete
+    /// for everyone was applied to it (the message as it is now).
+    Updated(Message),
     /// A receipt; the listed messages of mine changed status.
     Receipt,
     /// A step of an interactive verification, kept in the store for the
@@ -123,6 +193,9 @@ pub enum Dropped {
     Mismatch,
     /// About a group I am not in, or from someone who may not say it.
     Group,
+    /// A reaction, edit or delete that names an unknown message, one in
+    /// another conversation, or (edit, delete) one by another author.
+    Refused,
 }
 
 /// An engine operation failed.
@@ -178,6 +251,9 @@ pub enum EngineError {
     /// A group change that changes nothing or is not allowed.
     #[error("{0}")]
     GroupChange(String),
+    /// A reply, reaction, edit or delete that cannot be made.
+    #[error(transparent)]
+    Action(#[from] super::ActionError),
 }
 
 /// A contact as stored (binary, see `records.rs`; JSON in old homes).
@@ -204,6 +280,28 @@ pub(crate) struct OutboxRecord {
     /// 1:1 entries of old homes: the envelope has it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) message_id: Vec<u8>,
+    /// The relay TTL to ask for (0: the relay's default).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(crate) ttl_secs: u32,
+}
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
+}
+
+/// The relay TTL for a message that disappears `expires_in_secs` after it
+/// was sent: the shortest TTL the protocol allows that is not shorter
+/// (the longest one for timers beyond it); 0 (the relay's default) for a
+/// message that does not disappear.
+pub(crate) fn ttl_for(expires_in_secs: u64) -> u32 {
+    if expires_in_secs == 0 {
+        return 0;
+    }
+    sotto_proto::Ttl::ALL
+        .into_iter()
+        .find(|ttl| u64::from(ttl.secs()) >= expires_in_secs)
+        .unwrap_or(sotto_proto::Ttl::MAX)
+        .secs()
 }
 
 pub(crate) fn corrupt(e: impl std::fmt::Display) -> EngineError {

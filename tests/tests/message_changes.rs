@@ -1,0 +1,192 @@
+//! Replies, reactions, edits, deletes and mentions (issue 22) through
+//! `App`, on a real relay that enforces anonymous access tokens: two
+//! members with two devices each, 1:1 and in a group, and a device linked
+//! afterwards whose handed-over history carries every change.
+#![allow(clippy::unwrap_used)]
+
+use sotto_core::{ActionError, App, AppError, Change, EngineError, Message, Rotation};
+use sotto_tests::teams::{key, team, tokens_relay};
+use sotto_tests::{TestRelay, clock_of};
+
+/// Links a new device (in `homes/name`) to `existing`'s member, with the
+/// history since `history_since_ms` when given.
+async fn link(
+    existing: &mut App,
+    homes: &std::path::Path,
+    name: &str,
+    relay: &TestRelay,
+    history_since_ms: Option<u64>,
+) -> App {
+    let code = existing.device_add().await.unwrap();
+    let home = homes.join(name);
+    let (mut new, confirm) = App::join_link(
+        &home,
+        key(&home),
+        &code.code,
+        None,
+        Some(name),
+        clock_of(&relay.clock),
+    )
+    .await
+    .unwrap();
+    existing
+        .device_approve(&confirm, history_since_ms)
+        .await
+        .unwrap();
+    new.sync().await.unwrap();
+    assert_eq!(new.awaiting_approval(), None);
+    new
+}
+
+fn find<'a>(history: &'a [Message], id: &str) -> &'a Message {
+    history.iter().find(|m| m.id == id).unwrap()
+}
+
+async fn sync_all(apps: &mut [&mut App]) {
+    for app in apps.iter_mut() {
+        app.sync().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_changes_reach_both_devices_of_both_members_and_only_authors_edit() {
+    let relay = tokens_relay().await;
+    let homes = tempfile::tempdir().unwrap();
+    let (_admin, mut members) = team(&relay, homes.path(), &["alice", "bob"]).await;
+    let mut bob = members.pop().unwrap();
+    let mut alice = members.pop().unwrap();
+    bob.sync().await.unwrap();
+    alice
+        .group_create("ops", &["bob".to_owned()], Rotation::default())
+        .await
+        .unwrap();
+    bob.sync().await.unwrap();
+    // Linked after the group exists: the approving device hands it over.
+    let mut alice2 = link(&mut alice, homes.path(), "alice2", &relay, None).await;
+    let mut bob2 = link(&mut bob, homes.path(), "bob2", &relay, None).await;
+    sync_all(&mut [&mut alice, &mut bob]).await;
+
+    let sent = alice
+        .group_send("ops", "@bob deploy on friday")
+        .await
+        .unwrap();
+    let id = hex::encode(sent.id);
+    sync_all(&mut [&mut alice2, &mut bob, &mut bob2]).await;
+    for app in [&alice, &alice2, &bob, &bob2] {
+        let history = app.group_history("ops").unwrap();
+        let message = find(&history, &id);
+        // The same ID everywhere; the mention lights up for bob only.
+        assert_eq!(
+            message.mentions_me,
+            app.handle() == "bob",
+            "{}",
+            app.handle()
+        );
+    }
+
+    // Bob's second device reacts and replies; every device sees both.
+    bob2.change_message(&id[..8], Change::React("🚀".into()))
+        .await
+        .unwrap();
+    let reply = bob2
+        .group_send_reply("ops", "on it", Some(&sent.id))
+        .await
+        .unwrap();
+    // Alice's second device edits her message.
+    alice2
+        .change_message(&id, Change::Edit("@bob deploy on monday".into()))
+        .await
+        .unwrap();
+    sync_all(&mut [&mut alice, &mut alice2, &mut bob, &mut bob2]).await;
+    for app in [&alice, &alice2, &bob, &bob2] {
+        let history = app.group_history("ops").unwrap();
+        let message = find(&history, &id);
+        assert_eq!(message.text, "@bob deploy on monday", "{}", app.handle());
+        assert!(message.edited());
+        assert_eq!(message.reaction_counts(), [("🚀", 1)].into());
+        let reply = find(&history, &hex::encode(reply.id));
+        assert_eq!(reply.reply_to.as_deref(), Some(id.as_str()));
+    }
+
+    // Bob may not edit or delete alice's message, from either device.
+    for app in [&mut bob, &mut bob2] {
+        assert!(matches!(
+            app.change_message(&id, Change::Edit("mine".into())).await,
+            Err(AppError::Engine(EngineError::Action(
+                ActionError::NotAuthor
+            )))
+        ));
+        assert!(matches!(
+            app.change_message(&id, Change::Delete).await,
+            Err(AppError::Engine(EngineError::Action(
+                ActionError::NotAuthor
+            )))
+        ));
+    }
+
+    // Deleted for everyone, from the first device.
+    alice.change_message(&id, Change::Delete).await.unwrap();
+    sync_all(&mut [&mut alice2, &mut bob, &mut bob2]).await;
+    for app in [&alice, &alice2, &bob, &bob2] {
+        let history = app.group_history("ops").unwrap();
+        let message = find(&history, &id);
+        assert!(message.deleted, "{}", app.handle());
+        assert!(message.text.is_empty() && message.reactions.is_empty());
+        // Gone from search too.
+        assert!(app.search("monday", None, None, 10).unwrap().is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_linked_device_gets_replies_edits_reactions_and_deletes_with_the_history() {
+    let relay = tokens_relay().await;
+    let homes = tempfile::tempdir().unwrap();
+    let (_admin, mut members) = team(&relay, homes.path(), &["alice", "bob"]).await;
+    let mut bob = members.pop().unwrap();
+    let mut alice = members.pop().unwrap();
+    bob.sync().await.unwrap();
+
+    let one = alice.send("bob", "one").await.unwrap().id;
+    let two = alice.send("bob", "two").await.unwrap().id;
+    bob.sync().await.unwrap();
+    bob.change_message(&hex::encode(one), Change::React("👍".into()))
+        .await
+        .unwrap();
+    let reply = bob
+        .send_reply("alice", "re two", Some(&two))
+        .await
+        .unwrap()
+        .id;
+    alice.sync().await.unwrap();
+    alice
+        .change_message(&hex::encode(one), Change::Edit("one, edited".into()))
+        .await
+        .unwrap();
+    alice
+        .change_message(&hex::encode(two), Change::Delete)
+        .await
+        .unwrap();
+
+    let mut laptop = link(&mut alice, homes.path(), "laptop", &relay, Some(0)).await;
+    let history = laptop.history("bob").unwrap();
+    let first = find(&history, &hex::encode(one));
+    assert_eq!(first.text, "one, edited");
+    assert!(first.edited());
+    assert_eq!(first.reaction_counts(), [("👍", 1)].into());
+    let second = find(&history, &hex::encode(two));
+    assert!(second.deleted && second.text.is_empty());
+    let answer = find(&history, &hex::encode(reply));
+    assert_eq!(answer.reply_to, Some(hex::encode(two)));
+
+    // The handed-over messages can be changed from the new device.
+    laptop
+        .change_message(&hex::encode(reply), Change::React("❤️".into()))
+        .await
+        .unwrap();
+    bob.sync().await.unwrap();
+    let at_bob = bob.history("alice").unwrap();
+    assert_eq!(
+        find(&at_bob, &hex::encode(reply)).reaction_counts(),
+        [("❤️", 1)].into()
+    );
+}
