@@ -294,6 +294,63 @@ async fn join(
     name: Option<String>,
     out: &Output,
 ) -> anyhow::Result<()> {
+    match join_profile(home, key_source(home), code, link, name).await? {
+        Joined::Linking {
+            team,
+            handle,
+            confirm,
+        } => {
+            out.err(format_args!(
+                "This device asked to join {handle}'s devices. On the device that printed the link code, run:\n\n    sotto device approve {confirm}\n\nthen run `sotto sync` here."
+            ));
+            out.result(
+                format!("confirm: {confirm}"),
+                json!({"team": team, "handle": handle, "confirm": confirm}),
+            );
+        }
+        Joined::Member { team, handle } => {
+            out.result(
+                format!("Joined team \"{team}\" as {handle}."),
+                json!({"team": team, "handle": handle}),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// What joining a team did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Joined {
+    /// A member's first device: joined with an invite code.
+    Member {
+        /// The team's name.
+        team: String,
+        /// My handle.
+        handle: String,
+    },
+    /// Another device of a member: waits until one of the member's
+    /// devices approves it with `confirm`.
+    Linking {
+        /// The team's name.
+        team: String,
+        /// The member's handle.
+        handle: String,
+        /// The confirmation code to type into the device that printed the
+        /// link code (`sotto device approve CODE`).
+        confirm: String,
+    },
+}
+
+/// Joins a team in `home` with an invite code, or links this device with
+/// a link code (`code` tells which; `link` gives both at once). The home
+/// must hold no identity yet.
+async fn join_profile(
+    home: &Path,
+    keys: KeySource,
+    code: String,
+    link: Option<String>,
+    name: Option<String>,
+) -> anyhow::Result<Joined> {
     let (link, admin_code) = match link {
         Some(link) => (Some(link), Some(code)),
         None if code.trim().starts_with(sotto_core::team::LINK_PREFIX) => (Some(code), None),
@@ -303,34 +360,61 @@ async fn join(
         (Some(link), admin_code) => {
             let (app, confirm) = App::join_link(
                 home,
-                key_source(home),
+                keys,
                 &link,
                 admin_code.as_deref(),
                 name.as_deref(),
                 system_clock(),
             )
             .await?;
-            out.err(format_args!(
-                "This device asked to join {}'s devices. On the device that printed the link code, run:\n\n    sotto device approve {confirm}\n\nthen run `sotto sync` here.",
-                app.handle()
-            ));
-            out.result(
-                format!("confirm: {confirm}"),
-                json!({"team": app.team_name(), "handle": app.handle(), "confirm": confirm}),
-            );
+            Ok(Joined::Linking {
+                team: app.team_name().to_owned(),
+                handle: app.handle().to_owned(),
+                confirm,
+            })
         }
         (None, Some(code)) => {
-            let app = App::join(home, key_source(home), &code, system_clock()).await?;
-            out.result(
-                format!("Joined team \"{}\" as {}.", app.team_name(), app.handle()),
-                json!({"team": app.team_name(), "handle": app.handle()}),
-            );
+            let app = App::join(home, keys, &code, system_clock()).await?;
+            Ok(Joined::Member {
+                team: app.team_name().to_owned(),
+                handle: app.handle().to_owned(),
+            })
         }
-        (None, None) => {
-            return Err(UsageError("give an invite code or a link code".into()).into());
-        }
+        (None, None) => Err(UsageError("give an invite code or a link code".into()).into()),
     }
-    Ok(())
+}
+
+/// For a graphical client: joins a team in `home` (created 0700 if
+/// missing) with an invite code or a device-link code, as `sotto join
+/// CODE` does (the store key as for the CLI: `SOTTO_PASSPHRASE`, else a
+/// key file in the home).
+///
+/// # Errors
+/// The code is not valid, expired or used; the relay cannot be reached;
+/// the home already holds an identity. [`describe`] words any of them for
+/// the user.
+pub async fn join_team(home: &Path, code: &str) -> anyhow::Result<Joined> {
+    create_home(home)?;
+    let _lock = crate::owner::lock_for_setup(home).await?;
+    join_profile(home, key_source(home), code.trim().to_owned(), None, None).await
+}
+
+/// Whether `error` means the home holds no identity yet (a graphical
+/// client then offers to join).
+#[must_use]
+pub fn is_not_joined(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<sotto_core::AppError>(),
+            Some(sotto_core::AppError::NotJoined(_))
+        )
+    })
+}
+
+/// One sentence for the user about `error`, as `sotto` prints it.
+#[must_use]
+pub fn describe(error: &anyhow::Error) -> String {
+    crate::errors::describe(error)
 }
 
 /// Runs a command line for another process, inside the owner, against its

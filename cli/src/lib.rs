@@ -20,7 +20,7 @@ mod output;
 mod owner;
 
 pub use chat::session::{Arrival, Line, Row, Session};
-pub use commands::default_home;
+pub use commands::{Joined, default_home, describe, is_not_joined, join_team};
 pub use sotto_core::Status;
 
 use std::path::PathBuf;

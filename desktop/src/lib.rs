@@ -5,14 +5,20 @@
 //! ([`sotto_cli::Session`]); this crate only draws them with egui and turns
 //! clicks and keys into calls.
 //!
-//! - [`Desktop`]: the window's state and its `ui` function, driven the
-//!   same way by eframe (the real window) and by egui_kittest (tests,
-//!   `--screenshot`).
+//! - [`Shell`]: the whole window: the join form for a home without an
+//!   identity, a clear message for a profile that cannot be opened, else
+//!   the conversations. Driven the same way by eframe (the real window)
+//!   and by egui_kittest (tests, `--screenshot`).
+//! - [`Desktop`]: the conversations of an open profile.
 //! - `main.rs`: arguments, the tokio runtime, the window.
+
+mod shell;
 
 use std::sync::Arc;
 
 use eframe::egui;
+
+pub use shell::{CODE_LABEL, Shell, Wake};
 use sotto_cli::{Line, Session, Status};
 
 /// How many lines of a conversation are drawn at first; "Show earlier"
@@ -87,23 +93,6 @@ impl Desktop {
             self.shown_for = self.session.current();
         }
         opened
-    }
-
-    /// Renders the window at `size` (points) with a software renderer,
-    /// without a display.
-    ///
-    /// # Errors
-    /// No renderer could be set up (no GPU and no software Vulkan or GL).
-    pub fn render(&mut self, size: (f32, f32)) -> anyhow::Result<image::RgbaImage> {
-        let mut harness = egui_kittest::Harness::builder()
-            .with_size(egui::vec2(size.0, size.1))
-            .wgpu()
-            .build_ui(|ui| self.ui(ui));
-        // Layout settles within a few frames (panel sizes, fonts).
-        harness.run_steps(4);
-        harness
-            .render()
-            .map_err(|e| anyhow::anyhow!("cannot render the window: {e}"))
     }
 
     /// Closes the profile (stops owning it), waiting for the owner.

@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use clap::Parser;
 use eframe::egui;
-use sotto_desktop::Desktop;
+use sotto_desktop::{Shell, Wake};
 
 /// The sotto desktop client. While its window is open it owns the
 /// profile: other `sotto` commands on the same home go through it.
@@ -65,18 +65,17 @@ fn run(args: Args) -> anyhow::Result<()> {
             .build()?,
     );
     let window: Arc<OnceLock<egui::Context>> = Arc::new(OnceLock::new());
-    let wake = {
+    let wake: Wake = {
         let window = window.clone();
-        move || {
+        Arc::new(move || {
             if let Some(ctx) = window.get() {
                 ctx.request_repaint();
             }
-        }
+        })
     };
-    let session = runtime.block_on(sotto_cli::Session::open(&home, wake))?;
-    let mut desktop = Desktop::new(session, runtime.clone());
+    let mut shell = Shell::new(home, runtime, wake);
     match &args.screenshot {
-        Some(path) => screenshot(&mut desktop, path, args.size, args.open.as_deref()),
+        Some(path) => screenshot(&mut shell, path, args.size, args.open.as_deref()),
         None => {
             let options = eframe::NativeOptions {
                 viewport: egui::ViewportBuilder::default()
@@ -92,58 +91,60 @@ fn run(args: Args) -> anyhow::Result<()> {
                 Box::new(move |cc| {
                     let _ = window.set(cc.egui_ctx.clone());
                     Ok(Box::new(Window {
-                        desktop: Some(desktop),
+                        shell: Some(shell),
                         slot,
                     }))
                 }),
             );
             // The window closed: the profile's owner stops in order.
-            if let Some(mut desktop) = shared.lock().ok().and_then(|mut d| d.take()) {
-                desktop.close_blocking()?;
+            if let Some(mut shell) = shared.lock().ok().and_then(|mut d| d.take()) {
+                shell.close_blocking()?;
             }
             outcome.map_err(|e| anyhow::anyhow!("cannot open the window: {e}"))
         }
     }
 }
 
-/// The eframe app: the desktop, handed back when the window closes.
+/// The eframe app: the shell, handed back when the window closes.
 struct Window {
-    desktop: Option<Desktop>,
-    slot: Arc<std::sync::Mutex<Option<Desktop>>>,
+    shell: Option<Shell>,
+    slot: Arc<std::sync::Mutex<Option<Shell>>>,
 }
 
 impl eframe::App for Window {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
-        if let Some(desktop) = &mut self.desktop {
-            desktop.ui(ui);
+        if let Some(shell) = &mut self.shell {
+            shell.ui(ui);
         }
     }
 
     fn on_exit(&mut self) {
-        if let (Some(desktop), Ok(mut slot)) = (self.desktop.take(), self.slot.lock()) {
-            *slot = Some(desktop);
+        if let (Some(shell), Ok(mut slot)) = (self.shell.take(), self.slot.lock()) {
+            *slot = Some(shell);
         }
     }
 }
 
-/// Renders the main window once everything the profile holds is loaded,
+/// Renders the window once everything the profile holds is loaded,
 /// writes it to `path`, and closes the profile.
 fn screenshot(
-    desktop: &mut Desktop,
+    shell: &mut Shell,
     path: &std::path::Path,
     size: (f32, f32),
     open: Option<&str>,
 ) -> anyhow::Result<()> {
     let wait = std::time::Duration::from_secs(20);
-    desktop.settle(wait);
-    if let Some(name) = open {
-        if !desktop.open_named(name) {
-            anyhow::bail!("\"{name}\" is not a member's handle or a #group");
-        }
+    if let Some(desktop) = shell.desktop_mut() {
         desktop.settle(wait);
+        if let Some(name) = open {
+            if !desktop.open_named(name) {
+                anyhow::bail!("\"{name}\" is not a member's handle or a #group");
+            }
+            desktop.settle(wait);
+        }
     }
-    let rendered = desktop.render(size);
-    let closed = desktop.close_blocking();
+    let rendered = shell.render(size);
+    let closed = shell.close_blocking();
     let image = rendered?;
     image
         .save(path)

@@ -11,7 +11,7 @@ use eframe::egui;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 use sotto_core::{App, KeySource, RelayTarget, system_clock};
-use sotto_desktop::Desktop;
+use sotto_desktop::{CODE_LABEL, Desktop, Shell};
 
 /// A relay, alice (admin, an open App) and bob's home (joined, closed:
 /// the window opens it).
@@ -90,20 +90,41 @@ fn window(team: &Team) -> Harness<'static, Desktop> {
 }
 
 /// Steps the window until `done` holds, applying what the owner sends.
-fn until(
-    harness: &mut Harness<'static, Desktop>,
+fn until<S: Settle>(
+    harness: &mut Harness<'static, S>,
     what: &str,
-    done: impl Fn(&Harness<'static, Desktop>) -> bool,
+    done: impl Fn(&Harness<'static, S>) -> bool,
 ) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !done(harness) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        harness.state_mut().settle(Duration::from_millis(50));
+        harness.state_mut().settle_for(Duration::from_millis(50));
         harness.run_steps(1);
     }
 }
 
-fn shows(harness: &Harness<'static, Desktop>, text: &str) -> bool {
+/// What a window waits on between frames in these tests.
+trait Settle {
+    fn settle_for(&mut self, max: Duration);
+}
+
+impl Settle for Desktop {
+    fn settle_for(&mut self, max: Duration) {
+        self.settle(max);
+    }
+}
+
+impl Settle for Shell {
+    fn settle_for(&mut self, max: Duration) {
+        match self.desktop_mut() {
+            Some(desktop) => desktop.settle(max),
+            // The join runs on the runtime: give it time between frames.
+            None => std::thread::sleep(max),
+        }
+    }
+}
+
+fn shows<S>(harness: &Harness<'static, S>, text: &str) -> bool {
     harness.query_all_by_label_contains(text).next().is_some()
 }
 
@@ -183,4 +204,52 @@ fn the_relay_going_away_shows_a_banner_and_the_message_waits_in_the_outbox() {
     });
     let mut desktop = harness.into_state();
     desktop.close_blocking().unwrap();
+}
+
+/// A window on an empty home: the join form.
+fn join_window(team: &Team, home: &std::path::Path) -> Harness<'static, Shell> {
+    let shell = Shell::new(home.to_owned(), team.runtime.clone(), Arc::new(|| {}));
+    let mut harness = Harness::builder()
+        .with_size(egui::vec2(900.0, 600.0))
+        .build_ui_state(|ui, shell: &mut Shell| shell.ui(ui), shell);
+    harness.run_steps(2);
+    harness
+}
+
+#[test]
+fn a_new_profile_joins_with_an_invite_code_in_the_window_and_a_bad_code_leaves_nothing() {
+    let mut team = team();
+    let home = team.bob_home.with_file_name("carol");
+
+    // A damaged code: the reason is shown, nothing is joined.
+    let mut harness = join_window(&team, &home);
+    assert!(shows(&harness, "Join your team"));
+    let field = harness.get_by_label(CODE_LABEL);
+    field.focus();
+    field.type_text("sotto-invite:not-a-real-code");
+    harness.run_steps(1);
+    harness.get_by_label("Join").click();
+    until(&mut harness, "the refusal", |h| {
+        shows(h, "damaged") || shows(h, "not a sotto invite code")
+    });
+    assert!(harness.state().desktop().is_none());
+    drop(harness);
+
+    // Opened again: still the join form, then a real code joins and the
+    // conversations open on the new profile.
+    let code = team
+        .runtime
+        .block_on(team.alice.invite("carol", 3600))
+        .unwrap();
+    let mut harness = join_window(&team, &home);
+    assert!(shows(&harness, "Join your team"));
+    let field = harness.get_by_label(CODE_LABEL);
+    field.focus();
+    field.type_text(&code);
+    harness.run_steps(1);
+    harness.get_by_label("Join").click();
+    until(&mut harness, "the conversations of the new member", |h| {
+        h.state().desktop().is_some() && shows(h, "carol in acme")
+    });
+    harness.state_mut().close_blocking().unwrap();
 }
