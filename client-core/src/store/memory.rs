@@ -134,11 +134,7 @@ impl Store for MemoryStore {
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
         use std::ops::Bound;
-        let raw_prefix = raw_key(tree, prefix)?;
-        let end = match before {
-            Some(before) => Bound::Excluded(raw_key(tree, before)?),
-            None => prefix_successor(&raw_prefix).map_or(Bound::Unbounded, Bound::Excluded),
-        };
+        let (raw_prefix, end) = super::last_range(tree, prefix, before)?;
         let mut sealed: Vec<(Vec<u8>, Vec<u8>)> = self
             .read()
             .range::<Vec<u8>, _>((Bound::Included(raw_prefix.clone()), end))

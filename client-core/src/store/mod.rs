@@ -279,6 +279,23 @@ fn check_value(tree: Tree, value: &[u8]) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The raw range `scan_last` walks backwards: from (`tree`, `prefix`) up
+/// to (`tree`, `before`) excluded, or to the end of the prefix. Returns
+/// the raw prefix too, which every key in the walk must start with.
+fn last_range(
+    tree: Tree,
+    prefix: &[u8],
+    before: Option<&[u8]>,
+) -> Result<(Vec<u8>, std::ops::Bound<Vec<u8>>), StoreError> {
+    use std::ops::Bound;
+    let raw_prefix = raw_key(tree, prefix)?;
+    let end = match before {
+        Some(before) => Bound::Excluded(raw_key(tree, before)?),
+        None => prefix_successor(&raw_prefix).map_or(Bound::Unbounded, Bound::Excluded),
+    };
+    Ok((raw_prefix, end))
+}
+
 /// The smallest key greater than every key starting with `prefix`, if
 /// there is one (there is none for an all-0xff prefix).
 pub(crate) fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {

@@ -166,11 +166,7 @@ impl Store for SledStore {
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
         use std::ops::Bound;
-        let raw_prefix = raw_key(tree, prefix)?;
-        let end = match before {
-            Some(before) => Bound::Excluded(raw_key(tree, before)?),
-            None => super::prefix_successor(&raw_prefix).map_or(Bound::Unbounded, Bound::Excluded),
-        };
+        let (raw_prefix, end) = super::last_range(tree, prefix, before)?;
         let mut out = Vec::new();
         for item in self
             .tree
