@@ -19,7 +19,7 @@ use std::sync::Arc;
 use eframe::egui;
 
 pub use shell::{CODE_LABEL, Shell, Wake};
-use sotto_cli::{Line, Session, Status};
+use sotto_cli::{Line, Row, Session, Status};
 
 /// How many lines of a conversation are drawn at first; "Show earlier"
 /// adds this many more. Only what is drawn costs a frame, so a
@@ -133,10 +133,12 @@ impl Desktop {
             self.jump = Some(String::new());
         }
         self.header(ui);
-        self.side_list(ui);
+        // The side list is read once per frame and shared by the parts.
+        let rows = self.session.conversations();
+        self.side_list(ui, &rows);
         self.compose_box(ui);
-        self.messages(ui);
-        self.jump_box(ui);
+        self.messages(ui, &rows);
+        self.jump_box(ui, &rows);
         // Results still running: look again soon. Otherwise the owner's
         // notifications wake the window (see main.rs); a slow tick keeps
         // the times and the connection state fresh.
@@ -169,8 +171,7 @@ impl Desktop {
         });
     }
 
-    fn side_list(&mut self, ui: &mut egui::Ui) {
-        let rows = self.session.conversations();
+    fn side_list(&mut self, ui: &mut egui::Ui, rows: &[Row]) {
         let current = self.session.current();
         let mut open = None;
         egui::Panel::left("conversations")
@@ -239,12 +240,11 @@ impl Desktop {
         }
     }
 
-    fn messages(&mut self, ui: &mut egui::Ui) {
+    fn messages(&mut self, ui: &mut egui::Ui, rows: &[Row]) {
         if self.shown_for != self.session.current() {
             self.shown_for = self.session.current();
             self.shown = PAGE;
         }
-        let rows = self.session.conversations();
         let title = rows
             .get(self.session.current())
             .map_or_else(String::new, |r| r.label.clone());
@@ -289,13 +289,12 @@ impl Desktop {
         });
     }
 
-    fn jump_box(&mut self, ui: &mut egui::Ui) {
+    fn jump_box(&mut self, ui: &mut egui::Ui, rows: &[Row]) {
         let Some(mut query) = self.jump.take() else {
             return;
         };
         let mut keep = true;
         let mut chosen = None;
-        let rows = self.session.conversations();
         egui::Window::new("Jump to conversation")
             .collapsible(false)
             .resizable(false)
