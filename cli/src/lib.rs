@@ -19,7 +19,7 @@ mod messages;
 mod output;
 mod owner;
 
-pub use chat::session::{Arrival, Line, Row, Session};
+pub use chat::session::{Arrival, CliOutput, Line, Row, Session, Ticket};
 pub use commands::{Joined, default_home, describe, is_not_joined, join_team};
 pub use sotto_core::Status;
 

@@ -13,6 +13,7 @@
 //! - `main.rs`: arguments, the tokio runtime, the window.
 
 mod shell;
+mod team;
 
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ use eframe::egui;
 
 pub use shell::{CODE_LABEL, Shell, Wake};
 use sotto_cli::{Line, Row, Session, Status};
+pub use team::{TEAM_BUTTON, TeamWindow};
 
 /// How many lines of a conversation are drawn at first; "Show earlier"
 /// adds this many more. Only what is drawn costs a frame, so a
@@ -43,6 +45,8 @@ pub struct Desktop {
     focused: bool,
     /// New messages to tell the desktop about (sender only).
     pub notifications: Vec<String>,
+    /// The team window: members, verification, devices, admin.
+    team: TeamWindow,
 }
 
 impl Desktop {
@@ -58,6 +62,7 @@ impl Desktop {
             jump: None,
             focused: true,
             notifications: Vec::new(),
+            team: TeamWindow::default(),
         }
     }
 
@@ -78,7 +83,7 @@ impl Desktop {
         let until = std::time::Instant::now() + max;
         loop {
             self.poll();
-            if !self.session.busy() || std::time::Instant::now() >= until {
+            if (!self.session.busy() && !self.team.busy()) || std::time::Instant::now() >= until {
                 return;
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
@@ -120,6 +125,7 @@ impl Desktop {
 
     /// Draws the whole window into `ui` and handles its input.
     pub fn ui(&mut self, ui: &mut egui::Ui) {
+        draw_any_text(ui.ctx());
         self.poll();
         let focused = ui.ctx().input(|i| i.viewport().focused.unwrap_or(true));
         if focused != self.focused {
@@ -139,15 +145,20 @@ impl Desktop {
         self.compose_box(ui);
         self.messages(ui, &rows);
         self.jump_box(ui, &rows);
+        self.team.ui(ui.ctx(), &mut self.session);
         // Results still running: look again soon. Otherwise the owner's
         // notifications wake the window (see main.rs); a slow tick keeps
         // the times and the connection state fresh.
-        let again = if self.session.busy() { 50 } else { 1000 };
+        let again = if self.session.busy() || self.team.busy() {
+            50
+        } else {
+            1000
+        };
         ui.ctx()
             .request_repaint_after(std::time::Duration::from_millis(again));
     }
 
-    fn header(&self, ui: &mut egui::Ui) {
+    fn header(&mut self, ui: &mut egui::Ui) {
         egui::Panel::top("header").show(ui, |ui| {
             ui.horizontal(|ui| {
                 ui.strong("sotto");
@@ -160,6 +171,13 @@ impl Desktop {
                 let unread = self.session.unread_total();
                 if unread > 0 {
                     ui.label(format!("{unread} unread"));
+                }
+                if ui.button(TEAM_BUTTON).clicked() {
+                    if self.team.open {
+                        self.team.open = false;
+                    } else {
+                        self.team.show(&mut self.session);
+                    }
                 }
             });
             if self.session.online() == Some(false) {
@@ -415,6 +433,14 @@ pub fn day_label(ms: u64) -> String {
             .unwrap_or_default()
         },
     )
+}
+
+/// A character no font has is drawn as a box, never a panic: the text
+/// comes from other people (egui's test harness panics by default).
+pub(crate) fn draw_any_text(ctx: &egui::Context) {
+    if ctx.missing_glyph_policy() != egui::MissingGlyphPolicy::Tofu {
+        ctx.set_missing_glyph_policy(egui::MissingGlyphPolicy::Tofu);
+    }
 }
 
 /// At most `max` characters of `text`, with `…` when cut.

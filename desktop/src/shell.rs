@@ -121,6 +121,7 @@ impl Shell {
 
     /// Draws the window.
     pub fn ui(&mut self, ui: &mut egui::Ui) {
+        crate::draw_any_text(ui.ctx());
         let mut next = None;
         match &mut self.screen {
             Screen::Open(desktop) => desktop.ui(ui),

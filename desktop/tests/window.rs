@@ -76,17 +76,7 @@ fn team() -> Team {
 
 /// Bob's window, loaded (members, groups, the first sync).
 fn window(team: &Team) -> Harness<'static, Desktop> {
-    let session = team
-        .runtime
-        .block_on(sotto_cli::Session::open(&team.bob_home, || {}))
-        .unwrap();
-    let mut desktop = Desktop::new(session, team.runtime.clone());
-    desktop.settle(Duration::from_secs(30));
-    let mut harness = Harness::builder()
-        .with_size(egui::vec2(900.0, 600.0))
-        .build_ui_state(|ui, desktop: &mut Desktop| desktop.ui(ui), desktop);
-    harness.run_steps(2);
-    harness
+    window_on(&team.runtime, &team.bob_home)
 }
 
 /// Steps the window until `done` holds, applying what the owner sends.
@@ -135,7 +125,9 @@ fn a_message_arrives_shows_unread_opens_and_the_reply_reaches_the_sender() {
     // alice writes while the window is open: it arrives live.
     let alice = &mut team.alice;
     team.runtime
-        .block_on(alice.send("bob", "hello bob"))
+        // A character no font draws (and a recent emoji) shows as a box,
+        // never a crash: the harness panics on a missing glyph otherwise.
+        .block_on(alice.send("bob", "hello bob \u{1F916}\u{10FFFD}"))
         .unwrap();
     until(&mut harness, "alice's unread count", |h| {
         shows(h, "alice  (1)")
@@ -252,4 +244,165 @@ fn a_new_profile_joins_with_an_invite_code_in_the_window_and_a_bad_code_leaves_n
         h.state().desktop().is_some() && shows(h, "carol in acme")
     });
     harness.state_mut().close_blocking().unwrap();
+}
+
+/// A window on `home` (a joined profile, closed), loaded.
+fn window_on(
+    runtime: &Arc<tokio::runtime::Runtime>,
+    home: &std::path::Path,
+) -> Harness<'static, Desktop> {
+    let session = runtime
+        .block_on(sotto_cli::Session::open(home, || {}))
+        .unwrap();
+    let mut desktop = Desktop::new(session, runtime.clone());
+    desktop.settle(Duration::from_secs(30));
+    let mut harness = Harness::builder()
+        .with_size(egui::vec2(1000.0, 700.0))
+        .build_ui_state(|ui, desktop: &mut Desktop| desktop.ui(ui), desktop);
+    harness.run_steps(2);
+    harness
+}
+
+fn open_team_window(harness: &mut Harness<'static, Desktop>) {
+    harness
+        .query_all_by_label(sotto_desktop::TEAM_BUTTON)
+        .next()
+        .expect("the Team button")
+        .click();
+    harness.run_steps(2);
+    until(harness, "the members list", |h| shows(h, "Refresh"));
+}
+
+fn type_into(harness: &mut Harness<'static, Desktop>, label: &str, text: &str) {
+    let field = harness.get_by_label(label);
+    field.focus();
+    field.type_text(text);
+    harness.run_steps(1);
+}
+
+#[test]
+fn a_member_sees_the_team_a_safety_number_and_links_a_device_with_a_code_and_qr_code() {
+    let mut team = team();
+    let mut harness = window(&team);
+    open_team_window(&mut harness);
+    assert!(shows(&harness, "bob (you)"));
+    assert!(shows(&harness, "not verified"));
+    // bob is no admin: no admin tab.
+    assert!(harness.query_by_label("Admin").is_none());
+
+    harness.get_by_label("Safety number of alice").click();
+    until(&mut harness, "the safety number", |h| {
+        shows(h, "Safety number with alice")
+    });
+    // The number alice's side computes, shown whole in bob's dialog.
+    team.runtime
+        .block_on(team.alice.ensure_contact("bob"))
+        .unwrap();
+    let number = team.alice.safety_number("bob").unwrap();
+    assert!(number.chars().filter(char::is_ascii_digit).count() >= 60);
+    assert!(shows(&harness, &number), "{number}");
+
+    harness.get_by_label("My devices").click();
+    until(&mut harness, "this device in the list", |h| {
+        shows(h, "this device")
+    });
+    harness.get_by_label("Add a device").click();
+    until(&mut harness, "the link code", |h| shows(h, "sotto-link:"));
+    assert!(harness.query_by_label("QR code").is_some());
+    harness.into_state().close_blocking().unwrap();
+}
+
+#[test]
+fn an_admin_invites_with_a_qr_code_makes_a_group_and_removes_a_member_in_the_team_window() {
+    let Team {
+        runtime,
+        server,
+        alice,
+        _dir,
+        ..
+    } = team();
+    let alice_home = _dir.path().join("alice");
+    drop(alice);
+    let mut harness = window_on(&runtime, &alice_home);
+    open_team_window(&mut harness);
+    until(&mut harness, "the admin tab", |h| {
+        h.query_by_label("Admin").is_some()
+    });
+    harness.get_by_label("Admin").click();
+    harness.run_steps(2);
+
+    type_into(&mut harness, "Handle to invite", "dave");
+    harness.get_by_label("Invite").click();
+    until(&mut harness, "dave's invite code", |h| {
+        shows(h, "sotto-invite:")
+    });
+    assert!(shows(&harness, "Invite code for dave"));
+    assert!(harness.query_by_label("QR code").is_some());
+
+    type_into(&mut harness, "Group name", "ops");
+    type_into(&mut harness, "Members (handles, space-separated)", "bob");
+    harness.get_by_label("Create group").click();
+    until(&mut harness, "the group made", |h| {
+        shows(h, "Group ops: create")
+    });
+    assert!(!shows(&harness, "failed"));
+
+    type_into(&mut harness, "Handle to remove", "bob");
+    harness.get_by_label("Remove…").click();
+    harness.run_steps(2);
+    // Nothing happens before the confirmation.
+    assert!(shows(&harness, "Remove bob from the team?"));
+    harness.get_by_label("Remove bob").click();
+    until(&mut harness, "bob removed", |h| shows(h, "bob removed"));
+    assert!(!shows(&harness, "failed"));
+    harness.get_by_label("Members").click();
+    until(&mut harness, "the members without bob", |h| {
+        shows(h, "alice (you)") && !shows(h, "Safety number of bob")
+    });
+    harness.into_state().close_blocking().unwrap();
+    drop(server);
+}
+
+#[test]
+fn two_members_compare_emoji_in_their_windows_and_both_show_verified() {
+    let Team {
+        runtime,
+        server,
+        alice,
+        bob_home,
+        _dir,
+    } = team();
+    let alice_home = _dir.path().join("alice");
+    drop(alice);
+    let mut bob = window_on(&runtime, &bob_home);
+    let mut alice = window_on(&runtime, &alice_home);
+    open_team_window(&mut bob);
+    open_team_window(&mut alice);
+    alice.get_by_label("Compare emoji with bob").click();
+    bob.get_by_label("Compare emoji with alice").click();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(shows(&alice, "They match") && shows(&bob, "They match")) {
+        assert!(Instant::now() < deadline, "timed out waiting for the emoji");
+        for window in [&mut alice, &mut bob] {
+            window.state_mut().settle(Duration::from_millis(50));
+            window.run_steps(1);
+        }
+    }
+    alice.get_by_label("They match").click();
+    bob.get_by_label("They match").click();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(shows(&alice, "bob is verified.") && shows(&bob, "alice is verified.")) {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for the verification"
+        );
+        for window in [&mut alice, &mut bob] {
+            window.state_mut().settle(Duration::from_millis(50));
+            window.run_steps(1);
+        }
+    }
+    until(&mut alice, "the verified mark", |h| shows(h, "verified ✔"));
+    alice.into_state().close_blocking().unwrap();
+    bob.into_state().close_blocking().unwrap();
+    drop(server);
 }

@@ -61,6 +61,8 @@ enum Done {
         result: Result<(String, bool), String>,
     },
     Output(String),
+    /// The answer to a window's call.
+    Called(u64, Result<Value, String>),
     /// Nothing to show (a read mark).
     Quiet,
 }
@@ -88,6 +90,8 @@ pub(crate) struct Driver {
     pub(crate) arrivals: Vec<session::Arrival>,
     /// The owner's notifications ended (it stopped); said once.
     closed: bool,
+    /// Answers to a window's calls, by ticket, until it takes them.
+    pub(crate) replies: std::collections::HashMap<u64, Result<Value, String>>,
 }
 
 /// How often the chat re-reads the members and the directory: a changed
@@ -129,6 +133,7 @@ impl Driver {
             record_arrivals: false,
             arrivals: Vec::new(),
             closed: false,
+            replies: std::collections::HashMap::new(),
         };
         driver.chat.say(format!(
             "Welcome, {}. Up/Down and Enter open a conversation; type and Enter sends; /help lists the commands.",
@@ -138,7 +143,7 @@ impl Driver {
         Ok(driver)
     }
 
-    fn run(&mut self, requests: Vec<Request>) {
+    pub(crate) fn run(&mut self, requests: Vec<Request>) {
         for request in requests {
             if request == Request::Quit {
                 continue;
@@ -273,6 +278,9 @@ impl Driver {
                 self.chat.on_sent(&to, local, now, result);
             }
             Done::Output(text) => self.chat.say(text),
+            Done::Called(ticket, result) => {
+                self.replies.insert(ticket, result);
+            }
             Done::Quiet => {}
         }
     }
@@ -535,6 +543,14 @@ async fn worker<B: ChatBackend>(
                 }
                 Done::Quiet
             }
+            Request::Call {
+                ticket,
+                method,
+                params,
+            } => Done::Called(
+                ticket,
+                backend.call(&method, params).await.map_err(|e| e.message),
+            ),
             Request::Quit => continue,
         };
         if done.send(outcome).is_err() {

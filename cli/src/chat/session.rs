@@ -20,6 +20,24 @@ pub struct Session {
     owner: Option<crate::owner::Owner>,
     /// New messages from others since the last [`Session::take_arrivals`].
     arrivals: Vec<Arrival>,
+    /// The next [`Ticket`].
+    next_ticket: u64,
+}
+
+/// Names the answer to one [`Session::call`] or [`Session::run_cli`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Ticket(u64);
+
+/// What a `sotto` command run through the owner did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CliOutput {
+    /// Whether it succeeded (exit code 0).
+    pub ok: bool,
+    /// What it printed on stdout (one JSON value per line with `--json`).
+    pub stdout: String,
+    /// Everything it printed, for a person (QR codes left out), or why the
+    /// call failed.
+    pub text: String,
 }
 
 /// A conversation in the side list.
@@ -111,6 +129,7 @@ impl Session {
             driver,
             owner,
             arrivals: Vec::new(),
+            next_ticket: 0,
         })
     }
 
@@ -255,5 +274,58 @@ impl Session {
     /// notifications.
     pub fn take_arrivals(&mut self) -> Vec<Arrival> {
         std::mem::take(&mut self.arrivals)
+    }
+
+    /// Starts one control-protocol call (docs/CLIENT_API.md), for a
+    /// dialog: its answer comes back through [`Session::reply`]. Calls run
+    /// in order with the chat's own requests.
+    pub fn call(&mut self, method: &str, params: serde_json::Value) -> Ticket {
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        self.driver.run(vec![super::state::Request::Call {
+            ticket,
+            method: method.to_owned(),
+            params,
+        }]);
+        Ticket(ticket)
+    }
+
+    /// Starts `sotto ARGS...` inside the owner, exactly as typed in a
+    /// terminal; its output comes back through [`Session::cli_reply`].
+    pub fn run_cli(&mut self, args: &[&str]) -> Ticket {
+        self.call("cli.run", serde_json::json!({ "argv": args }))
+    }
+
+    /// The answer to `ticket` once it came (taken: a second call gives
+    /// None), or why the call failed.
+    pub fn reply(&mut self, ticket: Ticket) -> Option<Result<serde_json::Value, String>> {
+        self.driver.replies.remove(&ticket.0)
+    }
+
+    /// What the command started by [`Session::run_cli`] printed, once it
+    /// finished (taken, like [`Session::reply`]).
+    pub fn cli_reply(&mut self, ticket: Ticket) -> Option<CliOutput> {
+        Some(match self.reply(ticket)? {
+            Ok(result) => {
+                let field = |name: &str| {
+                    result
+                        .get(name)
+                        .and_then(serde_json::Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                let stdout = field("stdout");
+                CliOutput {
+                    ok: result.get("exit_code").and_then(serde_json::Value::as_i64) == Some(0),
+                    text: super::backend::readable(&format!("{stdout}\n{}", field("stderr"))),
+                    stdout,
+                }
+            }
+            Err(error) => CliOutput {
+                ok: false,
+                stdout: String::new(),
+                text: error,
+            },
+        })
     }
 }

@@ -166,6 +166,16 @@ pub(crate) enum Request {
     Refresh,
     /// Sync through the owner, for the notices it brings (a changed key).
     Sync,
+    /// One control-protocol call for a window's dialog; its answer is
+    /// kept under `ticket` until the window takes it.
+    Call {
+        /// Names the answer.
+        ticket: u64,
+        /// The method (docs/CLIENT_API.md).
+        method: String,
+        /// Its parameters.
+        params: serde_json::Value,
+    },
     /// Leave.
     Quit,
 }
