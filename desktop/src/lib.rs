@@ -12,6 +12,7 @@
 //! - [`Desktop`]: the conversations of an open profile.
 //! - `main.rs`: arguments, the tokio runtime, the window.
 
+pub mod notify;
 mod shell;
 mod team;
 
@@ -43,8 +44,13 @@ pub struct Desktop {
     jump: Option<String>,
     /// Whether the window had the focus at the last frame.
     focused: bool,
-    /// New messages to tell the desktop about (sender only).
+    /// Notifications for the desktop, for messages that arrived while
+    /// the window did not have the focus: who wrote (and the first line,
+    /// with [`Desktop::notify_text`]). `main.rs` shows them.
     pub notifications: Vec<String>,
+    /// Whether notifications carry the message's first line (off: only
+    /// "alice: new message").
+    pub notify_text: bool,
     /// The team window: members, verification, devices, admin.
     team: TeamWindow,
 }
@@ -62,6 +68,7 @@ impl Desktop {
             jump: None,
             focused: true,
             notifications: Vec::new(),
+            notify_text: false,
             team: TeamWindow::default(),
         }
     }
@@ -115,9 +122,18 @@ impl Desktop {
         let _context = self.runtime.enter();
         let changed = self.session.poll();
         for arrival in self.session.take_arrivals() {
-            self.notifications.push(match arrival.group {
-                Some(group) => format!("{} in #{group}: new message", arrival.from),
-                None => format!("{}: new message", arrival.from),
+            // In front of the user, the unread counts tell.
+            if self.focused {
+                continue;
+            }
+            let from = match &arrival.group {
+                Some(group) => format!("{} in #{group}", arrival.from),
+                None => arrival.from.clone(),
+            };
+            self.notifications.push(if self.notify_text {
+                format!("{from}: {}", elide(&arrival.first_line, 120))
+            } else {
+                format!("{from}: new message")
             });
         }
         changed
@@ -126,12 +142,12 @@ impl Desktop {
     /// Draws the whole window into `ui` and handles its input.
     pub fn ui(&mut self, ui: &mut egui::Ui) {
         draw_any_text(ui.ctx());
-        self.poll();
         let focused = ui.ctx().input(|i| i.viewport().focused.unwrap_or(true));
         if focused != self.focused {
             self.focused = focused;
             self.session.set_focused(focused);
         }
+        self.poll();
         if ui
             .ctx()
             .input_mut(|i| i.consume_key(egui::Modifiers::COMMAND, egui::Key::K))

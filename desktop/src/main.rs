@@ -26,6 +26,13 @@ struct Args {
     /// or #group); what it shows is then marked read, as on screen.
     #[arg(long, value_name = "NAME", requires = "screenshot")]
     open: Option<String>,
+    /// Show the first line of a message in desktop notifications (by
+    /// default they say only who wrote: "alice: new message").
+    #[arg(long)]
+    notification_text: bool,
+    /// No desktop notifications at all.
+    #[arg(long, conflicts_with = "notification_text")]
+    no_notifications: bool,
     /// The window's size for --screenshot, WIDTHxHEIGHT in points.
     #[arg(long, default_value = "1000x680", value_parser = parse_size)]
     size: (f32, f32),
@@ -93,6 +100,8 @@ fn run(args: Args) -> anyhow::Result<()> {
                     Ok(Box::new(Window {
                         shell: Some(shell),
                         slot,
+                        notification_text: args.notification_text,
+                        notifications: !args.no_notifications,
                     }))
                 }),
             );
@@ -109,12 +118,24 @@ fn run(args: Args) -> anyhow::Result<()> {
 struct Window {
     shell: Option<Shell>,
     slot: Arc<std::sync::Mutex<Option<Shell>>>,
+    /// Notifications carry the first line of the message.
+    notification_text: bool,
+    /// Notifications are shown at all.
+    notifications: bool,
 }
 
 impl eframe::App for Window {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         if let Some(shell) = &mut self.shell {
             shell.ui(ui);
+            if let Some(desktop) = shell.desktop_mut() {
+                desktop.notify_text = self.notification_text;
+                for body in desktop.notifications.drain(..) {
+                    if self.notifications {
+                        sotto_desktop::notify::show(body);
+                    }
+                }
+            }
         }
     }
 

@@ -406,3 +406,49 @@ fn two_members_compare_emoji_in_their_windows_and_both_show_verified() {
     bob.into_state().close_blocking().unwrap();
     drop(server);
 }
+
+fn set_window_focus(harness: &mut Harness<'static, Desktop>, focused: bool) {
+    harness
+        .input_mut()
+        .viewports
+        .entry(egui::ViewportId::ROOT)
+        .or_default()
+        .focused = Some(focused);
+    harness.run_steps(2);
+}
+
+#[test]
+fn a_message_in_the_background_notifies_with_the_sender_only_unless_text_is_turned_on() {
+    let mut team = team();
+    let mut harness = window(&team);
+    set_window_focus(&mut harness, false);
+    let runtime = team.runtime.clone();
+    let mut send = |text: &str| runtime.block_on(team.alice.send("bob", text)).unwrap();
+
+    send("the launch code is 1234");
+    until(&mut harness, "a notification", |h| {
+        !h.state().notifications.is_empty()
+    });
+    assert_eq!(harness.state().notifications, vec!["alice: new message"]);
+
+    harness.state_mut().notifications.clear();
+    harness.state_mut().notify_text = true;
+    send("second line one\nline two");
+    until(&mut harness, "a notification with text", |h| {
+        !h.state().notifications.is_empty()
+    });
+    assert_eq!(
+        harness.state().notifications,
+        vec!["alice: second line one"]
+    );
+
+    // In front of the user: the unread count tells, no notification.
+    harness.state_mut().notifications.clear();
+    set_window_focus(&mut harness, true);
+    send("third");
+    until(&mut harness, "the third message counted", |h| {
+        shows(h, "alice  (3)")
+    });
+    assert!(harness.state().notifications.is_empty());
+    harness.into_state().close_blocking().unwrap();
+}

@@ -306,10 +306,11 @@ impl Driver {
                     return;
                 };
                 let from = message.from.clone();
+                let first_line = message.text.lines().next().unwrap_or_default().to_owned();
                 let incoming = !message.outgoing;
                 let elsewhere = self.chat.on_message(kind.clone(), message);
                 if incoming && (elsewhere || !self.focused) {
-                    self.alert(&from, &kind);
+                    self.alert(&from, &kind, first_line);
                 }
                 if incoming && self.chat.current().kind == kind {
                     self.shown();
@@ -369,7 +370,7 @@ impl Driver {
         }
     }
 
-    fn alert(&mut self, from: &str, kind: &Kind) {
+    fn alert(&mut self, from: &str, kind: &Kind, first_line: String) {
         if self.record_arrivals {
             self.arrivals.push(session::Arrival {
                 from: from.to_owned(),
@@ -377,6 +378,7 @@ impl Driver {
                     Kind::Group(name) => Some(name.clone()),
                     Kind::Contact(_) | Kind::Console => None,
                 },
+                first_line,
             });
         }
         if let Some(sequence) = alert_sequence(self.options, from, kind) {

@@ -74,13 +74,25 @@ pub enum Line<'a> {
 }
 
 /// A message from someone else, for a desktop notification: who and
-/// where, never the text.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// where, and its first line for a window whose user asked to see it.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Arrival {
     /// The sender's handle.
     pub from: String,
     /// The group it was sent to, if any.
     pub group: Option<String>,
+    /// The first line of the message. Shown only where the user turned
+    /// it on; [`Arrival`]'s `Debug` leaves it out.
+    pub first_line: String,
+}
+
+impl std::fmt::Debug for Arrival {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Arrival")
+            .field("from", &self.from)
+            .field("group", &self.group)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Session {
