@@ -25,10 +25,44 @@ pub fn default_home() -> PathBuf {
 /// The store key: a passphrase from `SOTTO_PASSPHRASE`, else the 0600 key
 /// file in the home directory.
 fn key_source(home: &Path) -> KeySource {
-    match std::env::var("SOTTO_PASSPHRASE") {
-        Ok(passphrase) if !passphrase.is_empty() => KeySource::passphrase(passphrase),
-        _ => KeySource::key_file_in(home),
+    key_source_with(home, None)
+}
+
+/// The store key with a passphrase a window asked for: it wins over
+/// `SOTTO_PASSPHRASE`; without one the CLI's rules hold.
+fn key_source_with(home: &Path, passphrase: Option<&str>) -> KeySource {
+    match passphrase {
+        Some(passphrase) if !passphrase.is_empty() => KeySource::passphrase(passphrase),
+        _ => match std::env::var("SOTTO_PASSPHRASE") {
+            Ok(passphrase) if !passphrase.is_empty() => KeySource::passphrase(passphrase),
+            _ => KeySource::key_file_in(home),
+        },
     }
+}
+
+/// Whether `SOTTO_PASSPHRASE` gives the store key (a window then asks
+/// for none).
+#[must_use]
+pub fn passphrase_from_env() -> bool {
+    std::env::var("SOTTO_PASSPHRASE").is_ok_and(|p| !p.is_empty())
+}
+
+/// Whether `error` means the store is locked by a passphrase that was not
+/// given or is wrong (a window then asks for it).
+#[must_use]
+pub fn needs_passphrase(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<sotto_core::AppError>(),
+            Some(sotto_core::AppError::Store(
+                sotto_core::StoreError::WrongPassphrase
+                    | sotto_core::StoreError::KeySourceMismatch {
+                        expected: "passphrase",
+                        ..
+                    }
+            ))
+        )
+    })
 }
 
 /// Parses a duration in whole seconds: plain seconds (`90`), or a number
@@ -64,7 +98,12 @@ fn parse_fingerprint(text: &str) -> Result<[u8; 32], UsageError> {
 /// does not take part in the owner protocol is reported as such, never as
 /// the database's own error.
 pub(crate) async fn open(home: &Path) -> anyhow::Result<App> {
-    match App::open(home, key_source(home), system_clock()).await {
+    open_with(home, None).await
+}
+
+/// [`open`] with a passphrase a window asked for.
+pub(crate) async fn open_with(home: &Path, passphrase: Option<&str>) -> anyhow::Result<App> {
+    match App::open(home, key_source_with(home, passphrase), system_clock()).await {
         Ok(app) => Ok(app),
         Err(error) => {
             let error = anyhow::Error::from(error);
@@ -234,25 +273,17 @@ async fn run_in(cli: Cli, home: &Path) -> anyhow::Result<()> {
             relay,
             fingerprint,
         }) => {
-            let target = RelayTarget {
-                addr: relay,
-                fingerprint: parse_fingerprint(&fingerprint)?,
+            let team = NewTeam {
+                bootstrap_code,
+                handle,
+                name,
+                relay,
+                fingerprint,
             };
-            create_home(&home)?;
-            let _lock = crate::owner::lock_for_setup(&home).await?;
-            let app = App::create_team(
-                &home,
-                key_source(&home),
-                target,
-                &bootstrap_code,
-                &name,
-                &handle,
-                system_clock(),
-            )
-            .await?;
+            let (team, handle) = create_team(&home, &team, None).await?;
             out.result(
-                format!("Team \"{}\" created; you are {} (admin). Invite members with `sotto invite HANDLE`.", app.team_name(), app.handle()),
-                json!({"team": app.team_name(), "handle": app.handle(), "admin": true}),
+                format!("Team \"{team}\" created; you are {handle} (admin). Invite members with `sotto invite HANDLE`."),
+                json!({"team": team, "handle": handle, "admin": true}),
             );
         }
         Command::Join { code, link, name } => {
@@ -393,10 +424,68 @@ async fn join_profile(
 /// The code is not valid, expired or used; the relay cannot be reached;
 /// the home already holds an identity. [`describe`] words any of them for
 /// the user.
-pub async fn join_team(home: &Path, code: &str) -> anyhow::Result<Joined> {
+pub async fn join_team(
+    home: &Path,
+    code: &str,
+    passphrase: Option<&str>,
+) -> anyhow::Result<Joined> {
     create_home(home)?;
     let _lock = crate::owner::lock_for_setup(home).await?;
-    join_profile(home, key_source(home), code.trim().to_owned(), None, None).await
+    join_profile(
+        home,
+        key_source_with(home, passphrase),
+        code.trim().to_owned(),
+        None,
+        None,
+    )
+    .await
+}
+
+/// What creating a team takes: the relay's one-time bootstrap code and
+/// where the relay is, as `sotto-relay` printed them on its first start.
+#[derive(Clone, Debug, Default)]
+pub struct NewTeam {
+    /// The one-time bootstrap code.
+    pub bootstrap_code: String,
+    /// The admin's handle.
+    pub handle: String,
+    /// The team's name.
+    pub name: String,
+    /// The relay as members reach it, host:port.
+    pub relay: String,
+    /// The relay certificate's fingerprint (64 hex digits).
+    pub fingerprint: String,
+}
+
+/// Creates a team in `home` (the admin's first device), as
+/// `sotto team create` does; `passphrase` locks the store with it
+/// (else the CLI's rules). Returns the team's name and the handle.
+///
+/// # Errors
+/// A bad fingerprint, a relay that cannot be reached or refuses the code,
+/// a home that already holds a profile.
+pub async fn create_team(
+    home: &Path,
+    team: &NewTeam,
+    passphrase: Option<&str>,
+) -> anyhow::Result<(String, String)> {
+    let target = RelayTarget {
+        addr: team.relay.trim().to_owned(),
+        fingerprint: parse_fingerprint(&team.fingerprint)?,
+    };
+    create_home(home)?;
+    let _lock = crate::owner::lock_for_setup(home).await?;
+    let app = App::create_team(
+        home,
+        key_source_with(home, passphrase),
+        target,
+        team.bootstrap_code.trim(),
+        team.name.trim(),
+        team.handle.trim(),
+        system_clock(),
+    )
+    .await?;
+    Ok((app.team_name().to_owned(), app.handle().to_owned()))
 }
 
 /// Whether `error` means the home holds no identity yet (a graphical

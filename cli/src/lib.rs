@@ -20,7 +20,10 @@ mod output;
 mod owner;
 
 pub use chat::session::{Arrival, CliOutput, Line, Row, Session, Ticket};
-pub use commands::{Joined, default_home, describe, is_not_joined, join_team};
+pub use commands::{
+    Joined, NewTeam, create_team, default_home, describe, is_not_joined, join_team,
+    needs_passphrase, passphrase_from_env,
+};
 pub use sotto_core::Status;
 
 use std::path::PathBuf;

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use eframe::egui;
 
-pub use shell::{CODE_LABEL, Shell, Wake};
+pub use shell::{AGAIN_LABEL, CODE_LABEL, NEW_PASSPHRASE_LABEL, PASSPHRASE_LABEL, Shell, Wake};
 use sotto_cli::{Line, Row, Session, Status};
 pub use team::{TEAM_BUTTON, TeamWindow};
 

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use eframe::egui;
-use sotto_cli::{Joined, Session};
+use sotto_cli::{Joined, NewTeam, Session};
 use tokio::sync::oneshot;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::Desktop;
 
@@ -20,20 +21,48 @@ enum Screen {
     Join(Join),
     /// The profile could not be opened: why, and a button to try again.
     Failed(String),
+    /// The store is locked by a passphrase: ask for it.
+    Unlock(Unlock),
     /// A joined device of a member waits for approval on another device.
     Linking { handle: String, confirm: String },
     /// Conversations.
     Open(Box<Desktop>),
 }
 
-/// The join form.
+/// The join form (or, for an admin, the form that creates a team).
 #[derive(Default)]
 struct Join {
     code: String,
+    /// Create a team instead of joining one.
+    create: bool,
+    team: NewTeam,
+    /// An optional passphrase for the new profile's store, typed twice.
+    passphrase: String,
+    again: String,
     /// A join in flight: its outcome arrives here.
     pending: Option<oneshot::Receiver<Result<Joined, String>>>,
     /// Why the last attempt failed.
     error: Option<String>,
+}
+
+impl Drop for Join {
+    fn drop(&mut self) {
+        self.passphrase.zeroize();
+        self.again.zeroize();
+    }
+}
+
+/// The passphrase prompt.
+#[derive(Default)]
+struct Unlock {
+    text: String,
+    error: Option<String>,
+}
+
+impl Drop for Unlock {
+    fn drop(&mut self) {
+        self.text.zeroize();
+    }
 }
 
 /// The window on a profile.
@@ -42,10 +71,18 @@ pub struct Shell {
     runtime: Arc<tokio::runtime::Runtime>,
     wake: Wake,
     screen: Screen,
+    /// The passphrase a linking device was created with, until it opens.
+    passphrase: Option<Zeroizing<String>>,
 }
 
 /// The label of the join form's code field (tests find it by this).
 pub const CODE_LABEL: &str = "Invite code or device-link code";
+/// The label of the passphrase prompt's field.
+pub const PASSPHRASE_LABEL: &str = "Passphrase";
+/// The labels of the optional passphrase fields of a new profile.
+pub const NEW_PASSPHRASE_LABEL: &str = "Passphrase for this profile (optional)";
+/// The second of them.
+pub const AGAIN_LABEL: &str = "The passphrase again";
 
 impl Shell {
     /// Opens the profile at `home`; a home without an identity shows the
@@ -57,19 +94,34 @@ impl Shell {
             runtime,
             wake,
             screen: Screen::Failed(String::new()),
+            passphrase: None,
         };
         shell.open();
         shell
     }
 
     fn open(&mut self) {
+        self.open_with(None);
+    }
+
+    /// Opens the profile, with the store's passphrase if the user gave
+    /// one (else the CLI's rules: `SOTTO_PASSPHRASE`, or the key file).
+    fn open_with(&mut self, passphrase: Option<&str>) {
         let wake = self.wake.clone();
         let opened = self
             .runtime
-            .block_on(Session::open(&self.home, move || wake()));
+            .block_on(Session::open_with(&self.home, passphrase, move || wake()));
         self.screen = match opened {
             Ok(session) => Screen::Open(Box::new(Desktop::new(session, self.runtime.clone()))),
             Err(error) if sotto_cli::is_not_joined(&error) => Screen::Join(Join::default()),
+            Err(error)
+                if sotto_cli::needs_passphrase(&error) && !sotto_cli::passphrase_from_env() =>
+            {
+                Screen::Unlock(Unlock {
+                    text: String::new(),
+                    error: passphrase.map(|_| "That passphrase does not open this profile.".into()),
+                })
+            }
             Err(error) => Screen::Failed(sotto_cli::describe(&error)),
         };
     }
@@ -123,12 +175,32 @@ impl Shell {
     pub fn ui(&mut self, ui: &mut egui::Ui) {
         crate::draw_any_text(ui.ctx());
         let mut next = None;
+        let mut unlock = None;
         match &mut self.screen {
             Screen::Open(desktop) => desktop.ui(ui),
             Screen::Join(join) => {
                 if let Some(joined) = join_form(ui, join, &self.home, &self.runtime, &self.wake) {
-                    next = Some(joined);
+                    next = Some((joined, Zeroizing::new(join.passphrase.clone())));
                 }
+            }
+            Screen::Unlock(form) => {
+                centered(ui, |ui| {
+                    ui.heading("This profile is locked");
+                    ui.label("Type the passphrase its store was created with.");
+                    let label = ui.label(PASSPHRASE_LABEL);
+                    let field = ui
+                        .add(egui::TextEdit::singleline(&mut form.text).password(true))
+                        .labelled_by(label.id);
+                    field.request_focus();
+                    let enter = ui.input(|i| i.key_pressed(egui::Key::Enter));
+                    if (ui.button("Unlock").clicked() || enter) && !form.text.is_empty() {
+                        unlock = Some(Zeroizing::new(std::mem::take(&mut form.text)));
+                    }
+                    if let Some(error) = &form.error {
+                        ui.colored_label(ui.visuals().error_fg_color, error.as_str());
+                    }
+                    ui.label(format!("Profile: {}", self.home.display()));
+                });
             }
             Screen::Failed(reason) => {
                 let mut retry = false;
@@ -152,15 +224,31 @@ impl Shell {
                     go = ui.button("Continue").clicked();
                 });
                 if go {
-                    self.open();
+                    let passphrase = self.passphrase.take();
+                    self.open_with(passphrase.as_deref().map(String::as_str));
                 }
             }
         }
+        if let Some(passphrase) = unlock {
+            self.open_with(Some(&passphrase));
+        }
         match next {
-            Some(Joined::Member { .. }) => self.open(),
-            Some(Joined::Linking {
-                handle, confirm, ..
-            }) => self.screen = Screen::Linking { handle, confirm },
+            Some((Joined::Member { .. }, passphrase)) => {
+                self.open_with(
+                    Some(&passphrase)
+                        .filter(|p| !p.is_empty())
+                        .map(|p| p.as_str()),
+                );
+            }
+            Some((
+                Joined::Linking {
+                    handle, confirm, ..
+                },
+                passphrase,
+            )) => {
+                self.passphrase = (!passphrase.is_empty()).then_some(passphrase);
+                self.screen = Screen::Linking { handle, confirm };
+            }
             None => {}
         }
     }
@@ -202,43 +290,124 @@ fn join_form(
     }
     let mut start = false;
     centered(ui, |ui| {
-        ui.heading("Join your team");
-        ui.label(
-            "Paste the invite code your admin gave you, or the link code another of your devices shows (`sotto device add`).",
-        );
-        let label = ui.label(CODE_LABEL);
-        let field = ui
-            .add(
+        ui.horizontal(|ui| {
+            ui.selectable_value(&mut join.create, false, "Join a team");
+            ui.selectable_value(&mut join.create, true, "Create a team (admin)");
+        });
+        ui.separator();
+        if join.create {
+            ui.heading("Create your team");
+            ui.label(
+                "On its first start, sotto-relay printed a one-time bootstrap code, its address and its certificate fingerprint.",
+            );
+            let team = &mut join.team;
+            for (label, value, hint) in [
+                ("Bootstrap code", &mut team.bootstrap_code, ""),
+                ("Relay address", &mut team.relay, "host:port"),
+                ("Relay fingerprint", &mut team.fingerprint, "64 hex digits"),
+                ("Your handle", &mut team.handle, "e.g. alice"),
+                ("Team name", &mut team.name, "e.g. acme"),
+            ] {
+                let label = ui.label(label);
+                ui.add(
+                    egui::TextEdit::singleline(value)
+                        .desired_width(f32::INFINITY)
+                        .hint_text(hint),
+                )
+                .labelled_by(label.id);
+            }
+        } else {
+            ui.heading("Join your team");
+            ui.label(
+                "Paste the invite code your admin gave you, or the link code another of your devices shows (`sotto device add`).",
+            );
+            let label = ui.label(CODE_LABEL);
+            ui.add(
                 egui::TextEdit::singleline(&mut join.code)
                     .desired_width(f32::INFINITY)
                     .hint_text("sotto-invite:… or sotto-link:…"),
             )
             .labelled_by(label.id);
-        let enter = field.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+        }
+        if !sotto_cli::passphrase_from_env() {
+            ui.add_space(8.0);
+            let label = ui.label(NEW_PASSPHRASE_LABEL);
+            ui.add(egui::TextEdit::singleline(&mut join.passphrase).password(true))
+                .labelled_by(label.id);
+            if !join.passphrase.is_empty() {
+                let label = ui.label(AGAIN_LABEL);
+                ui.add(egui::TextEdit::singleline(&mut join.again).password(true))
+                    .labelled_by(label.id);
+            }
+            ui.small(
+                "Without one, the store's key is kept in a file only you can read in the profile. With one, you type it whenever sotto opens; it cannot be recovered.",
+            );
+        }
+        let enter = ui.input(|i| i.key_pressed(egui::Key::Enter));
+        let button = if join.create { "Create team" } else { "Join" };
         ui.add_enabled_ui(join.pending.is_none(), |ui| {
-            start = ui.button("Join").clicked() || enter;
+            start = ui.button(button).clicked() || enter;
         });
         if join.pending.is_some() {
-            ui.label("Joining…");
+            ui.label(if join.create {
+                "Creating…"
+            } else {
+                "Joining…"
+            });
         }
         if let Some(error) = &join.error {
             ui.colored_label(ui.visuals().error_fg_color, error.as_str());
         }
     });
+    if join.passphrase.is_empty() {
+        join.again.zeroize();
+    }
     if start && join.pending.is_none() {
-        let code = join.code.trim().to_owned();
-        if code.is_empty() {
-            join.error = Some("Paste a code first.".into());
+        let problem = if join.passphrase != join.again {
+            Some("The two passphrases differ.")
+        } else if join.create
+            && [
+                &join.team.bootstrap_code,
+                &join.team.relay,
+                &join.team.fingerprint,
+                &join.team.handle,
+            ]
+            .iter()
+            .any(|field| field.trim().is_empty())
+        {
+            Some(
+                "Fill in the bootstrap code, the relay's address and fingerprint, and your handle.",
+            )
+        } else if !join.create && join.code.trim().is_empty() {
+            Some("Paste a code first.")
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            join.error = Some(problem.into());
         } else {
             join.error = None;
             let (done, pending) = oneshot::channel();
             join.pending = Some(pending);
             let home = home.to_owned();
             let wake = wake.clone();
+            let passphrase = Zeroizing::new(join.passphrase.clone());
+            let code = join.code.trim().to_owned();
+            let mut team = join.create.then(|| join.team.clone());
+            if let Some(team) = &mut team
+                && team.name.trim().is_empty()
+            {
+                team.name = "team".into();
+            }
             runtime.spawn(async move {
-                let outcome = sotto_cli::join_team(&home, &code)
-                    .await
-                    .map_err(|error| sotto_cli::describe(&error));
+                let passphrase = Some(passphrase.as_str()).filter(|p| !p.is_empty());
+                let outcome = match team {
+                    Some(team) => sotto_cli::create_team(&home, &team, passphrase)
+                        .await
+                        .map(|(team, handle)| Joined::Member { team, handle }),
+                    None => sotto_cli::join_team(&home, &code, passphrase).await,
+                }
+                .map_err(|error| sotto_cli::describe(&error));
                 let _ = done.send(outcome);
                 wake();
             });

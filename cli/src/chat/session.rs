@@ -109,7 +109,21 @@ impl Session {
         home: &Path,
         wake: impl Fn() + Send + Sync + 'static,
     ) -> anyhow::Result<Self> {
-        let (backend, owner) = match crate::owner::attach(home, "desktop").await? {
+        Self::open_with(home, None, wake).await
+    }
+
+    /// [`Session::open`] with the store's passphrase, asked of the user
+    /// (it wins over `SOTTO_PASSPHRASE`).
+    ///
+    /// # Errors
+    /// As [`Session::open`]; a wrong passphrase is one
+    /// ([`crate::needs_passphrase`]).
+    pub async fn open_with(
+        home: &Path,
+        passphrase: Option<&str>,
+        wake: impl Fn() + Send + Sync + 'static,
+    ) -> anyhow::Result<Self> {
+        let (backend, owner) = match crate::owner::attach_with(home, "desktop", passphrase).await? {
             crate::owner::Attached::Owned(handle, owner) => (handle, Some(owner)),
             crate::owner::Attached::Remote(handle) => (handle, None),
         };

@@ -173,6 +173,16 @@ pub(crate) enum Attached {
 /// handle's calls and notifications are the same.
 #[allow(dead_code, reason = "the entry point of `sotto chat`, on its branch")]
 pub(crate) async fn attach(home: &Path, what: &str) -> anyhow::Result<Attached> {
+    attach_with(home, what, None).await
+}
+
+/// [`attach`] with a passphrase a window asked for (used when this
+/// process becomes the owner).
+pub(crate) async fn attach_with(
+    home: &Path,
+    what: &str,
+    passphrase: Option<&str>,
+) -> anyhow::Result<Attached> {
     loop {
         if let Ok(remote) = remote::connect(home).await {
             let (requests, inbox) = mpsc::channel(REQUEST_QUEUE);
@@ -180,7 +190,7 @@ pub(crate) async fn attach(home: &Path, what: &str) -> anyhow::Result<Attached> 
             tokio::spawn(remote::bridge(remote, inbox, notify.clone()));
             return Ok(Attached::Remote(OwnerHandle { requests, notify }));
         }
-        match own(home, what).await {
+        match own(home, what, passphrase).await {
             Ok((handle, owner, _)) => return Ok(Attached::Owned(handle, owner)),
             // Another owner won the race: attach to it.
             Err(error)
@@ -291,9 +301,10 @@ impl Owner {
 async fn own(
     home: &Path,
     what: &str,
+    passphrase: Option<&str>,
 ) -> anyhow::Result<(OwnerHandle, Owner, broadcast::Receiver<Notification>)> {
     let lock = acquire_for_owner(home, what).await?;
-    let app = crate::commands::open(home).await?;
+    let app = crate::commands::open_with(home, passphrase).await?;
     start_locked(home, app, lock).await
 }
 
@@ -315,7 +326,7 @@ async fn terminated() {
 
 /// `sotto daemon`.
 pub(crate) async fn daemon(home: &Path, out: &Output) -> anyhow::Result<()> {
-    let (_handle, mut owner, _) = own(home, "daemon").await?;
+    let (_handle, mut owner, _) = own(home, "daemon", None).await?;
     out.err(format_args!(
         "sotto: serving {} (stop with Ctrl-C or SIGTERM)",
         home.join(SOCKET_FILE).display()
@@ -343,7 +354,7 @@ pub(crate) async fn listen(home: &Path, out: &Output) -> anyhow::Result<()> {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             continue;
         }
-        let (_handle, mut owner, mut notes) = match own(home, "listen").await {
+        let (_handle, mut owner, mut notes) = match own(home, "listen", None).await {
             Ok(owned) => owned,
             // Another owner won the race: follow it.
             Err(error)

@@ -184,6 +184,11 @@ impl App {
 
     /// Opens the device in `home`.
     pub async fn open(home: &Path, key: KeySource, clock: Clock) -> Result<Self, AppError> {
+        // A home without a store has joined nothing; opening it must not
+        // create one (its key source is chosen when it joins).
+        if !SledStore::exists(home) {
+            return Err(AppError::NotJoined(home.to_owned()));
+        }
         let store = open_store(home, key)?;
         let engine =
             Engine::open(store.clone())?.ok_or_else(|| AppError::NotJoined(home.to_owned()))?;
@@ -256,5 +261,21 @@ impl App {
     /// The messaging client.
     pub fn client(&mut self) -> &mut Client {
         &mut self.client
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn opening_a_home_without_a_store_says_not_joined_and_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("fresh");
+        let opened = App::open(&home, KeySource::key_file_in(&home), crate::system_clock()).await;
+        assert!(matches!(opened, Err(AppError::NotJoined(_))));
+        // Nothing was created: the home can still join with a passphrase.
+        assert!(!SledStore::exists(&home));
+        assert!(!home.join("store.key").exists());
     }
 }

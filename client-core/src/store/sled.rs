@@ -41,6 +41,12 @@ impl SledStore {
         Ok((key, value))
     }
 
+    /// Whether `dir` holds a store (opening one that does not creates it).
+    #[must_use]
+    pub fn exists(dir: impl AsRef<Path>) -> bool {
+        dir.as_ref().join(DB_DIR).exists()
+    }
+
     /// Opens the store in `dir`, creating it (and, for a key file source
     /// whose file does not exist, a new key file) if `dir` holds no store.
     ///
