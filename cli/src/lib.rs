@@ -19,6 +19,7 @@ mod messages;
 mod output;
 mod owner;
 
+pub use chat::HISTORY_PAGE;
 pub use chat::session::{Arrival, CliOutput, Line, Row, Session, Ticket};
 pub use commands::{
     Joined, NewTeam, create_team, default_home, describe, is_not_joined, join_team,

@@ -25,9 +25,12 @@ use sotto_cli::{Line, Row, Session, Status};
 pub use team::{TEAM_BUTTON, TeamWindow};
 
 /// How many lines of a conversation are drawn at first; "Show earlier"
-/// adds this many more. Only what is drawn costs a frame, so a
-/// conversation of any length opens at once.
-pub const PAGE: usize = 200;
+/// or "Load earlier messages" adds this many more. Only what is drawn
+/// costs a frame, and only the last page is loaded when a conversation
+/// opens ([`sotto_cli::HISTORY_PAGE`], the same size), so a conversation
+/// of any length opens at once.
+#[allow(clippy::cast_possible_truncation)]
+pub const PAGE: usize = sotto_cli::HISTORY_PAGE as usize;
 
 /// The window's state.
 pub struct Desktop {
@@ -290,7 +293,16 @@ impl Desktop {
                 .stick_to_bottom(true)
                 .auto_shrink([false, false])
                 .show(ui, |ui| {
-                    if first > 0 && ui.button(format!("Show earlier ({first} more)")).clicked() {
+                    if first > 0 {
+                        if ui.button(format!("Show earlier ({first} more)")).clicked() {
+                            self.shown = self.shown.saturating_add(PAGE);
+                        }
+                    } else if self.session.has_earlier()
+                        && ui.button("Load earlier messages").clicked()
+                    {
+                        // The store holds more than was loaded: the page
+                        // before comes on top, and is shown.
+                        self.session.load_earlier();
                         self.shown = self.shown.saturating_add(PAGE);
                     }
                     let mut day = None;

@@ -555,3 +555,58 @@ fn an_admin_creates_a_team_in_the_window_with_a_passphrase_and_is_asked_for_it_n
 fn hex_of(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[test]
+fn a_long_conversation_opens_on_its_last_page_and_earlier_pages_load_on_demand() {
+    let team = team();
+    // 1,200 messages from alice in bob's store (filed directly: sending
+    // them through the relay would only make the test slow).
+    team.runtime.block_on(async {
+        let mut bob = App::open(
+            &team.bob_home,
+            KeySource::key_file_in(&team.bob_home),
+            system_clock(),
+        )
+        .await
+        .unwrap();
+        bob.client()
+            .engine_mut()
+            .bench_fill_history("alice", &["deploy"], 1_200)
+            .unwrap();
+    });
+    let mut harness = window(&team);
+    harness.state_mut().open_named("alice");
+    until(&mut harness, "the last message", |h| {
+        shows(h, "message 1199 about deploy")
+    });
+    // Only the last page was loaded, and all of it is drawn.
+    assert_eq!(harness.state().session().lines(), 500);
+    assert!(shows(&harness, "message 700 about deploy"));
+    assert!(!shows(&harness, "message 699 about deploy"));
+    // The next page comes from the store.
+    harness
+        .get_by_label("Load earlier messages")
+        .click_accesskit();
+    // (A person scrolls up to the button; the screen reader's click
+    // reaches it wherever it is.)
+    until(&mut harness, "the page before", |h| {
+        h.state().session().lines() == 1_000
+    });
+    assert!(harness.state().session().has_earlier());
+    until(&mut harness, "the page drawn", |h| {
+        shows(h, "message 200 about deploy")
+    });
+    harness
+        .get_by_label("Load earlier messages")
+        .click_accesskit();
+    until(&mut harness, "the first page", |h| {
+        h.state().session().lines() == 1_200
+    });
+    // The first message reached: nothing more to load.
+    assert!(!harness.state().session().has_earlier());
+    until(&mut harness, "the first message drawn", |h| {
+        shows(h, "message 0 about deploy")
+    });
+    assert!(!shows(&harness, "Load earlier messages"));
+    harness.into_state().close_blocking().unwrap();
+}

@@ -54,7 +54,8 @@ enum Done {
     ),
     /// Notices a sync brought ("bob's key changed ...").
     Notices(Vec<String>),
-    History(Kind, Result<Vec<ChatMessage>, String>),
+    History(Kind, Result<(Vec<ChatMessage>, Option<u64>), String>),
+    Earlier(Kind, Result<(Vec<ChatMessage>, Option<u64>), String>),
     Sent {
         to: Kind,
         local: u64,
@@ -260,9 +261,9 @@ impl Driver {
                     self.chat.on_notice(&notice);
                 }
             }
-            Done::History(kind, Ok(messages)) => {
+            Done::History(kind, Ok((messages, earlier))) => {
                 let open = self.chat.current().kind == kind;
-                self.chat.on_history(kind, messages);
+                self.chat.on_history(kind, messages, earlier);
                 if open {
                     self.shown();
                 }
@@ -271,6 +272,17 @@ impl Driver {
                 "could not load the history with {}: {error}",
                 kind.label()
             )),
+            Done::Earlier(kind, Ok((messages, earlier))) => {
+                self.chat.on_earlier(kind, messages, earlier);
+            }
+            Done::Earlier(kind, Err(error)) => {
+                let index = self.chat.conversation(&kind);
+                self.chat.conversations[index].loading_earlier = false;
+                self.chat.say(format!(
+                    "could not load earlier messages with {}: {error}",
+                    kind.label()
+                ));
+            }
             Done::Sent { to, local, result } => {
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -453,6 +465,34 @@ pub(crate) fn alert_sequence(options: Options, from: &str, kind: &Kind) -> Optio
     (!out.is_empty()).then_some(out)
 }
 
+/// How many messages of a conversation are loaded at a time: the last
+/// page when it opens, one more page each time the user scrolls past the
+/// top. A conversation of any length opens at once.
+pub const HISTORY_PAGE: u64 = 500;
+
+/// One page of a conversation's history: the last, or the one before
+/// `before`; with the cursor of the page before it, if there is one.
+async fn history_page<B: ChatBackend>(
+    backend: &B,
+    kind: &Kind,
+    before: Option<u64>,
+    me: &str,
+) -> Result<(Vec<ChatMessage>, Option<u64>), String> {
+    let Some((field, name)) = backend::target_params(kind) else {
+        return Ok((Vec::new(), None));
+    };
+    let mut params = json!({ field: name, "limit": HISTORY_PAGE });
+    if let Some(before) = before {
+        params["before"] = json!(before);
+    }
+    let result = backend
+        .call("history", params)
+        .await
+        .map_err(|e| e.message)?;
+    let earlier = result.get("earlier").and_then(Value::as_u64);
+    Ok((backend::parse_messages(&result, me), earlier))
+}
+
 /// Runs requests one at a time, so messages go out in the order typed.
 async fn worker<B: ChatBackend>(
     backend: B,
@@ -491,15 +531,12 @@ async fn worker<B: ChatBackend>(
                 Done::Notices(notices)
             }
             Request::History(kind) => {
-                let result = match backend::target_params(&kind) {
-                    Some((field, name)) => backend
-                        .call("history", json!({ field: name }))
-                        .await
-                        .map(|result| backend::parse_messages(&result, &me))
-                        .map_err(|e| e.message),
-                    None => Ok(Vec::new()),
-                };
+                let result = history_page(&backend, &kind, None, &me).await;
                 Done::History(kind, result)
+            }
+            Request::Earlier(kind, before) => {
+                let result = history_page(&backend, &kind, Some(before), &me).await;
+                Done::Earlier(kind, result)
             }
             Request::Send { to, text, local } => {
                 let call = match &to {

@@ -287,6 +287,20 @@ impl Session {
         })
     }
 
+    /// Whether the store holds messages of the open conversation older
+    /// than the first loaded one ([`Session::load_earlier`] brings them).
+    #[must_use]
+    pub fn has_earlier(&self) -> bool {
+        self.driver.chat.current().earlier.is_some()
+    }
+
+    /// Loads the page of the open conversation before its first loaded
+    /// message (nothing if there is none or it is on its way).
+    pub fn load_earlier(&mut self) {
+        let requests = self.driver.chat.load_earlier();
+        self.driver.run(requests);
+    }
+
     /// Sends `text` to the open conversation, or runs it as a `/` command
     /// (`/help` lists them), exactly as typed into `sotto chat`.
     pub fn submit(&mut self, text: &str) {

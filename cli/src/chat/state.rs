@@ -66,6 +66,11 @@ pub(crate) struct Conversation {
     pub(crate) unread: usize,
     /// Whether its history was asked for.
     pub(crate) loaded: bool,
+    /// Where the page before the oldest loaded message starts, if the
+    /// store holds more (the `earlier` of the history call).
+    pub(crate) earlier: Option<u64>,
+    /// Whether that page was asked for and has not come yet.
+    pub(crate) loading_earlier: bool,
     /// What was being written here while another conversation was open.
     pub(crate) draft: Compose,
 }
@@ -77,6 +82,8 @@ impl Conversation {
             entries: Vec::new(),
             unread: 0,
             loaded: false,
+            earlier: None,
+            loading_earlier: false,
             draft: Compose::default(),
         }
     }
@@ -154,8 +161,10 @@ pub(crate) enum Request {
         /// The local number of the placeholder shown until the ID comes.
         local: u64,
     },
-    /// Load a conversation's history.
+    /// Load a conversation's history (its last page).
     History(Kind),
+    /// Load the page of a conversation's history before cursor `before`.
+    Earlier(Kind, u64),
     /// Mark a conversation read: it was shown (open in a focused
     /// terminal).
     Read(Kind),
@@ -647,23 +656,77 @@ impl Chat {
 
     /// A conversation's history: replaces what was shown, keeping
     /// messages not (yet) in it and the notices.
-    pub(crate) fn on_history(&mut self, kind: Kind, messages: Vec<ChatMessage>) {
+    pub(crate) fn on_history(
+        &mut self,
+        kind: Kind,
+        messages: Vec<ChatMessage>,
+        earlier: Option<u64>,
+    ) {
         let index = self.conversation(&kind);
         let conversation = &mut self.conversations[index];
         let known: std::collections::HashSet<&str> =
             messages.iter().map(|m| m.id.as_str()).collect();
-        let kept: Vec<Entry> = conversation
-            .entries
+        let is_known = |e: &Entry| matches!(e, Entry::Message(m) if known.contains(m.id.as_str()));
+        // What was here before the page's first message (earlier pages
+        // loaded before a reload) stays before it; the rest (live
+        // messages, notices) after.
+        let split = conversation.entries.iter().position(is_known).unwrap_or(0);
+        let before: Vec<Entry> = conversation.entries[..split].to_vec();
+        let after: Vec<Entry> = conversation.entries[split..]
             .iter()
-            .filter(|e| match e {
-                Entry::Message(m) => !known.contains(m.id.as_str()),
-                Entry::Notice(_) => true,
-            })
+            .filter(|e| !is_known(e))
             .cloned()
             .collect();
-        conversation.entries = messages.into_iter().map(Entry::Message).collect();
-        conversation.entries.extend(kept);
+        if !before.iter().any(|e| matches!(e, Entry::Message(_))) {
+            conversation.earlier = earlier;
+        }
+        conversation.entries = before;
+        conversation
+            .entries
+            .extend(messages.into_iter().map(Entry::Message));
+        conversation.entries.extend(after);
         conversation.loaded = true;
+    }
+
+    /// An earlier page of a conversation's history came: it goes on top.
+    pub(crate) fn on_earlier(
+        &mut self,
+        kind: Kind,
+        messages: Vec<ChatMessage>,
+        earlier: Option<u64>,
+    ) {
+        let index = self.conversation(&kind);
+        let conversation = &mut self.conversations[index];
+        let shown: std::collections::HashSet<String> = conversation
+            .entries
+            .iter()
+            .filter_map(|e| match e {
+                Entry::Message(m) => Some(m.id.clone()),
+                Entry::Notice(_) => None,
+            })
+            .collect();
+        let mut entries: Vec<Entry> = messages
+            .into_iter()
+            .filter(|m| !shown.contains(&m.id))
+            .map(Entry::Message)
+            .collect();
+        entries.append(&mut conversation.entries);
+        conversation.entries = entries;
+        conversation.earlier = earlier;
+        conversation.loading_earlier = false;
+    }
+
+    /// Asks for the page before the oldest loaded message of the open
+    /// conversation, if the store holds one and it is not on its way.
+    pub(crate) fn load_earlier(&mut self) -> Vec<Request> {
+        let conversation = &mut self.conversations[self.open];
+        match conversation.earlier {
+            Some(before) if !conversation.loading_earlier => {
+                conversation.loading_earlier = true;
+                vec![Request::Earlier(conversation.kind.clone(), before)]
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// The owner took message `local` at `now` (unix milliseconds) and
@@ -1077,6 +1140,7 @@ mod tests {
         chat.on_history(
             Kind::Contact("bob".into()),
             vec![incoming("1", "bob", "old"), incoming("2", "bob", "live")],
+            None,
         );
         let ids: Vec<String> = chat.conversations[1]
             .entries
@@ -1087,5 +1151,52 @@ mod tests {
             })
             .collect();
         assert_eq!(ids, vec!["1", "2"]);
+    }
+
+    fn ids(chat: &Chat, index: usize) -> Vec<String> {
+        chat.conversations[index]
+            .entries
+            .iter()
+            .filter_map(|e| match e {
+                Entry::Message(m) => Some(m.id.clone()),
+                Entry::Notice(_) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn history_comes_in_pages_and_earlier_pages_go_on_top_and_survive_a_reload() {
+        let mut chat = chat();
+        let bob = Kind::Contact("bob".into());
+        chat.selected = chat.conversation(&bob);
+        chat.apply(Action::Open);
+        // The last page, with more before it.
+        chat.on_history(
+            bob.clone(),
+            vec![incoming("3", "bob", "c"), incoming("4", "bob", "d")],
+            Some(7),
+        );
+        assert_eq!(chat.load_earlier(), vec![Request::Earlier(bob.clone(), 7)]);
+        // Asked once until it comes.
+        assert!(chat.load_earlier().is_empty());
+        chat.on_earlier(
+            bob.clone(),
+            vec![incoming("1", "bob", "a"), incoming("2", "bob", "b")],
+            None,
+        );
+        let open = chat.open;
+        assert_eq!(ids(&chat, open), vec!["1", "2", "3", "4"]);
+        // The first message reached: nothing more to ask.
+        assert!(chat.load_earlier().is_empty());
+        // A reload (missed updates) brings the last page again: the
+        // earlier page stays on top, nothing doubles, the end stays known.
+        chat.on_message(bob.clone(), incoming("5", "bob", "e"));
+        chat.on_history(
+            bob,
+            vec![incoming("4", "bob", "d"), incoming("5", "bob", "e")],
+            Some(9),
+        );
+        assert_eq!(ids(&chat, open), vec!["1", "2", "3", "4", "5"]);
+        assert!(chat.load_earlier().is_empty());
     }
 }

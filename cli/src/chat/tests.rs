@@ -91,7 +91,10 @@ async fn arrows_and_enter_open_a_conversation_with_its_history_times_and_statuse
     press(&mut driver, KeyCode::Down);
     press(&mut driver, KeyCode::Enter);
     driver.settle().await;
-    assert_eq!(owner.calls("history"), vec![json!({"with": "bob"})]);
+    assert_eq!(
+        owner.calls("history"),
+        vec![json!({"with": "bob", "limit": 500})]
+    );
     let rows = screen(&mut terminal, &driver);
     assert!(shows(&rows, "┌ bob ─"), "{}", rows.join("\n"));
     assert!(
@@ -114,7 +117,7 @@ async fn arrows_and_enter_open_a_conversation_with_its_history_times_and_statuse
     assert!(shows(&screen(&mut terminal, &driver), "┌ #ops ─"));
     assert_eq!(
         owner.calls("history").last(),
-        Some(&json!({"group": "ops"}))
+        Some(&json!({"group": "ops", "limit": 500}))
     );
 }
 
@@ -318,7 +321,7 @@ async fn slash_commands_run_the_cli_command_and_show_its_output() {
     assert!(shows(&screen(&mut terminal, &driver), "┌ erin ─"));
     assert_eq!(
         owner.calls("history").last(),
-        Some(&json!({"with": "erin"}))
+        Some(&json!({"with": "erin", "limit": 500}))
     );
 }
 
@@ -408,7 +411,10 @@ async fn missed_notifications_reload_the_open_conversation() {
     assert_eq!(owner.calls("history").len(), 1);
     owner.notify("lagged", json!({"missed": 3}));
     driver.settle().await;
-    assert_eq!(owner.calls("history"), vec![json!({"with": "bob"}); 2]);
+    assert_eq!(
+        owner.calls("history"),
+        vec![json!({"with": "bob", "limit": 500}); 2]
+    );
     let rows = screen(&mut terminal, &driver);
     assert!(shows(&rows, "3 updates were missed"), "{}", rows.join("\n"));
     // Reloading shows each message once.
@@ -531,7 +537,10 @@ async fn a_paste_keeps_its_line_breaks_and_does_not_send() {
     driver.terminal(TermEvent::Paste("one\r\ntwo".into()));
     driver.settle().await;
     assert!(owner.calls("send").is_empty());
-    assert_eq!(owner.calls("history"), vec![json!({"with": "bob"})]);
+    assert_eq!(
+        owner.calls("history"),
+        vec![json!({"with": "bob", "limit": 500})]
+    );
     assert_eq!(driver.chat.compose.text, "one\ntwo");
     press(&mut driver, KeyCode::Enter);
     driver.settle().await;

@@ -98,10 +98,18 @@ fn sas_session<'a>(
 }
 
 /// The messages of a history page.
+/// A page of history and, when it is full, the cursor of the page
+/// before it (the `earlier` of the answer, given back as `before`).
 fn page(
     page: Result<Vec<(u64, sotto_core::Message)>, sotto_core::AppError>,
-) -> Result<Vec<sotto_core::Message>, RpcError> {
-    Ok(page.map_err(failed)?.into_iter().map(|(_, m)| m).collect())
+    limit: usize,
+) -> Result<(Vec<sotto_core::Message>, Option<u64>), RpcError> {
+    let page = page.map_err(failed)?;
+    let earlier = match page.first() {
+        Some((position, _)) if page.len() >= limit && limit > 0 => Some(*position),
+        _ => None,
+    };
+    Ok((page.into_iter().map(|(_, m)| m).collect(), earlier))
 }
 
 /// The optional `reply_to` param: a message ID (or its first 8+ hex
@@ -235,22 +243,39 @@ pub(super) async fn call(
                         .ok_or_else(|| invalid("\"limit\" must be a non-negative integer"))?,
                 ),
             };
+            let before = match params.get("before") {
+                None | Some(Value::Null) => None,
+                Some(value) => Some(
+                    value
+                        .as_u64()
+                        .ok_or_else(|| invalid("\"before\" must be the \"earlier\" of a page"))?,
+                ),
+            };
             let with = optional_text(&params, "with")?;
             let group = optional_text(&params, "group")?;
             app.purge_expired().map_err(failed)?;
-            // With a limit, only the last page is read from the store.
+            // With a limit, only one page is read from the store: the last,
+            // or the one before `before`.
             let limit = limit.map(|l| usize::try_from(l).unwrap_or(usize::MAX));
-            let messages = match (with, group, limit) {
-                (Some(handle), None, None) => app.history(&handle).map_err(failed)?,
-                (None, Some(group), None) => app.group_history(&group).map_err(failed)?,
-                (Some(handle), None, Some(limit)) => page(app.history_page(&handle, None, limit))?,
+            if before.is_some() && limit.is_none() {
+                return Err(invalid("\"before\" needs a \"limit\""));
+            }
+            let (messages, earlier) = match (with, group, limit) {
+                (Some(handle), None, None) => (app.history(&handle).map_err(failed)?, None),
+                (None, Some(group), None) => (app.group_history(&group).map_err(failed)?, None),
+                (Some(handle), None, Some(limit)) => {
+                    page(app.history_page(&handle, before, limit), limit)?
+                }
                 (None, Some(group), Some(limit)) => {
-                    page(app.group_history_page(&group, None, limit))?
+                    page(app.group_history_page(&group, before, limit), limit)?
                 }
                 _ => return Err(invalid("give exactly one of \"with\" and \"group\"")),
             };
             let messages: Vec<Value> = messages.iter().map(message_json).collect();
-            Ok(json!({ "messages": messages }))
+            Ok(match limit {
+                Some(_) => json!({ "messages": messages, "earlier": earlier }),
+                None => json!({ "messages": messages }),
+            })
         }
         "read" => match (
             optional_text(&params, "with")?,

@@ -118,6 +118,38 @@ async fn handles_in_process_and_through_the_socket_answer_alike() {
             .await
             .unwrap()
     );
+    // Paged: the last message, then the page before it through the
+    // cursor, then nothing more.
+    let last = handle
+        .call("history", json!({"with": "alice", "limit": 1}))
+        .await
+        .unwrap();
+    assert_eq!(last["messages"][0]["text"], "back");
+    let before = last["earlier"]
+        .as_u64()
+        .expect("a cursor: one more message");
+    let page = handle
+        .call(
+            "history",
+            json!({"with": "alice", "limit": 1, "before": before}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(page["messages"][0]["text"], "in process");
+    let first = handle
+        .call(
+            "history",
+            json!({"with": "alice", "limit": 5, "before": page["earlier"]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(first["messages"], json!([]));
+    assert!(first["earlier"].is_null());
+    let error = handle
+        .call("history", json!({"with": "alice", "before": 3}))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code, RpcError::INVALID_PARAMS, "{}", error.message);
     let error = remote.call("no.such", json!({})).await.unwrap_err();
     assert_eq!(error.code, RpcError::NO_METHOD);
     let error = handle
