@@ -190,3 +190,87 @@ async fn a_linked_device_gets_replies_edits_reactions_and_deletes_with_the_histo
         [("❤️", 1)].into()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_that_says_so_takes_its_timer_from_an_admin_only() {
+    let relay = tokens_relay().await;
+    let homes = tempfile::tempdir().unwrap();
+    let (_admin, mut members) = team(&relay, homes.path(), &["alice", "bob", "carol"]).await;
+    let mut carol = members.pop().unwrap();
+    let mut bob = members.pop().unwrap();
+    let mut alice = members.pop().unwrap();
+    sync_all(&mut [&mut bob, &mut carol]).await;
+    alice
+        .group_create(
+            "ops",
+            &["bob".to_owned(), "carol".to_owned()],
+            Rotation::default(),
+        )
+        .await
+        .unwrap();
+    sync_all(&mut [&mut bob, &mut carol]).await;
+    // By default any member sets it.
+    bob.set_timer(None, Some("ops"), 3600).await.unwrap();
+    sync_all(&mut [&mut alice, &mut carol]).await;
+    for app in [&alice, &bob, &carol] {
+        assert_eq!(app.group_timer("ops").unwrap(), 3600, "{}", app.handle());
+    }
+
+    // Only alice, the group's admin, may say so.
+    assert!(matches!(
+        bob.group_set_timer_admins_only("ops", true).await,
+        Err(AppError::Engine(EngineError::NotGroupAdmin(_)))
+    ));
+    let info = alice
+        .group_set_timer_admins_only("ops", true)
+        .await
+        .unwrap();
+    assert!(info.timer_admins_only);
+    carol.sync().await.unwrap();
+    assert!(
+        carol
+            .groups()
+            .iter()
+            .any(|g| g.name == "ops" && g.timer_admins_only)
+    );
+
+    // Bob's device has not heard yet (as a stale or modified client):
+    // its timer change goes out, and carol's device ignores it.
+    bob.set_timer(None, Some("ops"), 300).await.unwrap();
+    assert_eq!(bob.group_timer("ops").unwrap(), 300);
+    carol.sync().await.unwrap();
+    assert_eq!(carol.group_timer("ops").unwrap(), 3600);
+    let notices = carol.group_history("ops").unwrap();
+    assert!(
+        !notices.iter().any(|m| m.text.contains("5 minutes")),
+        "the refused change shows nowhere: {notices:?}"
+    );
+    // Once bob's device knows, it refuses to send one.
+    bob.sync().await.unwrap();
+    assert!(
+        bob.groups()
+            .iter()
+            .any(|g| g.name == "ops" && g.timer_admins_only)
+    );
+    assert!(matches!(
+        bob.set_timer(None, Some("ops"), 600).await,
+        Err(AppError::Engine(EngineError::GroupChange(_)))
+    ));
+    // The admin's change is taken by everyone.
+    alice.set_timer(None, Some("ops"), 86_400).await.unwrap();
+    sync_all(&mut [&mut bob, &mut carol]).await;
+    for app in [&alice, &bob, &carol] {
+        assert_eq!(app.group_timer("ops").unwrap(), 86_400, "{}", app.handle());
+    }
+    // And back to any member.
+    alice
+        .group_set_timer_admins_only("ops", false)
+        .await
+        .unwrap();
+    sync_all(&mut [&mut bob, &mut carol]).await;
+    bob.set_timer(None, Some("ops"), 7200).await.unwrap();
+    sync_all(&mut [&mut alice, &mut carol]).await;
+    for app in [&alice, &bob, &carol] {
+        assert_eq!(app.group_timer("ops").unwrap(), 7200, "{}", app.handle());
+    }
+}
