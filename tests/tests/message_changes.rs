@@ -274,3 +274,80 @@ async fn a_group_that_says_so_takes_its_timer_from_an_admin_only() {
         assert_eq!(app.group_timer("ops").unwrap(), 7200, "{}", app.handle());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_linked_before_a_group_exists_learn_it_and_read_it() {
+    let relay = tokens_relay().await;
+    let homes = tempfile::tempdir().unwrap();
+    let (_admin, mut members) = team(&relay, homes.path(), &["alice", "bob"]).await;
+    let mut bob = members.pop().unwrap();
+    let mut alice = members.pop().unwrap();
+    bob.sync().await.unwrap();
+    let mut alice2 = link(&mut alice, homes.path(), "alice2", &relay, None).await;
+    let mut bob2 = link(&mut bob, homes.path(), "bob2", &relay, None).await;
+    sync_all(&mut [&mut alice, &mut bob, &mut alice2, &mut bob2]).await;
+
+    alice
+        .group_create("ops", &["bob".to_owned()], Rotation::default())
+        .await
+        .unwrap();
+    let sent = alice.group_send("ops", "first words").await.unwrap();
+    sync_all(&mut [&mut alice2, &mut bob, &mut bob2]).await;
+    for app in [&alice2, &bob, &bob2] {
+        assert!(
+            app.groups().iter().any(|g| g.name == "ops"),
+            "{} never learned the group",
+            app.handle()
+        );
+        let history = app.group_history("ops").unwrap();
+        assert_eq!(
+            find(&history, &hex::encode(sent.id)).text,
+            "first words",
+            "{}",
+            app.handle()
+        );
+    }
+    // And the linked devices speak in it.
+    let from_bob2 = bob2.group_send("ops", "bob2 here").await.unwrap();
+    sync_all(&mut [&mut alice, &mut alice2, &mut bob]).await;
+    for app in [&alice, &alice2, &bob] {
+        let history = app.group_history("ops").unwrap();
+        assert_eq!(find(&history, &hex::encode(from_bob2.id)).text, "bob2 here");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_linked_after_its_member_was_a_contact_learns_a_new_group() {
+    let relay = tokens_relay().await;
+    let homes = tempfile::tempdir().unwrap();
+    let (_admin, mut members) = team(&relay, homes.path(), &["alice", "bob"]).await;
+    let mut bob = members.pop().unwrap();
+    let mut alice = members.pop().unwrap();
+    bob.sync().await.unwrap();
+    // alice knows bob's one device (a session and all) ...
+    alice.send("bob", "hi").await.unwrap();
+    bob.sync().await.unwrap();
+    bob.send("alice", "hi back").await.unwrap();
+    alice.sync().await.unwrap();
+    // ... then bob links a second one, and alice makes a group at once.
+    let mut bob2 = link(&mut bob, homes.path(), "bob2", &relay, None).await;
+    alice
+        .group_create("ops", &["bob".to_owned()], Rotation::default())
+        .await
+        .unwrap();
+    let sent = alice.group_send("ops", "first words").await.unwrap();
+    // alice's device wrote to bob's first device only; it hands the group
+    // to bob2, which asks alice for the key of what it cannot read yet.
+    for _ in 0..2 {
+        sync_all(&mut [&mut bob, &mut bob2, &mut alice]).await;
+    }
+    bob2.sync().await.unwrap();
+    for (app, device) in [(&bob, "bob"), (&bob2, "bob2")] {
+        assert!(
+            app.groups().iter().any(|g| g.name == "ops"),
+            "{device} never learned the group"
+        );
+        let history = app.group_history("ops").unwrap();
+        assert_eq!(find(&history, &hex::encode(sent.id)).text, "first words");
+    }
+}

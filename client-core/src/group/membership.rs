@@ -276,7 +276,31 @@ impl Engine {
     }
 
     /// A group state from `peer` (over Olm, so `peer` is authenticated).
+    /// One taken from another member also goes to my other devices: the
+    /// sender may not know them yet (a device linked just before), and
+    /// a state from my own device is taken as mine.
     pub(crate) fn on_group_state(
+        &mut self,
+        peer: &str,
+        state: GroupState,
+        epoch: Epoch,
+        sent_at: u64,
+        batch: &mut Batch,
+    ) -> Result<Received, EngineError> {
+        let forward = (peer != self.device.handle).then(|| Payload {
+            sent_at,
+            body: Some(payload::Body::GroupState(state.clone())),
+            ..Payload::default()
+        });
+        let received = self.take_group_state(peer, state, epoch, batch)?;
+        if let (Received::Group, Some(forward)) = (&received, forward) {
+            let me = self.device.handle.clone();
+            self.queue(&me, forward, None)?;
+        }
+        Ok(received)
+    }
+
+    fn take_group_state(
         &mut self,
         peer: &str,
         state: GroupState,
