@@ -650,6 +650,89 @@ mod tests {
         assert!(holds(&groups(store.as_ref()), "message 400 about"));
     }
 
+    /// Every byte of every file under `dir`.
+    fn all_bytes(dir: &std::path::Path) -> Vec<u8> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).expect("read dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                out.extend(all_bytes(&path));
+            } else {
+                out.extend(std::fs::read(&path).expect("read"));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_disappeared_text_is_in_no_store_file_and_no_opened_value_after_the_purge() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Arc::new(
+            crate::SledStore::open(dir.path(), crate::KeySource::key_file_in(dir.path()))
+                .expect("sled store"),
+        );
+        let mut engine = Engine::create(store.clone(), "alice", NOW).expect("engine");
+        engine
+            .bench_fill_history("bob", &WORDS, 600)
+            .expect("filled");
+        rewrite(&engine, store.as_ref(), 5, |m| {
+            m.text = "The secret word is SWORDFISH".into();
+            m.expires_at = Some(NOW * 1000);
+        });
+        // Found, so the index holds it too (group 0, lowercased).
+        let query = Query::new("swordfish");
+        assert_eq!(engine.search(&query, None, 5).expect("search").len(), 1);
+        assert!(holds(&groups(store.as_ref()), "swordfish"));
+        let history_key = [
+            &[Tree::History.tag()][..],
+            &history_key(store.blind(b"bob").as_bytes(), 6),
+        ]
+        .concat();
+        let sealed = store
+            .raw_tree()
+            .get(&history_key)
+            .expect("raw get")
+            .expect("the entry")
+            .to_vec();
+        store.flush().expect("flush");
+        let files = all_bytes(dir.path());
+        // The scan sees the store's values (the entry's sealed bytes) ...
+        assert!(files.windows(sealed.len()).any(|w| w == sealed.as_slice()));
+        // ... and no file holds the text, in either case.
+        for text in [&b"SWORDFISH"[..], b"swordfish"] {
+            assert!(!files.windows(text.len()).any(|w| w == text));
+        }
+
+        assert_eq!(engine.purge_expired(NOW * 1000).expect("purge"), 1);
+        store.flush().expect("flush");
+        assert!(
+            store
+                .raw_tree()
+                .get(&history_key)
+                .expect("raw get")
+                .is_none()
+        );
+        assert!(engine.search(&query, None, 5).expect("search").is_empty());
+        // No opened value of any tree holds it: history, index, seen.
+        for tree in Tree::ALL {
+            for (_, value) in store.scan_prefix(tree, &[]).expect("scan") {
+                for text in [&b"SWORDFISH"[..], b"swordfish"] {
+                    assert!(!value.windows(text.len()).any(|w| w == text), "{tree}");
+                }
+            }
+        }
+        drop(engine);
+        drop(store);
+        let files = all_bytes(dir.path());
+        for text in [&b"SWORDFISH"[..], b"swordfish"] {
+            assert!(!files.windows(text.len()).any(|w| w == text));
+        }
+        eprintln!(
+            "OBSERVE old sealed bytes still in files: {}",
+            files.windows(sealed.len()).any(|w| w == sealed.as_slice())
+        );
+    }
+
     #[test]
     fn words_match_by_prefix_in_any_order() {
         let query = Query::new("depl fri");
