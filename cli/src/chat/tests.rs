@@ -737,7 +737,7 @@ async fn reply_react_edit_and_delete_are_typed_as_commands_and_change_the_line_i
 async fn a_message_command_that_names_no_message_says_why_and_asks_nothing() {
     let (mut driver, owner, mut terminal) = chat(Options::default()).await;
     // In the console there is no message to name.
-    type_text(&mut driver, "\t/delete ^");
+    type_text(&mut driver, "/delete ^");
     press(&mut driver, KeyCode::Enter);
     driver.settle().await;
     assert!(shows(
@@ -771,4 +771,36 @@ async fn a_message_command_that_names_no_message_says_why_and_asks_nothing() {
     driver.settle().await;
     let rows = screen(&mut terminal, &driver);
     assert!(shows(&rows, "could not react to"), "{}", rows.join("\n"));
+}
+
+#[tokio::test]
+async fn in_a_group_a_reply_goes_to_the_group_naming_the_message_it_answers() {
+    let owner = FakeOwner::new();
+    owner.inner.lock().unwrap().histories.insert(
+        "ops".into(),
+        json!({"messages": [
+            {"id": "ab01", "from": "bob", "to": null, "group": "ops", "text": "deploy friday?", "sent_at": 3_600_000, "status": "received"},
+        ]}),
+    );
+    let mut driver = Driver::start(owner.clone(), Options::default())
+        .await
+        .unwrap();
+    driver.settle().await;
+    type_text(&mut driver, "/join #ops");
+    press(&mut driver, KeyCode::Enter);
+    driver.settle().await;
+    type_text(&mut driver, "/reply ^ yes, friday");
+    press(&mut driver, KeyCode::Enter);
+    driver.settle().await;
+    assert_eq!(
+        owner.calls("group.send"),
+        vec![json!({"group": "ops", "text": "yes, friday", "reply_to": "ab01"})]
+    );
+    type_text(&mut driver, "/react ^2 🎉");
+    press(&mut driver, KeyCode::Enter);
+    driver.settle().await;
+    assert_eq!(
+        owner.calls("react"),
+        vec![json!({"id": "ab01", "emoji": "🎉"})]
+    );
 }
