@@ -1009,6 +1009,7 @@ async fn group(app: &mut App, command: GroupCommand, ctx: &mut Ctx) -> anyhow::R
                 "admins": info.admins,
                 "generation": info.generation,
                 "active": info.active,
+                "timer_admins_only": info.timer_admins_only,
             }),
         );
     };
@@ -1033,6 +1034,20 @@ async fn group(app: &mut App, command: GroupCommand, ctx: &mut Ctx) -> anyhow::R
         GroupCommand::Remove { name, handles } => {
             let info = app.group_remove(&name, &handles).await?;
             show(&info, "updated");
+        }
+        GroupCommand::Set {
+            name,
+            timer_admins_only,
+        } => {
+            let info = app
+                .group_set_timer_admins_only(&name, timer_admins_only)
+                .await?;
+            let who = if info.timer_admins_only {
+                "admins only"
+            } else {
+                "any member"
+            };
+            show(&info, &format!("timer set by {who} in"));
         }
         GroupCommand::Leave { name } => {
             let info = app.group_leave(&name).await?;

@@ -316,6 +316,15 @@ pub(crate) enum GroupCommand {
         #[arg(required = true)]
         handles: Vec<String>,
     },
+    /// Admin: change a group's settings.
+    Set {
+        /// The group's name (or the start of its ID).
+        name: String,
+        /// Whether only an admin may set the disappearing-message timer
+        /// (members' devices ignore anyone else's).
+        #[arg(long, value_name = "on|off", value_parser = on_off, action = clap::ArgAction::Set, required = true)]
+        timer_admins_only: bool,
+    },
     /// Leave a group you do not administer; its admin's device removes you.
     Leave {
         /// The group's name (or the start of its ID).

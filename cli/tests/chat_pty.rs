@@ -177,3 +177,85 @@ fn a_message_typed_in_chat_reaches_the_other_member_and_their_reply_appears_on_s
     let history = ok(&sotto(&alice, &["history", "bob"]));
     assert!(history.contains("hi alice, bob here"), "{history}");
 }
+
+/// The `--json` sync of `home`: every line it printed.
+fn synced(home: &Path) -> Vec<serde_json::Value> {
+    ok(&sotto(home, &["--json", "sync"]))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The first `updated` message of a sync of `home`.
+fn updated(home: &Path) -> serde_json::Value {
+    let lines = synced(home);
+    lines
+        .iter()
+        .find_map(|l| l.get("updated").cloned())
+        .unwrap_or_else(|| panic!("no update in {lines:?}"))
+}
+
+#[test]
+fn reply_react_edit_and_delete_typed_in_chat_reach_the_other_member() {
+    let (_relay, _homes, alice, bob) = team_of_two();
+    let mut chat = Chat::start(&alice, &[]);
+    chat.wait_for("online");
+    chat.wait_for("│  bob");
+    chat.type_keys(DOWN);
+    chat.type_keys("\r");
+    chat.wait_for("message to bob");
+    let sent = ok(&sotto(&bob, &["--json", "send", "alice", "lunch at noon?"]));
+    let sent: serde_json::Value = serde_json::from_str(sent.lines().next().unwrap()).unwrap();
+    let lunch = sent["id"].as_str().unwrap().to_owned();
+    chat.wait_for("bob: lunch at noon?");
+
+    // A reaction to bob's message (^: the newest in the conversation).
+    chat.type_keys("/react ^ 👍\r");
+    chat.wait_for("bob: lunch at noon? [");
+    let reacted = updated(&bob);
+    assert_eq!(reacted["id"], lunch.as_str());
+    assert_eq!(reacted["reactions"]["👍"], 1, "{reacted}");
+
+    // A reply to it.
+    chat.type_keys("/reply ^ yes, noon works\r");
+    chat.wait_for(&format!("me: (re {}) yes, noon works  sent", &lunch[..8]));
+    let reply = synced(&bob)
+        .into_iter()
+        .find(|l| l["text"] == "yes, noon works")
+        .expect("the reply reached bob");
+    assert_eq!(reply["reply_to"], lunch.as_str());
+    let reply_id = reply["id"].as_str().unwrap().to_owned();
+
+    // An edit of my reply (^ counts my own messages for /edit).
+    chat.type_keys("/edit ^ yes, 12:30 works\r");
+    chat.wait_for("yes, 12:30 works (edited)");
+    let edited = updated(&bob);
+    assert_eq!(edited["id"], reply_id.as_str());
+    assert_eq!(edited["text"], "yes, 12:30 works");
+    assert_eq!(edited["edited"], true);
+
+    // Deleted for everyone: bob keeps a stub and no text.
+    chat.type_keys("/delete ^\r");
+    chat.wait_for("me: (message deleted)");
+    let deleted = updated(&bob);
+    assert_eq!(deleted["id"], reply_id.as_str());
+    assert_eq!(deleted["deleted"], true);
+    let history = ok(&sotto(&bob, &["history", "alice"]));
+    assert!(!history.contains("12:30"), "{history}");
+    assert!(history.contains("message deleted"), "{history}");
+
+    // Bob's own edit shows in alice's chat, in place, reaction kept.
+    ok(&sotto_stdin(&bob, &["edit", &lunch], "lunch at one?\n"));
+    chat.wait_for("bob: lunch at one? (edited) [");
+    assert!(
+        !chat.screen().contains("lunch at noon?"),
+        "{}",
+        chat.screen()
+    );
+
+    // Bob's message is not mine to edit: the chat says so, nothing changes.
+    chat.type_keys(&format!("/edit {} mine now\r", &lunch[..8]));
+    chat.wait_for("could not edit that message");
+    let history = ok(&sotto(&bob, &["history", "alice"]));
+    assert!(!history.contains("mine now"), "{history}");
+}

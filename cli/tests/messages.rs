@@ -296,3 +296,29 @@ fn disappear_sets_a_timer_both_sides_see_and_messages_carry_their_expiry() {
     sync(&bob);
     assert!(in_history(&bob, &["history", "alice"], &id)["expires_at"].is_null());
 }
+
+#[test]
+fn group_set_timer_admins_only_is_the_admins_and_members_then_may_not_set_the_timer() {
+    let (_relay, _homes, alice, bob) = team_of_two();
+    ok(&sotto(&alice, &["group", "create", "ops", "bob"]));
+    ok(&sotto(&bob, &["sync"]));
+    fails(
+        &sotto(&bob, &["group", "set", "ops", "--timer-admins-only", "on"]),
+        4,
+        "admin",
+    );
+    let set = lines(&ok(&sotto(
+        &alice,
+        &["--json", "group", "set", "ops", "--timer-admins-only", "on"],
+    )));
+    assert_eq!(set[0]["timer_admins_only"], true, "{set:?}");
+    ok(&sotto(&bob, &["sync"]));
+    let listed = lines(&ok(&sotto(&bob, &["--json", "group", "list"])));
+    assert_eq!(listed[0]["timer_admins_only"], true, "{listed:?}");
+    fails(
+        &sotto(&bob, &["disappear", "--group", "ops", "1h"]),
+        4,
+        "only an admin of this group may set its timer",
+    );
+    ok(&sotto(&alice, &["disappear", "--group", "ops", "1h"]));
+}

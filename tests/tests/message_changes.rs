@@ -190,3 +190,164 @@ async fn a_linked_device_gets_replies_edits_reactions_and_deletes_with_the_histo
         [("❤️", 1)].into()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_that_says_so_takes_its_timer_from_an_admin_only() {
+    let relay = tokens_relay().await;
+    let homes = tempfile::tempdir().unwrap();
+    let (_admin, mut members) = team(&relay, homes.path(), &["alice", "bob", "carol"]).await;
+    let mut carol = members.pop().unwrap();
+    let mut bob = members.pop().unwrap();
+    let mut alice = members.pop().unwrap();
+    sync_all(&mut [&mut bob, &mut carol]).await;
+    alice
+        .group_create(
+            "ops",
+            &["bob".to_owned(), "carol".to_owned()],
+            Rotation::default(),
+        )
+        .await
+        .unwrap();
+    sync_all(&mut [&mut bob, &mut carol]).await;
+    // By default any member sets it.
+    bob.set_timer(None, Some("ops"), 3600).await.unwrap();
+    sync_all(&mut [&mut alice, &mut carol]).await;
+    for app in [&alice, &bob, &carol] {
+        assert_eq!(app.group_timer("ops").unwrap(), 3600, "{}", app.handle());
+    }
+
+    // Only alice, the group's admin, may say so.
+    assert!(matches!(
+        bob.group_set_timer_admins_only("ops", true).await,
+        Err(AppError::Engine(EngineError::NotGroupAdmin(_)))
+    ));
+    let info = alice
+        .group_set_timer_admins_only("ops", true)
+        .await
+        .unwrap();
+    assert!(info.timer_admins_only);
+    carol.sync().await.unwrap();
+    assert!(
+        carol
+            .groups()
+            .iter()
+            .any(|g| g.name == "ops" && g.timer_admins_only)
+    );
+
+    // Bob's device has not heard yet (as a stale or modified client):
+    // its timer change goes out, and carol's device ignores it.
+    bob.set_timer(None, Some("ops"), 300).await.unwrap();
+    assert_eq!(bob.group_timer("ops").unwrap(), 300);
+    carol.sync().await.unwrap();
+    assert_eq!(carol.group_timer("ops").unwrap(), 3600);
+    let notices = carol.group_history("ops").unwrap();
+    assert!(
+        !notices.iter().any(|m| m.text.contains("5 minutes")),
+        "the refused change shows nowhere: {notices:?}"
+    );
+    // Once bob's device knows, it refuses to send one.
+    bob.sync().await.unwrap();
+    assert!(
+        bob.groups()
+            .iter()
+            .any(|g| g.name == "ops" && g.timer_admins_only)
+    );
+    assert!(matches!(
+        bob.set_timer(None, Some("ops"), 600).await,
+        Err(AppError::Engine(EngineError::GroupChange(_)))
+    ));
+    // The admin's change is taken by everyone.
+    alice.set_timer(None, Some("ops"), 86_400).await.unwrap();
+    sync_all(&mut [&mut bob, &mut carol]).await;
+    for app in [&alice, &bob, &carol] {
+        assert_eq!(app.group_timer("ops").unwrap(), 86_400, "{}", app.handle());
+    }
+    // And back to any member.
+    alice
+        .group_set_timer_admins_only("ops", false)
+        .await
+        .unwrap();
+    sync_all(&mut [&mut bob, &mut carol]).await;
+    bob.set_timer(None, Some("ops"), 7200).await.unwrap();
+    sync_all(&mut [&mut alice, &mut carol]).await;
+    for app in [&alice, &bob, &carol] {
+        assert_eq!(app.group_timer("ops").unwrap(), 7200, "{}", app.handle());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_linked_before_a_group_exists_learn_it_and_read_it() {
+    let relay = tokens_relay().await;
+    let homes = tempfile::tempdir().unwrap();
+    let (_admin, mut members) = team(&relay, homes.path(), &["alice", "bob"]).await;
+    let mut bob = members.pop().unwrap();
+    let mut alice = members.pop().unwrap();
+    bob.sync().await.unwrap();
+    let mut alice2 = link(&mut alice, homes.path(), "alice2", &relay, None).await;
+    let mut bob2 = link(&mut bob, homes.path(), "bob2", &relay, None).await;
+    sync_all(&mut [&mut alice, &mut bob, &mut alice2, &mut bob2]).await;
+
+    alice
+        .group_create("ops", &["bob".to_owned()], Rotation::default())
+        .await
+        .unwrap();
+    let sent = alice.group_send("ops", "first words").await.unwrap();
+    sync_all(&mut [&mut alice2, &mut bob, &mut bob2]).await;
+    for app in [&alice2, &bob, &bob2] {
+        assert!(
+            app.groups().iter().any(|g| g.name == "ops"),
+            "{} never learned the group",
+            app.handle()
+        );
+        let history = app.group_history("ops").unwrap();
+        assert_eq!(
+            find(&history, &hex::encode(sent.id)).text,
+            "first words",
+            "{}",
+            app.handle()
+        );
+    }
+    // And the linked devices speak in it.
+    let from_bob2 = bob2.group_send("ops", "bob2 here").await.unwrap();
+    sync_all(&mut [&mut alice, &mut alice2, &mut bob]).await;
+    for app in [&alice, &alice2, &bob] {
+        let history = app.group_history("ops").unwrap();
+        assert_eq!(find(&history, &hex::encode(from_bob2.id)).text, "bob2 here");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_linked_after_its_member_was_a_contact_learns_a_new_group() {
+    let relay = tokens_relay().await;
+    let homes = tempfile::tempdir().unwrap();
+    let (_admin, mut members) = team(&relay, homes.path(), &["alice", "bob"]).await;
+    let mut bob = members.pop().unwrap();
+    let mut alice = members.pop().unwrap();
+    bob.sync().await.unwrap();
+    // alice knows bob's one device (a session and all) ...
+    alice.send("bob", "hi").await.unwrap();
+    bob.sync().await.unwrap();
+    bob.send("alice", "hi back").await.unwrap();
+    alice.sync().await.unwrap();
+    // ... then bob links a second one, and alice makes a group at once.
+    let mut bob2 = link(&mut bob, homes.path(), "bob2", &relay, None).await;
+    alice
+        .group_create("ops", &["bob".to_owned()], Rotation::default())
+        .await
+        .unwrap();
+    let sent = alice.group_send("ops", "first words").await.unwrap();
+    // alice's device wrote to bob's first device only; it hands the group
+    // to bob2, which asks alice for the key of what it cannot read yet.
+    for _ in 0..2 {
+        sync_all(&mut [&mut bob, &mut bob2, &mut alice]).await;
+    }
+    bob2.sync().await.unwrap();
+    for (app, device) in [(&bob, "bob"), (&bob2, "bob2")] {
+        assert!(
+            app.groups().iter().any(|g| g.name == "ops"),
+            "{device} never learned the group"
+        );
+        let history = app.group_history("ops").unwrap();
+        assert_eq!(find(&history, &hex::encode(sent.id)).text, "first words");
+    }
+}

@@ -108,8 +108,6 @@ struct WireMessage {
 impl WireMessage {
     /// The line the chat shows: the text, or the stub of a deleted
     /// message, with what it replies to, "edited" and the reactions.
-    /// (Reacting, editing and deleting from the chat is not built yet:
-    /// `sotto react|edit|delete` work beside it, through its owner.)
     fn shown(&self) -> String {
         if self.deleted {
             return format!("({})", sotto_core::DELETED_TEXT);
@@ -334,6 +332,34 @@ pub(crate) mod fake {
                     Ok(
                         json!({"stdout": text, "stderr": "█▀█ a QR code\nGive this code", "exit_code": 0}),
                     )
+                }
+                "react" | "edit" | "delete" => {
+                    // The message of a fake history, changed as asked.
+                    let found = inner
+                        .histories
+                        .values()
+                        .filter_map(|h| h["messages"].as_array())
+                        .flatten()
+                        .find(|m| m["id"] == params["id"])
+                        .cloned();
+                    let Some(mut message) = found else {
+                        return Err(CallError {
+                            code: 2,
+                            message: "no message has this ID".into(),
+                        });
+                    };
+                    match method {
+                        "react" => {
+                            message["reactions"] =
+                                json!({params["emoji"].as_str().unwrap_or_default(): 1})
+                        }
+                        "edit" => {
+                            message["text"] = params["text"].clone();
+                            message["edited"] = json!(true);
+                        }
+                        _ => message["deleted"] = json!(true),
+                    }
+                    Ok(json!({"message": message, "status": "sent"}))
                 }
                 "send" | "group.send" => match &inner.refuse_sends {
                     Some(message) => Err(CallError {

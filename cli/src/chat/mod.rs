@@ -64,6 +64,9 @@ enum Done {
     Output(String),
     /// The answer to a window's call.
     Called(u64, Result<Value, String>),
+    /// A reaction, edit or delete made (owner method, then the changed
+    /// message) or refused.
+    Changed(&'static str, Result<Value, String>),
     /// Nothing to show (a read mark).
     Quiet,
 }
@@ -292,6 +295,20 @@ impl Driver {
             Done::Output(text) => self.chat.say(text),
             Done::Called(ticket, result) => {
                 self.replies.insert(ticket, result);
+            }
+            Done::Changed(_, Ok(message)) => {
+                if let Some((_, message)) = backend::parse_message(&message, &self.chat.me) {
+                    self.chat.on_update(message);
+                }
+            }
+            Done::Changed(method, Err(error)) => {
+                let what = if method == "react" {
+                    "react to"
+                } else {
+                    method
+                };
+                self.chat
+                    .say(format!("could not {what} that message: {error}"));
             }
             Done::Quiet => {}
         }
@@ -538,17 +555,26 @@ async fn worker<B: ChatBackend>(
                 let result = history_page(&backend, &kind, Some(before), &me).await;
                 Done::Earlier(kind, result)
             }
-            Request::Send { to, text, local } => {
+            Request::Send {
+                to,
+                text,
+                local,
+                reply_to,
+            } => {
                 let call = match &to {
                     Kind::Group(name) => {
-                        backend
-                            .call("group.send", json!({"group": name, "text": text}))
-                            .await
+                        let mut params = json!({"group": name, "text": text});
+                        if let Some(reply_to) = &reply_to {
+                            params["reply_to"] = json!(reply_to);
+                        }
+                        backend.call("group.send", params).await
                     }
                     Kind::Contact(handle) => {
-                        backend
-                            .call("send", json!({"to": handle, "text": text}))
-                            .await
+                        let mut params = json!({"to": handle, "text": text});
+                        if let Some(reply_to) = &reply_to {
+                            params["reply_to"] = json!(reply_to);
+                        }
+                        backend.call("send", params).await
                     }
                     Kind::Console => Err(CallError {
                         code: 2,
@@ -564,6 +590,20 @@ async fn worker<B: ChatBackend>(
                     Ok((id.to_owned(), !queued))
                 });
                 Done::Sent { to, local, result }
+            }
+            Request::Change { id, change } => {
+                let mut params = json!({ "id": id });
+                match &change {
+                    state::Change::React(emoji) => params["emoji"] = json!(emoji),
+                    state::Change::Edit(text) => params["text"] = json!(text),
+                    state::Change::Delete => {}
+                }
+                let result = backend
+                    .call(change.method(), params)
+                    .await
+                    .map(|result| result.get("message").cloned().unwrap_or(Value::Null))
+                    .map_err(|e| e.message);
+                Done::Changed(change.method(), result)
             }
             Request::Command(args) => {
                 let shown = format!("$ sotto {}", args.join(" "));

@@ -160,6 +160,15 @@ pub(crate) enum Request {
         text: String,
         /// The local number of the placeholder shown until the ID comes.
         local: u64,
+        /// The message it replies to (its ID or first 8+ hex digits).
+        reply_to: Option<String>,
+    },
+    /// React to, edit or delete (for everyone) a message.
+    Change {
+        /// The message's ID (or its first 8+ hex digits).
+        id: String,
+        /// What to do.
+        change: Change,
     },
     /// Load a conversation's history (its last page).
     History(Kind),
@@ -187,6 +196,28 @@ pub(crate) enum Request {
     },
     /// Leave.
     Quit,
+}
+
+/// A change to a message, as `/react`, `/edit` and `/delete` ask.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Change {
+    /// Toggle this reaction (one emoji).
+    React(String),
+    /// Replace the text (my own messages only).
+    Edit(String),
+    /// Delete for everyone (my own messages only).
+    Delete,
+}
+
+impl Change {
+    /// The owner method that makes it.
+    pub(crate) fn method(&self) -> &'static str {
+        match self {
+            Change::React(_) => "react",
+            Change::Edit(_) => "edit",
+            Change::Delete => "delete",
+        }
+    }
 }
 
 /// The text being written, with a cursor (a byte index on a char
@@ -318,6 +349,7 @@ Keys: Up/Down and Enter open a conversation, Ctrl+N/Ctrl+P the next or previous 
 /verify HANDLE: the safety number to compare with HANDLE
 /devices [--pending]: your devices
 /settings [--read-receipts on|off]: this profile's settings (read receipts: what you open here is marked read)
+/reply MSG TEXT, /react MSG EMOJI, /edit MSG TEXT, /delete MSG (MSG: ^ newest, ^2…, or an ID)
 /members: reload the members and groups
 /quit: leave (Ctrl+C too). //text sends a message that starts with /";
 
@@ -512,6 +544,12 @@ impl Chat {
             Some(rest) => format!("/{rest}"),
             None => text,
         };
+        self.send(text, None)
+    }
+
+    /// Sends `text` (replying to `reply_to`) to the open conversation,
+    /// with a placeholder until the ID comes back.
+    fn send(&mut self, text: String, reply_to: Option<String>) -> Vec<Request> {
         let to = self.current().kind.clone();
         if to == Kind::Console {
             self.say("This is the console: open a conversation first (Up/Down and Enter, or /join NAME).");
@@ -522,11 +560,15 @@ impl Chat {
         }
         self.next_local += 1;
         let local = self.next_local;
+        let shown = match reply_to.as_deref().and_then(|id| id.get(..8)) {
+            Some(short) => format!("(re {short}) {text}"),
+            None => text.clone(),
+        };
         let placeholder = ChatMessage {
             id: format!("local:{local}"),
             from: self.me.clone(),
             outgoing: true,
-            text: text.clone(),
+            text: shown,
             sent_at: 0,
             status: Status::Queued,
         };
@@ -535,7 +577,97 @@ impl Chat {
             .entries
             .push(Entry::Message(placeholder));
         self.scroll = 0;
-        vec![Request::Send { to, text, local }]
+        vec![Request::Send {
+            to,
+            text,
+            local,
+            reply_to,
+        }]
+    }
+
+    /// The message `reference` names in the open conversation: `^` the
+    /// newest, `^N` the N-th newest (of mine only with `mine`), or an ID
+    /// (8 to 32 hex digits, checked by the owner).
+    fn message_ref(&self, reference: &str, mine: bool) -> Result<String, String> {
+        let Some(back) = reference.strip_prefix('^') else {
+            let hex = reference.len() >= 8
+                && reference.len() <= 32
+                && reference.chars().all(|c| c.is_ascii_hexdigit());
+            return match hex {
+                true => Ok(reference.to_ascii_lowercase()),
+                false => Err(format!(
+                    "{reference:?} names no message: use ^ (the newest), ^2 (the one before)… or an ID from `sotto history`"
+                )),
+            };
+        };
+        let n = match back {
+            "" => 1,
+            n => n
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("^{back}: give ^ or ^N with N a positive number"))?,
+        };
+        let found = self
+            .current()
+            .entries
+            .iter()
+            .rev()
+            .filter_map(|e| match e {
+                Entry::Message(m) if !mine || m.outgoing => Some(m),
+                _ => None,
+            })
+            .nth(n - 1);
+        match found {
+            Some(m) if m.id.starts_with("local:") => {
+                Err("that message has no ID yet (it is still being sent)".to_owned())
+            }
+            Some(m) => Ok(m.id.clone()),
+            None if mine => Err(format!(
+                "there are not {n} messages of yours in this conversation"
+            )),
+            None => Err(format!("there are not {n} messages in this conversation")),
+        }
+    }
+
+    /// `/reply`, `/react`, `/edit`, `/delete`: `rest` is what follows the
+    /// command's name.
+    fn message_command(&mut self, name: &str, rest: &str) -> Vec<Request> {
+        let usage = match name {
+            "reply" => "usage: /reply MSG TEXT (MSG: ^, ^2… or an ID)",
+            "react" => "usage: /react MSG EMOJI (MSG: ^, ^2… or an ID)",
+            "edit" => "usage: /edit MSG NEW TEXT (MSG: ^ your newest, ^2… or an ID)",
+            _ => "usage: /delete MSG (MSG: ^ your newest, ^2… or an ID)",
+        };
+        if self.current().kind == Kind::Console {
+            self.say("This is the console: open a conversation first (Up/Down and Enter, or /join NAME).");
+            return Vec::new();
+        }
+        let rest = rest.trim_start();
+        let (reference, argument) = match rest.split_once(char::is_whitespace) {
+            Some((reference, argument)) => (reference, argument.trim()),
+            None => (rest, ""),
+        };
+        let needs_argument = name != "delete";
+        if reference.is_empty() || argument.is_empty() == needs_argument {
+            self.say(usage);
+            return Vec::new();
+        }
+        let mine = matches!(name, "edit" | "delete");
+        let id = match self.message_ref(reference, mine) {
+            Ok(id) => id,
+            Err(error) => {
+                self.say(error);
+                return Vec::new();
+            }
+        };
+        let change = match name {
+            "reply" => return self.send(argument.to_owned(), Some(id)),
+            "react" => Change::React(argument.to_owned()),
+            "edit" => Change::Edit(argument.to_owned()),
+            _ => Change::Delete,
+        };
+        vec![Request::Change { id, change }]
     }
 
     fn command(&mut self, line: &str) -> Vec<Request> {
@@ -550,6 +682,12 @@ impl Chat {
         };
         match name.as_str() {
             "quit" | "q" | "exit" => self.apply(Action::Quit),
+            "reply" | "react" | "edit" | "delete" => {
+                // The text keeps its own spacing: what follows the name.
+                let rest = line.trim_start().get(name.len()..).unwrap_or_default();
+                let name = name.clone();
+                self.message_command(&name, rest)
+            }
             "help" | "h" | "?" => {
                 self.say(HELP);
                 Vec::new()
@@ -943,7 +1081,8 @@ mod tests {
             vec![Request::Send {
                 to: Kind::Contact("bob".into()),
                 text: "hi bob".into(),
-                local: 1
+                local: 1,
+                reply_to: None,
             }]
         );
         assert!(chat.compose.text.is_empty());

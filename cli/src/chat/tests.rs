@@ -274,7 +274,10 @@ async fn the_help_bar_shows_the_keys_for_where_the_focus_is() {
     type_text(&mut driver, "/help");
     press(&mut driver, KeyCode::Enter);
     let rows = screen(&mut terminal, &driver);
-    assert!(shows(&rows, "/invite HANDLE"), "{}", rows.join("\n"));
+    // The end of the help is on screen (the start scrolled up).
+    for words in ["/group create", "/reply MSG TEXT, /react MSG EMOJI"] {
+        assert!(shows(&rows, words), "{}", rows.join("\n"));
+    }
 }
 
 #[tokio::test]
@@ -681,5 +684,132 @@ async fn an_updated_message_is_replaced_in_place_with_its_reactions_or_stub() {
         shows(&rows, "bob: (message deleted)"),
         "{}",
         rows.join("\n")
+    );
+}
+
+#[tokio::test]
+async fn reply_react_edit_and_delete_are_typed_as_commands_and_change_the_line_in_place() {
+    let (mut driver, owner, mut terminal) = chat(Options::default()).await;
+    press(&mut driver, KeyCode::Down);
+    press(&mut driver, KeyCode::Enter);
+    driver.settle().await;
+    // ^2 is bob's h1 (the newest, ^, is my h2).
+    type_text(&mut driver, "/react ^2 👍");
+    press(&mut driver, KeyCode::Enter);
+    driver.settle().await;
+    assert_eq!(
+        owner.calls("react"),
+        vec![json!({"id": "h1", "emoji": "👍"})]
+    );
+    let rows = screen(&mut terminal, &driver);
+    assert!(
+        shows(&rows, "bob: hello from history [👍"),
+        "{}",
+        rows.join("\n")
+    );
+    // /edit and /delete count my own messages: ^ is my h2.
+    type_text(&mut driver, "/edit ^ my  better reply");
+    press(&mut driver, KeyCode::Enter);
+    driver.settle().await;
+    assert_eq!(
+        owner.calls("edit"),
+        vec![json!({"id": "h2", "text": "my  better reply"})]
+    );
+    let rows = screen(&mut terminal, &driver);
+    assert!(
+        shows(&rows, "me: my  better reply (edited)"),
+        "{}",
+        rows.join("\n")
+    );
+    assert!(!shows(&rows, "my old reply"), "{}", rows.join("\n"));
+    type_text(&mut driver, "/delete ^");
+    press(&mut driver, KeyCode::Enter);
+    driver.settle().await;
+    assert_eq!(owner.calls("delete"), vec![json!({"id": "h2"})]);
+    let rows = screen(&mut terminal, &driver);
+    assert!(shows(&rows, "me: (message deleted)"), "{}", rows.join("\n"));
+    // A reply names what it answers, on screen and to the owner.
+    type_text(&mut driver, "/reply ab12cd34ef sounds good");
+    press(&mut driver, KeyCode::Enter);
+    driver.settle().await;
+    assert_eq!(
+        owner.calls("send").last(),
+        Some(&json!({"to": "bob", "text": "sounds good", "reply_to": "ab12cd34ef"}))
+    );
+    assert!(shows(
+        &screen(&mut terminal, &driver),
+        "(re ab12cd34) sounds good"
+    ));
+}
+
+#[tokio::test]
+async fn a_message_command_that_names_no_message_says_why_and_asks_nothing() {
+    let (mut driver, owner, mut terminal) = chat(Options::default()).await;
+    // In the console there is no message to name.
+    type_text(&mut driver, "/delete ^");
+    press(&mut driver, KeyCode::Enter);
+    driver.settle().await;
+    assert!(shows(
+        &screen(&mut terminal, &driver),
+        "open a conversation first"
+    ));
+    press(&mut driver, KeyCode::Esc);
+    press(&mut driver, KeyCode::Down);
+    press(&mut driver, KeyCode::Enter);
+    driver.settle().await;
+    for (typed, said) in [
+        ("/edit ^2 x", "not 2 messages of yours"),
+        ("/react ^9 👍", "not 9 messages"),
+        ("/react ^0 👍", "positive number"),
+        ("/react zz 👍", "names no message"),
+        ("/react ^", "usage: /react MSG EMOJI"),
+        ("/delete ^ now", "usage: /delete MSG"),
+    ] {
+        type_text(&mut driver, typed);
+        press(&mut driver, KeyCode::Enter);
+        driver.settle().await;
+        let rows = screen(&mut terminal, &driver);
+        assert!(shows(&rows, said), "{typed}: {}", rows.join("\n"));
+    }
+    for method in ["react", "edit", "delete", "send"] {
+        assert!(owner.calls(method).is_empty(), "{method}");
+    }
+    // A change the owner refuses is said, the line stays.
+    type_text(&mut driver, "/react 0123456789abcdef 👍");
+    press(&mut driver, KeyCode::Enter);
+    driver.settle().await;
+    let rows = screen(&mut terminal, &driver);
+    assert!(shows(&rows, "could not react to"), "{}", rows.join("\n"));
+}
+
+#[tokio::test]
+async fn in_a_group_a_reply_goes_to_the_group_naming_the_message_it_answers() {
+    let owner = FakeOwner::new();
+    owner.inner.lock().unwrap().histories.insert(
+        "ops".into(),
+        json!({"messages": [
+            {"id": "ab01", "from": "bob", "to": null, "group": "ops", "text": "deploy friday?", "sent_at": 3_600_000, "status": "received"},
+        ]}),
+    );
+    let mut driver = Driver::start(owner.clone(), Options::default())
+        .await
+        .unwrap();
+    driver.settle().await;
+    type_text(&mut driver, "/join #ops");
+    press(&mut driver, KeyCode::Enter);
+    driver.settle().await;
+    type_text(&mut driver, "/reply ^ yes, friday");
+    press(&mut driver, KeyCode::Enter);
+    driver.settle().await;
+    assert_eq!(
+        owner.calls("group.send"),
+        vec![json!({"group": "ops", "text": "yes, friday", "reply_to": "ab01"})]
+    );
+    type_text(&mut driver, "/react ^2 🎉");
+    press(&mut driver, KeyCode::Enter);
+    driver.settle().await;
+    assert_eq!(
+        owner.calls("react"),
+        vec![json!({"id": "ab01", "emoji": "🎉"})]
     );
 }

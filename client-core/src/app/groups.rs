@@ -24,6 +24,22 @@ impl App {
         Ok(info)
     }
 
+    /// Admin of the group: whether only admins may set its
+    /// disappearing-message timer (members' devices ignore anyone else's).
+    pub async fn group_set_timer_admins_only(
+        &mut self,
+        group: &str,
+        on: bool,
+    ) -> Result<crate::GroupInfo, AppError> {
+        self.resolve_group_members(group).await?;
+        let info =
+            self.client
+                .engine_mut()
+                .set_group_timer_admins_only(group, on, (self.clock)())?;
+        self.deliver_or_queue().await?;
+        Ok(info)
+    }
+
     /// Admin of the group: adds `handles`; they see only what is sent from
     /// now on.
     pub async fn group_add(
@@ -100,6 +116,11 @@ impl App {
     /// My groups.
     pub fn groups(&self) -> Vec<crate::GroupInfo> {
         self.client.engine().groups()
+    }
+
+    /// The disappearing-message timer of `group` (0: off).
+    pub fn group_timer(&self, group: &str) -> Result<u64, AppError> {
+        Ok(self.client.engine().group_timer(group)?)
     }
 
     /// A group's local history.

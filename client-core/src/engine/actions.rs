@@ -241,7 +241,12 @@ impl Engine {
                 template.reply_to = reply_to.map(hex::encode);
                 template.expires_at = Self::expiry(template.sent_at, expires_in_secs);
             }
-            // Any member sets the timer; everyone sees who did.
+            // Any member sets the timer (in a group that says so, an
+            // admin only); everyone sees who did.
+            Content::Timer { .. } if !self.may_set_timer(conversation, &template.from) => {
+                tracing::info!("ignored a timer change from a member who is not a group admin");
+                return Ok(self.drop_blob(Dropped::Group));
+            }
             Content::Timer { secs } => {
                 self.put_timer(conversation, secs, batch);
                 template.text = super::timer_notice(secs);

@@ -256,7 +256,7 @@ impl Engine {
                 Received::Receipt
             }
             Some(payload::Body::GroupState(state)) => {
-                self.on_group_state(&peer, state, epoch, &mut batch)?
+                self.on_group_state(&peer, state, epoch, payload.sent_at, &mut batch)?
             }
             Some(payload::Body::Succession(succession)) => {
                 // Kept for the team layer, which checks it against the

@@ -220,6 +220,17 @@ impl Engine {
                     message.sent_at = decrypted.sent_at;
                     message.status = Status::Received;
                     match decrypted.content {
+                        Content::Timer { .. }
+                            if !self.may_set_timer(&conversation(id), &message.from) =>
+                        {
+                            // An admin-only timer from a member: ignored,
+                            // its placeholder goes.
+                            tracing::info!(
+                                "ignored a timer change from a member who is not a group admin"
+                            );
+                            batch.delete(Tree::History, record.history_key.clone());
+                            continue;
+                        }
                         Content::Timer { secs } => {
                             self.put_timer(&conversation(id), secs, batch);
                             message.text = crate::engine::timer_notice(secs);

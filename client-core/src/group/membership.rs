@@ -52,6 +52,7 @@ impl Engine {
             rotate_messages: rotation.messages.max(1),
             rotate_secs: rotation.secs.max(1),
             left: false,
+            timer_admins_only: false,
         };
         let info = group.info();
         self.publish_group(group, &[], now_ms)?;
@@ -180,6 +181,40 @@ impl Engine {
         Ok(moved)
     }
 
+    /// Admin of the group: whether only admins may set its
+    /// disappearing-message timer. Travels as a new generation of the
+    /// group's state (like a membership change), which every member's
+    /// devices then enforce on receive.
+    pub fn set_group_timer_admins_only(
+        &mut self,
+        group: &str,
+        on: bool,
+        now_ms: u64,
+    ) -> Result<GroupInfo, EngineError> {
+        let mut next = self.next_generation(group, now_ms)?;
+        next.timer_admins_only = on;
+        let info = next.info();
+        self.publish_group(next, &[], now_ms)?;
+        Ok(info)
+    }
+
+    /// Whether `sender` may set the timer of `conversation`: always in a
+    /// 1:1 conversation and in a group that lets any member; else only a
+    /// group admin (as the group's state I hold names them).
+    pub(crate) fn may_set_timer(&self, conversation: &str, sender: &str) -> bool {
+        let Some(id) = conversation
+            .strip_prefix("group/")
+            .and_then(|hex_id| hex::decode(hex_id).ok())
+            .and_then(|id| GroupId::try_from(id.as_slice()).ok())
+        else {
+            return true;
+        };
+        match self.groups.get(&id) {
+            Some(group) => !group.timer_admins_only || group.admins.iter().any(|a| a == sender),
+            None => true,
+        }
+    }
+
     /// The group's next generation, with a fresh secret; checks that I may
     /// make it.
     fn next_generation(&self, group: &str, now_ms: u64) -> Result<Group, EngineError> {
@@ -241,7 +276,31 @@ impl Engine {
     }
 
     /// A group state from `peer` (over Olm, so `peer` is authenticated).
+    /// One taken from another member also goes to my other devices: the
+    /// sender may not know them yet (a device linked just before), and
+    /// a state from my own device is taken as mine.
     pub(crate) fn on_group_state(
+        &mut self,
+        peer: &str,
+        state: GroupState,
+        epoch: Epoch,
+        sent_at: u64,
+        batch: &mut Batch,
+    ) -> Result<Received, EngineError> {
+        let forward = (peer != self.device.handle).then(|| Payload {
+            sent_at,
+            body: Some(payload::Body::GroupState(state.clone())),
+            ..Payload::default()
+        });
+        let received = self.take_group_state(peer, state, epoch, batch)?;
+        if let (Received::Group, Some(forward)) = (&received, forward) {
+            let me = self.device.handle.clone();
+            self.queue(&me, forward, None)?;
+        }
+        Ok(received)
+    }
+
+    fn take_group_state(
         &mut self,
         peer: &str,
         state: GroupState,
@@ -277,6 +336,7 @@ impl Engine {
                     rotate_messages: state.rotate_messages.max(1),
                     rotate_secs: state.rotate_secs.max(1),
                     left: false,
+                    timer_admins_only: state.timer_admins_only,
                 }
             }
             Some(known) => {
@@ -289,6 +349,7 @@ impl Engine {
                 let mut next = known.clone();
                 next.admins = state.admins.clone();
                 next.name = state.name.clone();
+                next.timer_admins_only = state.timer_admins_only;
                 if mine {
                     next.previous = Some(known.current.clone());
                     next.current = generation(&state.secret);

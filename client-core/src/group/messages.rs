@@ -150,6 +150,11 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let secs = crate::engine::checked_timer(secs)?;
         let conversation = self.group_conversation(group)?;
+        if !self.may_set_timer(&conversation, &self.device.handle) {
+            return Err(EngineError::GroupChange(
+                "only an admin of this group may set its timer (the group says so)".into(),
+            ));
+        }
         let Some(content) = (Content::Timer { secs }).to_proto() else {
             return Err(ActionError::UnknownMessage(String::new()).into());
         };

@@ -62,6 +62,8 @@ pub struct GroupInfo {
     pub generation: u64,
     /// False once I was removed.
     pub active: bool,
+    /// Only an admin may set the disappearing-message timer.
+    pub timer_admins_only: bool,
 }
 
 /// One membership generation: its members and its secret.
@@ -111,6 +113,9 @@ pub(crate) struct Group {
     pub(crate) rotate_secs: u64,
     /// I was removed: nothing is read or sent any more; history stays.
     pub(crate) left: bool,
+    /// Only an admin may set the disappearing-message timer.
+    #[serde(default)]
+    pub(crate) timer_admins_only: bool,
 }
 
 impl Group {
@@ -125,6 +130,7 @@ impl Group {
             secret: self.current.secret.to_vec().into(),
             rotate_messages: self.rotate_messages,
             rotate_secs: self.rotate_secs,
+            timer_admins_only: self.timer_admins_only,
         }
     }
 
@@ -136,6 +142,7 @@ impl Group {
             admins: self.admins.clone(),
             generation: self.current.number,
             active: !self.left,
+            timer_admins_only: self.timer_admins_only,
         }
     }
 

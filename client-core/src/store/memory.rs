@@ -84,6 +84,12 @@ impl Store for MemoryStore {
     }
 
     fn delete(&self, tree: Tree, key: &[u8]) -> Result<(), StoreError> {
+        if tree == Tree::History {
+            // Through a batch, which drops the entry's search group too.
+            let mut batch = Batch::new();
+            batch.delete(tree, key);
+            return self.apply(batch);
+        }
         let raw = raw_key(tree, key)?;
         self.write().remove(&raw);
         Ok(())

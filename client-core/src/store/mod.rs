@@ -203,23 +203,40 @@ impl Batch {
         Self::default()
     }
 
-    /// Sets `key` in `tree` to `value` when the batch is applied.
+    /// Sets `key` in `tree` to `value` when the batch is applied. A
+    /// history write also drops the search group covering the entry
+    /// ([`search_group_key`]).
     pub fn put(&mut self, tree: Tree, key: impl Into<Vec<u8>>, value: &[u8]) -> &mut Self {
+        let key = key.into();
+        self.drop_search_group(tree, &key);
         self.ops.push(Op::Put {
             tree,
-            key: key.into(),
+            key,
             value: Zeroizing::new(value.to_vec()),
         });
         self
     }
 
-    /// Removes `key` from `tree` when the batch is applied.
+    /// Removes `key` from `tree` when the batch is applied. A history
+    /// delete also drops the search group covering the entry, so a
+    /// deleted or expired text leaves the search index in the same atomic
+    /// write.
     pub fn delete(&mut self, tree: Tree, key: impl Into<Vec<u8>>) -> &mut Self {
-        self.ops.push(Op::Delete {
-            tree,
-            key: key.into(),
-        });
+        let key = key.into();
+        self.drop_search_group(tree, &key);
+        self.ops.push(Op::Delete { tree, key });
         self
+    }
+
+    fn drop_search_group(&mut self, tree: Tree, key: &[u8]) {
+        if tree == Tree::History
+            && let Some(group) = search_group_key(key)
+        {
+            self.ops.push(Op::Delete {
+                tree: Tree::Meta,
+                key: group,
+            });
+        }
     }
 
     /// Number of operations.
@@ -253,6 +270,26 @@ impl Batch {
 enum RawOp {
     Put(Vec<u8>, Vec<u8>),
     Delete(Vec<u8>),
+}
+
+/// Meta-tree key prefix of the search index (`engine/search.rs`): one
+/// sealed value per conversation and [`SEARCH_GROUP`] consecutive history
+/// positions, holding the lowercased texts of those entries. Derived data,
+/// rebuilt from the history whenever it is missing.
+pub(crate) const SEARCH_PREFIX: &[u8] = b"search/";
+/// History positions per search group.
+pub(crate) const SEARCH_GROUP: u64 = 256;
+
+/// The Meta key of the search group that covers history key `key`
+/// (`blind(conversation) || be64(seq)`): `SEARCH_PREFIX || blind ||
+/// be64(seq / SEARCH_GROUP)`. `None` for a key of another shape.
+pub(crate) fn search_group_key(history_key: &[u8]) -> Option<Vec<u8>> {
+    if history_key.len() != BlindId::LEN + 8 {
+        return None;
+    }
+    let (blind, seq) = history_key.split_at(BlindId::LEN);
+    let seq = u64::from_be_bytes(seq.try_into().ok()?);
+    Some([SEARCH_PREFIX, blind, &(seq / SEARCH_GROUP).to_be_bytes()].concat())
 }
 
 /// The raw key of (`tree`, `key`): the tree's tag, then the key.

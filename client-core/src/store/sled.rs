@@ -113,6 +113,12 @@ impl Store for SledStore {
     }
 
     fn put(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        if tree == Tree::History {
+            // Through a batch, which drops the entry's search group too.
+            let mut batch = Batch::new();
+            batch.put(tree, key, value);
+            return self.apply(batch);
+        }
         check_value(tree, value)?;
         let raw = raw_key(tree, key)?;
         let sealed = self.crypt.seal(tree, key, value)?;
@@ -121,6 +127,11 @@ impl Store for SledStore {
     }
 
     fn delete(&self, tree: Tree, key: &[u8]) -> Result<(), StoreError> {
+        if tree == Tree::History {
+            let mut batch = Batch::new();
+            batch.delete(tree, key);
+            return self.apply(batch);
+        }
         let raw = raw_key(tree, key)?;
         self.tree.remove(raw).map_err(|e| self.db_err(e))?;
         Ok(())
