@@ -56,7 +56,37 @@ pub struct Desktop {
     pub notify_text: bool,
     /// The team window: members, verification, devices, admin.
     team: TeamWindow,
+    /// What the compose box does with its text: send, reply, or edit.
+    intent: Intent,
 }
+
+/// What Enter in the compose box does.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+enum Intent {
+    /// Send a new message.
+    #[default]
+    New,
+    /// Reply to message `id` (from `who`, first line `line`).
+    Reply {
+        id: String,
+        who: String,
+        line: String,
+    },
+    /// Replace the text of my message `id`.
+    Edit { id: String },
+}
+
+/// What the menu of a message asks for.
+enum MessageAction {
+    Reply,
+    React(&'static str),
+    Edit,
+    Delete,
+    Copy,
+}
+
+/// The reactions the menu of a message offers.
+pub const QUICK_REACTIONS: [&str; 5] = ["👍", "❤", "😂", "🎉", "👀"];
 
 impl Desktop {
     /// A window on `session`; `runtime` runs its owner.
@@ -73,6 +103,7 @@ impl Desktop {
             notifications: Vec::new(),
             notify_text: false,
             team: TeamWindow::default(),
+            intent: Intent::New,
         }
     }
 
@@ -250,6 +281,28 @@ impl Desktop {
 
     fn compose_box(&mut self, ui: &mut egui::Ui) {
         egui::Panel::bottom("compose").show(ui, |ui| {
+            let mut cancel = false;
+            match &self.intent {
+                Intent::New => {}
+                Intent::Reply { who, line, .. } => {
+                    ui.horizontal(|ui| {
+                        ui.label(format!("Replying to {who}: {}", elide(line, 60)));
+                        cancel = ui.button("Cancel reply").clicked();
+                    });
+                }
+                Intent::Edit { .. } => {
+                    ui.horizontal(|ui| {
+                        ui.label("Editing your message (everyone sees it marked edited)");
+                        cancel = ui.button("Cancel edit").clicked();
+                    });
+                }
+            }
+            if cancel {
+                if matches!(self.intent, Intent::Edit { .. }) {
+                    self.compose.clear();
+                }
+                self.intent = Intent::New;
+            }
             let label = ui.label("Message (Enter sends, Shift+Enter a new line, / for commands)");
             let edit = egui::TextEdit::multiline(&mut self.compose)
                 .desired_rows(2)
@@ -271,9 +324,52 @@ impl Desktop {
 
     fn send(&mut self) {
         let text = self.compose.trim_end_matches('\n').to_owned();
-        if !text.trim().is_empty() {
-            self.session.submit(&text);
-            self.compose.clear();
+        if text.trim().is_empty() {
+            return;
+        }
+        match std::mem::take(&mut self.intent) {
+            Intent::New => self.session.submit(&text),
+            Intent::Reply { id, .. } => self.session.submit(&format!("/reply {id} {text}")),
+            Intent::Edit { id } => self.session.submit(&format!("/edit {id} {text}")),
+        }
+        self.compose.clear();
+    }
+
+    /// Carries out what the menu of message `id` asked for.
+    fn message_action(&mut self, id: &str, action: MessageAction) {
+        let Some(Line::Message {
+            from,
+            outgoing,
+            plain,
+            ..
+        }) = (0..self.session.lines())
+            .rev()
+            .filter_map(|index| self.session.line(index))
+            .find(|line| matches!(line, Line::Message { id: found, .. } if *found == id))
+        else {
+            return;
+        };
+        let who = if outgoing {
+            "yourself".to_owned()
+        } else {
+            from.to_owned()
+        };
+        let plain = plain.to_owned();
+        match action {
+            MessageAction::Reply => {
+                self.intent = Intent::Reply {
+                    id: id.to_owned(),
+                    who,
+                    line: plain.lines().next().unwrap_or_default().to_owned(),
+                };
+            }
+            MessageAction::React(emoji) => self.session.submit(&format!("/react {id} {emoji}")),
+            MessageAction::Edit => {
+                self.intent = Intent::Edit { id: id.to_owned() };
+                self.compose = plain;
+            }
+            MessageAction::Delete => self.session.submit(&format!("/delete {id}")),
+            MessageAction::Copy => {}
         }
     }
 
@@ -306,30 +402,30 @@ impl Desktop {
                         self.shown = self.shown.saturating_add(PAGE);
                     }
                     let mut day = None;
+                    let mut asked = None;
                     for index in first..total {
                         let Some(line) = self.session.line(index) else {
                             continue;
                         };
                         match line {
-                            Line::Message {
-                                from,
-                                outgoing,
-                                text,
-                                sent_at_ms,
-                                status,
-                            } => {
+                            Line::Message { id, sent_at_ms, .. } => {
                                 let this_day = sent_at_ms / 86_400_000;
                                 if day != Some(this_day) {
                                     day = Some(this_day);
                                     ui.separator();
                                     ui.weak(day_label(sent_at_ms));
                                 }
-                                message_row(ui, from, outgoing, text, sent_at_ms, status);
+                                if let Some(action) = message_row(ui, &line) {
+                                    asked = Some((id.to_owned(), action));
+                                }
                             }
                             Line::Notice(text) => {
                                 ui.label(egui::RichText::new(text).italics().weak());
                             }
                         }
+                    }
+                    if let Some((id, action)) = asked {
+                        self.message_action(&id, action);
                     }
                 });
         });
@@ -395,36 +491,78 @@ impl eframe::App for Desktop {
     }
 }
 
-/// One message: time, sender, text, and for mine its delivery state.
-fn message_row(
-    ui: &mut egui::Ui,
-    from: &str,
-    outgoing: bool,
-    text: &str,
-    sent_at_ms: u64,
-    status: Status,
-) {
+/// One message: time, sender, text, and for mine its delivery state. A
+/// right click on it opens its menu (reply, react, and for mine edit and
+/// delete for everyone); returns what was chosen.
+fn message_row(ui: &mut egui::Ui, line: &Line<'_>) -> Option<MessageAction> {
+    let &Line::Message {
+        id,
+        from,
+        outgoing,
+        text,
+        deleted,
+        sent_at_ms,
+        status,
+        ..
+    } = line
+    else {
+        return None;
+    };
+    let mut chosen = None;
     ui.horizontal_wrapped(|ui| {
         ui.weak(time_label(sent_at_ms));
         let who = if outgoing { "me" } else { from };
         ui.strong(format!("{who}:"));
-        match status {
+        let body = match status {
             Status::Waiting => {
-                ui.label(egui::RichText::new("waiting for this message's key…").italics());
+                ui.label(egui::RichText::new("waiting for this message's key…").italics())
             }
-            Status::Withheld => {
-                ui.label(
-                    egui::RichText::new("sent before you joined; not shared with you").italics(),
-                );
-            }
-            _ => {
-                ui.label(text);
-            }
-        }
+            Status::Withheld => ui.label(
+                egui::RichText::new("sent before you joined; not shared with you").italics(),
+            ),
+            _ => ui.add(egui::Label::new(text).sense(egui::Sense::click())),
+        };
         if outgoing {
             ui.weak(status_label(status));
         }
+        // A message still without its ID, or deleted, has no menu.
+        let actionable = !deleted
+            && !id.is_empty()
+            && !id.starts_with("local:")
+            && !matches!(status, Status::Waiting | Status::Withheld);
+        if actionable {
+            body.context_menu(|ui| {
+                if ui.button("Reply").clicked() {
+                    chosen = Some(MessageAction::Reply);
+                }
+                ui.horizontal(|ui| {
+                    for emoji in QUICK_REACTIONS {
+                        if ui
+                            .button(emoji)
+                            .on_hover_text(format!("React {emoji}"))
+                            .clicked()
+                        {
+                            chosen = Some(MessageAction::React(emoji));
+                        }
+                    }
+                });
+                if ui.button("Copy text").clicked() {
+                    ui.ctx().copy_text(text.to_owned());
+                    chosen = Some(MessageAction::Copy);
+                }
+                if outgoing {
+                    ui.separator();
+                    if ui.button("Edit").clicked() {
+                        chosen = Some(MessageAction::Edit);
+                    }
+                    if ui.button("Delete for everyone").clicked() {
+                        chosen = Some(MessageAction::Delete);
+                    }
+                }
+            });
+        }
     });
+    chosen
 }
 
 /// `queued`, `sent`, `delivered`, `read`, or `not sent` for my messages.

@@ -610,3 +610,120 @@ fn a_long_conversation_opens_on_its_last_page_and_earlier_pages_load_on_demand()
     assert!(!shows(&harness, "Load earlier messages"));
     harness.into_state().close_blocking().unwrap();
 }
+
+/// Syncs alice until her history with bob satisfies `done`.
+fn alice_sees(team: &mut Team, what: &str, done: impl Fn(&[sotto_core::Message]) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        team.runtime.block_on(team.alice.sync()).unwrap();
+        let history = team.alice.history("bob").unwrap();
+        if done(&history) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "alice never saw {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn reply_react_edit_and_delete_from_a_message_menu_reach_the_other_member() {
+    let mut team = team();
+    let mut harness = window(&team);
+    team.runtime
+        .block_on(team.alice.send("bob", "hello bob"))
+        .unwrap();
+    harness.state_mut().open_named("alice");
+    until(&mut harness, "alice's message", |h| shows(h, "hello bob"));
+
+    // React from the menu.
+    right_click(&mut harness, "hello bob");
+    harness.run_steps(2);
+    harness.get_by_label("👍").click();
+    until(&mut harness, "the reaction shown", |h| {
+        shows(h, "hello bob [👍 1]")
+    });
+    alice_sees(&mut team, "the reaction", |h| {
+        h.iter()
+            .any(|m| m.text == "hello bob" && m.reactions.contains_key("👍"))
+    });
+
+    // Reply: the compose box says to what; the reply names it.
+    right_click(&mut harness, "hello bob");
+    harness.run_steps(2);
+    harness.get_by_label("Reply").click();
+    harness.run_steps(2);
+    assert!(shows(&harness, "Replying to alice: hello bob"));
+    let compose =
+        harness.get_by_label("Message (Enter sends, Shift+Enter a new line, / for commands)");
+    compose.focus();
+    compose.type_text("yes, hello");
+    harness.run_steps(1);
+    harness.key_press(egui::Key::Enter);
+    harness.run_steps(2);
+    assert!(!shows(&harness, "Replying to"));
+    alice_sees(&mut team, "the reply", |h| {
+        let original = h
+            .iter()
+            .find(|m| m.text == "hello bob")
+            .map(|m| m.id.clone());
+        h.iter()
+            .any(|m| m.text == "yes, hello" && m.reply_to.is_some() && m.reply_to == original)
+    });
+
+    // Edit my own message: the compose box starts from its text.
+    until(&mut harness, "my reply with its ID", |h| {
+        !h.state().session().busy() && shows(h, "yes, hello")
+    });
+    right_click(&mut harness, "yes, hello");
+    harness.run_steps(2);
+    harness.get_by_label("Edit").click();
+    harness.run_steps(2);
+    assert!(shows(&harness, "Editing your message"));
+    let compose =
+        harness.get_by_label("Message (Enter sends, Shift+Enter a new line, / for commands)");
+    assert_eq!(compose.value().as_deref(), Some("yes, hello"));
+    compose.focus();
+    harness.run_steps(1);
+    harness.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    harness.run_steps(1);
+    harness
+        .get_by_label("Message (Enter sends, Shift+Enter a new line, / for commands)")
+        .type_text("yes, hello again");
+    harness.run_steps(1);
+    harness.key_press(egui::Key::Enter);
+    until(&mut harness, "the edit shown", |h| {
+        shows(h, "yes, hello again (edited)")
+    });
+    alice_sees(&mut team, "the edit", |h| {
+        h.iter()
+            .any(|m| m.text == "yes, hello again" && m.edited_at.is_some())
+    });
+
+    // Delete it for everyone.
+    right_click(&mut harness, "yes, hello again");
+    harness.run_steps(2);
+    harness.get_by_label("Delete for everyone").click();
+    until(&mut harness, "the deleted stub", |h| {
+        !shows(h, "yes, hello again")
+    });
+    alice_sees(&mut team, "the delete", |h| {
+        h.iter().any(|m| m.deleted) && !h.iter().any(|m| m.text.contains("hello again"))
+    });
+    // alice's message has no Edit or Delete in its menu.
+    right_click(&mut harness, "hello bob");
+    harness.run_steps(2);
+    assert!(harness.query_by_label("Reply").is_some());
+    assert!(harness.query_by_label("Edit").is_none());
+    assert!(harness.query_by_label("Delete for everyone").is_none());
+    harness.into_state().close_blocking().unwrap();
+}
+
+/// Opens the menu of the message showing `text` (the view draws after the
+/// side list, whose last-message line may show the same text).
+fn right_click(harness: &mut Harness<'static, Desktop>, text: &str) {
+    harness
+        .query_all_by_label_contains(text)
+        .last()
+        .expect("the message")
+        .click_secondary();
+}

@@ -145,6 +145,12 @@ pub(crate) fn parse_message(value: &Value, me: &str) -> Option<(Kind, ChatMessag
             from: wire.from,
             outgoing,
             text,
+            plain: if wire.deleted {
+                String::new()
+            } else {
+                wire.text
+            },
+            deleted: wire.deleted,
             sent_at: wire.sent_at,
             status: wire.status,
         },

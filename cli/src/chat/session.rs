@@ -58,12 +58,19 @@ pub struct Row {
 pub enum Line<'a> {
     /// A message.
     Message {
+        /// The message's ID (`local:N` until the owner gave it one).
+        id: &'a str,
         /// Who wrote it (`me` for my own).
         from: &'a str,
         /// Whether I wrote it.
         outgoing: bool,
-        /// The text.
+        /// The text as shown (with what it replies to, "edited", the
+        /// reactions).
         text: &'a str,
+        /// The text as written (what an edit starts from).
+        plain: &'a str,
+        /// Deleted for everyone by its author.
+        deleted: bool,
         /// The sender's clock, unix milliseconds.
         sent_at_ms: u64,
         /// For my own messages: queued, sent, delivered or read.
@@ -277,9 +284,12 @@ impl Session {
     pub fn line(&self, index: usize) -> Option<Line<'_>> {
         Some(match self.driver.chat.current().entries.get(index)? {
             Entry::Message(m) => Line::Message {
+                id: &m.id,
                 from: &m.from,
                 outgoing: m.outgoing,
                 text: &m.text,
+                plain: &m.plain,
+                deleted: m.deleted,
                 sent_at_ms: m.sent_at,
                 status: m.status,
             },

@@ -37,8 +37,14 @@ pub(crate) struct ChatMessage {
     pub(crate) from: String,
     /// Whether I wrote it.
     pub(crate) outgoing: bool,
-    /// The text.
+    /// The text as shown: with what it replies to, "edited" and the
+    /// reactions.
     pub(crate) text: String,
+    /// The text as written, without those marks (what an edit starts
+    /// from).
+    pub(crate) plain: String,
+    /// Deleted for everyone by its author.
+    pub(crate) deleted: bool,
     /// Sender clock, unix milliseconds.
     pub(crate) sent_at: u64,
     /// Delivery state.
@@ -569,6 +575,8 @@ impl Chat {
             from: self.me.clone(),
             outgoing: true,
             text: shown,
+            plain: text.clone(),
+            deleted: false,
             sent_at: 0,
             status: Status::Queued,
         };
@@ -997,6 +1005,8 @@ mod tests {
             from: from.into(),
             outgoing: false,
             text: text.into(),
+            plain: text.into(),
+            deleted: false,
             sent_at: 0,
             status: Status::Received,
         }
