@@ -187,7 +187,7 @@ impl Engine {
                 message.mentions_me = false;
                 message.deleted = true;
             }
-            Content::Text { .. } | Content::Timer { .. } | Content::Unsupported => {
+            Content::Text { .. } | Content::Timer { .. } | Content::File(_) | Content::Unsupported => {
                 return Ok(Err(ActionError::UnknownMessage(String::new())));
             }
         }
@@ -247,6 +247,11 @@ impl Engine {
                 template.text = super::timer_notice(secs);
             }
             Content::Unsupported => template.text = UNSUPPORTED_TEXT.to_owned(),
+            Content::File(info) => {
+                template.text = info.caption.clone();
+                template.file = Some(info.summary());
+                self.put_file(message_id, &info, batch);
+            }
             change => {
                 let sender = template.from.clone();
                 return self.receive_change(
