@@ -111,12 +111,13 @@ pub use engine::{
 pub use epoch::{EPOCH_SECS, Epoch};
 pub use files::{
     BLOB_LEN as FILE_BLOB_LEN, CHUNK_AAD as FILE_CHUNK_AAD, CHUNK_DATA as FILE_CHUNK_DATA,
-    CHUNK_KEY_INFO as FILE_CHUNK_KEY_INFO, FileCache, MAX_CAPTION as FILE_MAX_CAPTION,
+    CHUNK_KEY_INFO as FILE_CHUNK_KEY_INFO, FileCache, FileError, FileInfo, FileKey, FileMailbox,
+    MAILBOX_KEY_INFO as FILE_MAILBOX_KEY_INFO, MAX_CAPTION as FILE_MAX_CAPTION,
     MAX_MEDIA_TYPE as FILE_MAX_MEDIA_TYPE, MAX_NAME as FILE_MAX_NAME,
-    MAX_THUMBNAIL as FILE_MAX_THUMBNAIL, chunk_len as file_chunk_len, real_chunks, FileError, FileInfo, FileKey, FileMailbox,
-    MAILBOX_KEY_INFO as FILE_MAILBOX_KEY_INFO, Progress as FileProgress, TransferState,
-    download as download_file, max_file_size, open_chunk, save as save_file, upload as upload_file,
-    open_file_chunk, padded_chunks, padme, sanitize_name, seal_chunk,
+    MAX_THUMBNAIL as FILE_MAX_THUMBNAIL, Progress as FileProgress, TransferState,
+    chunk_len as file_chunk_len, download as download_file, max_file_size, open_chunk,
+    open_file_chunk, padded_chunks, padme, real_chunks, sanitize_name, save as save_file,
+    seal_chunk, upload as upload_file,
 };
 #[cfg(feature = "test-support")]
 #[doc(hidden)]

@@ -66,7 +66,9 @@ impl App {
             || file.caption.len() > files::MAX_CAPTION
             || file.thumbnail.len() > files::MAX_THUMBNAIL
         {
-            return Err(FileError::BadMessage("a name, type, caption or thumbnail is too long").into());
+            return Err(
+                FileError::BadMessage("a name, type, caption or thumbnail is too long").into(),
+            );
         }
         match to {
             FileTarget::Member(handle) => {
@@ -83,9 +85,7 @@ impl App {
                 self.roster_check(&conn, handle, true).await?;
             }
             let now = Self::now_secs(&self.clock);
-            Ok::<_, AppError>(
-                files::upload(&conn, file.reader, file.size, 0, now, progress).await?,
-            )
+            Ok::<_, AppError>(files::upload(&conn, file.reader, file.size, 0, now, progress).await?)
         }
         .await;
         conn.close().await;
@@ -106,12 +106,9 @@ impl App {
 
     /// The file message `id` carried.
     pub fn file_info(&self, id: &MessageId) -> Result<FileInfo, AppError> {
-        self.client
-            .engine()
-            .file_info(id)?
-            .ok_or_else(|| {
-                crate::EngineError::from(crate::ActionError::UnknownMessage(hex::encode(id))).into()
-            })
+        self.client.engine().file_info(id)?.ok_or_else(|| {
+            crate::EngineError::from(crate::ActionError::UnknownMessage(hex::encode(id))).into()
+        })
     }
 
     /// Fetches the chunks of file `id` into the cache (resuming where an
@@ -151,7 +148,11 @@ impl App {
 
     /// Messages that carry files: with `handle`, a group (`group`), or
     /// everywhere when both are `None`; oldest first.
-    pub fn files(&self, handle: Option<&str>, group: Option<&str>) -> Result<Vec<Message>, AppError> {
+    pub fn files(
+        &self,
+        handle: Option<&str>,
+        group: Option<&str>,
+    ) -> Result<Vec<Message>, AppError> {
         let engine = self.client.engine();
         let mut all = Vec::new();
         match (handle, group) {

@@ -187,7 +187,10 @@ impl Engine {
                 message.mentions_me = false;
                 message.deleted = true;
             }
-            Content::Text { .. } | Content::Timer { .. } | Content::File(_) | Content::Unsupported => {
+            Content::Text { .. }
+            | Content::Timer { .. }
+            | Content::File(_)
+            | Content::Unsupported => {
                 return Ok(Err(ActionError::UnknownMessage(String::new())));
             }
         }

@@ -292,7 +292,8 @@ pub fn open_chunk(
     if blob.len() != BLOB_LEN {
         return Err(FileError::BadChunk { index });
     }
-    let tag = Tag::try_from(&blob[BLOB_LEN - TAG_LEN..]).map_err(|_| FileError::BadChunk { index })?;
+    let tag =
+        Tag::try_from(&blob[BLOB_LEN - TAG_LEN..]).map_err(|_| FileError::BadChunk { index })?;
     let mut body = Zeroizing::new(blob[..BLOB_LEN - TAG_LEN].to_vec());
     key.cipher()
         .decrypt_inout_detached(

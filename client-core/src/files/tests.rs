@@ -49,16 +49,34 @@ fn a_chunk_opens_only_at_its_index_with_its_flag() {
     let key = FileKey::random().expect("key");
     let blob = seal_chunk(&key, 3, false, b"hello").expect("sealed");
     assert_eq!(blob.len(), BLOB_LEN);
-    assert_eq!(&open_chunk(&key, 3, false, &blob).expect("opens")[..], b"hello");
-    assert!(matches!(open_chunk(&key, 2, false, &blob), Err(FileError::BadChunk { index: 2 })));
-    assert!(matches!(open_chunk(&key, 3, true, &blob), Err(FileError::BadChunk { .. })));
+    assert_eq!(
+        &open_chunk(&key, 3, false, &blob).expect("opens")[..],
+        b"hello"
+    );
+    assert!(matches!(
+        open_chunk(&key, 2, false, &blob),
+        Err(FileError::BadChunk { index: 2 })
+    ));
+    assert!(matches!(
+        open_chunk(&key, 3, true, &blob),
+        Err(FileError::BadChunk { .. })
+    ));
     let other = FileKey::random().expect("key");
-    assert!(matches!(open_chunk(&other, 3, false, &blob), Err(FileError::BadChunk { .. })));
+    assert!(matches!(
+        open_chunk(&other, 3, false, &blob),
+        Err(FileError::BadChunk { .. })
+    ));
     // One flipped bit anywhere: refused.
     for at in [0, 4, 1000, BLOB_LEN - 1] {
         let mut bad = blob.clone();
         bad[at] ^= 1;
-        assert!(matches!(open_chunk(&key, 3, false, &bad), Err(FileError::BadChunk { .. })), "{at}");
+        assert!(
+            matches!(
+                open_chunk(&key, 3, false, &bad),
+                Err(FileError::BadChunk { .. })
+            ),
+            "{at}"
+        );
     }
     // Truncated or extended: refused.
     assert!(open_chunk(&key, 3, false, &blob[..BLOB_LEN - 1]).is_err());
@@ -74,13 +92,22 @@ fn a_wrong_chunk_count_is_named() {
     assert!(open_file_chunk(&info, 2, &last).is_ok());
     // The message says more chunks than there are: the final flag is early.
     info.chunks = 4;
-    assert!(matches!(open_file_chunk(&info, 2, &last), Err(FileError::CountMismatch { count: 4 })));
+    assert!(matches!(
+        open_file_chunk(&info, 2, &last),
+        Err(FileError::CountMismatch { count: 4 })
+    ));
     // The message says fewer: chunk 1 is not the last.
     info.chunks = 2;
     let middle = seal_chunk(&key, 1, false, &vec![7; CHUNK_DATA]).expect("sealed");
-    assert!(matches!(open_file_chunk(&info, 1, &middle), Err(FileError::CountMismatch { count: 2 })));
+    assert!(matches!(
+        open_file_chunk(&info, 1, &middle),
+        Err(FileError::CountMismatch { count: 2 })
+    ));
     // Beyond the count: a foreign chunk.
-    assert!(matches!(open_file_chunk(&info, 2, &last), Err(FileError::ForeignChunk { count: 2 })));
+    assert!(matches!(
+        open_file_chunk(&info, 2, &last),
+        Err(FileError::ForeignChunk { count: 2 })
+    ));
 }
 
 #[test]
@@ -88,7 +115,10 @@ fn a_chunk_of_the_wrong_length_is_refused() {
     let key = FileKey::random().expect("key");
     let info = info_for(&key, 10);
     let short = seal_chunk(&key, 0, true, b"123456789").expect("sealed");
-    assert!(matches!(open_file_chunk(&info, 0, &short), Err(FileError::BadLayout { index: 0 })));
+    assert!(matches!(
+        open_file_chunk(&info, 0, &short),
+        Err(FileError::BadLayout { index: 0 })
+    ));
 }
 
 #[test]
@@ -99,10 +129,16 @@ fn file_messages_are_checked() {
     assert_eq!(FileInfo::from_proto(good.clone()).expect("good"), info);
     let mut bad = good.clone();
     bad.mailbox_id = vec![0; 32].into();
-    assert!(matches!(FileInfo::from_proto(bad), Err(FileError::BadMessage(_))));
+    assert!(matches!(
+        FileInfo::from_proto(bad),
+        Err(FileError::BadMessage(_))
+    ));
     let mut bad = good.clone();
     bad.chunks += 1;
-    assert!(matches!(FileInfo::from_proto(bad), Err(FileError::CountMismatch { .. })));
+    assert!(matches!(
+        FileInfo::from_proto(bad),
+        Err(FileError::CountMismatch { .. })
+    ));
     let mut bad = good.clone();
     bad.key = vec![1; 31].into();
     assert!(FileInfo::from_proto(bad).is_err());
@@ -134,7 +170,11 @@ fn names_are_sanitized() {
     for name in ["a/b", "../x", "x/..", "\0", "..\\..\\x"] {
         let clean = sanitize_name(name);
         assert!(!clean.contains('/') && !clean.contains('\\') && clean != ".." && clean != ".");
-        assert_eq!(std::path::Path::new(&clean).components().count(), 1, "{name}");
+        assert_eq!(
+            std::path::Path::new(&clean).components().count(),
+            1,
+            "{name}"
+        );
     }
 }
 
