@@ -193,6 +193,16 @@ impl Output {
             for (emoji, count) in message.reaction_counts() {
                 line.push_str(&format!(" [{emoji} {count}]"));
             }
+            if let Some(file) = &message.file
+                && !message.deleted
+            {
+                line.push_str(&format!(
+                    " [file {} ({}), `sotto file save {}`]",
+                    sotto_core::sanitize_name(&file.name),
+                    crate::files::human_size(file.size),
+                    message.id.get(..8).unwrap_or_default()
+                ));
+            }
             self.line(line);
         }
     }
