@@ -190,3 +190,46 @@ fn small_files_are_fetched_as_they_arrive_when_the_setting_says_so() {
         ]
     );
 }
+
+#[test]
+fn a_save_killed_midway_resumes_and_writes_nothing_until_done() {
+    let (_relay, homes, alice, bob) = team_of_two();
+    let path = homes.path().join("big.bin");
+    let bytes: Vec<u8> = (0..12 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    std::fs::write(&path, &bytes).unwrap();
+    let sent = lines(&ok(&sotto(
+        &alice,
+        &["--json", "send", "bob", "--file", path.to_str().unwrap()],
+    )));
+    let id = sent[0]["id"].as_str().unwrap().to_owned();
+    ok(&sotto(&bob, &["sync"]));
+
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join("big.bin");
+    let state = bob.join("files").join(format!("{id}.state"));
+    let mut child = command(&bob, &["file", "save", &id, dest.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed (SIGKILL) as soon as the first chunks are on disk.
+    eventually("the first chunks kept", || state.exists());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let kept = std::fs::read(&state).unwrap();
+    let chunks = u64::from_be_bytes(kept[..8].try_into().unwrap());
+    assert!(chunks > 0, "chunks were kept");
+    assert_eq!(kept[16], 0, "not complete when killed");
+    assert!(
+        !dest.exists(),
+        "nothing at the destination before the hash checked"
+    );
+
+    // Run again: it goes on from the kept chunks and saves the file.
+    ok(&sotto(&bob, &["file", "save", &id, dest.to_str().unwrap()]));
+    assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+    let done = std::fs::read(&state).unwrap();
+    assert_eq!(done[16], 1);
+}
