@@ -586,6 +586,14 @@ pub(crate) async fn exec(app: &mut App, command: Command, ctx: &mut Ctx) -> anyh
         Command::File(FileCommand::Save { id, path }) => {
             crate::files::save(app, ctx, &id, path).await?;
         }
+        Command::File(FileCommand::Delete { id }) => {
+            let id = app.resolve_message_id(&id)?;
+            let deleted = app.delete_file(&id).await?;
+            out.result(
+                format!("deleted the file's {deleted} chunks from the relay"),
+                json!({"id": hex::encode(id), "deleted_blobs": deleted}),
+            );
+        }
         Command::Files { handle, group } => {
             crate::files::list(app, ctx, handle.as_deref(), group.as_deref())?;
         }

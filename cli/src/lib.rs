@@ -374,6 +374,12 @@ pub(crate) enum FileCommand {
         /// Where to write it.
         path: Option<std::path::PathBuf>,
     },
+    /// Delete a file you sent from the relay now, before its TTL: those
+    /// who have not fetched it yet no longer can.
+    Delete {
+        /// The message's ID (or its first 8+ hex digits).
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -472,3 +472,45 @@ async fn a_file_over_the_relays_limit_is_refused_before_upload() {
     assert_eq!(reader.len(), bytes.len());
     assert!(alice.history("bob").unwrap_or_default().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sender_deletes_a_file_early_and_only_the_sender_may() {
+    let relay = tokens_relay().await;
+    let homes = tempfile::tempdir().unwrap();
+    let (_admin, mut members) = team(&relay, homes.path(), &["alice", "bob"]).await;
+    let mut bob = members.pop().unwrap();
+    let mut alice = members.pop().unwrap();
+    let bytes = content(3 * FILE_CHUNK_DATA, 4);
+    let id = send(
+        &mut alice,
+        &FileTarget::Member("bob".into()),
+        "gone.bin",
+        &bytes,
+    )
+    .await;
+    bob.sync().await.unwrap();
+    let id_bob = bob.resolve_message_id(&id).unwrap();
+    // Not bob's to delete.
+    assert!(matches!(
+        bob.delete_file(&id_bob).await,
+        Err(AppError::Engine(sotto_core::EngineError::Action(
+            sotto_core::ActionError::NotAuthor
+        )))
+    ));
+    let id_alice = alice.resolve_message_id(&id).unwrap();
+    assert_eq!(alice.delete_file(&id_alice).await.unwrap(), 3);
+    let out = tempfile::tempdir().unwrap();
+    let mut noop = |_| {};
+    let error = bob
+        .save_file(&id_bob, Some(out.path()), &mut noop)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            AppError::File(FileError::Missing { have: 0, count: 3 })
+        ),
+        "{error}"
+    );
+    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
+}

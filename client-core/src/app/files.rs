@@ -146,6 +146,25 @@ impl App {
         Ok(dest)
     }
 
+    /// Deletes the chunks of file `id`, one I sent, from the relay before
+    /// their TTL: members who have not fetched it can no longer. Returns
+    /// how many blobs the relay deleted.
+    pub async fn delete_file(&mut self, id: &MessageId) -> Result<u32, AppError> {
+        let info = self.file_info(id)?;
+        let mine = self
+            .client
+            .engine()
+            .find_message(id)?
+            .is_some_and(|target| target.message.from_me);
+        if !mine {
+            return Err(crate::EngineError::from(crate::ActionError::NotAuthor).into());
+        }
+        let conn = self.client.connect().await?;
+        let deleted = files::delete(&conn, &info).await;
+        conn.close().await;
+        Ok(deleted?)
+    }
+
     /// Messages that carry files: with `handle`, a group (`group`), or
     /// everywhere when both are `None`; oldest first.
     pub fn files(

@@ -27,7 +27,9 @@ use sotto_proto::client as proto;
 use sotto_proto::{Bucket, MailboxId};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-pub use transfer::{FileCache, Progress, TransferState, download, max_file_size, save, upload};
+pub use transfer::{
+    FileCache, Progress, TransferState, delete, download, max_file_size, save, upload,
+};
 
 /// The AEAD key of a file's chunks: `HKDF-SHA256(file key, info)`.
 pub const CHUNK_KEY_INFO: &[u8] = b"sotto/file-chunk-key/v1";

@@ -395,3 +395,23 @@ pub fn save(cache: &FileCache, id: &str, info: &FileInfo, dest: &Path) -> Result
     }
     written
 }
+
+/// Deletes every blob of the file `info` describes from the relay (its
+/// sender, before the TTL); returns how many the relay deleted. Readers
+/// that had not fetched it get [`FileError::Missing`].
+pub async fn delete(conn: &RelayConnection, info: &FileInfo) -> Result<u32, FileError> {
+    let signer = info.mailbox();
+    let mut seqs = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = conn.fetch(&signer, after, 0).await?;
+        for stored in &page.blobs {
+            seqs.push(stored.seq);
+            after = stored.seq;
+        }
+        if !page.more {
+            break;
+        }
+    }
+    Ok(conn.ack(&signer, seqs).await?)
+}
