@@ -474,7 +474,7 @@ async fn a_file_over_the_relays_limit_is_refused_before_upload() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_sender_deletes_a_file_early_and_only_the_sender_may() {
+async fn the_sender_deletes_a_file_early_and_a_delete_for_everyone_takes_its_key() {
     let relay = tokens_relay().await;
     let homes = tempfile::tempdir().unwrap();
     let (_admin, mut members) = team(&relay, homes.path(), &["alice", "bob"]).await;
@@ -513,4 +513,29 @@ async fn the_sender_deletes_a_file_early_and_only_the_sender_may() {
         "{error}"
     );
     assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
+
+    // Deleted for everyone: the file and its key go from every device.
+    alice
+        .change_message(&id, sotto_core::Change::Delete)
+        .await
+        .unwrap();
+    bob.sync().await.unwrap();
+    for (app, id) in [(&alice, &id_alice), (&bob, &id_bob)] {
+        let history = app
+            .history(if app.handle() == "bob" {
+                "alice"
+            } else {
+                "bob"
+            })
+            .unwrap();
+        let message = history.iter().find(|m| m.id == hex::encode(id)).unwrap();
+        assert!(message.deleted && message.file.is_none());
+        assert!(matches!(
+            app.file_info(id),
+            Err(AppError::Engine(sotto_core::EngineError::Action(
+                sotto_core::ActionError::UnknownMessage(_)
+            )))
+        ));
+        assert!(app.files(None, None).unwrap().is_empty());
+    }
 }

@@ -186,6 +186,10 @@ impl Engine {
                 message.reactions.clear();
                 message.mentions_me = false;
                 message.deleted = true;
+                // A file goes with it: its key too, so it cannot be fetched.
+                if message.file.take().is_some() {
+                    self.forget_file(target_id, batch);
+                }
             }
             Content::Text { .. }
             | Content::Timer { .. }

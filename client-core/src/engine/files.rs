@@ -29,6 +29,12 @@ impl Engine {
         );
     }
 
+    /// Forgets the key of the file message `id` carried (deleted for
+    /// everyone), in `batch`.
+    pub(crate) fn forget_file(&self, id: &[u8], batch: &mut Batch) {
+        batch.delete(Tree::Seen, file_key(id));
+    }
+
     /// The file message `id` carried, if it carried one.
     pub fn file_info(&self, id: &MessageId) -> Result<Option<FileInfo>, EngineError> {
         self.store
