@@ -9,7 +9,7 @@ use sotto_core::{App, KeySource, RelayTarget, system_clock};
 
 use crate::errors::UsageError;
 use crate::output::{Output, qr};
-use crate::{AdminCommand, Cli, Command, DeviceCommand, GroupCommand, TeamCommand};
+use crate::{AdminCommand, Cli, Command, DeviceCommand, FileCommand, GroupCommand, TeamCommand};
 
 /// The platform's data directory joined with `sotto`: on Linux
 /// `$XDG_DATA_HOME/sotto` (an absolute `XDG_DATA_HOME` only, as the XDG
@@ -225,6 +225,8 @@ impl Ctx {
 pub(crate) fn reads_stdin(command: &Command) -> bool {
     let absent = |text: &Option<String>| text.as_deref().is_none_or(|t| t == "-");
     match command {
+        Command::Send { file: Some(_), .. }
+        | Command::Group(GroupCommand::Send { file: Some(_), .. }) => false,
         Command::Send { text, .. } | Command::Edit { text, .. } => absent(text),
         Command::Group(GroupCommand::Send { text, .. }) => absent(text),
         _ => false,
@@ -657,7 +659,38 @@ pub(crate) async fn exec(app: &mut App, command: Command, ctx: &mut Ctx) -> anyh
         Command::Send {
             handle,
             text,
+            file: Some(path),
+            ..
+        } => {
+            let caption = text.unwrap_or_default();
+            crate::files::send(
+                app,
+                ctx,
+                sotto_core::FileTarget::Member(handle),
+                &path,
+                caption,
+            )
+            .await?;
+        }
+        Command::File(FileCommand::Save { id, path }) => {
+            crate::files::save(app, ctx, &id, path).await?;
+        }
+        Command::File(FileCommand::Delete { id }) => {
+            let id = app.resolve_message_id(&id)?;
+            let deleted = app.delete_file(&id).await?;
+            out.result(
+                format!("deleted the file's {deleted} chunks from the relay"),
+                json!({"id": hex::encode(id), "deleted_blobs": deleted}),
+            );
+        }
+        Command::Files { handle, group } => {
+            crate::files::list(app, ctx, handle.as_deref(), group.as_deref())?;
+        }
+        Command::Send {
+            handle,
+            text,
             reply_to,
+            file: None,
         } => {
             let text = ctx.message_text(text)?;
             let reply_to = match reply_to {
@@ -696,14 +729,29 @@ pub(crate) async fn exec(app: &mut App, command: Command, ctx: &mut Ctx) -> anyh
             app.mark_read(&handle)?;
             ctx.read.push(handle);
         }
-        Command::Settings { read_receipts } => {
+        Command::Settings {
+            read_receipts,
+            auto_fetch_mib,
+        } => {
             if let Some(on) = read_receipts {
                 app.set_read_receipts(on)?;
             }
+            if let Some(mib) = auto_fetch_mib {
+                app.set_auto_fetch_bytes(mib.saturating_mul(1024 * 1024))?;
+            }
             let on = app.read_receipts()?;
+            let mib = app.auto_fetch_bytes()? / (1024 * 1024);
             out.result(
-                format!("read receipts: {}", if on { "on" } else { "off" }),
-                json!({"read_receipts": on}),
+                format!(
+                    "read receipts: {}\nfetch files as they arrive: {}",
+                    if on { "on" } else { "off" },
+                    if mib == 0 {
+                        "off".to_owned()
+                    } else {
+                        format!("under {mib} MiB")
+                    }
+                ),
+                json!({"read_receipts": on, "auto_fetch_mib": mib}),
             );
         }
         Command::Verify {
@@ -791,6 +839,7 @@ async fn sync(app: &mut App, ctx: &mut Ctx) -> anyhow::Result<()> {
     for message in &report.messages {
         out.message(message);
     }
+    crate::files::auto_fetch(app, &out, &report.messages).await?;
     // Messages a reaction, edit or delete changed, as they are now.
     for message in &report.updated {
         if out.json {
@@ -1056,7 +1105,24 @@ async fn group(app: &mut App, command: GroupCommand, ctx: &mut Ctx) -> anyhow::R
         GroupCommand::Send {
             name,
             text,
+            file: Some(path),
+            ..
+        } => {
+            let caption = text.unwrap_or_default();
+            crate::files::send(
+                app,
+                ctx,
+                sotto_core::FileTarget::Group(name),
+                &path,
+                caption,
+            )
+            .await?;
+        }
+        GroupCommand::Send {
+            name,
+            text,
             reply_to,
+            file: None,
         } => {
             let text = ctx.message_text(text)?;
             let reply_to = match reply_to {

@@ -45,6 +45,9 @@ pub(crate) fn exit_code(error: &anyhow::Error) -> u8 {
             ) => REFUSED,
             AppError::Engine(_) | AppError::Store(_) => LOCAL,
             AppError::NotJoined(_) | AppError::AlreadyJoined(_) => LOCAL,
+            AppError::File(sotto_core::FileError::Net(net)) => net_code(net),
+            AppError::File(sotto_core::FileError::Io(_)) => LOCAL,
+            AppError::File(_) => REFUSED,
             AppError::NoRelayAccess
             | AppError::NoSuchLinkRequest(_)
             | AppError::UnknownDevice(_)

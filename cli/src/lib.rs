@@ -15,6 +15,7 @@ mod chat;
 mod commands;
 mod demo;
 mod errors;
+mod files;
 mod messages;
 mod output;
 mod owner;
@@ -124,6 +125,21 @@ pub(crate) enum Command {
         /// `sotto history`).
         #[arg(long, value_name = "ID")]
         reply_to: Option<String>,
+        /// Send this file (the text, if given, is its caption): uploaded
+        /// once, in 64 KiB chunks, to every device of the member.
+        #[arg(long, value_name = "PATH", conflicts_with = "reply_to")]
+        file: Option<std::path::PathBuf>,
+    },
+    /// Files: save one you received (or sent) to disk.
+    #[command(subcommand)]
+    File(FileCommand),
+    /// List the files of a conversation (or of all of them).
+    Files {
+        /// A member's handle.
+        handle: Option<String>,
+        /// A group's name instead.
+        #[arg(long, value_name = "NAME", conflicts_with = "handle")]
+        group: Option<String>,
     },
     /// Fetch everything pending, print new messages, and send what is queued.
     Sync,
@@ -156,6 +172,10 @@ pub(crate) enum Command {
         /// on.
         #[arg(long, value_name = "on|off", value_parser = on_off)]
         read_receipts: Option<bool>,
+        /// Fetch received files under this many MiB as they arrive (0: off,
+        /// the default); `sotto file save` fetches the others.
+        #[arg(long, value_name = "MIB")]
+        auto_fetch_mib: Option<u64>,
     },
     /// Verify a member: show the safety number to compare in person, or
     /// with --sas compare emoji interactively (both run it at the same time).
@@ -341,6 +361,10 @@ pub(crate) enum GroupCommand {
         /// Reply to this message of the group (its ID or ID start).
         #[arg(long, value_name = "ID")]
         reply_to: Option<String>,
+        /// Send this file to the group (the text, if given, is its
+        /// caption): one upload, whatever the group's size.
+        #[arg(long, value_name = "PATH", conflicts_with = "reply_to")]
+        file: Option<std::path::PathBuf>,
     },
     /// Show a group's local history.
     History {
@@ -349,6 +373,26 @@ pub(crate) enum GroupCommand {
     },
     /// List your groups and their members.
     List,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum FileCommand {
+    /// Fetch a file (if not yet; an interrupted fetch resumes) and write
+    /// it, after checking its SHA-256. Into PATH if it is a directory
+    /// (the current one by default) under its sanitized name, else to
+    /// PATH itself; never over an existing file.
+    Save {
+        /// The message's ID (or its first 8+ hex digits), from `sotto files`.
+        id: String,
+        /// Where to write it.
+        path: Option<std::path::PathBuf>,
+    },
+    /// Delete a file you sent from the relay now, before its TTL: those
+    /// who have not fetched it yet no longer can.
+    Delete {
+        /// The message's ID (or its first 8+ hex digits).
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -39,9 +39,17 @@ pub(crate) struct Output {
 /// `group` (null for 1:1), `text` (empty once deleted), `sent_at`,
 /// `status`, `outgoing`, `reply_to` (hex ID or null), `reactions` (emoji →
 /// count), `reacted_by` (emoji → handles), `edited`, `deleted`,
-/// `mentions_me`, `expires_at` (unix ms when it disappears, or null).
+/// `mentions_me`, `expires_at` (unix ms when it disappears, or null), and
+/// `file` (`{"id", "name", "size", "sha256", "media_type"}`, or null).
 pub(crate) fn message_json(message: &Message) -> serde_json::Value {
     json!({
+        "file": message.file.as_ref().map(|file| json!({
+            "id": message.id,
+            "name": file.name,
+            "size": file.size,
+            "sha256": file.sha256,
+            "media_type": file.media_type,
+        })),
         "id": message.id,
         "from": message.from,
         "to": if message.from_me { Some(&message.peer) } else { None },
@@ -96,6 +104,16 @@ pub(crate) fn message_from_json(value: &serde_json::Value) -> Option<Message> {
         deleted: flag("deleted"),
         mentions_me: flag("mentions_me"),
         expires_at: value.get("expires_at").and_then(|v| v.as_u64()),
+        file: value.get("file").and_then(|file| {
+            Some(sotto_core::FileRef {
+                name: file.get("name")?.as_str()?.to_owned(),
+                size: file.get("size")?.as_u64()?,
+                sha256: file.get("sha256")?.as_str()?.to_owned(),
+                media_type: file.get("media_type")?.as_str()?.to_owned(),
+                chunks: 0,
+                has_thumbnail: false,
+            })
+        }),
     })
 }
 
@@ -174,6 +192,16 @@ impl Output {
             }
             for (emoji, count) in message.reaction_counts() {
                 line.push_str(&format!(" [{emoji} {count}]"));
+            }
+            if let Some(file) = &message.file
+                && !message.deleted
+            {
+                line.push_str(&format!(
+                    " [file {} ({}), `sotto file save {}`]",
+                    sotto_core::sanitize_name(&file.name),
+                    crate::files::human_size(file.size),
+                    message.id.get(..8).unwrap_or_default()
+                ));
             }
             self.line(line);
         }

@@ -593,7 +593,7 @@ fn shown_messages_are_read_the_receipt_waits_for_the_next_delivery_and_can_be_tu
     assert!(off.contains("read receipts: off"), "{off}");
     let shown: Value =
         serde_json::from_str(ok(&sotto(&bob, &["settings", "--json"])).trim()).unwrap();
-    assert_eq!(shown, json!({"read_receipts": false}));
+    assert_eq!(shown, json!({"read_receipts": false, "auto_fetch_mib": 0}));
     fails(
         &sotto(&bob, &["settings", "--read-receipts", "maybe"]),
         2,

@@ -75,6 +75,7 @@ mod device;
 mod devices;
 mod engine;
 mod epoch;
+mod files;
 mod group;
 mod net;
 mod records;
@@ -85,8 +86,8 @@ pub mod team;
 mod tokens;
 
 pub use app::{
-    App, AppError, Conversation, RelayTarget, SAFETY_NUMBER_TAG, SasOutcome, SasSession, Sent,
-    safety_number,
+    App, AppError, Conversation, FileTarget, OutgoingFile, RelayTarget, SAFETY_NUMBER_TAG,
+    SasOutcome, SasSession, Sent, safety_number, save_path,
 };
 pub use blind::{BLIND_PREFIX_TAG, BLIND_TAG, BlindedInbox, InboxKey, InboxPublic};
 #[cfg(feature = "test-support")]
@@ -108,6 +109,16 @@ pub use engine::{
     Received, Status,
 };
 pub use epoch::{EPOCH_SECS, Epoch};
+pub use files::{
+    BLOB_LEN as FILE_BLOB_LEN, CHUNK_AAD as FILE_CHUNK_AAD, CHUNK_DATA as FILE_CHUNK_DATA,
+    CHUNK_KEY_INFO as FILE_CHUNK_KEY_INFO, FileCache, FileError, FileInfo, FileKey, FileMailbox,
+    MAILBOX_KEY_INFO as FILE_MAILBOX_KEY_INFO, MAX_CAPTION as FILE_MAX_CAPTION,
+    MAX_MEDIA_TYPE as FILE_MAX_MEDIA_TYPE, MAX_NAME as FILE_MAX_NAME,
+    MAX_THUMBNAIL as FILE_MAX_THUMBNAIL, Progress as FileProgress, TransferState,
+    chunk_len as file_chunk_len, delete as delete_file, download as download_file, max_file_size,
+    open_chunk, open_file_chunk, padded_chunks, padme, real_chunks, sanitize_name,
+    save as save_file, seal_chunk, upload as upload_file,
+};
 #[cfg(feature = "test-support")]
 #[doc(hidden)]
 pub use group::FuzzGroup;
@@ -117,7 +128,7 @@ pub use group::{
 };
 pub use net::{MailboxSigner, NetError, Pushed, RELAY_SERVER_NAME, RelayAddr, RelayConnection};
 pub use records::{
-    ActionError, CONTENT_VERSION, Content, ContentError, DELETED_TEXT, MAX_REACTION_LEN,
+    ActionError, CONTENT_VERSION, Content, ContentError, DELETED_TEXT, FileRef, MAX_REACTION_LEN,
     MAX_REACTIONS, MAX_TIMER_SECS, MIN_TIMER_SECS, UNSUPPORTED_TEXT, check_reaction, check_timer,
     describe_secs, mentions, parse_message_id,
 };

@@ -106,6 +106,75 @@ fn contact_card_corpus_passes() {
 }
 
 #[test]
+fn file_message_corpus_passes() {
+    replay("file_message", core_checks::check_file_message);
+}
+
+/// The file seeds reach what their names say.
+#[test]
+fn file_message_seeds_reach_what_their_names_say() {
+    use sotto_core::{FileError, FileInfo, open_file_chunk};
+    let seeds = file_seeds();
+    let seed = |name: &str| &seeds.iter().find(|(n, _)| *n == name).unwrap().1;
+    assert!(FileInfo::decode(&seed("message")[1..]).is_ok());
+    assert!(matches!(
+        FileInfo::decode(&seed("message-other-mailbox")[1..]),
+        Err(FileError::BadMessage(_))
+    ));
+    assert!(matches!(
+        FileInfo::decode(&seed("message-wrong-count")[1..]),
+        Err(FileError::CountMismatch { .. })
+    ));
+    let info = core_checks::fuzz_file_info();
+    assert_eq!(
+        open_file_chunk(&info, 0, &seed("chunk-0")[1..])
+            .unwrap()
+            .len(),
+        sotto_core::FILE_CHUNK_DATA
+    );
+    assert_eq!(
+        open_file_chunk(&info, 2, &seed("chunk-last")[1..])
+            .unwrap()
+            .len(),
+        5
+    );
+    assert!(matches!(
+        open_file_chunk(&info, 1, &seed("chunk-0-at-1")[1..]),
+        Err(FileError::BadChunk { index: 1 })
+    ));
+}
+
+/// Seeds for `file_message`: a file message and near misses (another
+/// mailbox, a count that is not the size's), and chunks of the fuzz file
+/// (the first, the last, the first where the second should be).
+fn file_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use sotto_core::{FILE_CHUNK_DATA, FileKey, seal_chunk};
+    let mut info = core_checks::fuzz_file_info();
+    info.key = FileKey::from_bytes([9; 32]);
+    info.name = "../../etc/passwd".into();
+    let message = info.to_proto();
+    let mut other_mailbox = message.clone();
+    other_mailbox.mailbox_id = vec![1; 32].into();
+    let mut wrong_count = message.clone();
+    wrong_count.chunks += 1;
+    let key = FileKey::from_bytes(core_checks::FILE_KEY);
+    let first = seal_chunk(&key, 0, false, &vec![0xab; FILE_CHUNK_DATA]).unwrap();
+    let last = seal_chunk(&key, 2, true, b"12345").unwrap();
+    let with = |mode: u8, bytes: Vec<u8>| [vec![mode], bytes].concat();
+    vec![
+        ("message", with(0, message.encode_to_vec())),
+        (
+            "message-other-mailbox",
+            with(0, other_mailbox.encode_to_vec()),
+        ),
+        ("message-wrong-count", with(0, wrong_count.encode_to_vec())),
+        ("chunk-0", with(1, first.clone())),
+        ("chunk-last", with(5, last)),
+        ("chunk-0-at-1", with(3, first)),
+    ]
+}
+
+#[test]
 fn message_content_corpus_passes() {
     replay("message_content", core_checks::check_message_content);
 }
@@ -681,11 +750,22 @@ fn regenerate_seed_corpus() {
         ("contact_card", card_seeds()),
         ("group_message", group_seeds()),
         ("message_content", content_seeds()),
+        ("file_message", file_seeds()),
     ] {
         let dir = corpus(target);
         std::fs::create_dir_all(&dir).unwrap();
         for (name, data) in seeds {
             std::fs::write(dir.join(format!("seed-{name}")), data).unwrap();
         }
+    }
+}
+
+#[test]
+#[ignore = "writes the file_message seeds into fuzz/corpus"]
+fn regenerate_file_message_seeds() {
+    let dir = corpus("file_message");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, data) in file_seeds() {
+        std::fs::write(dir.join(format!("seed-{name}")), data).unwrap();
     }
 }

@@ -531,10 +531,74 @@ pub(crate) fn check_message_content(data: &[u8]) {
             assert!(sotto_core::check_timer(*secs).is_ok());
         }
         Content::Delete { .. } => {}
+        Content::File(info) => {
+            assert_eq!(info.chunks, sotto_core::padded_chunks(info.size));
+            assert_eq!(
+                info.mailbox().id().as_bytes(),
+                &info.to_proto().mailbox_id[..]
+            );
+        }
     }
     let again = content
         .to_proto()
         .expect("a decoded kind encodes")
         .encode_to_vec();
     assert_eq!(Content::decode(&again), Ok(content), "round trip");
+}
+
+/// The file key of `file_message` chunk inputs.
+pub(crate) const FILE_KEY: [u8; 32] = [0x46; 32];
+/// The size of the file `file_message` chunk inputs belong to: three real
+/// chunks, the last five bytes long.
+pub(crate) const FILE_SIZE: u64 = 2 * sotto_core::FILE_CHUNK_DATA as u64 + 5;
+
+/// The file message of `file_message` chunk inputs.
+pub(crate) fn fuzz_file_info() -> sotto_core::FileInfo {
+    sotto_core::FileInfo {
+        key: sotto_core::FileKey::from_bytes(FILE_KEY),
+        chunks: sotto_core::padded_chunks(FILE_SIZE),
+        size: FILE_SIZE,
+        sha256: [0; 32],
+        name: "f".into(),
+        media_type: String::new(),
+        thumbnail: Vec::new(),
+        caption: String::new(),
+        expires_at: 0,
+    }
+}
+
+/// `file_message`: the first byte picks what the rest is. Even: an
+/// encoded `File` for `FileInfo::decode`; what decodes has the padded
+/// count of its size, a mailbox its key derives, bounded fields, round
+/// trips, and a name that sanitizes to one plain path component. Odd: a
+/// chunk blob for `open_file_chunk` at index `(byte / 2) % 4` of a
+/// 3-chunk file under [`FILE_KEY`]; what opens has the length its place
+/// calls for.
+pub(crate) fn check_file_message(data: &[u8]) {
+    use sotto_core::{FileInfo, open_file_chunk, sanitize_name};
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    if mode % 2 == 0 {
+        let Ok(info) = FileInfo::decode(rest) else {
+            return;
+        };
+        assert_eq!(info.chunks, sotto_core::padded_chunks(info.size));
+        assert!(info.name.len() <= sotto_core::FILE_MAX_NAME);
+        assert!(info.thumbnail.len() <= sotto_core::FILE_MAX_THUMBNAIL);
+        let again = info.to_proto().encode_to_vec();
+        assert_eq!(FileInfo::decode(&again).expect("round trip"), info);
+        let clean = sanitize_name(&info.name);
+        assert!(!clean.is_empty() && clean.len() <= sotto_core::FILE_MAX_NAME);
+        assert!(!clean.contains('/') && !clean.contains('\\') && !clean.starts_with('.'));
+        assert!(!clean.chars().any(char::is_control));
+        assert_eq!(std::path::Path::new(&clean).components().count(), 1);
+    } else {
+        let info = fuzz_file_info();
+        let index = u64::from(mode / 2 % 4);
+        if let Ok(plain) = open_file_chunk(&info, index, rest) {
+            assert_eq!(plain.len(), sotto_core::file_chunk_len(FILE_SIZE, index));
+            assert_eq!(rest.len(), sotto_core::FILE_BLOB_LEN);
+        }
+    }
 }

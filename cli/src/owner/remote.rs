@@ -152,10 +152,12 @@ pub(crate) async fn forward(
     } else {
         None
     };
-    let argv: Vec<String> = std::env::args_os()
-        .skip(1)
-        .map(|arg| arg.to_string_lossy().into_owned())
-        .collect();
+    let argv: Vec<String> = crate::files::absolute_argv(
+        std::env::args_os()
+            .skip(1)
+            .map(|arg| arg.to_string_lossy().into_owned())
+            .collect(),
+    );
     let reply = remote
         .call("cli.run", json!({"argv": argv, "stdin": stdin}))
         .await?;

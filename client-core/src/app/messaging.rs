@@ -126,7 +126,7 @@ impl App {
 
     /// Reads the roster on `conn` and checks that both ends are members;
     /// with `refresh`, also re-reads `handle`'s device list.
-    async fn roster_check(
+    pub(super) async fn roster_check(
         &mut self,
         conn: &RelayConnection,
         handle: &str,

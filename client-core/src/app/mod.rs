@@ -21,11 +21,13 @@
 //! `crate::devices`, next to the engine's side of linking.
 
 mod admins;
+mod files;
 mod groups;
 mod messaging;
 mod team;
 mod verify;
 
+pub use files::{FileTarget, OutgoingFile, save_path};
 pub use messaging::Conversation;
 pub use verify::{SAFETY_NUMBER_TAG, SasSession, safety_number};
 
@@ -99,6 +101,9 @@ pub enum AppError {
     /// A device cannot remove itself.
     #[error("this is the device you are using; remove it from another of your devices")]
     RemoveThisDevice,
+    /// Sending, fetching or saving a file.
+    #[error(transparent)]
+    File(#[from] crate::files::FileError),
 }
 
 /// A message handed to [`App::send`].

@@ -186,8 +186,15 @@ impl Engine {
                 message.reactions.clear();
                 message.mentions_me = false;
                 message.deleted = true;
+                // A file goes with it: its key too, so it cannot be fetched.
+                if message.file.take().is_some() {
+                    self.forget_file(target_id, batch);
+                }
             }
-            Content::Text { .. } | Content::Timer { .. } | Content::Unsupported => {
+            Content::Text { .. }
+            | Content::Timer { .. }
+            | Content::File(_)
+            | Content::Unsupported => {
                 return Ok(Err(ActionError::UnknownMessage(String::new())));
             }
         }
@@ -252,6 +259,11 @@ impl Engine {
                 template.text = super::timer_notice(secs);
             }
             Content::Unsupported => template.text = UNSUPPORTED_TEXT.to_owned(),
+            Content::File(info) => {
+                template.text = info.caption.clone();
+                template.file = Some(info.summary());
+                self.put_file(message_id, &info, batch);
+            }
             change => {
                 let sender = template.from.clone();
                 return self.receive_change(

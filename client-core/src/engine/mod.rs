@@ -54,6 +54,7 @@
 
 mod actions;
 mod contacts;
+mod files;
 mod history;
 mod olm;
 mod outbox;

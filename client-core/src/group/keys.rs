@@ -255,6 +255,19 @@ impl Engine {
                             }
                         }
                         Content::Unsupported => message.text = UNSUPPORTED_TEXT.to_owned(),
+                        Content::File(info) => {
+                            message.text = info.caption.clone();
+                            message.file = Some(info.summary());
+                            if let Ok(message_id) = hex::decode(&message.id) {
+                                self.put_file(&message_id, &info, batch);
+                                self.index_message(
+                                    &message_id,
+                                    &record.history_key,
+                                    &conversation(id),
+                                    batch,
+                                );
+                            }
+                        }
                         change => {
                             // A change that waited for its key: applied
                             // now, and its placeholder goes.

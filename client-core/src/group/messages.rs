@@ -180,7 +180,7 @@ impl Engine {
     /// Encrypts `body` once with my outbound Megolm session for `group`
     /// and queues it; `text` (with what it replies to and its timer) is
     /// filed in the history as mine. Returns the payload's message ID.
-    pub(super) fn queue_group_payload(
+    pub(crate) fn queue_group_payload(
         &mut self,
         group: &str,
         body: group_payload::Body,

@@ -185,6 +185,9 @@ const MENTIONS_ME: u8 = 8;
 /// A reply, edit or reactions follow the group name (see
 /// [`encode_message`]).
 const EXTRA: u8 = 16;
+/// A file follows everything else (issue 21): `name, size, sha256,
+/// media type, chunks, thumbnail flag`.
+const FILE: u8 = 32;
 
 /// A history entry: `status, flags, sent_at, id, peer, from, text[, group]
 /// [, reply_to, edited, edited_at, reaction count, (emoji, handle count,
@@ -210,6 +213,9 @@ pub(crate) fn encode_message(message: &Message) -> Zeroizing<Vec<u8>> {
         || message.expires_at.is_some();
     if extra {
         flags |= EXTRA;
+    }
+    if message.file.is_some() {
+        flags |= FILE;
     }
     let group = message.group.as_deref().unwrap_or_default();
     let mut w = Writer::new(
@@ -244,6 +250,14 @@ pub(crate) fn encode_message(message: &Message) -> Zeroizing<Vec<u8>> {
         w.u8(u8::from(message.expires_at.is_some()))
             .u64(message.expires_at.unwrap_or_default());
     }
+    if let Some(file) = &message.file {
+        w.str(&file.name)
+            .u64(file.size)
+            .str(&file.sha256)
+            .str(&file.media_type)
+            .u64(file.chunks)
+            .u8(u8::from(file.has_thumbnail));
+    }
     w.finish()
 }
 
@@ -254,7 +268,7 @@ pub(crate) fn decode_message(record: &[u8]) -> Result<Message, RecordError> {
     };
     let status = Status::from_byte(r.u8()?)?;
     let flags = r.u8()?;
-    if flags & !(FROM_ME | IN_GROUP | DELETED | MENTIONS_ME | EXTRA) != 0 {
+    if flags & !(FROM_ME | IN_GROUP | DELETED | MENTIONS_ME | EXTRA | FILE) != 0 {
         return Err(RecordError::Unknown("message flag"));
     }
     let sent_at = r.u64()?;
@@ -291,6 +305,16 @@ pub(crate) fn decode_message(record: &[u8]) -> Result<Message, RecordError> {
         let has_expiry = flag(r.u8()?)?;
         let expires_at = r.u64()?;
         message.expires_at = has_expiry.then_some(expires_at);
+    }
+    if flags & FILE != 0 {
+        message.file = Some(super::FileRef {
+            name: r.string()?,
+            size: r.u64()?,
+            sha256: r.string()?,
+            media_type: r.string()?,
+            chunks: r.u64()?,
+            has_thumbnail: flag(r.u8()?)?,
+        });
     }
     r.finish()?;
     Ok(message)
@@ -405,10 +429,14 @@ mod tests {
             expires_at in proptest::option::of(any::<u64>()),
             reactions in proptest::collection::btree_map(
                 ".{1,4}", proptest::collection::btree_set("[a-z]{1,8}", 1..4), 0..4),
+            file in proptest::option::of((".*", any::<u64>(), "[0-9a-f]{64}", ".*", any::<u64>(), any::<bool>())),
         ) -> Message {
+            let file = file.map(|(name, size, sha256, media_type, chunks, has_thumbnail)| {
+                crate::records::FileRef { name, size, sha256, media_type, chunks, has_thumbnail }
+            });
             Message {
                 id, peer, from, from_me, text, sent_at, status, group,
-                reply_to, edited_at, deleted, mentions_me, reactions, expires_at,
+                reply_to, edited_at, deleted, mentions_me, reactions, expires_at, file,
             }
         }
     }

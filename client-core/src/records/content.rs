@@ -67,6 +67,8 @@ pub enum Content {
         /// Seconds, [`MIN_TIMER_SECS`] to [`MAX_TIMER_SECS`], or 0.
         secs: u64,
     },
+    /// A file or image (issue 21): key, mailbox, size, hash, name.
+    File(Box<crate::files::FileInfo>),
     /// A kind this version does not know (a newer sender).
     Unsupported,
 }
@@ -86,6 +88,11 @@ pub enum ContentError {
     /// A reaction is empty, longer than one grapheme or too long.
     #[error("a reaction must be one emoji (one grapheme of at most {MAX_REACTION_LEN} bytes)")]
     BadReaction,
+    /// A file message that breaks the format (key or hash not 32 bytes,
+    /// a mailbox the key does not derive, a chunk count that is not the
+    /// size's, a field too long).
+    #[error("a file message is malformed")]
+    BadFile,
 }
 
 /// A reply, reaction, edit or delete that cannot be made (sending), or was
@@ -204,6 +211,9 @@ impl Content {
             Some(content::Kind::Timer(timer)) => Self::Timer {
                 secs: check_timer(timer.secs)?,
             },
+            Some(content::Kind::File(file)) => Self::File(Box::new(
+                crate::files::FileInfo::from_proto(file).map_err(|_| ContentError::BadFile)?,
+            )),
             None => Self::Unsupported,
         })
     }
@@ -238,6 +248,7 @@ impl Content {
                 target: target.to_vec().into(),
             }),
             Self::Timer { secs } => content::Kind::Timer(proto::Timer { secs: *secs }),
+            Self::File(file) => content::Kind::File(file.to_proto()),
             Self::Unsupported => return None,
         };
         Some(proto::Content {
@@ -252,7 +263,7 @@ impl Content {
             Self::React { target, .. } | Self::Edit { target, .. } | Self::Delete { target } => {
                 Some(target)
             }
-            Self::Text { .. } | Self::Timer { .. } | Self::Unsupported => None,
+            Self::Text { .. } | Self::Timer { .. } | Self::File(_) | Self::Unsupported => None,
         }
     }
 }

@@ -77,6 +77,28 @@ pub struct Message {
     /// clock, unix ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<u64>,
+    /// The file it carries (its text is the caption); the file key stays
+    /// in the store, never here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileRef>,
+}
+
+/// What a message shows of the file it carries (issue 21): no key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRef {
+    /// The name as the sender gave it (sanitized when saved).
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Hex SHA-256 of the content.
+    pub sha256: String,
+    /// Media type (empty: unknown).
+    pub media_type: String,
+    /// Chunks in its mailbox, dummies included.
+    pub chunks: u64,
+    /// A thumbnail came with it.
+    #[serde(default)]
+    pub has_thumbnail: bool,
 }
 
 impl Message {
@@ -107,6 +129,7 @@ impl Message {
             deleted: false,
             mentions_me: false,
             expires_at: None,
+            file: None,
         }
     }
 

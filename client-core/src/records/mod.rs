@@ -41,5 +41,5 @@ pub(crate) use message::{
     ContactRecord, OutboxRecord, corrupt, random_id, split_status_record, status_record, ttl_for,
 };
 pub use message::{
-    DropCounts, Dropped, EngineError, Message, MessageId, Outgoing, Received, Status,
+    DropCounts, Dropped, EngineError, FileRef, Message, MessageId, Outgoing, Received, Status,
 };

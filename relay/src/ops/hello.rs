@@ -37,6 +37,8 @@ pub(crate) fn welcome(challenge: &Challenge, limits: &Limits, now_secs: u64) -> 
             default_ttl_secs: limits.default_ttl_secs,
             blob_sizes: limits.blob_sizes.clone(),
             max_fetch: limits.max_fetch_blobs,
+            mailbox_max_blobs: limits.mailbox_max_blobs,
+            mailbox_max_bytes: limits.mailbox_max_bytes,
         }),
         now: now_secs,
     }

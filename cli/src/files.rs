@@ -1,0 +1,292 @@
+//! `sotto send --file`, `sotto group send --file`, `sotto file save`,
+//! `sotto files`, and fetching small files as they arrive (issue 21).
+//! Progress goes to stderr (indicatif), hidden with `--json`, when stderr
+//! is not a terminal, and when the owner runs the command for another
+//! process.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+use sotto_core::{App, FileTarget, Message, OutgoingFile, sanitize_name};
+
+use crate::commands::Ctx;
+use crate::output::Output;
+
+/// A progress bar of `total` bytes on stderr, or a hidden one.
+fn bar(out: &Output, total: u64, what: &str) -> indicatif::ProgressBar {
+    if out.json || !out.is_std() {
+        return indicatif::ProgressBar::hidden();
+    }
+    // Hidden by indicatif itself when stderr is not a terminal.
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(total),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+    ) {
+        bar.set_style(style);
+    }
+    bar.set_message(what.to_owned());
+    bar
+}
+
+/// A media type from the name's extension (empty when unknown).
+fn media_type(name: &str) -> &'static str {
+    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+    match ext.as_deref() {
+        Some("png") => "image/png",
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("gif") => "image/gif",
+        Some("webp") => "image/webp",
+        Some("svg") => "image/svg+xml",
+        Some("pdf") => "application/pdf",
+        Some("txt" | "log" | "md") => "text/plain",
+        Some("json") => "application/json",
+        Some("zip") => "application/zip",
+        Some("gz" | "tgz") => "application/gzip",
+        _ => "",
+    }
+}
+
+/// Sizes as people read them.
+pub(crate) fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// Sends the file at `path` to `to`, `caption` with it.
+pub(crate) async fn send(
+    app: &mut App,
+    ctx: &mut Ctx,
+    to: FileTarget,
+    path: &Path,
+    caption: String,
+) -> anyhow::Result<()> {
+    let out = ctx.out.clone();
+    let mut file = std::fs::File::open(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let size = file.metadata()?.len();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "file".to_owned());
+    let shown = bar(&out, size, &format!("sending {}", sanitize_name(&name)));
+    let progress = shown.clone();
+    let mut on_progress = move |done: u64| progress.set_position(done);
+    let sent = app
+        .send_file(
+            &to,
+            OutgoingFile {
+                reader: &mut file,
+                size,
+                media_type: media_type(&name).to_owned(),
+                name,
+                caption,
+                thumbnail: Vec::new(),
+            },
+            &mut on_progress,
+        )
+        .await;
+    shown.finish_and_clear();
+    let sent = sent?;
+    let (who, key) = match &to {
+        FileTarget::Member(handle) => (handle.clone(), "to"),
+        FileTarget::Group(group) => (group.clone(), "group"),
+    };
+    if let FileTarget::Member(handle) = &to {
+        ctx.sent.push((
+            hex::encode(sent.id),
+            handle.clone(),
+            if sent.delivered {
+                sotto_core::Status::Sent
+            } else {
+                sotto_core::Status::Queued
+            },
+        ));
+    }
+    let status = if sent.delivered { "sent" } else { "queued" };
+    out.result(
+        if sent.delivered {
+            format!("file sent to {who} ({})", human_size(size))
+        } else {
+            format!("file uploaded; its message is queued for {who}: `sotto sync` sends it later")
+        },
+        json!({"id": hex::encode(sent.id), key: who, "status": status, "size": size}),
+    );
+    Ok(())
+}
+
+/// `sotto file save ID [PATH]`.
+pub(crate) async fn save(
+    app: &mut App,
+    ctx: &mut Ctx,
+    id: &str,
+    path: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let out = ctx.out.clone();
+    let id = app.resolve_message_id(id)?;
+    let info = app.file_info(&id)?;
+    let shown = bar(
+        &out,
+        info.size,
+        &format!("fetching {}", sanitize_name(&info.name)),
+    );
+    let progress = shown.clone();
+    let mut on_progress = move |done: u64| progress.set_position(done);
+    let saved = app.save_file(&id, path.as_deref(), &mut on_progress).await;
+    shown.finish_and_clear();
+    let saved = saved?;
+    out.result(
+        format!("saved {} ({})", saved.display(), human_size(info.size)),
+        json!({"id": hex::encode(id), "path": saved.display().to_string(), "size": info.size, "sha256": hex::encode(info.sha256)}),
+    );
+    Ok(())
+}
+
+/// `sotto files [HANDLE | --group NAME]`.
+pub(crate) fn list(
+    app: &App,
+    ctx: &Ctx,
+    handle: Option<&str>,
+    group: Option<&str>,
+) -> anyhow::Result<()> {
+    let cache = app.file_cache();
+    for message in app.files(handle, group)? {
+        let Some(file) = &message.file else { continue };
+        let fetched = cache.state(&message.id)?.complete;
+        if ctx.out.json {
+            ctx.out.line(json!({
+                "id": message.id,
+                "from": message.from,
+                "group": message.group,
+                "sent_at": message.sent_at,
+                "fetched": fetched,
+                "file": {
+                    "id": message.id,
+                    "name": file.name,
+                    "size": file.size,
+                    "sha256": file.sha256,
+                    "media_type": file.media_type,
+                },
+            }));
+        } else {
+            let from = match (&message.group, message.from_me) {
+                (Some(group), _) => format!("#{group} {}", message.from),
+                (None, true) => format!("me -> {}", message.peer),
+                (None, false) => message.from.clone(),
+            };
+            ctx.out.line(format!(
+                "{} {from}: {} ({}){}",
+                message.id.get(..8).unwrap_or_default(),
+                sanitize_name(&file.name),
+                human_size(file.size),
+                if fetched { " fetched" } else { "" }
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Fetches the files among `messages` that are under the profile's
+/// auto-fetch size; a failure is reported, never fatal (`sotto file save`
+/// retries from where it stopped).
+pub(crate) async fn auto_fetch(
+    app: &mut App,
+    out: &Output,
+    messages: &[Message],
+) -> anyhow::Result<()> {
+    let limit = app.auto_fetch_bytes()?;
+    if limit == 0 {
+        return Ok(());
+    }
+    for message in messages {
+        let Some(file) = &message.file else { continue };
+        if message.from_me || file.size > limit {
+            continue;
+        }
+        let Ok(id) = sotto_core::parse_message_id(&message.id) else {
+            continue;
+        };
+        let mut quiet = |_| {};
+        if let Err(error) = app.fetch_file(&id, &mut quiet).await {
+            out.err(format_args!(
+                "sotto: could not fetch file {}: {error}; `sotto file save {}` retries",
+                message.id.get(..8).unwrap_or_default(),
+                message.id.get(..8).unwrap_or_default()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The command line the owner runs for another process, with relative
+/// file paths made absolute (the owner's working directory is not the
+/// caller's).
+pub(crate) fn absolute_argv(mut argv: Vec<String>) -> Vec<String> {
+    let absolute = |path: &str| {
+        std::path::absolute(path)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| path.to_owned())
+    };
+    let is_save = argv.windows(2).any(|w| w[0] == "file" && w[1] == "save");
+    let mut i = 0;
+    while i < argv.len() {
+        if argv[i] == "--file" && i + 1 < argv.len() {
+            argv[i + 1] = absolute(&argv[i + 1]);
+            i += 2;
+            continue;
+        }
+        if let Some(path) = argv[i].strip_prefix("--file=") {
+            argv[i] = format!("--file={}", absolute(path));
+        }
+        i += 1;
+    }
+    if is_save && let Some(at) = argv.iter().position(|a| a == "save") {
+        // `file save ID PATH`: the second positional after `save`.
+        let positional: Vec<usize> = (at + 1..argv.len())
+            .filter(|&j| !argv[j].starts_with('-'))
+            .collect();
+        if let Some(&j) = positional.get(1) {
+            argv[j] = absolute(&argv[j]);
+        }
+    }
+    argv
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_are_made_absolute_for_the_owner() {
+        let cwd = std::env::current_dir().unwrap_or_default();
+        let argv = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let got = absolute_argv(argv(&["send", "bob", "--file", "a.txt"]));
+        assert_eq!(got[3], cwd.join("a.txt").display().to_string());
+        let got = absolute_argv(argv(&["file", "save", "0123abcd", "out"]));
+        assert_eq!(got[3], cwd.join("out").display().to_string());
+        assert_eq!(got[2], "0123abcd");
+        let got = absolute_argv(argv(&["--json", "file", "save", "0123abcd"]));
+        assert_eq!(got, argv(&["--json", "file", "save", "0123abcd"]));
+        let got = absolute_argv(argv(&["send", "bob", "hi"]));
+        assert_eq!(got, argv(&["send", "bob", "hi"]));
+    }
+
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(human_size(0), "0 B");
+        assert_eq!(human_size(1023), "1023 B");
+        assert_eq!(human_size(1024), "1.0 KiB");
+        assert_eq!(human_size(10 * 1024 * 1024), "10.0 MiB");
+    }
+}
