@@ -123,14 +123,20 @@ pub use records::{
 };
 pub use sas::{SAS_EMOJI, SAS_INFO, SAS_MAC_INFO, SasCode, SasFlow};
 pub use seal::{
-    EnvelopePublic, EnvelopeSecret, GROUP_SEAL_INFO, GROUP_SEAL_VERSION, OpenError, PadError,
-    SEAL_INFO, SEAL_OVERHEAD, SEAL_VERSION, SealError, UnpadError, max_plaintext_len, open,
-    open_symmetric, pad, padded_len, seal, seal_min_bucket, seal_symmetric,
-    seal_symmetric_min_bucket, unpad,
+    EnvelopePublic, EnvelopeSecret, GROUP_SEAL_INFO, GROUP_SEAL_VERSION, HYBRID_HEADER_LEN,
+    HYBRID_SEAL_INFO, HYBRID_SEAL_VERSION, HybridOpened, KEM_CIPHERTEXT_LEN, KEM_PAIRWISE_INFO,
+    KEM_PUBLIC_LEN, KEM_SEED_LEN, KemEncapsulation, KemKeyError, KemPublic, KemSecret, OpenError,
+    PAIRWISE_SEAL_INFO, PAIRWISE_SEAL_VERSION, PadError, PairwiseKey, SEAL_INFO, SEAL_OVERHEAD,
+    SEAL_VERSION, SealError, UnpadError, blob_version, max_hybrid_plaintext_len,
+    max_plaintext_len, open, open_hybrid, open_pairwise, open_symmetric, pad, padded_len, seal,
+    seal_hybrid, seal_min_bucket, seal_pairwise, seal_symmetric, seal_symmetric_min_bucket, unpad,
 };
 #[cfg(feature = "test-support")]
 #[doc(hidden)]
-pub use seal::{seal_symmetric_with_salt, seal_with_ephemeral};
+pub use seal::{
+    seal_hybrid_with_ephemeral, seal_pairwise_with_ephemeral, seal_symmetric_with_salt,
+    seal_with_ephemeral,
+};
 pub use store::{
     Batch, BlindId, Entry, KeySource, MAX_KEY_LEN, MAX_VALUE_LEN, MemoryStore, SledStore, Store,
     StoreError, Tree,
