@@ -11,7 +11,7 @@ use sotto_proto::Message;
 use sotto_proto::client::{DeviceCard, SignedCard};
 use vodozemac::{Curve25519PublicKey, Ed25519PublicKey, Ed25519Signature};
 
-use crate::{EnvelopePublic, InboxPublic};
+use crate::{EnvelopePublic, InboxPublic, KemPublic};
 
 /// Domain separation for card signatures.
 pub const CARD_TAG: &[u8] = b"sotto/card/v1";
@@ -51,6 +51,9 @@ pub struct Card {
     pub inbox_key: InboxPublic,
     /// Olm fallback key for starting sessions.
     pub fallback_key: Curve25519PublicKey,
+    /// ML-KEM-768 key for the hybrid envelope; `None` on a card from a
+    /// version before it (that device is sealed to classically).
+    pub kem_key: Option<KemPublic>,
 }
 
 fn malformed(what: impl std::fmt::Display) -> CardError {
@@ -73,6 +76,12 @@ impl Card {
             envelope_key: self.envelope_key.as_bytes().to_vec().into(),
             inbox_key: self.inbox_key.as_bytes().to_vec().into(),
             fallback_key: self.fallback_key.to_bytes().to_vec().into(),
+            kem_key: self
+                .kem_key
+                .as_ref()
+                .map(|k| k.as_bytes().to_vec())
+                .unwrap_or_default()
+                .into(),
         }
     }
 
@@ -122,6 +131,11 @@ impl Card {
                 &card.fallback_key,
                 "fallback key",
             )?),
+            kem_key: if card.kem_key.is_empty() {
+                None
+            } else {
+                Some(KemPublic::from_slice(&card.kem_key).map_err(malformed)?)
+            },
         })
     }
 
@@ -146,6 +160,12 @@ impl Card {
             "{CARD_PREFIX}{}",
             URL_SAFE_NO_PAD.encode(signed.encode_to_vec())
         )
+    }
+
+    /// Whether envelopes to and from this device are post-quantum hybrid
+    /// (its card carries an ML-KEM key).
+    pub fn is_post_quantum(&self) -> bool {
+        self.kem_key.is_some()
     }
 
     /// A short fingerprint of the device identity, for display.

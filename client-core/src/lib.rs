@@ -104,8 +104,8 @@ pub use devices::{
     REQUEST_INBOX_ROTATE_SECS, confirmation_code, normalize_code,
 };
 pub use engine::{
-    DeviceChange, DropCounts, Dropped, Engine, EngineError, Message, MessageId, Outgoing, Query,
-    Received, Status,
+    DeviceChange, DropCounts, Dropped, Engine, EngineError, Message, MessageId, Outgoing,
+    PQ_REFRESH_SECS, Query, Received, Status,
 };
 pub use epoch::{EPOCH_SECS, Epoch};
 #[cfg(feature = "test-support")]
@@ -127,9 +127,9 @@ pub use seal::{
     HYBRID_SEAL_INFO, HYBRID_SEAL_VERSION, HybridOpened, KEM_CIPHERTEXT_LEN, KEM_PAIRWISE_INFO,
     KEM_PUBLIC_LEN, KEM_SEED_LEN, KemEncapsulation, KemKeyError, KemPublic, KemSecret, OpenError,
     PAIRWISE_SEAL_INFO, PAIRWISE_SEAL_VERSION, PadError, PairwiseKey, SEAL_INFO, SEAL_OVERHEAD,
-    SEAL_VERSION, SealError, UnpadError, blob_version, max_hybrid_plaintext_len,
-    max_plaintext_len, open, open_hybrid, open_pairwise, open_symmetric, pad, padded_len, seal,
-    seal_hybrid, seal_min_bucket, seal_pairwise, seal_symmetric, seal_symmetric_min_bucket, unpad,
+    SEAL_VERSION, SealError, UnpadError, blob_version, max_hybrid_plaintext_len, max_plaintext_len,
+    open, open_hybrid, open_pairwise, open_symmetric, pad, padded_len, seal, seal_hybrid,
+    seal_min_bucket, seal_pairwise, seal_symmetric, seal_symmetric_min_bucket, unpad,
 };
 #[cfg(feature = "test-support")]
 #[doc(hidden)]

@@ -40,7 +40,10 @@ fn x25519_shared(
 }
 
 /// The X25519 shared secret a recipient computes from a blob's ephemeral key.
-fn x25519_open(secret: &EnvelopeSecret, eph_public: &[u8; 32]) -> Result<Zeroizing<[u8; 32]>, OpenError> {
+fn x25519_open(
+    secret: &EnvelopeSecret,
+    eph_public: &[u8; 32],
+) -> Result<Zeroizing<[u8; 32]>, OpenError> {
     let shared = secret.secret.diffie_hellman(&PublicKey::from(*eph_public));
     if !shared.was_contributory() {
         return Err(OpenError::LowOrderKey);
@@ -86,7 +89,11 @@ pub(super) fn pairwise_key(
     let mut ikm = Zeroizing::new([0u8; 64]);
     ikm[..32].copy_from_slice(ss_x25519);
     ikm[32..].copy_from_slice(pairwise.as_bytes());
-    derive_key(ikm.as_ref(), &salt(eph_public, recipient), PAIRWISE_SEAL_INFO)
+    derive_key(
+        ikm.as_ref(),
+        &salt(eph_public, recipient),
+        PAIRWISE_SEAL_INFO,
+    )
 }
 
 /// Seals a first-contact blob (version 3) to a device's envelope key and

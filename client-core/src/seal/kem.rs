@@ -62,10 +62,7 @@ impl KemSecret {
 
     /// Decapsulates `ciphertext` (FIPS 203 implicit rejection: a damaged
     /// ciphertext yields an unrelated secret, so the AEAD fails later).
-    pub(super) fn decapsulate(
-        &self,
-        ciphertext: &[u8; KEM_CIPHERTEXT_LEN],
-    ) -> Zeroizing<[u8; 32]> {
+    pub(super) fn decapsulate(&self, ciphertext: &[u8; KEM_CIPHERTEXT_LEN]) -> Zeroizing<[u8; 32]> {
         let ct = ml_kem::ml_kem_768::Ciphertext::from(*ciphertext);
         let mut shared = self.key.decapsulate(&ct);
         let mut out = Zeroizing::new([0u8; 32]);
@@ -166,10 +163,7 @@ pub struct KemEncapsulation {
 impl KemEncapsulation {
     /// Restores a stored encapsulation (a pending one, resent until the
     /// peer answers).
-    pub(crate) fn from_parts(
-        ciphertext: Box<[u8; KEM_CIPHERTEXT_LEN]>,
-        shared: [u8; 32],
-    ) -> Self {
+    pub(crate) fn from_parts(ciphertext: Box<[u8; KEM_CIPHERTEXT_LEN]>, shared: [u8; 32]) -> Self {
         Self {
             ciphertext,
             shared: Zeroizing::new(shared),

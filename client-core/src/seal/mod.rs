@@ -48,11 +48,11 @@ mod tests;
 #[cfg(feature = "test-support")]
 pub use envelope::seal_with_ephemeral;
 pub use envelope::{open, seal, seal_min_bucket};
-#[cfg(feature = "test-support")]
-pub use hybrid::{seal_hybrid_with_ephemeral, seal_pairwise_with_ephemeral};
 pub use hybrid::{
     HYBRID_HEADER_LEN, HybridOpened, open_hybrid, open_pairwise, seal_hybrid, seal_pairwise,
 };
+#[cfg(feature = "test-support")]
+pub use hybrid::{seal_hybrid_with_ephemeral, seal_pairwise_with_ephemeral};
 pub use kem::{
     KEM_CIPHERTEXT_LEN, KEM_PUBLIC_LEN, KEM_SEED_LEN, KemEncapsulation, KemKeyError, KemPublic,
     KemSecret, PairwiseKey,

@@ -1,0 +1,295 @@
+//! The pairwise post-quantum secret of each contact device (DESIGN §5.1).
+//!
+//! When a contact device's card carries an ML-KEM key, I encapsulate to it
+//! once (a *pending* encapsulation) and seal every blob to that device as
+//! a first-contact hybrid envelope (version 3, 4 KiB for an ordinary
+//! message) carrying the same ciphertext, with a fresh X25519 key each
+//! time, until the device answers with a version-4 envelope mixing the
+//! secret in: that proves it decapsulated, and the secret becomes
+//! *current*. From then on every blob either way is version 4, 1 KiB for
+//! an ordinary message. A version-3 blob from the device (it encapsulated
+//! to me) makes its secret current at once, after Olm authenticated it.
+//!
+//! When both sides encapsulate at once, the encapsulation of the device
+//! with the smaller identity key wins: the other drops its own pending one
+//! when it sees it. The secret is replaced by a new encapsulation when it
+//! is [`PQ_REFRESH_SECS`] old (at the next message I queue to that device)
+//! and whenever the device's ML-KEM key changes or a device is added; the
+//! one it replaced is still accepted until the next replacement, for blobs
+//! already in flight, then erased.
+
+use zeroize::Zeroizing;
+
+use super::{Contact, Engine, EngineError};
+use crate::{Batch, KEM_CIPHERTEXT_LEN, KemEncapsulation, KemPublic, PairwiseKey, Store, Tree};
+
+/// A pairwise secret is replaced by a new encapsulation after this long
+/// (7 days): the forward-secrecy granularity of the outer layer.
+pub const PQ_REFRESH_SECS: u64 = 7 * 24 * 3600;
+
+/// Store key prefix (tree Meta) of a device's pairwise state, followed by
+/// `blind(identity key)`.
+const PQ_PREFIX: &[u8] = b"pq-pair/";
+/// The record format's version.
+const PQ_RECORD_VERSION: u8 = 1;
+
+/// A pending encapsulation to a device and the secret it establishes.
+pub(crate) struct Pending {
+    pub(crate) encapsulation: KemEncapsulation,
+    pub(crate) pairwise: PairwiseKey,
+}
+
+/// The pairwise post-quantum state with one contact device. No `Debug`;
+/// every secret in it is wiped on drop.
+#[derive(Default)]
+pub(crate) struct PqPair {
+    /// The confirmed secret and when it became current (unix seconds).
+    pub(crate) current: Option<(PairwiseKey, u64)>,
+    /// The secret `current` replaced, still accepted from the device.
+    pub(crate) previous: Option<PairwiseKey>,
+    /// My encapsulation the device has not yet answered.
+    pub(crate) pending: Option<Pending>,
+}
+
+/// Which of a device's secrets opened a version-4 blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Slot {
+    Current,
+    Previous,
+    Pending,
+}
+
+/// How a 1:1 blob was sealed, as far as the receive path needs it.
+pub(crate) enum Sealed {
+    /// Version 1: X25519 only.
+    Classical,
+    /// Version 3: carries a new pairwise secret from the sender.
+    Hybrid(PairwiseKey),
+    /// Version 4, opened with `slot` of the device with this identity key.
+    Pairwise([u8; 32], Slot),
+}
+
+impl PqPair {
+    /// Whether there is anything to keep.
+    fn is_empty(&self) -> bool {
+        self.current.is_none() && self.previous.is_none() && self.pending.is_none()
+    }
+
+    /// The secrets a version-4 blob from this device may use.
+    pub(crate) fn candidates(&self) -> impl Iterator<Item = (Slot, &PairwiseKey)> {
+        self.current
+            .iter()
+            .map(|(key, _)| (Slot::Current, key))
+            .chain(self.previous.iter().map(|key| (Slot::Previous, key)))
+            .chain(self.pending.iter().map(|p| (Slot::Pending, &p.pairwise)))
+    }
+
+    /// `secret` becomes current; the current one is kept as previous.
+    fn make_current(&mut self, secret: PairwiseKey, now_secs: u64) {
+        self.previous = self.current.take().map(|(key, _)| key);
+        self.current = Some((secret, now_secs));
+    }
+
+    /// Binary record: `version, flags, [current(32) since(8)],
+    /// [previous(32)], [pending ct(1088) ss(32)]`.
+    fn encode(&self) -> Zeroizing<Vec<u8>> {
+        let mut out = Zeroizing::new(Vec::with_capacity(2 + 40 + 32 + 1120));
+        let flags = u8::from(self.current.is_some())
+            | u8::from(self.previous.is_some()) << 1
+            | u8::from(self.pending.is_some()) << 2;
+        out.extend_from_slice(&[PQ_RECORD_VERSION, flags]);
+        if let Some((key, since)) = &self.current {
+            out.extend_from_slice(key.as_bytes());
+            out.extend_from_slice(&since.to_be_bytes());
+        }
+        if let Some(key) = &self.previous {
+            out.extend_from_slice(key.as_bytes());
+        }
+        if let Some(pending) = &self.pending {
+            out.extend_from_slice(pending.encapsulation.ciphertext());
+            out.extend_from_slice(pending.encapsulation.shared.as_ref());
+        }
+        out
+    }
+
+    /// Reads [`PqPair::encode`]'s record; `kem_key` is the device's
+    /// current ML-KEM key (a pending encapsulation's secret is bound to it).
+    fn decode(bytes: &[u8], kem_key: Option<&KemPublic>) -> Option<Self> {
+        let (&[version, flags], mut rest) = bytes.split_first_chunk::<2>()?;
+        if version != PQ_RECORD_VERSION || flags > 0b111 {
+            return None;
+        }
+        let mut take = |n: usize| -> Option<&[u8]> {
+            let (head, tail) = rest.split_at_checked(n)?;
+            rest = tail;
+            Some(head)
+        };
+        let key32 = |b: &[u8]| -> Option<[u8; 32]> { b.try_into().ok() };
+        let mut pair = Self::default();
+        if flags & 1 != 0 {
+            let key = key32(take(32)?)?;
+            let since = u64::from_be_bytes(take(8)?.try_into().ok()?);
+            pair.current = Some((PairwiseKey::from_bytes(key), since));
+        }
+        if flags & 2 != 0 {
+            pair.previous = Some(PairwiseKey::from_bytes(key32(take(32)?)?));
+        }
+        if flags & 4 != 0 {
+            let ct: [u8; KEM_CIPHERTEXT_LEN] = take(KEM_CIPHERTEXT_LEN)?.try_into().ok()?;
+            let shared = key32(take(32)?)?;
+            let encapsulation = KemEncapsulation::from_parts(Box::new(ct), shared);
+            // A pending encapsulation to a key the device no longer has is
+            // useless: a new one is made.
+            if let Some(kem_key) = kem_key {
+                let pairwise = encapsulation.pairwise(kem_key);
+                pair.pending = Some(Pending {
+                    encapsulation,
+                    pairwise,
+                });
+            }
+        }
+        rest.is_empty().then_some(pair)
+    }
+}
+
+/// The store key of a device's pairwise state.
+fn pq_store_key(store: &dyn Store, identity: &[u8; 32]) -> Vec<u8> {
+    [PQ_PREFIX, store.blind(identity).as_bytes().as_slice()].concat()
+}
+
+/// Loads a device's pairwise state (empty when none is stored or the
+/// record is unreadable: a new encapsulation starts over, nothing breaks).
+pub(crate) fn load_pq(
+    store: &dyn Store,
+    identity: &[u8; 32],
+    kem_key: Option<&KemPublic>,
+) -> Result<PqPair, EngineError> {
+    Ok(store
+        .get(Tree::Meta, &pq_store_key(store, identity))?
+        .and_then(|bytes| PqPair::decode(&bytes, kem_key))
+        .unwrap_or_default())
+}
+
+impl Engine {
+    /// Writes (or, when empty, deletes) a device's pairwise state.
+    pub(crate) fn save_pq(&self, contact: &Contact, batch: &mut Batch) {
+        let key = pq_store_key(self.store.as_ref(), &contact.card.identity_key.to_bytes());
+        if contact.pq.is_empty() {
+            batch.delete(Tree::Meta, key);
+        } else {
+            batch.put(Tree::Meta, key, &contact.pq.encode());
+        }
+    }
+
+    /// Deletes a removed device's pairwise state.
+    pub(crate) fn forget_pq(&self, identity: &[u8; 32], batch: &mut Batch) {
+        batch.delete(Tree::Meta, pq_store_key(self.store.as_ref(), identity));
+    }
+
+    /// Makes sure a device with an ML-KEM key has a secret to seal with:
+    /// a new encapsulation when there is none pending and no current one,
+    /// or the current one is [`PQ_REFRESH_SECS`] old at `now_secs`.
+    /// Returns whether the state changed (it is then added to `batch`).
+    pub(crate) fn ensure_pq(
+        &mut self,
+        handle: &str,
+        index: usize,
+        now_secs: u64,
+        batch: &mut Batch,
+    ) -> Result<bool, EngineError> {
+        let Some(contact) = self
+            .contacts
+            .get_mut(handle)
+            .and_then(|devices| devices.get_mut(index))
+        else {
+            return Ok(false);
+        };
+        let Some(kem_key) = contact.card.kem_key.clone() else {
+            return Ok(false);
+        };
+        let due = match (&contact.pq.pending, &contact.pq.current) {
+            (Some(_), _) => false,
+            (None, None) => true,
+            (None, Some((_, since))) => now_secs >= since.saturating_add(PQ_REFRESH_SECS),
+        };
+        if !due {
+            return Ok(false);
+        }
+        let encapsulation = kem_key.encapsulate()?;
+        let pairwise = encapsulation.pairwise(&kem_key);
+        contact.pq.pending = Some(Pending {
+            encapsulation,
+            pairwise,
+        });
+        let contact = &self.contacts[handle][index];
+        self.save_pq(contact, batch);
+        Ok(true)
+    }
+
+    /// After Olm authenticated a blob from device `index` of `peer`: a
+    /// version-3 blob's secret becomes current (unless my own pending
+    /// encapsulation wins the tie), a version-4 blob opened with my pending
+    /// secret confirms it. The state change is added to `batch`.
+    pub(crate) fn on_sealed(
+        &mut self,
+        peer: &str,
+        index: usize,
+        sealed: Sealed,
+        now_secs: u64,
+        batch: &mut Batch,
+    ) {
+        let me = self.me;
+        let Some(contact) = self
+            .contacts
+            .get_mut(peer)
+            .and_then(|devices| devices.get_mut(index))
+        else {
+            return;
+        };
+        let changed = match sealed {
+            Sealed::Classical | Sealed::Pairwise(_, Slot::Current | Slot::Previous) => false,
+            Sealed::Pairwise(_, Slot::Pending) => match contact.pq.pending.take() {
+                Some(pending) => {
+                    contact.pq.make_current(pending.pairwise, now_secs);
+                    true
+                }
+                None => false,
+            },
+            Sealed::Hybrid(secret) => {
+                let pq = &mut contact.pq;
+                let known = pq.current.as_ref().is_some_and(|(k, _)| *k == secret)
+                    || pq.previous.as_ref() == Some(&secret);
+                // Both encapsulated at once: the smaller identity key's
+                // encapsulation wins; the other side adopts it.
+                let mine_wins = pq.pending.is_some()
+                    && me.as_slice() < contact.card.identity_key.as_bytes().as_slice();
+                if known || mine_wins {
+                    false
+                } else {
+                    pq.pending = None;
+                    pq.make_current(secret, now_secs);
+                    true
+                }
+            }
+        };
+        if changed {
+            let contact = &self.contacts[peer][index];
+            self.save_pq(contact, batch);
+        }
+    }
+
+    /// Whether every device of `peer` I write to has an ML-KEM key (the
+    /// hybrid envelope); `None` if `peer` is not a contact.
+    pub fn is_post_quantum(&self, peer: &str) -> Option<bool> {
+        let devices = self.contacts.get(peer).filter(|d| !d.is_empty())?;
+        Some(devices.iter().all(|c| c.card.kem_key.is_some()))
+    }
+
+    /// Whether an established pairwise secret (not just a pending
+    /// encapsulation) is held with every device of `peer`.
+    pub fn pq_established(&self, peer: &str) -> bool {
+        self.contacts.get(peer).is_some_and(|devices| {
+            !devices.is_empty() && devices.iter().all(|c| c.pq.current.is_some())
+        })
+    }
+}
