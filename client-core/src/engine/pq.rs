@@ -293,3 +293,262 @@ impl Engine {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+
+    use sotto_proto::Bucket;
+    use sotto_proto::Message as _;
+    use sotto_proto::client::Envelope;
+
+    use super::*;
+    use crate::{
+        Dropped, EPOCH_SECS, Epoch, HYBRID_SEAL_VERSION, KemSecret, MemoryStore,
+        PAIRWISE_SEAL_VERSION, Received, SEAL_VERSION, records,
+    };
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn engine(handle: &str) -> (Engine, Arc<dyn Store>) {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new().unwrap());
+        (Engine::create(store.clone(), handle, NOW).unwrap(), store)
+    }
+
+    /// Delivers everything `from` has queued; returns each blob's version
+    /// and bucket and what `to` made of it.
+    fn deliver(from: &mut Engine, to: &mut Engine, now: u64) -> Vec<(u8, Bucket, Received)> {
+        let epoch = Epoch::from_unix_secs(now, EPOCH_SECS);
+        let mut out = Vec::new();
+        for item in from.outgoing(now).unwrap() {
+            let blob = item.blob.as_bytes();
+            let received = to.receive(blob, epoch).unwrap();
+            from.sent(&item.key).unwrap();
+            out.push((blob[0], item.blob.bucket(), received));
+        }
+        out
+    }
+
+    fn say(from: &mut Engine, to: &mut Engine, text: &str, now: u64) -> Vec<(u8, Bucket)> {
+        let peer = to.handle().to_owned();
+        from.queue_text(&peer, text, now * 1000).unwrap();
+        let delivered = deliver(from, to, now);
+        assert!(
+            delivered
+                .iter()
+                .all(|(_, _, r)| matches!(r, Received::Message(m) if m.text == text)),
+            "{text} was not received"
+        );
+        delivered.into_iter().map(|(v, b, _)| (v, b)).collect()
+    }
+
+    /// `e`'s card as a version from before the hybrid envelope made it:
+    /// no ML-KEM key, signed by the device.
+    fn classical_card(e: &Engine) -> String {
+        let mut card = e.own_card();
+        card.kem_key = None;
+        crate::card::export(&card.sign(|m| e.device.account.sign(m)))
+    }
+
+    fn pair() -> (Engine, Arc<dyn Store>, Engine) {
+        let (mut alice, alice_store) = engine("alice");
+        let (mut bob, _) = engine("bob");
+        alice.import_card(&bob.export_card()).unwrap();
+        bob.import_card(&alice.export_card()).unwrap();
+        (alice, alice_store, bob)
+    }
+
+    fn current(e: &Engine, peer: &str) -> [u8; 32] {
+        *e.contacts[peer][0]
+            .pq
+            .current
+            .as_ref()
+            .unwrap()
+            .0
+            .as_bytes()
+    }
+
+    /// Sends back and forth until both sides hold one established secret;
+    /// returns every blob's version and bucket.
+    fn establish(alice: &mut Engine, bob: &mut Engine) -> Vec<(u8, Bucket)> {
+        let mut blobs = Vec::new();
+        for round in 0..3 {
+            blobs.extend(say(alice, bob, &format!("a{round}"), NOW));
+            blobs.extend(say(bob, alice, &format!("b{round}"), NOW));
+        }
+        assert!(alice.pq_established("bob") && bob.pq_established("alice"));
+        assert_eq!(current(alice, "bob"), current(bob, "alice"));
+        blobs
+    }
+
+    #[test]
+    fn first_contact_is_hybrid_and_then_every_blob_is_pairwise_in_1_kib() {
+        let (mut alice, _, mut bob) = pair();
+        assert_eq!(alice.is_post_quantum("bob"), Some(true));
+        let blobs = establish(&mut alice, &mut bob);
+        // First contact: the hybrid envelope, 4 KiB for a short text.
+        assert_eq!(blobs[0], (HYBRID_SEAL_VERSION, Bucket::K4));
+        // Every blob of the pair is hybrid or pairwise; none classical.
+        for (version, bucket) in &blobs {
+            match *version {
+                HYBRID_SEAL_VERSION => assert_eq!(*bucket, Bucket::K4),
+                PAIRWISE_SEAL_VERSION => assert_eq!(*bucket, Bucket::K1),
+                other => panic!("a blob of version {other} between two PQ devices"),
+            }
+        }
+        // Once established, ordinary messages are 1 KiB pairwise blobs
+        // both ways.
+        assert_eq!(
+            say(&mut alice, &mut bob, "later", NOW),
+            [(PAIRWISE_SEAL_VERSION, Bucket::K1)]
+        );
+        assert_eq!(
+            say(&mut bob, &mut alice, "later too", NOW),
+            [(PAIRWISE_SEAL_VERSION, Bucket::K1)]
+        );
+    }
+
+    #[test]
+    fn the_pairwise_secret_survives_a_restart() {
+        let (mut alice, alice_store, mut bob) = pair();
+        establish(&mut alice, &mut bob);
+        let before = current(&alice, "bob");
+        drop(alice);
+        let mut alice = Engine::open(alice_store).unwrap().unwrap();
+        assert_eq!(current(&alice, "bob"), before);
+        assert_eq!(
+            say(&mut alice, &mut bob, "after restart", NOW),
+            [(PAIRWISE_SEAL_VERSION, Bucket::K1)]
+        );
+    }
+
+    #[test]
+    fn a_classical_envelope_from_a_post_quantum_contact_is_refused_and_nothing_is_lost() {
+        let (mut alice, _, mut bob) = pair();
+        establish(&mut alice, &mut bob);
+        alice.queue_text("bob", "secret", NOW * 1000).unwrap();
+        // An attacker (or a broken client) seals alice's genuine envelope
+        // classically.
+        let (_, value) = alice
+            .store
+            .scan_prefix(Tree::Outbox, &[])
+            .unwrap()
+            .remove(0);
+        let record = records::decode_outbox(&value).unwrap();
+        let mut envelope = Envelope::decode(record.envelope.as_slice()).unwrap();
+        let epoch = Epoch::from_unix_secs(NOW, EPOCH_SECS);
+        envelope.epoch = epoch.get();
+        let bob_card = bob.own_card();
+        let classical = crate::seal(&bob_card.envelope_key, &envelope.encode_to_vec()).unwrap();
+        assert_eq!(classical.as_bytes()[0], SEAL_VERSION);
+        assert!(matches!(
+            bob.receive(classical.as_bytes(), epoch).unwrap(),
+            Received::Dropped(Dropped::Downgrade)
+        ));
+        assert_eq!(bob.drops().by_reason.get("Downgrade"), Some(&1));
+        // Refused before Olm ran: the genuine blob still decrypts.
+        let delivered = deliver(&mut alice, &mut bob, NOW);
+        assert!(
+            matches!(&delivered[..], [(PAIRWISE_SEAL_VERSION, _, Received::Message(m))] if m.text == "secret")
+        );
+    }
+
+    #[test]
+    fn a_contact_without_an_ml_kem_key_keeps_working_classically() {
+        let (mut alice, _) = engine("alice");
+        let (mut bob, _) = engine("bob");
+        // Alice runs a version from before the hybrid envelope: her card
+        // has no ML-KEM key, and she reads none in bob's.
+        alice.import_card(&classical_card(&bob)).unwrap();
+        bob.import_card(&classical_card(&alice)).unwrap();
+        assert_eq!(bob.is_post_quantum("alice"), Some(false));
+        assert!(bob.contacts["alice"][0].pq.is_empty());
+        for round in 0..2 {
+            assert_eq!(
+                say(&mut alice, &mut bob, &format!("a{round}"), NOW),
+                [(SEAL_VERSION, Bucket::K1)]
+            );
+            assert_eq!(
+                say(&mut bob, &mut alice, &format!("b{round}"), NOW),
+                [(SEAL_VERSION, Bucket::K1)]
+            );
+        }
+        assert!(!bob.pq_established("alice"));
+    }
+
+    #[test]
+    fn the_pairwise_secret_is_replaced_after_the_refresh_period() {
+        let (mut alice, _, mut bob) = pair();
+        establish(&mut alice, &mut bob);
+        let before = current(&alice, "bob");
+        let later = NOW + PQ_REFRESH_SECS;
+        // The first message after the period carries a new encapsulation.
+        assert_eq!(
+            say(&mut alice, &mut bob, "a week on", later),
+            [(HYBRID_SEAL_VERSION, Bucket::K4)]
+        );
+        assert_eq!(
+            say(&mut bob, &mut alice, "reply", later),
+            [(PAIRWISE_SEAL_VERSION, Bucket::K1)]
+        );
+        assert_eq!(
+            say(&mut alice, &mut bob, "again", later),
+            [(PAIRWISE_SEAL_VERSION, Bucket::K1)]
+        );
+        assert_ne!(current(&alice, "bob"), before);
+        assert_eq!(current(&alice, "bob"), current(&bob, "alice"));
+        // The replaced secret is kept only as the previous one.
+        let pq = &bob.contacts["alice"][0].pq;
+        assert_eq!(pq.previous.as_ref().map(|k| *k.as_bytes()), Some(before));
+    }
+
+    #[test]
+    fn a_new_ml_kem_key_on_a_device_starts_a_new_pairwise_secret() {
+        let (mut alice, _, mut bob) = pair();
+        establish(&mut alice, &mut bob);
+        // Bob's device replaces its ML-KEM key (a device change); alice
+        // reads the new card.
+        bob.device.kem = KemSecret::generate();
+        alice.import_card(&bob.export_card()).unwrap();
+        assert!(!alice.pq_established("bob"));
+        assert_eq!(
+            say(&mut alice, &mut bob, "to the new key", NOW),
+            [(HYBRID_SEAL_VERSION, Bucket::K4)]
+        );
+        assert_eq!(
+            say(&mut bob, &mut alice, "reply", NOW),
+            [(PAIRWISE_SEAL_VERSION, Bucket::K1)]
+        );
+        assert!(alice.pq_established("bob"));
+    }
+
+    #[test]
+    fn the_pairwise_record_round_trips_and_rejects_damage() {
+        let kem = KemSecret::from_seed(&[3; 64]).public();
+        let encapsulation = kem.encapsulate_with(&[4; 32]).unwrap();
+        let pairwise = encapsulation.pairwise(&kem);
+        let pair = PqPair {
+            current: Some((PairwiseKey::from_bytes([1; 32]), 77)),
+            previous: Some(PairwiseKey::from_bytes([2; 32])),
+            pending: Some(Pending {
+                encapsulation,
+                pairwise,
+            }),
+        };
+        let bytes = pair.encode();
+        let back = PqPair::decode(&bytes, Some(&kem)).unwrap();
+        assert_eq!(back.encode(), bytes);
+        assert!(back.pending.unwrap().pairwise == pair.pending.as_ref().unwrap().pairwise);
+        // A pending encapsulation to a key the device no longer has is
+        // dropped.
+        assert!(PqPair::decode(&bytes, None).unwrap().pending.is_none());
+        for len in 0..bytes.len() {
+            assert!(PqPair::decode(&bytes[..len], Some(&kem)).is_none());
+        }
+        let mut bad_flags = bytes.to_vec();
+        bad_flags[1] = 0xff;
+        assert!(PqPair::decode(&bad_flags, Some(&kem)).is_none());
+    }
+}
