@@ -178,3 +178,61 @@ impl Card {
 pub(crate) fn export(signed: &SignedCard) -> String {
     Card::export(signed)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::device::Device;
+
+    #[test]
+    fn the_ml_kem_key_is_signed_with_the_card_and_cards_without_it_still_parse() {
+        let device = Device::generate("ann");
+        let signed = device.signed_card();
+        let (card, _) = Card::import(&Card::export(&signed)).unwrap();
+        assert_eq!(card.kem_key, Some(device.kem.public()));
+        assert!(card.is_post_quantum());
+
+        // A card from before the hybrid envelope: no field 8.
+        let mut old = card.clone();
+        old.kem_key = None;
+        let old_signed = old.sign(|m| device.account.sign(m));
+        let proto = DeviceCard::decode(old_signed.card.clone()).unwrap();
+        assert!(proto.kem_key.is_empty());
+        let parsed = Card::verify(&old_signed).unwrap();
+        assert_eq!(parsed.kem_key, None);
+        assert!(!parsed.is_post_quantum());
+
+        // Swapping the key (stripping it, or another one) breaks the
+        // signature.
+        let mut stripped = DeviceCard::decode(signed.card.clone()).unwrap();
+        stripped.kem_key = Default::default();
+        let forged = SignedCard {
+            card: stripped.encode_to_vec().into(),
+            signature: signed.signature.clone(),
+        };
+        assert!(matches!(
+            Card::verify(&forged),
+            Err(CardError::BadSignature)
+        ));
+
+        // A signed card with a malformed key is refused, typed.
+        let mut bad = DeviceCard::decode(signed.card.clone()).unwrap();
+        bad.kem_key = vec![0xff; crate::KEM_PUBLIC_LEN].into();
+        let bytes = bad.encode_to_vec();
+        let bad_signed = SignedCard {
+            signature: device
+                .account
+                .sign(&Card::signing_message(&bytes))
+                .to_bytes()
+                .to_vec()
+                .into(),
+            card: bytes.into(),
+        };
+        assert!(matches!(
+            Card::verify(&bad_signed),
+            Err(CardError::Malformed(_))
+        ));
+    }
+}
