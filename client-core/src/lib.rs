@@ -113,7 +113,7 @@ pub use epoch::{EPOCH_SECS, Epoch};
 pub use group::FuzzGroup;
 pub use group::{
     Change, DEFAULT_ROTATE_MESSAGES, DEFAULT_ROTATE_SECS, GROUP_ENVELOPE_INFO, GROUP_INBOX_INFO,
-    GroupId, GroupInfo, Rotation,
+    GROUP_PAIRWISE_INFO, GroupId, GroupInfo, Rotation,
 };
 pub use net::{MailboxSigner, NetError, Pushed, RELAY_SERVER_NAME, RelayAddr, RelayConnection};
 pub use records::{

@@ -312,36 +312,27 @@ impl Engine {
 }
 
 /// Seals a 1:1 envelope for `contact` (DESIGN §5.1): hybrid first
-/// contact while my encapsulation is unanswered, the pairwise secret mixed
-/// in once one is established, classical for a device without an ML-KEM
-/// key. `None` for a device with an ML-KEM key and no secret yet (cannot
+/// contact while my encapsulation is unanswered; the pairwise secret mixed
+/// in once one is established (also when the card I hold has no ML-KEM key
+/// yet but the device sent me its own encapsulation: it is post-quantum and
+/// would refuse a classical blob); classical for a device with neither.
+/// `None` for a device with an ML-KEM key and no secret yet (cannot
 /// happen: one is made whenever such a device is added or loaded); the
 /// entry then stays queued.
 fn seal_for(contact: &super::Contact, bytes: &[u8]) -> Result<Option<Blob>, EngineError> {
     let to = &contact.card.envelope_key;
-    Ok(match (&contact.card.kem_key, &contact.pq) {
-        (None, _) => Some(seal(to, bytes)?),
-        (
-            Some(kem),
-            super::pq::PqPair {
-                pending: Some(pending),
-                ..
-            },
-        ) => Some(seal_hybrid(
+    let pq = &contact.pq;
+    Ok(match (&contact.card.kem_key, &pq.pending, &pq.current) {
+        (Some(kem), Some(pending), _) => Some(seal_hybrid(
             to,
             kem,
             &pending.encapsulation,
             bytes,
             Bucket::K1,
         )?),
-        (
-            Some(_),
-            super::pq::PqPair {
-                current: Some((secret, _)),
-                ..
-            },
-        ) => Some(seal_pairwise(to, secret, bytes, Bucket::K1)?),
-        (Some(_), _) => {
+        (_, _, Some((secret, _))) => Some(seal_pairwise(to, secret, bytes, Bucket::K1)?),
+        (None, _, None) => Some(seal(to, bytes)?),
+        (Some(_), None, None) => {
             tracing::warn!(
                 "no pairwise secret for a post-quantum device; the message stays queued"
             );

@@ -285,6 +285,19 @@ impl Engine {
         Some(devices.iter().all(|c| c.card.kem_key.is_some()))
     }
 
+    /// Whether every device of every member in `members` (mine included)
+    /// has an ML-KEM key: then group blobs are sealed as version 4.
+    pub(crate) fn group_is_post_quantum(&self, members: &[String]) -> bool {
+        members.iter().all(|member| {
+            let devices = self.contacts.get(member);
+            if member == self.handle() {
+                devices.is_none_or(|d| d.iter().all(|c| c.card.kem_key.is_some()))
+            } else {
+                devices.is_some_and(|d| !d.is_empty() && d.iter().all(|c| c.card.kem_key.is_some()))
+            }
+        })
+    }
+
     /// Whether an established pairwise secret (not just a pending
     /// encapsulation) is held with every device of `peer`.
     pub fn pq_established(&self, peer: &str) -> bool {
@@ -476,6 +489,30 @@ mod tests {
             );
         }
         assert!(!bob.pq_established("alice"));
+    }
+
+    /// Bob still holds alice's card from before her upgrade; alice holds
+    /// his new one and encapsulates to it. Bob answers with the pairwise
+    /// secret, not classically (alice would refuse that as a downgrade).
+    #[test]
+    fn a_contact_known_by_an_old_card_who_encapsulated_to_me_gets_pairwise_blobs() {
+        let (mut alice, _) = engine("alice");
+        let (mut bob, _) = engine("bob");
+        alice.import_card(&bob.export_card()).unwrap();
+        bob.import_card(&classical_card(&alice)).unwrap();
+        assert_eq!(
+            say(&mut alice, &mut bob, "hello", NOW),
+            [(HYBRID_SEAL_VERSION, Bucket::K4)]
+        );
+        assert_eq!(
+            say(&mut bob, &mut alice, "hi", NOW),
+            [(PAIRWISE_SEAL_VERSION, Bucket::K1)]
+        );
+        assert_eq!(
+            say(&mut alice, &mut bob, "and on", NOW),
+            [(PAIRWISE_SEAL_VERSION, Bucket::K1)]
+        );
+        assert!(alice.pq_established("bob"));
     }
 
     #[test]
