@@ -34,6 +34,9 @@
 //!   device.
 //! - `outbox`: queue a text or receipt, seal it to every device of the
 //!   peer, hand out [`Outgoing`] blobs and forget them once sent.
+//! - `pq`: the pairwise post-quantum secret with each contact device
+//!   (DESIGN §5.1): which envelope version a blob gets, confirming,
+//!   refreshing, the downgrade rule's data.
 //! - `receive`: the inboxes to read and [`Engine::receive`], the
 //!   acceptance rule above; dispatches group, device and team payloads to
 //!   `crate::group` and `crate::devices`.

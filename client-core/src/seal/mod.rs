@@ -32,6 +32,14 @@
 //!   x25519 envelope key.
 //! - `envelope`: [`seal`] / [`open`] to a recipient's envelope key with a
 //!   fresh ephemeral key (version 1).
+//! - `kem`: [`KemSecret`] / [`KemPublic`], a device's ML-KEM-768 key
+//!   (RustCrypto's `ml-kem`), encapsulation, and the pairwise secret
+//!   [`PairwiseKey`] an encapsulation establishes.
+//! - `hybrid`: the post-quantum versions (DESIGN §5.1): [`seal_hybrid`] /
+//!   [`open_hybrid`] (version 3, first contact: X25519 and ML-KEM-768,
+//!   the ciphertext in the clear header) and [`seal_pairwise`] /
+//!   [`open_pairwise`] (version 4: version 1's header, the pairwise secret
+//!   mixed into the key).
 //! - `symmetric`: [`seal_symmetric`] / [`open_symmetric`] under a shared
 //!   32-byte key with a fresh salt (version 2: directory slots).
 //! - `padding`: [`pad`] / [`unpad`] to one bucket, and the bucket sizes.
