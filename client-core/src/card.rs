@@ -224,7 +224,7 @@ mod tests {
         let bad_signed = SignedCard {
             signature: device
                 .account
-                .sign(&Card::signing_message(&bytes))
+                .sign(Card::signing_message(&bytes))
                 .to_bytes()
                 .to_vec()
                 .into(),
