@@ -561,6 +561,27 @@ mod tests {
         assert!(alice.pq_established("bob"));
     }
 
+    /// A home from before the hybrid envelope: its device record has no
+    /// ML-KEM seed. The first open makes one, saves it, and the card
+    /// carries it from then on (the same key at every later open).
+    #[test]
+    fn a_device_from_before_the_ml_kem_key_gets_one_at_open_and_keeps_it() {
+        let (alice, store) = engine("alice");
+        drop(alice);
+        let key = crate::device::Device::store_key();
+        let bytes = store.get(Tree::Identity, key).unwrap().unwrap();
+        let mut record: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        record.as_object_mut().unwrap().remove("kem_seed");
+        store
+            .put(Tree::Identity, key, &serde_json::to_vec(&record).unwrap())
+            .unwrap();
+        let alice = Engine::open(store.clone()).unwrap().unwrap();
+        let made = alice.own_card().kem_key.unwrap();
+        drop(alice);
+        let alice = Engine::open(store).unwrap().unwrap();
+        assert_eq!(alice.own_card().kem_key, Some(made));
+    }
+
     #[test]
     fn the_pairwise_record_round_trips_and_rejects_damage() {
         let kem = KemSecret::from_seed(&[3; 64]).public();
