@@ -765,12 +765,18 @@ pub(crate) async fn exec(app: &mut App, command: Command, ctx: &mut Ctx) -> anyh
             } else {
                 let number = app.safety_number(&handle)?;
                 let verified = app.is_verified(&handle)?;
+                let post_quantum = app
+                    .client()
+                    .engine()
+                    .is_post_quantum(&handle)
+                    .unwrap_or(false);
                 out.result(
                     format!(
-                        "Safety number with {handle}{}:\n{number}\nCompare it with {handle} in person or on a call; it is the same on both sides unless someone is in the middle.",
-                        if verified { " (verified)" } else { "" }
+                        "Safety number with {handle}{}:\n{number}\nCompare it with {handle} in person or on a call; it is the same on both sides unless someone is in the middle.\n{}",
+                        if verified { " (verified)" } else { "" },
+                        envelope_line(&handle, post_quantum),
                     ),
-                    json!({"handle": handle, "safety_number": number, "verified": verified}),
+                    json!({"handle": handle, "safety_number": number, "verified": verified, "post_quantum": post_quantum}),
                 );
             }
         }
@@ -803,6 +809,17 @@ pub(crate) async fn exec(app: &mut App, command: Command, ctx: &mut Ctx) -> anyh
         }
     }
     Ok(())
+}
+
+/// What `verify` says about the envelopes exchanged with `handle`.
+fn envelope_line(handle: &str, post_quantum: bool) -> String {
+    if post_quantum {
+        "Envelopes: post-quantum hybrid (ML-KEM-768 and X25519).".to_owned()
+    } else {
+        format!(
+            "Envelopes: classical only (X25519): {handle}'s sotto predates post-quantum envelopes; they become hybrid once {handle} updates."
+        )
+    }
 }
 
 async fn sync(app: &mut App, ctx: &mut Ctx) -> anyhow::Result<()> {

@@ -92,6 +92,11 @@ fn a_team_from_relay_start_to_revocation() {
         "both sides show the same safety number"
     );
     assert_eq!(from_alice.len(), 12 * 5 + 11);
+    // Both run this version: their envelopes are post-quantum hybrid.
+    let verify = ok(&sotto(&alice, &["verify", "bob", "--json"]));
+    let json: serde_json::Value = serde_json::from_str(verify.trim()).unwrap();
+    assert_eq!(json["post_quantum"], true);
+    assert!(ok(&sotto(&alice, &["verify", "bob"])).contains("post-quantum hybrid"));
 
     // Bob may not invite; the admin revokes bob; bob can no longer send.
     fails(&sotto(&bob, &["invite", "dave"]), 4, "only a team admin");

@@ -11,7 +11,7 @@ use sotto_proto::Message;
 use sotto_proto::client::{DeviceCard, SignedCard};
 use vodozemac::{Curve25519PublicKey, Ed25519PublicKey, Ed25519Signature};
 
-use crate::{EnvelopePublic, InboxPublic};
+use crate::{EnvelopePublic, InboxPublic, KemPublic};
 
 /// Domain separation for card signatures.
 pub const CARD_TAG: &[u8] = b"sotto/card/v1";
@@ -51,6 +51,9 @@ pub struct Card {
     pub inbox_key: InboxPublic,
     /// Olm fallback key for starting sessions.
     pub fallback_key: Curve25519PublicKey,
+    /// ML-KEM-768 key for the hybrid envelope; `None` on a card from a
+    /// version before it (that device is sealed to classically).
+    pub kem_key: Option<KemPublic>,
 }
 
 fn malformed(what: impl std::fmt::Display) -> CardError {
@@ -73,6 +76,12 @@ impl Card {
             envelope_key: self.envelope_key.as_bytes().to_vec().into(),
             inbox_key: self.inbox_key.as_bytes().to_vec().into(),
             fallback_key: self.fallback_key.to_bytes().to_vec().into(),
+            kem_key: self
+                .kem_key
+                .as_ref()
+                .map(|k| k.as_bytes().to_vec())
+                .unwrap_or_default()
+                .into(),
         }
     }
 
@@ -122,6 +131,11 @@ impl Card {
                 &card.fallback_key,
                 "fallback key",
             )?),
+            kem_key: if card.kem_key.is_empty() {
+                None
+            } else {
+                Some(KemPublic::from_slice(&card.kem_key).map_err(malformed)?)
+            },
         })
     }
 
@@ -148,6 +162,12 @@ impl Card {
         )
     }
 
+    /// Whether envelopes to and from this device are post-quantum hybrid
+    /// (its card carries an ML-KEM key).
+    pub fn is_post_quantum(&self) -> bool {
+        self.kem_key.is_some()
+    }
+
     /// A short fingerprint of the device identity, for display.
     pub fn device_id(&self) -> String {
         hex::encode(&self.identity_key.to_bytes()[..8])
@@ -157,4 +177,62 @@ impl Card {
 /// Encodes a signed card as a `sotto-card:` string.
 pub(crate) fn export(signed: &SignedCard) -> String {
     Card::export(signed)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::device::Device;
+
+    #[test]
+    fn the_ml_kem_key_is_signed_with_the_card_and_cards_without_it_still_parse() {
+        let device = Device::generate("ann");
+        let signed = device.signed_card();
+        let (card, _) = Card::import(&Card::export(&signed)).unwrap();
+        assert_eq!(card.kem_key, Some(device.kem.public()));
+        assert!(card.is_post_quantum());
+
+        // A card from before the hybrid envelope: no field 8.
+        let mut old = card.clone();
+        old.kem_key = None;
+        let old_signed = old.sign(|m| device.account.sign(m));
+        let proto = DeviceCard::decode(old_signed.card.clone()).unwrap();
+        assert!(proto.kem_key.is_empty());
+        let parsed = Card::verify(&old_signed).unwrap();
+        assert_eq!(parsed.kem_key, None);
+        assert!(!parsed.is_post_quantum());
+
+        // Swapping the key (stripping it, or another one) breaks the
+        // signature.
+        let mut stripped = DeviceCard::decode(signed.card.clone()).unwrap();
+        stripped.kem_key = Default::default();
+        let forged = SignedCard {
+            card: stripped.encode_to_vec().into(),
+            signature: signed.signature.clone(),
+        };
+        assert!(matches!(
+            Card::verify(&forged),
+            Err(CardError::BadSignature)
+        ));
+
+        // A signed card with a malformed key is refused, typed.
+        let mut bad = DeviceCard::decode(signed.card.clone()).unwrap();
+        bad.kem_key = vec![0xff; crate::KEM_PUBLIC_LEN].into();
+        let bytes = bad.encode_to_vec();
+        let bad_signed = SignedCard {
+            signature: device
+                .account
+                .sign(Card::signing_message(&bytes))
+                .to_bytes()
+                .to_vec()
+                .into(),
+            card: bytes.into(),
+        };
+        assert!(matches!(
+            Card::verify(&bad_signed),
+            Err(CardError::Malformed(_))
+        ));
+    }
 }

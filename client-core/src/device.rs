@@ -11,7 +11,7 @@ use vodozemac::olm::{Account, AccountPickle};
 use zeroize::Zeroizing;
 
 use crate::card::Card;
-use crate::{EnvelopeSecret, InboxKey, Store, Tree};
+use crate::{EnvelopeSecret, InboxKey, KEM_SEED_LEN, KemSecret, Store, Tree};
 
 const DEVICE_KEY: &[u8] = b"device";
 
@@ -30,6 +30,10 @@ struct DeviceRecord {
     /// (unix seconds) it is still read.
     #[serde(default)]
     previous_request_inbox: Option<([u8; 32], u64)>,
+    /// The ML-KEM-768 key's 64-byte seed as two halves (`d`, `z`); absent
+    /// in records from before the hybrid envelope (one is made at load).
+    #[serde(default)]
+    kem_seed: Option<([u8; 32], [u8; 32])>,
 }
 
 /// A device's secrets. No `Debug`: nothing here may reach a log.
@@ -37,6 +41,11 @@ pub struct Device {
     pub(crate) handle: String,
     pub(crate) account: Account,
     pub(crate) envelope: EnvelopeSecret,
+    /// The ML-KEM-768 key of the hybrid envelope (DESIGN §5.1).
+    pub(crate) kem: KemSecret,
+    /// Set when [`Device::load`] made the ML-KEM key (a record from before
+    /// it): the record must be saved, and the card published again.
+    pub(crate) kem_fresh: bool,
     pub(crate) request_inbox: InboxKey,
     pub(crate) request_inbox_since: u64,
     pub(crate) previous_request_inbox: Option<(InboxKey, u64)>,
@@ -64,6 +73,8 @@ impl Device {
             handle: handle.to_owned(),
             account,
             envelope: EnvelopeSecret::generate(),
+            kem: KemSecret::generate(),
+            kem_fresh: false,
             request_inbox: InboxKey::generate(),
             request_inbox_since: 0,
             previous_request_inbox: None,
@@ -97,7 +108,9 @@ impl Device {
 
     /// Serialises the device (secrets included) for the encrypted store.
     pub(crate) fn record(&self) -> Result<Zeroizing<Vec<u8>>, DeviceError> {
-        let record = DeviceRecord {
+        let seed = self.kem.to_seed();
+        let (d, z) = seed.split_at(KEM_SEED_LEN / 2);
+        let mut record = DeviceRecord {
             handle: self.handle.clone(),
             account: self.account.pickle(),
             envelope_secret: *self.envelope.to_bytes(),
@@ -107,10 +120,21 @@ impl Device {
                 .previous_request_inbox
                 .as_ref()
                 .map(|(key, until)| (*key.seed_bytes(), *until)),
+            kem_seed: Some((
+                d.try_into().unwrap_or_default(),
+                z.try_into().unwrap_or_default(),
+            )),
         };
-        serde_json::to_vec(&record)
+        let bytes = serde_json::to_vec(&record)
             .map(Zeroizing::new)
-            .map_err(|e| DeviceError::Corrupt(e.to_string()))
+            .map_err(|e| DeviceError::Corrupt(e.to_string()));
+        zeroize::Zeroize::zeroize(&mut record.envelope_secret);
+        zeroize::Zeroize::zeroize(&mut record.request_inbox_seed);
+        if let Some((d, z)) = &mut record.kem_seed {
+            zeroize::Zeroize::zeroize(d);
+            zeroize::Zeroize::zeroize(z);
+        }
+        bytes
     }
 
     /// Writes the device to the store.
@@ -131,10 +155,25 @@ impl Device {
         };
         let mut record: DeviceRecord =
             serde_json::from_slice(&bytes).map_err(|e| DeviceError::Corrupt(e.to_string()))?;
+        let (kem, kem_fresh) = match &record.kem_seed {
+            Some((d, z)) => {
+                let mut seed = Zeroizing::new([0u8; KEM_SEED_LEN]);
+                seed[..32].copy_from_slice(d);
+                seed[32..].copy_from_slice(z);
+                (KemSecret::from_seed(&seed), false)
+            }
+            None => (KemSecret::generate(), true),
+        };
+        if let Some((d, z)) = &mut record.kem_seed {
+            zeroize::Zeroize::zeroize(d);
+            zeroize::Zeroize::zeroize(z);
+        }
         let device = Self {
             handle: std::mem::take(&mut record.handle),
             account: Account::from_pickle(record.account),
             envelope: EnvelopeSecret::from_bytes(record.envelope_secret),
+            kem,
+            kem_fresh,
             request_inbox: InboxKey::from_seed(record.request_inbox_seed),
             request_inbox_since: record.request_inbox_since,
             previous_request_inbox: record
@@ -165,6 +204,7 @@ impl Device {
             envelope_key: self.envelope.public(),
             inbox_key: self.request_inbox.public(),
             fallback_key,
+            kem_key: Some(self.kem.public()),
         }
     }
 

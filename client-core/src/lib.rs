@@ -105,8 +105,8 @@ pub use devices::{
     REQUEST_INBOX_ROTATE_SECS, confirmation_code, normalize_code,
 };
 pub use engine::{
-    DeviceChange, DropCounts, Dropped, Engine, EngineError, Message, MessageId, Outgoing, Query,
-    Received, Status,
+    DeviceChange, DropCounts, Dropped, Engine, EngineError, Message, MessageId, Outgoing,
+    PQ_REFRESH_SECS, Query, Received, Status,
 };
 pub use epoch::{EPOCH_SECS, Epoch};
 pub use files::{
@@ -124,7 +124,7 @@ pub use files::{
 pub use group::FuzzGroup;
 pub use group::{
     Change, DEFAULT_ROTATE_MESSAGES, DEFAULT_ROTATE_SECS, GROUP_ENVELOPE_INFO, GROUP_INBOX_INFO,
-    GroupId, GroupInfo, Rotation,
+    GROUP_PAIRWISE_INFO, GroupId, GroupInfo, Rotation,
 };
 pub use net::{MailboxSigner, NetError, Pushed, RELAY_SERVER_NAME, RelayAddr, RelayConnection};
 pub use records::{
@@ -134,14 +134,20 @@ pub use records::{
 };
 pub use sas::{SAS_EMOJI, SAS_INFO, SAS_MAC_INFO, SasCode, SasFlow};
 pub use seal::{
-    EnvelopePublic, EnvelopeSecret, GROUP_SEAL_INFO, GROUP_SEAL_VERSION, OpenError, PadError,
-    SEAL_INFO, SEAL_OVERHEAD, SEAL_VERSION, SealError, UnpadError, max_plaintext_len, open,
-    open_symmetric, pad, padded_len, seal, seal_min_bucket, seal_symmetric,
-    seal_symmetric_min_bucket, unpad,
+    EnvelopePublic, EnvelopeSecret, GROUP_SEAL_INFO, GROUP_SEAL_VERSION, HYBRID_HEADER_LEN,
+    HYBRID_SEAL_INFO, HYBRID_SEAL_VERSION, HybridOpened, KEM_CIPHERTEXT_LEN, KEM_PAIRWISE_INFO,
+    KEM_PUBLIC_LEN, KEM_SEED_LEN, KemEncapsulation, KemKeyError, KemPublic, KemSecret, OpenError,
+    PAIRWISE_SEAL_INFO, PAIRWISE_SEAL_VERSION, PadError, PairwiseKey, SEAL_INFO, SEAL_OVERHEAD,
+    SEAL_VERSION, SealError, UnpadError, blob_version, max_hybrid_plaintext_len, max_plaintext_len,
+    open, open_hybrid, open_pairwise, open_symmetric, pad, padded_len, seal, seal_hybrid,
+    seal_min_bucket, seal_pairwise, seal_symmetric, seal_symmetric_min_bucket, unpad,
 };
 #[cfg(feature = "test-support")]
 #[doc(hidden)]
-pub use seal::{seal_symmetric_with_salt, seal_with_ephemeral};
+pub use seal::{
+    seal_hybrid_with_ephemeral, seal_pairwise_with_ephemeral, seal_symmetric_with_salt,
+    seal_with_ephemeral,
+};
 pub use store::{
     Batch, BlindId, Entry, KeySource, MAX_KEY_LEN, MAX_VALUE_LEN, MemoryStore, SledStore, Store,
     StoreError, Tree,

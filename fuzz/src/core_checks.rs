@@ -1,6 +1,6 @@
 //! Checks for the client-core fuzz targets (`sealed_envelope`,
 //! `store_record`, `invite_code`, `directory`, `contact_card`,
-//! `group_message`, `admin_log`). One source, compiled twice: by the fuzz targets and by
+//! `group_message`, `admin_log`, `hybrid_envelope`). One source, compiled twice: by the fuzz targets and by
 //! `client-core/tests/fuzz_corpus.rs`, which replays the committed corpus
 //! under `cargo test` (both include this file with `#[path]`). It uses only
 //! sotto-core's public API and its `#[doc(hidden)]` fuzzing hooks, and
@@ -13,8 +13,9 @@ use sotto_core::team::{
     AdminLog, AdminLogLine, Directory, INVITE_PREFIX, TeamSecrets, build_entry, parse_invite, tags,
 };
 use sotto_core::{
-    EnvelopeSecret, Tree, fuzz_open_value, fuzz_seal_value, max_plaintext_len, open,
-    open_symmetric, pad, padded_len, seal_symmetric_with_salt, unpad,
+    EnvelopeSecret, HYBRID_SEAL_VERSION, KemSecret, PAIRWISE_SEAL_VERSION, PairwiseKey, Tree,
+    fuzz_open_value, fuzz_seal_value, max_hybrid_plaintext_len, max_plaintext_len, open,
+    open_hybrid, open_pairwise, open_symmetric, pad, padded_len, seal_symmetric_with_salt, unpad,
 };
 use sotto_proto::Bucket;
 use sotto_proto::Message as _;
@@ -25,10 +26,45 @@ use sotto_proto::client::{
 
 /// The recipient secret of `sealed_envelope` inputs.
 pub(crate) const ENVELOPE_SECRET: [u8; 32] = [0x42; 32];
+/// The recipient's ML-KEM seed of `hybrid_envelope` inputs.
+pub(crate) const KEM_SEED: [u8; 64] = [0x5a; 64];
+/// The pairwise secrets a `hybrid_envelope` recipient holds.
+pub(crate) const PAIRWISE_SECRETS: [[u8; 32]; 2] = [[0x61; 32], [0x62; 32]];
+
 /// The group key of `sealed_envelope` inputs.
 pub(crate) const GROUP_KEY: [u8; 32] = [0x24; 32];
 /// The store master key of `store_record` inputs.
 pub(crate) const STORE_KEY: [u8; 32] = [0x77; 32];
+
+/// `hybrid_envelope`: the whole input is a blob for `open_hybrid` (the
+/// version-3 header: ephemeral key, ML-KEM ciphertext) and `open_pairwise`
+/// (version 4, against two pairwise secrets). Never panics; whatever opens
+/// is a bucket-sized blob of its version whose plaintext fits the
+/// version's room; a version-3 blob's pairwise secret is a function of its
+/// ciphertext alone (the same blob opens to the same secret again);
+/// opening version 4 says which secret did it.
+pub(crate) fn check_hybrid_envelope(data: &[u8]) {
+    let secret = EnvelopeSecret::from_bytes(ENVELOPE_SECRET);
+    let kem = KemSecret::from_seed(&KEM_SEED);
+    if let Ok(opened) = open_hybrid(&secret, &kem, data) {
+        let bucket = Bucket::of_len(data.len()).expect("an opened blob is bucket-sized");
+        assert_eq!(data[0], HYBRID_SEAL_VERSION);
+        assert!(opened.plaintext.len() <= max_hybrid_plaintext_len(bucket));
+        let again = open_hybrid(&secret, &kem, data).unwrap();
+        assert!(again.pairwise == opened.pairwise);
+    }
+    let candidates = PAIRWISE_SECRETS.map(PairwiseKey::from_bytes);
+    if let Ok((plain, index)) = open_pairwise(&secret, data, &candidates) {
+        let bucket = Bucket::of_len(data.len()).expect("an opened blob is bucket-sized");
+        assert_eq!(data[0], PAIRWISE_SEAL_VERSION);
+        assert!(plain.len() <= max_plaintext_len(bucket));
+        assert!(index < candidates.len());
+        let (_, alone) = open_pairwise(&secret, data, [&candidates[index]]).unwrap();
+        assert_eq!(alone, 0);
+        // The X25519 key alone never opens it.
+        assert!(open(&secret, data).is_err());
+    }
+}
 
 /// `sealed_envelope`: the whole input is a blob for `open` and
 /// `open_symmetric`, and (resized to a bucket's padded length chosen by its

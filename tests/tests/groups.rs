@@ -5,7 +5,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
-use sotto_core::{EPOCH_SECS, Epoch, Received, Rotation, SEAL_VERSION, Status};
+use sotto_core::{
+    EPOCH_SECS, Epoch, HYBRID_SEAL_VERSION, PAIRWISE_SEAL_VERSION, Received, Rotation, Status,
+};
 use sotto_proto::{Bucket, MailboxId};
 use sotto_tests::{Member, Recording, TestRelay, clock_of, contains, directory_bytes, introduce};
 
@@ -391,6 +393,14 @@ async fn group_mailboxes_rotate_every_epoch_and_group_blobs_look_like_one_to_one
     let now = clock_of(&clock)();
     let (alice, others) = members.split_first_mut().unwrap();
     make_group(alice, others.iter_mut(), "secret-group-name", now).await;
+    // Bob answers once: alice and bob then hold a pairwise post-quantum
+    // secret, and their ordinary 1:1 blobs are version 4, 1 KiB.
+    others[0]
+        .client
+        .send_text("alice-handle", "hello")
+        .await
+        .unwrap();
+    alice.client.sync().await.unwrap();
 
     let mut group_mailboxes: HashMap<MailboxId, u64> = HashMap::new();
     let (mut group_sizes, mut direct_sizes) = (Vec::new(), Vec::new());
@@ -412,6 +422,7 @@ async fn group_mailboxes_rotate_every_epoch_and_group_blobs_look_like_one_to_one
             alice.client.send_text("bob-handle", text).await.unwrap();
             let direct = &recording.puts()[before..];
             assert_eq!(direct.len(), 1);
+            assert_eq!(direct[0].2, PAIRWISE_SEAL_VERSION);
             direct_sizes.push(direct[0].1);
 
             let before = recording.puts().len();
@@ -422,6 +433,7 @@ async fn group_mailboxes_rotate_every_epoch_and_group_blobs_look_like_one_to_one
                 .cloned()
                 .collect();
             assert_eq!(group.len(), 1, "one put per group message");
+            assert_eq!(group[0].2, PAIRWISE_SEAL_VERSION, "the 1:1 header");
             group_sizes.push(group[0].1);
         }
         for member in others.iter_mut() {
@@ -434,8 +446,14 @@ async fn group_mailboxes_rotate_every_epoch_and_group_blobs_look_like_one_to_one
         "the same bucket for the same text"
     );
     assert!(group_sizes.contains(&Bucket::K1.size()) && group_sizes.contains(&Bucket::K4.size()));
-    for (_, size, version) in recording.puts() {
-        assert_eq!(version, SEAL_VERSION, "every blob has the 1:1 header");
+    for (i, (_, size, version)) in recording.puts().into_iter().enumerate() {
+        // Every member is post-quantum capable: first contacts (alice and
+        // carol, bob and carol never answer each other here) are hybrid,
+        // version 3; everything else has the pairwise 1:1 header.
+        assert!(
+            [HYBRID_SEAL_VERSION, PAIRWISE_SEAL_VERSION].contains(&version),
+            "blob {i} has version {version}"
+        );
         assert!(Bucket::ALL.iter().any(|b| b.size() == size));
     }
     for member in others.iter() {

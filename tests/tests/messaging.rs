@@ -830,3 +830,67 @@ async fn next_text(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> Str
         .expect("a message within 15 s")
         .expect("the listener is running")
 }
+
+/// Issue 26: every blob the relay stores between two post-quantum devices
+/// is hybrid: the first contact is version 3 (4 KiB for a short text),
+/// and once the other side has answered every blob either way is version
+/// 4 in the 1 KiB bucket, the bytes of a classical blob.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_blob_the_relay_stores_between_post_quantum_devices_is_hybrid() {
+    let clock = sotto_relay::ManualClock::at_secs(sotto_relay::testing::T0);
+    let (recording, server, _dir) = Recording::start(&clock);
+    let addr = sotto_core::RelayAddr {
+        addr: server.local_addr(),
+        fingerprint: server.fingerprint(),
+    };
+    let mut alice = Member::new_at("alice", addr, &clock);
+    let mut bob = Member::new_at("bob", addr, &clock);
+    introduce(&mut alice, &mut bob);
+    let sizes_since = |from: usize| -> Vec<(usize, u8)> {
+        recording.puts()[from..]
+            .iter()
+            .map(|(_, size, version)| (*size, *version))
+            .collect()
+    };
+    let before = recording.puts().len();
+    alice.client.send_text("bob", "hello").await.unwrap();
+    assert_eq!(
+        sizes_since(before),
+        [(4096, sotto_core::HYBRID_SEAL_VERSION)]
+    );
+    bob.client.sync().await.unwrap();
+    bob.client.send_text("alice", "hi").await.unwrap();
+    alice.client.sync().await.unwrap();
+    for round in 0..3 {
+        let before = recording.puts().len();
+        alice
+            .client
+            .send_text("bob", &format!("a{round}"))
+            .await
+            .unwrap();
+        bob.client
+            .send_text("alice", &format!("b{round}"))
+            .await
+            .unwrap();
+        assert_eq!(
+            sizes_since(before),
+            [(1024, sotto_core::PAIRWISE_SEAL_VERSION); 2],
+            "round {round}"
+        );
+        alice.client.sync().await.unwrap();
+        bob.client.sync().await.unwrap();
+    }
+    assert_eq!(received_texts(&bob, "alice"), ["hello", "a0", "a1", "a2"]);
+    assert_eq!(received_texts(&alice, "bob"), ["hi", "b0", "b1", "b2"]);
+    for (size, version) in sizes_since(0) {
+        assert!(
+            [
+                sotto_core::HYBRID_SEAL_VERSION,
+                sotto_core::PAIRWISE_SEAL_VERSION
+            ]
+            .contains(&version),
+            "a blob of version {version} ({size} bytes) between post-quantum devices"
+        );
+    }
+    server.shutdown().await;
+}

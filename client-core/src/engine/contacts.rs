@@ -91,6 +91,7 @@ impl Engine {
     fn forget_device(&mut self, contact: &Contact, batch: &mut Batch) {
         batch.delete(Tree::Contacts, contact.store_key.clone());
         let identity = contact.card.identity_key.to_bytes();
+        self.forget_pq(&identity, batch);
         self.sessions.remove(&identity);
         batch.delete(
             Tree::Sessions,
@@ -118,6 +119,7 @@ impl Engine {
             my_inbox_public: *my_inbox.public().as_bytes(),
             my_inbox,
             store_key,
+            pq: Default::default(),
         }
     }
 
@@ -166,7 +168,16 @@ impl Engine {
                     } else {
                         known.their_inbox
                     };
+                    // A new ML-KEM key (the device changed it, or gained
+                    // one): the pairwise secret starts over.
+                    let pq = if known.card.kem_key == card.kem_key {
+                        known.pq
+                    } else {
+                        self.forget_pq(&card.identity_key.to_bytes(), &mut batch);
+                        Default::default()
+                    };
                     Contact {
+                        pq,
                         card,
                         signed_card: signed_bytes,
                         their_inbox,
@@ -203,7 +214,17 @@ impl Engine {
             self.store.flush()?;
         }
         if !kept.is_empty() {
+            let count = kept.len();
             self.contacts.insert(peer.to_owned(), kept);
+            let mut batch = Batch::new();
+            let mut started = false;
+            for index in 0..count {
+                started |= self.ensure_pq(peer, index, 0, &mut batch)?;
+            }
+            if started {
+                self.store.apply(batch)?;
+                self.store.flush()?;
+            }
         }
         Ok(change)
     }

@@ -34,6 +34,9 @@
 //!   device.
 //! - `outbox`: queue a text or receipt, seal it to every device of the
 //!   peer, hand out [`Outgoing`] blobs and forget them once sent.
+//! - `pq`: the pairwise post-quantum secret with each contact device
+//!   (DESIGN §5.1): which envelope version a blob gets, confirming,
+//!   refreshing, the downgrade rule's data.
 //! - `receive`: the inboxes to read and [`Engine::receive`], the
 //!   acceptance rule above; dispatches group, device and team payloads to
 //!   `crate::group` and `crate::devices`.
@@ -58,6 +61,7 @@ mod files;
 mod history;
 mod olm;
 mod outbox;
+mod pq;
 mod receive;
 mod reports;
 mod search;
@@ -72,6 +76,7 @@ pub use crate::records::{
     DropCounts, Dropped, EngineError, Message, MessageId, Outgoing, Received, Status,
 };
 pub use contacts::DeviceChange;
+pub use pq::PQ_REFRESH_SECS;
 pub use search::Query;
 pub(crate) use timer::checked as checked_timer;
 pub(crate) use timer::timer_notice;
@@ -109,6 +114,9 @@ pub(crate) struct Contact {
     /// The store key of its record: `blind(handle) || blind(identity)`
     /// (`blind(handle)` alone in homes from before multi-device).
     store_key: Vec<u8>,
+    /// The pairwise post-quantum secret with this device (stored apart,
+    /// see `pq`).
+    pq: pq::PqPair,
 }
 
 impl Contact {
@@ -198,7 +206,13 @@ impl Engine {
             let signed = SignedCard::decode(record.signed_card.as_slice()).map_err(corrupt)?;
             let card = Card::verify(&signed)?;
             let my_inbox = InboxKey::from_seed(record.my_inbox_seed);
+            let pq = pq::load_pq(
+                store.as_ref(),
+                &card.identity_key.to_bytes(),
+                card.kem_key.as_ref(),
+            )?;
             let contact = Contact {
+                pq,
                 their_inbox: InboxPublic::from_bytes(&record.their_inbox).map_err(corrupt)?,
                 my_inbox_public: *my_inbox.public().as_bytes(),
                 my_inbox,
@@ -221,7 +235,7 @@ impl Engine {
             }
         }
         let groups = crate::records::load_groups(store.as_ref())?;
-        Ok(Self {
+        let mut engine = Self {
             groups,
             group_mailboxes: Default::default(),
             groups_changed: false,
@@ -242,7 +256,39 @@ impl Engine {
             contacts,
             sessions,
             drops: DropCounts::default(),
-        })
+        };
+        engine.upgrade_pq()?;
+        Ok(engine)
+    }
+
+    /// At open: saves an ML-KEM key made for a device record from before
+    /// it, and starts a pairwise secret with every contact device that has
+    /// an ML-KEM key and none (contacts from before the hybrid envelope).
+    fn upgrade_pq(&mut self) -> Result<(), EngineError> {
+        let mut batch = crate::Batch::new();
+        let mut dirty = false;
+        if self.device.kem_fresh {
+            batch.put(
+                Tree::Identity,
+                Device::store_key().to_vec(),
+                &self.device.record()?,
+            );
+            self.device.kem_fresh = false;
+            dirty = true;
+        }
+        let targets: Vec<(String, usize)> = self
+            .contacts
+            .iter()
+            .flat_map(|(handle, devices)| (0..devices.len()).map(|i| (handle.clone(), i)))
+            .collect();
+        for (handle, index) in targets {
+            dirty |= self.ensure_pq(&handle, index, 0, &mut batch)?;
+        }
+        if dirty {
+            self.store.apply(batch)?;
+            self.store.flush()?;
+        }
+        Ok(())
     }
 
     /// My handle.

@@ -2,14 +2,16 @@
 //! peer, hand them to the driver, forget them once the relay has them.
 
 use sotto_proto::client::{Envelope, Payload, Receipt, Text, payload, receipt};
-use sotto_proto::{MailboxId, Message as _};
+use sotto_proto::{Blob, Bucket, MailboxId, Message as _};
 use vodozemac::olm::SessionConfig;
 
 use super::{
     ENVELOPE_VERSION, Engine, EngineError, Message, MessageId, OutboxRecord, Outgoing, Status,
     corrupt, random_id,
 };
-use crate::{Batch, EPOCH_SECS, Epoch, InboxPublic, Tree, records, seal};
+use crate::{
+    Batch, EPOCH_SECS, Epoch, InboxPublic, Tree, records, seal, seal_hybrid, seal_pairwise,
+};
 
 impl Engine {
     /// The mailbox of `inbox` in `epoch`, blinded once per epoch.
@@ -57,8 +59,10 @@ impl Engine {
         let message_id = random_id();
         payload.message_id = message_id.to_vec().into();
         payload.token_key = self.token_key.clone();
+        // Room for a first-contact hybrid envelope, whose header carries
+        // an ML-KEM ciphertext.
         if payload.encoded_len() + 80
-            > crate::max_plaintext_len(sotto_proto::Bucket::largest()) - 200
+            > crate::max_hybrid_plaintext_len(sotto_proto::Bucket::largest()) - 200
         {
             return Err(EngineError::TooLong(payload.encoded_len()));
         }
@@ -79,7 +83,11 @@ impl Engine {
         }
         let ttl_secs = crate::records::ttl_for(expires_in_secs(&payload));
         let mut batch = Batch::new();
+        let now_secs = payload.sent_at / 1000;
         for (handle, index) in targets {
+            // A pairwise post-quantum secret to seal with, refreshed on
+            // schedule.
+            self.ensure_pq(&handle, index, now_secs, &mut batch)?;
             let mut payload = payload.clone();
             if handle == me && peer != me {
                 payload.sent_to = peer.to_owned();
@@ -260,7 +268,9 @@ impl Engine {
                 continue;
             };
             envelope.epoch = epoch.get();
-            let blob = seal(&contact.card.envelope_key, &envelope.encode_to_vec())?;
+            let Some(blob) = seal_for(contact, &envelope.encode_to_vec())? else {
+                continue;
+            };
             out.push(Outgoing {
                 key,
                 mailbox: self.mailbox_of(&contact.their_inbox, epoch),
@@ -299,6 +309,36 @@ impl Engine {
         self.store.apply(batch)?;
         Ok(())
     }
+}
+
+/// Seals a 1:1 envelope for `contact` (DESIGN §5.1): hybrid first
+/// contact while my encapsulation is unanswered; the pairwise secret mixed
+/// in once one is established (also when the card I hold has no ML-KEM key
+/// yet but the device sent me its own encapsulation: it is post-quantum and
+/// would refuse a classical blob); classical for a device with neither.
+/// `None` for a device with an ML-KEM key and no secret yet (cannot
+/// happen: one is made whenever such a device is added or loaded); the
+/// entry then stays queued.
+fn seal_for(contact: &super::Contact, bytes: &[u8]) -> Result<Option<Blob>, EngineError> {
+    let to = &contact.card.envelope_key;
+    let pq = &contact.pq;
+    Ok(match (&contact.card.kem_key, &pq.pending, &pq.current) {
+        (Some(kem), Some(pending), _) => Some(seal_hybrid(
+            to,
+            kem,
+            &pending.encapsulation,
+            bytes,
+            Bucket::K1,
+        )?),
+        (_, _, Some((secret, _))) => Some(seal_pairwise(to, secret, bytes, Bucket::K1)?),
+        (None, _, None) => Some(seal(to, bytes)?),
+        (Some(_), None, None) => {
+            tracing::warn!(
+                "no pairwise secret for a post-quantum device; the message stays queued"
+            );
+            None
+        }
+    })
 }
 
 /// The lifetime a payload's text carries (0: none).

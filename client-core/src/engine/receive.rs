@@ -7,13 +7,17 @@ use sotto_proto::client::{Envelope, Payload, payload, receipt};
 use vodozemac::Curve25519PublicKey;
 use vodozemac::olm::OlmMessage;
 
+use super::pq::{Sealed, Slot};
 use super::{
     DIR_KEY, Dropped, ENVELOPE_VERSION, Engine, EngineError, LAST_EPOCH, Message, Received, Status,
     be64_or_zero, corrupt,
 };
 use crate::device::Device;
 use crate::records::Content;
-use crate::{Batch, BlindedInbox, EPOCH_SECS, Epoch, InboxKey, InboxPublic, Tree, open};
+use crate::{
+    Batch, BlindedInbox, EPOCH_SECS, Epoch, HYBRID_SEAL_VERSION, InboxKey, InboxPublic,
+    PAIRWISE_SEAL_VERSION, SEAL_VERSION, Tree, blob_version, open, open_hybrid, open_pairwise,
+};
 
 impl Engine {
     /// A 1:1 message or change from `peer`, filed in its conversation: the
@@ -110,6 +114,41 @@ impl Engine {
         Ok(())
     }
 
+    /// Opens a 1:1 blob by its version: classical (1), hybrid first
+    /// contact (3), or with a pairwise secret of one of my contact devices
+    /// (4, tried against each). `None` if it does not open.
+    fn open_blob(&self, blob: &[u8]) -> Option<(zeroize::Zeroizing<Vec<u8>>, Sealed)> {
+        match blob_version(blob)? {
+            SEAL_VERSION => open(&self.device.envelope, blob)
+                .ok()
+                .map(|plaintext| (plaintext, Sealed::Classical)),
+            HYBRID_SEAL_VERSION => open_hybrid(&self.device.envelope, &self.device.kem, blob)
+                .ok()
+                .map(|opened| (opened.plaintext, Sealed::Hybrid(opened.pairwise))),
+            PAIRWISE_SEAL_VERSION => {
+                let candidates: Vec<([u8; 32], Slot, &crate::PairwiseKey)> = self
+                    .contacts
+                    .values()
+                    .flatten()
+                    .flat_map(|c| {
+                        let identity = c.card.identity_key.to_bytes();
+                        c.pq.candidates()
+                            .map(move |(slot, key)| (identity, slot, key))
+                    })
+                    .collect();
+                let (plaintext, index) = open_pairwise(
+                    &self.device.envelope,
+                    blob,
+                    candidates.iter().map(|(_, _, key)| *key),
+                )
+                .ok()?;
+                let (identity, slot, _) = candidates.get(index)?;
+                Some((plaintext, Sealed::Pairwise(*identity, *slot)))
+            }
+            _ => None,
+        }
+    }
+
     pub(crate) fn drop_blob(&mut self, reason: Dropped) -> Received {
         *self
             .drops
@@ -123,9 +162,8 @@ impl Engine {
     /// is applied to the store (not yet flushed: the caller flushes once per
     /// batch of blobs, then acks them at the relay).
     pub fn receive(&mut self, blob: &[u8], epoch: Epoch) -> Result<Received, EngineError> {
-        let opened = match open(&self.device.envelope, blob) {
-            Ok(plaintext) => plaintext,
-            Err(_) => return Ok(self.drop_blob(Dropped::Unsealable)),
+        let Some((opened, sealed)) = self.open_blob(blob) else {
+            return Ok(self.drop_blob(Dropped::Unsealable));
         };
         let Ok(envelope) = Envelope::decode(opened.as_slice()) else {
             return Ok(self.drop_blob(Dropped::BadEnvelope));
@@ -153,6 +191,24 @@ impl Engine {
         if peer != envelope.sender_user {
             return Ok(self.drop_blob(Dropped::UnknownSender));
         }
+        match &sealed {
+            // Downgrade (DESIGN §5.1): a device whose card has an ML-KEM
+            // key is never accepted classically. Refused before Olm runs,
+            // so no session state changes.
+            Sealed::Classical if self.contacts[&peer][device_index].card.kem_key.is_some() => {
+                tracing::warn!(
+                    "refused a classical-only envelope from a contact device with a post-quantum key"
+                );
+                return Ok(self.drop_blob(Dropped::Downgrade));
+            }
+            // A pairwise secret is bound to one device.
+            Sealed::Pairwise(identity, _)
+                if identity.as_slice() != envelope.sender_identity_key.as_ref() =>
+            {
+                return Ok(self.drop_blob(Dropped::Mismatch));
+            }
+            _ => {}
+        }
         let from_my_device = peer == self.device.handle;
         let sender = Curve25519PublicKey::from_bytes(
             envelope
@@ -176,6 +232,15 @@ impl Engine {
         }
         let mut batch = Batch::new();
         batch.put(Tree::Seen, seen_key, &[]);
+        // Olm authenticated the sender: keep or confirm the pairwise
+        // post-quantum secret the blob carried or used.
+        self.on_sealed(
+            &peer,
+            device_index,
+            sealed,
+            epoch.get().saturating_mul(EPOCH_SECS),
+            &mut batch,
+        );
         if from_my_device {
             batch.put(
                 Tree::Meta,

@@ -17,7 +17,7 @@ use crate::engine::{
     random_id, status_record,
 };
 use crate::records::{ActionError, Content};
-use crate::{Batch, BlindId, Epoch, Tree, open, records, seal};
+use crate::{Batch, BlindId, Epoch, Tree, open, open_pairwise, records, seal, seal_pairwise};
 
 impl Engine {
     /// Decrypts a group envelope's Megolm message; `None` if the session
@@ -298,10 +298,20 @@ impl Engine {
         let mut envelope = GroupEnvelope::decode(envelope).map_err(corrupt)?;
         envelope.epoch = epoch.get();
         envelope.generation = group.current.number;
-        let blob = seal(
-            &group.current.envelope().public(),
-            &envelope.encode_to_vec(),
-        )?;
+        let to = group.current.envelope().public();
+        // When every member's devices are post-quantum capable, the blob
+        // is version 4 like 1:1 blobs between them (DESIGN §5.1); else
+        // version 1, which every member reads.
+        let blob = if self.group_is_post_quantum(&group.current.members) {
+            seal_pairwise(
+                &to,
+                &group.current.pairwise(),
+                &envelope.encode_to_vec(),
+                sotto_proto::Bucket::K1,
+            )?
+        } else {
+            seal(&to, &envelope.encode_to_vec())?
+        };
         Ok(Some((group.current.inbox().public().mailbox(epoch), blob)))
     }
 
@@ -332,7 +342,13 @@ impl Engine {
         let Some(secret) = group.generation(generation) else {
             return Ok(self.drop_blob(Dropped::Group));
         };
-        let Ok(opened) = open(&secret.envelope(), blob) else {
+        let opened = match crate::blob_version(blob) {
+            Some(crate::PAIRWISE_SEAL_VERSION) => {
+                open_pairwise(&secret.envelope(), blob, [&secret.pairwise()]).map(|(p, _)| p)
+            }
+            _ => open(&secret.envelope(), blob),
+        };
+        let Ok(opened) = opened else {
             return Ok(self.drop_blob(Dropped::Unsealable));
         };
         let Ok(envelope) = GroupEnvelope::decode(opened.as_slice()) else {

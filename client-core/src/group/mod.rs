@@ -59,8 +59,8 @@ mod membership;
 mod messages;
 
 pub use crate::records::{
-    DEFAULT_ROTATE_MESSAGES, DEFAULT_ROTATE_SECS, GROUP_ENVELOPE_INFO, GROUP_INBOX_INFO, GroupId,
-    GroupInfo, Rotation,
+    DEFAULT_ROTATE_MESSAGES, DEFAULT_ROTATE_SECS, GROUP_ENVELOPE_INFO, GROUP_INBOX_INFO,
+    GROUP_PAIRWISE_INFO, GroupId, GroupInfo, Rotation,
 };
 pub(crate) use crate::records::{GROUP_PREFIX, Generation, Group, conversation};
 pub use changes::Change;

@@ -21,6 +21,8 @@ pub type GroupId = [u8; 16];
 pub const GROUP_INBOX_INFO: &[u8] = b"sotto/group-inbox/v1";
 /// HKDF info deriving the group envelope key from the group secret.
 pub const GROUP_ENVELOPE_INFO: &[u8] = b"sotto/group-envelope/v1";
+/// HKDF info of the secret mixed into a post-quantum group blob's key.
+pub const GROUP_PAIRWISE_INFO: &[u8] = b"sotto/group-pq/v1";
 /// Default Megolm rotation: after this many messages...
 pub const DEFAULT_ROTATE_MESSAGES: u32 = 100;
 /// ... or this many seconds (a week), whichever comes first.
@@ -90,6 +92,14 @@ impl Generation {
 
     pub(crate) fn inbox(&self) -> InboxKey {
         InboxKey::from_seed(*self.derive(GROUP_INBOX_INFO))
+    }
+
+    /// The secret mixed into the key of this generation's group blobs
+    /// when every member is post-quantum capable (version 4, DESIGN §5.1):
+    /// such a blob looks like a 1:1 pairwise blob, and its outer layer is
+    /// as post-quantum as the group secret.
+    pub(crate) fn pairwise(&self) -> crate::PairwiseKey {
+        crate::PairwiseKey::from_bytes(*self.derive(GROUP_PAIRWISE_INFO))
     }
 
     pub(crate) fn envelope(&self) -> EnvelopeSecret {

@@ -219,6 +219,9 @@ pub enum Dropped {
     /// A reaction, edit or delete that names an unknown message, one in
     /// another conversation, or (edit, delete) one by another author.
     Refused,
+    /// A classical-only envelope (version 1) from a contact device whose
+    /// card has an ML-KEM key: a downgrade, refused before Olm touched it.
+    Downgrade,
 }
 
 /// An engine operation failed.

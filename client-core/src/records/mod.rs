@@ -30,8 +30,8 @@ pub use content::{
     describe_secs, mentions, parse_message_id,
 };
 pub use group::{
-    DEFAULT_ROTATE_MESSAGES, DEFAULT_ROTATE_SECS, GROUP_ENVELOPE_INFO, GROUP_INBOX_INFO, GroupId,
-    GroupInfo, Rotation,
+    DEFAULT_ROTATE_MESSAGES, DEFAULT_ROTATE_SECS, GROUP_ENVELOPE_INFO, GROUP_INBOX_INFO,
+    GROUP_PAIRWISE_INFO, GroupId, GroupInfo, Rotation,
 };
 pub(crate) use group::{
     GROUP_PREFIX, Generation, Group, MailboxMap, conversation, conversation_of, load_groups,

@@ -32,11 +32,21 @@
 //!   x25519 envelope key.
 //! - `envelope`: [`seal`] / [`open`] to a recipient's envelope key with a
 //!   fresh ephemeral key (version 1).
+//! - `kem`: [`KemSecret`] / [`KemPublic`], a device's ML-KEM-768 key
+//!   (RustCrypto's `ml-kem`), encapsulation, and the pairwise secret
+//!   [`PairwiseKey`] an encapsulation establishes.
+//! - `hybrid`: the post-quantum versions (DESIGN §5.1): [`seal_hybrid`] /
+//!   [`open_hybrid`] (version 3, first contact: X25519 and ML-KEM-768,
+//!   the ciphertext in the clear header) and [`seal_pairwise`] /
+//!   [`open_pairwise`] (version 4: version 1's header, the pairwise secret
+//!   mixed into the key).
 //! - `symmetric`: [`seal_symmetric`] / [`open_symmetric`] under a shared
 //!   32-byte key with a fresh salt (version 2: directory slots).
 //! - `padding`: [`pad`] / [`unpad`] to one bucket, and the bucket sizes.
 
 mod envelope;
+mod hybrid;
+mod kem;
 mod keys;
 mod padding;
 mod symmetric;
@@ -46,8 +56,17 @@ mod tests;
 #[cfg(feature = "test-support")]
 pub use envelope::seal_with_ephemeral;
 pub use envelope::{open, seal, seal_min_bucket};
+pub use hybrid::{
+    HYBRID_HEADER_LEN, HybridOpened, open_hybrid, open_pairwise, seal_hybrid, seal_pairwise,
+};
+#[cfg(feature = "test-support")]
+pub use hybrid::{seal_hybrid_with_ephemeral, seal_pairwise_with_ephemeral};
+pub use kem::{
+    KEM_CIPHERTEXT_LEN, KEM_PUBLIC_LEN, KEM_SEED_LEN, KemEncapsulation, KemKeyError, KemPublic,
+    KemSecret, PairwiseKey,
+};
 pub use keys::{EnvelopePublic, EnvelopeSecret};
-pub use padding::{max_plaintext_len, pad, padded_len, unpad};
+pub use padding::{max_hybrid_plaintext_len, max_plaintext_len, pad, padded_len, unpad};
 #[cfg(feature = "test-support")]
 pub use symmetric::seal_symmetric_with_salt;
 pub use symmetric::{open_symmetric, seal_symmetric, seal_symmetric_min_bucket};
@@ -63,8 +82,22 @@ use zeroize::Zeroizing;
 pub const SEAL_VERSION: u8 = 1;
 /// Version byte of a value sealed with a symmetric key (directory slots).
 pub const GROUP_SEAL_VERSION: u8 = 2;
+/// Version byte of a first-contact hybrid envelope: X25519 and
+/// ML-KEM-768 (DESIGN §5.1).
+pub const HYBRID_SEAL_VERSION: u8 = 3;
+/// Version byte of an envelope whose key mixes in the pairwise
+/// post-quantum secret (DESIGN §5.1).
+pub const PAIRWISE_SEAL_VERSION: u8 = 4;
 /// HKDF info for 1:1 sealed envelopes.
 pub const SEAL_INFO: &[u8] = b"sotto/seal/v1";
+/// HKDF info (prefix; the ML-KEM ciphertext and public key follow) of a
+/// version-3 envelope key.
+pub const HYBRID_SEAL_INFO: &[u8] = b"sotto/seal-hybrid/v1";
+/// HKDF info of a version-4 envelope key.
+pub const PAIRWISE_SEAL_INFO: &[u8] = b"sotto/seal-pairwise/v1";
+/// HKDF info (prefix; the ML-KEM ciphertext and public key follow) of the
+/// pairwise post-quantum secret.
+pub const KEM_PAIRWISE_INFO: &[u8] = b"sotto/pq-pairwise/v1";
 /// HKDF info for values sealed with a symmetric key (the name predates groups; kept so stored slots still open).
 pub const GROUP_SEAL_INFO: &[u8] = b"sotto/group-seal/v1";
 
@@ -174,6 +207,11 @@ pub enum OpenError {
     Malformed(#[from] UnpadError),
 }
 
+/// The version byte of a blob (the first byte), if it has one.
+pub fn blob_version(blob: &[u8]) -> Option<u8> {
+    blob.first().copied()
+}
+
 /// HKDF-SHA256 to a 32-byte AEAD key.
 fn derive_key(ikm: &[u8], salt: &[u8], info: &[u8]) -> Zeroizing<[u8; 32]> {
     let mut key = Zeroizing::new([0u8; 32]);
@@ -192,12 +230,27 @@ fn seal_padded(
     bucket: Bucket,
     fill: impl FnOnce(&mut [u8]),
 ) -> Blob {
+    let mut header = [0u8; HEADER_LEN];
+    header[0] = version;
+    header[1..].copy_from_slice(header_key);
+    seal_padded_with_header(&header, key, bucket, fill)
+}
+
+/// As [`seal_padded`] with a clear header of any length (the hybrid
+/// version carries an ML-KEM ciphertext after the ephemeral key): the
+/// whole header is the AEAD's associated data.
+fn seal_padded_with_header(
+    clear_header: &[u8],
+    key: &[u8; 32],
+    bucket: Bucket,
+    fill: impl FnOnce(&mut [u8]),
+) -> Blob {
     let size = bucket.size();
+    let header_len = clear_header.len();
     let mut buf = Zeroizing::new(vec![0u8; size]);
-    buf[0] = version;
-    buf[1..HEADER_LEN].copy_from_slice(header_key);
-    let (header, rest) = buf.split_at_mut(HEADER_LEN);
-    let (body, tag_out) = rest.split_at_mut(size - HEADER_LEN - TAG_LEN);
+    buf[..header_len].copy_from_slice(clear_header);
+    let (header, rest) = buf.split_at_mut(header_len);
+    let (body, tag_out) = rest.split_at_mut(size - header_len - TAG_LEN);
     fill(body);
     let tag = ChaCha20Poly1305::new(key.into())
         .encrypt_inout_detached(&Nonce::default(), header, body.into())
@@ -227,18 +280,21 @@ fn parse_header(blob: &[u8], expected: u8) -> Result<[u8; 32], OpenError> {
 /// Authenticates and decrypts a blob whose header passed [`parse_header`],
 /// then strips the padding.
 fn open_padded(blob: &[u8], key: &[u8; 32]) -> Result<Zeroizing<Vec<u8>>, OpenError> {
-    let Some(tag_at) = blob.len().checked_sub(TAG_LEN) else {
-        return Err(OpenError::NotABucket { len: blob.len() });
-    };
-    if tag_at < HEADER_LEN {
-        return Err(OpenError::NotABucket { len: blob.len() });
-    }
-    let tag = Tag::try_from(&blob[tag_at..]).map_err(|_| OpenError::Decryption)?;
-    let mut body = Zeroizing::new(blob[HEADER_LEN..tag_at].to_vec());
+    open_padded_with_header(blob, HEADER_LEN, key)
+}
+
+/// As [`open_padded`] for a clear header of `header_len` bytes.
+fn open_padded_with_header(
+    blob: &[u8],
+    header_len: usize,
+    key: &[u8; 32],
+) -> Result<Zeroizing<Vec<u8>>, OpenError> {
+    let tag = tag_of(blob, header_len)?;
+    let mut body = Zeroizing::new(blob[header_len..blob.len() - TAG_LEN].to_vec());
     ChaCha20Poly1305::new(key.into())
         .decrypt_inout_detached(
             &Nonce::default(),
-            &blob[..HEADER_LEN],
+            &blob[..header_len],
             body.as_mut_slice().into(),
             &tag,
         )
@@ -247,4 +303,16 @@ fn open_padded(blob: &[u8], key: &[u8; 32]) -> Result<Zeroizing<Vec<u8>>, OpenEr
     body.copy_within(LENGTH_LEN..LENGTH_LEN + len, 0);
     body.truncate(len);
     Ok(body)
+}
+
+/// The Poly1305 tag at the end of a blob whose header is `header_len`
+/// bytes, checking the blob holds both.
+fn tag_of(blob: &[u8], header_len: usize) -> Result<Tag, OpenError> {
+    let Some(tag_at) = blob.len().checked_sub(TAG_LEN) else {
+        return Err(OpenError::NotABucket { len: blob.len() });
+    };
+    if tag_at < header_len {
+        return Err(OpenError::NotABucket { len: blob.len() });
+    }
+    Tag::try_from(&blob[tag_at..]).map_err(|_| OpenError::Decryption)
 }

@@ -20,12 +20,42 @@ pub const fn padded_len(bucket: Bucket) -> usize {
 /// The smallest bucket of at least `min_bucket` whose blob holds `len`
 /// plaintext bytes.
 pub(super) fn bucket_for(len: usize, min_bucket: Bucket) -> Result<Bucket, PadError> {
+    bucket_for_header(len, min_bucket, HEADER_LEN)
+}
+
+/// The largest plaintext that fits in a blob of `bucket` whose clear
+/// header is `header_len` bytes (0 if the header alone does not fit: a
+/// hybrid blob is never 1 KiB).
+pub(super) const fn room(bucket: Bucket, header_len: usize) -> usize {
+    bucket
+        .size()
+        .saturating_sub(header_len + TAG_LEN + LENGTH_LEN)
+}
+
+/// The largest plaintext a first-contact hybrid blob (version 3, with its
+/// 1088-byte ML-KEM ciphertext in the clear header) holds in `bucket`.
+pub const fn max_hybrid_plaintext_len(bucket: Bucket) -> usize {
+    room(bucket, super::hybrid::HYBRID_HEADER_LEN)
+}
+
+/// Whether a blob of `bucket` with a `header_len`-byte header holds `len`
+/// plaintext bytes.
+const fn bucket_holds(bucket: Bucket, header_len: usize, len: usize) -> bool {
+    bucket.size() >= header_len + TAG_LEN + LENGTH_LEN && room(bucket, header_len) >= len
+}
+
+/// As [`bucket_for`] for a clear header of `header_len` bytes.
+pub(super) fn bucket_for_header(
+    len: usize,
+    min_bucket: Bucket,
+    header_len: usize,
+) -> Result<Bucket, PadError> {
     Bucket::ALL
         .into_iter()
-        .find(|b| *b >= min_bucket && max_plaintext_len(*b) >= len)
+        .find(|b| *b >= min_bucket && bucket_holds(*b, header_len, len))
         .ok_or(PadError::TooLarge {
             len,
-            max: max_plaintext_len(Bucket::largest()),
+            max: room(Bucket::largest(), header_len),
         })
 }
 

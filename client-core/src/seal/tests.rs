@@ -405,3 +405,233 @@ proptest! {
         prop_assert!(open(&secret, &bytes).is_err());
     }
 }
+
+// ---- The hybrid envelopes (versions 3 and 4, DESIGN §5.1) ----
+
+use super::hybrid::{seal_hybrid_with_ephemeral, seal_pairwise_with_ephemeral};
+
+const KEM_SEED: [u8; 64] = [0x01; 64];
+const KEM_M: [u8; 32] = [0x02; 32];
+
+fn kem() -> KemSecret {
+    KemSecret::from_seed(&KEM_SEED)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Known answers: fixed seeds give fixed keys, ciphertexts, secrets and
+/// blobs. A change to the combination (inputs, order, labels) or to the
+/// layout fails here.
+#[test]
+fn hybrid_known_answers() {
+    let kem = kem();
+    let public = kem.public();
+    assert_eq!(public.as_bytes().len(), KEM_PUBLIC_LEN);
+    let encapsulation = public.encapsulate_with(&KEM_M).unwrap();
+    let pairwise = encapsulation.pairwise(&public);
+    let x25519 = recipient();
+    let blob = seal_hybrid_with_ephemeral(
+        &x25519.public(),
+        &public,
+        &encapsulation,
+        b"first contact",
+        Bucket::K1,
+        &EPH,
+    )
+    .unwrap();
+    let later = seal_pairwise_with_ephemeral(
+        &x25519.public(),
+        &pairwise,
+        b"later",
+        Bucket::K1,
+        &[0x43; 32],
+    )
+    .unwrap();
+    let answers = [
+        sha256_hex(public.as_bytes()),
+        sha256_hex(encapsulation.ciphertext()),
+        hex::encode(*encapsulation.shared),
+        hex::encode(pairwise.as_bytes()),
+        sha256_hex(blob.as_bytes()),
+        sha256_hex(later.as_bytes()),
+    ];
+    assert_eq!(answers, KNOWN_ANSWERS.map(str::to_owned), "{answers:#?}");
+    // And they open.
+    let opened = open_hybrid(&x25519, &kem, blob.as_bytes()).unwrap();
+    assert_eq!(opened.plaintext.as_slice(), b"first contact");
+    assert!(opened.pairwise == pairwise);
+    let (plain, index) = open_pairwise(&x25519, later.as_bytes(), [&pairwise]).unwrap();
+    assert_eq!((plain.as_slice(), index), (b"later".as_slice(), 0));
+}
+
+/// SHA-256 of the ML-KEM public key and ciphertext, the ML-KEM shared
+/// secret, the pairwise secret, SHA-256 of the version-3 and version-4
+/// blobs. Computed independently, from the formulas in DESIGN §5.1, with a
+/// second implementation of ML-KEM-768, X25519, HKDF-SHA256 and
+/// ChaCha20-Poly1305 (the first three also match FIPS 203's seed-based
+/// key generation and encapsulation).
+const KNOWN_ANSWERS: [&str; 6] = [
+    "e68d60857f9cb41f88c278ca430e472c6df5679fd5bac3ce872334293c5d0c42",
+    "cf2e49c7b792b92c9353575dea79546722b22d4ca66c7b7caef0454c49082934",
+    "adb494c04fc78a643c632686e4c76ea471b4b7c30a14a5592dd3b0b8e6730359",
+    "a33d2e47c3592b79ffc68752e633dc71c514011e252fec46ef8f8339a48caf16",
+    "e163a6c60397e182bece0ca138f54ff58db43a4cb468cbae01cbecf3cf00e94e",
+    "ee1d7c266335f303d1cf345e3bf89a2944971cd813ebe334f3f2d4de364bfb43",
+];
+
+/// An ordinary message costs the same bytes on the wire as before the
+/// hybrid envelope: a version-4 blob has version 1's 33-byte header, so
+/// the 1 KiB bucket holds 971 plaintext bytes either way.
+#[test]
+fn the_1_kib_bucket_is_unchanged_by_the_pairwise_envelope() {
+    let x25519 = recipient();
+    let pairwise = PairwiseKey::from_bytes([9; 32]);
+    let max = max_plaintext_len(Bucket::K1);
+    assert_eq!(max, 971);
+    for len in [0, 200, max] {
+        let classical = seal(&x25519.public(), &vec![1; len]).unwrap();
+        let pq = seal_pairwise(&x25519.public(), &pairwise, &vec![1; len], Bucket::K1).unwrap();
+        assert_eq!(pq.len(), 1024);
+        assert_eq!(pq.len(), classical.len());
+    }
+    let over = seal_pairwise(&x25519.public(), &pairwise, &vec![1; max + 1], Bucket::K1).unwrap();
+    assert_eq!(over.bucket(), Bucket::K4);
+}
+
+#[test]
+fn hybrid_round_trips_at_every_bucket_boundary_and_is_never_1_kib() {
+    let x25519 = recipient();
+    let kem = kem();
+    let public = kem.public();
+    let encapsulation = public.encapsulate().unwrap();
+    assert_eq!(max_hybrid_plaintext_len(Bucket::K1), 0);
+    assert_eq!(
+        max_hybrid_plaintext_len(Bucket::K4),
+        4096 - 33 - 1088 - 16 - 4
+    );
+    let mut lengths = vec![(0, Bucket::K4)];
+    for pair in Bucket::ALL[1..].windows(2) {
+        let max = max_hybrid_plaintext_len(pair[0]);
+        lengths.extend([(max, pair[0]), (max + 1, pair[1])]);
+    }
+    for (len, bucket) in lengths {
+        let plaintext: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let blob = seal_hybrid(
+            &x25519.public(),
+            &public,
+            &encapsulation,
+            &plaintext,
+            Bucket::K1,
+        )
+        .unwrap();
+        assert_eq!(blob.bucket(), bucket, "length {len}");
+        assert_eq!(blob.as_bytes()[0], HYBRID_SEAL_VERSION);
+        let opened = open_hybrid(&x25519, &kem, blob.as_bytes()).unwrap();
+        assert_eq!(opened.plaintext.as_slice(), plaintext);
+        assert!(opened.pairwise == encapsulation.pairwise(&public));
+    }
+    let too_long = max_hybrid_plaintext_len(Bucket::K64) + 1;
+    assert!(matches!(
+        seal_hybrid(
+            &x25519.public(),
+            &public,
+            &encapsulation,
+            &vec![0; too_long],
+            Bucket::K1
+        ),
+        Err(SealError::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn a_hybrid_blob_needs_both_keys_and_every_header_byte() {
+    let x25519 = recipient();
+    let kem = kem();
+    let public = kem.public();
+    let encapsulation = public.encapsulate().unwrap();
+    let blob = seal_hybrid(&x25519.public(), &public, &encapsulation, b"hi", Bucket::K1).unwrap();
+    let bytes = blob.as_bytes();
+    // The right X25519 key with another ML-KEM key, and the reverse.
+    let other_kem = KemSecret::from_seed(&[5; 64]);
+    assert_eq!(
+        open_hybrid(&x25519, &other_kem, bytes).err(),
+        Some(OpenError::Decryption)
+    );
+    assert_eq!(
+        open_hybrid(&EnvelopeSecret::from_bytes([0x18; 32]), &kem, bytes).err(),
+        Some(OpenError::Decryption)
+    );
+    // A flipped bit in the ephemeral key, the ML-KEM ciphertext, the body.
+    for at in [1, 33, 33 + 1087, HYBRID_HEADER_LEN, bytes.len() - 1] {
+        let mut tampered = bytes.to_vec();
+        tampered[at] ^= 1;
+        assert!(open_hybrid(&x25519, &kem, &tampered).is_err(), "byte {at}");
+    }
+    // Not a classical blob, not a pairwise one.
+    assert_eq!(
+        open(&x25519, bytes).err(),
+        Some(OpenError::WrongVersion {
+            found: HYBRID_SEAL_VERSION,
+            expected: SEAL_VERSION
+        })
+    );
+    let classical = seal(&x25519.public(), b"hi").unwrap();
+    assert!(matches!(
+        open_hybrid(&x25519, &kem, classical.as_bytes()),
+        Err(OpenError::WrongVersion {
+            found: SEAL_VERSION,
+            ..
+        })
+    ));
+    // Truncated to a bucket too small for the header.
+    assert!(matches!(
+        open_hybrid(&x25519, &kem, &bytes[..1024]),
+        Err(OpenError::NotABucket { .. } | OpenError::Decryption)
+    ));
+}
+
+#[test]
+fn a_pairwise_blob_opens_only_with_its_secret_and_says_which() {
+    let x25519 = recipient();
+    let secrets: Vec<PairwiseKey> = (1..=4).map(|i| PairwiseKey::from_bytes([i; 32])).collect();
+    let blob = seal_pairwise(&x25519.public(), &secrets[2], b"hello", Bucket::K1).unwrap();
+    assert_eq!(blob.as_bytes()[0], PAIRWISE_SEAL_VERSION);
+    let (plain, index) = open_pairwise(&x25519, blob.as_bytes(), &secrets).unwrap();
+    assert_eq!((plain.as_slice(), index), (b"hello".as_slice(), 2));
+    assert_eq!(
+        open_pairwise(&x25519, blob.as_bytes(), &secrets[..2]).err(),
+        Some(OpenError::Decryption)
+    );
+    assert_eq!(
+        open_pairwise(&x25519, blob.as_bytes(), []).err(),
+        Some(OpenError::Decryption)
+    );
+    // Without the pairwise secret the X25519 key alone does not open it.
+    assert!(open(&x25519, blob.as_bytes()).is_err());
+    let mut tampered = blob.as_bytes().to_vec();
+    tampered[500] ^= 1;
+    assert_eq!(
+        open_pairwise(&x25519, &tampered, &secrets).err(),
+        Some(OpenError::Decryption)
+    );
+}
+
+#[test]
+fn a_bad_ml_kem_public_key_is_refused() {
+    assert_eq!(
+        KemPublic::from_slice(&[0; 100]).err(),
+        Some(KemKeyError::Length { got: 100 })
+    );
+    // Every 12-bit coefficient 0xfff is above the modulus.
+    assert_eq!(
+        KemPublic::from_slice(&[0xff; KEM_PUBLIC_LEN]).err(),
+        Some(KemKeyError::Invalid)
+    );
+    let good = kem().public();
+    assert_eq!(KemPublic::from_slice(good.as_bytes()).unwrap(), good);
+    // The seed round-trips to the same key.
+    assert_eq!(KemSecret::from_seed(&kem().to_seed()).public(), good);
+}
