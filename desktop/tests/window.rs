@@ -268,6 +268,25 @@ fn window_on(
     harness
 }
 
+/// Steps two windows in turn until `a_done` holds for `a` and `b_done`
+/// for `b`.
+fn until_both(
+    a: &mut Harness<'static, Desktop>,
+    b: &mut Harness<'static, Desktop>,
+    what: &str,
+    a_done: impl Fn(&Harness<'static, Desktop>) -> bool,
+    b_done: impl Fn(&Harness<'static, Desktop>) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(a_done(a) && b_done(b)) {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        for window in [&mut *a, &mut *b] {
+            window.state_mut().settle(Duration::from_millis(50));
+            window.run_steps(1);
+        }
+    }
+}
+
 fn open_team_window(harness: &mut Harness<'static, Desktop>) {
     harness
         .query_all_by_label(sotto_desktop::TEAM_BUTTON)
@@ -276,13 +295,6 @@ fn open_team_window(harness: &mut Harness<'static, Desktop>) {
         .click();
     harness.run_steps(2);
     until(harness, "the members list", |h| shows(h, "Refresh"));
-}
-
-fn type_into(harness: &mut Harness<'static, Desktop>, label: &str, text: &str) {
-    let field = harness.get_by_label(label);
-    field.focus();
-    field.type_text(text);
-    harness.run_steps(1);
 }
 
 #[test]
@@ -336,7 +348,7 @@ fn an_admin_invites_with_a_qr_code_makes_a_group_and_removes_a_member_in_the_tea
     harness.get_by_label("Admin").click();
     harness.run_steps(2);
 
-    type_into(&mut harness, "Handle to invite", "dave");
+    type_in(&mut harness, "Handle to invite", "dave");
     harness.get_by_label("Invite").click();
     until(&mut harness, "dave's invite code", |h| {
         shows(h, "sotto-invite:")
@@ -344,15 +356,15 @@ fn an_admin_invites_with_a_qr_code_makes_a_group_and_removes_a_member_in_the_tea
     assert!(shows(&harness, "Invite code for dave"));
     assert!(harness.query_by_label("QR code").is_some());
 
-    type_into(&mut harness, "Group name", "ops");
-    type_into(&mut harness, "Members (handles, space-separated)", "bob");
+    type_in(&mut harness, "Group name", "ops");
+    type_in(&mut harness, "Members (handles, space-separated)", "bob");
     harness.get_by_label("Create group").click();
     until(&mut harness, "the group made", |h| {
         shows(h, "Group ops: create")
     });
     assert!(!shows(&harness, "failed"));
 
-    type_into(&mut harness, "Handle to remove", "bob");
+    type_in(&mut harness, "Handle to remove", "bob");
     harness.get_by_label("Remove…").click();
     harness.run_steps(2);
     // Nothing happens before the confirmation.
@@ -385,27 +397,17 @@ fn two_members_compare_emoji_in_their_windows_and_both_show_verified() {
     open_team_window(&mut alice);
     alice.get_by_label("Compare emoji with bob").click();
     bob.get_by_label("Compare emoji with alice").click();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !(shows(&alice, "They match") && shows(&bob, "They match")) {
-        assert!(Instant::now() < deadline, "timed out waiting for the emoji");
-        for window in [&mut alice, &mut bob] {
-            window.state_mut().settle(Duration::from_millis(50));
-            window.run_steps(1);
-        }
-    }
+    let code_shown = |h: &Harness<'static, Desktop>| shows(h, "They match");
+    until_both(&mut alice, &mut bob, "the emoji", code_shown, code_shown);
     alice.get_by_label("They match").click();
     bob.get_by_label("They match").click();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !(shows(&alice, "bob is verified.") && shows(&bob, "alice is verified.")) {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for the verification"
-        );
-        for window in [&mut alice, &mut bob] {
-            window.state_mut().settle(Duration::from_millis(50));
-            window.run_steps(1);
-        }
-    }
+    until_both(
+        &mut alice,
+        &mut bob,
+        "the verification",
+        |h| shows(h, "bob is verified."),
+        |h| shows(h, "alice is verified."),
+    );
     until(&mut alice, "the verified mark", |h| shows(h, "verified ✔"));
     alice.into_state().close_blocking().unwrap();
     bob.into_state().close_blocking().unwrap();
