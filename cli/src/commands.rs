@@ -174,6 +174,20 @@ impl Ctx {
         }
     }
 
+    /// Notes a 1:1 message sent to `handle` (for the status lines at the
+    /// end of a command): sent if the relay took it, else queued.
+    pub(crate) fn record_sent(&mut self, sent: &sotto_core::Sent, handle: &str) {
+        self.sent.push((
+            hex::encode(sent.id),
+            handle.to_owned(),
+            if sent.delivered {
+                sotto_core::Status::Sent
+            } else {
+                sotto_core::Status::Queued
+            },
+        ));
+    }
+
     /// The message text: `text` itself, or stdin when it is absent or `-`
     /// (so that it stays out of shell history and `ps`). One trailing
     /// newline (from `echo` or a heredoc) is not part of the message.
@@ -698,15 +712,7 @@ pub(crate) async fn exec(app: &mut App, command: Command, ctx: &mut Ctx) -> anyh
                 None => None,
             };
             let sent = app.send_reply(&handle, &text, reply_to.as_ref()).await?;
-            ctx.sent.push((
-                hex::encode(sent.id),
-                handle.clone(),
-                if sent.delivered {
-                    sotto_core::Status::Sent
-                } else {
-                    sotto_core::Status::Queued
-                },
-            ));
+            ctx.record_sent(&sent, &handle);
             let status = if sent.delivered { "sent" } else { "queued" };
             out.result(
                 if sent.delivered {

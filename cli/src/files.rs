@@ -104,15 +104,7 @@ pub(crate) async fn send(
         FileTarget::Group(group) => (group.clone(), "group"),
     };
     if let FileTarget::Member(handle) = &to {
-        ctx.sent.push((
-            hex::encode(sent.id),
-            handle.clone(),
-            if sent.delivered {
-                sotto_core::Status::Sent
-            } else {
-                sotto_core::Status::Queued
-            },
-        ));
+        ctx.record_sent(&sent, handle);
     }
     let status = if sent.delivered { "sent" } else { "queued" };
     out.result(

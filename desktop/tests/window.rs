@@ -79,6 +79,35 @@ async fn relay(dir: &std::path::Path) -> sotto_relay::Server {
     .unwrap()
 }
 
+/// A team whose members are all closed homes (alice's App closed too), so
+/// that windows open either.
+struct Homes {
+    runtime: Arc<tokio::runtime::Runtime>,
+    alice: std::path::PathBuf,
+    bob: std::path::PathBuf,
+    // Dropped last: the relay, then the directory.
+    _server: Option<sotto_relay::Server>,
+    _dir: tempfile::TempDir,
+}
+
+fn homes() -> Homes {
+    let Team {
+        runtime,
+        server,
+        alice,
+        bob_home,
+        _dir,
+    } = team();
+    drop(alice);
+    Homes {
+        runtime,
+        alice: _dir.path().join("alice"),
+        bob: bob_home,
+        _server: server,
+        _dir,
+    }
+}
+
 /// Bob's window, loaded (members, groups, the first sync).
 fn window(team: &Team) -> Harness<'static, Desktop> {
     window_on(&team.runtime, &team.bob_home)
@@ -331,16 +360,8 @@ fn a_member_sees_the_team_a_safety_number_and_links_a_device_with_a_code_and_qr_
 
 #[test]
 fn an_admin_invites_with_a_qr_code_makes_a_group_and_removes_a_member_in_the_team_window() {
-    let Team {
-        runtime,
-        server,
-        alice,
-        _dir,
-        ..
-    } = team();
-    let alice_home = _dir.path().join("alice");
-    drop(alice);
-    let mut harness = window_on(&runtime, &alice_home);
+    let team = homes();
+    let mut harness = window_on(&team.runtime, &team.alice);
     open_team_window(&mut harness);
     until(&mut harness, "the admin tab", |h| {
         h.query_by_label("Admin").is_some()
@@ -377,22 +398,13 @@ fn an_admin_invites_with_a_qr_code_makes_a_group_and_removes_a_member_in_the_tea
         shows(h, "alice (you)") && !shows(h, "Safety number of bob")
     });
     harness.into_state().close_blocking().unwrap();
-    drop(server);
 }
 
 #[test]
 fn two_members_compare_emoji_in_their_windows_and_both_show_verified() {
-    let Team {
-        runtime,
-        server,
-        alice,
-        bob_home,
-        _dir,
-    } = team();
-    let alice_home = _dir.path().join("alice");
-    drop(alice);
-    let mut bob = window_on(&runtime, &bob_home);
-    let mut alice = window_on(&runtime, &alice_home);
+    let team = homes();
+    let mut bob = window_on(&team.runtime, &team.bob);
+    let mut alice = window_on(&team.runtime, &team.alice);
     open_team_window(&mut bob);
     open_team_window(&mut alice);
     alice.get_by_label("Compare emoji with bob").click();
@@ -411,7 +423,6 @@ fn two_members_compare_emoji_in_their_windows_and_both_show_verified() {
     until(&mut alice, "the verified mark", |h| shows(h, "verified ✔"));
     alice.into_state().close_blocking().unwrap();
     bob.into_state().close_blocking().unwrap();
-    drop(server);
 }
 
 fn set_window_focus(harness: &mut Harness<'static, Desktop>, focused: bool) {
