@@ -12,8 +12,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if ! command -v cargo-deb >/dev/null 2>&1; then
-    echo "== installing cargo-deb (cargo install cargo-deb --locked)"
-    cargo install cargo-deb --locked --quiet
+    # A debug build of the tool: it installs in a third of the time of a
+    # release one (23 s against 61 s here) and packs .ci/run's debug
+    # binaries with --fast in about the same time (5.8 s against 5.2 s).
+    echo "== installing cargo-deb (cargo install cargo-deb --locked --debug)"
+    cargo install cargo-deb --locked --debug --quiet
 fi
 
 # shellcheck disable=SC2086
