@@ -18,7 +18,7 @@ pub type Wake = Arc<dyn Fn() + Send + Sync>;
 /// What the window shows.
 enum Screen {
     /// The profile has no identity: paste a code to join.
-    Join(Join),
+    Join(Box<Join>),
     /// The profile could not be opened: why, and a button to try again.
     Failed(String),
     /// The store is locked by a passphrase: ask for it.
@@ -134,7 +134,7 @@ impl Shell {
             .block_on(Session::open_with(&self.home, passphrase, move || wake()));
         self.screen = match opened {
             Ok(session) => Screen::Open(Box::new(Desktop::new(session, self.runtime.clone()))),
-            Err(error) if sotto_cli::is_not_joined(&error) => Screen::Join(Join::default()),
+            Err(error) if sotto_cli::is_not_joined(&error) => Screen::Join(Box::default()),
             Err(error)
                 if sotto_cli::needs_passphrase(&error) && !sotto_cli::passphrase_from_env() =>
             {

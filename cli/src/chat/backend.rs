@@ -185,7 +185,7 @@ pub(crate) fn parse_message(value: &Value, me: &str) -> Option<(Kind, ChatMessag
             deleted: wire.deleted,
             sent_at: wire.sent_at,
             status: wire.status,
-            file,
+            file: file.map(Box::new),
         },
     ))
 }

@@ -295,7 +295,7 @@ impl Session {
                 deleted: m.deleted,
                 sent_at_ms: m.sent_at,
                 status: m.status,
-                file: m.file.as_ref(),
+                file: m.file.as_deref(),
             },
             Entry::Notice(text) => Line::Notice(text),
         })

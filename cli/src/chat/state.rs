@@ -49,8 +49,8 @@ pub(crate) struct ChatMessage {
     pub(crate) sent_at: u64,
     /// Delivery state.
     pub(crate) status: Status,
-    /// The file it carries, if any.
-    pub(crate) file: Option<FileCard>,
+    /// The file it carries, if any (boxed: most messages have none).
+    pub(crate) file: Option<Box<FileCard>>,
 }
 
 /// A file a message carries, as a conversation shows it.
@@ -93,11 +93,7 @@ impl FileCard {
             line.push_str(&self.caption);
         }
         if let Some((done, total)) = self.progress {
-            let percent = if total == 0 {
-                0
-            } else {
-                done.saturating_mul(100) / total
-            };
+            let percent = done.saturating_mul(100).checked_div(total).unwrap_or(0);
             let what = if upload { "uploading" } else { "downloading" };
             line.push_str(&format!(" — {what} {percent}% of {}", human_size(total)));
         }
@@ -807,7 +803,7 @@ impl Chat {
             deleted: false,
             sent_at: 0,
             status: Status::Queued,
-            file: Some(card.clone()),
+            file: Some(Box::new(card.clone())),
         };
         let open = self.open;
         self.conversations[open]
