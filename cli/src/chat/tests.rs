@@ -860,6 +860,22 @@ async fn slash_file_sends_a_file_with_its_caption_showing_the_upload_then_its_si
     );
     assert!(!shows(&rows, "uploading"), "{}", rows.join("\n"));
     assert!(driver.chat.transfers.is_empty());
+    // A path with spaces, in quotes.
+    let spaced = dir.path().join("q 3 plan.txt");
+    std::fs::write(&spaced, b"plan").unwrap();
+    type_text(
+        &mut driver,
+        &format!("/file \"{}\" for Monday", spaced.display()),
+    );
+    press(&mut driver, KeyCode::Enter);
+    driver.settle().await;
+    let sent = owner.calls("file.send");
+    assert_eq!(sent[1]["path"], spaced.display().to_string());
+    assert_eq!(sent[1]["caption"], "for Monday");
+    assert!(shows(
+        &screen(&mut terminal, &driver),
+        "[file q 3 plan.txt (4 B)] for Monday"
+    ));
     // No path: the usage.
     type_text(&mut driver, "/file");
     press(&mut driver, KeyCode::Enter);
