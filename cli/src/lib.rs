@@ -21,7 +21,9 @@ mod output;
 mod owner;
 
 pub use chat::HISTORY_PAGE;
-pub use chat::session::{Arrival, CliOutput, Line, Row, Session, Ticket};
+pub use chat::session::{
+    Arrival, CliOutput, FileCard, FileDetails, Line, Row, Session, Ticket, Transfer,
+};
 pub use commands::{
     Joined, NewTeam, create_team, default_home, describe, is_not_joined, join_team,
     needs_passphrase, passphrase_from_env,

@@ -10,9 +10,15 @@
 //!   the conversations. Driven the same way by eframe (the real window)
 //!   and by egui_kittest (tests, `--screenshot`).
 //! - [`Desktop`]: the conversations of an open profile.
+//! - `files.rs`: attaching (dialog, drag-and-drop), progress bars, file
+//!   cards, inline thumbnails; `picture.rs` decodes images under limits.
+//! - [`qr`]: reading a code from a picture of its QR code (join form).
 //! - `main.rs`: arguments, the tokio runtime, the window.
 
+mod files;
 pub mod notify;
+mod picture;
+pub mod qr;
 mod shell;
 mod team;
 
@@ -20,7 +26,15 @@ use std::sync::Arc;
 
 use eframe::egui;
 
-pub use shell::{AGAIN_LABEL, CODE_LABEL, NEW_PASSPHRASE_LABEL, PASSPHRASE_LABEL, Shell, Wake};
+pub use files::{
+    ATTACH_BUTTON, ATTACH_PATH_LABEL, CAPTION_LABEL, PREVIEW_MAX, SAVE_AS_BUTTON, SAVE_BUTTON,
+    SAVE_HERE_BUTTON, SAVE_PATH_LABEL, SEND_FILE_BUTTON, human_size,
+};
+pub use picture::THUMBNAIL_SIDE;
+pub use shell::{
+    AGAIN_LABEL, CODE_LABEL, NEW_PASSPHRASE_LABEL, PASSPHRASE_LABEL, QR_BUTTON, QR_PATH_LABEL,
+    Shell, Wake,
+};
 use sotto_cli::{Line, Row, Session, Status};
 pub use team::{TEAM_BUTTON, TeamWindow};
 
@@ -58,6 +72,8 @@ pub struct Desktop {
     team: TeamWindow,
     /// What the compose box does with its text: send, reply, or edit.
     intent: Intent,
+    /// Attach and save dialogs, thumbnails.
+    files: files::Files,
 }
 
 /// What Enter in the compose box does.
@@ -83,6 +99,10 @@ enum MessageAction {
     Edit,
     Delete,
     Copy,
+    /// Save the file into the download directory.
+    Save,
+    /// Ask where to save the file (its name).
+    SaveAs(String),
 }
 
 /// The reactions the menu of a message offers.
@@ -104,6 +124,7 @@ impl Desktop {
             notify_text: false,
             team: TeamWindow::default(),
             intent: Intent::New,
+            files: files::Files::default(),
         }
     }
 
@@ -124,7 +145,8 @@ impl Desktop {
         let until = std::time::Instant::now() + max;
         loop {
             self.poll();
-            if (!self.session.busy() && !self.team.busy()) || std::time::Instant::now() >= until {
+            let busy = self.session.busy() || self.team.busy() || self.files.busy();
+            if !busy || std::time::Instant::now() >= until {
                 return;
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
@@ -188,6 +210,7 @@ impl Desktop {
         {
             self.jump = Some(String::new());
         }
+        files::Files::dropped(ui.ctx(), &mut self.session);
         self.header(ui);
         // The side list is read once per frame and shared by the parts.
         let rows = self.session.conversations();
@@ -196,10 +219,12 @@ impl Desktop {
         self.messages(ui, &rows);
         self.jump_box(ui, &rows);
         self.team.ui(ui.ctx(), &mut self.session);
+        self.files.dialogs(ui.ctx(), &mut self.session);
+        files::Files::hovering(ui.ctx());
         // Results still running: look again soon. Otherwise the owner's
         // notifications wake the window (see main.rs); a slow tick keeps
         // the times and the connection state fresh.
-        let again = if self.session.busy() || self.team.busy() {
+        let again = if self.session.busy() || self.team.busy() || self.files.busy() {
             50
         } else {
             1000
@@ -314,8 +339,13 @@ impl Desktop {
             let response = ui.add(edit).labelled_by(label.id);
             let enter = response.has_focus()
                 && ui.input(|i| i.key_pressed(egui::Key::Enter) && !i.modifiers.shift);
-            let button = ui.button("Send");
-            if enter || button.clicked() {
+            files::Files::progress(ui, &self.session);
+            let mut clicked = false;
+            ui.horizontal(|ui| {
+                clicked = ui.button("Send").clicked();
+                self.files.attach_button(ui);
+            });
+            if enter || clicked {
                 self.send();
                 response.request_focus();
             }
@@ -370,6 +400,8 @@ impl Desktop {
             }
             MessageAction::Delete => self.session.submit(&format!("/delete {id}")),
             MessageAction::Copy => {}
+            MessageAction::Save => self.session.save_file(id, None),
+            MessageAction::SaveAs(name) => self.files.ask_where(id, &name),
         }
     }
 
@@ -385,6 +417,29 @@ impl Desktop {
             ui.heading(title);
             let total = self.session.lines();
             let first = total.saturating_sub(self.shown);
+            // The files about to be drawn: their thumbnails and details.
+            let cards: Vec<(String, sotto_cli::FileCard)> = (first..total)
+                .filter_map(|index| match self.session.line(index)? {
+                    Line::Message {
+                        id,
+                        file: Some(card),
+                        deleted: false,
+                        ..
+                    } => Some((id.to_owned(), card.clone())),
+                    _ => None,
+                })
+                .collect();
+            self.files
+                .update_previews(ui.ctx(), &mut self.session, &cards);
+            let downloaded: std::collections::HashSet<String> = cards
+                .iter()
+                .filter(|(id, _)| {
+                    self.session
+                        .file_details(id)
+                        .is_some_and(|details| details.downloaded)
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
             egui::ScrollArea::vertical()
                 .stick_to_bottom(true)
                 .auto_shrink([false, false])
@@ -415,7 +470,11 @@ impl Desktop {
                                     ui.separator();
                                     ui.weak(day_label(sent_at_ms));
                                 }
-                                if let Some(action) = message_row(ui, &line) {
+                                let card = Card {
+                                    files: &self.files,
+                                    downloaded: downloaded.contains(id),
+                                };
+                                if let Some(action) = message_row(ui, &line, &card) {
                                     asked = Some((id.to_owned(), action));
                                 }
                             }
@@ -491,10 +550,18 @@ impl eframe::App for Desktop {
     }
 }
 
+/// What a file message's card needs besides its line.
+struct Card<'a> {
+    files: &'a files::Files,
+    /// Whether the owner holds the file already.
+    downloaded: bool,
+}
+
 /// One message: time, sender, text, and for mine its delivery state. A
 /// right click on it opens its menu (reply, react, and for mine edit and
-/// delete for everyone); returns what was chosen.
-fn message_row(ui: &mut egui::Ui, line: &Line<'_>) -> Option<MessageAction> {
+/// delete for everyone); returns what was chosen. A file shows as a card
+/// below its sender.
+fn message_row(ui: &mut egui::Ui, line: &Line<'_>, card: &Card<'_>) -> Option<MessageAction> {
     let &Line::Message {
         id,
         from,
@@ -503,11 +570,31 @@ fn message_row(ui: &mut egui::Ui, line: &Line<'_>) -> Option<MessageAction> {
         deleted,
         sent_at_ms,
         status,
+        file,
         ..
     } = line
     else {
         return None;
     };
+    if let Some(file) = file.filter(|_| !deleted) {
+        let mut chosen = None;
+        ui.horizontal_wrapped(|ui| {
+            ui.weak(time_label(sent_at_ms));
+            let who = if outgoing { "me" } else { from };
+            ui.strong(format!("{who}:"));
+            if outgoing {
+                ui.weak(status_label(status));
+            }
+        });
+        match card.files.card(ui, id, file, card.downloaded) {
+            Some(files::CardAction::Save) => chosen = Some(MessageAction::Save),
+            Some(files::CardAction::SaveAs) => {
+                chosen = Some(MessageAction::SaveAs(file.name.clone()));
+            }
+            None => {}
+        }
+        return chosen;
+    }
     let mut chosen = None;
     ui.horizontal_wrapped(|ui| {
         ui.weak(time_label(sent_at_ms));

@@ -18,7 +18,7 @@ pub type Wake = Arc<dyn Fn() + Send + Sync>;
 /// What the window shows.
 enum Screen {
     /// The profile has no identity: paste a code to join.
-    Join(Join),
+    Join(Box<Join>),
     /// The profile could not be opened: why, and a button to try again.
     Failed(String),
     /// The store is locked by a passphrase: ask for it.
@@ -43,6 +43,23 @@ struct Join {
     pending: Option<oneshot::Receiver<Result<Joined, String>>>,
     /// Why the last attempt failed.
     error: Option<String>,
+    /// The path of a picture of the code's QR code.
+    qr_path: String,
+    /// What reading that picture said (a code was found, or why not).
+    qr_note: Option<Result<String, String>>,
+}
+
+impl Join {
+    /// Reads the code from a picture of its QR code into the form.
+    fn read_qr(&mut self, read: Result<String, crate::qr::QrError>) {
+        self.qr_note = Some(match read {
+            Ok(code) => {
+                self.code = code;
+                Ok("Code read from the picture.".into())
+            }
+            Err(error) => Err(format!("{error}.")),
+        });
+    }
 }
 
 impl Drop for Join {
@@ -83,6 +100,10 @@ pub const PASSPHRASE_LABEL: &str = "Passphrase";
 pub const NEW_PASSPHRASE_LABEL: &str = "Passphrase for this profile (optional)";
 /// The second of them.
 pub const AGAIN_LABEL: &str = "The passphrase again";
+/// The join form's field for a picture of the code's QR code.
+pub const QR_PATH_LABEL: &str = "Or a picture of its QR code (PNG or JPEG file)";
+/// The button that reads it.
+pub const QR_BUTTON: &str = "Read the QR code";
 
 impl Shell {
     /// Opens the profile at `home`; a home without an identity shows the
@@ -113,7 +134,7 @@ impl Shell {
             .block_on(Session::open_with(&self.home, passphrase, move || wake()));
         self.screen = match opened {
             Ok(session) => Screen::Open(Box::new(Desktop::new(session, self.runtime.clone()))),
-            Err(error) if sotto_cli::is_not_joined(&error) => Screen::Join(Join::default()),
+            Err(error) if sotto_cli::is_not_joined(&error) => Screen::Join(Box::default()),
             Err(error)
                 if sotto_cli::needs_passphrase(&error) && !sotto_cli::passphrase_from_env() =>
             {
@@ -328,6 +349,47 @@ fn join_form(
                     .hint_text("sotto-invite:… or sotto-link:…"),
             )
             .labelled_by(label.id);
+            let label = ui.label(QR_PATH_LABEL);
+            let mut read = false;
+            ui.horizontal(|ui| {
+                ui.add(
+                    egui::TextEdit::singleline(&mut join.qr_path)
+                        .desired_width(360.0)
+                        .hint_text("or drop the picture onto this window"),
+                )
+                .labelled_by(label.id);
+                read = ui
+                    .add_enabled(
+                        !join.qr_path.trim().is_empty(),
+                        egui::Button::new(QR_BUTTON),
+                    )
+                    .clicked();
+            });
+            if read {
+                let path = std::path::PathBuf::from(join.qr_path.trim());
+                join.read_qr(crate::qr::read_code_from_file(&path));
+            }
+            // A picture dropped onto the form.
+            let dropped = ui.input(|i| i.raw.dropped_files.first().cloned());
+            if let Some(file) = dropped {
+                let read = file
+                    .bytes()
+                    .map_err(|reason| crate::qr::QrError::Read {
+                        path: file.path().display().to_string(),
+                        reason,
+                    })
+                    .and_then(|bytes| crate::qr::read_code(&bytes));
+                join.read_qr(read);
+            }
+            match &join.qr_note {
+                Some(Ok(note)) => {
+                    ui.label(note.as_str());
+                }
+                Some(Err(error)) => {
+                    ui.colored_label(ui.visuals().error_fg_color, error.as_str());
+                }
+                None => {}
+            }
         }
         if !sotto_cli::passphrase_from_env() {
             ui.add_space(8.0);

@@ -740,3 +740,161 @@ fn right_click(harness: &mut Harness<'static, Desktop>, text: &str) {
         .expect("the message")
         .click_secondary();
 }
+
+/// A file that egui hands over as dropped onto the window.
+#[derive(Debug)]
+struct Dropped(std::path::PathBuf);
+
+impl egui::DroppedFile for Dropped {
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        std::fs::read(&self.0).map_err(|e| e.to_string())
+    }
+}
+
+/// Drops `path` onto the window (the next frame sees it).
+fn drop_file<S>(harness: &mut Harness<'static, S>, path: &std::path::Path) {
+    harness
+        .input_mut()
+        .dropped_files
+        .push(Arc::new(Dropped(path.to_owned())));
+    harness.run_steps(1);
+}
+
+/// A small PNG: a 48×32 gradient.
+fn small_png() -> Vec<u8> {
+    let picture = image::RgbImage::from_fn(48, 32, |x, y| {
+        image::Rgb([(x * 5) as u8, (y * 7) as u8, 128])
+    });
+    let mut png = Vec::new();
+    picture
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    png
+}
+
+fn click(harness: &mut Harness<'static, Desktop>, label: &str) {
+    harness.get_by_label(label).click();
+    harness.run_steps(2);
+}
+
+#[test]
+fn a_png_attached_in_one_window_shows_as_a_card_with_a_thumbnail_in_the_other_and_saves_byte_for_byte()
+ {
+    let team = homes();
+    let files = tempfile::tempdir().unwrap();
+    let original = files.path().join("chart.png");
+    let png = small_png();
+    std::fs::write(&original, &png).unwrap();
+    let mut alice = window_on(&team.runtime, &team.alice);
+    let mut bob = window_on(&team.runtime, &team.bob);
+    alice.state_mut().open_named("bob");
+    bob.state_mut().open_named("alice");
+    alice.run_steps(2);
+
+    click(&mut alice, sotto_desktop::ATTACH_BUTTON);
+    type_in(
+        &mut alice,
+        sotto_desktop::ATTACH_PATH_LABEL,
+        &original.display().to_string(),
+    );
+    type_in(&mut alice, sotto_desktop::CAPTION_LABEL, "the chart");
+    click(&mut alice, sotto_desktop::SEND_FILE_BUTTON);
+    until_both(
+        &mut alice,
+        &mut bob,
+        "the card in both windows, with the thumbnail in bob's",
+        |h| shows(h, "chart.png") && shows(h, "sent"),
+        |h| shows(h, "chart.png") && shows(h, "the chart") && shows(h, "Picture chart.png"),
+    );
+
+    // Save as… a path of bob's choosing: the very bytes.
+    let saved = files.path().join("from alice.png");
+    click(&mut bob, sotto_desktop::SAVE_AS_BUTTON);
+    type_in(
+        &mut bob,
+        sotto_desktop::SAVE_PATH_LABEL,
+        &saved.display().to_string(),
+    );
+    click(&mut bob, sotto_desktop::SAVE_HERE_BUTTON);
+    until(&mut bob, "the saved note", |h| shows(h, "Saved to"));
+    assert_eq!(std::fs::read(&saved).unwrap(), png);
+    alice.into_state().close_blocking().unwrap();
+    bob.into_state().close_blocking().unwrap();
+}
+
+#[test]
+fn a_file_dropped_onto_the_window_is_sent_to_the_open_conversation() {
+    let mut team = team();
+    let mut harness = window(&team);
+    harness.state_mut().open_named("alice");
+    harness.run_steps(2);
+    let files = tempfile::tempdir().unwrap();
+    let path = files.path().join("notes.txt");
+    std::fs::write(&path, b"dropped notes\n").unwrap();
+    drop_file(&mut harness, &path);
+    until(&mut harness, "the file sent", |h| {
+        !h.state().session().busy() && shows(h, "notes.txt") && shows(h, "sent")
+    });
+    alice_sees(&mut team, "the dropped file", |h| {
+        h.iter().any(|m| {
+            m.file
+                .as_ref()
+                .is_some_and(|f| f.name == "notes.txt" && f.size == 14)
+        })
+    });
+    harness.into_state().close_blocking().unwrap();
+}
+
+#[test]
+fn the_join_form_reads_the_code_from_a_picture_of_its_qr_code_or_says_none_was_found() {
+    let runtime = Arc::new(tokio::runtime::Runtime::new().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let shell = Shell::new(dir.path().join("new"), runtime, Arc::new(|| {}));
+    let mut harness = Harness::builder()
+        .with_size(egui::vec2(900.0, 700.0))
+        .build_ui_state(|ui, shell: &mut Shell| shell.ui(ui), shell);
+    harness.run_steps(2);
+
+    // A picture without a code, by its path: a clear error.
+    let blank = dir.path().join("blank.png");
+    image::GrayImage::from_pixel(80, 80, image::Luma([255]))
+        .save(&blank)
+        .unwrap();
+    type_in(
+        &mut harness,
+        sotto_desktop::QR_PATH_LABEL,
+        &blank.display().to_string(),
+    );
+    harness.get_by_label(sotto_desktop::QR_BUTTON).click();
+    harness.run_steps(2);
+    assert!(shows(&harness, "no QR code was found in that picture"));
+
+    // The code's picture dropped onto the form fills the code in.
+    let code = "sotto-invite:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
+    let qr = qrcode::QrCode::new(code.as_bytes()).unwrap();
+    let width = u32::try_from(qr.width()).unwrap();
+    let colors = qr.to_colors();
+    let picture = image::GrayImage::from_fn((width + 8) * 4, (width + 8) * 4, |x, y| {
+        let (mx, my) = (x / 4, y / 4);
+        let dark = (4..width + 4).contains(&mx)
+            && (4..width + 4).contains(&my)
+            && colors[((my - 4) * width + (mx - 4)) as usize] == qrcode::Color::Dark;
+        image::Luma([if dark { 0 } else { 255 }])
+    });
+    let path = dir.path().join("invite.png");
+    picture.save(&path).unwrap();
+    harness
+        .input_mut()
+        .dropped_files
+        .push(Arc::new(Dropped(path)));
+    harness.run_steps(2);
+    assert_eq!(
+        harness.get_by_label(CODE_LABEL).value().as_deref(),
+        Some(code)
+    );
+    assert!(shows(&harness, "Code read from the picture."));
+}

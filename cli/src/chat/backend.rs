@@ -103,6 +103,19 @@ struct WireMessage {
     edited: bool,
     #[serde(default)]
     deleted: bool,
+    #[serde(default)]
+    file: Option<WireFile>,
+}
+
+/// The file of a message, as the control protocol carries it.
+#[derive(Debug, Deserialize)]
+struct WireFile {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    size: u64,
+    #[serde(default)]
+    media_type: String,
 }
 
 impl WireMessage {
@@ -137,7 +150,26 @@ pub(crate) fn parse_message(value: &Value, me: &str) -> Option<(Kind, ChatMessag
         (None, true) => Kind::Contact(wire.to.clone().unwrap_or_else(|| wire.from.clone())),
         (None, false) => Kind::Contact(wire.from.clone()),
     };
-    let text = wire.shown();
+    let file = match (&wire.file, wire.deleted) {
+        (Some(file), false) => Some(super::state::FileCard {
+            name: sotto_core::sanitize_name(&file.name),
+            size: Some(file.size),
+            media_type: file.media_type.clone(),
+            caption: wire.text.clone(),
+            ..super::state::FileCard::default()
+        }),
+        _ => None,
+    };
+    let text = match &file {
+        Some(card) => {
+            let mut shown = card.line(!outgoing);
+            if let Some(reply_to) = wire.reply_to.as_deref().and_then(|id| id.get(..8)) {
+                shown = format!("(re {reply_to}) {shown}");
+            }
+            shown
+        }
+        None => wire.shown(),
+    };
     Some((
         kind,
         ChatMessage {
@@ -153,6 +185,7 @@ pub(crate) fn parse_message(value: &Value, me: &str) -> Option<(Kind, ChatMessag
             deleted: wire.deleted,
             sent_at: wire.sent_at,
             status: wire.status,
+            file: file.map(Box::new),
         },
     ))
 }
@@ -367,6 +400,22 @@ pub(crate) mod fake {
                     }
                     Ok(json!({"message": message, "status": "sent"}))
                 }
+                "file.send" => {
+                    let size = params["path"]
+                        .as_str()
+                        .and_then(|path| std::fs::metadata(path).ok())
+                        .map_or(0, |m| m.len());
+                    Ok(
+                        json!({"id": format!("f{}", inner.calls.len()), "status": "sent", "size": size}),
+                    )
+                }
+                "file.save" => {
+                    let path = params["path"].as_str().unwrap_or("/downloads/file");
+                    Ok(json!({"id": params["id"], "path": path}))
+                }
+                "file.info" => Ok(
+                    json!({"id": params["id"], "name": "report.pdf", "size": 2048, "media_type": "application/pdf", "downloaded": false, "thumbnail": null}),
+                ),
                 "send" | "group.send" => match &inner.refuse_sends {
                     Some(message) => Err(CallError {
                         code: 4,

@@ -67,6 +67,16 @@ enum Done {
     /// A reaction, edit or delete made (owner method, then the changed
     /// message) or refused.
     Changed(&'static str, Result<Value, String>),
+    /// A file of mine sent (ID, delivered, size) or not.
+    FileSent {
+        to: Kind,
+        local: u64,
+        result: Result<(String, bool, u64), String>,
+    },
+    /// A file saved (where) or not.
+    FileSaved(String, Result<String, String>),
+    /// What the owner told of a file message.
+    FileInfo(String, Result<state::FileDetails, String>),
     /// Nothing to show (a read mark).
     Quiet,
 }
@@ -116,7 +126,13 @@ impl Driver {
                 .unwrap_or_default()
                 .to_owned()
         };
-        let chat = Chat::new(&field("handle"), &field("team"));
+        let mut chat = Chat::new(&field("handle"), &field("team"));
+        // Tells this client's transfers from other clients' of the same
+        // owner in the `file.progress` notifications.
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        chat.transfer_prefix = format!("c{}-{started:x}", std::process::id());
         let (work, jobs) = mpsc::unbounded_channel();
         let (done_tx, done) = mpsc::unbounded_channel();
         tokio::spawn(worker(backend, chat.me.clone(), jobs, done_tx));
@@ -310,6 +326,14 @@ impl Driver {
                 self.chat
                     .say(format!("could not {what} that message: {error}"));
             }
+            Done::FileSent { to, local, result } => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                self.chat.on_file_sent(&to, local, now, result);
+            }
+            Done::FileSaved(id, result) => self.chat.on_file_saved(&id, result),
+            Done::FileInfo(id, result) => self.chat.on_file_info(&id, result),
             Done::Quiet => {}
         }
     }
@@ -358,6 +382,16 @@ impl Driver {
                     .and_then(|s| serde_json::from_value(s.clone()).ok());
                 if let (Some(id), Some(status)) = (id, status) {
                     self.chat.on_status(id, status);
+                }
+            }
+            "file.progress" => {
+                let params = &event.params;
+                if let (Some(transfer), Some(done), Some(total)) = (
+                    params.get("transfer").and_then(Value::as_str),
+                    params.get("done").and_then(Value::as_u64),
+                    params.get("total").and_then(Value::as_u64),
+                ) {
+                    self.chat.on_progress(transfer, done, total);
                 }
             }
             "connection" => {
@@ -630,6 +664,63 @@ async fn worker<B: ChatBackend>(
                 ticket,
                 backend.call(&method, params).await.map_err(|e| e.message),
             ),
+            Request::SendFile {
+                to,
+                path,
+                caption,
+                local,
+                transfer,
+            } => {
+                // The owner may run in another directory.
+                let path = std::path::absolute(&path).map_or(path, |p| p.display().to_string());
+                let mut params = json!({"path": path, "caption": caption, "transfer": transfer});
+                match backend::target_params(&to) {
+                    Some(("group", group)) => params["group"] = group,
+                    Some((_, handle)) => params["to"] = handle,
+                    None => {}
+                }
+                let result = backend
+                    .call("file.send", params)
+                    .await
+                    .map_err(|e| e.message)
+                    .and_then(|result| {
+                        let id = result
+                            .get("id")
+                            .and_then(Value::as_str)
+                            .ok_or_else(|| "the owner gave no message ID".to_owned())?;
+                        let queued = result.get("status").and_then(Value::as_str) == Some("queued");
+                        let size = result.get("size").and_then(Value::as_u64).unwrap_or(0);
+                        Ok((id.to_owned(), !queued, size))
+                    });
+                Done::FileSent { to, local, result }
+            }
+            Request::SaveFile { id, path, transfer } => {
+                let mut params = json!({"id": id, "transfer": transfer});
+                if let Some(path) = path {
+                    params["path"] =
+                        json!(std::path::absolute(&path).map_or(path, |p| p.display().to_string()));
+                }
+                let result = backend
+                    .call("file.save", params)
+                    .await
+                    .map_err(|e| e.message)
+                    .map(|result| {
+                        result
+                            .get("path")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_owned()
+                    });
+                Done::FileSaved(id, result)
+            }
+            Request::FileInfo(id) => {
+                let result = backend
+                    .call("file.info", json!({ "id": id }))
+                    .await
+                    .map(|info| state::FileDetails::from_json(&info))
+                    .map_err(|e| e.message);
+                Done::FileInfo(id, result)
+            }
             Request::Quit => continue,
         };
         if done.send(outcome).is_err() {

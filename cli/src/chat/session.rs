@@ -9,6 +9,7 @@ use sotto_core::Status;
 
 use super::backend::ChatBackend;
 use super::state::{Action, Entry, Kind};
+pub use super::state::{FileCard, FileDetails, Transfer};
 use super::{Driver, Options};
 
 /// A profile opened by a graphical client: this process owns it (other
@@ -75,6 +76,8 @@ pub enum Line<'a> {
         sent_at_ms: u64,
         /// For my own messages: queued, sent, delivered or read.
         status: Status,
+        /// The file it carries (its caption is the text).
+        file: Option<&'a FileCard>,
     },
     /// A notice: a key changed, a command's output, an error.
     Notice(&'a str),
@@ -292,6 +295,7 @@ impl Session {
                 deleted: m.deleted,
                 sent_at_ms: m.sent_at,
                 status: m.status,
+                file: m.file.as_deref(),
             },
             Entry::Notice(text) => Line::Notice(text),
         })
@@ -318,6 +322,45 @@ impl Session {
         self.driver.chat.compose.cursor = text.len();
         self.driver.chat.focus = super::state::Focus::Compose;
         self.driver.act(Action::Submit);
+    }
+
+    /// Sends the file at `path` (with `caption`, may be empty) to the open
+    /// conversation: it shows at once with its upload's progress, then
+    /// as sent. Nothing happens in the console (a notice says why).
+    pub fn send_file(&mut self, path: &Path, caption: &str) {
+        let requests = self
+            .driver
+            .chat
+            .send_file(path.display().to_string(), caption.to_owned());
+        self.driver.run(requests);
+    }
+
+    /// Fetches (if needed) and saves the file of message `id`: to `dest`
+    /// (a file to create, or a directory to put it in under its own
+    /// name), or to the download directory; never over an existing file.
+    /// A notice says where it went, and the line's [`FileCard::saved`].
+    pub fn save_file(&mut self, id: &str, dest: Option<&Path>) {
+        let requests = self
+            .driver
+            .chat
+            .save_file(id, dest.map(|d| d.display().to_string()));
+        self.driver.run(requests);
+    }
+
+    /// What the owner told of the file of message `id` (media type,
+    /// whether it is downloaded, its thumbnail); the first call asks, and
+    /// the answer shows on a later frame.
+    pub fn file_details(&mut self, id: &str) -> Option<FileDetails> {
+        let (details, requests) = self.driver.chat.file_details(id);
+        let details = details.cloned();
+        self.driver.run(requests);
+        details
+    }
+
+    /// This client's uploads and downloads in progress.
+    #[must_use]
+    pub fn transfers(&self) -> Vec<Transfer> {
+        self.driver.chat.transfers.values().cloned().collect()
     }
 
     /// The messages from others that arrived since the last call, for

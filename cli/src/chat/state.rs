@@ -49,6 +49,145 @@ pub(crate) struct ChatMessage {
     pub(crate) sent_at: u64,
     /// Delivery state.
     pub(crate) status: Status,
+    /// The file it carries, if any (boxed: most messages have none).
+    pub(crate) file: Option<Box<FileCard>>,
+}
+
+/// A file a message carries, as a conversation shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FileCard {
+    /// The file's name (sanitized by the owner before it is saved).
+    pub name: String,
+    /// Its size in bytes (unknown while my upload starts).
+    pub size: Option<u64>,
+    /// Its media type (`image/png`; empty: unknown).
+    pub media_type: String,
+    /// The text sent with it.
+    pub caption: String,
+    /// Bytes moved and total while it uploads or downloads here.
+    pub progress: Option<(u64, u64)>,
+    /// Where this client saved it last.
+    pub saved: Option<String>,
+}
+
+impl FileCard {
+    /// Whether it is an image a window can show inline (PNG or JPEG).
+    #[must_use]
+    pub fn is_image(&self) -> bool {
+        let lower = self.name.to_ascii_lowercase();
+        matches!(self.media_type.as_str(), "image/png" | "image/jpeg")
+            || lower.ends_with(".png")
+            || lower.ends_with(".jpg")
+            || lower.ends_with(".jpeg")
+    }
+
+    /// The line the terminal shows: name, size, the caption, and how far
+    /// a transfer got.
+    pub(crate) fn line(&self, upload: bool) -> String {
+        let mut line = match self.size {
+            Some(size) => format!("[file {} ({})]", self.name, human_size(size)),
+            None => format!("[file {}]", self.name),
+        };
+        if !self.caption.is_empty() {
+            line.push(' ');
+            line.push_str(&self.caption);
+        }
+        if let Some((done, total)) = self.progress {
+            let percent = done.saturating_mul(100).checked_div(total).unwrap_or(0);
+            let what = if upload { "uploading" } else { "downloading" };
+            line.push_str(&format!(" — {what} {percent}% of {}", human_size(total)));
+        }
+        if let Some(path) = &self.saved {
+            line.push_str(&format!(" — saved to {path}"));
+        }
+        line
+    }
+}
+
+/// Sizes as people read them (as `sotto files` prints them).
+pub(crate) fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    #[allow(clippy::cast_precision_loss, reason = "a size shown to one decimal")]
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// What the owner told of a file message (`file.info`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FileDetails {
+    /// The file's name, sanitized.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its media type (empty: unknown).
+    pub media_type: String,
+    /// Whether its chunks are fetched and hash-checked (a save needs no
+    /// download).
+    pub downloaded: bool,
+    /// A small image the sender put into the message (empty: none).
+    pub thumbnail: Vec<u8>,
+}
+
+impl FileDetails {
+    /// A `file.info` answer, read.
+    pub(crate) fn from_json(value: &serde_json::Value) -> Self {
+        let text = |key: &str| {
+            value
+                .get(key)
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        Self {
+            name: text("name"),
+            size: value
+                .get("size")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0),
+            media_type: text("media_type"),
+            downloaded: value
+                .get("downloaded")
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(false),
+            thumbnail: hex::decode(text("thumbnail")).unwrap_or_default(),
+        }
+    }
+}
+
+/// A transfer of this client in progress.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transfer {
+    /// The file's name.
+    pub name: String,
+    /// Bytes moved.
+    pub done: u64,
+    /// Bytes in all.
+    pub total: u64,
+    /// An upload (else a download).
+    pub upload: bool,
+}
+
+/// `PATH [REST]`, or `"PATH WITH SPACES" [REST]`: the path and the rest,
+/// trimmed.
+fn split_path(text: &str) -> (String, String) {
+    let text = text.trim();
+    if let Some(quoted) = text.strip_prefix('"')
+        && let Some((path, rest)) = quoted.split_once('"')
+    {
+        return (path.to_owned(), rest.trim().to_owned());
+    }
+    match text.split_once(char::is_whitespace) {
+        Some((path, rest)) => (path.to_owned(), rest.trim().to_owned()),
+        None => (text.to_owned(), String::new()),
+    }
 }
 
 /// One line of a conversation's log.
@@ -200,6 +339,31 @@ pub(crate) enum Request {
         /// Its parameters.
         params: serde_json::Value,
     },
+    /// Upload the file at `path` and send it to `to`, with a placeholder
+    /// (`local`) until its ID comes.
+    SendFile {
+        /// The conversation.
+        to: Kind,
+        /// The file, as typed (made absolute by the driver).
+        path: String,
+        /// Text sent with it.
+        caption: String,
+        /// The placeholder's number.
+        local: u64,
+        /// Names its `file.progress` notifications.
+        transfer: String,
+    },
+    /// Fetch and save the file of message `id`.
+    SaveFile {
+        /// The message's ID.
+        id: String,
+        /// Where (a file or a directory); none: the download directory.
+        path: Option<String>,
+        /// Names its `file.progress` notifications.
+        transfer: String,
+    },
+    /// Ask the owner about the file of message `id` (`file.info`).
+    FileInfo(String),
     /// Leave.
     Quit,
 }
@@ -344,6 +508,15 @@ pub(crate) struct Chat {
     /// Set once the user asked to leave.
     pub(crate) quit: bool,
     next_local: u64,
+    /// Starts the transfer names of this client, told apart from other
+    /// clients' in the owner's `file.progress` notifications.
+    pub(crate) transfer_prefix: String,
+    /// Transfers of this client in progress, by transfer name.
+    pub(crate) transfers: std::collections::BTreeMap<String, Transfer>,
+    /// What the owner told of file messages, by message ID.
+    pub(crate) file_details: std::collections::HashMap<String, FileDetails>,
+    /// File messages asked about (answered or not).
+    file_asked: std::collections::HashSet<String>,
 }
 
 /// The `/help` text, also the source of the help bar's words.
@@ -355,6 +528,7 @@ Keys: Up/Down and Enter open a conversation, Ctrl+N/Ctrl+P the next or previous 
 /verify HANDLE: the safety number to compare with HANDLE
 /devices [--pending]: your devices
 /settings [--read-receipts on|off]: this profile's settings (read receipts: what you open here is marked read)
+/file PATH [CAPTION]: send a file; /save FILE [PATH]: save one (FILE: ^ the newest file, ^2…)
 /reply MSG TEXT, /react MSG EMOJI, /edit MSG TEXT, /delete MSG (MSG: ^ newest, ^2…, or an ID)
 /members: reload the members and groups
 /quit: leave (Ctrl+C too). //text sends a message that starts with /";
@@ -374,6 +548,10 @@ impl Chat {
             online: None,
             quit: false,
             next_local: 0,
+            transfer_prefix: "chat".into(),
+            transfers: std::collections::BTreeMap::new(),
+            file_details: std::collections::HashMap::new(),
+            file_asked: std::collections::HashSet::new(),
         }
     }
 
@@ -579,6 +757,7 @@ impl Chat {
             deleted: false,
             sent_at: 0,
             status: Status::Queued,
+            file: None,
         };
         let open = self.open;
         self.conversations[open]
@@ -591,6 +770,276 @@ impl Chat {
             local,
             reply_to,
         }]
+    }
+
+    /// Sends the file at `path` (with `caption`) to the open
+    /// conversation, with a placeholder that shows the upload's progress
+    /// until the ID comes back.
+    pub(crate) fn send_file(&mut self, path: String, caption: String) -> Vec<Request> {
+        let to = self.current().kind.clone();
+        if to == Kind::Console {
+            self.say("This is the console: open a conversation first (Up/Down and Enter, or /join NAME).");
+            return Vec::new();
+        }
+        self.next_local += 1;
+        let local = self.next_local;
+        let name = path
+            .rsplit(['/', '\\'])
+            .find(|part| !part.is_empty())
+            .unwrap_or("file")
+            .to_owned();
+        let card = FileCard {
+            name,
+            caption: caption.clone(),
+            progress: Some((0, 0)),
+            ..FileCard::default()
+        };
+        let placeholder = ChatMessage {
+            id: format!("local:{local}"),
+            from: self.me.clone(),
+            outgoing: true,
+            text: card.line(true),
+            plain: caption.clone(),
+            deleted: false,
+            sent_at: 0,
+            status: Status::Queued,
+            file: Some(Box::new(card.clone())),
+        };
+        let open = self.open;
+        self.conversations[open]
+            .entries
+            .push(Entry::Message(placeholder));
+        self.scroll = 0;
+        let transfer = format!("{}:up:{local}", self.transfer_prefix);
+        self.transfers.insert(
+            transfer.clone(),
+            Transfer {
+                name: card.name,
+                done: 0,
+                total: 0,
+                upload: true,
+            },
+        );
+        vec![Request::SendFile {
+            to,
+            path,
+            caption,
+            local,
+            transfer,
+        }]
+    }
+
+    /// Saves the file of message `id` to `path` (a file or a directory;
+    /// none: the download directory).
+    pub(crate) fn save_file(&mut self, id: &str, path: Option<String>) -> Vec<Request> {
+        let transfer = format!("{}:down:{id}", self.transfer_prefix);
+        if self.transfers.contains_key(&transfer) {
+            self.say("that file is being saved already");
+            return Vec::new();
+        }
+        let name = self
+            .file_message(id)
+            .and_then(|m| m.file.as_ref())
+            .map(|f| f.name.clone())
+            .unwrap_or_else(|| "file".into());
+        self.transfers.insert(
+            transfer.clone(),
+            Transfer {
+                name,
+                done: 0,
+                total: 0,
+                upload: false,
+            },
+        );
+        vec![Request::SaveFile {
+            id: id.to_owned(),
+            path,
+            transfer,
+        }]
+    }
+
+    /// The file message `id` in any conversation.
+    fn file_message(&self, id: &str) -> Option<&ChatMessage> {
+        self.conversations
+            .iter()
+            .flat_map(|c| &c.entries)
+            .find_map(|e| match e {
+                Entry::Message(m) if m.id == id && m.file.is_some() => Some(m),
+                _ => None,
+            })
+    }
+
+    fn file_message_mut(&mut self, id: &str) -> Option<&mut ChatMessage> {
+        self.conversations
+            .iter_mut()
+            .flat_map(|c| &mut c.entries)
+            .find_map(|e| match e {
+                Entry::Message(m) if m.id == id && m.file.is_some() => Some(m),
+                _ => None,
+            })
+    }
+
+    /// The file message `reference` names in the open conversation: `^`
+    /// the newest file, `^N` the N-th newest, or an ID.
+    fn file_ref(&self, reference: &str) -> Result<String, String> {
+        let Some(back) = reference.strip_prefix('^') else {
+            return self.message_ref(reference, false);
+        };
+        let n = match back {
+            "" => 1,
+            n => n
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("^{back}: give ^ or ^N with N a positive number"))?,
+        };
+        let found = self
+            .current()
+            .entries
+            .iter()
+            .rev()
+            .filter_map(|e| match e {
+                Entry::Message(m) if m.file.is_some() && !m.deleted => Some(m),
+                _ => None,
+            })
+            .nth(n - 1);
+        match found {
+            Some(m) if m.id.starts_with("local:") => {
+                Err("that file has no ID yet (it is still being sent)".to_owned())
+            }
+            Some(m) => Ok(m.id.clone()),
+            None if n == 1 => Err("there is no file in this conversation".to_owned()),
+            None => Err(format!("there are not {n} files in this conversation")),
+        }
+    }
+
+    /// A `file.progress` notification: `done` of `total` bytes of
+    /// transfer `transfer` moved (only this client's are followed).
+    pub(crate) fn on_progress(&mut self, transfer: &str, done: u64, total: u64) {
+        let Some(entry) = self.transfers.get_mut(transfer) else {
+            return;
+        };
+        entry.done = done;
+        entry.total = total;
+        let upload = entry.upload;
+        let Some(rest) = transfer.strip_prefix(&format!("{}:", self.transfer_prefix)) else {
+            return;
+        };
+        let id = match rest.split_once(':') {
+            Some(("up", local)) => format!("local:{local}"),
+            Some(("down", id)) => id.to_owned(),
+            _ => return,
+        };
+        if let Some(message) = self.file_message_mut(&id)
+            && let Some(card) = &mut message.file
+        {
+            card.progress = Some((done, total));
+            if upload {
+                card.size = Some(total);
+            }
+            message.text = card.line(upload);
+        }
+    }
+
+    /// The owner took my file `local` at `now` and gave it `id` (with
+    /// its status and size), or failed.
+    pub(crate) fn on_file_sent(
+        &mut self,
+        to: &Kind,
+        local: u64,
+        now: u64,
+        result: Result<(String, bool, u64), String>,
+    ) {
+        self.transfers
+            .remove(&format!("{}:up:{local}", self.transfer_prefix));
+        let placeholder = format!("local:{local}");
+        match result {
+            Ok((id, delivered, size)) => {
+                self.on_sent(to, local, now, Ok((id.clone(), delivered)));
+                if let Some(message) = self.file_message_mut(&id)
+                    && let Some(card) = &mut message.file
+                {
+                    card.progress = None;
+                    card.size = Some(size);
+                    message.text = card.line(true);
+                }
+            }
+            Err(error) => {
+                let index = self.conversation(to);
+                let conversation = &mut self.conversations[index];
+                let name = conversation.entries.iter().find_map(|e| match e {
+                    Entry::Message(m) if m.id == placeholder => {
+                        m.file.as_ref().map(|f| f.name.clone())
+                    }
+                    _ => None,
+                });
+                conversation
+                    .entries
+                    .retain(|e| !matches!(e, Entry::Message(m) if m.id == placeholder));
+                conversation.entries.push(Entry::Notice(format!(
+                    "file {} not sent: {error}",
+                    name.unwrap_or_default()
+                )));
+            }
+        }
+    }
+
+    /// The file of message `id` was saved to `path`, or not.
+    pub(crate) fn on_file_saved(&mut self, id: &str, result: Result<String, String>) {
+        self.transfers
+            .remove(&format!("{}:down:{id}", self.transfer_prefix));
+        let name = self
+            .file_message(id)
+            .and_then(|m| m.file.as_ref())
+            .map_or_else(|| "the file".to_owned(), |f| f.name.clone());
+        match result {
+            Ok(path) => {
+                if let Some(details) = self.file_details.get_mut(id) {
+                    details.downloaded = true;
+                }
+                if let Some(message) = self.file_message_mut(id)
+                    && let Some(card) = &mut message.file
+                {
+                    card.progress = None;
+                    card.saved = Some(path.clone());
+                    message.text = card.line(!message.outgoing);
+                }
+                self.say(format!("saved {name} to {path}"));
+            }
+            Err(error) => {
+                if let Some(message) = self.file_message_mut(id)
+                    && let Some(card) = &mut message.file
+                {
+                    card.progress = None;
+                    message.text = card.line(false);
+                }
+                self.say(format!("could not save {name}: {error}"));
+            }
+        }
+    }
+
+    /// What the owner told of file `id`, once; the first call asks.
+    pub(crate) fn file_details(&mut self, id: &str) -> (Option<&FileDetails>, Vec<Request>) {
+        if id.is_empty() || id.starts_with("local:") {
+            return (None, Vec::new());
+        }
+        if self.file_asked.insert(id.to_owned()) {
+            return (None, vec![Request::FileInfo(id.to_owned())]);
+        }
+        (self.file_details.get(id), Vec::new())
+    }
+
+    /// The owner's `file.info` answer for `id`.
+    pub(crate) fn on_file_info(&mut self, id: &str, result: Result<FileDetails, String>) {
+        match result {
+            Ok(details) => {
+                self.file_details.insert(id.to_owned(), details);
+            }
+            // Asked again on the next look (a network hiccup).
+            Err(_) => {
+                self.file_asked.remove(id);
+            }
+        }
     }
 
     /// The message `reference` names in the open conversation: `^` the
@@ -748,6 +1197,32 @@ impl Chat {
                     return Vec::new();
                 }
                 cli("verify")
+            }
+            "file" | "attach" => {
+                let rest = line.trim_start().get(name.len()..).unwrap_or_default();
+                let (path, caption) = split_path(rest);
+                if path.is_empty() {
+                    self.say("usage: /file PATH [CAPTION] (a path with spaces in \"quotes\")");
+                    return Vec::new();
+                }
+                self.send_file(path, caption)
+            }
+            "save" => {
+                let Some(reference) = args.first() else {
+                    self.say("usage: /save FILE [PATH] (FILE: ^ the newest file, ^2…, or an ID)");
+                    return Vec::new();
+                };
+                let rest = line.trim_start().get(name.len()..).unwrap_or_default();
+                let rest = rest.trim_start().get(reference.len()..).unwrap_or_default();
+                let (path, _) = split_path(rest);
+                let id = match self.file_ref(reference) {
+                    Ok(id) => id,
+                    Err(error) => {
+                        self.say(error);
+                        return Vec::new();
+                    }
+                };
+                self.save_file(&id, (!path.is_empty()).then_some(path))
             }
             "devices" => cli("devices"),
             "settings" => cli("settings"),
@@ -1009,6 +1484,7 @@ mod tests {
             deleted: false,
             sent_at: 0,
             status: Status::Received,
+            file: None,
         }
     }
 

@@ -275,7 +275,7 @@ async fn the_help_bar_shows_the_keys_for_where_the_focus_is() {
     press(&mut driver, KeyCode::Enter);
     let rows = screen(&mut terminal, &driver);
     // The end of the help is on screen (the start scrolled up).
-    for words in ["/group create", "/reply MSG TEXT, /react MSG EMOJI"] {
+    for words in ["/file PATH [CAPTION]", "/reply MSG TEXT, /react MSG EMOJI"] {
         assert!(shows(&rows, words), "{}", rows.join("\n"));
     }
 }
@@ -812,4 +812,148 @@ async fn in_a_group_a_reply_goes_to_the_group_naming_the_message_it_answers() {
         owner.calls("react"),
         vec![json!({"id": "ab01", "emoji": "🎉"})]
     );
+}
+
+#[tokio::test]
+async fn slash_file_sends_a_file_with_its_caption_showing_the_upload_then_its_size() {
+    let (mut driver, owner, _) = chat(Options::default()).await;
+    let mut terminal = Terminal::new(TestBackend::new(140, 20)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("report.txt");
+    std::fs::write(&path, vec![b'x'; 3000]).unwrap();
+    press(&mut driver, KeyCode::Down);
+    press(&mut driver, KeyCode::Enter);
+    driver.settle().await;
+    type_text(
+        &mut driver,
+        &format!("/file {} the numbers", path.display()),
+    );
+    press(&mut driver, KeyCode::Enter);
+    // The owner reports half of it uploaded before it answers.
+    let transfer = format!("{}:up:1", driver.chat.transfer_prefix);
+    owner.notify(
+        "file.progress",
+        json!({"transfer": transfer, "direction": "up", "name": "report.txt", "done": 1500, "total": 3000}),
+    );
+    driver.poll();
+    let rows = screen(&mut terminal, &driver);
+    assert!(
+        shows(
+            &rows,
+            "[file report.txt (2.9 KiB)] the numbers — uploading 50%"
+        ),
+        "{}",
+        rows.join("\n")
+    );
+    driver.settle().await;
+    assert_eq!(
+        owner.calls("file.send"),
+        vec![
+            json!({"to": "bob", "path": path.display().to_string(), "caption": "the numbers", "transfer": transfer})
+        ]
+    );
+    let rows = screen(&mut terminal, &driver);
+    assert!(
+        shows(&rows, "me: [file report.txt (2.9 KiB)] the numbers  sent"),
+        "{}",
+        rows.join("\n")
+    );
+    assert!(!shows(&rows, "uploading"), "{}", rows.join("\n"));
+    assert!(driver.chat.transfers.is_empty());
+    // A path with spaces, in quotes.
+    let spaced = dir.path().join("q 3 plan.txt");
+    std::fs::write(&spaced, b"plan").unwrap();
+    type_text(
+        &mut driver,
+        &format!("/file \"{}\" for Monday", spaced.display()),
+    );
+    press(&mut driver, KeyCode::Enter);
+    driver.settle().await;
+    let sent = owner.calls("file.send");
+    assert_eq!(sent[1]["path"], spaced.display().to_string());
+    assert_eq!(sent[1]["caption"], "for Monday");
+    assert!(shows(
+        &screen(&mut terminal, &driver),
+        "[file q 3 plan.txt (4 B)] for Monday"
+    ));
+    // No path: the usage.
+    type_text(&mut driver, "/file");
+    press(&mut driver, KeyCode::Enter);
+    driver.settle().await;
+    assert!(shows(&screen(&mut terminal, &driver), "usage: /file PATH"));
+}
+
+#[tokio::test]
+async fn slash_save_saves_the_newest_or_an_earlier_file_where_asked() {
+    let owner = FakeOwner::new();
+    owner.inner.lock().unwrap().histories.insert(
+        "bob".into(),
+        json!({"messages": [
+            {"id": "f0000001", "from": "bob", "to": null, "group": null, "text": "", "sent_at": 3_600_000, "status": "received",
+             "file": {"id": "f0000001", "name": "old.pdf", "size": 10, "sha256": "00", "media_type": "application/pdf"}},
+            {"id": "f0000002", "from": "bob", "to": null, "group": null, "text": "see this", "sent_at": 3_660_000, "status": "received",
+             "file": {"id": "f0000002", "name": "new.png", "size": 2048, "sha256": "00", "media_type": "image/png"}},
+            {"id": "m0000003", "from": "bob", "to": null, "group": null, "text": "plain text", "sent_at": 3_720_000, "status": "received"},
+        ]}),
+    );
+    let mut driver = Driver::start(owner.clone(), Options::default())
+        .await
+        .unwrap();
+    driver.settle().await;
+    let mut terminal = Terminal::new(TestBackend::new(140, 20)).unwrap();
+    // In the console there is no file to name.
+    type_text(&mut driver, "/save ^");
+    press(&mut driver, KeyCode::Enter);
+    driver.settle().await;
+    assert!(shows(
+        &screen(&mut terminal, &driver),
+        "there is no file in this conversation"
+    ));
+    press(&mut driver, KeyCode::Esc);
+    press(&mut driver, KeyCode::Down);
+    press(&mut driver, KeyCode::Enter);
+    driver.settle().await;
+    let rows = screen(&mut terminal, &driver);
+    assert!(
+        shows(&rows, "bob: [file new.png (2.0 KiB)] see this"),
+        "{}",
+        rows.join("\n")
+    );
+    // ^ is the newest file (not the newest message), to a given path.
+    type_text(&mut driver, "/save ^ /tmp/out.png");
+    press(&mut driver, KeyCode::Enter);
+    driver.settle().await;
+    // ^2 the one before, to the download directory.
+    type_text(&mut driver, "/save ^2");
+    press(&mut driver, KeyCode::Enter);
+    driver.settle().await;
+    let calls = owner.calls("file.save");
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[0]["id"], "f0000002");
+    assert_eq!(calls[0]["path"], "/tmp/out.png");
+    assert_eq!(calls[1]["id"], "f0000001");
+    assert!(calls[1].get("path").is_none());
+    let rows = screen(&mut terminal, &driver);
+    assert!(
+        shows(&rows, "saved new.png to /tmp/out.png"),
+        "{}",
+        rows.join("\n")
+    );
+    assert!(
+        shows(&rows, "saved old.pdf to /downloads/file"),
+        "{}",
+        rows.join("\n")
+    );
+    assert!(
+        shows(&rows, "— saved to /tmp/out.png"),
+        "{}",
+        rows.join("\n")
+    );
+    type_text(&mut driver, "/save ^3");
+    press(&mut driver, KeyCode::Enter);
+    driver.settle().await;
+    assert!(shows(
+        &screen(&mut terminal, &driver),
+        "there are not 3 files in this conversation"
+    ));
 }

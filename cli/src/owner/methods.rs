@@ -4,8 +4,11 @@
 use serde_json::{Value, json};
 use sotto_core::App;
 
-use super::RpcError;
+use super::{Notification, RpcError};
 use crate::output::message_json;
+
+/// Where a call's progress notifications go (`file.progress`).
+pub(super) type Publish = tokio::sync::broadcast::Sender<Notification>;
 
 /// What a call left for the owner to pass on.
 #[derive(Default)]
@@ -22,12 +25,12 @@ pub(super) struct Effects {
     pub(super) read: Vec<String>,
 }
 
-fn invalid(message: impl Into<String>) -> RpcError {
+pub(super) fn invalid(message: impl Into<String>) -> RpcError {
     RpcError::new(RpcError::INVALID_PARAMS, message)
 }
 
 /// A required string param.
-fn text(params: &Value, name: &str) -> Result<String, RpcError> {
+pub(super) fn text(params: &Value, name: &str) -> Result<String, RpcError> {
     match params.get(name) {
         Some(Value::String(value)) if !value.is_empty() => Ok(value.clone()),
         Some(Value::String(_)) => Err(invalid(format!("\"{name}\" must not be empty"))),
@@ -37,14 +40,14 @@ fn text(params: &Value, name: &str) -> Result<String, RpcError> {
 }
 
 /// An optional string param.
-fn optional_text(params: &Value, name: &str) -> Result<Option<String>, RpcError> {
+pub(super) fn optional_text(params: &Value, name: &str) -> Result<Option<String>, RpcError> {
     match params.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(_) => text(params, name).map(Some),
     }
 }
 
-fn status_of(delivered: bool) -> sotto_core::Status {
+pub(super) fn status_of(delivered: bool) -> sotto_core::Status {
     if delivered {
         sotto_core::Status::Sent
     } else {
@@ -52,7 +55,7 @@ fn status_of(delivered: bool) -> sotto_core::Status {
     }
 }
 
-fn failed(error: impl Into<anyhow::Error>) -> RpcError {
+pub(super) fn failed(error: impl Into<anyhow::Error>) -> RpcError {
     RpcError::from_error(&error.into())
 }
 
@@ -79,6 +82,9 @@ pub(crate) const METHODS: &[&str] = &[
     "delete",
     "search",
     "disappear",
+    "file.send",
+    "file.save",
+    "file.info",
 ];
 
 /// Interactive verifications in progress, by handle (at most one each; a
@@ -127,6 +133,7 @@ pub(super) async fn call(
     method: &str,
     params: Value,
     effects: &mut Effects,
+    publish: &Publish,
 ) -> Result<Value, RpcError> {
     let params = match params {
         Value::Null => json!({}),
@@ -360,6 +367,9 @@ pub(super) async fn call(
             }))
         }
         "subscribe" => Ok(json!({})),
+        "file.send" => super::files::send(app, &params, effects, publish).await,
+        "file.save" => super::files::save(app, &params, publish).await,
+        "file.info" => super::files::info(app, &params),
         "verify.sas.start" => {
             let with = text(&params, "with")?;
             let session = app.sas_start(&with).await.map_err(failed)?;

@@ -15,6 +15,7 @@
 //! oldest notifications (it then gets a `lagged` notification) instead of
 //! stalling the owner or growing.
 
+mod files;
 mod lock;
 mod methods;
 pub(crate) mod remote;

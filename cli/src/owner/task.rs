@@ -190,6 +190,7 @@ impl Owner {
             &request.method,
             request.params,
             &mut effects,
+            &self.notify,
         )
         .await;
         // The caller may have gone; the work is done all the same.

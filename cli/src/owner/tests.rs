@@ -255,3 +255,107 @@ async fn the_owner_refuses_a_revoked_members_messages_without_a_restart() {
     );
     owner.shutdown().await.unwrap();
 }
+
+/// Issue 21: `file.send` uploads with `file.progress` notifications and
+/// the member receives the file; `file.info` describes it; `file.save`
+/// writes the very bytes, and a second save into the same directory
+/// takes a free name instead of overwriting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_send_info_and_save_through_the_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, alice, mut members) = team(
+        dir.path(),
+        sotto_relay::TokenConfig::default(),
+        "alice",
+        &["bob"],
+    )
+    .await;
+    let mut bob = members.pop().unwrap();
+    let (handle, owner) = start(&dir.path().join("alice"), alice).await.unwrap();
+    let mut notes = handle.subscribe();
+    // Three chunks: one window of puts, then its progress.
+    let bytes: Vec<u8> = (0..150_000u32).map(|i| (i % 251) as u8).collect();
+    let path = dir.path().join("data.bin");
+    std::fs::write(&path, &bytes).unwrap();
+    let sent = handle
+        .call(
+            "file.send",
+            json!({"to": "bob", "path": path.display().to_string(), "caption": "the data", "transfer": "t1"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(sent["status"], "sent");
+    assert_eq!(sent["size"], 150_000);
+    assert_eq!(sent["transfer"], "t1");
+    let id = sent["id"].as_str().unwrap().to_owned();
+    let mut last = None;
+    while let Ok(note) = notes.try_recv() {
+        if note.method == "file.progress" {
+            assert_eq!(note.params["transfer"], "t1");
+            assert_eq!(note.params["direction"], "up");
+            assert_eq!(note.params["total"], 150_000);
+            last = note.params["done"].as_u64();
+        }
+    }
+    assert_eq!(last, Some(150_000), "the last progress is the whole file");
+
+    let info = handle.call("file.info", json!({"id": id})).await.unwrap();
+    assert_eq!(info["name"], "data.bin");
+    assert_eq!(info["size"], 150_000);
+    assert_eq!(info["caption"], "the data");
+    assert_eq!(info["downloaded"], false);
+    assert!(info["thumbnail"].is_null());
+
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let first = handle
+        .call(
+            "file.save",
+            json!({"id": id, "path": out.display().to_string()}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(first["path"], out.join("data.bin").display().to_string());
+    assert_eq!(std::fs::read(out.join("data.bin")).unwrap(), bytes);
+    let second = handle
+        .call(
+            "file.save",
+            json!({"id": id, "path": out.display().to_string()}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        second["path"],
+        out.join("data (1).bin").display().to_string()
+    );
+    assert_eq!(std::fs::read(out.join("data (1).bin")).unwrap(), bytes);
+    let info = handle.call("file.info", json!({"id": id})).await.unwrap();
+    assert_eq!(info["downloaded"], true);
+    let error = handle
+        .call(
+            "file.send",
+            json!({"to": "bob", "group": "ops", "path": "x"}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(error.code, RpcError::INVALID_PARAMS);
+
+    // bob receives it and reads the same bytes.
+    let report = bob.sync().await.unwrap();
+    let message = report
+        .messages
+        .iter()
+        .find(|m| m.file.is_some())
+        .expect("the file message");
+    assert_eq!(message.text, "the data");
+    let got = bob
+        .save_file(
+            &bob.resolve_message_id(&message.id).unwrap(),
+            Some(&dir.path().join("bob.bin")),
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(got).unwrap(), bytes);
+    owner.shutdown().await.unwrap();
+}
