@@ -179,11 +179,7 @@ fn spawn_relay() -> anyhow::Result<(std::process::Child, RelayAddr)> {
 
 /// Uploads then downloads `bytes`; returns (upload MB/s, download MB/s,
 /// upload peak KiB above `idle`, download peak KiB above `idle`).
-async fn transfer(
-    addr: &RelayAddr,
-    bytes: u64,
-    idle: u64,
-) -> anyhow::Result<(f64, f64, u64, u64)> {
+async fn transfer(addr: &RelayAddr, bytes: u64, idle: u64) -> anyhow::Result<(f64, f64, u64, u64)> {
     let conn = RelayConnection::connect(addr, None).await?;
     reset_peak();
     let mut reader = Generated {
