@@ -702,3 +702,71 @@ async fn an_image_carries_a_small_thumbnail_inline_and_other_files_none() {
     // What the relay stores of the image is ciphertext only.
     assert!(!contains(&directory_bytes(relay.dir.path()), &got[..64]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_whose_mailbox_a_stranger_wrote_into_goes_afresh_under_a_new_key() {
+    let relay = tokens_relay().await;
+    let homes = tempfile::tempdir().unwrap();
+    let (_admin, mut members) = team(&relay, homes.path(), &["alice", "bob"]).await;
+    let mut bob = members.pop().unwrap();
+    let mut alice = members.pop().unwrap();
+    let bytes = content(70 * FILE_CHUNK_DATA, 6);
+    let path = homes.path().join("contested.bin");
+    std::fs::write(&path, &bytes).unwrap();
+    let mut reader = std::fs::File::open(&path).unwrap();
+    // The sending stops (its future dropped, as a killed process would)
+    // once the record moved.
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let notify = stop.clone();
+    let mut progress = move |done: u64| {
+        if done >= 65 * FILE_CHUNK_DATA as u64 {
+            notify.notify_one();
+        }
+    };
+    let to = FileTarget::Member("bob".into());
+    tokio::select! {
+        biased;
+        result = alice.send_file(
+            &to,
+            OutgoingFile {
+                reader: &mut reader,
+                size: bytes.len() as u64,
+                name: "contested.bin".into(),
+                media_type: String::new(),
+                caption: String::new(),
+                thumbnail: Vec::new(),
+                source: Some(path.clone()),
+            },
+            &mut progress,
+        ) => panic!("the upload was to stop, it ended: {result:?}"),
+        () = stop.notified() => {}
+    }
+    let pending = alice.pending_uploads().unwrap();
+    assert_eq!(pending.len(), 1);
+    let old = pending[0].info.clone();
+    // Someone who learnt the mailbox ID puts a blob after the chunks.
+    let stranger = alice.client().connect().await.unwrap();
+    stranger
+        .put(
+            &old.mailbox().id(),
+            &Blob::new(vec![9u8; FILE_BLOB_LEN].into()).unwrap(),
+            0,
+        )
+        .await
+        .unwrap();
+    // The resumed upload finds a blob that is not its next chunk: the
+    // mailbox is emptied and the file goes afresh under a new key.
+    alice.sync().await.unwrap();
+    assert!(alice.pending_uploads().unwrap().is_empty());
+    assert_eq!(blobs_in(&stranger, &old).await, 0);
+    stranger.close().await;
+    bob.sync().await.unwrap();
+    let files = bob.files(Some("alice"), None).unwrap();
+    assert_eq!(files.len(), 1);
+    let id = bob.resolve_message_id(&files[0].id).unwrap();
+    assert_ne!(
+        bob.file_info(&id).unwrap().mailbox().id(),
+        old.mailbox().id()
+    );
+    check_saved(&mut bob, &files[0].id, "contested.bin", &bytes).await;
+}
