@@ -689,6 +689,9 @@ pub(crate) async fn exec(app: &mut App, command: Command, ctx: &mut Ctx) -> anyh
         Command::File(FileCommand::Save { id, path }) => {
             crate::files::save(app, ctx, &id, path).await?;
         }
+        Command::File(FileCommand::Thumbnail { id, path }) => {
+            crate::files::thumbnail(app, ctx, &id, &path)?;
+        }
         Command::File(FileCommand::Delete { id }) => {
             let id = app.resolve_message_id(&id)?;
             let deleted = app.delete_file(&id).await?;

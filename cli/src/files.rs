@@ -31,6 +31,29 @@ fn bar(out: &Output, total: u64, what: &str) -> indicatif::ProgressBar {
     bar
 }
 
+/// A progress callback that moves `bar`; in debug builds, with
+/// `SOTTO_TEST_STALL_AFTER_BYTES=N` in the environment, it also stops the
+/// whole process for good once N bytes moved, after saying
+/// `sotto: test stall` on stderr: the end-to-end tests kill it there
+/// (SIGKILL) to check that the transfer resumes. Release builds have no
+/// such hook.
+fn on_progress(bar: indicatif::ProgressBar) -> impl FnMut(u64) + Send {
+    #[cfg(debug_assertions)]
+    let stall_at = std::env::var("SOTTO_TEST_STALL_AFTER_BYTES")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok());
+    move |done: u64| {
+        bar.set_position(done);
+        #[cfg(debug_assertions)]
+        if stall_at.is_some_and(|at| done >= at) {
+            eprintln!("sotto: test stall");
+            loop {
+                std::thread::park();
+            }
+        }
+    }
+}
+
 /// A media type from the name's extension (empty when unknown).
 fn media_type(name: &str) -> &'static str {
     let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
@@ -80,21 +103,31 @@ pub(crate) async fn send(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "file".to_owned());
+    let media_type = media_type(&name);
+    // PNG and JPEG images get a small JPEG inline; anything else (or an
+    // image that does not decode) goes without.
+    let thumbnail = if matches!(media_type, "image/png" | "image/jpeg") {
+        let thumbnail = sotto_core::file_thumbnail(std::io::BufReader::new(&mut file));
+        std::io::Seek::rewind(&mut file)?;
+        thumbnail.unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     let shown = bar(&out, size, &format!("sending {}", sanitize_name(&name)));
-    let progress = shown.clone();
-    let mut on_progress = move |done: u64| progress.set_position(done);
+    let mut progress = on_progress(shown.clone());
     let sent = app
         .send_file(
             &to,
             OutgoingFile {
                 reader: &mut file,
                 size,
-                media_type: media_type(&name).to_owned(),
+                media_type: media_type.to_owned(),
                 name,
                 caption,
-                thumbnail: Vec::new(),
+                thumbnail,
+                source: Some(path.to_owned()),
             },
-            &mut on_progress,
+            &mut progress,
         )
         .await;
     shown.finish_and_clear();
@@ -133,14 +166,42 @@ pub(crate) async fn save(
         info.size,
         &format!("fetching {}", sanitize_name(&info.name)),
     );
-    let progress = shown.clone();
-    let mut on_progress = move |done: u64| progress.set_position(done);
-    let saved = app.save_file(&id, path.as_deref(), &mut on_progress).await;
+    let mut progress = on_progress(shown.clone());
+    let saved = app.save_file(&id, path.as_deref(), &mut progress).await;
     shown.finish_and_clear();
     let saved = saved?;
     out.result(
         format!("saved {} ({})", saved.display(), human_size(info.size)),
         json!({"id": hex::encode(id), "path": saved.display().to_string(), "size": info.size, "sha256": hex::encode(info.sha256)}),
+    );
+    Ok(())
+}
+
+/// `sotto file thumbnail ID PATH`.
+pub(crate) fn thumbnail(app: &App, ctx: &Ctx, id: &str, path: &Path) -> anyhow::Result<()> {
+    let id = app.resolve_message_id(id)?;
+    let Some(jpeg) = app.file_thumbnail(&id)? else {
+        return Err(sotto_core::AppError::File(sotto_core::FileError::NoThumbnail).into());
+    };
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => sotto_core::AppError::File(
+                sotto_core::FileError::Exists(path.display().to_string()),
+            )
+            .into(),
+            _ => anyhow::anyhow!("cannot write {}: {e}", path.display()),
+        })?;
+    std::io::Write::write_all(&mut out, &jpeg)?;
+    ctx.out.result(
+        format!(
+            "wrote the thumbnail to {} ({})",
+            path.display(),
+            human_size(jpeg.len() as u64)
+        ),
+        json!({"id": hex::encode(id), "path": path.display().to_string(), "size": jpeg.len()}),
     );
     Ok(())
 }
@@ -153,6 +214,44 @@ pub(crate) fn list(
     group: Option<&str>,
 ) -> anyhow::Result<()> {
     let cache = app.file_cache();
+    // Uploads an earlier run left unfinished (`sotto sync` resumes them).
+    for upload in app.pending_uploads()? {
+        let (to, in_group) = match &upload.target {
+            sotto_core::UploadTarget::Member(handle) => (handle.as_str(), false),
+            sotto_core::UploadTarget::Group(group) => (group.as_str(), true),
+        };
+        let wanted = match (handle, group) {
+            (Some(handle), _) => !in_group && to == handle,
+            (None, Some(group)) => in_group && to == group,
+            (None, None) => true,
+        };
+        if !wanted {
+            continue;
+        }
+        let stored =
+            (upload.stored.chunks * sotto_core::FILE_CHUNK_DATA as u64).min(upload.info.size);
+        if ctx.out.json {
+            ctx.out.line(json!({
+                "uploading": true,
+                "to": if in_group { None } else { Some(to) },
+                "group": if in_group { Some(to) } else { None },
+                "stored_bytes": stored,
+                "file": {
+                    "name": upload.info.name,
+                    "size": upload.info.size,
+                    "media_type": upload.info.media_type,
+                },
+            }));
+        } else {
+            ctx.out.line(format!(
+                "uploading to {}{to}: {} ({} of {} stored; `sotto sync` goes on)",
+                if in_group { "#" } else { "" },
+                sanitize_name(&upload.info.name),
+                human_size(stored),
+                human_size(upload.info.size),
+            ));
+        }
+    }
     for message in app.files(handle, group)? {
         let Some(file) = &message.file else { continue };
         let fetched = cache.state(&message.id)?.complete;
@@ -169,6 +268,7 @@ pub(crate) fn list(
                     "size": file.size,
                     "sha256": file.sha256,
                     "media_type": file.media_type,
+                    "has_thumbnail": file.has_thumbnail,
                 },
             }));
         } else {
@@ -230,7 +330,11 @@ pub(crate) fn absolute_argv(mut argv: Vec<String>) -> Vec<String> {
             .map(|p| p.display().to_string())
             .unwrap_or_else(|_| path.to_owned())
     };
-    let is_save = argv.windows(2).any(|w| w[0] == "file" && w[1] == "save");
+    // `file save ID [PATH]` and `file thumbnail ID PATH` name a path.
+    let verb = argv
+        .windows(2)
+        .find(|w| w[0] == "file" && (w[1] == "save" || w[1] == "thumbnail"))
+        .map(|w| w[1].clone());
     let mut i = 0;
     while i < argv.len() {
         if argv[i] == "--file" && i + 1 < argv.len() {
@@ -243,8 +347,10 @@ pub(crate) fn absolute_argv(mut argv: Vec<String>) -> Vec<String> {
         }
         i += 1;
     }
-    if is_save && let Some(at) = argv.iter().position(|a| a == "save") {
-        // `file save ID PATH`: the second positional after `save`.
+    if let Some(verb) = verb
+        && let Some(at) = argv.iter().position(|a| *a == verb)
+    {
+        // The second positional after the verb.
         let positional: Vec<usize> = (at + 1..argv.len())
             .filter(|&j| !argv[j].starts_with('-'))
             .collect();
@@ -268,6 +374,8 @@ mod tests {
         let got = absolute_argv(argv(&["file", "save", "0123abcd", "out"]));
         assert_eq!(got[3], cwd.join("out").display().to_string());
         assert_eq!(got[2], "0123abcd");
+        let got = absolute_argv(argv(&["file", "thumbnail", "0123abcd", "t.jpg"]));
+        assert_eq!(got[3], cwd.join("t.jpg").display().to_string());
         let got = absolute_argv(argv(&["--json", "file", "save", "0123abcd"]));
         assert_eq!(got, argv(&["--json", "file", "save", "0123abcd"]));
         let got = absolute_argv(argv(&["send", "bob", "hi"]));

@@ -389,6 +389,14 @@ pub(crate) enum FileCommand {
         /// Where to write it.
         path: Option<std::path::PathBuf>,
     },
+    /// Write the small JPEG that came inline with an image (exit 4 if it
+    /// came without one); never over an existing file.
+    Thumbnail {
+        /// The message's ID (or its first 8+ hex digits).
+        id: String,
+        /// Where to write it.
+        path: std::path::PathBuf,
+    },
     /// Delete a file you sent from the relay now, before its TTL: those
     /// who have not fetched it yet no longer can.
     Delete {

@@ -40,7 +40,8 @@ pub(crate) struct Output {
 /// `status`, `outgoing`, `reply_to` (hex ID or null), `reactions` (emoji →
 /// count), `reacted_by` (emoji → handles), `edited`, `deleted`,
 /// `mentions_me`, `expires_at` (unix ms when it disappears, or null), and
-/// `file` (`{"id", "name", "size", "sha256", "media_type"}`, or null).
+/// `file` (`{"id", "name", "size", "sha256", "media_type",
+/// "has_thumbnail"}`, or null).
 pub(crate) fn message_json(message: &Message) -> serde_json::Value {
     json!({
         "file": message.file.as_ref().map(|file| json!({
@@ -49,6 +50,7 @@ pub(crate) fn message_json(message: &Message) -> serde_json::Value {
             "size": file.size,
             "sha256": file.sha256,
             "media_type": file.media_type,
+            "has_thumbnail": file.has_thumbnail,
         })),
         "id": message.id,
         "from": message.from,
@@ -111,7 +113,10 @@ pub(crate) fn message_from_json(value: &serde_json::Value) -> Option<Message> {
                 sha256: file.get("sha256")?.as_str()?.to_owned(),
                 media_type: file.get("media_type")?.as_str()?.to_owned(),
                 chunks: 0,
-                has_thumbnail: false,
+                has_thumbnail: file
+                    .get("has_thumbnail")
+                    .and_then(|v| v.as_bool())
+                    .unwrap_or(false),
             })
         }),
     })

@@ -114,10 +114,11 @@ pub use files::{
     CHUNK_KEY_INFO as FILE_CHUNK_KEY_INFO, FileCache, FileError, FileInfo, FileKey, FileMailbox,
     MAILBOX_KEY_INFO as FILE_MAILBOX_KEY_INFO, MAX_CAPTION as FILE_MAX_CAPTION,
     MAX_MEDIA_TYPE as FILE_MAX_MEDIA_TYPE, MAX_NAME as FILE_MAX_NAME,
-    MAX_THUMBNAIL as FILE_MAX_THUMBNAIL, Progress as FileProgress, TransferState,
+    MAX_THUMBNAIL as FILE_MAX_THUMBNAIL, PendingUpload, Progress as FileProgress,
+    Resume as UploadResume, THUMBNAIL_SIDE as FILE_THUMBNAIL_SIDE, TransferState, UploadTarget,
     chunk_len as file_chunk_len, delete as delete_file, download as download_file, max_file_size,
-    open_chunk, open_file_chunk, padded_chunks, padme, real_chunks, sanitize_name,
-    save as save_file, seal_chunk, upload as upload_file,
+    open_chunk, open_file_chunk, padded_chunks, padme, real_chunks, resume_point, sanitize_name,
+    save as save_file, seal_chunk, thumbnail as file_thumbnail, upload as upload_file,
 };
 #[cfg(feature = "test-support")]
 #[doc(hidden)]

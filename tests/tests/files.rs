@@ -64,6 +64,7 @@ async fn send(app: &mut App, to: &FileTarget, name: &str, bytes: &[u8]) -> Strin
                 media_type: "application/octet-stream".into(),
                 caption: format!("here is {name}"),
                 thumbnail: Vec::new(),
+                source: None,
             },
             &mut noop,
         )
@@ -457,6 +458,7 @@ async fn a_file_over_the_relays_limit_is_refused_before_upload() {
                 media_type: String::new(),
                 caption: String::new(),
                 thumbnail: Vec::new(),
+                source: None,
             },
             &mut noop,
         )
@@ -538,4 +540,233 @@ async fn the_sender_deletes_a_file_early_and_a_delete_for_everyone_takes_its_key
         ));
         assert!(app.files(None, None).unwrap().is_empty());
     }
+}
+
+/// Blobs in a file mailbox, as its owner reads them.
+async fn blobs_in(conn: &RelayConnection, info: &FileInfo) -> u64 {
+    let mailbox = info.mailbox();
+    let (mut after, mut blobs) = (0, 0);
+    loop {
+        let page = conn.fetch(&mailbox, after, 0).await.unwrap();
+        for stored in &page.blobs {
+            after = stored.seq;
+            blobs += 1;
+        }
+        if !page.more {
+            return blobs;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_cut_by_a_relay_restart_resumes_where_it_stopped_and_goes_once() {
+    let mut relay = tokens_relay().await;
+    let homes = tempfile::tempdir().unwrap();
+    let (_admin, mut members) = team(&relay, homes.path(), &["alice", "bob"]).await;
+    let mut bob = members.pop().unwrap();
+    let mut alice = members.pop().unwrap();
+    // 100 real chunks, 104 padded: the record moves once (at 64).
+    let bytes = content(100 * FILE_CHUNK_DATA - 7, 5);
+    let path = homes.path().join("resumed.bin");
+    std::fs::write(&path, &bytes).unwrap();
+    let mut reader = std::fs::File::open(&path).unwrap();
+
+    // Once 70 chunks are stored, the relay restarts under the upload.
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let notify = stop.clone();
+    let mut progress = move |done: u64| {
+        if done >= 70 * FILE_CHUNK_DATA as u64 {
+            notify.notify_one();
+        }
+    };
+    let to = FileTarget::Member("bob".into());
+    {
+        let send = alice.send_file(
+            &to,
+            OutgoingFile {
+                reader: &mut reader,
+                size: bytes.len() as u64,
+                name: "resumed.bin".into(),
+                media_type: String::new(),
+                caption: "once".into(),
+                thumbnail: Vec::new(),
+                source: Some(path.clone()),
+            },
+            &mut progress,
+        );
+        // The relay restarts while the upload runs on.
+        let restart = async {
+            stop.notified().await;
+            relay.restart().await;
+        };
+        let (sent, ()) = tokio::join!(send, restart);
+        let error = sent.unwrap_err();
+        assert!(
+            matches!(error, AppError::File(FileError::Net(_)) | AppError::Net(_)),
+            "{error}"
+        );
+    }
+    // The restarted relay may listen on another port (the test harness's
+    // doing, not the upload's).
+    for app in [&mut alice, &mut bob] {
+        app.client().set_relay(relay_addr(&relay));
+    }
+    // Nothing was sent; the upload is recorded with what was stored.
+    assert!(alice.history("bob").unwrap_or_default().is_empty());
+    let pending = alice.pending_uploads().unwrap();
+    assert_eq!(pending.len(), 1);
+    let recorded = pending[0].stored;
+    assert!(
+        recorded.chunks >= 64 && recorded.chunks < pending[0].info.chunks,
+        "{recorded:?}"
+    );
+    let mailbox = pending[0].info.mailbox().id();
+
+    // The next sync goes on from there and sends the message once.
+    alice.sync().await.unwrap();
+    assert!(alice.pending_uploads().unwrap().is_empty());
+    bob.sync().await.unwrap();
+    let files = bob.files(Some("alice"), None).unwrap();
+    assert_eq!(files.len(), 1, "one message");
+    assert_eq!(files[0].text, "once");
+    let id = bob.resolve_message_id(&files[0].id).unwrap();
+    let info = bob.file_info(&id).unwrap();
+    // The same mailbox, each chunk stored once: resumed, not started over.
+    assert_eq!(info.mailbox().id(), mailbox);
+    let conn = bob.client().connect().await.unwrap();
+    assert_eq!(blobs_in(&conn, &info).await, info.chunks);
+    conn.close().await;
+    check_saved(&mut bob, &files[0].id, "resumed.bin", &bytes).await;
+    // A second sync sends nothing more.
+    alice.sync().await.unwrap();
+    bob.sync().await.unwrap();
+    assert_eq!(bob.files(Some("alice"), None).unwrap().len(), 1);
+}
+
+/// A PNG of `width` × `height`.
+fn png(width: u32, height: u32) -> Vec<u8> {
+    let image = image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, 77])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    image.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_carries_a_small_thumbnail_inline_and_other_files_none() {
+    let relay = tokens_relay().await;
+    let homes = tempfile::tempdir().unwrap();
+    let (_admin, mut members) = team(&relay, homes.path(), &["alice", "bob"]).await;
+    let mut bob = members.pop().unwrap();
+    let mut alice = members.pop().unwrap();
+    let image = png(1200, 900);
+    let thumbnail = sotto_core::file_thumbnail(std::io::Cursor::new(&image)).unwrap();
+    let mut reader = image.as_slice();
+    let mut noop = |_| {};
+    let sent = alice
+        .send_file(
+            &FileTarget::Member("bob".into()),
+            OutgoingFile {
+                reader: &mut reader,
+                size: image.len() as u64,
+                name: "photo.png".into(),
+                media_type: "image/png".into(),
+                caption: String::new(),
+                thumbnail: thumbnail.clone(),
+                source: None,
+            },
+            &mut noop,
+        )
+        .await
+        .unwrap();
+    let text = send(
+        &mut alice,
+        &FileTarget::Member("bob".into()),
+        "a.txt",
+        b"hi",
+    )
+    .await;
+    bob.sync().await.unwrap();
+    let id = bob.resolve_message_id(&hex::encode(sent.id)).unwrap();
+    let got = bob.file_thumbnail(&id).unwrap().unwrap();
+    assert_eq!(got, thumbnail);
+    assert!(got.len() <= sotto_core::FILE_MAX_THUMBNAIL);
+    let decoded = image::load_from_memory_with_format(&got, image::ImageFormat::Jpeg).unwrap();
+    assert_eq!((decoded.width(), decoded.height()), (160, 120));
+    let history = bob.history("alice").unwrap();
+    let shown = history.iter().find(|m| m.id == hex::encode(id)).unwrap();
+    assert!(shown.file.as_ref().unwrap().has_thumbnail);
+    let text = bob.resolve_message_id(&text).unwrap();
+    assert_eq!(bob.file_thumbnail(&text).unwrap(), None);
+    // What the relay stores of the image is ciphertext only.
+    assert!(!contains(&directory_bytes(relay.dir.path()), &got[..64]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_whose_mailbox_a_stranger_wrote_into_goes_afresh_under_a_new_key() {
+    let relay = tokens_relay().await;
+    let homes = tempfile::tempdir().unwrap();
+    let (_admin, mut members) = team(&relay, homes.path(), &["alice", "bob"]).await;
+    let mut bob = members.pop().unwrap();
+    let mut alice = members.pop().unwrap();
+    let bytes = content(70 * FILE_CHUNK_DATA, 6);
+    let path = homes.path().join("contested.bin");
+    std::fs::write(&path, &bytes).unwrap();
+    let mut reader = std::fs::File::open(&path).unwrap();
+    // The sending stops (its future dropped, as a killed process would)
+    // once the record moved.
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let notify = stop.clone();
+    let mut progress = move |done: u64| {
+        if done >= 65 * FILE_CHUNK_DATA as u64 {
+            notify.notify_one();
+        }
+    };
+    let to = FileTarget::Member("bob".into());
+    tokio::select! {
+        biased;
+        result = alice.send_file(
+            &to,
+            OutgoingFile {
+                reader: &mut reader,
+                size: bytes.len() as u64,
+                name: "contested.bin".into(),
+                media_type: String::new(),
+                caption: String::new(),
+                thumbnail: Vec::new(),
+                source: Some(path.clone()),
+            },
+            &mut progress,
+        ) => panic!("the upload was to stop, it ended: {result:?}"),
+        () = stop.notified() => {}
+    }
+    let pending = alice.pending_uploads().unwrap();
+    assert_eq!(pending.len(), 1);
+    let old = pending[0].info.clone();
+    // Someone who learnt the mailbox ID puts a blob after the chunks.
+    let stranger = alice.client().connect().await.unwrap();
+    stranger
+        .put(
+            &old.mailbox().id(),
+            &Blob::new(vec![9u8; FILE_BLOB_LEN].into()).unwrap(),
+            0,
+        )
+        .await
+        .unwrap();
+    // The resumed upload finds a blob that is not its next chunk: the
+    // mailbox is emptied and the file goes afresh under a new key.
+    alice.sync().await.unwrap();
+    assert!(alice.pending_uploads().unwrap().is_empty());
+    assert_eq!(blobs_in(&stranger, &old).await, 0);
+    stranger.close().await;
+    bob.sync().await.unwrap();
+    let files = bob.files(Some("alice"), None).unwrap();
+    assert_eq!(files.len(), 1);
+    let id = bob.resolve_message_id(&files[0].id).unwrap();
+    assert_ne!(
+        bob.file_info(&id).unwrap().mailbox().id(),
+        old.mailbox().id()
+    );
+    check_saved(&mut bob, &files[0].id, "contested.bin", &bytes).await;
 }

@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use super::{App, AppError, Sent};
 use crate::MessageId;
 use crate::engine::Message;
-use crate::files::{self, FileCache, FileError, FileInfo, Progress, sanitize_name};
+use crate::files::{
+    self, FileCache, FileError, FileInfo, FileKey, PendingUpload, Progress, Resume, UploadTarget,
+    sanitize_name,
+};
 
 /// Where a file goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,8 +34,12 @@ pub struct OutgoingFile<'a> {
     pub media_type: String,
     /// Text sent with it.
     pub caption: String,
-    /// A small image shown inline (empty: none).
+    /// A small image shown inline (empty: none; [`crate::file_thumbnail`]
+    /// makes one of a PNG or JPEG image).
     pub thumbnail: Vec<u8>,
+    /// The file on disk `reader` reads: with it, an interrupted upload is
+    /// recorded and resumed (see [`App::send_file`]).
+    pub source: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for OutgoingFile<'_> {
@@ -54,6 +61,12 @@ impl App {
     /// member, checked against the roster and their signed device list
     /// first; group: one put). A file over the relay's limit is refused
     /// before anything is uploaded.
+    ///
+    /// With [`OutgoingFile::source`] the upload is recorded as it goes:
+    /// if it is interrupted (this process killed, the relay restarting,
+    /// the network gone), sending the same unchanged file to the same
+    /// place again, or the next [`App::sync`], goes on from where it
+    /// stopped, and the message is sent once.
     pub async fn send_file(
         &mut self,
         to: &FileTarget,
@@ -79,29 +92,286 @@ impl App {
             }
             FileTarget::Group(group) => self.resolve_group_members(group).await?,
         }
-        let conn = self.client.connect().await?;
-        let uploaded = async {
-            if let FileTarget::Member(handle) = to {
-                self.roster_check(&conn, handle, true).await?;
-            }
-            let now = Self::now_secs(&self.clock);
-            Ok::<_, AppError>(files::upload(&conn, file.reader, file.size, 0, now, progress).await?)
-        }
-        .await;
-        conn.close().await;
-        let mut info = uploaded?;
-        info.name = file.name;
-        info.media_type = file.media_type;
-        info.caption = file.caption;
-        info.thumbnail = file.thumbnail;
-        let now = (self.clock)();
-        let engine = self.client.engine_mut();
-        let id = match to {
-            FileTarget::Member(handle) => engine.queue_file(handle, &info, now)?,
-            FileTarget::Group(group) => engine.queue_group_file(group, &info, now)?,
+        let target = match to {
+            FileTarget::Member(handle) => UploadTarget::Member(handle.clone()),
+            FileTarget::Group(group) => UploadTarget::Group(group.clone()),
         };
+        // Where the bytes come from on disk, as a record can name it.
+        let source = match &file.source {
+            Some(path) => {
+                let path = std::path::absolute(path).map_err(FileError::from)?;
+                let modified = std::fs::metadata(&path)
+                    .map(|m| files::modified_ns(&m))
+                    .unwrap_or(0);
+                Some((path, modified))
+            }
+            None => None,
+        };
+        let earlier =
+            match &source {
+                Some((path, modified)) => PendingUpload::all(self.store.as_ref())?
+                    .into_iter()
+                    .find(|r| {
+                        r.target == target
+                            && r.path == *path
+                            && r.modified_ns == *modified
+                            && r.info.size == file.size
+                    }),
+                None => None,
+            };
+        let resumed = earlier.is_some();
+        let mut record = match earlier {
+            Some(record) => record,
+            None => PendingUpload {
+                id: crate::records::random_id(),
+                target,
+                path: source.as_ref().map(|(p, _)| p.clone()).unwrap_or_default(),
+                modified_ns: source.as_ref().map_or(0, |(_, m)| *m),
+                info: files::blank_info(FileKey::random()?, file.size),
+                stored: Resume::default(),
+                sent_at: 0,
+            },
+        };
+        // What this send says wins over what an earlier one said.
+        record.info.name = file.name;
+        record.info.media_type = file.media_type;
+        record.info.caption = file.caption;
+        record.info.thumbnail = file.thumbnail;
+        let keep = source.is_some();
+        if keep {
+            record.save(self.store.as_ref())?;
+        }
+        self.run_upload(record, file.reader, keep, resumed, progress)
+            .await
+    }
+
+    /// Uploads what `record` has not stored yet (from `reader`, read from
+    /// its start), then queues its message once and delivers it. `keep`:
+    /// the record is in the store and moves along; `resumed`: an earlier
+    /// attempt may have stored chunks, or queued the message.
+    async fn run_upload(
+        &mut self,
+        mut record: PendingUpload,
+        reader: &mut (dyn Read + Send),
+        keep: bool,
+        resumed: bool,
+        progress: Progress<'_>,
+    ) -> Result<Sent, AppError> {
+        // An earlier attempt may have queued the message before it stopped.
+        let maybe_queued = resumed && record.sent_at != 0;
+        if record.sent_at == 0 {
+            let conn = self.client.connect().await?;
+            let uploaded = self
+                .upload_chunks(&conn, &mut record, reader, keep, resumed, progress)
+                .await;
+            conn.close().await;
+            uploaded?;
+            record.sent_at = (self.clock)();
+            if keep {
+                record.save(self.store.as_ref())?;
+            }
+        }
+        let info = &record.info;
+        let already = if maybe_queued {
+            self.queued_earlier(&record)?
+        } else {
+            None
+        };
+        let id = match (already, &record.target) {
+            (Some(id), _) => id,
+            (None, UploadTarget::Member(handle)) => {
+                self.client
+                    .engine_mut()
+                    .queue_file(handle, info, record.sent_at)?
+            }
+            (None, UploadTarget::Group(group)) => {
+                self.client
+                    .engine_mut()
+                    .queue_group_file(group, info, record.sent_at)?
+            }
+        };
+        if keep {
+            record.remove(self.store.as_ref())?;
+        }
         let delivered = self.deliver_or_queue().await?;
         Ok(Sent { id, delivered })
+    }
+
+    /// Puts the chunks `record` has not stored yet on `conn`, and fills
+    /// in its file message (hash, expiry).
+    async fn upload_chunks(
+        &mut self,
+        conn: &crate::RelayConnection,
+        record: &mut PendingUpload,
+        reader: &mut (dyn Read + Send),
+        keep: bool,
+        resumed: bool,
+        progress: Progress<'_>,
+    ) -> Result<(), AppError> {
+        if let UploadTarget::Member(handle) = &record.target {
+            let handle = handle.clone();
+            self.roster_check(conn, &handle, true).await?;
+        }
+        let size = record.info.size;
+        files::check_size(conn, size)?;
+        let mut from = Resume::default();
+        if resumed {
+            match files::resume_point(conn, &record.info.key, size, record.stored).await {
+                Ok(at) => from = at,
+                Err(
+                    FileError::BadChunk { .. }
+                    | FileError::BadLayout { .. }
+                    | FileError::CountMismatch { .. }
+                    | FileError::ForeignChunk { .. },
+                ) => {
+                    // The mailbox cannot be continued: its blobs go, and
+                    // the file goes afresh under a new key.
+                    files::delete(conn, &record.info).await?;
+                    record.info.key = FileKey::random()?;
+                    record.stored = Resume::default();
+                    if keep {
+                        record.save(self.store.as_ref())?;
+                    }
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        let store = self.store.clone();
+        let mut moving = record.clone();
+        let mut recorded = from.chunks;
+        let mut confirmed = move |chunks: u64, seq: u64| {
+            if keep && chunks >= recorded + files::RECORD_EVERY {
+                moving.stored = Resume { chunks, seq };
+                // Only progress: if it cannot be written, a resumed upload
+                // reads a little more back from the relay.
+                let _ = moving.save(store.as_ref());
+                recorded = chunks;
+            }
+        };
+        let sha256 = files::put_chunks(
+            conn,
+            &record.info.key,
+            reader,
+            size,
+            from,
+            0,
+            &mut confirmed,
+            progress,
+        )
+        .await?;
+        let done = files::uploaded_info(
+            conn,
+            record.info.key.clone(),
+            size,
+            sha256,
+            0,
+            Self::now_secs(&self.clock),
+        );
+        record.info.sha256 = done.sha256;
+        record.info.expires_at = done.expires_at;
+        record.stored = Resume {
+            chunks: done.chunks,
+            seq: 0,
+        };
+        Ok(())
+    }
+
+    /// The message an earlier attempt of `record` queued, if it got that
+    /// far before it stopped (same `sent_at` and hash, mine).
+    fn queued_earlier(&mut self, record: &PendingUpload) -> Result<Option<MessageId>, AppError> {
+        let engine = self.client.engine();
+        let history = match &record.target {
+            UploadTarget::Member(handle) => engine.history(handle)?,
+            UploadTarget::Group(group) => engine.group_history(group)?,
+        };
+        let sha256 = hex::encode(record.info.sha256);
+        let Some(found) = history.iter().find(|m| {
+            m.from_me
+                && m.sent_at == record.sent_at
+                && m.file.as_ref().is_some_and(|f| f.sha256 == sha256)
+        }) else {
+            return Ok(None);
+        };
+        let id = crate::parse_message_id(&found.id).map_err(crate::EngineError::from)?;
+        if engine.file_info(&id)?.is_none() {
+            self.client.engine_mut().keep_file(&id, &record.info)?;
+        }
+        Ok(Some(id))
+    }
+
+    /// Goes on with every upload an earlier run left unfinished (see
+    /// [`App::send_file`]); [`App::sync`] calls it. An upload whose file is
+    /// gone or changed, or whose conversation is gone, is given up (its
+    /// chunks deleted from the relay); a network failure leaves it for
+    /// next time. Returns the messages sent.
+    pub async fn resume_uploads(&mut self) -> Result<Vec<Sent>, AppError> {
+        let mut sent = Vec::new();
+        for record in PendingUpload::all(self.store.as_ref())? {
+            let mut empty = std::io::empty();
+            let opened = if record.sent_at == 0 {
+                match std::fs::File::open(&record.path) {
+                    Ok(file) => match file.metadata() {
+                        Ok(meta)
+                            if meta.len() == record.info.size
+                                && files::modified_ns(&meta) == record.modified_ns =>
+                        {
+                            Some(file)
+                        }
+                        _ => None,
+                    },
+                    Err(_) => None,
+                }
+            } else {
+                None
+            };
+            let mut opened = opened;
+            let reader: &mut (dyn Read + Send) = match opened.as_mut() {
+                Some(file) => file,
+                None if record.sent_at != 0 => &mut empty,
+                None => {
+                    self.give_up(&record).await?;
+                    continue;
+                }
+            };
+            let mut quiet = |_| {};
+            match self
+                .run_upload(record.clone(), reader, true, true, &mut quiet)
+                .await
+            {
+                Ok(done) => sent.push(done),
+                Err(error @ (AppError::Net(_) | AppError::File(FileError::Net(_)))) => {
+                    return Err(error);
+                }
+                Err(AppError::File(FileError::Io(_))) => return Ok(sent),
+                Err(_) => self.give_up(&record).await?,
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Drops an upload that cannot go on, and its chunks on the relay.
+    async fn give_up(&mut self, record: &PendingUpload) -> Result<(), AppError> {
+        tracing::debug!("an interrupted upload cannot go on; its chunks are deleted");
+        if record.stored.chunks > 0 {
+            let conn = self.client.connect().await?;
+            let deleted = files::delete(&conn, &record.info).await;
+            conn.close().await;
+            deleted?;
+        }
+        record.remove(self.store.as_ref())?;
+        Ok(())
+    }
+
+    /// Uploads this device started and has not finished (to show them).
+    pub fn pending_uploads(&self) -> Result<Vec<PendingUpload>, AppError> {
+        Ok(PendingUpload::all(self.store.as_ref())?)
+    }
+
+    /// The small JPEG that came inline with file `id` (`None`: it came
+    /// without one).
+    pub fn file_thumbnail(&self, id: &MessageId) -> Result<Option<Vec<u8>>, AppError> {
+        let info = self.file_info(id)?;
+        Ok((!info.thumbnail.is_empty()).then(|| info.thumbnail.clone()))
     }
 
     /// The file message `id` carried.

@@ -173,6 +173,11 @@ impl App {
         let awaiting = self.membership.awaiting_approval().is_some();
         if !awaiting {
             self.refresh_contacts().await?;
+            // Uploads an earlier run left unfinished go on, so their
+            // messages leave with this sync (issue 21).
+            if let Err(error) = self.resume_uploads().await {
+                tracing::warn!("an interrupted upload could not go on yet: {error}");
+            }
         }
         let report = self.client.sync().await?;
         self.apply_team(awaiting).await?;

@@ -35,6 +35,16 @@ impl Engine {
         batch.delete(Tree::Seen, file_key(id));
     }
 
+    /// Keeps the file message `info` of message `id` (an upload resumed
+    /// after its message was queued but before its key was kept).
+    pub(crate) fn keep_file(&mut self, id: &[u8], info: &FileInfo) -> Result<(), EngineError> {
+        let mut batch = Batch::new();
+        self.put_file(id, info, &mut batch);
+        self.store.apply(batch)?;
+        self.store.flush()?;
+        Ok(())
+    }
+
     /// The file message `id` carried, if it carried one.
     pub fn file_info(&self, id: &MessageId) -> Result<Option<FileInfo>, EngineError> {
         self.store

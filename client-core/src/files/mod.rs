@@ -10,13 +10,19 @@
 //!   STREAM construction's nonce layout: chunk index and final flag, both
 //!   also in the associated data), Padmé padding of the chunk count, the
 //!   checked [`FileInfo`] of a file message, and name sanitizing.
-//! - `transfer.rs`: upload from a reader, resumable download into a local
-//!   cache of the encrypted blobs, and save (decrypt, hash-check, rename).
+//! - `transfer.rs`: upload from a reader (resumable from what the relay
+//!   holds), resumable download into a local cache of the encrypted
+//!   blobs, and save (decrypt, hash-check, rename).
+//! - `upload.rs`: the store record of an upload in progress, so that one
+//!   interrupted goes on where it stopped and its message is sent once.
+//! - `thumbnail.rs`: the small JPEG sent inline with a PNG or JPEG image.
 //!
 //! Memory stays flat: one chunk (plus a window of puts in flight) at a
 //! time, whatever the file's size.
 
+mod thumbnail;
 mod transfer;
+mod upload;
 
 use chacha20poly1305::aead::AeadInOut;
 use chacha20poly1305::{ChaCha20Poly1305, KeyInit, Nonce, Tag};
@@ -27,9 +33,14 @@ use sotto_proto::client as proto;
 use sotto_proto::{Bucket, MailboxId};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
+pub use thumbnail::{THUMBNAIL_SIDE, thumbnail};
 pub use transfer::{
-    FileCache, Progress, TransferState, delete, download, max_file_size, save, upload,
+    FileCache, Progress, Resume, TransferState, delete, download, max_file_size, resume_point,
+    save, upload,
 };
+pub(crate) use transfer::{blank_info, check_size, put_chunks, uploaded_info};
+pub use upload::{PendingUpload, UploadTarget};
+pub(crate) use upload::{RECORD_EVERY, modified_ns};
 
 /// The AEAD key of a file's chunks: `HKDF-SHA256(file key, info)`.
 pub const CHUNK_KEY_INFO: &[u8] = b"sotto/file-chunk-key/v1";
@@ -196,6 +207,9 @@ pub enum FileError {
     /// A file message breaks the format.
     #[error("bad file message: {0}")]
     BadMessage(&'static str),
+    /// The file message came without a thumbnail.
+    #[error("the file came without a thumbnail (only PNG and JPEG images have one)")]
+    NoThumbnail,
     /// The destination exists.
     #[error("{0} exists; choose another path")]
     Exists(String),

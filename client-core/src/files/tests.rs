@@ -193,3 +193,39 @@ fn the_relay_limit_bounds_the_padded_count() {
     let small = transfer::max_file_size(&limits(10, 0)).expect("advertised");
     assert!(padded_chunks(small) <= 10 && padded_chunks(small + 1) > 10);
 }
+
+#[test]
+fn an_upload_record_round_trips_and_a_damaged_one_is_refused() {
+    let key = FileKey::random().expect("key");
+    let mut info = info_for(&key, 5 * CHUNK_DATA as u64);
+    info.caption = "notes".into();
+    info.thumbnail = vec![0xff, 0xd8, 1, 2];
+    for target in [
+        UploadTarget::Member("bob".into()),
+        UploadTarget::Group("ops".into()),
+    ] {
+        let record = PendingUpload {
+            id: [7; 16],
+            target,
+            path: std::path::PathBuf::from("/tmp/some file.bin"),
+            modified_ns: 1_700_000_000_123_456_789,
+            info: info.clone(),
+            stored: Resume { chunks: 3, seq: 99 },
+            sent_at: 42,
+        };
+        let bytes = record.encode();
+        assert_eq!(PendingUpload::decode(&bytes).expect("decodes"), record);
+        // The key never shows in Debug.
+        assert!(!format!("{record:?}").contains("notes"));
+        // Cut anywhere, or with a byte more: refused, never a panic.
+        for cut in 0..bytes.len() {
+            assert!(PendingUpload::decode(&bytes[..cut]).is_err(), "{cut}");
+        }
+        let mut longer = bytes.to_vec();
+        longer.push(0);
+        assert!(PendingUpload::decode(&longer).is_err());
+        let mut other = bytes.to_vec();
+        other[0] = 9;
+        assert!(PendingUpload::decode(&other).is_err());
+    }
+}

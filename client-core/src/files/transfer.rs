@@ -1,15 +1,17 @@
-//! Moving a file's chunks: upload from a reader, resumable download into
-//! a cache of the still-encrypted blobs, and save to a path after the
-//! hash checked out.
+//! Moving a file's chunks: upload from a reader (from the start, or on
+//! from what the relay already holds), resumable download into a cache
+//! of the still-encrypted blobs, and save to a path after the hash
+//! checked out.
 //!
 //! **The cache** (`<home>/files/`, 0700) holds, per file message ID,
 //! `<id>.blobs` (the chunks exactly as fetched: ciphertext, 64 KiB each,
 //! each checked against its index before it is appended) and
 //! `<id>.state` (chunks kept, the relay cursor after the last one, and
-//! whether the whole file was hash-checked), written after the blobs are
-//! synced. An interrupted download (a crash, the relay restarting, the
-//! network going away) resumes from the cursor: nothing fetched twice,
-//! nothing decrypted lands on disk before `save`.
+//! whether the whole file was hash-checked), rewritten after every page
+//! and synced with the blobs every [`SYNC_EVERY`] chunks and whenever the
+//! download stops. An interrupted download (a crash, the relay
+//! restarting, the network going away) resumes from the cursor: nothing
+//! fetched twice, nothing decrypted lands on disk before `save`.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -17,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 use sotto_proto::{Blob, wire};
+use zeroize::Zeroizing;
 
 use super::{
     BLOB_LEN, CHUNK_DATA, FileError, FileInfo, FileKey, chunk_len, open_file_chunk, padded_chunks,
@@ -24,8 +27,14 @@ use super::{
 };
 use crate::net::RelayConnection;
 
-/// Puts in flight at once: a window of 16 chunks (1 MiB of memory).
+/// Puts in flight at once: a window of 16 chunks (1 MiB of blobs, and
+/// their frames, in memory).
 const PUT_WINDOW: usize = 16;
+/// Downloaded chunks are synced to disk with their state at least every
+/// this many (4 MiB): a power cut refetches at most that much; a killed
+/// process nothing (the state follows every page, the page cache keeps
+/// what was written).
+const SYNC_EVERY: u64 = 64;
 const STATE_LEN: usize = 17;
 
 /// Progress callback: bytes of the file moved so far.
@@ -71,21 +80,162 @@ pub async fn upload(
     now_secs: u64,
     progress: Progress<'_>,
 ) -> Result<FileInfo, FileError> {
+    check_size(conn, size)?;
+    let key = FileKey::random()?;
+    let mut noop = |_: u64, _: u64| {};
+    let sha256 = put_chunks(
+        conn,
+        &key,
+        reader,
+        size,
+        Resume::default(),
+        ttl_secs,
+        &mut noop,
+        progress,
+    )
+    .await?;
+    Ok(uploaded_info(conn, key, size, sha256, ttl_secs, now_secs))
+}
+
+/// Refuses a file over the relay's advertised per-mailbox limit.
+pub(crate) fn check_size(conn: &RelayConnection, size: u64) -> Result<(), FileError> {
     let limits = conn.welcome().limits.clone().unwrap_or_default();
     if let Some(limit) = max_file_size(&limits)
         && size > limit
     {
         return Err(FileError::TooBig { size, limit });
     }
-    let key = FileKey::random()?;
+    Ok(())
+}
+
+/// The file message of an upload that finished (name, media type,
+/// caption and thumbnail still to fill in).
+pub(crate) fn uploaded_info(
+    conn: &RelayConnection,
+    key: FileKey,
+    size: u64,
+    sha256: [u8; 32],
+    ttl_secs: u32,
+    now_secs: u64,
+) -> FileInfo {
+    let ttl = if ttl_secs == 0 {
+        conn.welcome()
+            .limits
+            .as_ref()
+            .map_or(0, |l| l.default_ttl_secs)
+    } else {
+        ttl_secs
+    };
+    FileInfo {
+        sha256,
+        expires_at: if ttl == 0 {
+            0
+        } else {
+            now_secs + u64::from(ttl)
+        },
+        ..blank_info(key, size)
+    }
+}
+
+/// The file message of a file of `size` bytes under `key`, its hash not
+/// known yet (zero) and nothing else filled in.
+pub(crate) fn blank_info(key: FileKey, size: u64) -> FileInfo {
+    FileInfo {
+        key,
+        chunks: padded_chunks(size),
+        size,
+        sha256: [0; 32],
+        name: String::new(),
+        media_type: String::new(),
+        thumbnail: Vec::new(),
+        caption: String::new(),
+        expires_at: 0,
+    }
+}
+
+/// Where an upload stands on the relay: the first `chunks` chunks are
+/// stored, the last of them under `seq`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Resume {
+    /// Chunks stored, in order.
+    pub chunks: u64,
+    /// The seq of the last of them (0: none).
+    pub seq: u64,
+}
+
+/// Finds how far an earlier upload under `key` got: reads the file
+/// mailbox after `known` (what the sender had recorded, at most behind
+/// the truth by the puts in flight when it stopped) and counts the chunks
+/// that follow in order. A blob that is not the next chunk means the
+/// mailbox cannot be continued ([`FileError::BadChunk`]): start afresh.
+pub async fn resume_point(
+    conn: &RelayConnection,
+    key: &FileKey,
+    size: u64,
+    known: Resume,
+) -> Result<Resume, FileError> {
+    let probe = blank_info(key.clone(), size);
+    let signer = key.mailbox();
+    let mut at = known;
+    loop {
+        let page = conn.fetch(&signer, at.seq, 0).await?;
+        for stored in &page.blobs {
+            open_file_chunk(&probe, at.chunks, &stored.blob)?;
+            at.chunks += 1;
+            at.seq = stored.seq;
+        }
+        if !page.more {
+            return Ok(at);
+        }
+    }
+}
+
+/// Reads `size` bytes from `reader` (from its start: the chunks already
+/// on the relay are read again only to hash them), seals and puts the
+/// chunks from `from.chunks` on, with up to [`PUT_WINDOW`] puts in flight.
+/// `confirmed(chunks, seq)` is told each time the stored prefix grows;
+/// returns the SHA-256 of the whole file.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn put_chunks(
+    conn: &RelayConnection,
+    key: &FileKey,
+    reader: &mut (dyn Read + Send),
+    size: u64,
+    from: Resume,
+    ttl_secs: u32,
+    confirmed: &mut (dyn FnMut(u64, u64) + Send),
+    progress: Progress<'_>,
+) -> Result<[u8; 32], FileError> {
+    use futures::StreamExt as _;
     let mailbox = key.mailbox().id();
     let chunks = padded_chunks(size);
     let real = real_chunks(size);
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; CHUNK_DATA];
-    let mut window: Vec<Blob> = Vec::with_capacity(PUT_WINDOW);
-    let mut sent = 0u64;
-    for index in 0..chunks {
+    let mut buf = Zeroizing::new(vec![0u8; CHUNK_DATA]);
+    // The chunks already stored are only hashed.
+    for index in 0..from.chunks.min(real) {
+        let len = chunk_len(size, index);
+        read_exact(reader, &mut buf[..len], size, index)?;
+        hasher.update(&buf[..len]);
+    }
+    let mut stored = from.chunks;
+    progress((stored * CHUNK_DATA as u64).min(size));
+    // A sliding window of puts, answered in order: the frames are written
+    // in the order the futures are first polled (the send lock is fair),
+    // so the relay stores the chunks in order.
+    let mut in_flight = futures::stream::FuturesOrdered::new();
+    let mut settle = |result: Option<Result<u64, crate::net::NetError>>,
+                      stored: &mut u64|
+     -> Result<(), FileError> {
+        if let Some(result) = result {
+            let seq = result?;
+            *stored += 1;
+            confirmed(*stored, seq);
+            progress((*stored * CHUNK_DATA as u64).min(size));
+        }
+        Ok(())
+    };
+    for index in from.chunks..chunks {
         let len = if index < real {
             chunk_len(size, index)
         } else {
@@ -93,19 +243,15 @@ pub async fn upload(
         };
         read_exact(reader, &mut buf[..len], size, index)?;
         hasher.update(&buf[..len]);
-        let blob = seal_chunk(&key, index, index + 1 == chunks, &buf[..len])?;
-        window.push(Blob::new(blob.into()).map_err(|_| FileError::BadLayout { index })?);
-        if window.len() == PUT_WINDOW || index + 1 == chunks {
-            // Pipelined: the puts are written in order on the one stream
-            // (the send lock is fair), so the relay stores them in order.
-            let puts = window.iter().map(|blob| conn.put(&mailbox, blob, ttl_secs));
-            for result in futures::future::join_all(puts).await {
-                result?;
-            }
-            sent = sent.saturating_add(window.len() as u64 * CHUNK_DATA as u64);
-            progress(sent.min(size));
-            window.clear();
+        let blob = seal_chunk(key, index, index + 1 == chunks, &buf[..len])?;
+        let blob = Blob::new(blob.into()).map_err(|_| FileError::BadLayout { index })?;
+        in_flight.push_back(async move { conn.put(&mailbox, &blob, ttl_secs).await });
+        if in_flight.len() >= PUT_WINDOW {
+            settle(in_flight.next().await, &mut stored)?;
         }
+    }
+    while let Some(result) = in_flight.next().await {
+        settle(Some(result), &mut stored)?;
     }
     // The reader must be at its end now.
     let mut extra = [0u8; 1];
@@ -115,26 +261,7 @@ pub async fn upload(
             found: size + 1,
         });
     }
-    let ttl = if ttl_secs == 0 {
-        limits.default_ttl_secs
-    } else {
-        ttl_secs
-    };
-    Ok(FileInfo {
-        key,
-        chunks,
-        size,
-        sha256: hasher.finalize().into(),
-        name: String::new(),
-        media_type: String::new(),
-        thumbnail: Vec::new(),
-        caption: String::new(),
-        expires_at: if ttl == 0 {
-            0
-        } else {
-            now_secs + u64::from(ttl)
-        },
-    })
+    Ok(hasher.finalize().into())
 }
 
 fn read_exact(
@@ -224,7 +351,7 @@ impl FileCache {
         })
     }
 
-    fn write_state(&self, id: &str, state: &TransferState) -> Result<(), FileError> {
+    fn write_state(&self, id: &str, state: &TransferState, durable: bool) -> Result<(), FileError> {
         let mut bytes = [0u8; STATE_LEN];
         bytes[..8].copy_from_slice(&state.chunks.to_be_bytes());
         bytes[8..16].copy_from_slice(&state.seq.to_be_bytes());
@@ -233,7 +360,9 @@ impl FileCache {
         {
             let mut file = File::create(&tmp)?;
             file.write_all(&bytes)?;
-            file.sync_all()?;
+            if durable {
+                file.sync_all()?;
+            }
         }
         fs::rename(&tmp, self.state_path(id))?;
         Ok(())
@@ -289,30 +418,66 @@ pub async fn download(
         return Ok(());
     }
     let signer = info.mailbox();
+    // From the first chunk, the hash is taken on the way; a resumed
+    // download hashes the cache once at the end instead.
+    let mut hasher = (state.chunks == 0).then(Sha256::new);
+    let mut synced = state.chunks;
+    let fetch = |after: u64| {
+        let page: futures::future::BoxFuture<'_, Result<wire::FetchOk, crate::net::NetError>> =
+            Box::pin(conn.fetch(&signer, after, 0));
+        futures::future::maybe_done(page)
+    };
+    let mut fetching = Some(fetch(state.seq));
     let outcome = loop {
-        let page = match conn.fetch(&signer, state.seq, 0).await {
-            Ok(page) => page,
-            Err(error) => break Err(error.into()),
+        let Some(mut current) = fetching.take() else {
+            break Ok(());
         };
+        (&mut current).await;
+        let page = match std::pin::Pin::new(&mut current).take_output() {
+            Some(Ok(page)) => page,
+            Some(Err(error)) => break Err(error.into()),
+            None => break Err(FileError::Io("a fetch ended without an answer".into())),
+        };
+        // The next page is asked for before this one is checked and
+        // written, so the relay's answer overlaps the local work.
+        if page.more
+            && let Some(last) = page.blobs.last()
+        {
+            let mut next = fetch(last.seq);
+            let _ = futures::poll!(&mut next);
+            fetching = Some(next);
+        }
         let mut failed = None;
         for stored in &page.blobs {
-            if let Err(error) = open_file_chunk(info, state.chunks, &stored.blob) {
-                failed = Some(error);
-                break;
+            match open_file_chunk(info, state.chunks, &stored.blob) {
+                Ok(data) => {
+                    if let Some(hasher) = hasher.as_mut() {
+                        hasher.update(&data[..]);
+                    }
+                }
+                Err(error) => {
+                    failed = Some(error);
+                    break;
+                }
             }
             file.write_all(&stored.blob)?;
             state.chunks += 1;
             state.seq = stored.seq;
         }
-        // What came is kept, whatever follows.
-        file.sync_data()?;
-        cache.write_state(id, &state)?;
+        // What came is kept, whatever follows: the state follows every
+        // page (a killed process loses nothing: the page cache has the
+        // blobs), and both are synced to disk every few MiB and whenever
+        // the download stops (a power cut loses at most that much).
+        let stopping = failed.is_some() || fetching.is_none();
+        let durable = stopping || state.chunks >= synced + SYNC_EVERY;
+        if durable {
+            file.sync_data()?;
+            synced = state.chunks;
+        }
+        cache.write_state(id, &state, durable)?;
         progress((state.chunks * CHUNK_DATA as u64).min(info.size));
         if let Some(error) = failed {
             break Err(error);
-        }
-        if !page.more {
-            break Ok(());
         }
     };
     outcome?;
@@ -322,11 +487,23 @@ pub async fn download(
             count: info.chunks,
         });
     }
-    if hash_of(cache, id, info, None)? != info.sha256 {
+    let hash = match hasher {
+        Some(hasher) => hasher.finalize().into(),
+        None => match hash_of(cache, id, info, None) {
+            Ok(hash) => hash,
+            Err(error) => {
+                // The cache no longer holds what its state vouched for
+                // (a power cut between syncs): the next attempt starts over.
+                cache.remove(id)?;
+                return Err(error);
+            }
+        },
+    };
+    if hash != info.sha256 {
         return Err(FileError::HashMismatch);
     }
     state.complete = true;
-    cache.write_state(id, &state)
+    cache.write_state(id, &state, true)
 }
 
 /// Decrypts the cached chunks of `id` in order, hashing (and writing to

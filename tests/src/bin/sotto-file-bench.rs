@@ -2,26 +2,36 @@
 //! (issue 21). Not run by `cargo test`; run it on a quiet machine:
 //!
 //! ```text
-//! cargo run --release -p sotto-tests --bin sotto-file-bench -- [MIB] [RSS_MIB]
+//! cargo run --release -p sotto-tests --bin sotto-file-bench -- [MIB] [RSS_MIB] [ROUNDS]
 //! ```
 //!
-//! 1. Raw QUIC throughput on loopback: one quinn connection writes MIB MiB
-//!    (default 100) on one stream to an in-process sink, the baseline.
-//! 2. Upload and download of a MIB MiB file through `sotto_core`'s file
-//!    transfer to an in-process relay (sled, fsync on, tokens off) over
-//!    real QUIC: MB/s of each and their ratio to the raw figure (goal ≥ 50 %).
-//! 3. Peak RSS above idle while uploading, then while downloading, a
-//!    RSS_MIB MiB file (default 200; goal ≤ 64 MiB above idle). The file is
-//!    generated as it is read and the download is written to a temp cache,
-//!    so neither side ever holds it whole. Peaks come from `VmHWM`, reset
-//!    between phases through `/proc/self/clear_refs`.
+//! The relay (sled, fsync on, tokens off, every limit raised for files
+//! this big) runs in a child process (this binary with `--relay-child`),
+//! so this process is the client alone: its memory is the client's.
+//! It measures:
+//!
+//! 1. In each of ROUNDS rounds (default 3): raw QUIC throughput on loopback: one quinn connection writes MIB MiB
+//!    (default 100) on one stream to a sink in this process, the baseline.
+//! 2. In each round too: upload, then download, of a MIB MiB file through `sotto_core`'s file
+//!    transfer to the relay over real QUIC: MB/s of each and their ratio
+//!    to the raw figure of the same round (goal ≥ 50 %).
+//! 3. First of all (before any transfer), peak RSS above idle of the
+//!    sender while uploading, then of the receiver while downloading, a
+//!    RSS_MIB MiB file (default 200; goal ≤ 64 MiB above idle). The file
+//!    is generated as it is read and the download goes to a cache on
+//!    disk, so neither side ever holds it whole. Peaks come from
+//!    `VmHWM`, reset before each phase through `/proc/self/clear_refs`;
+//!    idle is the RSS after one connection, before any transfer.
+//!
+//! Each file is deleted from the relay after its round, so the relay's
+//! disk stays small.
 
 use std::io::Read;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use sotto_core::{FileCache, RelayAddr, RelayConnection, download_file, upload_file};
+use sotto_core::{FileCache, RelayAddr, RelayConnection, delete_file, download_file, upload_file};
 use sotto_relay::testing::TestRelay;
 
 const MIB: u64 = 1024 * 1024;
@@ -120,15 +130,57 @@ async fn raw_quinn(bytes: u64) -> anyhow::Result<f64> {
     Ok(mb_per_s(sent, secs))
 }
 
+/// Runs the relay for the parent: prints `ADDR FINGERPRINT`, serves
+/// until stdin closes.
+async fn relay_child() -> anyhow::Result<()> {
+    let relay = TestRelay::start_with(|c| {
+        c.tokens.require_tokens = false;
+        c.limits.mailbox_max_bytes = 4096 * MIB;
+        c.limits.mailbox_max_blobs = 100_000;
+        c.limits.disk_budget_bytes = 64 * 1024 * MIB;
+    })
+    .await;
+    println!("{} {}", relay.addr, hex::encode(relay.fingerprint));
+    tokio::task::spawn_blocking(|| {
+        let mut sink = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut sink);
+    })
+    .await?;
+    relay.stop().await;
+    Ok(())
+}
+
+/// Starts the relay child; returns it and where it listens.
+fn spawn_relay() -> anyhow::Result<(std::process::Child, RelayAddr)> {
+    use std::io::BufRead as _;
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .arg("--relay-child")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line)?;
+    let (addr, fingerprint) = line
+        .trim()
+        .split_once(' ')
+        .context("the relay child printed no address")?;
+    let fingerprint: [u8; 32] = hex::decode(fingerprint)?
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("bad fingerprint"))?;
+    Ok((
+        child,
+        RelayAddr {
+            addr: addr.parse()?,
+            fingerprint,
+        },
+    ))
+}
+
 /// Uploads then downloads `bytes`; returns (upload MB/s, download MB/s,
-/// upload peak KiB above idle, download peak KiB above idle).
-async fn transfer(relay: &TestRelay, bytes: u64) -> anyhow::Result<(f64, f64, u64, u64)> {
-    let addr = RelayAddr {
-        addr: relay.addr,
-        fingerprint: relay.fingerprint,
-    };
-    let conn = RelayConnection::connect(&addr, None).await?;
-    let idle = proc_kib("VmRSS:");
+/// upload peak KiB above `idle`, download peak KiB above `idle`).
+async fn transfer(addr: &RelayAddr, bytes: u64, idle: u64) -> anyhow::Result<(f64, f64, u64, u64)> {
+    let conn = RelayConnection::connect(addr, None).await?;
     reset_peak();
     let mut reader = Generated {
         left: bytes,
@@ -143,55 +195,61 @@ async fn transfer(relay: &TestRelay, bytes: u64) -> anyhow::Result<(f64, f64, u6
 
     let cache_dir = tempfile::tempdir()?;
     let cache = FileCache::new(cache_dir.path());
-    let conn = RelayConnection::connect(&addr, None).await?;
-    let idle = proc_kib("VmRSS:");
+    let conn = RelayConnection::connect(addr, None).await?;
     reset_peak();
     let started = Instant::now();
     download_file(&conn, &cache, "bench", &info, &mut noop).await?;
     let down = mb_per_s(bytes, started.elapsed().as_secs_f64());
     let down_peak = proc_kib("VmHWM:").saturating_sub(idle);
+    delete_file(&conn, &info).await?;
     conn.close().await;
     Ok((up, down, up_peak, down_peak))
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let size = args
-        .next()
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(100u64)
-        * MIB;
-    let rss_size = args
-        .next()
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(200u64)
-        * MIB;
-    let relay = TestRelay::start_with(|c| {
-        c.tokens.require_tokens = false;
-        c.limits.mailbox_max_bytes = 4096 * MIB;
-        c.limits.mailbox_max_blobs = 100_000;
-    })
-    .await;
-
-    let raw = raw_quinn(size).await?;
-    println!("raw quinn, one stream, {} MiB: {raw:.1} MB/s", size / MIB);
-    let (up, down, _, _) = transfer(&relay, size).await?;
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("--relay-child") {
+        return relay_child().await;
+    }
+    let mut number = |default: u64| -> anyhow::Result<u64> {
+        Ok(args
+            .next()
+            .map(|a| a.parse())
+            .transpose()?
+            .unwrap_or(default))
+    };
+    let size = number(100)? * MIB;
+    let rss_size = number(200)? * MIB;
+    let rounds = number(3)?;
+    let (mut relay, addr) = spawn_relay()?;
+    // Memory first, in a process that has moved no file yet: idle is the
+    // RSS after one connection, before any transfer (the allocator keeps
+    // what a transfer freed, so a later idle would hide its peak). The
+    // receiver's peak is measured after the sender's in the same process,
+    // so it may include pages the upload left: an upper bound.
+    let warm = RelayConnection::connect(&addr, None).await?;
+    warm.close().await;
+    let idle = proc_kib("VmRSS:");
+    let (_, _, up_peak, down_peak) = transfer(&addr, rss_size, idle).await?;
     println!(
-        "file upload {} MiB: {up:.1} MB/s ({:.0} % of raw); download: {down:.1} MB/s ({:.0} % of raw)",
-        size / MIB,
-        up / raw * 100.0,
-        down / raw * 100.0
-    );
-    let (_, _, up_peak, down_peak) = transfer(&relay, rss_size).await?;
-    println!(
-        "peak RSS above idle, {} MiB file: upload {:.1} MiB, download {:.1} MiB (the relay runs in this process too)",
+        "peak RSS above idle ({:.1} MiB), {} MiB file: sender {:.1} MiB, receiver {:.1} MiB (client process only)",
+        idle as f64 / 1024.0,
         rss_size / MIB,
         up_peak as f64 / 1024.0,
         down_peak as f64 / 1024.0
     );
-    relay.stop().await;
+    for round in 1..=rounds {
+        let raw = raw_quinn(size).await?;
+        let (up, down, _, _) = transfer(&addr, size, 0).await?;
+        println!(
+            "round {round}: raw quinn {raw:.1} MB/s; {} MiB file: upload {up:.1} MB/s ({:.0} % of raw), download {down:.1} MB/s ({:.0} % of raw)",
+            size / MIB,
+            up / raw * 100.0,
+            down / raw * 100.0
+        );
+    }
+    drop(relay.stdin.take());
+    relay.wait()?;
     Ok(())
 }
