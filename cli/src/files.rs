@@ -54,6 +54,60 @@ fn on_progress(bar: indicatif::ProgressBar) -> impl FnMut(u64) + Send {
     }
 }
 
+/// A file on disk opened to be sent, with what receivers are told of it:
+/// `sotto send --file` and the owner's `file.send` both start here.
+pub(crate) struct LocalFile {
+    file: std::fs::File,
+    /// Its length in bytes.
+    pub(crate) size: u64,
+    media_type: &'static str,
+    thumbnail: Vec<u8>,
+}
+
+impl LocalFile {
+    /// Opens `path`; `name` (what receivers see) gives the media type.
+    /// PNG and JPEG images get a small JPEG inline; anything else (or an
+    /// image that does not decode) goes without.
+    pub(crate) fn open(path: &Path, name: &str) -> anyhow::Result<Self> {
+        let cannot = |e: std::io::Error| anyhow::anyhow!("cannot read {}: {e}", path.display());
+        let mut file = std::fs::File::open(path).map_err(cannot)?;
+        let size = file.metadata().map_err(cannot)?.len();
+        let media_type = media_type(name);
+        let thumbnail = if matches!(media_type, "image/png" | "image/jpeg") {
+            let thumbnail = sotto_core::file_thumbnail(std::io::BufReader::new(&mut file));
+            std::io::Seek::rewind(&mut file).map_err(cannot)?;
+            thumbnail.unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        Ok(Self {
+            file,
+            size,
+            media_type,
+            thumbnail,
+        })
+    }
+
+    /// What the core sends: the bytes, read from `path` (so an interrupted
+    /// upload resumes), under `name` with `caption`.
+    pub(crate) fn outgoing(
+        &mut self,
+        path: &Path,
+        name: String,
+        caption: String,
+    ) -> OutgoingFile<'_> {
+        OutgoingFile {
+            reader: &mut self.file,
+            size: self.size,
+            media_type: self.media_type.to_owned(),
+            name,
+            caption,
+            thumbnail: std::mem::take(&mut self.thumbnail),
+            source: Some(path.to_owned()),
+        }
+    }
+}
+
 /// A media type from the name's extension (empty when unknown).
 fn media_type(name: &str) -> &'static str {
     let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
@@ -72,8 +126,9 @@ fn media_type(name: &str) -> &'static str {
     }
 }
 
-/// Sizes as people read them.
-pub(crate) fn human_size(bytes: u64) -> String {
+/// Sizes as people read them ("1.5 MiB").
+#[must_use]
+pub fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
     if bytes < 1024 {
         return format!("{bytes} B");
@@ -96,39 +151,16 @@ pub(crate) async fn send(
     caption: String,
 ) -> anyhow::Result<()> {
     let out = ctx.out.clone();
-    let mut file = std::fs::File::open(path)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-    let size = file.metadata()?.len();
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "file".to_owned());
-    let media_type = media_type(&name);
-    // PNG and JPEG images get a small JPEG inline; anything else (or an
-    // image that does not decode) goes without.
-    let thumbnail = if matches!(media_type, "image/png" | "image/jpeg") {
-        let thumbnail = sotto_core::file_thumbnail(std::io::BufReader::new(&mut file));
-        std::io::Seek::rewind(&mut file)?;
-        thumbnail.unwrap_or_default()
-    } else {
-        Vec::new()
-    };
+    let mut local = LocalFile::open(path, &name)?;
+    let size = local.size;
     let shown = bar(&out, size, &format!("sending {}", sanitize_name(&name)));
     let mut progress = on_progress(shown.clone());
     let sent = app
-        .send_file(
-            &to,
-            OutgoingFile {
-                reader: &mut file,
-                size,
-                media_type: media_type.to_owned(),
-                name,
-                caption,
-                thumbnail,
-                source: Some(path.to_owned()),
-            },
-            &mut progress,
-        )
+        .send_file(&to, local.outgoing(path, name, caption), &mut progress)
         .await;
     shown.finish_and_clear();
     let sent = sent?;

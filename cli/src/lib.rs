@@ -28,6 +28,7 @@ pub use commands::{
     Joined, NewTeam, create_team, default_home, describe, is_not_joined, join_team,
     needs_passphrase, passphrase_from_env,
 };
+pub use files::human_size;
 pub use sotto_core::Status;
 
 use std::path::PathBuf;

@@ -104,21 +104,7 @@ impl FileCard {
     }
 }
 
-/// Sizes as people read them (as `sotto files` prints them).
-pub(crate) fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    #[allow(clippy::cast_precision_loss, reason = "a size shown to one decimal")]
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
+pub(crate) use crate::files::human_size;
 
 /// What the owner told of a file message (`file.info`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -9,27 +9,12 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
-use sotto_core::{App, FileTarget, OutgoingFile, sanitize_name};
+use sotto_core::{App, FileTarget, sanitize_name};
+
+use crate::files::LocalFile;
 
 use super::methods::{Effects, Publish, failed, invalid, optional_text, status_of, text};
 use super::{Notification, RpcError};
-
-/// The media type of a file name's extension (empty: unknown); what a
-/// receiver uses to show an image inline.
-pub(crate) fn media_type(name: &str) -> &'static str {
-    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
-    match ext.as_deref() {
-        Some("png") => "image/png",
-        Some("jpg" | "jpeg") => "image/jpeg",
-        Some("gif") => "image/gif",
-        Some("webp") => "image/webp",
-        Some("pdf") => "application/pdf",
-        Some("txt" | "log" | "md") => "text/plain",
-        Some("json") => "application/json",
-        Some("zip") => "application/zip",
-        _ => "",
-    }
-}
 
 /// Tells subscribers how far transfer `transfer` got.
 fn progress(publish: &Publish, transfer: &str, direction: &str, name: &str, done: u64, total: u64) {
@@ -79,18 +64,14 @@ pub(super) async fn send(
         Some(_) => return Err(invalid("\"caption\" must be a string")),
     };
     let transfer = transfer_id(params, "up")?;
-    let mut file = std::fs::File::open(&path)
-        .map_err(|e| failed(anyhow::anyhow!("cannot read {}: {e}", path.display())))?;
-    let size = file
-        .metadata()
-        .map_err(|e| failed(anyhow::anyhow!("cannot read {}: {e}", path.display())))?
-        .len();
     let name = match optional_text(params, "name")? {
         Some(name) => name,
         None => path
             .file_name()
             .map_or_else(|| "file".to_owned(), |n| n.to_string_lossy().into_owned()),
     };
+    let mut local = LocalFile::open(&path, &name).map_err(failed)?;
+    let size = local.size;
     let shown = sanitize_name(&name);
     progress(publish, &transfer, "up", &shown, 0, size);
     let mut on_progress = {
@@ -100,14 +81,7 @@ pub(super) async fn send(
     let sent = app
         .send_file(
             &target,
-            OutgoingFile {
-                reader: &mut file,
-                size,
-                media_type: media_type(&name).to_owned(),
-                name,
-                caption,
-                thumbnail: Vec::new(),
-            },
+            local.outgoing(&path, name, caption),
             &mut on_progress,
         )
         .await
