@@ -283,6 +283,59 @@ impl Engine {
         self.history_page_of(peer, before, limit)
     }
 
+    /// Test hook (the desktop's figures bench): files `count` messages
+    /// with `peer` straight into the history, as receiving and sending
+    /// them would (history entry, message index, status record of my
+    /// own), without any cryptography but the store's. Every third is
+    /// mine (read); the others are `peer`'s, unread. Message IDs are
+    /// `first_id + i`, so conversations filled with distinct `first_id`s
+    /// do not share IDs; message `i` was sent at `start_ms + i` minutes.
+    #[cfg(feature = "test-support")]
+    #[doc(hidden)]
+    pub fn bench_import_history(
+        &mut self,
+        peer: &str,
+        count: usize,
+        first_id: u128,
+        start_ms: u64,
+    ) -> Result<(), EngineError> {
+        const WORDS: [&str; 8] = [
+            "deploy", "review", "lunch", "release", "incident", "design", "budget", "hiring",
+        ];
+        let me = self.device.handle.clone();
+        let mut i = 0;
+        while i < count {
+            let mut batch = Batch::new();
+            for i in i..count.min(i + 1000) {
+                let id = (first_id + i as u128).to_be_bytes();
+                let mine = i % 3 == 2;
+                let text = format!(
+                    "message {i}: about the {} and the weekly status of everything{}",
+                    WORDS[i % WORDS.len()],
+                    if i % 7 == 0 {
+                        ", with a second sentence that makes this one wrap onto another line in a narrow window"
+                    } else {
+                        ""
+                    }
+                );
+                let message = Message::plain(
+                    hex::encode(id),
+                    peer.to_owned(),
+                    if mine { me.clone() } else { peer.to_owned() },
+                    mine,
+                    text,
+                    start_ms + i as u64 * 60_000,
+                    if mine { Status::Read } else { Status::Received },
+                    None,
+                );
+                self.file_message(peer, &message, &id, &mut batch)?;
+            }
+            self.store.apply(batch)?;
+            i += 1000;
+        }
+        Ok(self.store.flush()?)
+    }
+
     /// One history entry, with the current status of my own messages.
     pub(crate) fn open_message(&self, value: &[u8]) -> Result<Message, EngineError> {
         let mut message = records::decode_message(value).map_err(corrupt)?;
