@@ -23,9 +23,9 @@
 //!   has drawn the 10 conversations in the side list. The first run after
 //!   the import is given apart (it may build what an old profile lacks).
 //! - **scroll**: carol's 100k conversation open, the mouse wheel scrolls
-//!   up 120 points a frame at 60 frames a second; each time the top is
-//!   reached, "Show earlier" / "Load earlier messages" is clicked (a page
-//!   loaded from the store). Frame time = egui's whole frame (layout and
+//!   up 240 points a frame at 60 frames a second; every 40 frames
+//!   (about a page's height), "Show earlier" / "Load earlier messages" is
+//!   pressed (a page loaded from the store), until 5,500 lines are drawn. Frame time = egui's whole frame (layout and
 //!   the AccessKit tree) plus tessellation, on the CPU; no GPU.
 //! - **rss**: `VmRSS`/`VmHWM` of a fresh process before the window, with
 //!   the window up, and after opening each of bob's 10 conversations.
@@ -48,8 +48,8 @@ const BIG: usize = 100_000;
 const CONVERSATIONS: usize = 10;
 const EACH: usize = 10_000;
 /// Fresh processes per figure.
-const OPEN_RUNS: usize = 6;
-const COLD_RUNS: usize = 6;
+const OPEN_RUNS: usize = 5;
+const COLD_RUNS: usize = 5;
 /// Everything a run waits for must come within this.
 const PATIENCE: Duration = Duration::from_secs(120);
 /// 2026-01-01, where the imported histories start.
@@ -91,12 +91,35 @@ fn parent() {
     let carol = dir.path().join("carol");
     let bob = dir.path().join("bob");
 
-    let open: Vec<f64> = (0..OPEN_RUNS)
+    // SOTTO_FIGURES_RUNS=N: N runs of open and cold start instead.
+    let runs = |default: usize| {
+        std::env::var("SOTTO_FIGURES_RUNS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(default)
+    };
+    let open: Vec<f64> = (0..runs(OPEN_RUNS))
         .map(|_| single(&child("open", &carol), "open_ms"))
         .collect();
-    let cold: Vec<f64> = (0..COLD_RUNS)
+    let cold: Vec<f64> = (0..runs(COLD_RUNS))
         .map(|_| single(&child("cold", &bob), "cold_ms"))
         .collect();
+    // SOTTO_FIGURES_PERF=DIR: one more open and cold start each under
+    // `perf record`, to see where the time goes; nothing else.
+    if let Ok(out) = std::env::var("SOTTO_FIGURES_PERF") {
+        for (mode, home) in [("open", &carol), ("cold", &bob)] {
+            let status = Command::new("perf")
+                .args(["record", "-F", "999", "-g", "-o"])
+                .arg(Path::new(&out).join(format!("{mode}.data")))
+                .arg(std::env::current_exe().unwrap())
+                .env("SOTTO_FIGURES_CHILD", mode)
+                .env("SOTTO_FIGURES_HOME", home)
+                .status()
+                .unwrap();
+            println!("perf record {mode}: {status}");
+        }
+        return;
+    }
     let scroll = child("scroll", &carol);
     let rss = child("rss", &bob);
 
@@ -192,18 +215,11 @@ async fn setup(dir: &Path) -> sotto_relay::Server {
     )
     .await
     .unwrap();
-    let mut join = async |handle: &str| {
-        let code = alice.invite(handle, 3600).await.unwrap();
-        let home = dir.join(handle);
-        App::join(&home, KeySource::key_file_in(&home), &code, system_clock())
-            .await
-            .unwrap()
-    };
-    let mut bob = join("bob").await;
-    let mut carol = join("carol").await;
+    let mut bob = join(&mut alice, dir, "bob").await;
+    let mut carol = join(&mut alice, dir, "carol").await;
     let peers: Vec<String> = (0..CONVERSATIONS).map(|i| format!("m{i}")).collect();
     for peer in &peers {
-        drop(join(peer).await);
+        drop(join(&mut alice, dir, peer).await);
     }
     // A first message makes each a contact, with a session: what a real
     // conversation starts with.
@@ -223,6 +239,15 @@ async fn setup(dir: &Path) -> sotto_relay::Server {
         .bench_import_history("alice", BIG, 1 << 96, START_MS)
         .unwrap();
     server
+}
+
+/// `handle` invited by `admin` and joined, in `dir/handle`.
+async fn join(admin: &mut App, dir: &Path, handle: &str) -> App {
+    let code = admin.invite(handle, 3600).await.unwrap();
+    let home = dir.join(handle);
+    App::join(&home, KeySource::key_file_in(&home), &code, system_clock())
+        .await
+        .unwrap()
 }
 
 // ---------------------------------------------------------------- children
@@ -246,7 +271,7 @@ fn harness(shell: Shell) -> Harness<'static, Shell> {
         .build_ui_state(|ui, shell: &mut Shell| shell.ui(ui), shell)
 }
 
-fn desktop(harness: &mut Harness<'static, Shell>) -> &mut Desktop {
+fn desktop<'a>(harness: &'a mut Harness<'static, Shell>) -> &'a mut Desktop {
     harness
         .state_mut()
         .desktop_mut()
@@ -266,11 +291,7 @@ fn frame(harness: &mut Harness<'static, Shell>) -> Duration {
 
 /// Polls the window's session every millisecond (drawing nothing) until
 /// `done`, then draws a frame.
-fn poll_until(
-    harness: &mut Harness<'static, Shell>,
-    what: &str,
-    done: impl Fn(&Desktop) -> bool,
-) {
+fn poll_until(harness: &mut Harness<'static, Shell>, what: &str, done: impl Fn(&Desktop) -> bool) {
     let deadline = Instant::now() + PATIENCE;
     loop {
         let desktop = desktop(harness);
@@ -317,8 +338,12 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// Closes the profile; an owner that ended with an error is reported
+/// (a figure taken before it is still a figure).
 fn close(mut harness: Harness<'static, Shell>) {
-    harness.state_mut().close_blocking().unwrap();
+    if let Err(error) = harness.state_mut().close_blocking() {
+        println!("the owner ended with an error: {error}");
+    }
 }
 
 fn child_open(home: &Path) {
@@ -360,13 +385,18 @@ fn child_scroll(home: &Path) {
     harness.hover_at(center);
     let mut frames = Vec::new();
     let mut pages = 0;
+    // Frames before the first press: the last page only (500 lines).
+    let mut first_page = 0;
     let deadline = Instant::now() + PATIENCE;
-    // Until ten more pages of 500 are on screen (5,500 lines drawn).
-    while desktop(&mut harness).session().lines() < 5_500 || pages < 10 {
+    // Until ten more pages of 500 are loaded and shown (5,500 lines
+    // drawn each frame) and at least 300 frames, at most 900 frames.
+    while (desktop(&mut harness).session().lines() < 5_500 || frames.len() < 300)
+        && frames.len() < 900
+    {
         assert!(Instant::now() < deadline, "timed out scrolling");
         harness.event(egui::Event::MouseWheel {
             unit: egui::MouseWheelUnit::Point,
-            delta: egui::vec2(0.0, 120.0),
+            delta: egui::vec2(0.0, 240.0),
             phase: egui::TouchPhase::Move,
             source: egui::MouseWheelSource::Unknown,
             modifiers: egui::Modifiers::NONE,
@@ -375,17 +405,32 @@ fn child_scroll(home: &Path) {
         let button = harness
             .query_by_label_contains("Show earlier")
             .or_else(|| harness.query_by_label_contains("Load earlier messages"));
-        if let Some(button) = button {
-            button.click();
+        // Every 40 frames (about 10,000 points of scrolling, a page's
+        // height), the button at the top is pressed.
+        if frames.len() % 40 == 0
+            && let Some(button) = button
+        {
+            if pages == 0 {
+                first_page = frames.len();
+            }
+            button.click_accesskit();
             pages += 1;
         }
         std::thread::sleep(Duration::from_millis(16));
     }
+    let mut last_page: Vec<f64> = frames[1..first_page.max(2)].to_vec();
+    last_page.sort_by(f64::total_cmp);
+    println!(
+        "FIG scroll, last page only (500 lines drawn): {} frames, frame median {:.2} ms, p95 {:.2} ms",
+        last_page.len(),
+        percentile(&last_page, 0.5),
+        percentile(&last_page, 0.95),
+    );
     let lines = desktop(&mut harness).session().lines();
     let mut sorted = frames.clone();
     sorted.sort_by(f64::total_cmp);
     println!(
-        "FIG scroll: {} frames, {pages} earlier pages shown ({lines} lines loaded): frame median {:.2} ms, p95 {:.2} ms, max {:.2} ms",
+        "FIG scroll: {} frames, {pages} presses of the earlier button ({lines} lines loaded): frame median {:.2} ms, p95 {:.2} ms, max {:.2} ms",
         frames.len(),
         percentile(&sorted, 0.5),
         percentile(&sorted, 0.95),
