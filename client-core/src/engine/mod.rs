@@ -187,6 +187,8 @@ impl Engine {
         device.save(store.as_ref())?;
         let engine = Self::with_device(store, device)?;
         engine.synced_until(now_secs)?;
+        // An empty history: nothing to build the expiry index from.
+        engine.store.put(Tree::Meta, timer::EXPIRES_INDEXED, &[])?;
         engine.store.flush()?;
         Ok(engine)
     }

@@ -13,6 +13,10 @@ use crate::{
     Batch, EPOCH_SECS, Epoch, InboxPublic, Tree, records, seal, seal_hybrid, seal_pairwise,
 };
 
+/// The most message IDs one receipt names: 1,000 IDs (about 18 KB) fit
+/// the largest blob with room to spare.
+pub(crate) const MAX_RECEIPT_IDS: usize = 1000;
+
 impl Engine {
     /// The mailbox of `inbox` in `epoch`, blinded once per epoch.
     fn mailbox_of(&self, inbox: &InboxPublic, epoch: Epoch) -> MailboxId {
@@ -211,7 +215,8 @@ impl Engine {
         Ok(id)
     }
 
-    /// Queues a delivered or read receipt for `ids` to `peer`.
+    /// Queues a delivered or read receipt for `ids` to `peer`: one per
+    /// 1,000 IDs (none for no ID).
     pub fn queue_receipt(
         &mut self,
         peer: &str,
@@ -219,23 +224,24 @@ impl Engine {
         read: bool,
         now_ms: u64,
     ) -> Result<(), EngineError> {
-        if ids.is_empty() {
-            return Ok(());
-        }
         let kind = if read {
             receipt::Kind::Read
         } else {
             receipt::Kind::Delivered
         };
-        let payload = Payload {
-            sent_at: now_ms,
-            body: Some(payload::Body::Receipt(Receipt {
-                kind: kind as i32,
-                message_ids: ids.iter().map(|id| id.to_vec().into()).collect(),
-            })),
-            ..Payload::default()
-        };
-        self.queue(peer, payload, None)?;
+        // One receipt per `MAX_RECEIPT_IDS`: a conversation of 100,000
+        // unread messages marked read would not fit one blob.
+        for ids in ids.chunks(MAX_RECEIPT_IDS) {
+            let payload = Payload {
+                sent_at: now_ms,
+                body: Some(payload::Body::Receipt(Receipt {
+                    kind: kind as i32,
+                    message_ids: ids.iter().map(|id| id.to_vec().into()).collect(),
+                })),
+                ..Payload::default()
+            };
+            self.queue(peer, payload, None)?;
+        }
         Ok(())
     }
 

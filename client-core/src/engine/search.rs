@@ -512,13 +512,15 @@ mod tests {
     }
 
     /// Rewrites history entry `i` of the filled conversation with `change`
-    /// through a batch, as every writer of the history does.
+    /// through a batch, as every writer of the history does (with its
+    /// expiry index entry if it now disappears).
     fn rewrite(engine: &Engine, store: &dyn Store, i: u64, change: impl FnOnce(&mut Message)) {
         let key = history_key(store.blind(b"bob").as_bytes(), i + 1);
         let value = store.get(Tree::History, &key).expect("get").expect("entry");
         let mut message = engine.open_message(&value).expect("open");
         change(&mut message);
         let mut batch = Batch::new();
+        Engine::index_expiry(&key, &message, &mut batch);
         batch.put(Tree::History, key, &records::encode_message(&message));
         store.apply(batch).expect("apply");
     }

@@ -9,6 +9,15 @@
 //! [`Engine::purge_expired`] removes them from the store: the history
 //! entry, the message index and the status record; the search reads the
 //! history, so nothing else holds their words.
+//!
+//! The purge runs before every history page, search and export, so it
+//! must not read the history: an **expiry index** in `Meta`
+//! (`expires/ || be64(expires_at) || history key`, empty values) lists
+//! every entry that disappears in the order they are due, and the purge
+//! reads only the index entries that are due. Every write of an expiring
+//! history entry adds its index entry in the same batch
+//! ([`Engine::index_expiry`]); a profile from before the index builds it
+//! once, at its first purge (`expires-indexed` records that it did).
 
 use super::{Engine, EngineError, Message, MessageId, Status, be64_or_zero, corrupt};
 use crate::records::{self, MAX_TIMER_SECS, MIN_TIMER_SECS};
@@ -16,6 +25,19 @@ use crate::{Batch, Tree};
 
 /// Meta key prefix: a conversation's timer in seconds (`be64`).
 const TIMER_PREFIX: &[u8] = b"timer/";
+/// Meta key prefix of the expiry index (see the module docs).
+const EXPIRES_PREFIX: &[u8] = b"expires/";
+/// Meta key, present once every expiring history entry is in the expiry
+/// index: from the start in a new profile, after the first purge in one
+/// from before the index.
+pub(crate) const EXPIRES_INDEXED: &[u8] = b"expires-indexed";
+/// Index entries read per round of a purge.
+const PURGE_ROUND: usize = 1000;
+
+/// The expiry index key of history entry `history_key`, due at `at`.
+fn expiry_key(at: u64, history_key: &[u8]) -> Vec<u8> {
+    [EXPIRES_PREFIX, &at.to_be_bytes(), history_key].concat()
+}
 
 /// The history notice for a timer change.
 pub(crate) fn timer_notice(secs: u64) -> String {
@@ -96,33 +118,89 @@ impl Engine {
         Ok(())
     }
 
+    /// Adds, in `batch`, the expiry index entry of history entry `key`
+    /// holding `message`, if it disappears. Every put of a new history
+    /// entry calls it (an entry rewritten in place keeps its expiry, and
+    /// so its index entry).
+    pub(crate) fn index_expiry(key: &[u8], message: &Message, batch: &mut Batch) {
+        if let Some(at) = message.expires_at {
+            batch.put(Tree::Meta, expiry_key(at, key), &[]);
+        }
+    }
+
     /// Deletes every message whose time ran out by `now_ms` from the
     /// store: its history entry, its index entry and its status record.
-    /// Returns how many. (The store's values are sealed; sled may keep the
-    /// old sealed bytes in its log until it reuses the space: see
-    /// docs/DECISIONS.md.)
+    /// Returns how many. Reads only the expiry index entries that are
+    /// due (and, once for a profile from before the index, the whole
+    /// history to build it). (The store's values are sealed; sled may
+    /// keep the old sealed bytes in its log until it reuses the space:
+    /// see docs/DECISIONS.md.)
     pub fn purge_expired(&mut self, now_ms: u64) -> Result<usize, EngineError> {
-        let mut batch = Batch::new();
+        self.build_expiry_index()?;
+        // Index keys due by `now_ms` sort before `expires/ || be64(now_ms + 1)`.
+        let before = now_ms
+            .checked_add(1)
+            .map(|next| [EXPIRES_PREFIX, &next.to_be_bytes()].concat());
         let mut purged = 0;
-        for (key, value) in self.store.scan_prefix(Tree::History, &[])? {
-            let message = records::decode_message(&value).map_err(corrupt)?;
-            if message.expires_at.is_none_or(|at| at > now_ms) {
-                continue;
+        loop {
+            let due =
+                self.store
+                    .scan_last(Tree::Meta, EXPIRES_PREFIX, before.as_deref(), PURGE_ROUND)?;
+            if due.is_empty() {
+                break;
             }
-            batch.delete(Tree::History, key);
-            if let Ok(id) = hex::decode(&message.id)
-                && let Ok(id) = MessageId::try_from(id.as_slice())
-            {
-                batch.delete(Tree::Seen, [b"msg/".as_slice(), &id].concat());
-                batch.delete(Tree::Seen, [b"out".as_slice(), &id].concat());
+            let mut batch = Batch::new();
+            let mut gone = Vec::new();
+            for (index_key, _) in &due {
+                batch.delete(Tree::Meta, index_key.clone());
+                let Some(history_key) = index_key.get(EXPIRES_PREFIX.len() + 8..) else {
+                    continue;
+                };
+                let Some(value) = self.store.get(Tree::History, history_key)? else {
+                    continue;
+                };
+                let message = records::decode_message(&value).map_err(corrupt)?;
+                // An index entry outlived by its history entry's: skipped.
+                if message.expires_at.is_none_or(|at| at > now_ms) {
+                    continue;
+                }
+                batch.delete(Tree::History, history_key.to_vec());
+                if let Ok(id) = hex::decode(&message.id)
+                    && let Ok(id) = MessageId::try_from(id.as_slice())
+                {
+                    batch.delete(Tree::Seen, [b"msg/".as_slice(), &id].concat());
+                    batch.delete(Tree::Seen, [b"out".as_slice(), &id].concat());
+                }
+                gone.push((history_key.to_vec(), message.from_me));
+                purged += 1;
             }
-            purged += 1;
+            self.recount_unread_after(&gone, &mut batch)?;
+            self.store.apply(batch)?;
+            if due.len() < PURGE_ROUND {
+                break;
+            }
         }
         if purged > 0 {
-            self.store.apply(batch)?;
             self.store.flush()?;
         }
         Ok(purged)
+    }
+
+    /// Builds the expiry index of a profile from before it: one pass over
+    /// the whole history, once (recorded by `EXPIRES_INDEXED`).
+    fn build_expiry_index(&mut self) -> Result<(), EngineError> {
+        if self.store.get(Tree::Meta, EXPIRES_INDEXED)?.is_some() {
+            return Ok(());
+        }
+        let mut batch = Batch::new();
+        for (key, value) in self.store.scan_prefix(Tree::History, &[])? {
+            let message = records::decode_message(&value).map_err(corrupt)?;
+            Self::index_expiry(&key, &message, &mut batch);
+        }
+        batch.put(Tree::Meta, EXPIRES_INDEXED, &[]);
+        self.store.apply(batch)?;
+        self.store.flush()?;
+        Ok(())
     }
 }
 
@@ -140,6 +218,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::Batch;
     use crate::{EPOCH_SECS, Epoch, MemoryStore, Received, Store};
 
     const NOW: u64 = 1_800_000_000;
@@ -285,5 +364,126 @@ mod tests {
             assert!(alice.set_timer("bob", bad, NOW_MS).is_err(), "{bad}");
         }
         assert!(alice.outgoing(NOW).expect("outgoing").is_empty());
+    }
+
+    /// The expiry index entries in `store`, as (due time, history key).
+    fn index_entries(store: &dyn Store) -> Vec<(u64, Vec<u8>)> {
+        store
+            .scan_prefix(Tree::Meta, EXPIRES_PREFIX)
+            .expect("scan")
+            .into_iter()
+            .map(|(key, _)| {
+                let at = &key[EXPIRES_PREFIX.len()..EXPIRES_PREFIX.len() + 8];
+                (
+                    u64::from_be_bytes(at.try_into().expect("8 bytes")),
+                    key[EXPIRES_PREFIX.len() + 8..].to_vec(),
+                )
+            })
+            .collect()
+    }
+
+    /// Alice and bob with a one-hour timer; alice sends texts at the
+    /// given offsets from NOW_MS, bob receives them.
+    fn expiring(offsets_ms: &[u64]) -> (Engine, Engine, Arc<dyn Store>) {
+        let (mut alice, _) = engine("alice");
+        let (mut bob, bob_store) = engine("bob");
+        alice.import_card(&bob.export_card()).expect("card");
+        bob.import_card(&alice.export_card()).expect("card");
+        alice.set_timer("bob", 3600, NOW_MS).expect("timer");
+        deliver(&mut alice, &mut bob);
+        for (i, offset) in offsets_ms.iter().enumerate() {
+            alice
+                .queue_text("bob", &format!("text {i}"), NOW_MS + offset)
+                .expect("queued");
+        }
+        deliver(&mut alice, &mut bob);
+        (alice, bob, bob_store)
+    }
+
+    fn texts(engine: &Engine, peer: &str) -> Vec<String> {
+        engine
+            .history(peer)
+            .expect("history")
+            .into_iter()
+            .map(|m| m.text)
+            .collect()
+    }
+
+    #[test]
+    fn the_purge_removes_exactly_what_the_expiry_index_says_is_due() {
+        let (_alice, mut bob, store) = expiring(&[1000, 2000, 3000]);
+        let index = index_entries(store.as_ref());
+        assert_eq!(
+            index.iter().map(|(at, _)| *at).collect::<Vec<_>>(),
+            [
+                NOW_MS + 1000 + 3_600_000,
+                NOW_MS + 2000 + 3_600_000,
+                NOW_MS + 3000 + 3_600_000
+            ],
+            "one index entry per expiring text, in the order they are due"
+        );
+        // Exactly at the second one's time: the first two go.
+        assert_eq!(
+            bob.purge_expired(NOW_MS + 2000 + 3_600_000).expect("purge"),
+            2
+        );
+        assert_eq!(
+            texts(&bob, "alice"),
+            ["set disappearing messages to 1 hour", "text 2"]
+        );
+        assert_eq!(index_entries(store.as_ref()), index[2..]);
+        assert_eq!(bob.purge_expired(u64::MAX).expect("purge"), 1);
+        assert!(index_entries(store.as_ref()).is_empty());
+        assert_eq!(bob.purge_expired(u64::MAX).expect("purge"), 0);
+    }
+
+    #[test]
+    fn an_index_entry_whose_history_entry_is_gone_or_lives_longer_purges_nothing() {
+        let (_alice, mut bob, store) = expiring(&[1000]);
+        let (at, history_key) = index_entries(store.as_ref()).remove(0);
+        // An index entry due earlier than its history entry, and one for
+        // an entry that no longer exists.
+        let mut batch = Batch::new();
+        batch.put(Tree::Meta, expiry_key(at - 10_000, &history_key), &[]);
+        let mut missing = history_key.clone();
+        *missing.last_mut().expect("seq") ^= 0x40;
+        batch.put(Tree::Meta, expiry_key(at - 10_000, &missing), &[]);
+        store.apply(batch).expect("apply");
+        assert_eq!(bob.purge_expired(at - 1).expect("purge"), 0);
+        assert_eq!(texts(&bob, "alice").len(), 2, "the text is still there");
+        assert_eq!(index_entries(store.as_ref()), [(at, history_key)]);
+        assert_eq!(bob.purge_expired(at).expect("purge"), 1);
+    }
+
+    #[test]
+    fn a_profile_from_before_the_index_builds_it_once_at_its_first_purge() {
+        let (_alice, mut bob, store) = expiring(&[1000, 2000]);
+        let index = index_entries(store.as_ref());
+        // What a profile from before the index holds: no index, no flag.
+        let mut batch = Batch::new();
+        for (at, key) in &index {
+            batch.delete(Tree::Meta, expiry_key(*at, key));
+        }
+        batch.delete(Tree::Meta, EXPIRES_INDEXED);
+        store.apply(batch).expect("apply");
+        // The first purge builds it (nothing is due yet).
+        assert_eq!(bob.purge_expired(NOW_MS).expect("purge"), 0);
+        assert_eq!(index_entries(store.as_ref()), index);
+        assert!(
+            store
+                .get(Tree::Meta, EXPIRES_INDEXED)
+                .expect("get")
+                .is_some()
+        );
+        // Built once: an index entry lost now is not found again by
+        // reading the history (the purge reads the index only).
+        store
+            .delete(Tree::Meta, &expiry_key(index[0].0, &index[0].1))
+            .expect("delete");
+        assert_eq!(bob.purge_expired(u64::MAX).expect("purge"), 1);
+        assert_eq!(
+            texts(&bob, "alice"),
+            ["set disappearing messages to 1 hour", "text 0"]
+        );
     }
 }

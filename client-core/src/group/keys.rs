@@ -288,6 +288,8 @@ impl Engine {
                 }
                 None => message.status = Status::Withheld,
             }
+            // The placeholder had no lifetime; the text may have one.
+            Self::index_expiry(&record.history_key, &message, batch);
             batch.put(
                 Tree::History,
                 record.history_key.clone(),

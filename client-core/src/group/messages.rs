@@ -14,7 +14,7 @@ use super::{
 };
 use crate::engine::{
     Dropped, Engine, EngineError, Message, MessageId, OutboxRecord, Received, Status, corrupt,
-    random_id, status_record,
+    random_id,
 };
 use crate::records::{ActionError, Content};
 use crate::{Batch, BlindId, Epoch, Tree, open, open_pairwise, records, seal, seal_pairwise};
@@ -246,19 +246,9 @@ impl Engine {
             );
             message.reply_to = reply_to.map(hex::encode);
             message.expires_at = Self::expiry(now_ms, timer);
-            let conversation = conversation(&group.id);
-            let history_key = self.next_history_key(&conversation)?;
-            batch.put(
-                Tree::History,
-                history_key.clone(),
-                &records::encode_message(&message),
-            );
-            self.index_message(&message_id, &history_key, &conversation, &mut batch);
-            batch.put(
-                Tree::Seen,
-                [b"out".as_slice(), &message_id].concat(),
-                &status_record(&history_key, message.status),
-            );
+            // Filed as any message of mine: entry, index, status record
+            // and, for a disappearing one, its expiry index entry.
+            self.file_message(&conversation(&group.id), &message, &message_id, &mut batch)?;
         }
         // My own blob comes back from the group mailbox: already seen.
         batch.put(

@@ -220,10 +220,21 @@ impl Batch {
     /// Removes `key` from `tree` when the batch is applied. A history
     /// delete also drops the search group covering the entry, so a
     /// deleted or expired text leaves the search index in the same atomic
-    /// write.
+    /// write, and the conversation's counted unread messages
+    /// ([`UNREAD_PREFIX`]), which are counted again when next asked for
+    /// (an operation later in the batch may put a corrected count).
     pub fn delete(&mut self, tree: Tree, key: impl Into<Vec<u8>>) -> &mut Self {
         let key = key.into();
         self.drop_search_group(tree, &key);
+        if tree == Tree::History
+            && key.len() == BlindId::LEN + 8
+            && let Some(blind) = key.get(..BlindId::LEN)
+        {
+            self.ops.push(Op::Delete {
+                tree: Tree::Meta,
+                key: [UNREAD_PREFIX, blind].concat(),
+            });
+        }
         self.ops.push(Op::Delete { tree, key });
         self
     }
@@ -279,6 +290,14 @@ enum RawOp {
 pub(crate) const SEARCH_PREFIX: &[u8] = b"search/";
 /// History positions per search group.
 pub(crate) const SEARCH_GROUP: u64 = 256;
+
+/// Meta-tree key prefix of each conversation's counted unread messages
+/// (`engine/history.rs`): `UNREAD_PREFIX || blind(conversation)` holds
+/// `be64(read mark) || be64(head) || be64(count)`, `count` messages from
+/// others between the read mark (excluded) and history position `head`
+/// (included). Derived data: a history delete in the conversation drops
+/// it ([`Batch::delete`]), and it is counted again from the read mark.
+pub(crate) const UNREAD_PREFIX: &[u8] = b"unread/";
 
 /// The Meta key of the search group that covers history key `key`
 /// (`blind(conversation) || be64(seq)`): `SEARCH_PREFIX || blind ||
