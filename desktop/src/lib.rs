@@ -57,6 +57,9 @@ pub struct Desktop {
     shown: usize,
     /// The conversation `shown` counts for.
     shown_for: usize,
+    /// The heights of message rows as last drawn, so that a frame lays
+    /// out only the rows in view however many are loaded.
+    heights: RowHeights,
     /// Ctrl+K: the jump-to-conversation box, while open.
     jump: Option<String>,
     /// Whether the window had the focus at the last frame.
@@ -118,6 +121,7 @@ impl Desktop {
             compose: String::new(),
             shown: PAGE,
             shown_for: usize::MAX,
+            heights: RowHeights::default(),
             jump: None,
             focused: true,
             notifications: Vec::new(),
@@ -409,6 +413,7 @@ impl Desktop {
         if self.shown_for != self.session.current() {
             self.shown_for = self.session.current();
             self.shown = PAGE;
+            self.heights = RowHeights::default();
         }
         let title = rows
             .get(self.session.current())
@@ -440,10 +445,12 @@ impl Desktop {
                 })
                 .map(|(id, _)| id.clone())
                 .collect();
-            egui::ScrollArea::vertical()
+            let mut drawn_at = None;
+            let scrolled = egui::ScrollArea::vertical()
                 .stick_to_bottom(true)
                 .auto_shrink([false, false])
-                .show(ui, |ui| {
+                .show_viewport(ui, |ui, viewport| {
+                    drawn_at = Some(viewport.top());
                     if first > 0 {
                         if ui.button(format!("Show earlier ({first} more)")).clicked() {
                             self.shown = self.shown.saturating_add(PAGE);
@@ -456,20 +463,48 @@ impl Desktop {
                         self.session.load_earlier();
                         self.shown = self.shown.saturating_add(PAGE);
                     }
+                    self.heights.fit(ui.available_width());
+                    // Only the rows in view (and a screen's worth around
+                    // it) are laid out; the others take their height as
+                    // last drawn (or a guess) as empty space.
+                    let origin = ui.max_rect().top();
+                    let near = viewport.expand2(egui::vec2(0.0, viewport.height()));
+                    let spacing = ui.spacing().item_spacing.y;
+                    let mut gap = 0.0_f32;
                     let mut day = None;
                     let mut asked = None;
                     for index in first..total {
                         let Some(line) = self.session.line(index) else {
                             continue;
                         };
-                        match line {
+                        let (key, new_day) = match &line {
                             Line::Message { id, sent_at_ms, .. } => {
                                 let this_day = sent_at_ms / 86_400_000;
-                                if day != Some(this_day) {
-                                    day = Some(this_day);
+                                let new_day = day != Some(this_day);
+                                day = Some(this_day);
+                                (RowKey::Message(id), new_day)
+                            }
+                            Line::Notice(_) => (RowKey::Notice(index), false),
+                        };
+                        let top = ui.cursor().top() - origin + gap;
+                        let height = self.heights.guess(&key, new_day);
+                        if top + height < near.top() || top > near.bottom() {
+                            gap += height;
+                            continue;
+                        }
+                        if gap > 0.0 {
+                            ui.allocate_space(egui::vec2(0.0, (gap - spacing).max(0.0)));
+                            gap = 0.0;
+                        }
+                        match line {
+                            Line::Message { id, sent_at_ms, .. } => {
+                                if new_day {
+                                    let start = ui.cursor().top();
                                     ui.separator();
                                     ui.weak(day_label(sent_at_ms));
+                                    self.heights.day = ui.cursor().top() - start;
                                 }
+                                let start = ui.cursor().top();
                                 let card = Card {
                                     files: &self.files,
                                     downloaded: downloaded.contains(id),
@@ -477,16 +512,28 @@ impl Desktop {
                                 if let Some(action) = message_row(ui, &line, &card) {
                                     asked = Some((id.to_owned(), action));
                                 }
+                                self.heights.measured(&key, ui.cursor().top() - start);
                             }
                             Line::Notice(text) => {
+                                let start = ui.cursor().top();
                                 ui.label(egui::RichText::new(text).italics().weak());
+                                self.heights.measured(&key, ui.cursor().top() - start);
                             }
                         }
+                    }
+                    if gap > 0.0 {
+                        ui.allocate_space(egui::vec2(0.0, (gap - spacing).max(0.0)));
                     }
                     if let Some((id, action)) = asked {
                         self.message_action(&id, action);
                     }
                 });
+            // The rows were picked for where the view was; if it moved
+            // (sticking to the newest as rows got their real heights, or
+            // a jump), the next frame draws the rows now in view.
+            if drawn_at.is_some_and(|top| (scrolled.state.offset().y - top).abs() > 0.5) {
+                ui.ctx().request_repaint();
+            }
         });
     }
 
@@ -555,6 +602,68 @@ struct Card<'a> {
     files: &'a files::Files,
     /// Whether the owner holds the file already.
     downloaded: bool,
+}
+
+/// Which row a height belongs to: a message by its ID, a notice by its
+/// place.
+enum RowKey<'a> {
+    Message(&'a str),
+    Notice(usize),
+}
+
+/// The heights of a conversation's rows as last drawn, for the rows out
+/// of view. Reset when the conversation or the width changes; a row that
+/// changes (an edit, a reaction) is measured again when next in view.
+#[derive(Default)]
+struct RowHeights {
+    width: f32,
+    messages: std::collections::HashMap<String, f32>,
+    notices: std::collections::HashMap<usize, f32>,
+    /// A day separator with its label.
+    day: f32,
+}
+
+impl RowHeights {
+    /// A row's height until it has been drawn: one line of text.
+    const GUESS: f32 = 22.0;
+
+    /// Forgets every height if the rows are now `width` wide.
+    fn fit(&mut self, width: f32) {
+        if (width - self.width).abs() > 0.5 {
+            *self = Self {
+                width,
+                ..Self::default()
+            };
+        }
+    }
+
+    fn guess(&self, key: &RowKey<'_>, new_day: bool) -> f32 {
+        let row = match key {
+            RowKey::Message(id) => self.messages.get(*id),
+            RowKey::Notice(index) => self.notices.get(index),
+        };
+        let day = if new_day {
+            self.day.max(Self::GUESS)
+        } else {
+            0.0
+        };
+        row.copied().unwrap_or(Self::GUESS) + day
+    }
+
+    fn measured(&mut self, key: &RowKey<'_>, height: f32) {
+        match key {
+            RowKey::Message(id) => {
+                if let Some(known) = self.messages.get_mut(*id) {
+                    *known = height;
+                } else {
+                    self.messages.insert((*id).to_owned(), height);
+                }
+            }
+            RowKey::Notice(index) => {
+                self.notices.insert(*index, height);
+            }
+        }
+    }
 }
 
 /// One message: time, sender, text, and for mine its delivery state. A

@@ -589,13 +589,21 @@ fn a_long_conversation_opens_on_its_last_page_and_earlier_pages_load_on_demand()
     });
     let mut harness = window(&team);
     harness.state_mut().open_named("alice");
-    until(&mut harness, "the last message", |h| {
-        shows(h, "message 1199 about deploy")
+    // (The last one shows in the side list too: the one before it shows
+    // only in the conversation.)
+    until(&mut harness, "the last messages", |h| {
+        shows(h, "message 1198 about deploy")
     });
-    // Only the last page was loaded, and all of it is drawn.
+    // Only the last page was loaded, and only the rows near the view
+    // are drawn: the page's first message is not, until scrolled to.
     assert_eq!(harness.state().session().lines(), 500);
-    assert!(shows(&harness, "message 700 about deploy"));
+    assert!(!shows(&harness, "message 700 about deploy"));
+    scroll_up(&mut harness);
+    until(&mut harness, "the page's first message, scrolled to", |h| {
+        shows(h, "message 700 about deploy")
+    });
     assert!(!shows(&harness, "message 699 about deploy"));
+    assert!(!shows(&harness, "message 1198 about deploy"));
     // The next page comes from the store.
     harness
         .get_by_label("Load earlier messages")
@@ -622,6 +630,18 @@ fn a_long_conversation_opens_on_its_last_page_and_earlier_pages_load_on_demand()
     });
     assert!(!shows(&harness, "Load earlier messages"));
     harness.into_state().close_blocking().unwrap();
+}
+
+/// Turns the mouse wheel over the messages as far up as they go.
+fn scroll_up(harness: &mut Harness<'static, Desktop>) {
+    harness.hover_at(egui::pos2(500.0, 300.0));
+    harness.event(egui::Event::MouseWheel {
+        unit: egui::MouseWheelUnit::Point,
+        delta: egui::vec2(0.0, 1.0e7),
+        phase: egui::TouchPhase::Move,
+        source: egui::MouseWheelSource::Unknown,
+        modifiers: egui::Modifiers::NONE,
+    });
 }
 
 /// Syncs alice until her history with bob satisfies `done`.
