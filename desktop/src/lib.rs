@@ -225,9 +225,10 @@ impl Desktop {
         self.team.ui(ui.ctx(), &mut self.session);
         self.files.dialogs(ui.ctx(), &mut self.session);
         files::Files::hovering(ui.ctx());
-        // Results still running: look again soon. Otherwise the owner's
-        // notifications wake the window (see main.rs); a slow tick keeps
-        // the times and the connection state fresh.
+        // The session's results and the owner's notifications wake the
+        // window (see main.rs); while calls run, it also looks again soon
+        // (the team window's and the file dialogs' calls do not wake it).
+        // A slow tick keeps the times and the connection state fresh.
         let again = if self.session.busy() || self.team.busy() || self.files.busy() {
             50
         } else {
@@ -531,7 +532,7 @@ impl Desktop {
             // The rows were picked for where the view was; if it moved
             // (sticking to the newest as rows got their real heights, or
             // a jump), the next frame draws the rows now in view.
-            if drawn_at.is_some_and(|top| (scrolled.state.offset().y - top).abs() > 0.5) {
+            if drawn_at.is_some_and(|top| (scrolled.state.clamped_offset().y - top).abs() > 0.5) {
                 ui.ctx().request_repaint();
             }
         });

@@ -31,6 +31,9 @@ use tokio::sync::{broadcast, mpsc};
 use backend::{CallError, ChatBackend, Event};
 use state::{Chat, ChatMessage, Kind, Request};
 
+/// Called from another thread when there is something to apply.
+pub(crate) type Wake = std::sync::Arc<dyn Fn() + Send + Sync>;
+
 /// How the chat tells about new messages.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Options {
@@ -118,6 +121,17 @@ impl Driver {
         backend: B,
         options: Options,
     ) -> Result<Self, CallError> {
+        Self::start_waking(backend, options, None).await
+    }
+
+    /// [`Driver::start`], calling `wake` (from another thread) whenever a
+    /// request's result is ready for [`Driver::poll`]: a window repaints
+    /// then rather than at its next tick.
+    pub(crate) async fn start_waking<B: ChatBackend>(
+        backend: B,
+        options: Options,
+        wake: Option<Wake>,
+    ) -> Result<Self, CallError> {
         let events = backend.subscribe();
         let me = backend.call("whoami", json!({})).await?;
         let field = |name: &str| {
@@ -135,7 +149,7 @@ impl Driver {
         chat.transfer_prefix = format!("c{}-{started:x}", std::process::id());
         let (work, jobs) = mpsc::unbounded_channel();
         let (done_tx, done) = mpsc::unbounded_channel();
-        tokio::spawn(worker(backend, chat.me.clone(), jobs, done_tx));
+        tokio::spawn(worker(backend, chat.me.clone(), jobs, done_tx, wake));
         let mut driver = Self {
             chat,
             work,
@@ -550,6 +564,7 @@ async fn worker<B: ChatBackend>(
     me: String,
     mut jobs: mpsc::UnboundedReceiver<Request>,
     done: mpsc::UnboundedSender<Done>,
+    wake: Option<Wake>,
 ) {
     while let Some(request) = jobs.recv().await {
         let outcome = match request {
@@ -725,6 +740,9 @@ async fn worker<B: ChatBackend>(
         };
         if done.send(outcome).is_err() {
             return;
+        }
+        if let Some(wake) = &wake {
+            wake();
         }
     }
 }

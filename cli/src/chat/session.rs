@@ -137,8 +137,11 @@ impl Session {
             crate::owner::Attached::Owned(handle, owner) => (handle, Some(owner)),
             crate::owner::Attached::Remote(handle) => (handle, None),
         };
+        let wake: super::Wake = std::sync::Arc::new(wake);
         let mut events = backend.subscribe();
+        let wake_on_events = wake.clone();
         tokio::spawn(async move {
+            let wake = wake_on_events;
             use tokio::sync::broadcast::error::RecvError;
             loop {
                 match events.recv().await {
@@ -150,14 +153,15 @@ impl Session {
                 }
             }
         });
-        Self::start(backend, owner).await
+        Self::start(backend, owner, Some(wake)).await
     }
 
     async fn start<B: ChatBackend>(
         backend: B,
         owner: Option<crate::owner::Owner>,
+        wake: Option<super::Wake>,
     ) -> anyhow::Result<Self> {
-        let mut driver = Driver::start(backend, Options::default())
+        let mut driver = Driver::start_waking(backend, Options::default(), wake)
             .await
             .map_err(|e| anyhow::anyhow!("{}", e.message))?;
         driver.record_arrivals = true;

@@ -106,6 +106,27 @@ impl FileCard {
 
 pub(crate) use crate::files::human_size;
 
+/// Which messages `^N` counts back through.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Among {
+    /// Every message.
+    All,
+    /// Mine only (what `/edit` and `/delete` act on).
+    Mine,
+    /// File messages only (what `/save` acts on).
+    Files,
+}
+
+impl Among {
+    fn picks(self, m: &ChatMessage) -> bool {
+        match self {
+            Self::All => true,
+            Self::Mine => m.outgoing,
+            Self::Files => m.file.is_some() && !m.deleted,
+        }
+    }
+}
+
 /// What the owner told of a file message (`file.info`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FileDetails {
@@ -865,40 +886,6 @@ impl Chat {
             })
     }
 
-    /// The file message `reference` names in the open conversation: `^`
-    /// the newest file, `^N` the N-th newest, or an ID.
-    fn file_ref(&self, reference: &str) -> Result<String, String> {
-        let Some(back) = reference.strip_prefix('^') else {
-            return self.message_ref(reference, false);
-        };
-        let n = match back {
-            "" => 1,
-            n => n
-                .parse::<usize>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| format!("^{back}: give ^ or ^N with N a positive number"))?,
-        };
-        let found = self
-            .current()
-            .entries
-            .iter()
-            .rev()
-            .filter_map(|e| match e {
-                Entry::Message(m) if m.file.is_some() && !m.deleted => Some(m),
-                _ => None,
-            })
-            .nth(n - 1);
-        match found {
-            Some(m) if m.id.starts_with("local:") => {
-                Err("that file has no ID yet (it is still being sent)".to_owned())
-            }
-            Some(m) => Ok(m.id.clone()),
-            None if n == 1 => Err("there is no file in this conversation".to_owned()),
-            None => Err(format!("there are not {n} files in this conversation")),
-        }
-    }
-
     /// A `file.progress` notification: `done` of `total` bytes of
     /// transfer `transfer` moved (only this client's are followed).
     pub(crate) fn on_progress(&mut self, transfer: &str, done: u64, total: u64) {
@@ -1029,9 +1016,9 @@ impl Chat {
     }
 
     /// The message `reference` names in the open conversation: `^` the
-    /// newest, `^N` the N-th newest (of mine only with `mine`), or an ID
-    /// (8 to 32 hex digits, checked by the owner).
-    fn message_ref(&self, reference: &str, mine: bool) -> Result<String, String> {
+    /// newest, `^N` the N-th newest (counting only those `among` picks),
+    /// or an ID (8 to 32 hex digits, checked by the owner).
+    fn message_ref(&self, reference: &str, among: Among) -> Result<String, String> {
         let Some(back) = reference.strip_prefix('^') else {
             let hex = reference.len() >= 8
                 && reference.len() <= 32
@@ -1057,19 +1044,24 @@ impl Chat {
             .iter()
             .rev()
             .filter_map(|e| match e {
-                Entry::Message(m) if !mine || m.outgoing => Some(m),
+                Entry::Message(m) if among.picks(m) => Some(m),
                 _ => None,
             })
             .nth(n - 1);
+        let (one, many) = match among {
+            Among::All => ("message", "messages"),
+            Among::Mine => ("message", "messages of yours"),
+            Among::Files => ("file", "files"),
+        };
         match found {
             Some(m) if m.id.starts_with("local:") => {
-                Err("that message has no ID yet (it is still being sent)".to_owned())
+                Err(format!("that {one} has no ID yet (it is still being sent)"))
             }
             Some(m) => Ok(m.id.clone()),
-            None if mine => Err(format!(
-                "there are not {n} messages of yours in this conversation"
-            )),
-            None => Err(format!("there are not {n} messages in this conversation")),
+            None if n == 1 && among == Among::Files => {
+                Err("there is no file in this conversation".to_owned())
+            }
+            None => Err(format!("there are not {n} {many} in this conversation")),
         }
     }
 
@@ -1097,7 +1089,7 @@ impl Chat {
             return Vec::new();
         }
         let mine = matches!(name, "edit" | "delete");
-        let id = match self.message_ref(reference, mine) {
+        let id = match self.message_ref(reference, if mine { Among::Mine } else { Among::All }) {
             Ok(id) => id,
             Err(error) => {
                 self.say(error);
@@ -1201,7 +1193,7 @@ impl Chat {
                 let rest = line.trim_start().get(name.len()..).unwrap_or_default();
                 let rest = rest.trim_start().get(reference.len()..).unwrap_or_default();
                 let (path, _) = split_path(rest);
-                let id = match self.file_ref(reference) {
+                let id = match self.message_ref(reference, Among::Files) {
                     Ok(id) => id,
                     Err(error) => {
                         self.say(error);

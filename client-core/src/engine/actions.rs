@@ -363,9 +363,9 @@ mod tests {
 
     use super::*;
     use crate::group::Change;
-    use crate::{EPOCH_SECS, Epoch, MemoryStore, Store};
+    use crate::{MemoryStore, Store};
 
-    const NOW: u64 = 1_800_000_000;
+    use crate::engine::tests::{NOW, deliver};
     const NOW_MS: u64 = NOW * 1000;
 
     fn engine(handle: &str) -> Engine {
@@ -376,16 +376,6 @@ mod tests {
     fn pair(a: &mut Engine, b: &mut Engine) {
         a.import_card(&b.export_card()).expect("card");
         b.import_card(&a.export_card()).expect("card");
-    }
-
-    fn deliver(from: &mut Engine, to: &mut Engine) -> Vec<Received> {
-        let epoch = Epoch::from_unix_secs(NOW, EPOCH_SECS);
-        let mut received = Vec::new();
-        for out in from.outgoing(NOW).expect("outgoing") {
-            received.push(to.receive(out.blob.as_bytes(), epoch).expect("receive"));
-            from.sent(&out.key).expect("sent");
-        }
-        received
     }
 
     /// Queues `content` from `from` to `peer` as is, without the sender's

@@ -477,9 +477,9 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::{Change, EPOCH_SECS, Epoch, MemoryStore, Received, Store};
+    use crate::{Change, MemoryStore, Received, Store};
 
-    const NOW: u64 = 1_800_000_000;
+    use crate::engine::tests::{NOW, deliver};
     const NOW_MS: u64 = NOW * 1000;
 
     fn pair() -> (Engine, Engine, Arc<dyn Store>) {
@@ -495,16 +495,6 @@ mod tests {
         alice.import_card(&bob.export_card()).expect("card");
         bob.import_card(&alice.export_card()).expect("card");
         (alice, bob, bob_store)
-    }
-
-    fn deliver(from: &mut Engine, to: &mut Engine) -> Vec<Received> {
-        let epoch = Epoch::from_unix_secs(NOW, EPOCH_SECS);
-        let mut received = Vec::new();
-        for out in from.outgoing(NOW).expect("outgoing") {
-            received.push(to.receive(out.blob.as_bytes(), epoch).expect("receive"));
-            from.sent(&out.key).expect("sent");
-        }
-        received
     }
 
     fn send(from: &mut Engine, to: &mut Engine, count: usize, at_ms: u64) -> Vec<MessageId> {

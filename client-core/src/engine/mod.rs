@@ -333,18 +333,20 @@ fn outbox_seq_of_key(key: &[u8]) -> Option<u64> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::{Batch, EPOCH_SECS, Epoch, MemoryStore};
 
-    const NOW: u64 = 1_800_000_000;
+    pub(crate) const NOW: u64 = 1_800_000_000;
 
     fn engine(handle: &str) -> (Engine, Arc<dyn Store>) {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new().unwrap());
         (Engine::create(store.clone(), handle, NOW).unwrap(), store)
     }
 
-    fn deliver(from: &mut Engine, to: &mut Engine) -> Vec<Received> {
+    /// Hands every queued message of `from` to `to` at [`NOW`] (the engine
+    /// tests' one clock), marking each sent.
+    pub(crate) fn deliver(from: &mut Engine, to: &mut Engine) -> Vec<Received> {
         let epoch = Epoch::from_unix_secs(NOW, EPOCH_SECS);
         let mut received = Vec::new();
         for out in from.outgoing(NOW).unwrap() {

@@ -219,9 +219,9 @@ mod tests {
 
     use super::*;
     use crate::Batch;
-    use crate::{EPOCH_SECS, Epoch, MemoryStore, Received, Store};
+    use crate::{MemoryStore, Received, Store};
 
-    const NOW: u64 = 1_800_000_000;
+    use crate::engine::tests::{NOW, deliver};
     const NOW_MS: u64 = NOW * 1000;
 
     fn engine(handle: &str) -> (Engine, Arc<dyn Store>) {
@@ -230,16 +230,6 @@ mod tests {
             Engine::create(store.clone(), handle, NOW).expect("engine"),
             store,
         )
-    }
-
-    fn deliver(from: &mut Engine, to: &mut Engine) -> Vec<Received> {
-        let epoch = Epoch::from_unix_secs(NOW, EPOCH_SECS);
-        let mut received = Vec::new();
-        for out in from.outgoing(NOW).expect("outgoing") {
-            received.push(to.receive(out.blob.as_bytes(), epoch).expect("receive"));
-            from.sent(&out.key).expect("sent");
-        }
-        received
     }
 
     /// Every store value, opened (the store seals them at rest).
