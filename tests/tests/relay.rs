@@ -95,6 +95,52 @@ async fn a_subscription_first_delivers_the_backlog_after_its_cursor() {
     relay.stop().await;
 }
 
+/// A file upload's window of puts: 64 KiB blobs, 128 in flight on one
+/// connection, into one mailbox, well within its quotas. Every put is
+/// stored and acknowledged; none is refused. (With blobs this large sled
+/// writes and removes node files on its own threads while the relay syncs
+/// them after each flush; a node file removed mid-sync failed the flush,
+/// and every put it covered was refused as `Internal`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_of_128_large_puts_on_one_connection_all_succeed() {
+    const WINDOW: u64 = 128;
+    const ROUNDS: u64 = 1;
+    let relay = TestRelay::start().await;
+    let owner = Owner::new(3);
+    let conn = std::sync::Arc::new(connect(&relay).await);
+    let flushes_before = relay.server().relay().flush_count();
+    for round in 0..ROUNDS {
+        let mut puts = tokio::task::JoinSet::new();
+        for i in 0..WINDOW {
+            let conn = conn.clone();
+            let mailbox = owner.mailbox();
+            let tag = round * WINDOW + i;
+            puts.spawn(async move {
+                conn.put(&mailbox, &tagged_blob(Bucket::K64, tag), 0)
+                    .await
+                    .map_err(|e| (tag, e.to_string()))
+            });
+        }
+        while let Some(put) = puts.join_next().await {
+            if let Err((tag, error)) = put.unwrap() {
+                panic!("put {tag} of a window of {WINDOW} was refused: {error}");
+            }
+        }
+    }
+    assert!(
+        relay.server().relay().flush_count() > flushes_before,
+        "the puts went through group commit"
+    );
+    let mut tags: Vec<u64> = fetch_all(&conn, &owner, 0)
+        .await
+        .iter()
+        .map(|(_, blob)| tag_of(blob))
+        .collect();
+    tags.sort_unstable();
+    assert_eq!(tags, (0..ROUNDS * WINDOW).collect::<Vec<_>>());
+    relay.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_puts_come_back_in_fifo_order() {
     let relay = TestRelay::start().await;

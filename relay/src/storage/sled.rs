@@ -156,7 +156,16 @@ impl DiskSync {
                 continue;
             };
             if lsn > *synced_upto {
-                std::fs::File::open(entry.path())?.sync_data()?;
+                // sled deletes node files it no longer needs on its own
+                // background threads, so one listed a moment ago may be
+                // gone: nothing refers to it any more, so there is nothing
+                // to sync. (Treating that as a failed flush refused
+                // ordinary concurrent puts of large blobs as `Internal`.)
+                match std::fs::File::open(entry.path()) {
+                    Ok(file) => file.sync_data()?,
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(error) => return Err(error.into()),
+                }
                 newest = newest.max(lsn);
             }
         }
@@ -1449,5 +1458,49 @@ impl Storage for SledStorage {
 
     fn drop_spent_before(&self, key_id: u64) -> Result<usize, StoreError> {
         drop_below(&self.tokens.spent, key_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// sled removes node files on its own threads, between the sync
+    /// listing `blobs/` and opening each file; the sync must not fail then
+    /// (it made a flush fail, and every put it covered was refused).
+    #[test]
+    fn a_node_file_removed_while_the_sync_runs_is_not_an_error() {
+        let dir = tempfile::tempdir().expect("test: temp dir");
+        std::fs::write(dir.path().join("db"), b"").expect("test: log file");
+        let node_dir = dir.path().join("blobs");
+        std::fs::create_dir(&node_dir).expect("test: node dir");
+        let sync = DiskSync::open(dir.path()).expect("test: open");
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let churn = {
+            let done = done.clone();
+            let node_dir = node_dir.clone();
+            std::thread::spawn(move || {
+                // Node files come and go as sled rewrites nodes; keep a
+                // few alive so every listing finds some.
+                let mut lsn = 1u64;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::fs::write(node_dir.join(lsn.to_string()), b"node").expect("test: write");
+                    if lsn > 4 {
+                        let _ = std::fs::remove_file(node_dir.join((lsn - 4).to_string()));
+                    }
+                    lsn += 1;
+                }
+            })
+        };
+        let mut failures = 0;
+        for _ in 0..500 {
+            if let Err(error) = sync.sync() {
+                failures += 1;
+                eprintln!("sync failed: {error}");
+            }
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        churn.join().expect("test: churn thread");
+        assert_eq!(failures, 0, "syncs failed over files sled had removed");
     }
 }
