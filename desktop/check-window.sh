@@ -36,6 +36,22 @@ code=$(awk '/^bootstrap code:/ {print $3}' "$work/relay.log")
 invite=$("$bin/sotto" --home "$work/alice" invite bob 2>/dev/null)
 "$bin/sotto" --home "$work/bob" join "$invite" >/dev/null
 echo "hello from alice" | "$bin/sotto" --home "$work/alice" send bob >/dev/null
+# A picture too: bob's window shows it as a file card with its thumbnail.
+python3 - "$work/chart.png" <<'PY'
+import struct, sys, zlib
+width, height = 240, 150
+rows = b"".join(
+    b"\0" + b"".join(
+        bytes((40 + x // 2, 90 + y, 200 - x // 3)) if (x // 30 + y // 30) % 2 else bytes((240, 240, 235))
+        for x in range(width))
+    for y in range(height))
+def chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+png += chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+open(sys.argv[1], "wb").write(png)
+PY
+"$bin/sotto" --home "$work/alice" send bob --file "$work/chart.png" "the chart" >/dev/null 2>&1
 
 echo "-- sotto-desktop --screenshot"
 "$bin/sotto-desktop" --home "$work/bob" --screenshot "$work/shot.png" --open alice
