@@ -565,8 +565,9 @@ async fn an_upload_cut_by_a_relay_restart_resumes_where_it_stopped_and_goes_once
     let (_admin, mut members) = team(&relay, homes.path(), &["alice", "bob"]).await;
     let mut bob = members.pop().unwrap();
     let mut alice = members.pop().unwrap();
-    // 100 real chunks, 104 padded: the record moves once (at 64).
-    let bytes = content(100 * FILE_CHUNK_DATA - 7, 5);
+    // 200 real chunks: with 64 puts in flight, ~130 are still to be put
+    // when the relay goes; the record moves every 64 stored.
+    let bytes = content(200 * FILE_CHUNK_DATA - 7, 5);
     let path = homes.path().join("resumed.bin");
     std::fs::write(&path, &bytes).unwrap();
     let mut reader = std::fs::File::open(&path).unwrap();
