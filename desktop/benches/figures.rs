@@ -359,15 +359,7 @@ fn child_open(home: &Path) {
 
 fn child_cold(home: &Path) {
     let started = Instant::now();
-    let runtime = Arc::new(
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap(),
-    );
-    let shell = Shell::new(home.to_owned(), runtime.clone(), Arc::new(|| {}));
-    let mut harness = harness(shell);
+    let (mut harness, _runtime) = window(home);
     frame(&mut harness);
     let names: Vec<String> = (0..CONVERSATIONS).map(|i| format!("m{i}")).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
